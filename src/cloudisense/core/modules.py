@@ -1,0 +1,60 @@
+"""Modules: the units that bring intents, topics and background work to a node.
+
+Built-in modules are registered exactly as third-party ones are: through the
+``cloudisense.modules`` entry-point group, whose values are :class:`Module`
+subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, ClassVar
+
+from cloudisense.core.intents import Intent
+
+if TYPE_CHECKING:
+    from cloudisense.core.node import Node
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "cloudisense.modules"
+
+
+class Module:
+    """Base class of a module. Override what applies."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    def intents(self) -> list[Intent]:
+        """The intents this module adds (``module`` is filled in by the node)."""
+        return []
+
+    def entities(self) -> dict[str, list[str]]:
+        """Configured names by entity kind (``{"log": ["app", ...]}``), for the planner."""
+        return {}
+
+    async def start(self) -> None:
+        """Start background work (called after every module has registered)."""
+
+    async def stop(self) -> None:
+        """Stop background work and release resources."""
+
+
+def discover_modules() -> dict[str, type[Module]]:
+    """Installed module classes by entry-point name."""
+    found: dict[str, type[Module]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception:
+            log.exception("could not load module %s (%s)", ep.name, ep.value)
+            continue
+        if isinstance(cls, type) and issubclass(cls, Module):
+            found[ep.name] = cls
+        else:
+            log.error("entry point %s is not a cloudisense Module subclass", ep.name)
+    return found

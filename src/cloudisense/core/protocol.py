@@ -1,0 +1,124 @@
+"""Wire messages of protocol.md: parsing requests, building responses and events (no I/O)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from cloudisense.core.errors import BadRequest
+
+MAX_REQUESTID_LEN = 128
+MAX_INTENT_LEN = 128
+
+
+def now_ms() -> int:
+    """Epoch milliseconds, the protocol's timestamp unit."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class RpcRequest:
+    """A parsed ``{"type": "rpc", ...}`` message."""
+
+    requestid: str
+    intent: str
+    params: dict[str, Any] = field(default_factory=dict)
+    service_id: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        """The wire form."""
+        msg: dict[str, Any] = {"type": "rpc", "requestid": self.requestid, "intent": self.intent, "params": self.params}
+        if self.service_id is not None:
+            msg["serviceId"] = self.service_id
+        return msg
+
+
+def decode_frame(frame: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """A JSON object from a text frame (or an already decoded dict), else :class:`BadRequest`."""
+    if isinstance(frame, dict):
+        return frame
+    try:
+        value = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("message is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest("message must be a JSON object")
+    return value
+
+
+def read_requestid(message: dict[str, Any]) -> str | None:
+    """The ``requestid`` if it is a usable string, for addressing an error answer."""
+    rid = message.get("requestid")
+    if isinstance(rid, str) and 0 < len(rid) <= MAX_REQUESTID_LEN:
+        return rid
+    return None
+
+
+def parse_rpc(message: dict[str, Any]) -> RpcRequest:
+    """Validate the envelope of an RPC request (params are validated later, per intent)."""
+    rid = message.get("requestid")
+    if not isinstance(rid, str) or not rid:
+        raise BadRequest("requestid must be a non-empty string")
+    if len(rid) > MAX_REQUESTID_LEN:
+        raise BadRequest(f"requestid is longer than {MAX_REQUESTID_LEN} characters")
+    intent = message.get("intent")
+    if not isinstance(intent, str) or not intent:
+        raise BadRequest("intent must be a non-empty string")
+    if len(intent) > MAX_INTENT_LEN:
+        raise BadRequest(f"intent is longer than {MAX_INTENT_LEN} characters")
+    params = message.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise BadRequest("params must be a JSON object")
+    service = message.get("serviceId")
+    if service is not None and (not isinstance(service, str) or not service):
+        raise BadRequest("serviceId must be a non-empty string")
+    return RpcRequest(rid, intent, params, service)
+
+
+def success(requestid: str | None, data: Any, code: int = 200) -> dict[str, Any]:
+    """A success ``rpc_response``."""
+    return {"type": "rpc_response", "requestid": requestid, "status": "success", "code": code,
+            "data": data, "timestamp": now_ms()}
+
+
+def error(requestid: str | None, code: int, message: str) -> dict[str, Any]:
+    """An error ``rpc_response``."""
+    return {"type": "rpc_response", "requestid": requestid, "status": "error", "code": code,
+            "message": message, "timestamp": now_ms()}
+
+
+def event(name: str, topic: str, data: Any, meta: dict[str, Any] | None = None,
+          identity: str | None = None) -> dict[str, Any]:
+    """A pub/sub ``event`` message."""
+    msg: dict[str, Any] = {"type": "event", "name": name, "topic": topic, "data": data,
+                           "meta": meta or {}, "timestamp": now_ms()}
+    if identity is not None:
+        msg["identity"] = identity
+    return msg
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "params") -> str:
+    """``params.topic: field required``-style text, one problem per ``;``."""
+    parts = []
+    for item in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *item["loc"]))
+        msg = item["msg"]
+        parts.append(f"{loc}: {msg[:1].lower() + msg[1:]}")
+    return "; ".join(parts)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Make an action's result JSON-ready (pydantic models are dumped)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,241 @@
+"""MessageRouter: the single entry point of every RPC, from any kind of client.
+
+``handle_messages(message, client)`` classifies a message (local RPC, remote RPC,
+broadcast, bad input), checks it (envelope, intent, params, role, gates such as
+the assistant's policy), runs the action with a time limit, writes the audit
+record, and answers the client that asked: exactly one response per request.
+The router does no socket I/O itself: clients deliver, stores persist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from cloudisense.core import protocol
+from cloudisense.core.clients import Client
+from cloudisense.core.context import ActionContext
+from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, TooManyRequests
+from cloudisense.core.intents import Intent, IntentRegistry, Risk
+from cloudisense.store.audit import AuditRecord
+from cloudisense.store.users import Role
+
+if TYPE_CHECKING:
+    from cloudisense.core.node import Node
+
+log = logging.getLogger(__name__)
+
+BROADCAST = "*"
+
+#: The most severe risk each role may run.
+ROLE_MAX_RISK = {Role.VIEWER: Risk.READ, Role.OPERATOR: Risk.DESTRUCTIVE, Role.ADMIN: Risk.DESTRUCTIVE}
+
+
+@dataclass(frozen=True)
+class Call:
+    """A checked request about to run: what gates decide on."""
+
+    intent: Intent
+    params: BaseModel
+    risk: Risk
+    client: Client
+    request: protocol.RpcRequest
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A gate's decision. ``confirm`` answers the caller with ``data`` instead of running."""
+
+    decision: Literal["allow", "deny", "confirm"]
+    rule: str | None = None
+    reason: str | None = None
+    data: Any = None
+
+    @staticmethod
+    def allow(rule: str | None = None) -> "Verdict":
+        """Run it."""
+        return Verdict("allow", rule)
+
+    @staticmethod
+    def deny(reason: str, rule: str | None = None) -> "Verdict":
+        """Refuse it with ``reason``."""
+        return Verdict("deny", rule, reason)
+
+
+Gate = Callable[[Call], Awaitable[Verdict | None]]
+
+
+class Remote(Protocol):
+    """Federation: runs requests on other nodes."""
+
+    async def forward(self, request: protocol.RpcRequest, client: Client) -> dict[str, Any]:
+        """Run ``request`` on node ``request.service_id``; returns its ``rpc_response``."""
+
+    async def broadcast(self, request: protocol.RpcRequest, client: Client) -> None:
+        """Send ``request`` to every other node (no responses)."""
+
+    def knows(self, identity: str) -> bool:
+        """Whether a node of that identity is known."""
+
+
+class MessageRouter:
+    """Classifies, checks, dispatches and answers."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.registry: IntentRegistry = node.registry
+        self.gates: list[Gate] = []
+        self.remote: Remote | None = None
+        # Bounds the actions running at once on this node; extra requests wait their turn.
+        self._slots = asyncio.Semaphore(max(16, node.settings.server.max_inflight_per_client))
+
+    def add_gate(self, gate: Gate) -> None:
+        """Consult ``gate`` before every action (first non-allow verdict wins)."""
+        self.gates.append(gate)
+
+    async def handle_messages(self, message: str | bytes | dict[str, Any], client: Client) -> None:
+        """Handle one incoming message from ``client``; every RPC gets exactly one response."""
+        rid: str | None = None
+        try:
+            decoded = protocol.decode_frame(message)
+            rid = protocol.read_requestid(decoded)
+            kind = decoded.get("type")
+            if kind is None:
+                raise BadRequest("message has no type")
+            if kind != "rpc":
+                raise BadRequest(f"unknown message type {kind!r}; clients send type 'rpc'")
+            request = protocol.parse_rpc(decoded)
+        except CloudisenseError as exc:
+            await self._answer(client, protocol.error(rid, exc.code, exc.message))
+            return
+        await self.handle_request(request, client)
+
+    async def handle_request(self, request: protocol.RpcRequest, client: Client) -> None:
+        """Route a parsed request locally, to another node, or to all nodes."""
+        target = request.service_id
+        if target is None or target == self.node.identity:
+            await self._dispatch(request, client)
+            return
+        if self.remote is None:
+            if target == BROADCAST:
+                await self._dispatch(request, client)
+                return
+            await self._answer(client, protocol.error(request.requestid, 404, f"unknown node {target!r}: federation is off"))
+            return
+        if target == BROADCAST:
+            await self.remote.broadcast(request, client)
+            await self._dispatch(request, client)
+            return
+        try:
+            response = await self.remote.forward(request, client)
+        except CloudisenseError as exc:
+            response = protocol.error(request.requestid, exc.code, exc.message)
+        await self._answer(client, response)
+
+    async def _dispatch(self, request: protocol.RpcRequest, client: Client) -> None:
+        started = time.perf_counter()
+        intent_name = request.intent
+        params_for_audit: dict[str, Any] = request.params
+        verdict: Verdict | None = None
+        outcome = "error"
+        audit = True
+        if client.inflight >= self.node.settings.server.max_inflight_per_client:
+            await self._answer(client, protocol.error(request.requestid, 429, "too many requests in flight on this connection"))
+            return
+        client.inflight += 1
+        try:
+            intent = self.registry.get(request.intent)
+            intent_name = intent.name
+            try:
+                params = intent.params.model_validate(request.params)
+            except ValidationError as exc:
+                raise BadRequest(protocol.describe_validation_error(exc)) from None
+            params_for_audit = params.model_dump(mode="json")
+            risk = intent.effective_risk(params)
+            self._authorize(intent, risk, client)
+            verdict = await self._consult_gates(Call(intent, params, risk, client, request))
+            if verdict is not None and verdict.decision == "deny":
+                outcome = "denied"
+                raise Forbidden(f"denied by policy: {verdict.reason or 'not allowed'}")
+            if verdict is not None and verdict.decision == "confirm":
+                outcome = "pending_approval"
+                response = protocol.success(request.requestid, protocol.to_jsonable(verdict.data), code=202)
+            else:
+                data = await self._run(intent, params, client, request)
+                outcome = "success"
+                response = protocol.success(request.requestid, data)
+        except CloudisenseError as exc:
+            response = protocol.error(request.requestid, exc.code, exc.message)
+            audit = not isinstance(exc, NotFound) or intent_name in self.registry
+        except Exception:
+            log.exception("intent %s failed", intent_name)
+            response = protocol.error(request.requestid, 500, f"internal error while running {intent_name}; see the server log")
+        finally:
+            client.inflight -= 1
+        elapsed = time.perf_counter() - started
+        if audit:
+            await self._audit(request, client, intent_name, params_for_audit, outcome, response, elapsed, verdict)
+        self._count(intent_name if audit else "(unknown)", response, elapsed)
+        await self._answer(client, response)
+
+    def _authorize(self, intent: Intent, risk: Risk, client: Client) -> None:
+        if intent.admin_only and client.role != Role.ADMIN:
+            raise Forbidden(f"{intent.name} needs the admin role")
+        allowed = ROLE_MAX_RISK[client.role]
+        if risk.rank > allowed.rank:
+            raise Forbidden(f"role {client.role.value} may not run {risk.value} intents such as {intent.name}")
+
+    async def _consult_gates(self, call: Call) -> Verdict | None:
+        last: Verdict | None = None
+        for gate in self.gates:
+            verdict = await gate(call)
+            if verdict is None:
+                continue
+            if verdict.decision != "allow":
+                return verdict
+            last = verdict
+        return last
+
+    async def _run(self, intent: Intent, params: BaseModel, client: Client, request: protocol.RpcRequest) -> Any:
+        ctx = ActionContext(self.node, client, request.requestid, intent.name)
+        limit = intent.timeout or self.node.settings.server.request_timeout
+        async with self._slots:
+            try:
+                result = await asyncio.wait_for(intent.handler(params, ctx), timeout=limit)
+            except TimeoutError:
+                raise RequestTimeout(f"{intent.name} did not finish within {limit:g} s") from None
+        return protocol.to_jsonable(result)
+
+    async def _audit(self, request: protocol.RpcRequest, client: Client, intent: str, params: dict[str, Any],
+                     outcome: str, response: dict[str, Any], elapsed: float, verdict: Verdict | None) -> None:
+        record = AuditRecord(
+            user=client.user, role=client.role.value, client_kind=client.kind, client_id=client.id,
+            requestid=request.requestid, intent=intent, params=params, outcome=outcome,
+            code=int(response["code"]), message=response.get("message"), duration_ms=elapsed * 1000,
+            decision=verdict.decision if verdict else None, rule=verdict.rule if verdict else None,
+        )
+        try:
+            await self.node.audit.record(record)
+        except Exception:
+            log.exception("audit write failed for %s", intent)
+            response.clear()
+            response.update(protocol.error(request.requestid, 500, "audit log unavailable; the action's outcome is in the server log"))
+
+    def _count(self, intent: str, response: dict[str, Any], elapsed: float) -> None:
+        metrics = self.node.metrics
+        metrics.requests.labels(intent, response["status"]).inc()
+        metrics.latency.labels(intent).observe(elapsed)
+        if response["status"] == "error":
+            metrics.errors.labels(intent, str(response["code"])).inc()
+
+    async def _answer(self, client: Client, response: dict[str, Any]) -> None:
+        try:
+            await client.send(response)
+        except Exception:  # a client that went away must not break the router
+            log.debug("could not deliver response to %s", client.id, exc_info=True)

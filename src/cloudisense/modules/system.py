@@ -1,0 +1,170 @@
+"""System observation with psutil, and periodic ``/stats`` events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Literal
+
+import psutil
+from pydantic import Field
+
+from cloudisense.core.context import ActionContext
+from cloudisense.core.errors import BadRequest, NotFound
+from cloudisense.core.intents import Intent, NoParams, Params, Risk
+from cloudisense.core.modules import Module
+
+log = logging.getLogger(__name__)
+
+STATS_TOPIC = "/stats"
+
+
+class ProcessParams(Params):
+    """A process name."""
+
+    name: str = Field(min_length=1, max_length=256, description="process name, e.g. nginx")
+
+
+class ListProcessesParams(Params):
+    """Ordering and size of a process listing."""
+
+    sort_by: Literal["cpu", "memory"] = "cpu"
+    limit: int = Field(10, ge=1, le=500)
+
+
+class DiskParams(Params):
+    """A mount point or folder."""
+
+    path: str = Field("/", min_length=1, max_length=4096)
+
+
+def system_stats() -> dict[str, Any]:
+    """CPU, memory, swap, load, disk of ``/``, network counters and uptime."""
+    vm = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    disk = psutil.disk_usage("/")
+    net = psutil.net_io_counters()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "cpu": {"percent": psutil.cpu_percent(interval=None), "count": psutil.cpu_count()},
+        "memory": {"total": vm.total, "available": vm.available, "used": vm.used, "percent": vm.percent},
+        "swap": {"total": swap.total, "used": swap.used, "percent": swap.percent},
+        "load": {"1m": load[0], "5m": load[1], "15m": load[2]},
+        "disk": {"path": "/", "total": disk.total, "used": disk.used, "free": disk.free, "percent": disk.percent},
+        "network": {"bytes_sent": net.bytes_sent, "bytes_recv": net.bytes_recv} if net else {},
+        "uptime_seconds": int(time.time() - psutil.boot_time()),
+        "timestamp": int(time.time() * 1000),
+    }
+
+
+def _process_info(proc: psutil.Process) -> dict[str, Any] | None:
+    try:
+        with proc.oneshot():
+            mem = proc.memory_info()
+            return {
+                "pid": proc.pid,
+                "name": proc.name(),
+                "status": proc.status(),
+                "cpu_percent": proc.cpu_percent(interval=None),
+                "memory_percent": round(proc.memory_percent(), 3),
+                "rss": mem.rss,
+                "cmdline": proc.cmdline()[:8],
+                "started": int(proc.create_time() * 1000),
+            }
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def find_processes(name: str) -> list[dict[str, Any]]:
+    """Processes whose name or command line's program matches ``name`` (case-insensitive)."""
+    wanted = name.lower()
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        pname = (proc.info.get("name") or "").lower()
+        cmd = proc.info.get("cmdline") or []
+        programs = {os.path.basename(part).lower() for part in cmd[:2]}
+        if pname == wanted or wanted in programs:
+            info = _process_info(proc)
+            if info:
+                found.append(info)
+    return found
+
+
+class SystemModule(Module):
+    """``get_system_stats``, ``check_process``, ``list_processes``, ``get_disk_usage`` and ``/stats``."""
+
+    name = "system"
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self._task: asyncio.Task[None] | None = None
+
+    def intents(self) -> list[Intent]:
+        return [
+            Intent("get_system_stats", "CPU, memory, load, disk and network figures of this node",
+                   self.get_system_stats, NoParams, Risk.READ,
+                   ("how is the server doing", "show system stats", "cpu and memory usage",
+                    "what's the load on this box", "is the machine overloaded")),
+            Intent("check_process", "Whether a process with this name is running, with its pids and usage",
+                   self.check_process, ProcessParams, Risk.READ,
+                   ("is nginx running", "check if redis is up", "is there a python process",
+                    "find the postgres process")),
+            Intent("list_processes", "The top processes by CPU or memory", self.list_processes,
+                   ListProcessesParams, Risk.READ,
+                   ("top processes", "what is eating memory", "which processes use the most cpu",
+                    "show the 5 biggest processes by memory")),
+            Intent("get_disk_usage", "Used and free space of a file system", self.get_disk_usage, DiskParams,
+                   Risk.READ, ("how much disk is left", "disk usage of /var", "is the disk full",
+                               "free space on /")),
+        ]
+
+    async def start(self) -> None:
+        self.node.pubsub.add_static(STATS_TOPIC)
+        psutil.cpu_percent(interval=None)  # prime the counter so the first figure is meaningful
+        self._task = asyncio.create_task(self._publish_stats(), name="system-stats")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _publish_stats(self) -> None:
+        interval = self.node.settings.system.stats_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                stats = await asyncio.to_thread(system_stats)
+                self.node.pubsub.publish(STATS_TOPIC, "stats_generated", stats)
+            except Exception:
+                log.exception("could not collect system stats")
+
+    async def get_system_stats(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+        return await asyncio.to_thread(system_stats)
+
+    async def check_process(self, p: ProcessParams, ctx: ActionContext) -> dict[str, Any]:
+        procs = await asyncio.to_thread(find_processes, p.name)
+        return {"name": p.name, "running": bool(procs), "count": len(procs), "processes": procs}
+
+    async def list_processes(self, p: ListProcessesParams, ctx: ActionContext) -> dict[str, Any]:
+        def collect() -> list[dict[str, Any]]:
+            infos = [i for i in (_process_info(proc) for proc in psutil.process_iter()) if i]
+            key = "cpu_percent" if p.sort_by == "cpu" else "memory_percent"
+            return sorted(infos, key=lambda i: i[key], reverse=True)[: p.limit]
+
+        return {"sort_by": p.sort_by, "processes": await asyncio.to_thread(collect)}
+
+    async def get_disk_usage(self, p: DiskParams, ctx: ActionContext) -> dict[str, Any]:
+        if "\x00" in p.path:
+            raise BadRequest("params.path: must not contain NUL")
+        try:
+            usage = await asyncio.to_thread(psutil.disk_usage, p.path)
+        except FileNotFoundError:
+            raise NotFound(f"no such path: {p.path}") from None
+        except PermissionError:
+            raise BadRequest(f"no permission to read {p.path}") from None
+        return {"path": p.path, "total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent}

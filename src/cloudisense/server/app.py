@@ -1,0 +1,65 @@
+"""The Tornado application and the running server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RedirectHandler, StaticFileHandler
+
+from cloudisense.core.node import Node
+from cloudisense.server.http import AuthorizeHandler, HealthHandler, MetricsHandler, RefreshHandler
+from cloudisense.server.ws import RpcSocket
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+def make_app(node: Node) -> Application:
+    """Routes of one node."""
+    s = node.settings.server
+    routes: list = [
+        (r"/authorize", AuthorizeHandler, {"node": node}),
+        (r"/refresh", RefreshHandler, {"node": node}),
+        (r"/ws", RpcSocket, {"node": node}),
+        (r"/healthz", HealthHandler, {"node": node}),
+        (r"/metrics", MetricsHandler, {"node": node}),
+    ]
+    if s.dashboard and (WEB_DIR / "index.html").exists():
+        routes += [
+            (r"/", RedirectHandler, {"url": "/ui/"}),
+            (r"/ui/(.*)", StaticFileHandler, {"path": str(WEB_DIR), "default_filename": "index.html"}),
+        ]
+    return Application(
+        routes,
+        websocket_max_message_size=s.max_message_bytes,
+        websocket_ping_interval=s.ping_interval or None,
+        websocket_ping_timeout=(s.ping_interval * 3) if s.ping_interval else None,
+    )
+
+
+class Server:
+    """A started node behind a listening HTTP server."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.http: HTTPServer | None = None
+        self.port = 0
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Start the node, then listen; returns the bound port (``port=0`` picks a free one)."""
+        await self.node.start()
+        s = self.node.settings.server
+        sockets = bind_sockets(s.port if port is None else port, host or s.host, family=socket.AF_INET)
+        self.port = sockets[0].getsockname()[1]
+        self.http = HTTPServer(make_app(self.node), max_body_size=1_048_576)
+        self.http.add_sockets(sockets)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and stop the node."""
+        if self.http is not None:
+            self.http.stop()
+            await self.http.close_all_connections()
+        await self.node.stop()

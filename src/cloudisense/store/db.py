@@ -1,0 +1,83 @@
+"""The node's SQLite database (WAL) and per-component schema migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+
+class Database:
+    """One aiosqlite connection shared by the node's stores.
+
+    Each store owns its tables and brings its migrations under a namespace
+    (``await db.migrate("audit", [...])``); applied versions are kept in
+    ``schema_versions`` so a store can evolve without touching the others.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        """Open (creating the folder and file if needed) and switch to WAL."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = await aiosqlite.connect(self.path)
+        self._conn.row_factory = aiosqlite.Row
+        await self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable in WAL mode against process crashes; only power loss can drop the last commits.
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys=ON")
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions (namespace TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        await self._conn.commit()
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        """The open connection."""
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+    async def migrate(self, namespace: str, steps: Sequence[str]) -> None:
+        """Apply the not yet applied ``steps`` (SQL scripts, in order) of ``namespace``."""
+        async with self.conn.execute(
+            "SELECT version FROM schema_versions WHERE namespace = ?", (namespace,)
+        ) as cur:
+            row = await cur.fetchone()
+        current = row[0] if row else 0
+        for version, script in enumerate(steps, start=1):
+            if version <= current:
+                continue
+            await self.conn.executescript(script)
+            await self.conn.execute(
+                "INSERT INTO schema_versions (namespace, version) VALUES (?, ?) "
+                "ON CONFLICT(namespace) DO UPDATE SET version = excluded.version",
+                (namespace, version),
+            )
+            await self.conn.commit()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement and commit; returns the last row id."""
+        cur = await self.conn.execute(sql, params)
+        await self.conn.commit()
+        return cur.lastrowid or 0
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """All rows of a query."""
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        """The first row of a query, or ``None``."""
+        async with self.conn.execute(sql, params) as cur:
+            return await cur.fetchone()

@@ -1,0 +1,65 @@
+"""Shared fixtures: a real server on port 0 with a real SQLite database in a temp dir."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudisense.client import Connection, login
+from cloudisense.config import Settings, load_settings
+from cloudisense.core.node import Node
+from cloudisense.server.app import Server
+from cloudisense.store.users import Role, client_credential
+
+PASSWORDS = {"admin": "admin-pass-1", "oper": "oper-pass-1", "viewer": "viewer-pass-1"}
+ROLES = {"admin": Role.ADMIN, "oper": Role.OPERATOR, "viewer": Role.VIEWER}
+
+
+@dataclass
+class Running:
+    """A started server and how to reach it."""
+
+    server: Server
+    node: Node
+    url: str
+
+    async def connect(self, user: str = "admin") -> Connection:
+        tokens = await login(self.url, user, PASSWORDS[user])
+        return await Connection.open(self.url, tokens["access"]["token"])
+
+
+def make_settings(tmp_path: Path, config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings for a test node: data in ``tmp_path``, fast stats, free port."""
+    base = {"data_dir": str(tmp_path / "data"), "identity": "test-node",
+            "system": {"stats_interval": 0.2}, "server": {"port": 0}}
+    return load_settings(config, environ={}, overrides=_merge(base, overrides))
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+async def start_server(settings: Settings) -> Running:
+    """Start a node with the three test users."""
+    node = Node(settings)
+    server = Server(node)
+    port = await server.start(host="127.0.0.1", port=0)
+    for name, pw in PASSWORDS.items():
+        if await node.users.get(name) is None:
+            await node.users.add(name, client_credential(pw), ROLES[name])
+    return Running(server, node, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    """A real server with only the core modules' default settings."""
+    r = await start_server(make_settings(tmp_path))
+    yield r
+    await r.server.stop()
