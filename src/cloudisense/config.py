@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from cloudisense.core.errors import ConfigError
 
 ENV_PREFIX = "CLOUDISENSE_"
+#: Variables of the CLI client (``cloudisense rpc``), not server settings.
+CLIENT_ENV = {"CONFIG", "URL", "USER", "PASSWORD"}
 
 
 class Section(BaseModel):
@@ -94,6 +96,8 @@ class TargetSettings(Section):
     stop_timeout: float = Field(5.0, gt=0)
     #: Optional HTTP URL that answers 2xx when the service is healthy.
     health_url: str | None = None
+    #: For ``systemd``: the ``systemctl`` program (a path, or a name looked up on PATH).
+    systemctl: str = "systemctl"
 
 
 class NotifySettings(Section):
@@ -105,6 +109,8 @@ class NotifySettings(Section):
     telegram_bot_token: SecretStr | None = None
     telegram_chat_id: str | None = None
     telegram_base_url: str = "https://api.telegram.org"
+    #: Seconds before the first retry; doubled for each further retry.
+    backoff: float = Field(0.2, ge=0, le=30)
 
 
 class RulesSettings(Section):
@@ -128,6 +134,9 @@ class ProviderSettings(Section):
 
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    #: How ``response_schema`` is sent to OpenAI-compatible servers: ``json_schema`` (OpenAI,
+    #: Ollama, vLLM, llama.cpp) or ``json_object`` with a ``schema`` (llama-cpp-python's server).
+    openai_response_format: Literal["json_schema", "json_object"] = "json_schema"
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     ollama_host: str | None = None
@@ -135,6 +144,9 @@ class ProviderSettings(Section):
     local_model_path: Path | None = None
     local_context: int = Field(4096, ge=256)
     local_threads: int | None = None
+    #: llama-cpp-python chat format for the local model; default: the GGUF's own template,
+    #: or ``gemma`` for Gemma files that carry none (like the shipped model).
+    local_chat_format: str | None = None
 
 
 class LLMSettings(Section):
@@ -230,7 +242,7 @@ def _env_value(raw: str) -> Any:
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key[len(ENV_PREFIX):] in CLIENT_ENV:
             continue
         parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
         if parts:

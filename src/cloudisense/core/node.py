@@ -53,7 +53,10 @@ class Node:
                 merged.setdefault(kind, []).extend(names)
         return merged
 
-    def _load_modules(self) -> None:
+    def load_modules(self) -> None:
+        """Instantiate the configured modules and register their intents (once; no I/O)."""
+        if self.modules:
+            return
         available = self._module_classes if self._module_classes is not None else discover_modules()
         wanted = self.settings.modules if self.settings.modules is not None else sorted(available)
         missing = [name for name in wanted if name not in available]
@@ -71,7 +74,7 @@ class Node:
         await self.db.open()
         await self.users.start()
         await self.audit.start()
-        self._load_modules()
+        self.load_modules()
         for module in self.modules.values():
             await module.start()
         self._started = True

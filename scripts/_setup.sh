@@ -1,0 +1,41 @@
+# Shared set-up for scripts/demo.sh and scripts/test.sh (sourced, not run).
+# Creates .venv with Python 3.11+ and installs the project with the given extras.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+  echo "error: CloudiSENSE needs Python 3.11 or newer (found: $("$PYTHON" --version 2>&1)). Set PYTHON=/path/to/python3.11." >&2
+  exit 1
+fi
+
+# System packages (Debian/Ubuntu): installed only when missing.
+need_apt() {
+  local missing=()
+  for cmd_pkg in "$@"; do
+    local cmd="${cmd_pkg%%:*}" pkg="${cmd_pkg##*:}"
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: please install these system packages: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "==> installing system packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_project() {
+  local extras="$1"
+  if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$PYTHON" -m venv .venv
+  fi
+  echo "==> installing cloudisense[$extras] (the first install of llama-cpp-python compiles it: ~6-10 minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$extras]"
+}

@@ -1,0 +1,323 @@
+"""The ``cloudisense`` command: serve, users, intents, rpc, and the assistant's commands."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cloudisense.config import Settings, load_settings
+from cloudisense.core.errors import CloudisenseError
+
+app = typer.Typer(help="CloudiSENSE: an operations server with a built-in AI assistant.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+user_app = typer.Typer(help="Manage users (works on the node's database directly).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (or CLOUDISENSE_CONFIG).",
+                         envvar="CLOUDISENSE_CONFIG")
+DataDirOpt = typer.Option(None, "--data-dir", help="Data folder (or CLOUDISENSE_DATA_DIR).")
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print an error in plain words and exit."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def settings_from(config: Optional[Path], data_dir: Optional[Path] = None, **overrides: Any) -> Settings:
+    """Settings from the file, the environment and CLI flags, or a plain-words exit."""
+    extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        extra["data_dir"] = str(data_dir)
+    try:
+        return load_settings(config, overrides=extra)
+    except CloudisenseError as exc:
+        fail(exc.message)
+        raise  # unreachable; keeps type checkers calm
+
+
+def parse_kv(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values that parse as JSON are taken as JSON (``lines=20``, ``args=["-v"]``)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            fail(f"expected key=value, got {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def read_secret_stdin() -> str:
+    """One line from standard input (for ``--password-stdin``)."""
+    value = sys.stdin.readline().rstrip("\n")
+    if not value:
+        fail("no password on standard input")
+    return value
+
+
+# -- serve -----------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = ConfigOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (0 picks a free one)."),
+) -> None:
+    """Start the server."""
+    server_over = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings_from(config, data_dir, server=server_over or None)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(settings))
+    except CloudisenseError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"could not listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
+
+
+async def _serve(settings: Settings) -> None:
+    from cloudisense.core.node import Node
+    from cloudisense.server.app import Server
+    from cloudisense.store.users import Role, client_credential, generate_password
+
+    node = Node(settings)
+    server = Server(node)
+    port = await server.start()
+    if await node.users.count() == 0:
+        password = generate_password()
+        await node.users.add("admin", client_credential(password), Role.ADMIN)
+        console.print("[bold yellow]First start: created user 'admin' with password:[/bold yellow]", password)
+        console.print("This is shown once. Change it with: cloudisense user passwd admin --password-stdin")
+    url = f"http://{settings.server.host}:{port}"
+    console.print(f"CloudiSENSE node [bold]{node.identity}[/bold] listening on {url} "
+                  f"({len(node.registry)} intents; dashboard {url}/ui/)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    console.print("stopping...")
+    await server.stop()
+
+
+# -- users -----------------------------------------------------------------
+
+
+def _with_users(settings: Settings, action: Any) -> Any:
+    from cloudisense.store.db import Database
+    from cloudisense.store.users import UserStore
+
+    async def run() -> Any:
+        db = Database(settings.db_path)
+        await db.open()
+        try:
+            users = UserStore(db)
+            await users.start()
+            return await action(users)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except CloudisenseError as exc:
+        fail(exc.message)
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: str = typer.Option("operator", help="admin, operator or viewer."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    config: Optional[Path] = ConfigOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Create a user (prompts for the password unless --password-stdin)."""
+    from cloudisense.store.users import Role, client_credential
+
+    try:
+        role_value = Role(role)
+    except ValueError:
+        fail(f"unknown role {role!r}: use admin, operator or viewer")
+        return
+    password = read_secret_stdin() if password_stdin else _prompt_new_password()
+    settings = settings_from(config, data_dir)
+    _with_users(settings, lambda users: users.add(name, client_credential(password), role_value))
+    console.print(f"created user {name} ({role_value.value})")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: str,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    config: Optional[Path] = ConfigOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Change a user's password."""
+    from cloudisense.store.users import client_credential
+
+    password = read_secret_stdin() if password_stdin else _prompt_new_password()
+    settings = settings_from(config, data_dir)
+    _with_users(settings, lambda users: users.set_password(name, client_credential(password)))
+    console.print(f"password of {name} changed")
+
+
+@user_app.command("list")
+def user_list(
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    config: Optional[Path] = ConfigOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """List users and roles."""
+    settings = settings_from(config, data_dir)
+    users = _with_users(settings, lambda store: store.list())
+    if as_json:
+        print(json.dumps([{"username": u.username, "role": u.role.value, "created": u.created} for u in users]))
+        return
+    table = Table("user", "role")
+    for u in users:
+        table.add_row(u.username, u.role.value)
+    console.print(table)
+
+
+def _prompt_new_password() -> str:
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for a password: use --password-stdin")
+    first = getpass.getpass("password: ")
+    if len(first) < 8:
+        fail("use at least 8 characters")
+    if getpass.getpass("again: ") != first:
+        fail("the passwords differ")
+    return first
+
+
+# -- intents ---------------------------------------------------------------
+
+
+@app.command()
+def intents(
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="JSON with params schemas and examples."),
+) -> None:
+    """List the intents this node offers."""
+    from cloudisense.core.node import Node
+
+    node = Node(settings_from(config))
+    try:
+        node.load_modules()
+    except CloudisenseError as exc:
+        fail(exc.message)
+    if as_json:
+        print(json.dumps([i.describe() for i in node.registry.all()], indent=2))
+        return
+    table = Table("module", "intent", "risk", "params", "description")
+    for i in node.registry.all():
+        params = ", ".join(i.params.model_fields)
+        table.add_row(i.module, i.name, i.risk.value, params or "-", i.description)
+    console.print(table)
+
+
+# -- rpc -------------------------------------------------------------------
+
+
+UrlOpt = typer.Option("http://127.0.0.1:8000", "--url", envvar="CLOUDISENSE_URL", help="Server URL.")
+UserOpt = typer.Option("admin", "--user", "-u", envvar="CLOUDISENSE_USER", help="User to log in as.")
+PasswordStdinOpt = typer.Option(False, "--password-stdin", help="Read the password from standard input.")
+
+
+def resolve_password(password_stdin: bool) -> str:
+    """From stdin, CLOUDISENSE_PASSWORD, or a prompt."""
+    if password_stdin:
+        return read_secret_stdin()
+    if os.environ.get("CLOUDISENSE_PASSWORD"):
+        return os.environ["CLOUDISENSE_PASSWORD"]
+    if sys.stdin.isatty():
+        return getpass.getpass("password: ")
+    fail("no password: set CLOUDISENSE_PASSWORD, use --password-stdin, or run in a terminal")
+    return ""
+
+
+@app.command()
+def rpc(
+    intent: str = typer.Argument(..., help="Intent name, e.g. read_log."),
+    params: list[str] = typer.Argument(None, help="key=value params (values may be JSON)."),
+    url: str = UrlOpt,
+    user: str = UserOpt,
+    password_stdin: bool = PasswordStdinOpt,
+    node: Optional[str] = typer.Option(None, "--node", help="serviceId: run on another node."),
+    follow: Optional[float] = typer.Option(None, "--follow", help="Keep printing events for N seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw rpc_response."),
+) -> None:
+    """Log in, call one intent, print the response."""
+    password = resolve_password(password_stdin)
+    extra = {"serviceId": node} if node else {}
+    try:
+        response, events = asyncio.run(_rpc(url, user, password, intent, parse_kv(params or []), extra, follow))
+    except CloudisenseError as exc:
+        fail(exc.message)
+        return
+    except (ConnectionError, OSError) as exc:
+        fail(f"could not reach {url}: {exc}")
+        return
+    if as_json:
+        print(json.dumps(response, indent=2))
+    elif response.get("status") == "success":
+        console.print_json(json.dumps(response.get("data")))
+    for ev in events:
+        print(json.dumps(ev))
+    if response.get("status") != "success":
+        if not as_json:
+            fail(f"{response.get('code')}: {response.get('message')}")
+        raise typer.Exit(1)
+
+
+async def _rpc(url: str, user: str, password: str, intent: str, params: dict[str, Any], extra: dict[str, Any],
+               follow: float | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from cloudisense.client import Connection, login
+
+    tokens = await login(url, user, password)
+    conn = await Connection.open(url, tokens["access"]["token"])
+    try:
+        response = await conn.request(intent, params, timeout=3600, **extra)
+        events: list[dict[str, Any]] = []
+        if follow:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + follow
+            while (left := end - loop.time()) > 0:
+                try:
+                    ev = await conn.next_event(timeout=left)
+                except TimeoutError:
+                    break
+                print(json.dumps(ev), flush=True)
+        else:
+            while not conn.events.empty():
+                events.append(conn.events.get_nowait())
+        return response, events
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
