@@ -80,7 +80,8 @@ def section(model: type[BaseModel], path: list[str], out: list[str]) -> None:
         doc = (field.description or "").replace("\n", " ")
         attr_doc = _attribute_docs(model).get(name, "")
         text = " ".join(x for x in (attr_doc, f"({doc})" if doc and doc not in attr_doc else "") if x)
-        rows.append(f"| `{name}` | {type_name(ann).replace('|', '\\|')} | {default_of(field)} | `{env}` | {text} |")
+        shown_type = type_name(ann).replace("|", "\\|")
+        rows.append(f"| `{name}` | {shown_type} | {default_of(field)} | `{env}` | {text} |")
     title = "[" + ".".join(path) + "]" if path else "top level"
     out.append(f"\n## {title}\n")
     if model.__doc__:
