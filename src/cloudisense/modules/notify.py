@@ -1,0 +1,216 @@
+"""Outgoing notifications: configured webhooks and a Telegram bot.
+
+Only configured destinations are reachable: ``simple_http_notify`` accepts a
+``webhook`` only when it is one of ``notify.webhooks`` (an arbitrary URL would let
+any operator make the node request internal addresses: SSRF), and redirects are
+never followed. The Telegram bot token is a secret: it is only ever put into the
+request URL, and every error text is scrubbed of it before it reaches a response,
+a log line or the audit log.
+
+Every notification is also published on the static topic ``/notification``
+(event ``notification``) for the dashboard and other listeners.
+
+Other modules (the assistant's escalation) call :meth:`NotifyModule.notify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
+
+from cloudisense.core.context import ActionContext
+from cloudisense.core.errors import ActionFailed, BadRequest, Unavailable
+from cloudisense.core.intents import Intent, Params, Risk
+from cloudisense.core.modules import Module
+
+log = logging.getLogger(__name__)
+
+NOTIFICATION_TOPIC = "/notification"
+NOTIFICATION_EVENT = "notification"
+_BOT_URL_RE = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+
+
+class HttpNotifyParams(Params):
+    """A message for the configured webhooks."""
+
+    message: str = Field(min_length=1, max_length=4000, description="the text to send")
+    webhook: str | None = Field(None, max_length=2048,
+                                description="one of the configured webhook URLs; default: all of them")
+    method: Literal["POST", "PUT"] = "POST"
+
+
+class TelegramNotifyParams(Params):
+    """A message for a Telegram chat."""
+
+    message: str = Field(min_length=1, max_length=4000, description="the text to send")
+    chat_id: str | None = Field(None, min_length=1, max_length=64,
+                                description="Telegram chat id; default: the configured notify.telegram_chat_id")
+
+
+@dataclass
+class Delivery:
+    """The outcome of one HTTP delivery (after retries)."""
+
+    status: int | None
+    attempts: int
+    error: str | None
+    body: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx answer."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+class NotifyModule(Module):
+    """``simple_http_notify`` and ``simple_telegram_notify``, plus :meth:`notify` for other modules."""
+
+    name = "notify"
+
+    def intents(self) -> list[Intent]:
+        return [
+            Intent("simple_http_notify", "Send a message to the configured webhooks (or one of them)",
+                   self.simple_http_notify, HttpNotifyParams, Risk.WRITE,
+                   ("notify the team that the deploy is done", "send a webhook saying the backup finished",
+                    "post 'disk almost full' to the webhook", "ping the on-call hook about the outage",
+                    "let everyone know nginx was restarted")),
+            Intent("simple_telegram_notify", "Send a message to a Telegram chat through the configured bot",
+                   self.simple_telegram_notify, TelegramNotifyParams, Risk.WRITE,
+                   ("send a telegram message that the server is back", "telegram me when it's done",
+                    "tell the ops chat on telegram that redis restarted",
+                    "message the telegram group: maintenance starts now")),
+        ]
+
+    async def start(self) -> None:
+        self.node.pubsub.add_static(NOTIFICATION_TOPIC)
+
+    # -- the Python API -------------------------------------------------------
+
+    async def notify(self, message: str, via: str = "webhook") -> dict[str, Any]:
+        """Send ``message`` through ``via``: ``webhook`` (all configured), ``telegram`` (configured
+        chat) or ``none`` (only the ``/notification`` event).
+
+        Returns the same dict as the matching intent. Raises :class:`Unavailable` when the channel
+        is not configured and :class:`ActionFailed` when no delivery succeeded.
+        """
+        if via == "webhook":
+            return await self.send_webhooks(message)
+        if via == "telegram":
+            return await self.send_telegram(message)
+        if via == "none":
+            self._publish(message, "none", True)
+            return {"via": "none", "delivered": 0}
+        raise BadRequest(f"unknown notification channel {via!r}; use webhook, telegram or none")
+
+    async def send_webhooks(self, message: str, webhook: str | None = None, method: str = "POST") -> dict[str, Any]:
+        """Deliver to ``webhook`` (must be configured) or to every configured webhook."""
+        configured = self.node.settings.notify.webhooks
+        if not configured:
+            raise Unavailable("no webhooks are configured; set notify.webhooks (a list of URLs) in the config")
+        if webhook is not None and webhook not in configured:
+            raise BadRequest("webhook is not one of the configured notify.webhooks; only configured URLs can be "
+                             "used (leave it out to send to all of them)")
+        targets = [webhook] if webhook is not None else list(configured)
+        body = json.dumps({"message": message, "node": self.node.identity, "timestamp": int(time.time() * 1000)})
+        deliveries = await asyncio.gather(*(self._deliver(url, method, body) for url in targets))
+        results = [{"webhook": url, "ok": d.ok, "status": d.status, "attempts": d.attempts, "error": d.error}
+                   for url, d in zip(targets, deliveries, strict=True)]
+        delivered = sum(1 for r in results if r["ok"])
+        self._publish(message, "webhook", delivered > 0)
+        if delivered == 0:
+            problems = "; ".join(f"{_where(str(r['webhook']))}: {r['error']}" for r in results)
+            raise ActionFailed(f"no webhook accepted the notification ({problems})")
+        return {"via": "webhook", "delivered": delivered, "failed": len(results) - delivered, "results": results}
+
+    async def send_telegram(self, message: str, chat_id: str | None = None) -> dict[str, Any]:
+        """Send through the Telegram Bot API ``sendMessage``."""
+        settings = self.node.settings.notify
+        token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
+        if not token:
+            raise Unavailable("telegram is not configured: set notify.telegram_bot_token "
+                              "(or CLOUDISENSE_NOTIFY__TELEGRAM_BOT_TOKEN) to the bot's token")
+        chat = chat_id or settings.telegram_chat_id
+        if not chat:
+            raise BadRequest("no Telegram chat: pass chat_id or set notify.telegram_chat_id")
+        url = f"{settings.telegram_base_url.rstrip('/')}/bot{token}/sendMessage"
+        body = json.dumps({"chat_id": chat, "text": message})
+        d = await self._deliver(url, "POST", body, secret=token)
+        description = None
+        message_id = None
+        try:
+            answer = json.loads(d.body) if d.body else {}
+            description = answer.get("description")
+            message_id = (answer.get("result") or {}).get("message_id")
+        except (ValueError, AttributeError):
+            pass
+        self._publish(message, "telegram", d.ok)
+        if not d.ok:
+            reason = self._scrub(str(description or d.error or f"HTTP {d.status}"), token)
+            raise ActionFailed(f"telegram did not accept the message after {d.attempts} attempt(s): {reason}")
+        return {"via": "telegram", "chat_id": chat, "ok": True, "status": d.status, "attempts": d.attempts,
+                "message_id": message_id}
+
+    # -- intents --------------------------------------------------------------
+
+    async def simple_http_notify(self, p: HttpNotifyParams, ctx: ActionContext) -> dict[str, Any]:
+        return await self.send_webhooks(p.message, p.webhook, p.method)
+
+    async def simple_telegram_notify(self, p: TelegramNotifyParams, ctx: ActionContext) -> dict[str, Any]:
+        return await self.send_telegram(p.message, p.chat_id)
+
+    # -- delivery -------------------------------------------------------------
+
+    @staticmethod
+    def _scrub(text: str, secret: str | None) -> str:
+        """``text`` without the secret (and without anything shaped like a bot URL token)."""
+        if secret:
+            text = text.replace(secret, "***")
+        return _BOT_URL_RE.sub("bot***", text)
+
+    async def _deliver(self, url: str, method: str, body: str, secret: str | None = None) -> Delivery:
+        """One request with retries on connection errors and 5xx answers (4xx are final)."""
+        settings = self.node.settings.notify
+        attempts = 0
+        status: int | None = None
+        error: str | None = None
+        while True:
+            attempts += 1
+            resp: HTTPResponse | None = None
+            try:
+                resp = await AsyncHTTPClient().fetch(
+                    url, method=method, body=body, headers={"Content-Type": "application/json"},
+                    request_timeout=settings.timeout, connect_timeout=settings.timeout,
+                    follow_redirects=False, raise_error=False)
+                status, error = resp.code, None if 200 <= resp.code < 300 else f"HTTP {resp.code}"
+            except HTTPClientError as exc:  # timeouts (599) and the like
+                status, error = None, self._scrub(f"{type(exc).__name__}: {exc}", secret)
+            except OSError as exc:
+                status, error = None, self._scrub(f"connection failed: {exc.strerror or exc}", secret)
+            except Exception as exc:  # TLS and other transport errors; never let the token escape
+                status, error = None, self._scrub(f"{type(exc).__name__}: {exc}", secret)
+            ok = status is not None and 200 <= status < 300
+            retryable = status is None or status >= 500
+            if ok or not retryable or attempts > settings.retries:
+                return Delivery(status, attempts, error, resp.body if resp is not None and resp.body else b"")
+            log.info("notification attempt %d failed (%s); retrying", attempts, error)
+            await asyncio.sleep(settings.backoff * 2 ** (attempts - 1))
+
+    def _publish(self, message: str, via: str, ok: bool) -> None:
+        self.node.pubsub.publish(NOTIFICATION_TOPIC, NOTIFICATION_EVENT,
+                                 {"message": message, "via": via, "ok": ok, "node": self.node.identity,
+                                  "timestamp": int(time.time() * 1000)})
+
+
+def _where(url: str) -> str:
+    """Scheme and host of ``url`` only: webhook paths often carry secrets (Slack, Discord)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
