@@ -17,6 +17,8 @@ Mapping to the common types:
   Combining ``response_schema`` with ``tools`` raises
   :class:`~cloudisense.llm.errors.UnsupportedFeature` (forcing one tool would
   forbid the others).
+* ``temperature`` is not sent: the SDK in use (anthropic 2.x) has no such
+  parameter any more; the model's default sampling applies.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class AnthropicProvider(BaseProvider):
             "model": request.model or self.model,
             "messages": messages,
             "max_tokens": request.max_tokens or self.settings.max_tokens,
-            "temperature": self.settings.temperature if request.temperature is None else request.temperature,
+            # No temperature: the anthropic SDK in use (2.x) no longer has that parameter.
             "stream": True,
         }
         if system:

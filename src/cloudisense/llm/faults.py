@@ -40,7 +40,7 @@ def map_sdk_error(
     partial_text: str = "",
     secrets: Iterable[str | None] = (),
     key_hint: str = "",
-) -> CloudisenseError:
+) -> Exception:
     """Translate an exception of the ``openai`` / ``anthropic`` SDK (same class names) into ours.
 
     ``started`` tells whether output had already reached the caller: then any
@@ -48,6 +48,9 @@ def map_sdk_error(
     """
     if isinstance(exc, CloudisenseError):
         return exc
+    if isinstance(exc, (TypeError, NameError, AssertionError)):
+        # Our own bug (a wrong SDK argument, ...), not the service failing: keep it loud.
+        return exc  # type: ignore[return-value]
     secrets = list(secrets)
     detail = redact(str(exc) or type(exc).__name__, secrets)
     status: int | None = getattr(exc, "status_code", None)
@@ -88,9 +91,11 @@ async def stream_with_fallback(
     """Stream ``request`` from ``primary``; switch to ``fallback`` only if the primary failed
     before producing any event. Appends the provider that answered to ``answered``.
 
-    Triggers: run-time failures (:class:`ProviderFailure`) and a primary that is not
-    usable (:class:`ProviderNotConfigured`, e.g. its key is missing). Misuse such as
-    an unsupported feature or a budget refusal is raised as is.
+    Triggers: run-time failures (:class:`ProviderFailure`: unreachable, 5xx, 429,
+    timeout, key refused) and a primary that is not usable
+    (:class:`ProviderNotConfigured`, e.g. its model file is missing). Not triggers:
+    :class:`ProviderRejected` (the provider refused this request as malformed; the
+    fallback would most likely refuse it too), unsupported features, budget refusals.
     """
     started = False
     try:
@@ -101,7 +106,7 @@ async def stream_with_fallback(
             yield event
         return
     except (ProviderFailure, ProviderNotConfigured) as exc:
-        if fallback is None or started or getattr(exc, "started", False):
+        if fallback is None or started or getattr(exc, "started", False) or isinstance(exc, ProviderRejected):
             raise
         log.warning(
             "llm provider %s:%s failed before any output (%s); using fallback %s:%s",
