@@ -21,6 +21,8 @@ BLOCK_SIZE = 64 * 1024
 MAX_LINE_BYTES = 64 * 1024
 #: At most this much is read from one file per follower poll; the rest waits for the next poll.
 MAX_POLL_BYTES = 4 * 1024 * 1024
+#: Bytes compared on each poll to notice a file rewritten in place to the same or a larger size.
+SIG_BYTES = 64
 
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
@@ -232,6 +234,8 @@ class FileFollower:
     _ident: tuple[int, int] | None = None
     _pos: int = 0
     _partial: bytes = b""
+    #: The last bytes read before ``_pos``: if they change, the file was rewritten in place.
+    _sig: bytes = b""
     _buffered: list[str] = field(default_factory=list)
 
     def open(self, at_end: bool = True) -> None:
@@ -249,7 +253,13 @@ class FileFollower:
         st = os.fstat(fd)
         self._fd, self._ident, self._partial = fd, (st.st_dev, st.st_ino), b""
         self._pos = st.st_size if at_end else 0
+        self._sig = self._signature()
         return True
+
+    def _signature(self) -> bytes:
+        assert self._fd is not None
+        size = min(SIG_BYTES, self._pos)
+        return os.pread(self._fd, size, self._pos - size) if size else b""
 
     def close(self) -> None:
         """Release the open file."""
@@ -261,8 +271,10 @@ class FileFollower:
         """Read appended bytes of the open file into lines; returns bytes read."""
         assert self._fd is not None
         size = os.fstat(self._fd).st_size
-        if size < self._pos:  # truncated in place (copytruncate, "> file"): start over
-            self._pos, self._partial = 0, b""
+        # Truncated in place (copytruncate, "> file"): start over. A shrink shows it; when the
+        # file was already refilled past the old offset, the changed bytes before it show it.
+        if size < self._pos or (self._sig and self._signature() != self._sig):
+            self._pos, self._partial, self._sig = 0, b"", b""
         total = 0
         while self._pos < size and total < budget:
             chunk = os.pread(self._fd, min(BLOCK_SIZE * 4, size - self._pos, budget - total), self._pos)
@@ -276,6 +288,8 @@ class FileFollower:
             if len(self._partial) > MAX_LINE_BYTES:  # an endless line: hand it out in pieces
                 self._buffered.append(_decode(self._partial[:MAX_LINE_BYTES]))
                 self._partial = self._partial[MAX_LINE_BYTES:]
+        if total:
+            self._sig = self._signature()
         return total
 
     def _flush_partial(self) -> None:
