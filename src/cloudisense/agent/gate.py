@@ -1,0 +1,89 @@
+"""The policy gate: complete mediation of every agent-initiated RPC.
+
+Installed on the router (``node.router.add_gate``), it sees every call after
+params validation and role checks. Calls from clients of kind ``agent`` get a
+policy decision, whatever the model wrote; other clients (people, reaction
+rules) pass untouched. The router writes the verdict's decision and rule into
+the audit record.
+
+A ``confirm`` decision persists an approval and answers 202 with
+``{"approval_required": true, "approval_id", "description", "expires", ...}``.
+A resumed call carries the approval id on its client; the gate consumes the
+approval atomically (exactly that intent and params, once) and lets it run
+with rule ``approval:<id>``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cloudisense.agent.approvals import ApprovalStore
+from cloudisense.agent.policy import PolicyEngine
+from cloudisense.core.router import Call, Verdict
+
+if TYPE_CHECKING:
+    from cloudisense.core.node import Node
+
+AGENT_KIND = "agent"
+#: Containers whose steps are each gated on their own: no separate approval for the container.
+COMPOSITE_INTENTS = frozenset({"intent_chain", "agent_execute"})
+#: Approvals are for humans: an agent deciding one would approve its own actions.
+HUMAN_ONLY_INTENTS = frozenset({"confirm_action", "flag_session"})
+
+
+def describe_call(intent: Any, params: Any, node: str, risk: str) -> str:
+    """``restart_target web on node demo (risk write) — Restart a target``: exactly what will run."""
+    given = params.model_dump(mode="json", exclude_defaults=True) if hasattr(params, "model_dump") else dict(params)
+    if set(given) == {"name"}:
+        args = str(given["name"])
+    else:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in sorted(given.items()))
+    head = f"{intent.name} {args}".rstrip()
+    return f"{head} on node {node} (risk {risk}) — {intent.description}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class PolicyGate:
+    """Applies a :class:`PolicyEngine` to agent calls and turns ``confirm`` into approvals."""
+
+    def __init__(self, node: "Node", engine: PolicyEngine, approvals: ApprovalStore) -> None:
+        self.node = node
+        self.engine = engine
+        self.approvals = approvals
+
+    async def __call__(self, call: Call) -> Verdict | None:
+        client = call.client
+        if client.kind != AGENT_KIND:
+            return None
+        name = call.intent.name
+        params = call.params.model_dump(mode="json")
+        if name in HUMAN_ONLY_INTENTS:
+            return Verdict.deny(f"{name} must be done by a person, not by the assistant", rule="builtin:human-only")
+        approval_id = getattr(client, "approval_id", None)
+        if approval_id:
+            client.approval_id = None  # type: ignore[attr-defined]  # one call per approval
+            if await self.approvals.consume(approval_id, name, params):
+                return Verdict.allow(f"approval:{approval_id}")
+            return Verdict.deny(f"approval {approval_id} does not cover this call now (already used, not approved, "
+                                "or for another step); nothing ran", rule=f"approval:{approval_id}")
+        decision = self.engine.decide(name, params, call.risk, client.role.value, self.node.identity)
+        if name in COMPOSITE_INTENTS and decision.rule.startswith("default:"):
+            return Verdict.allow("builtin:composite-steps-gated")
+        if decision.decision == "allow":
+            return Verdict.allow(decision.rule)
+        if decision.decision == "deny":
+            return Verdict.deny(f"{decision.reason} (rule {decision.rule})", rule=decision.rule)
+        description = describe_call(call.intent, call.params, self.node.identity, call.risk.value)
+        approval = await self.approvals.create(
+            requester=client.user, requester_role=client.role.value, intent=name, params=params,
+            risk=call.risk.value, description=description, rule=decision.rule,
+            session=getattr(client, "session", None), plan=getattr(client, "plan_state", None),
+        )
+        data = {"approval_required": True, "approval_id": approval.id, "description": description,
+                "expires": int(approval.expires * 1000), "intent": name, "params": params,
+                "risk": call.risk.value, "rule": decision.rule, "reason": decision.reason}
+        return Verdict("confirm", decision.rule, decision.reason, data)
