@@ -65,6 +65,7 @@ INSTALL_HINT = "install it with: pip install 'cloudisense[local]'"
 _ids = itertools.count(1)
 
 
+@functools.lru_cache(maxsize=1)
 def default_model_path() -> Path:
     """Path of the shipped GGUF model (assembled from its PyPI chunk packages on first use)."""
     try:

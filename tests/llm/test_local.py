@@ -1,0 +1,180 @@
+"""The local provider: prompt shaping (fast) and the real shipped model (slow, kept short)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from cloudisense.llm import ChatRequest, Message, TextDelta, ToolCall, ToolSpec, get_provider
+from cloudisense.llm.base import Finish, ToolCallEvent, UsageEvent
+from cloudisense.llm.local import parse_tool_output, to_local_messages, tool_schema
+
+STATS = ToolSpec(
+    "get_stats",
+    "CPU and memory statistics of a host.",
+    {"type": "object", "properties": {"host": {"type": "string", "maxLength": 20}}, "required": ["host"]},
+)
+
+
+# --- fast: no model needed ------------------------------------------------------------------------
+
+
+def test_messages_folded_for_any_chat_template() -> None:
+    request = ChatRequest(
+        [
+            Message.system("You are terse."),
+            Message.user("stats of web1?"),
+            Message.assistant(None, [ToolCall.parse("c1", "get_stats", {"host": "web1"})]),
+            Message.tool("c1", '{"cpu": 3}'),
+            Message.user("and now?"),
+        ],
+        tools=[STATS],
+    )
+    turns = to_local_messages(request)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[0]["content"].startswith("You are terse.\n\nYou can call these tools:")
+    assert turns[0]["content"].endswith("stats of web1?")
+    assert json.loads(turns[1]["content"]) == {"tool": "get_stats", "arguments": {"host": "web1"}}
+    assert turns[2]["content"] == 'Result of tool get_stats: {"cpu": 3}\n\nand now?'
+
+
+def test_tool_output_parsing_is_defensive() -> None:
+    (event,) = parse_tool_output('{"tool": "get_stats", "arguments": {"host": "a"}}', [STATS], False)
+    assert isinstance(event, ToolCallEvent) and event.call.arguments == {"host": "a"} and event.call.ok
+    (event,) = parse_tool_output('{"tool": "rm_rf", "arguments": {}}', [STATS], False)
+    assert isinstance(event, ToolCallEvent) and not event.call.ok and "unknown tool" in (event.call.error or "")
+    assert parse_tool_output('{"answer": "hi"}', [STATS], False) == [TextDelta("hi")]
+    assert parse_tool_output('{"tool": "get_st', [STATS], False) == [TextDelta('{"tool": "get_st')]
+    schema = tool_schema([STATS], None)
+    assert schema["anyOf"][0]["properties"]["tool"] == {"const": "get_stats"}
+    assert schema["anyOf"][-1]["required"] == ["answer"]
+
+
+# --- slow: the real shipped model -----------------------------------------------------------------
+
+
+@pytest.fixture
+def local(model_path, make_settings):
+    return get_provider("local", make_settings(providers={"local_context": 1024}))
+
+
+@pytest.mark.slow
+async def test_plain_streamed_completion(local) -> None:
+    request = ChatRequest([Message.user("List three colours: red,")], max_tokens=12, temperature=0)
+    events = [e async for e in local.stream(request)]
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) >= 3
+    (usage,) = [e.usage for e in events if isinstance(e, UsageEvent)]
+    assert usage.output_tokens == len(deltas) and usage.input_tokens > 5
+    assert events[-1] in (Finish("stop"), Finish("length"))
+
+
+@pytest.mark.slow
+async def test_schema_constrained_output_parses_and_validates(local) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "service": {"type": "string", "enum": ["nginx", "redis"]},
+            "healthy": {"type": "boolean"},
+            "restarts": {"type": "integer", "minimum": 0, "maximum": 99},
+        },
+        "required": ["service", "healthy", "restarts"],
+    }
+    request = ChatRequest(
+        [Message.user("nginx has restarted 3 times and is healthy. Report it as JSON.")],
+        response_schema=schema,
+        max_tokens=60,
+        temperature=0,
+    )
+    response = await local.complete(request)
+    value = response.json()
+    assert set(value) == {"service", "healthy", "restarts"}
+    assert value["service"] in ("nginx", "redis") and isinstance(value["healthy"], bool)
+    assert isinstance(value["restarts"], int) and 0 <= value["restarts"] <= 99
+
+
+@pytest.mark.slow
+async def test_tools_as_constrained_json(local) -> None:
+    request = ChatRequest(
+        [Message.user("Show the CPU statistics of host web1.")], tools=[STATS], max_tokens=40, temperature=0
+    )
+    response = await local.complete(request)
+    # Whatever the tiny model picks, the output is one of the allowed shapes, never garbage.
+    if response.tool_calls:
+        (call,) = response.tool_calls
+        assert call.ok and call.name == "get_stats" and isinstance(call.arguments["host"], str)
+        assert response.finish_reason == "tool_calls"
+    else:
+        assert response.text and response.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+async def test_deltas_arrive_while_the_model_is_still_generating(local, monkeypatch) -> None:
+    llama = await asyncio.to_thread(local.local.load)
+    real = llama.create_chat_completion
+    consumer_saw_first = threading.Event()
+    seen_in_time: list[bool] = []
+
+    def gated(**kwargs):
+        # After the first content token the generator waits until the asyncio side has it:
+        # if deltas were only delivered after the generation, this wait would time out.
+        for chunk in real(**kwargs):
+            yield chunk
+            if chunk["choices"][0]["delta"].get("content") and not seen_in_time:
+                seen_in_time.append(consumer_saw_first.wait(20))
+
+    monkeypatch.setattr(llama, "create_chat_completion", gated)
+    request = ChatRequest([Message.user("Write a short poem about servers.")], max_tokens=8, temperature=0)
+    async for event in local.stream(request):
+        if isinstance(event, TextDelta):
+            consumer_saw_first.set()
+    assert seen_in_time == [True]
+
+
+@pytest.mark.slow
+async def test_inference_off_the_loop_and_requests_queue_fifo(local, make_settings) -> None:
+    # The same model object is shared by every spec naming the same file and settings.
+    assert get_provider("local", make_settings(providers={"local_context": 1024})).local is local.local
+    request = ChatRequest([Message.user("Write a short poem about servers.")], max_tokens=16, temperature=0)
+    loop_ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal loop_ticks
+        while not stop.is_set():
+            loop_ticks += 1
+            await asyncio.sleep(0.005)
+
+    order: list[int] = []
+
+    async def run(n: int) -> None:
+        async for event in local.stream(request):
+            if isinstance(event, TextDelta):
+                order.append(n)
+
+    tick_task = asyncio.create_task(ticker())
+    # Started in this order; each waits for the one worker thread in turn.
+    await asyncio.gather(run(0), run(1), run(2))
+    stop.set()
+    await tick_task
+    assert loop_ticks > 5  # the loop kept running during inference
+    assert order == sorted(order) and set(order) == {0, 1, 2}  # FIFO, one request at a time
+
+
+@pytest.mark.slow
+async def test_abandoned_stream_frees_the_model(local) -> None:
+    request = ChatRequest([Message.user("Tell a long story about a cat.")], max_tokens=200, temperature=0)
+    agen = local.stream(request)
+    async for event in agen:
+        if isinstance(event, TextDelta):
+            break
+    await agen.aclose()
+    # The next request is served promptly: the abandoned one stopped at its next token.
+    started = time.monotonic()
+    response = await local.complete(ChatRequest([Message.user("Hi")], max_tokens=4, temperature=0))
+    assert response.finish_reason in ("stop", "length")
+    assert time.monotonic() - started < 30  # generous: only guards against a hang, not a timing check
