@@ -1,0 +1,288 @@
+"""The assistant's tool catalogue, built from the node's intent registry.
+
+Every intent the caller's role may run becomes a tool (``Intent.describe()``:
+name, description, risk, examples, params JSON-schema, entity kinds). A request
+only ever sees the few tools relevant to it (:meth:`Catalog.search`, BM25 over
+name + description + examples), so a prompt stays bounded however many intents
+the node has. The same descriptions export to OpenAI, Anthropic and MCP tool
+schemas.
+
+Text normalisation (:func:`normalize`) is shared with the offline planner:
+lower case, light stemming, phrase and word synonyms ("bounce" is "restart",
+"alive" is "status") and typo tolerance against the catalogue's vocabulary
+("restrat" is "restart").
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudisense.core.intents import IntentRegistry, Risk
+from cloudisense.core.router import ROLE_MAX_RISK
+from cloudisense.store.users import Role
+
+#: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
+PHRASES: dict[str, str] = {
+    "kick off": "run", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
+    "start up": "start", "turn on": "start", "shut down": "stop", "shutdown": "stop", "take down": "stop",
+    "turn off": "stop", "tell me when": "status", "let me know when": "status", "is it back": "status",
+    "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
+    "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
+    "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
+    "reaction rules": "rule", "space left": "disk", "free space": "disk",
+}
+
+#: Single-word synonyms, applied after stemming.
+SYNONYMS: dict[str, str] = {
+    "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "reload": "reload",
+    "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
+    "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
+    "kill": "stop", "halt": "stop", "terminate": "stop",
+    "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
+    "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
+    "space": "disk", "storage": "disk", "filesystem": "disk", "df": "disk", "full": "disk",
+    "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
+    "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
+    "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
+    "webhook": "notify", "hook": "notify", "team": "notify", "channel": "notify",
+    "execute": "run", "exec": "run", "launch": "run", "trigger": "run", "apply": "run",
+    "provision": "playbook", "role": "playbook", "ansible": "playbook", "playbooks": "playbook",
+    "service": "service", "services": "service", "daemon": "service", "target": "service", "targets": "service",
+    "approval": "approval", "approve": "approval", "waiting": "pending",
+    "loaded": "configured", "enabled": "configured", "installed": "configured", "available": "configured",
+    "cpu": "cpu", "load": "load", "stats": "stats", "statistic": "stats", "usage": "usage",
+}
+
+#: Words that carry no meaning for retrieval.
+STOPWORDS = frozenset(
+    "a an the this that these those my our your me us i you we it its is are was be been am do does did "
+    "of on in at to for from by with and or please pls plz can could would will should shall just "
+    "some any all what whats what's which how there here right now currently ? ! me show us "
+    "about whether when where who why than into onto also very much many more most only still yet being "
+    "have has had they them their then so if as".split()
+) - {"show", "all", "any"}
+
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
+
+
+def stem(word: str) -> str:
+    """A deliberately light English stemmer: plurals and a few suffixes."""
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("sses") or word.endswith("shes") or word.endswith("ches") or word.endswith("xes"):
+        return word[:-2]
+    if word.endswith("ses") and word[:-2].endswith("ss"):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is", "os")):
+        return word[:-1]
+    return word
+
+
+def apply_phrases(text: str) -> str:
+    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES`."""
+    out = " " + text.lower().replace("\u2019", "'") + " "
+    for phrase in sorted(PHRASES, key=len, reverse=True):
+        out = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", f" {PHRASES[phrase]} ", out)
+    return out
+
+
+_CONTRACTION = re.compile(r"['’](s|re|ll|ve|d|t|m)\b")
+
+
+def raw_tokens(text: str) -> list[str]:
+    """Lower-case word tokens (keeps ``-``, ``.``, ``/`` inside words: ``nginx-error``, ``/var``)."""
+    text = _CONTRACTION.sub("", text.lower())
+    return [t.rstrip(".-") or t for t in _TOKEN.findall(text)]
+
+
+def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool = False) -> list[str]:
+    """Tokens for matching: phrases, stemming, synonyms, stopwords dropped, typos fixed against ``vocabulary``."""
+    vocab = vocabulary if isinstance(vocabulary, (set, frozenset, dict)) else set(vocabulary)
+    out: list[str] = []
+    for token in raw_tokens(apply_phrases(text)):
+        if not keep_stopwords and token in STOPWORDS:
+            continue
+        out.append(canonical(token, vocab))
+    return out
+
+
+def canonical(token: str, vocabulary: Any = frozenset()) -> str:
+    """One token's normal form: synonym of its stem, else its closest vocabulary word when it looks like a typo."""
+    if token in SYNONYMS:
+        return SYNONYMS[token]
+    base = stem(token)
+    if base in SYNONYMS:
+        return SYNONYMS[base]
+    if not vocabulary or base in vocabulary or token in vocabulary or len(base) < 4 or not base.isalpha():
+        return base
+    return correct(base, vocabulary) or base
+
+
+def correct(word: str, vocabulary: Iterable[str]) -> str | None:
+    """The vocabulary word ``word`` is most likely a typo of (similarity >= 0.75 and same first letter or 0.85)."""
+    candidates = difflib.get_close_matches(word, list(vocabulary), n=3, cutoff=0.75)
+    for cand in candidates:
+        ratio = difflib.SequenceMatcher(None, word, cand).ratio()
+        if cand[0] == word[0] or ratio >= 0.85:
+            return SYNONYMS.get(cand, cand)
+    return None
+
+
+def tools_for_role(registry: IntentRegistry, role: Role | str) -> list[dict[str, Any]]:
+    """``Intent.describe()`` of every intent ``role`` may run (viewer: read-risk only; admin-only ones for admins)."""
+    role = Role(role)
+    limit = ROLE_MAX_RISK[role]
+    tools = []
+    for intent in registry.all():
+        if intent.admin_only and role != Role.ADMIN:
+            continue
+        if intent.risk.rank > limit.rank:
+            continue
+        tools.append(intent.describe())
+    return tools
+
+
+def tool_defaults(tool: dict[str, Any]) -> dict[str, Any]:
+    """The default value of every param of ``tool`` that has one (from its JSON-schema)."""
+    props = (tool.get("params") or {}).get("properties") or {}
+    return {name: spec["default"] for name, spec in props.items() if isinstance(spec, dict) and "default" in spec}
+
+
+def tool_required(tool: dict[str, Any]) -> list[str]:
+    """Names of ``tool``'s required params."""
+    return list((tool.get("params") or {}).get("required") or [])
+
+
+@dataclass
+class _Doc:
+    tool: dict[str, Any]
+    terms: Counter[str]
+    length: int
+
+
+@dataclass
+class Catalog:
+    """Tools plus a BM25 index over name, description and examples (and optional extra hint phrases)."""
+
+    tools: list[dict[str, Any]]
+    #: Extra phrases per intent name that describe it (the planner's own knowledge of the built-ins).
+    hints: dict[str, Sequence[str]] = field(default_factory=dict)
+    k1: float = 1.2
+    b: float = 0.6
+
+    def __post_init__(self) -> None:
+        self.by_name = {t["name"]: t for t in self.tools}
+        self.vocabulary: set[str] = set()
+        docs_tokens: list[list[str]] = []
+        for tool in self.tools:
+            words = self._doc_words(tool)
+            docs_tokens.append(words)
+            self.vocabulary.update(words)
+        self.vocabulary.update(v for v in SYNONYMS.values())
+        self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens)]
+        self._avg = (sum(d.length for d in self._docs) / len(self._docs)) if self._docs else 1.0
+        df: Counter[str] = Counter()
+        for doc in self._docs:
+            df.update(doc.terms.keys())
+        n = len(self._docs)
+        self._idf = {term: math.log(1 + (n - c + 0.5) / (c + 0.5)) for term, c in df.items()}
+
+    def _doc_words(self, tool: dict[str, Any]) -> list[str]:
+        name = tool["name"].replace("_", " ")
+        parts = [name, name, tool.get("description", "")]
+        parts += list(tool.get("examples") or [])
+        parts += list(self.hints.get(tool["name"], ()))
+        words: list[str] = []
+        for part in parts:
+            words += normalize(part)
+        return words
+
+    @classmethod
+    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR,
+                      hints: dict[str, Sequence[str]] | None = None) -> "Catalog":
+        """The catalogue of what ``role`` may run on this node."""
+        return cls(tools_for_role(registry, role), dict(hints or {}))
+
+    def tokens(self, text: str) -> list[str]:
+        """``text`` normalised against this catalogue's vocabulary (typos fixed)."""
+        return normalize(text, self.vocabulary)
+
+    def scores(self, query: Sequence[str]) -> dict[str, float]:
+        """BM25 score of every tool for already-normalised ``query`` tokens."""
+        out: dict[str, float] = {}
+        terms = Counter(query)
+        for doc in self._docs:
+            score = 0.0
+            for term, qtf in terms.items():
+                tf = doc.terms.get(term, 0)
+                if not tf:
+                    continue
+                norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * doc.length / self._avg))
+                score += self._idf.get(term, 0.0) * norm * (1 + 0.2 * (qtf - 1))
+            out[doc.tool["name"]] = score
+        return out
+
+    def search(self, text: str, k: int = 8) -> list[tuple[dict[str, Any], float]]:
+        """The ``k`` tools most relevant to ``text``, best first, with their scores (zero-score tools left out)."""
+        ranked = sorted(self.scores(self.tokens(text)).items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(self.by_name[name], score) for name, score in ranked[:k] if score > 0]
+
+    def relevant(self, text: str, k: int = 8, always: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Tools for a prompt: the top ``k`` plus any named in ``always`` that exist."""
+        chosen = [tool for tool, _ in self.search(text, k)]
+        names = {t["name"] for t in chosen}
+        for name in always:
+            if name in self.by_name and name not in names:
+                chosen.append(self.by_name[name])
+                names.add(name)
+        return chosen
+
+
+def _tool_text(tool: dict[str, Any], with_examples: bool) -> str:
+    text = tool.get("description") or tool["name"]
+    risk = tool.get("risk")
+    if risk and risk != Risk.READ.value:
+        text += f" (risk: {risk})"
+    examples = list(tool.get("examples") or [])
+    if with_examples and examples:
+        text += ". Examples: " + "; ".join(f'"{e}"' for e in examples[:4])
+    return text
+
+
+def _schema(tool: dict[str, Any]) -> dict[str, Any]:
+    schema = dict(tool.get("params") or {"type": "object", "properties": {}})
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    schema.pop("title", None)
+    return schema
+
+
+def to_openai_tools(tools: Iterable[dict[str, Any]], *, with_examples: bool = True) -> list[dict[str, Any]]:
+    """OpenAI Chat Completions ``tools`` (``{"type": "function", "function": {...}}``)."""
+    return [{"type": "function", "function": {"name": t["name"], "description": _tool_text(t, with_examples),
+                                              "parameters": _schema(t)}} for t in tools]
+
+
+def to_anthropic_tools(tools: Iterable[dict[str, Any]], *, with_examples: bool = True) -> list[dict[str, Any]]:
+    """Anthropic Messages ``tools`` (``{"name", "description", "input_schema"}``)."""
+    return [{"name": t["name"], "description": _tool_text(t, with_examples), "input_schema": _schema(t)}
+            for t in tools]
+
+
+def to_mcp_tools(tools: Iterable[dict[str, Any]], *, with_examples: bool = True) -> list[dict[str, Any]]:
+    """MCP ``tools/list`` entries (``{"name", "description", "inputSchema", "annotations"}``)."""
+    out = []
+    for t in tools:
+        risk = t.get("risk", Risk.READ.value)
+        out.append({"name": t["name"], "description": _tool_text(t, with_examples), "inputSchema": _schema(t),
+                    "annotations": {"readOnlyHint": risk == Risk.READ.value,
+                                    "destructiveHint": risk == Risk.DESTRUCTIVE.value}})
+    return out
