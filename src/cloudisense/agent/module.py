@@ -83,6 +83,8 @@ class AskParams(Params):
 
     query: str = Field(min_length=1, max_length=4000)
     session: str | None = Field(None, max_length=64)
+    mode: Literal["auto", "plan", "react"] = Field(
+        "auto", description="auto: planner first, model when unsure; plan: planner only; react: model only")
 
 
 class ConfirmParams(Params):
@@ -255,7 +257,8 @@ class AgentModule(Module):
         self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", approval.public())
         topic = f"/assist/{approval.session}" if approval.session else f"/chain/{ctx.requestid}"
         result: ExecutionResult = await self.executor.resume(approval.id, notify=self._notifier(ctx, topic))
-        return {"approval": (await self.approvals.get(approval.id)).public(), **result.as_dict()}
+        # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
+        return {**result.as_dict(), "decided": (await self.approvals.get(approval.id)).public()}
 
     async def list_approvals(self, p: ListApprovalsParams, ctx: ActionContext) -> dict[str, Any]:
         requester = None if ctx.client.role == Role.ADMIN else ctx.user
@@ -269,13 +272,16 @@ class AgentModule(Module):
     async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
         session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
         return await self.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                              notify=self._notifier(ctx, f"/assist/{session}"))
+                              notify=self._notifier(ctx, f"/assist/{session}"), mode=p.mode)
 
-    async def ask(self, text: str, *, user: str, role: Role, session: str, notify: Any = None) -> dict[str, Any]:
+    async def ask(self, text: str, *, user: str, role: Role, session: str, notify: Any = None,
+                  mode: str = "auto") -> dict[str, Any]:
         """One request: plan (planner first), then execute, clarify, escalate or reason with the model."""
         await self.memory.add_message(session, "user", text)
         settings = self.node.settings.agent
-        plan = await self._plan(text, role, session)
+        if mode == "react" and self.provider is None:
+            raise Unavailable("mode react needs a model provider: set [llm] provider (e.g. openai:gpt-4o-mini)")
+        plan = None if mode == "react" else await self._plan(text, role, session)
         if plan is not None:
             await self.memory.add_plan(session, plan.model_dump(), text)
             verdict = assess(plan, min_confidence=settings.min_confidence)
@@ -287,7 +293,7 @@ class AgentModule(Module):
                 if failures >= 2:
                     out["escalation"] = await self.escalator.escalate(session, user, f"{failures} steps failed", text)
                 return out
-            if verdict.action == "escalate" or self.provider is None:
+            if verdict.action == "escalate" or self.provider is None or mode == "plan":
                 if verdict.action == "escalate":
                     esc = await self.escalator.escalate(session, user, verdict.message, text)
                     return {"session": session, "mode": "escalate", "answer": verdict.message, "escalation": esc}
@@ -337,7 +343,7 @@ class AgentModule(Module):
         if factory is None:
             return None
         try:
-            planner = factory.from_node(self.node) if hasattr(factory, "from_node") else factory(self.node)
+            planner = factory()
         except Exception:
             log.exception("offline planner could not be built")
             return None

@@ -1,0 +1,74 @@
+"""Helpers of the assistant runtime tests: a real node with real targets, logs and the demo policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from cloudisense.config import Settings
+from tests.conftest import Running, make_settings, start_server
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
+DEMO_POLICY = DEMO / "policy.toml"
+SLEEPER = ["{python}", "-c", "import time\nwhile True: time.sleep(1)"]
+MODULES = ["pubsub", "audit", "system", "targets", "logs", "agent"]
+
+
+def agent_settings(tmp_path: Path, *, policy: Path | str | None = DEMO_POLICY, modules: list[str] | None = None,
+                   **overrides: Any) -> Settings:
+    """Settings of a test node: two sleeper targets, an app log, the demo policy (or ``policy`` text)."""
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    app = logs / "app.log"
+    if not app.exists():
+        app.write_text("2024-05-01 10:00:00 INFO started\n2024-05-01 10:00:01 ERROR upstream timeout\n")
+    if isinstance(policy, str):
+        path = tmp_path / "policy.toml"
+        path.write_text(policy)
+        policy = path
+    base: dict[str, Any] = {
+        "modules": modules or MODULES,
+        "targets": {"web": {"command": SLEEPER, "autostart": True, "stop_timeout": 1},
+                    "nginx": {"command": SLEEPER, "autostart": True, "stop_timeout": 1}},
+        "logs": {"files": {"app": str(app)}},
+        "agent": {"policy_file": str(policy) if policy else None},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return make_settings(tmp_path, **base)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Running]:
+    """A started server, stopped afterwards."""
+    running = await start_server(settings)
+    try:
+        yield running
+    finally:
+        await running.server.stop()
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def audit_rows(running: Running, intent: str) -> list[dict[str, Any]]:
+    """Audit records of ``intent``, oldest first."""
+    return list(reversed(await running.node.audit.query(limit=1000, intent=intent)))
