@@ -98,6 +98,7 @@ class ReactionsModule(Module):
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
 
     # -- module ----------------------------------------------------------
@@ -138,6 +139,7 @@ class ReactionsModule(Module):
 
     async def start(self) -> None:
         self.node.pubsub.add_static(REACTIONS_TOPIC)
+        self._loop = asyncio.get_running_loop()
         self.client = InProcessClient(self.node.router, REACTION_USER, Role.OPERATOR, kind="reaction")
         if self.settings.folder is not None:
             self.settings.folder.mkdir(parents=True, exist_ok=True)
@@ -312,6 +314,9 @@ class ReactionsModule(Module):
 
     def _on_event(self, message: dict[str, Any]) -> None:
         """Pub/sub listener: only matching and scheduling here, never waiting."""
+        if self._loop is not None and not _on_loop(self._loop):  # published from a worker thread
+            self._loop.call_soon_threadsafe(self._on_event, message)
+            return
         topic = message.get("topic")
         for state in list(self.rules.values()):
             rule = state.rule
@@ -383,6 +388,13 @@ class ReactionsModule(Module):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(delay, 60.0)))
             except TimeoutError:
                 pass
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _atomic_write(path: Path, text: str) -> None:
