@@ -116,7 +116,8 @@ async def test_ollama_spec_points_at_ollama_host(make_settings, monkeypatch: pyt
 
 @pytest.mark.slow
 async def test_real_server_streams_several_deltas(llama_server: str, make_settings) -> None:
-    settings = make_settings(providers={"openai_base_url": llama_server})
+    # Generous timeout: the machine may be busy, and the server generates one request at a time.
+    settings = make_settings(providers={"openai_base_url": llama_server}, timeout=120, max_retries=0)
     provider = get_provider("openai:gemma", settings)
     request = ChatRequest([Message.user("Count from one to ten: one, two,")], max_tokens=16, temperature=0)
     events = [e async for e in provider.stream(request)]
@@ -128,7 +129,9 @@ async def test_real_server_streams_several_deltas(llama_server: str, make_settin
 @pytest.mark.slow
 async def test_real_server_schema_constrained_output(llama_server: str, make_settings) -> None:
     # llama-cpp-python's server takes the schema as {"type": "json_object", "schema": ...}.
-    settings = make_settings(providers={"openai_base_url": llama_server, "openai_response_format": "json_object"})
+    settings = make_settings(
+        providers={"openai_base_url": llama_server, "openai_response_format": "json_object"}, timeout=120, max_retries=0
+    )
     schema = {
         "type": "object",
         "properties": {"status": {"type": "string", "enum": ["up", "down"]}, "count": {"type": "integer"}},

@@ -96,9 +96,14 @@ class LocalModel:
         # One thread: llama.cpp contexts are not thread-safe, and its FIFO queue gives fairness.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-local")
         self._llama: Any = None
+        self._load_lock = threading.Lock()
 
     def load(self) -> Any:
-        """The ``Llama`` object, loaded on first call (runs in the worker thread)."""
+        """The ``Llama`` object, loaded on first call (normally in the worker thread)."""
+        with self._load_lock:
+            return self._load()
+
+    def _load(self) -> Any:
         if self._llama is None:
             try:
                 from llama_cpp import Llama
