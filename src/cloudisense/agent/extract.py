@@ -123,9 +123,9 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]]) -> list[Ment
 def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: list[Mention]) -> list[Mention]:
     """``"error log"`` -> ``nginx-error``; ``"nginx log"`` -> both nginx logs (ambiguous)."""
     out: list[Mention] = []
-    busy = {i for m in taken for i in range(m.start, m.end)}
     for i, word in enumerate(words[:-1]):
         kind = KIND_WORDS.get(words[i + 1])
+        busy = {j for m in taken if m.kind == kind for j in range(m.start, m.end)}
         if kind is None or i in busy or kind not in entities:
             continue
         hits = [n for n in entities[kind] if word in entity_tokens(n) and len(entity_tokens(n)) > 1]

@@ -36,7 +36,7 @@ from cloudisense.agent.plan import Plan, PlanningContext, PlanStep
 
 #: Intents the planner never proposes itself: the assistant's own entry points and meta-actions.
 PLANNER_EXCLUDED = frozenset({"chat_llm", "query_assist", "clear_assist_session", "assist_introduction",
-                              "intent_chain", "confirm_action"})
+                              "intent_chain", "confirm_action", "agent_ask", "agent_execute"})
 
 #: The planner's own phrases for the built-in intents (added to their examples for retrieval).
 HINTS: dict[str, Sequence[str]] = {

@@ -123,8 +123,8 @@ class SegmentPlanner:
     def _query_tokens(self, text: str, mentions: list[ex.Mention]) -> list[str]:
         """Catalogue tokens of ``text`` without the words of the names mentioned (they are grounded apart)."""
         seg = ex.Segment.of(text)
-        names = {tok for m in mentions if m.how == "exact" for n in m.names for tok in ex.entity_tokens(n)}
-        names |= {n.lower() for m in mentions if m.how == "exact" for n in m.names}
+        names = {tok for m in mentions for n in m.names for tok in ex.entity_tokens(n)}
+        names |= {n.lower() for m in mentions for n in m.names}
         dropped = {seg.keep[i] for i, stem in enumerate(seg.stems) if stem in names}
         return self.catalog.tokens(" ".join(t for i, t in enumerate(seg.raw) if i not in dropped))
 
@@ -171,13 +171,15 @@ class SegmentPlanner:
                 score *= 1.4
             if name == "simple_telegram_notify" and "telegram" not in query:
                 score *= 0.3
-            if any(p not in (tool.get("entities") or {}) and not self._fillable(p, seg) for p in required):
+            if any(p not in (tool.get("entities") or {}) and not self._fillable(p, seg, mentions) for p in required):
                 score *= 0.7
             out[name] = score
         return out
 
-    def _fillable(self, param: str, seg: ex.Segment) -> bool:
-        if param in ("message", "pattern", "name", "prompt", "query"):
+    def _fillable(self, param: str, seg: ex.Segment, mentions: list[ex.Mention]) -> bool:
+        if param == "pattern":
+            return ex.extract_pattern(seg, mentions) is not None
+        if param in ("message", "name", "prompt", "query"):
             return True
         if param == "script_id":
             return bool(_SCRIPT_ID.search(seg.text))

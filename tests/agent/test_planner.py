@@ -1,0 +1,293 @@
+"""Planners: grounding, multi-step split, clarify/escalate, model-output validation, hybrid, eval plumbing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.planner import EVAL, demo_context, run_strategy
+from cloudisense.agent.evaluation import evaluate, load_cases, score_case, significant_params
+from cloudisense.agent.offline import OfflinePlanner
+from cloudisense.agent.plan import Plan, PlanningContext, PlanStep
+from cloudisense.agent.plan_cli import plan_command, planning_context
+from cloudisense.agent.planner import (HybridPlanner, JsonSchemaPlanner, ToolCallingPlanner, choose_planner,
+                                       plan_json_schema)
+from cloudisense.config import load_settings
+from cloudisense.llm.testing import ScriptedModel, tool_call
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "cloudisense.toml"
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[PlanningContext, Any]:
+    context, registry, _ = demo_context()
+    return context, registry
+
+
+@pytest.fixture(scope="module")
+def ctx(demo: tuple[PlanningContext, Any]) -> PlanningContext:
+    return demo[0]
+
+
+async def steps_of(text: str, context: PlanningContext) -> list[tuple[str, dict[str, Any]]]:
+    plan = await OfflinePlanner().plan(text, context)
+    assert plan.outcome == "execute", (text, plan)
+    tools = {t["name"]: t for t in context.tools}
+    return [(s.intent, significant_params(s.params, tools[s.intent])) for s in plan.steps]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("show me the nginx error log", [("read_log", {"name": "nginx-error"})]),
+    ("bounce the web service", [("restart_target", {"name": "web"})]),
+    ("last 20 lines of the app log", [("read_log", {"name": "app", "lines": 20})]),
+    ("errors in syslog from the last hour", [("search_logs", {"name": "syslog", "pattern": "error", "since_minutes": 60})]),
+    ("list processes sorted by memory", [("list_processes", {"sort_by": "memory"})]),
+    ("run the cleanup script", [("start_script_execution", {"name": "cleanup.sh"})]),
+    ("run the nginx playbook in check mode", [("run_playbook", {"name": "nginx.yml", "check": True})]),
+    ("dry-run the web role", [("run_playbook", {"name": "nginx.yml", "check": True})]),
+    ("restat the wroker", [("restart_target", {"name": "worker"})]),
+])
+async def test_offline_grounds_params_in_configured_entities(ctx: PlanningContext, text: str,
+                                                              expected: list[tuple[str, dict[str, Any]]]) -> None:
+    assert await steps_of(text, ctx) == expected
+
+
+async def test_multi_step_requests_are_split_in_order(ctx: PlanningContext) -> None:
+    plan = await OfflinePlanner().plan("restart the worker and tell me when it's healthy", ctx)
+    assert [(s.id, s.intent, s.params) for s in plan.steps] == [
+        ("s1", "restart_target", {"name": "worker"}), ("s2", "target_status", {"name": "worker"})]
+    steps = await steps_of("check disk usage and then notify the team", ctx)
+    assert [name for name, _ in steps] == ["get_disk_usage", "simple_http_notify"]
+    assert steps[1][1]["message"]  # a message is composed when the user gave none
+    assert await steps_of("restart the web service and nginx", ctx) == [
+        ("restart_target", {"name": "web"}), ("restart_target", {"name": "nginx"})]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("restart it", ["web", "worker", "nginx", "redis"]),
+    ("restart", ["web", "worker"]),
+    ("show me the log", ["app", "nginx-error"]),
+    ("show me the nginx log", ["nginx-access", "nginx-error"]),
+    ("run a playbook", ["nginx.yml", "users.yml"]),
+])
+async def test_clarify_asks_a_concrete_question(ctx: PlanningContext, text: str, words: list[str]) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "clarify" and not plan.steps
+    assert plan.question and all(w in plan.question for w in words), plan.question
+
+
+async def test_it_refers_to_the_conversation(ctx: PlanningContext) -> None:
+    context = ctx.model_copy(update={"history": [{"role": "user", "content": "is redis ok?"},
+                                                 {"role": "assistant", "content": "redis is running"}]})
+    plan = await OfflinePlanner().plan("restart it", context)
+    assert plan.outcome == "execute" and plan.steps[0].params == {"name": "redis"}
+
+
+@pytest.mark.parametrize("text", ["delete all the servers", "run rm -rf on the box", "drop the prod database",
+                                  "what's the weather in paris", "give me root access"])
+async def test_escalate_what_no_intent_should_do(ctx: PlanningContext, text: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "escalate" and not plan.steps and plan.reason
+
+
+async def test_viewer_plans_never_contain_writes(demo: tuple[PlanningContext, Any]) -> None:
+    _, registry = demo
+    from cloudisense.core.intents import Risk
+
+    viewer = planning_context_for(registry, "viewer")
+    for text in ("restart nginx", "stop redis", "run the cleanup script", "show me the app log"):
+        plan = await OfflinePlanner().plan(text, viewer)
+        assert all(registry.get(s.intent).risk == Risk.READ for s in plan.steps), (text, plan)
+
+
+def planning_context_for(registry: Any, role: str) -> PlanningContext:
+    context, _, _ = demo_context(role)
+    return context
+
+
+async def test_offline_is_deterministic(ctx: PlanningContext) -> None:
+    planner = OfflinePlanner()
+    first = [(await planner.plan(c["text"], ctx)).as_record(c["text"]) for c in load_cases(EVAL / "dev.jsonl")]
+    second = [(await OfflinePlanner().plan(c["text"], ctx)).as_record(c["text"]) for c in load_cases(EVAL / "dev.jsonl")]
+    assert first == second
+
+
+# --- model planners: output is untrusted --------------------------------------------------------
+
+async def test_tool_calling_planner_valid_call(demo: tuple[PlanningContext, Any]) -> None:
+    ctx, registry = demo
+    model = ScriptedModel([tool_call("read_log", {"name": "nginx-error", "lines": 20})])
+    plan = await ToolCallingPlanner(model, registry).plan("nginx errors pls", ctx)
+    assert plan.outcome == "execute" and plan.strategy == "tools"
+    assert [(s.intent, s.params) for s in plan.steps] == [("read_log", {"name": "nginx-error", "lines": 20})]
+    offered = {t.name for t in model.requests[0].tools}
+    assert "read_log" in offered and {"ask_user", "escalate"} <= offered and len(offered) <= 16
+    model.assert_all_used()
+
+
+@pytest.mark.parametrize("text, call, why", [
+    ("restart the web service", tool_call("format_disk", {"device": "/dev/sda"}), "not offered"),
+    ("restart the web service", tool_call("read_log", {"name": "app"}), "not offered"),
+    ("show the app log", tool_call("read_log", {"name": "app", "lines": "lots"}), "lines"),
+    ("restart the web service", tool_call("restart_target", {"name": "web", "run_as": "root"}), "run_as"),
+    ("restart the web service", tool_call("restart_target", {"name": "database"}), "not a configured target"),
+    ("restart the web service", tool_call("restart_target", "{not json"), "not valid JSON"),
+])
+async def test_tool_calling_planner_rejects_bad_calls(demo: tuple[PlanningContext, Any], text: str, call: Any,
+                                                      why: str) -> None:
+    ctx, registry = demo
+    plan = await ToolCallingPlanner(ScriptedModel([call]), registry).plan(text, ctx)
+    assert plan.outcome == "clarify" and not plan.steps and plan.confidence <= 0.2
+    assert why in (plan.reason or ""), plan.reason
+
+
+async def test_tool_calling_planner_refuses_intents_the_role_may_not_run(demo: tuple[PlanningContext, Any]) -> None:
+    _, registry = demo
+    viewer = planning_context_for(registry, "viewer")
+    plan = await ToolCallingPlanner(ScriptedModel([tool_call("stop_target", {"name": "web"})]), registry).plan(
+        "stop web", viewer)
+    assert plan.outcome == "clarify" and not plan.steps
+
+
+async def test_tool_calling_planner_meta_tools(ctx: PlanningContext) -> None:
+    ask = ScriptedModel([tool_call("ask_user", {"question": "Which log?"})])
+    plan = await ToolCallingPlanner(ask).plan("show the log", ctx)
+    assert (plan.outcome, plan.question) == ("clarify", "Which log?")
+    esc = ScriptedModel([tool_call("escalate", {"reason": "outside scope"})])
+    assert (await ToolCallingPlanner(esc).plan("order pizza", ctx)).outcome == "escalate"
+
+
+async def test_json_schema_planner(demo: tuple[PlanningContext, Any]) -> None:
+    ctx, registry = demo
+    good = json.dumps({"outcome": "execute", "confidence": 0.8,
+                       "steps": [{"intent": "restart_target", "params": {"name": "worker"}},
+                                 {"intent": "target_status", "params": {"name": "worker"}}]})
+    model = ScriptedModel([good])
+    plan = await JsonSchemaPlanner(model, registry).plan("restart the worker and check it", ctx)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["restart_target", "target_status"]
+    schema = model.requests[0].response_schema
+    enum = schema["properties"]["steps"]["items"]["properties"]["intent"]["enum"]
+    assert "restart_target" in enum and "chat_llm" not in enum and len(enum) <= 14
+
+
+@pytest.mark.parametrize("answer, why", [
+    ("sure! restarting now", "not valid JSON"),
+    (json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "web"}}],
+                 "execute_now": True}), "execute_now"),
+    (json.dumps({"outcome": "execute", "steps": [{"intent": "delete_everything", "params": {}}]}), "not offered"),
+    (json.dumps({"outcome": "execute", "steps": [{"intent": "read_log", "params": {"name": "app", "lines": -5}}]}), "lines"),
+    (json.dumps({"outcome": "execute", "steps": [{"intent": "read_log", "params": {"name": "app"},
+                                                  "sudo": True}]}), "sudo"),
+    (json.dumps({"outcome": "execute", "steps": []}), "no steps"),
+    (json.dumps([1, 2]), "not a JSON object"),
+])
+async def test_json_schema_planner_rejects_bad_plans(demo: tuple[PlanningContext, Any], answer: str, why: str) -> None:
+    ctx, registry = demo
+    plan = await JsonSchemaPlanner(ScriptedModel([answer]), registry).plan("show the app log", ctx)
+    assert plan.outcome == "clarify" and not plan.steps and plan.confidence <= 0.2
+    assert why in (plan.reason or ""), plan.reason
+
+
+async def test_model_failure_does_not_raise(ctx: PlanningContext) -> None:
+    plan = await JsonSchemaPlanner(ScriptedModel([ConnectionError("down")])).plan("show the app log", ctx)
+    assert plan.outcome == "clarify" and "could not be reached" in (plan.reason or "")
+
+
+def test_plan_schema_restricts_intents() -> None:
+    schema = plan_json_schema(["read_log", "list_logs"])
+    assert schema["properties"]["steps"]["items"]["properties"]["intent"]["enum"] == ["list_logs", "read_log"]
+    assert schema["additionalProperties"] is False
+
+
+# --- hybrid and choice --------------------------------------------------------------------------
+
+async def test_hybrid_skips_the_model_when_offline_is_confident(ctx: PlanningContext) -> None:
+    model = ScriptedModel([])
+    plan = await HybridPlanner(JsonSchemaPlanner(model)).plan("restart nginx", ctx)
+    assert plan.strategy == "offline" and plan.steps[0].params == {"name": "nginx"}
+    assert model.requests == []
+
+
+async def test_hybrid_asks_the_model_when_unsure_and_keeps_offline_on_bad_output(ctx: PlanningContext) -> None:
+    answer = json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "redis"}}]})
+    model = ScriptedModel([answer, "garbage"])
+    hybrid = HybridPlanner(JsonSchemaPlanner(model))
+    plan = await hybrid.plan("restart it", ctx)
+    assert plan.strategy == "json" and plan.steps[0].params == {"name": "redis"}
+    fallback = await hybrid.plan("restart it", ctx)
+    assert fallback.strategy == "offline" and fallback.outcome == "clarify" and "model plan not used" in fallback.reason
+    model.assert_all_used()
+
+
+async def test_hybrid_never_sends_dangerous_requests_to_the_model(ctx: PlanningContext) -> None:
+    model = ScriptedModel([])
+    plan = await HybridPlanner(JsonSchemaPlanner(model)).plan("rm -rf / on every host", ctx)
+    assert plan.outcome == "escalate" and model.requests == []
+
+
+def test_choose_planner_offline_by_default(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={}, overrides={"data_dir": str(tmp_path)})
+    assert isinstance(choose_planner(settings), OfflinePlanner)
+
+
+# --- evaluation plumbing ------------------------------------------------------------------------
+
+def test_scoring_rule_drops_defaults_and_matches_wildcards(ctx: PlanningContext) -> None:
+    tools = {t["name"]: t for t in ctx.tools}
+    case = {"text": "x", "expected": {"outcome": "execute", "steps": [
+        {"intent": "list_processes", "params": {"sort_by": "memory"}},
+        {"intent": "simple_http_notify", "params": {"message": "*"}}]}}
+    good = Plan(steps=[PlanStep(intent="list_processes", params={"sort_by": "memory", "limit": 10}),
+                       PlanStep(intent="simple_http_notify", params={"message": "disk is fine"})])
+    result = score_case(case, good, tools)
+    assert result.intent_ok and result.params_ok
+    extra = Plan(steps=[PlanStep(intent="list_processes", params={"sort_by": "memory", "limit": 3}),
+                        PlanStep(intent="simple_http_notify", params={"message": "x"})])
+    result = score_case(case, extra, tools)
+    assert result.intent_ok and not result.params_ok
+    assert not score_case(case, Plan(outcome="clarify", question="?"), tools).intent_ok
+    clar = {"text": "x", "expected": {"outcome": "clarify", "steps": []}}
+    assert score_case(clar, Plan(outcome="clarify", question="which?"), tools).params_ok
+
+
+async def test_bench_and_tests_share_the_evaluation_code(ctx: PlanningContext) -> None:
+    heldout = load_cases(EVAL / "heldout.jsonl")
+    dev = load_cases(EVAL / "dev.jsonl")
+    assert len(heldout) >= 40 and len(dev) >= 60
+    bench_report = await run_strategy("offline", heldout, ctx, None)
+    direct = await evaluate(OfflinePlanner(), heldout, ctx)
+    # Same code, same figures (no threshold on the held-out part: it is never tuned on).
+    assert bench_report.intent_accuracy == direct.intent_accuracy
+    assert [r.params_ok for r in bench_report.results] == [r.params_ok for r in direct.results]
+    dev_report = await evaluate(OfflinePlanner(), dev, ctx)
+    assert dev_report.intent_accuracy >= 0.8 and dev_report.params_accuracy >= 0.7
+
+
+def test_plan_command_batch_prints_one_json_plan_per_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDISENSE_DATA_DIR", str(tmp_path / "data"))
+    batch = tmp_path / "requests.txt"
+    batch.write_text("restart nginx\n\nshow me the log\ndelete all the servers\n")
+    assert plan_command(DEMO_CONFIG, None, batch, as_json=True) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["outcome"] for r in lines] == ["execute", "clarify", "escalate"]
+    assert lines[0] == {"text": "restart nginx", "steps": [{"intent": "restart_target", "params": {"name": "nginx"}}],
+                        "confidence": lines[0]["confidence"], "outcome": "execute"}
+    assert not (tmp_path / "data").exists()  # planning writes nothing
+    assert plan_command(DEMO_CONFIG, "tail the app log", None, as_json=True) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["steps"][0] == {"intent": "read_log", "params": {"name": "app"}}
+
+
+def test_planning_context_from_a_real_node(demo: tuple[PlanningContext, Any]) -> None:
+    _, registry = demo
+    from cloudisense.agent.plan_cli import planning_node
+
+    node = planning_node(DEMO_CONFIG, settings=load_settings(DEMO_CONFIG, environ={}, overrides={
+        "auth": {"jwt_secret": "t" * 40}, "modules": ["system", "logs", "targets"]}))
+    context = planning_context(node, "viewer")
+    assert context.entities["target"] and "read_log" in {t["name"] for t in context.tools}
+    assert "restart_target" not in {t["name"] for t in context.tools}
