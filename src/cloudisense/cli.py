@@ -314,6 +314,32 @@ async def _rpc(url: str, user: str, password: str, intent: str, params: dict[str
         conn.close()
 
 
+# -- plan ------------------------------------------------------------------
+
+
+@app.command()
+def plan(
+    text: Optional[str] = typer.Argument(None, help="The request, e.g. \"restart the worker\"."),
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="One request per line; prints one JSON plan per line."),
+    role: str = typer.Option("operator", "--role", help="Plan as this role (viewer, operator, admin)."),
+) -> None:
+    """Plan a request on the configured node without executing anything."""
+    from cloudisense.agent.plan_cli import plan_command
+
+    try:
+        code = plan_command(config, text, batch, as_json, role=role)
+    except CloudisenseError as exc:
+        fail(exc.message)
+        return
+    except OSError as exc:
+        fail(str(exc))
+        return
+    if code:
+        raise typer.Exit(code)
+
+
 def main() -> None:
     """Console entry point."""
     app()
