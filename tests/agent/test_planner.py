@@ -109,9 +109,10 @@ def planning_context_for(registry: Any, role: str) -> PlanningContext:
 
 
 async def test_offline_is_deterministic(ctx: PlanningContext) -> None:
-    planner = OfflinePlanner()
-    first = [(await planner.plan(c["text"], ctx)).as_record(c["text"]) for c in load_cases(EVAL / "dev.jsonl")]
-    second = [(await OfflinePlanner().plan(c["text"], ctx)).as_record(c["text"]) for c in load_cases(EVAL / "dev.jsonl")]
+    cases = load_cases(EVAL / "dev.jsonl")
+    planner, other = OfflinePlanner(), OfflinePlanner()
+    first = [(await planner.plan(c["text"], ctx)).as_record(c["text"]) for c in cases]
+    second = [(await other.plan(c["text"], ctx)).as_record(c["text"]) for c in reversed(cases)][::-1]
     assert first == second
 
 
