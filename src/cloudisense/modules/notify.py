@@ -77,17 +77,20 @@ class NotifyModule(Module):
     name = "notify"
 
     def intents(self) -> list[Intent]:
+        n = self.node.settings.notify
+        # Every attempt may take the whole timeout, plus the backoff between attempts.
+        limit = (n.retries + 1) * n.timeout + n.backoff * (2 ** n.retries) + 10
         return [
             Intent("simple_http_notify", "Send a message to the configured webhooks (or one of them)",
                    self.simple_http_notify, HttpNotifyParams, Risk.WRITE,
                    ("notify the team that the deploy is done", "send a webhook saying the backup finished",
                     "post 'disk almost full' to the webhook", "ping the on-call hook about the outage",
-                    "let everyone know nginx was restarted")),
+                    "let everyone know nginx was restarted"), timeout=limit),
             Intent("simple_telegram_notify", "Send a message to a Telegram chat through the configured bot",
                    self.simple_telegram_notify, TelegramNotifyParams, Risk.WRITE,
                    ("send a telegram message that the server is back", "telegram me when it's done",
                     "tell the ops chat on telegram that redis restarted",
-                    "message the telegram group: maintenance starts now")),
+                    "message the telegram group: maintenance starts now"), timeout=limit),
         ]
 
     async def start(self) -> None:
