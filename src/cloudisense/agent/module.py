@@ -287,7 +287,7 @@ class AgentModule(Module):
             verdict = assess(plan, min_confidence=settings.min_confidence)
             if verdict.action == "proceed":
                 result = await self.executor.run(plan, user=user, role=role, session=session, notify=notify)
-                failures = sum(1 for s in result.steps if s.status == "error")
+                failures = await self._recent_failures(session)
                 out: dict[str, Any] = {"session": session, "mode": "plan", "plan": plan.model_dump(),
                                        "answer": result.summary, **result.as_dict()}
                 if failures >= 2:
@@ -311,6 +311,11 @@ class AgentModule(Module):
             out["escalation"] = await self.escalator.escalate(session, user, "several steps failed", text)
         return out
 
+    async def _recent_failures(self, session: str, window: int = 10) -> int:
+        """Failed steps among the session's last ``window`` steps: repeated failures mean "ask a person"."""
+        steps = await self.memory.turns(session, ("step",), limit=window)
+        return sum(1 for t in steps if t.content.endswith("-> error"))
+
     async def _plan(self, text: str, role: Role, session: str) -> Plan | None:
         """The planner's plan, or ``None`` when there is no planner (then the model reasons)."""
         planner = self.planner or self._default_planner()
@@ -324,6 +329,7 @@ class AgentModule(Module):
             tools = tools_for_role(self.node.registry, role)
         except ImportError:
             tools = [i.describe() for i in self.node.registry.all()]
+        tools = [t for t in tools if t["name"] not in NOT_IN_STEPS]  # the planner never plans the assistant itself
         context = PlanningContext(tools=tools, entities=self.node.entities(),
                                   history=await self.memory.context(session), role=role.value)
         try:

@@ -73,9 +73,10 @@ class ReactResult:
 def select_tools(registry: "IntentRegistry", question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
     """Intent descriptions relevant to ``question`` that ``role`` may run (catalogue retrieval when present)."""
     try:
-        from cloudisense.agent.catalog import Catalog
+        from cloudisense.agent.catalog import Catalog, tools_for_role
 
-        catalog = Catalog.from_registry(registry, role)
+        # Leave out what a model may never call before retrieval, so it cannot crowd out real tools.
+        catalog = Catalog([t for t in tools_for_role(registry, role) if t["name"] not in NOT_TOOLS])
         tools = catalog.relevant(question, k=k)
         if not tools:
             tools = [t for t in catalog.tools if t.get("risk") == "read"][:k]
