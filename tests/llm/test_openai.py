@@ -15,7 +15,7 @@ from cloudisense.llm import (
     ToolSpec,
     get_provider,
 )
-from cloudisense.llm.base import Finish, ToolCallEvent, UsageEvent
+from cloudisense.llm.base import Finish, UsageEvent
 from tests.llm.peers import SSE, FakePeer, oa_text, oa_tools
 
 WEATHER = ToolSpec(

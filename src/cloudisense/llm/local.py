@@ -45,7 +45,6 @@ from cloudisense.llm.base import (
     ChatRequest,
     Finish,
     FinishReason,
-    Message,
     StreamEvent,
     TextDelta,
     ToolCall,
