@@ -197,3 +197,10 @@ async def test_collect_folds_events() -> None:
 
     response = await collect(events(), provider="p", model="m")
     assert (response.text, response.finish_reason, response.usage) == ("ab", "length", Usage())
+
+
+def test_service_is_a_drop_in_provider(make_settings) -> None:
+    from cloudisense.llm import Provider
+
+    service = LLMService(make_settings(), provider=ScriptedModel(model="m"))
+    assert isinstance(service, Provider) and (service.name, service.model) == ("scripted", "m")

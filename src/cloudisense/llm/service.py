@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 class LLMService:
     """Budgets, telemetry, fallback and accounting around the configured provider.
 
+    It has the :class:`~cloudisense.llm.base.Provider` surface (``name``, ``model``,
+    ``stream``, ``complete``, ``aclose``), so it is a drop-in for code written
+    against a provider.
+
     ``provider`` / ``fallback`` may be given directly (tests pass a
     :class:`~cloudisense.llm.testing.ScriptedModel`); otherwise they come from
     ``settings.provider`` / ``settings.fallback`` through the registry, on first use.
@@ -66,6 +70,19 @@ class LLMService:
         if self._provider is not None:
             return self._provider
         return get_provider(self.settings.provider, self.settings, with_fallback=False)
+
+    @property
+    def name(self) -> str:
+        """The primary provider's name (so the service can stand in wherever a provider is expected)."""
+        return self.provider.name
+
+    @property
+    def model(self) -> str:
+        """The primary provider's model."""
+        return self.provider.model
+
+    async def aclose(self) -> None:
+        """Providers are shared through the registry cache; :func:`aclose_all` closes them."""
 
     @property
     def fallback(self) -> Provider | None:
