@@ -340,6 +340,28 @@ def plan(
         raise typer.Exit(code)
 
 
+# -- policy ----------------------------------------------------------------
+
+policy_app = typer.Typer(help="The assistant's policy (allow / confirm / deny).", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    intent: str = typer.Argument(..., help="Intent name, e.g. restart_target."),
+    params: Optional[list[str]] = typer.Argument(None, help="key=value params (JSON values: check=true)."),
+    config: Optional[Path] = ConfigOpt,
+    role: str = typer.Option("operator", "--role", help="Caller's role (viewer, operator, admin)."),
+) -> None:
+    """Explain what the policy decides for the assistant calling INTENT with these params."""
+    from cloudisense.agent.policy_cli import policy_check_command
+
+    try:
+        policy_check_command(config, intent, params or [], role, echo=lambda line: console.print(line, highlight=False))
+    except (CloudisenseError, ValueError) as exc:
+        fail(getattr(exc, "message", str(exc)))
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -141,3 +141,17 @@ def test_references_keep_types_or_stringify() -> None:
     assert chains.references(params) == {"check"}
     with pytest.raises(chains.ChainError):
         chains.resolve({"x": "${later.data.y}"}, RESULTS)
+
+
+def test_cli_policy_check() -> None:
+    from typer.testing import CliRunner
+
+    from cloudisense.cli import app
+
+    runner = CliRunner()
+    config = str(DEMO / "cloudisense.toml")
+    result = runner.invoke(app, ["policy", "check", "stop_target", "name=nginx", "--role", "operator", "--config", config])
+    assert result.exit_code == 0, result.output
+    assert "decision: deny" in result.output and "rule: stop-target-deny" in result.output
+    bad = runner.invoke(app, ["policy", "check", "stop_target", "name=nginx", "--role", "boss", "--config", config])
+    assert bad.exit_code == 1 and "unknown role" in bad.output

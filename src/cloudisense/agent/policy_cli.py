@@ -42,6 +42,8 @@ def policy_check(config: Path | None, intent: str, kv_params: Sequence[str], rol
     from cloudisense.core.node import Node
 
     settings = load_settings(config)
+    if role not in {r.value for r in Role}:
+        raise BadRequest(f"unknown role {role!r}; use one of {', '.join(r.value for r in Role)}")
     role = Role(role).value
     node = Node(settings)
     node.load_modules()  # registry only: nothing is started, no database is opened
