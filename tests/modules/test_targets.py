@@ -350,3 +350,66 @@ def test_entities_and_intent_catalogue(tmp_path: Path) -> None:
                      "restart_target": "write", "stop_target": "destructive"}
     assert all(4 <= len(i.examples) <= 8 for i in module.intents())
 
+
+
+def demo_settings(tmp_path: Path) -> tuple[Any, dict[int, int]]:
+    """The demo node's configuration with its ports swapped for free ones and its files below ``tmp_path``."""
+    from cloudisense.config import load_settings
+
+    ports = {8080: free_port(), 8081: free_port(), 8082: free_port()}
+
+    def fix(item: str) -> str:
+        for old, new in ports.items():
+            item = item.replace(str(old), str(new))
+        return str(tmp_path / item) if item.startswith("var/") else item
+
+    demo = load_settings(DEMO / "cloudisense.toml", environ={})
+    targets = {}
+    for name, t in demo.targets.items():
+        targets[name] = {**t.model_dump(mode="json", exclude_none=True), "command": [fix(c) for c in t.command],
+                         "log": str(tmp_path / "var" / "log" / f"{name}.out"), "env": {"DEMO_VAR_DIR": str(tmp_path)},
+                         "stop_timeout": 3}
+        if t.health_url:
+            targets[name]["health_url"] = fix(t.health_url)
+    notify = {"webhooks": [fix(u) for u in demo.notify.webhooks]}
+    return make_settings(tmp_path, modules=MODULES + ["notify"], targets=targets, notify=notify), ports
+
+
+async def test_demo_services_run_with_the_demo_config(tmp_path: Path) -> None:
+    from tornado.httpclient import AsyncHTTPClient
+
+    settings, ports = demo_settings(tmp_path)
+    assert sorted(settings.targets) == ["nginx", "redis", "web", "worker"]
+    running = await start_server(settings)
+    try:
+        conn = await running.connect("oper")
+
+        async def all_healthy() -> bool:
+            listed = (await conn.call("list_targets"))["targets"]
+            return all(t["state"] == "running" for t in listed) and \
+                all(t["health"] == "healthy" for t in listed if t["name"] in ("web", "nginx"))
+
+        await until(all_healthy)
+        await until(lambda: kv_answers(ports[8082]))
+        log_dir = tmp_path / "var" / "log"
+        delivered = await running.node.module("notify").notify("hello demo")
+        assert delivered["delivered"] == 1
+        assert "webhook received from test-node: 'hello demo'" in (log_dir / "app.log").read_text()
+
+        http = AsyncHTTPClient()
+        front = await http.fetch(f"http://127.0.0.1:{ports[8080]}/", raise_error=False)
+        assert front.code == 200 and b"demo web app" in front.body
+        await conn.call("stop_target", {"name": "web"})
+        broken = await http.fetch(f"http://127.0.0.1:{ports[8080]}/", raise_error=False)
+        assert broken.code == 502
+        access = (log_dir / "nginx-access.log").read_text().splitlines()
+        assert any('"GET / HTTP/1.1" 200 ' in line for line in access)
+        assert any('"GET / HTTP/1.1" 502 ' in line for line in access)
+        assert "connect() failed (111: Connection refused) while connecting to upstream" in \
+            (log_dir / "nginx-error.log").read_text()
+        await until(lambda: (log_dir / "syslog").exists() and " demo worker[" in (log_dir / "syslog").read_text())
+        assert (await conn.call("target_status", {"name": "nginx"}))["state"] == "running"
+        conn.close()
+    finally:
+        await running.server.stop()
+    assert not any((tmp_path / "data" / "targets").glob("*.pid"))

@@ -165,7 +165,10 @@ class ProcessBackend:
         self._pid, self._exit_code, self._adopted, self._stopping = proc.pid, None, False, False
         self._started_wall, self._started_mono = time.time(), time.monotonic()
         self._exited = asyncio.Event()
-        self._write_pid_file(argv)
+        try:
+            self._write_pid_file(argv)
+        except OSError as exc:  # supervision still works; only adoption after a node crash is lost
+            log.warning("target %s: could not write %s: %s", self.name, self.pid_file, exc)
         self._set_state("running")
         self._watcher = asyncio.create_task(self._watch_child(proc), name=f"target-{self.name}")
         try:
