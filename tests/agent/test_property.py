@@ -59,11 +59,10 @@ class Recorder(Module):
     """Contract-named intents that only record that they ran."""
 
     name = "recorder"
-    ran: list[tuple[str, dict[str, Any], str, str]] = []
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
-        self.ran = []
+        self.ran: list[tuple[str, dict[str, Any], str, str]] = []
 
     def _handler(self, name: str) -> Any:
         async def handler(p: Any, ctx: ActionContext) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def describe_call(intent: Any, params: Any, node: str, risk: str) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else repr(value)
+    text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
