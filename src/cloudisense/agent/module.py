@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from cloudisense.agent.answer import compose_answer
 from cloudisense.agent.approvals import ApprovalStore
 from cloudisense.agent.escalation import Escalator, assess
 from cloudisense.agent.executor import ExecutionResult, Executor
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 
 APPROVALS_TOPIC = "/approvals"
 #: Intents that may not appear inside a chain or plan (no nesting, no self-approval).
-NOT_IN_STEPS = frozenset({"intent_chain", "agent_execute", "agent_ask", "confirm_action"})
+#: The assistant's own intents: never a step of a plan or chain (no recursion, no self-approval).
+NOT_IN_STEPS = frozenset({"intent_chain", "agent_execute", "agent_ask", "confirm_action", "query_assist",
+                          "chat_llm", "clear_assist_session", "assist_introduction"})
 
 
 class ChainParams(Params):
@@ -258,7 +261,8 @@ class AgentModule(Module):
         topic = f"/assist/{approval.session}" if approval.session else f"/chain/{ctx.requestid}"
         result: ExecutionResult = await self.executor.resume(approval.id, notify=self._notifier(ctx, topic))
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
-        return {**result.as_dict(), "decided": (await self.approvals.get(approval.id)).public()}
+        out = result.as_dict()
+        return {**out, "answer": compose_answer(out), "decided": (await self.approvals.get(approval.id)).public()}
 
     async def list_approvals(self, p: ListApprovalsParams, ctx: ActionContext) -> dict[str, Any]:
         requester = None if ctx.client.role == Role.ADMIN else ctx.user
@@ -289,7 +293,8 @@ class AgentModule(Module):
                 result = await self.executor.run(plan, user=user, role=role, session=session, notify=notify)
                 failures = await self._recent_failures(session)
                 out: dict[str, Any] = {"session": session, "mode": "plan", "plan": plan.model_dump(),
-                                       "answer": result.summary, **result.as_dict()}
+                                       **result.as_dict()}
+                out["answer"] = compose_answer(out)
                 if failures >= 2:
                     out["escalation"] = await self.escalator.escalate(session, user, f"{failures} steps failed", text)
                 return out
