@@ -13,6 +13,12 @@ from cloudisense.core.errors import BadRequest
 
 MAX_REQUESTID_LEN = 128
 MAX_INTENT_LEN = 128
+#: Params nested deeper than this are refused: real params nest a few levels, and the
+#: recursive code after parsing (validation, redaction, JSON encoding) must stay far from
+#: Python's recursion limit whatever a client sends.
+MAX_PARAMS_DEPTH = 64
+#: An error message names at most this many problems.
+MAX_PROBLEMS = 5
 
 
 def now_ms() -> int:
@@ -42,12 +48,56 @@ def decode_frame(frame: str | bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(frame, dict):
         return frame
     try:
-        value = json.loads(frame)
+        value = json.loads(frame, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("message is not valid JSON") from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise BadRequest(f"message nests too deeply (params may nest at most {MAX_PARAMS_DEPTH} levels)") from None
     if not isinstance(value, dict):
         raise BadRequest("message must be a JSON object")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: accepted, they would be echoed to browsers that can't parse them.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _valid_text(text: str) -> bool:
+    """False for strings with lone surrogates (``"\\ud800"`` escapes): they can't be stored or logged as UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Refuse params nested deeper than :data:`MAX_PARAMS_DEPTH` or holding invalid Unicode."""
+    stack: list[tuple[Any, int]] = [(params, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_PARAMS_DEPTH:
+                raise BadRequest(f"params nest deeper than {MAX_PARAMS_DEPTH} levels")
+            for key, item in value.items():
+                if isinstance(key, str) and not _valid_text(key):
+                    raise BadRequest("params contain invalid Unicode (a lone surrogate)")
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > MAX_PARAMS_DEPTH:
+                raise BadRequest(f"params nest deeper than {MAX_PARAMS_DEPTH} levels")
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not _valid_text(value):
+            raise BadRequest("params contain invalid Unicode (a lone surrogate)")
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for echoing client input in error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_requestid(message: dict[str, Any]) -> str | None:
@@ -70,14 +120,20 @@ def parse_rpc(message: dict[str, Any]) -> RpcRequest:
         raise BadRequest("intent must be a non-empty string")
     if len(intent) > MAX_INTENT_LEN:
         raise BadRequest(f"intent is longer than {MAX_INTENT_LEN} characters")
+    if not _valid_text(intent):
+        raise BadRequest("intent contains invalid Unicode (a lone surrogate)")
     params = message.get("params")
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise BadRequest("params must be a JSON object")
+    if params:
+        check_params(params)
     service = message.get("serviceId")
     if service is not None and (not isinstance(service, str) or not service):
         raise BadRequest("serviceId must be a non-empty string")
+    if service is not None and not _valid_text(service):
+        raise BadRequest("serviceId contains invalid Unicode (a lone surrogate)")
     return RpcRequest(rid, intent, params, service)
 
 
@@ -104,12 +160,16 @@ def event(name: str, topic: str, data: Any, meta: dict[str, Any] | None = None,
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "params") -> str:
-    """``params.topic: field required``-style text, one problem per ``;``."""
+    """``params.topic: field required``-style text, one problem per ``;`` (at most :data:`MAX_PROBLEMS`)."""
     parts = []
-    for item in exc.errors():
-        loc = ".".join(str(p) for p in (prefix, *item["loc"]))
+    problems = exc.errors(include_url=False, include_input=False, include_context=False)
+    for item in problems[:MAX_PROBLEMS]:
+        # Field names come from the client: cut long ones so the answer stays small.
+        loc = ".".join(str(p) if len(str(p)) <= 64 else str(p)[:64] + "..." for p in (prefix, *item["loc"]))
         msg = item["msg"]
         parts.append(f"{loc}: {msg[:1].lower() + msg[1:]}")
+    if len(problems) > MAX_PROBLEMS:
+        parts.append(f"and {len(problems) - MAX_PROBLEMS} more problems")
     return "; ".join(parts)
 
 

@@ -109,10 +109,14 @@ class MessageRouter:
             if kind is None:
                 raise BadRequest("message has no type")
             if kind != "rpc":
-                raise BadRequest(f"unknown message type {kind!r}; clients send type 'rpc'")
+                raise BadRequest(f"unknown message type {protocol.short_repr(kind)}; clients send type 'rpc'")
             request = protocol.parse_rpc(decoded)
         except CloudisenseError as exc:
             await self._answer(client, protocol.error(rid, exc.code, exc.message))
+            return
+        except Exception:  # a bug in parsing must still answer, and must not kill the caller's task
+            log.exception("could not parse a message from %s", client.id)
+            await self._answer(client, protocol.error(rid, 500, "internal error while reading the message; see the server log"))
             return
         await self.handle_request(request, client)
 

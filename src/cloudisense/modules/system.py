@@ -167,4 +167,6 @@ class SystemModule(Module):
             raise NotFound(f"no such path: {p.path}") from None
         except PermissionError:
             raise BadRequest(f"no permission to read {p.path}") from None
+        except (OSError, ValueError) as exc:  # name too long, not encodable, ...: the client's path is at fault
+            raise BadRequest(f"params.path: can't read {p.path[:200]!r}: {exc.__class__.__name__}") from None
         return {"path": p.path, "total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent}

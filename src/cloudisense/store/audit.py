@@ -75,12 +75,32 @@ class AuditRecord:
     ts: float = 0.0
 
 
+_INSERT = (
+    "INSERT INTO audit (ts, user, role, client_kind, client_id, requestid, intent, params,"
+    " outcome, code, message, duration_ms, decision, rule)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+Row = tuple[Any, ...]
+
+
+def _row(rec: AuditRecord) -> Row:
+    return (rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid, rec.intent,
+            json.dumps(rec.params, default=str), rec.outcome, rec.code, rec.message, rec.duration_ms,
+            rec.decision, rec.rule)
+
+
+def _printable(row: Row) -> Row:
+    """The row with text that SQLite can't take as UTF-8 (lone surrogates) escaped."""
+    return tuple(v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v for v in row)
+
+
 class AuditLog:
     """Group-committing writer and reader of the ``audit`` table."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Row, asyncio.Future[None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -105,8 +125,10 @@ class AuditLog:
         """Store ``rec``; returns once it is committed."""
         rec.ts = rec.ts or time.time()
         rec.params = redact(rec.params)
+        # Serialised here, so a record that can't be encoded fails only its own request.
+        row = _row(rec)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((rec, done))
+        self._queue.put_nowait((row, done))
         await done
 
     async def _write_loop(self) -> None:
@@ -115,26 +137,31 @@ class AuditLog:
             while not self._queue.empty() and len(batch) < 500:
                 batch.append(self._queue.get_nowait())
             try:
-                await self._db.conn.executemany(
-                    "INSERT INTO audit (ts, user, role, client_kind, client_id, requestid, intent, params,"
-                    " outcome, code, message, duration_ms, decision, rule)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.ts, r.user, r.role, r.client_kind, r.client_id, r.requestid, r.intent,
-                         json.dumps(r.params, default=str), r.outcome, r.code, r.message,
-                         r.duration_ms, r.decision, r.rule)
-                        for r, _ in batch
-                    ],
-                )
+                await self._db.conn.executemany(_INSERT, [row for row, _ in batch])
                 await self._db.conn.commit()
-            except Exception as exc:  # a failed commit must fail the requests that waited on it
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            except Exception:
+                await self._db.conn.rollback()
+                await self._write_one_by_one(batch)
                 continue
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _write_one_by_one(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
+        """After a failed group commit: each row alone, so one bad row fails only its own request."""
+        for row, fut in batch:
+            try:
+                try:
+                    await self._db.conn.execute(_INSERT, row)
+                except UnicodeEncodeError:
+                    await self._db.conn.execute(_INSERT, _printable(row))
+                await self._db.conn.commit()
+            except Exception as exc:  # a failed commit must fail the request that waited on it
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if not fut.done():
+                fut.set_result(None)
 
     async def query(self, limit: int = 50, intent: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
         """Newest records first, optionally for one intent or user."""
