@@ -362,6 +362,100 @@ def policy_check(
         fail(getattr(exc, "message", str(exc)))
 
 
+# -- ask / chat ------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    text: str = typer.Argument(..., help='What you want, e.g. "restart the worker".'),
+    url: str = UrlOpt,
+    user: str = UserOpt,
+    password_stdin: bool = PasswordStdinOpt,
+    session: Optional[str] = typer.Option(None, "--session", help="Continue this assistant session."),
+    yes: bool = typer.Option(False, "--yes", help="Approve every confirmation without asking (where policy allows)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw results as JSON lines."),
+) -> None:
+    """Ask the assistant on a running server; it plans, asks before risky steps, acts and reports."""
+    password = resolve_password(password_stdin)
+    try:
+        asyncio.run(_conversation(url, user, password, [text], session, yes, as_json))
+    except CloudisenseError as exc:
+        fail(exc.message)
+    except (ConnectionError, OSError) as exc:
+        fail(f"could not reach {url}: {exc}")
+
+
+@app.command()
+def chat(
+    url: str = UrlOpt,
+    user: str = UserOpt,
+    password_stdin: bool = PasswordStdinOpt,
+    session: Optional[str] = typer.Option(None, "--session", help="Continue this assistant session."),
+) -> None:
+    """An interactive conversation with the assistant (an empty line or Ctrl-D ends it)."""
+    password = resolve_password(password_stdin)
+
+    def lines() -> Any:
+        while True:
+            try:
+                line = console.input("[bold cyan]you>[/bold cyan] ").strip()
+            except EOFError:
+                return
+            if not line:
+                return
+            yield line
+
+    try:
+        asyncio.run(_conversation(url, user, password, lines(), session, False, False))
+    except CloudisenseError as exc:
+        fail(exc.message)
+    except (ConnectionError, OSError) as exc:
+        fail(f"could not reach {url}: {exc}")
+
+
+async def _conversation(url: str, user: str, password: str, texts: Any, session: str | None, yes: bool,
+                        as_json: bool) -> None:
+    from cloudisense.client import Connection, RpcError, login
+
+    tokens = await login(url, user, password)
+    conn = await Connection.open(url, tokens["access"]["token"])
+    try:
+        for text in texts:
+            params: dict[str, Any] = {"query": text}
+            if session:
+                params["session"] = session
+            data = await conn.call("query_assist", params, timeout=3600)
+            session = data.get("session", session)
+            _show_answer(data, as_json)
+            while data.get("approval") and data.get("status") == "paused":
+                approval = data["approval"]
+                approve = yes or _confirm(f"Should I continue? {approval.get('description')}")
+                try:
+                    data = await conn.call("confirm_action", {"approval_id": approval["approval_id"],
+                                                              "approve": approve}, timeout=3600)
+                except RpcError as exc:
+                    err.print(f"[red]{exc.message}[/red]")
+                    break
+                _show_answer(data, as_json)
+    finally:
+        conn.close()
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        err.print(f"{question}\nno terminal to ask: not approved (use --yes to approve non-interactively)")
+        return False
+    return typer.confirm(question, default=False)
+
+
+def _show_answer(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=str))
+        return
+    console.print(f"[bold green]assistant>[/bold green] {data.get('answer') or data.get('question') or ''}",
+                  highlight=False)
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -49,6 +50,11 @@ SYSTEM_PROMPT = (
     "You are CloudiSENSE Assist, an operations assistant built into a CloudiSENSE node. "
     "Answer briefly and precisely. Never claim to have run an action: in this chat you only talk."
 )
+
+
+#: Requests about the assistant itself are answered with the introduction, not planned.
+HELP_RE = re.compile(r"^\s*(help|hi|hello|hey|what can you do|who are you|how do i use (you|this)|"
+                     r"what do you know|what are you)\W*$", re.IGNORECASE)
 
 
 def default_session(user: str) -> str:
@@ -215,6 +221,11 @@ class AssistantModule(Module):
         agent = self._memory()
         admin = ctx.client.role == Role.ADMIN
         session = await agent.memory.open(p.session or default_session(ctx.user), ctx.user, admin=admin)
+        if HELP_RE.match(p.query):
+            intro = await self.assist_introduction(NoParams(), ctx)
+            await agent.memory.add_message(session, "user", p.query)
+            await agent.memory.add_message(session, "assistant", intro["text"])
+            return {"session": session, "mode": "introduction", "answer": intro["text"], "steps": []}
         return await agent.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
                                notify=agent._notifier(ctx, f"/assist/{session}"))
 
@@ -231,8 +242,9 @@ class AssistantModule(Module):
         from cloudisense.llm import is_offline
 
         allowed = ROLE_MAX_RISK[ctx.client.role]
-        intents = [i for i in self.node.registry.all() if i.risk.rank <= allowed.rank and i.examples
-                   and i.module not in ("assistant", "agent", "pubsub")]
+        order = ("system", "targets", "logs", "scripts", "provision", "notify", "reactions", "audit")
+        intents = sorted((i for i in self.node.registry.all() if i.risk.rank <= allowed.rank and i.examples
+                          and i.module in order), key=lambda i: order.index(i.module))
         examples = [i.examples[0] for i in intents][:8]
         entities = self.node.entities()
         model = "the built-in offline planner (no model)" if is_offline(self.node.settings.llm) \

@@ -35,7 +35,8 @@ def make_app(node: Node) -> Application:
         routes,
         websocket_max_message_size=s.max_message_bytes,
         websocket_ping_interval=s.ping_interval or None,
-        websocket_ping_timeout=(s.ping_interval * 3) if s.ping_interval else None,
+        # Tornado requires the timeout to be at most the interval: a peer gets one interval to answer.
+        websocket_ping_timeout=s.ping_interval or None,
     )
 
 
