@@ -231,12 +231,17 @@ async function refreshTargets() {
   } catch { /* no targets module */ }
 }
 
+const UI_INTENTS = new Set(["list_approvals", "get_audit_log", "list_targets", "subscribe_channel",
+  "unsubscribe_channel", "assist_introduction", "list_channels"]);
+
 async function refreshAudit() {
   try {
-    const resp = await rpc("get_audit_log", { limit: 8 });
+    const resp = await rpc("get_audit_log", { limit: 40 });
     const list = $("audit");
     list.replaceChildren();
-    for (const r of resp.data.records || []) {
+    // The dashboard's own housekeeping reads would drown what people and the assistant did.
+    const records = (resp.data.records || []).filter((r) => !UI_INTENTS.has(r.intent));
+    for (const r of records.slice(0, 8)) {
       const when = new Date(r.ts * 1000).toLocaleTimeString();
       list.append(el("li", {}, `${when} ${r.user} ${r.intent} → ${r.outcome}${r.rule ? ` (${r.rule})` : ""}`));
     }
