@@ -1,8 +1,10 @@
 """Benchmark: the local model through llmcore's provider vs a direct llama-cpp-python call.
 
 Prints, for this machine and the same loaded model, tokens/second and
-time-to-first-token of both paths and their ratio. Figures only; nothing is
-asserted. Run::
+time-to-first-token of both paths and their ratio, then the time to the first
+``llm_delta`` event of ``chat_llm`` over a real WebSocket to a real server minus
+the direct call's time to first token for the same messages. Figures only;
+nothing is asserted. Run::
 
     .venv/bin/python bench/llm.py [--runs 5] [--max-tokens 64] [--model /path.gguf]
 
@@ -112,6 +114,61 @@ async def run(runs: int, max_tokens: int, model: str) -> None:
     print(f"ratio llmcore/direct: tokens/s {tps_ratio:.3f}, TTFT {ttft_ratio:.3f}")
 
 
+async def run_websocket(runs: int, max_tokens: int) -> None:
+    """Time to first delta over the WebSocket vs the direct call's first token, same prompt and model."""
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from cloudisense.client import Connection, login
+    from cloudisense.config import load_settings
+    from cloudisense.core.node import Node
+    from cloudisense.modules.assistant import SYSTEM_PROMPT
+    from cloudisense.server.app import Server
+    from cloudisense.store.users import Role, client_credential
+
+    data_dir = tempfile.mkdtemp(prefix="cloudisense-bench-")
+    settings = load_settings(environ={}, overrides={
+        "data_dir": data_dir, "identity": "bench", "modules": ["pubsub", "audit", "agent", "assistant"],
+        "server": {"port": 0}, "llm": {"provider": "local", "max_tokens": max_tokens,
+                                       "providers": {"local_context": 2048}}})
+    node = Node(settings)
+    server = Server(node)
+    port = await server.start(host="127.0.0.1", port=0)
+    await node.users.add("bench", client_credential("bench-password"), Role.OPERATOR)
+    url = f"http://127.0.0.1:{port}"
+    conn = await Connection.open(url, (await login(url, "bench", "bench-password"))["access"]["token"])
+    provider = get_provider("local", settings.llm)
+    llama = await asyncio.to_thread(provider.local.load)  # type: ignore[attr-defined]
+    messages = to_local_messages(ChatRequest([Message.system(SYSTEM_PROMPT), Message.user(PROMPT)]))
+
+    def direct() -> float:
+        stream = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0, stream=True)
+        return measure_sync(stream, _direct_token).ttft
+
+    async def over_ws() -> float:
+        start = time.perf_counter()
+        params = {"prompt": PROMPT, "params": {"temperature": 0, "session": "b" + uuid.uuid4().hex[:12]}}
+        task = asyncio.create_task(conn.request("chat_llm", params, timeout=600))
+        await conn.next_event(timeout=600)
+        first = time.perf_counter() - start
+        await task
+        while not conn.events.empty():
+            conn.events.get_nowait()
+        return first
+
+    await over_ws()  # warm-up
+    direct_ttft, ws_ttfd = [], []
+    for _ in range(runs):
+        direct_ttft.append(await asyncio.to_thread(direct))
+        ws_ttfd.append(await over_ws())
+    conn.close()
+    await server.stop()
+    d, w = statistics.median(direct_ttft), statistics.median(ws_ttfd)
+    print(f"over the WebSocket ({runs} runs, median): first llm_delta {w * 1000:.1f} ms, "
+          f"direct first token {d * 1000:.1f} ms, difference {(w - d) * 1000:+.1f} ms")
+
+
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,6 +177,8 @@ def main() -> None:
     parser.add_argument("--model", default="", help="a GGUF path (default: the shipped model)")
     args = parser.parse_args()
     asyncio.run(run(args.runs, args.max_tokens, args.model))
+    if not args.model:
+        asyncio.run(run_websocket(args.runs, args.max_tokens))
 
 
 if __name__ == "__main__":
