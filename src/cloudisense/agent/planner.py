@@ -147,8 +147,10 @@ def plan_json_schema(intent_names: list[str]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "required": ["outcome", "steps"],
             "properties": {"outcome": {"type": "string", "enum": ["execute", "clarify", "escalate"]},
                            "steps": {"type": "array", "items": step, "maxItems": 8},
-                           "question": {"type": ["string", "null"]},
-                           "reason": {"type": ["string", "null"]},
+                           # Bounded strings keep a grammar-constrained small model from rambling
+                           # past max_tokens (truncated JSON is rejected).
+                           "question": {"type": ["string", "null"], "maxLength": 300},
+                           "reason": {"type": ["string", "null"], "maxLength": 200},
                            "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}
 
 
