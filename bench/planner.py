@@ -28,27 +28,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.contract_stubs import STUBS  # noqa: E402
 from cloudisense.agent.evaluation import Report, evaluate, load_cases  # noqa: E402
 from cloudisense.agent.offline import OfflinePlanner  # noqa: E402
 from cloudisense.agent.plan import PlanningContext  # noqa: E402
 from cloudisense.agent.plan_cli import planning_context, planning_node  # noqa: E402
 from cloudisense.config import load_settings  # noqa: E402
-from cloudisense.core.modules import discover_modules  # noqa: E402
 
 DEMO = ROOT / "examples" / "demo" / "cloudisense.toml"
 EVAL = ROOT / "eval" / "planner"
 
 
-def demo_context(role: str = "operator") -> tuple[PlanningContext, Any, list[str]]:
-    """The demo node's planning context, its registry, and which modules had to be stubbed."""
+def demo_context(role: str = "operator") -> tuple[PlanningContext, Any]:
+    """The demo node's planning context and its registry (the real modules, nothing stubbed)."""
     logging.getLogger("cloudisense.core.modules").setLevel(logging.CRITICAL)
     settings = load_settings(DEMO, environ={}, overrides={"data_dir": tempfile.mkdtemp(prefix="plan-bench-"),
                                                           "auth": {"jwt_secret": "bench-only-secret-" + "x" * 16}})
-    installed = discover_modules()
-    stubbed = sorted(name for name in STUBS if name not in installed)
-    node = planning_node(settings=settings, extra_modules={n: STUBS[n] for n in stubbed})
-    return planning_context(node, role), node.registry, stubbed
+    node = planning_node(settings=settings)
+    return planning_context(node, role), node.registry
 
 
 def expected_plan_json(case: dict[str, Any]) -> str:
@@ -99,12 +95,10 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON lines")
     args = parser.parse_args(argv)
 
-    context, registry, stubbed = demo_context()
+    context, registry = demo_context()
     sets = {"dev": load_cases(EVAL / "dev.jsonl"), "heldout": load_cases(EVAL / "heldout.jsonl")}
     print(f"# demo node: {len(context.tools)} tools for role operator; entities: "
           + ", ".join(f"{k}={len(v)}" for k, v in sorted(context.entities.items())))
-    if stubbed:
-        print(f"# NOTE: modules not installed, contract stubs used for: {', '.join(stubbed)}")
     strategies = ["offline"] + ([] if args.no_scripted else ["scripted"]) + (["local"] if args.local else [])
     print("strategy  set         n  intent  params  clar/esc (n)  !ex    p50 ms     p95 ms")
     for strategy in strategies:

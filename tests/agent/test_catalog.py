@@ -14,7 +14,7 @@ from cloudisense.agent.offline import HINTS
 
 @pytest.fixture(scope="module")
 def demo() -> tuple[Any, Any]:
-    context, registry, _ = demo_context()
+    context, registry = demo_context()
     return context, registry
 
 

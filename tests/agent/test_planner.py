@@ -23,7 +23,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "cloud
 
 @pytest.fixture(scope="module")
 def demo() -> tuple[PlanningContext, Any]:
-    context, registry, _ = demo_context()
+    context, registry = demo_context()
     return context, registry
 
 
@@ -104,7 +104,7 @@ async def test_viewer_plans_never_contain_writes(demo: tuple[PlanningContext, An
 
 
 def planning_context_for(registry: Any, role: str) -> PlanningContext:
-    context, _, _ = demo_context(role)
+    context, _ = demo_context(role)
     return context
 
 

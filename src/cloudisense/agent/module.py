@@ -346,17 +346,14 @@ class AgentModule(Module):
         return plan
 
     def _default_planner(self) -> Any:
+        """The offline planner, or the hybrid (offline fast path, then the model) when a model is set."""
+        from cloudisense.agent.planner import choose_planner
+
         try:
-            from cloudisense.agent import offline  # type: ignore[attr-defined]
-        except ImportError:
-            return None
-        factory = getattr(offline, "OfflinePlanner", None)
-        if factory is None:
-            return None
-        try:
-            planner = factory()
-        except Exception:
-            log.exception("offline planner could not be built")
-            return None
-        self.planner = planner
-        return planner
+            self.planner = choose_planner(self.node.settings, self.node.registry, provider=self.provider)
+        except Exception:  # a model that can't be built must not take the offline planner down with it
+            log.exception("model planner could not be built; using the offline planner")
+            from cloudisense.agent.offline import OfflinePlanner
+
+            self.planner = OfflinePlanner()
+        return self.planner

@@ -328,14 +328,20 @@ class HybridPlanner:
         return slow
 
 
-def choose_planner(settings: "Settings", registry: "IntentRegistry | None" = None) -> Planner:
-    """The planner for ``settings.llm``: offline when no provider is configured, else hybrid."""
+def choose_planner(settings: "Settings", registry: "IntentRegistry | None" = None,
+                   provider: Any = None) -> Planner:
+    """The planner for ``settings.llm``: offline when no provider is configured, else hybrid.
+
+    ``provider`` (e.g. the assistant's ``LLMService``, which adds budgets and accounting)
+    is used instead of building one from the spec.
+    """
     spec = settings.llm.provider
     if not spec or spec == "offline":
         return OfflinePlanner()
-    from cloudisense.llm.registry import get_provider
+    if provider is None:
+        from cloudisense.llm.registry import get_provider
 
-    provider = get_provider(spec, settings.llm)
+        provider = get_provider(spec, settings.llm)
     family = spec.split(":", 1)[0]
     model: Planner
     if family in ("openai", "anthropic"):
