@@ -23,8 +23,8 @@ app = typer.Typer(help="CloudiSENSE: an operations server with a built-in AI ass
                   pretty_exceptions_enable=False)
 user_app = typer.Typer(help="Manage users (works on the node's database directly).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (or CLOUDISENSE_CONFIG).",
                          envvar="CLOUDISENSE_CONFIG")

@@ -146,10 +146,11 @@ def compose_answer(result: dict[str, Any]) -> str:
     """The answer to the user for an executed plan (``ExecutionResult.as_dict()``)."""
     parts = [render_step(step) for step in result.get("steps", [])]
     approval = result.get("approval")
-    if approval:
+    paused = result.get("status") == "paused" and approval
+    if paused:
         parts.append(f"Should I continue? Approval {approval.get('approval_id')} is needed for: "
                      f"{approval.get('description')}. Answer with confirm_action (approve or reject).")
-    not_run = result.get("not_run") or []
+    not_run = [s.get("intent", "?") for s in result.get("not_run") or []]
     if not_run:
-        parts.append("Not run: " + ", ".join(s.get("intent", "?") for s in not_run))
+        parts.append(("Then, once approved: " if paused else "Not run: ") + ", ".join(not_run))
     return "\n".join(parts) or "Nothing was run."
