@@ -29,6 +29,7 @@ Structured output and tools: small models need a grammar to stay valid.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import itertools
 import json
@@ -127,13 +128,27 @@ class LocalModel:
         return self._llama
 
     def close(self) -> None:
-        """Stop the worker thread (queued jobs still run) and drop the model."""
+        """Stop the worker thread (queued jobs still run) and free the model."""
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self._llama = None
+        llama, self._llama = self._llama, None
+        if llama is not None and hasattr(llama, "close"):
+            llama.close()
 
 
 _MODELS: dict[tuple[str, int, int | None, str | None], LocalModel] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _free_models() -> None:
+    # Free models while llama_cpp is still intact; left to __del__ at interpreter exit,
+    # freeing fails noisily because the library's globals are already gone.
+    with _MODELS_LOCK:
+        for model in _MODELS.values():
+            try:
+                model.close()
+            except Exception:
+                pass
 
 
 def shared_model(path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None) -> LocalModel:
