@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.config import Settings
-from tests.conftest import Running, make_settings, start_server
+from tests.conftest import Running, make_settings, start_server, until
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 DEMO_POLICY = DEMO / "policy.toml"
@@ -53,20 +53,6 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
         yield running
     finally:
         await running.server.stop()
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def audit_rows(running: Running, intent: str) -> list[dict[str, Any]]:

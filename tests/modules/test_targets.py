@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from cloudisense.client import Connection
-from tests.conftest import Running, make_settings, start_server
+from tests.conftest import Running, make_settings, start_server, until
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 MODULES = ["pubsub", "audit", "targets"]
@@ -39,20 +39,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def next_state(conn: Connection, name: str, state: str) -> dict[str, Any]:
