@@ -1,0 +1,177 @@
+"""RPC round trips per second over the WebSocket, next to a raw Tornado echo server.
+
+Usage: ``.venv/bin/python bench/rpc.py [--seconds 5] [--clients 100]``
+
+Both servers run in their own process (started from this file with ``--serve``), the load
+generator in this one, so neither shares an event loop with the load. The same client code
+sends the same frame to both:
+
+    {"type": "rpc", "requestid": "<21 chars>", "intent": "list_channels", "params": {}}
+
+- echo: a bare Tornado ``WebSocketHandler`` that writes back what it received.
+- cloudisense: the real node (modules pubsub, system, audit); ``list_channels`` is a cheap
+  ``read`` intent, so the figure is the cost of the RPC path itself: envelope parsing, intent
+  lookup, params validation (pydantic), role check, the handler, the audit record committed
+  to SQLite (WAL, group commit) before the answer, metrics, and the JSON response.
+
+"1 client" is one connection sending a request, waiting for its answer, and so on.
+"N clients" is N connections doing that at once. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+INTENT = "list_channels"
+USER, PASSWORD = "bench", "bench-password-1"
+
+
+# -- servers (run in a child process) --------------------------------------------------------
+
+
+async def serve_echo() -> None:
+    """A raw Tornado WebSocket echo server with the same WebSocket settings as the node."""
+    from tornado.web import Application
+    from tornado.websocket import WebSocketHandler
+
+    class Echo(WebSocketHandler):
+        def check_origin(self, origin: str) -> bool:
+            return True
+
+        def on_message(self, message: str | bytes) -> None:
+            self.write_message(message)
+
+    app = Application([(r"/ws", Echo)], websocket_max_message_size=1_048_576)
+    server = app.listen(0, "127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve_node(data_dir: str) -> None:
+    """The real CloudiSENSE node with the core modules and one user."""
+    import logging
+
+    from cloudisense.config import load_settings
+    from cloudisense.core.node import Node
+    from cloudisense.server.app import Server
+    from cloudisense.store.users import Role, client_credential
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_settings(None, environ={}, overrides={
+        "data_dir": data_dir, "identity": "bench", "modules": ["pubsub", "system", "audit"],
+        "server": {"port": 0, "dashboard": False}, "system": {"stats_interval": 60},
+    })
+    node = Node(settings)
+    server = Server(node)
+    port = await server.start(host="127.0.0.1", port=0)
+    await node.users.add(USER, client_credential(PASSWORD), Role.VIEWER)
+    token = node.tokens.issue(USER, Role.VIEWER, "access")["token"]
+    print(json.dumps({"port": port, "token": token}), flush=True)
+    await asyncio.Event().wait()
+
+
+# -- load generator ------------------------------------------------------------------------
+
+
+def start(kind: str, data_dir: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start a server process; returns it and what it printed (port, token)."""
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--data-dir", data_dir],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise SystemExit(f"the {kind} server did not start")
+    return proc, json.loads(line)
+
+
+def frame(i: int) -> str:
+    """The request frame (same size for every i)."""
+    return json.dumps({"type": "rpc", "requestid": f"bench-{i:015d}", "intent": INTENT, "params": {}})
+
+
+async def one_client(ws: WebSocketClientConnection, stop_at: float, counts: list[int], slot: int,
+                     check: bool) -> None:
+    """Round trips on one connection until ``stop_at``."""
+    i = 0
+    while time.perf_counter() < stop_at:
+        await ws.write_message(frame(i))
+        reply = await ws.read_message()
+        if reply is None:
+            raise ConnectionError("server closed the connection")
+        if check and i == 0:  # make sure we measure successful RPCs, not errors
+            msg = json.loads(reply)
+            if msg.get("status") != "success":
+                raise SystemExit(f"RPC failed: {msg}")
+        counts[slot] += 1
+        i += 1
+
+
+async def measure(url: str, clients: int, seconds: float, check: bool) -> float:
+    """Round trips per second with ``clients`` connections, after a short warm-up."""
+    conns = [await websocket_connect(url) for _ in range(clients)]
+    counts = [0] * clients
+    await asyncio.gather(*(one_client(ws, time.perf_counter() + 0.5, counts, n, check)
+                           for n, ws in enumerate(conns)))
+    counts = [0] * clients
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(ws, began + seconds, counts, n, check) for n, ws in enumerate(conns)))
+    elapsed = time.perf_counter() - began
+    for ws in conns:
+        ws.close()
+    return sum(counts) / elapsed
+
+
+async def run(seconds: float, many: int) -> None:
+    """Measure echo and node, print the table."""
+    results: dict[tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("echo", "node"):
+            proc, info = start(kind, str(Path(tmp) / kind))
+            try:
+                url = f"ws://127.0.0.1:{info['port']}/ws"
+                if kind == "node":
+                    url += f"?token={info['token']}"
+                for clients in (1, many):
+                    results[(kind, clients)] = await measure(url, clients, seconds, check=kind == "node")
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    print(f"RPC round trips per second ({seconds:g} s each, intent {INTENT}, {os.cpu_count()} CPUs)")
+    print(f"{'clients':>8} | {'tornado echo':>12} | {'cloudisense':>12} | {'ratio':>6}")
+    print("-" * 49)
+    for clients in (1, many):
+        echo, node = results[("echo", clients)], results[("node", clients)]
+        print(f"{clients:>8} | {echo:>12,.0f} | {node:>12,.0f} | {node / echo:>6.2f}")
+
+
+def main() -> None:
+    """Command line entry."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
+    parser.add_argument("--clients", type=int, default=100, help="concurrent clients of the second figure")
+    parser.add_argument("--serve", choices=["echo", "node"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve == "echo":
+        asyncio.run(serve_echo())
+    elif args.serve == "node":
+        asyncio.run(serve_node(args.data_dir))
+    else:
+        asyncio.run(run(args.seconds, args.clients))
+
+
+if __name__ == "__main__":
+    main()
