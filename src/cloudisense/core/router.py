@@ -210,9 +210,14 @@ class MessageRouter:
         ctx = ActionContext(self.node, client, request.requestid, intent.name)
         limit = intent.timeout or self.node.settings.server.request_timeout
         async with self._slots:
+            # asyncio.timeout rather than wait_for: no extra task per request (hot path).
+            deadline = asyncio.timeout(limit)
             try:
-                result = await asyncio.wait_for(intent.handler(params, ctx), timeout=limit)
+                async with deadline:
+                    result = await intent.handler(params, ctx)
             except TimeoutError:
+                if not deadline.expired():
+                    raise  # the action's own TimeoutError, not our time limit
                 raise RequestTimeout(f"{intent.name} did not finish within {limit:g} s") from None
         return protocol.to_jsonable(result)
 

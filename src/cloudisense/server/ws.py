@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from cloudisense.core import protocol
 from cloudisense.core.clients import Client
 from cloudisense.core.errors import Unauthorized
 from cloudisense.core.node import Node
@@ -50,7 +52,12 @@ class WebSocketClient(Client):
         if self._closed:
             return
         try:
-            await self._handler.write_message(json.dumps(message, default=str))
+            text = json.dumps(message, default=str, allow_nan=False)
+        except (ValueError, TypeError, RecursionError):  # still one answer per request
+            log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
+            text = json.dumps(protocol.error(message.get("requestid"), 500, "the result could not be encoded as JSON"))
+        try:
+            await self._handler.write_message(text)
         except WebSocketClosedError:
             self._closed = True
 
@@ -69,12 +76,30 @@ class WebSocketClient(Client):
             batch = [await self._events.get()]
             while len(batch) < EVENT_BATCH and not self._events.empty():
                 batch.append(self._events.get_nowait())
-            payload = batch[0] if len(batch) == 1 else batch
+            text = _encode_events(batch)
+            if text is None:
+                self.dropped_events += len(batch)
+                continue
             try:
-                await self._handler.write_message(json.dumps(payload, default=str))
+                await self._handler.write_message(text)
             except WebSocketClosedError:
                 self._closed = True
                 return
+
+
+def _encode_events(batch: list[dict[str, Any]]) -> str | None:
+    """One event as an object, several as an array; events that can't be encoded are left out."""
+    try:
+        return json.dumps(batch[0] if len(batch) == 1 else batch, default=str, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        good = []
+        for event in batch:
+            try:
+                json.dumps(event, default=str, allow_nan=False)
+                good.append(event)
+            except (ValueError, TypeError, RecursionError):
+                log.warning("event on %s could not be encoded as JSON; dropped", event.get("topic"))
+        return _encode_events(good) if good else None
 
 
 class RpcSocket(WebSocketHandler):
@@ -95,7 +120,13 @@ class RpcSocket(WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         try:
-            self._claims = self.node.tokens.verify(self.get_query_argument("token", None), "access")
+            claims = self.node.tokens.verify(self.get_query_argument("token", None), "access")
+            # A token outlives changes to its user: a deleted user is refused, and the role is the
+            # stored one (a demoted user's old token does not keep the old role for its lifetime).
+            user = await self.node.users.get(claims.username)
+            if user is None:
+                raise Unauthorized("user no longer exists")
+            self._claims = dataclasses.replace(claims, role=user.role)
         except Unauthorized as exc:
             self.set_status(401)
             self.set_header("Content-Type", "application/json")
