@@ -1,0 +1,60 @@
+"""The federation module: joins the node to the MQTT federation and lists the other nodes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cloudisense.core.context import ActionContext
+from cloudisense.core.intents import Intent, NoParams, Risk
+from cloudisense.core.modules import Module
+
+log = logging.getLogger(__name__)
+
+
+class FederationModule(Module):
+    """Starts the :class:`~cloudisense.federation.bridge.MqttBridge` when ``[federation] enabled``.
+
+    The bridge becomes the router's ``remote``: requests with another node's ``serviceId`` go
+    through it, and topics ``/<identity>/<topic>`` of other nodes become subscribable here.
+    """
+
+    name = "federation"
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.bridge: Any = None
+
+    def intents(self) -> list[Intent]:
+        return [
+            Intent("list_nodes", "The other CloudiSENSE nodes of the federation: online or not, last seen, "
+                   "and which of their topics can be followed from here", self.list_nodes, NoParams, Risk.READ,
+                   ("which nodes are online", "list the other servers in the federation",
+                    "is node-b connected", "show all cloudisense nodes",
+                    "when was the backup server last seen", "what machines can I manage from here")),
+        ]
+
+    async def start(self) -> None:
+        settings = self.node.settings.federation
+        if not settings.enabled:
+            return
+        # Imported here: aiomqtt is an optional extra, needed only when federation is on.
+        from cloudisense.federation.bridge import MqttBridge
+
+        self.bridge = MqttBridge(self.node, settings)
+        await self.bridge.start()
+        self.node.router.remote = self.bridge
+
+    async def stop(self) -> None:
+        if self.bridge is None:
+            return
+        if self.node.router.remote is self.bridge:
+            self.node.router.remote = None
+        await self.bridge.stop()
+        self.bridge = None
+
+    async def list_nodes(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+        if self.bridge is None:
+            return {"enabled": False, "identity": self.node.identity, "connected": False, "nodes": [],
+                    "hint": "federation is off on this node; set [federation] enabled = true and a broker to join"}
+        return {"enabled": True, **self.bridge.describe()}
