@@ -86,6 +86,11 @@ class TokenService:
         return Claims(str(payload["sub"]), role, kind, int(payload.get("iat", 0)) * 1000, int(payload["exp"]) * 1000)
 
 
+#: Usernames are at most 64 characters; a longer one is counted under its first this many, so a
+#: spray of megabyte-long names can't fill memory (the key count is bounded separately).
+MAX_KEY_CHARS = 128
+
+
 class LoginLimiter:
     """Counts failed logins per user and per address in a sliding window."""
 
@@ -103,7 +108,7 @@ class LoginLimiter:
     def check(self, username: str, address: str) -> None:
         """Raise :class:`TooManyRequests` while either key is over the limit."""
         now = time.monotonic()
-        for key in (f"user:{username}", f"addr:{address}"):
+        for key in _keys(username, address):
             q = self._recent(key, now)
             if len(q) >= self._max:
                 wait = int(q[0] + self._window - now) + 1
@@ -112,11 +117,16 @@ class LoginLimiter:
     def failed(self, username: str, address: str) -> None:
         """Count one failure for both keys."""
         now = time.monotonic()
-        for key in (f"user:{username}", f"addr:{address}"):
+        for key in _keys(username, address):
             self._recent(key, now).append(now)
         if len(self._failures) > 100_000:  # bound memory under a spray of names
             self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
 
     def succeeded(self, username: str) -> None:
         """A good login clears that user's count (not the address's)."""
-        self._failures.pop(f"user:{username}", None)
+        self._failures.pop(_keys(username, "")[0], None)
+
+
+def _keys(username: str, address: str) -> tuple[str, str]:
+    """The limiter's keys for one attempt (long names cut, see :data:`MAX_KEY_CHARS`)."""
+    return f"user:{username[:MAX_KEY_CHARS]}", f"addr:{address[:MAX_KEY_CHARS]}"

@@ -22,6 +22,10 @@ class JsonHandler(RequestHandler):
     def initialize(self, node: Node) -> None:
         self.node = node
 
+    def set_default_headers(self) -> None:
+        # A JSON answer must never be sniffed into HTML or script by a browser.
+        self.set_header("X-Content-Type-Options", "nosniff")
+
     def reply(self, code: int, body: dict[str, Any]) -> None:
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
@@ -41,7 +45,7 @@ class JsonHandler(RequestHandler):
             try:
                 body = json.loads(self.request.body or b"{}")
                 value = body.get(name) if isinstance(body, dict) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # deeply nested JSON is as unusable as broken JSON
                 value = None
         return value if isinstance(value, str) else ""
 
