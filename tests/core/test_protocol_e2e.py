@@ -61,7 +61,7 @@ class SlowModule(Module):
 async def node(tmp_path: Path) -> AsyncIterator[Running]:
     """A core node with a known JWT secret, a small login limit and a short request timeout."""
     settings = make_settings(tmp_path, auth={"jwt_secret": SECRET, "login_max_failures": 3},
-                             server={"request_timeout": 0.5, "ping_interval": 0.2})
+                             server={"request_timeout": 2.0, "ping_interval": 0.2})
     r = await start_core(settings, {"slowtest": SlowModule})
     yield r
     await r.server.stop()
@@ -327,7 +327,7 @@ async def test_hundred_concurrent_requests_answered_once(node: Running) -> None:
 
 async def test_per_request_timeout(node: Running) -> None:
     ws = await RawWs.open(node)
-    err = await ws.rpc("slow_sleep", {"seconds": 5})
+    err = await ws.rpc("slow_sleep", {"seconds": 30})
     assert_error_shape(err, 504)
     assert "slow_sleep" in err["message"]
     assert_success_shape(await ws.rpc("slow_sleep", {"seconds": 0}))
