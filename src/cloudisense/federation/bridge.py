@@ -41,6 +41,11 @@ except ImportError:  # federation is an optional extra; the module says how to i
     aiomqtt = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+#: paho's own logger: its socket errors repeat what the bridge's one outage line says, so they are
+#: shown only when this logger's level is set explicitly (e.g. to DEBUG while diagnosing).
+mqtt_log = logging.getLogger(__name__ + ".mqtt")
+if mqtt_log.level == logging.NOTSET:
+    mqtt_log.setLevel(logging.CRITICAL)
 
 #: Client kind whose requests the assistant's policy gate decides on (cloudisense.agent.gate.AGENT_KIND).
 AGENT_KIND = "agent"
@@ -82,7 +87,10 @@ class MqttBridge:
             raise ConfigError(f"identity {node.identity!r} can't be used for federation: use 1-64 letters, "
                               "digits and _.-@: (it is one MQTT topic level)")
         for topic in settings.forward_topics:
-            validate_topic(topic.rstrip("/") or "/")
+            try:
+                validate_topic(topic)
+            except BadRequest as exc:
+                raise ConfigError(f"[federation] forward_topics: {exc.message}") from None
         self.node = node
         self.settings = settings
         self.identity = node.identity
@@ -138,19 +146,28 @@ class MqttBridge:
                 identifier=f"cloudisense-{self.identity}-{uuid.uuid4().hex[:8]}",
                 will=aiomqtt.Will(self.topics.presence(self.identity), presence_payload("offline", []),
                                   qos=1, retain=True),
-                keepalive=s.keepalive, timeout=5, max_queued_incoming_messages=10_000)
+                keepalive=s.keepalive, timeout=5, max_queued_incoming_messages=10_000, logger=mqtt_log)
             try:
                 async with client:
                     await self._session(client, outage_since)
-                    backoff, outage_since = BACKOFF_FIRST, None
             except aiomqtt.MqttError as exc:
-                if outage_since is None:
+                was_connected = self.connected.is_set()
+                self._disconnected()
+                if self._stopping:
+                    return
+                if was_connected:  # a new outage: start again from the shortest wait
+                    backoff, outage_since = BACKOFF_FIRST, None
+                if outage_since is None:  # one clear line per outage; retries are logged at debug level
                     outage_since = loop.time()
-                    log.warning("federation: broker %s unreachable (%s); requests for other nodes answer 503 "
-                                "until it is back; retrying every %g-%g s", self.broker, _why(exc),
+                    what = "lost the connection to" if was_connected else "can't reach"
+                    log.warning("federation: %s broker %s (%s); requests for other nodes answer 503 until it "
+                                "is back; retrying every %g-%g s", what, self.broker, _why(exc),
                                 BACKOFF_FIRST, BACKOFF_MAX)
                 else:
                     log.debug("federation: broker %s still unreachable (%s)", self.broker, _why(exc))
+            except Exception:  # a bug must not end federation for good: log it and reconnect
+                log.exception("federation: the connection to broker %s failed unexpectedly; reconnecting",
+                              self.broker)
             finally:
                 self._disconnected()
             if self._stopping:
@@ -185,11 +202,8 @@ class MqttBridge:
                 await sender
 
     def _disconnected(self) -> None:
-        was = self.connected.is_set()
         self._mqtt = None
         self.connected.clear()
-        if was and not self._stopping:
-            log.warning("federation: lost the connection to broker %s; reconnecting", self.broker)
         self._fail_pending(lambda target: Unavailable(f"lost the federation broker {self.broker} before node "
                                                       f"{target!r} answered; the request may or may not have run"))
 

@@ -41,7 +41,7 @@ def cap_role(role: Role, ceiling: Role) -> Role:
 
 def topic_forwarded(topic: str, patterns: list[str]) -> bool:
     """Whether ``topic`` matches a ``forward_topics`` entry (exact, or under an entry ending in ``/``)."""
-    return any(topic == p or (p.endswith("/") and topic.startswith(p) and len(topic) > len(p)) for p in patterns)
+    return any(topic.startswith(p) and len(topic) > len(p) if p.endswith("/") else topic == p for p in patterns)
 
 
 class _Wire(BaseModel):
