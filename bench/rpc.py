@@ -1,6 +1,6 @@
 """RPC round trips per second over the WebSocket, next to a raw Tornado echo server.
 
-Usage: ``.venv/bin/python bench/rpc.py [--seconds 5] [--clients 100]``
+Usage: ``.venv/bin/python bench/rpc.py [--seconds 5] [--clients 100] [--rounds 3]``
 
 Both servers run in their own process (started from this file with ``--serve``), the load
 generator in this one, so neither shares an event loop with the load. The same client code
@@ -134,26 +134,33 @@ async def measure(url: str, clients: int, seconds: float, check: bool) -> float:
     return sum(counts) / elapsed
 
 
-async def run(seconds: float, many: int) -> None:
-    """Measure echo and node, print the table."""
-    results: dict[tuple[str, int], float] = {}
+async def run(seconds: float, many: int, rounds: int) -> None:
+    """Measure echo and node in alternating rounds (so both see the same machine load), print medians."""
+    import statistics
+
+    samples: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("echo", "node"):
-            proc, info = start(kind, str(Path(tmp) / kind))
-            try:
-                url = f"ws://127.0.0.1:{info['port']}/ws"
-                if kind == "node":
-                    url += f"?token={info['token']}"
+        servers = {kind: start(kind, str(Path(tmp) / kind)) for kind in ("echo", "node")}
+        try:
+            urls = {}
+            for kind, (_, info) in servers.items():
+                urls[kind] = f"ws://127.0.0.1:{info['port']}/ws" + (f"?token={info['token']}" if kind == "node" else "")
+            for _ in range(rounds):
                 for clients in (1, many):
-                    results[(kind, clients)] = await measure(url, clients, seconds, check=kind == "node")
-            finally:
+                    for kind in ("echo", "node"):
+                        rate = await measure(urls[kind], clients, seconds, check=kind == "node")
+                        samples.setdefault((kind, clients), []).append(rate)
+        finally:
+            for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(10)
-    print(f"RPC round trips per second ({seconds:g} s each, intent {INTENT}, {os.cpu_count()} CPUs)")
+    print(f"RPC round trips per second (median of {rounds} alternating rounds of {seconds:g} s, "
+          f"intent {INTENT}, {os.cpu_count()} CPUs)")
     print(f"{'clients':>8} | {'tornado echo':>12} | {'cloudisense':>12} | {'ratio':>6}")
     print("-" * 49)
     for clients in (1, many):
-        echo, node = results[("echo", clients)], results[("node", clients)]
+        echo = statistics.median(samples[("echo", clients)])
+        node = statistics.median(samples[("node", clients)])
         print(f"{clients:>8} | {echo:>12,.0f} | {node:>12,.0f} | {node / echo:>6.2f}")
 
 
@@ -162,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients of the second figure")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--serve", choices=["echo", "node"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,7 +178,7 @@ def main() -> None:
     elif args.serve == "node":
         asyncio.run(serve_node(args.data_dir))
     else:
-        asyncio.run(run(args.seconds, args.clients))
+        asyncio.run(run(args.seconds, args.clients, args.rounds))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,20 @@ class Metrics:
             "cloudisense_events_dropped", "Events dropped because a client's queue was full", registry=self.registry
         )
         self.logins = Counter("cloudisense_logins", "Login attempts", ["outcome"], registry=self.registry)
+        self._children: dict[tuple[str, str], tuple] = {}
+
+    def request_done(self, intent: str, status: str, code: int, seconds: float) -> None:
+        """Count one answered request (label children are cached: this runs on every RPC)."""
+        key = (intent, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:  # intent names come from the registry, but stay bounded anyway
+                self._children.clear()
+            children = self._children[key] = (self.requests.labels(intent, status), self.latency.labels(intent))
+        children[0].inc()
+        children[1].observe(seconds)
+        if status == "error":
+            self.errors.labels(intent, str(code)).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -237,11 +237,7 @@ class MessageRouter:
             response.update(protocol.error(request.requestid, 500, "audit log unavailable; the action's outcome is in the server log"))
 
     def _count(self, intent: str, response: dict[str, Any], elapsed: float) -> None:
-        metrics = self.node.metrics
-        metrics.requests.labels(intent, response["status"]).inc()
-        metrics.latency.labels(intent).observe(elapsed)
-        if response["status"] == "error":
-            metrics.errors.labels(intent, str(response["code"])).inc()
+        self.node.metrics.request_done(intent, response["status"], response["code"], elapsed)
 
     async def _answer(self, client: Client, response: dict[str, Any]) -> None:
         try:
