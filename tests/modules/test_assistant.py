@@ -137,3 +137,14 @@ async def test_chat_llm_with_the_real_local_model_streams(tmp_path: Path) -> Non
         assert "".join(d["data"]["text"] for d in deltas) == resp["data"]["text"]
         assert resp["data"]["provider"] == "local"
         conn.close()
+
+
+async def test_every_delta_arrives_before_the_response(tmp_path: Path, probe: Probe) -> None:
+    async with serving(settings_with(tmp_path, "probe")) as running:
+        conn = await running.connect("oper")
+        for n in range(5):
+            data = await conn.call("chat_llm", {"prompt": f"request {n} " + "x" * 200, "params": {"session": "o"}})
+            # The reader queues events in frame order: all of them are here when the response is.
+            streamed = "".join(e["data"]["text"] for e in drain(conn) if e["name"] == "llm_delta")
+            assert streamed == data["text"]
+        conn.close()

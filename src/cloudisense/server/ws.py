@@ -25,9 +25,11 @@ EVENT_BATCH = 100
 class WebSocketClient(Client):
     """A browser or script on a WebSocket.
 
-    Responses are written at once; events go through a bounded queue drained
-    by one writer task, which sends whatever is waiting as one JSON array, so a
-    slow reader only ever loses its own events (counted) and never stalls others.
+    Responses are written at once, after any events still queued for the client
+    (so an RPC's progress events always precede its response); events go through
+    a bounded queue drained by one writer task, which sends whatever is waiting
+    as one JSON array, so a slow reader only ever loses its own events (counted)
+    and never stalls others.
     """
 
     kind = "websocket"
@@ -57,9 +59,23 @@ class WebSocketClient(Client):
             log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
             text = json.dumps(protocol.error(message.get("requestid"), 500, "the result could not be encoded as JSON"))
         try:
+            # Events queued before this response go out first (a stream's last deltas before its result).
+            self._flush_queued_events()
             await self._handler.write_message(text)
         except WebSocketClosedError:
             self._closed = True
+
+    def _flush_queued_events(self) -> None:
+        """Write what waits in the event queue now (Tornado buffers writes in order)."""
+        while not self._events.empty():
+            batch = []
+            while len(batch) < EVENT_BATCH and not self._events.empty():
+                batch.append(self._events.get_nowait())
+            text = _encode_events(batch)
+            if text is None:
+                self.dropped_events += len(batch)
+                continue
+            self._handler.write_message(text)
 
     def push_event(self, event: dict[str, Any]) -> bool:
         if self._closed:
