@@ -35,7 +35,10 @@ install_project() {
     echo "==> creating .venv"
     "$PYTHON" -m venv .venv
   fi
-  echo "==> installing cloudisense[$extras] (the first install of llama-cpp-python compiles it: ~6-10 minutes)"
+  echo "==> installing cloudisense[$extras]"
+  case ",$extras," in
+    *,all,*|*,local,*) echo "    (the first install of llama-cpp-python compiles it: about 6-10 minutes on 2 cores)" ;;
+  esac
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[$extras]"
 }
