@@ -116,39 +116,28 @@ async def test_missing_usage_is_estimated_and_unsupported_features_refused(make_
     assert sample("cloudisense_llm_requests_total", {"provider": "plain", "outcome": "error"}) == 1
 
 
-class _Span:
-    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
-        self.name, self.attributes, self.ended, self.status = name, dict(attributes), False, None
+def _sdk_tracer() -> tuple[Any, Any]:
+    """A real OpenTelemetry SDK tracer whose finished spans are kept in memory."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    def set_attribute(self, key: str, value: Any) -> None:
-        self.attributes[key] = value
-
-    def set_status(self, status: Any) -> None:
-        self.status = status
-
-    def end(self) -> None:
-        self.ended = True
-
-
-class _Tracer:
-    def __init__(self) -> None:
-        self.spans: list[_Span] = []
-
-    def start_span(self, name: str, attributes: dict[str, Any]) -> _Span:
-        self.spans.append(_Span(name, attributes))
-        return self.spans[-1]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
 
 
 async def test_genai_span_attributes(make_settings) -> None:
-    tracer = _Tracer()
+    tracer, exporter = _sdk_tracer()
     model = ScriptedModel([ScriptedTurn("hi", usage=Usage(12, 3)), RuntimeError("boom")], model="tiny")
     service = LLMService(make_settings(), provider=model, tracer=tracer)
     await service.complete(ChatRequest([Message.user("x")], max_tokens=50, temperature=0.1))
     with pytest.raises(RuntimeError):
         await service.complete(ChatRequest([Message.user("x")]))
-    ok, failed = tracer.spans
-    assert ok.name == "chat tiny" and ok.ended
-    assert ok.attributes == {
+    ok, failed = exporter.get_finished_spans()
+    assert ok.name == "chat tiny"
+    assert dict(ok.attributes) == {
         "gen_ai.operation.name": "chat",
         "gen_ai.system": "scripted",
         "gen_ai.request.model": "tiny",
@@ -156,9 +145,12 @@ async def test_genai_span_attributes(make_settings) -> None:
         "gen_ai.request.max_tokens": 50,
         "gen_ai.usage.input_tokens": 12,
         "gen_ai.usage.output_tokens": 3,
-        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.response.finish_reasons": ("stop",),
     }
-    assert failed.ended and failed.attributes["error.type"] == "RuntimeError"
+    assert failed.attributes["error.type"] == "RuntimeError"
+    assert not failed.status.is_ok
+    # Prompts and answers are never recorded.
+    assert all("x" != v and "hi" != v for span in (ok, failed) for v in span.attributes.values())
 
 
 async def test_without_a_tracer_spans_are_a_noop(make_settings) -> None:
