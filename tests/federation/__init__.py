@@ -1,0 +1,1 @@
+"""Federation tests: a real mosquitto broker and real nodes."""

@@ -8,6 +8,9 @@ from pathlib import Path
 import aiomqtt
 
 from cloudisense.client import Connection
+from cloudisense.core.clients import InProcessClient
+from cloudisense.core.router import Call, Verdict
+from cloudisense.store.users import Role
 from tests.conftest import make_settings, start_server
 from tests.federation.conftest import Broker, Pair, bridge, eventually, node_settings
 
@@ -51,6 +54,29 @@ async def test_role_travels_and_is_capped(pair: Pair) -> None:
     assert rec["role"] == "operator" and rec["client_kind"] == "federation"
     viewer.close()
     admin.close()
+
+
+async def test_gates_of_the_executing_node_decide(pair: Pair) -> None:
+    """B's gates (the assistant's policy gate among them) see the call; assistant calls keep kind agent."""
+    seen: list[tuple[str, str, str]] = []
+
+    async def gate(call: Call) -> Verdict | None:
+        seen.append((call.intent.name, call.client.kind, call.client.user))
+        if call.client.kind == "agent" and call.risk.value != "read":
+            return Verdict.deny("the assistant only reads on this node", rule="test:agent-read-only")
+        return None
+
+    pair.b.node.router.add_gate(gate)
+    agent = InProcessClient(pair.a.node.router, "oper", Role.OPERATOR, kind="agent")
+    resp = await agent.call("create_channel", {"topic": "/by-agent"}, service_id="node-b")
+    assert resp["code"] == 403 and "the assistant only reads" in resp["message"]
+    assert not pair.b.node.pubsub.exists("/by-agent")
+    rec = (await pair.b.node.audit.query(intent="create_channel"))[0]
+    assert (rec["outcome"], rec["rule"], rec["client_kind"]) == ("denied", "test:agent-read-only", "agent")
+    assert rec["client_id"].startswith("federation:node-a:")
+    person = InProcessClient(pair.a.node.router, "oper", Role.OPERATOR)
+    assert (await person.call("create_channel", {"topic": "/by-person"}, service_id="node-b"))["code"] == 200
+    assert seen == [("create_channel", "agent", "oper"), ("create_channel", "federation", "oper")]
 
 
 async def test_bad_params_are_checked_on_the_executing_node(pair: Pair) -> None:
@@ -191,6 +217,8 @@ async def test_garbage_on_the_broker_breaks_nothing(pair: Pair) -> None:
 
 async def test_broker_outage_answers_503_then_recovers(pair: Pair) -> None:
     conn = await pair.a.connect("viewer")
+    await conn.call("subscribe_channel", {"topic": "/node-b/stats"})
+    await conn.next_event("/node-b/stats")
     await pair.broker.stop()
     await eventually(lambda: not bridge(pair.a).connected.is_set(), what="node-a to notice the outage")
     resp = await conn.request("list_channels", serviceId="node-b", timeout=10)
@@ -200,6 +228,11 @@ async def test_broker_outage_answers_503_then_recovers(pair: Pair) -> None:
     await eventually(lambda: bridge(pair.a).knows("node-b") and bridge(pair.b).knows("node-a"), timeout=30,
                      what="both nodes to reconnect")
     assert "/stats" in await channels(conn, "node-b")
+    # The remote subscription was renewed on the new connection.
+    while not conn.events.empty():
+        conn.events.get_nowait()
+    ev = await conn.next_event("/node-b/stats")
+    assert ev["identity"] == "node-b"
     conn.close()
 
 

@@ -133,6 +133,9 @@ class MqttBridge:
                 await task
         self._fail_pending(lambda target: Unavailable(f"node {self.identity} is shutting down; "
                                                       f"{target} was not waited for"))
+        # The topic provider stays registered (pub/sub has no removal): with no nodes it accepts nothing.
+        self.nodes.clear()
+        self._wanted.clear()
 
     async def _run(self) -> None:
         backoff = BACKOFF_FIRST
@@ -233,8 +236,9 @@ class MqttBridge:
         self._pending[fid] = (fut, target)
         limit = self.settings.request_timeout
         try:
-            await self._publish_request(mqtt, target, fid, request, client, reply=True)
-            response = await asyncio.wait_for(fut, limit)
+            async with asyncio.timeout(limit):  # one deadline for sending and for the answer
+                await self._publish_request(mqtt, target, fid, request, client, reply=True)
+                response = await fut
         except TimeoutError:
             raise RequestTimeout(f"node {target!r} did not answer {request.intent} within {limit:g} s "
                                  "([federation] request_timeout); it may be down, overloaded or still running it"
