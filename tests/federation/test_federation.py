@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import aiomqtt
+import pytest
 
 from cloudisense.client import Connection
 from cloudisense.core.clients import InProcessClient
@@ -13,6 +13,8 @@ from cloudisense.core.router import Call, Verdict
 from cloudisense.store.users import Role
 from tests.conftest import make_settings, start_server
 from tests.federation.conftest import Broker, Pair, bridge, eventually, node_settings
+
+aiomqtt = pytest.importorskip("aiomqtt", reason="the federation extra is not installed (pip install -e '.[federation]')")
 
 
 async def channels(conn: Connection, node: str | None = None) -> list[str]:
