@@ -162,11 +162,15 @@ class Executor:
         Rejected or expired approvals run nothing and are reported as such.
         """
         approval = await self.approvals.get(approval_id)
+        # The requester's role now, not when they asked: a user demoted since then must not get the
+        # old role back by approving their own request. System users (``reactions``) have no record.
+        current = await self.node.users.get(approval.requester)
+        role = current.role.value if current is not None else approval.requester_role
         state = approval.plan or {}
         state = {"steps": state.get("steps") or [{"intent": approval.intent, "params": approval.params}],
                  "index": int(state.get("index", 0)), "results": dict(state.get("results") or {}),
                  "done": list(state.get("done") or []), "on_error": state.get("on_error", "stop"),
-                 "user": approval.requester, "role": approval.requester_role,
+                 "user": approval.requester, "role": role,
                  "session": approval.session, "kind": state.get("kind", AGENT_KIND)}
         done = [StepResult(**d) for d in state["done"]]
         index = state["index"]

@@ -29,6 +29,9 @@ AGENT_KIND = "agent"
 COMPOSITE_INTENTS = frozenset({"intent_chain", "agent_execute"})
 #: Approvals are for humans: an agent deciding one would approve its own actions.
 HUMAN_ONLY_INTENTS = frozenset({"confirm_action", "flag_session"})
+#: The assistant's own entry points: called by the assistant they would start another assistant run
+#: inside this one (unbounded recursion and model spend from one prompt-injected tool call).
+SELF_CALLING_INTENTS = frozenset({"agent_ask", "query_assist", "chat_llm"})
 
 
 def describe_call(intent: Any, params: Any, node: str, risk: str) -> str:
@@ -63,6 +66,9 @@ class PolicyGate:
         params = call.params.model_dump(mode="json")
         if name in HUMAN_ONLY_INTENTS:
             return Verdict.deny(f"{name} must be done by a person, not by the assistant", rule="builtin:human-only")
+        if name in SELF_CALLING_INTENTS:
+            return Verdict.deny(f"the assistant may not call {name} (it would start another assistant run)",
+                                rule="builtin:no-recursion")
         approval_id = getattr(client, "approval_id", None)
         if approval_id:
             client.approval_id = None  # type: ignore[attr-defined]  # one call per approval

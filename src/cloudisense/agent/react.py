@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudisense.agent.executor import ExecutionResult, Executor, StepResult, summarize
 from cloudisense.agent.memory import SessionMemory
+from cloudisense.core.intents import normalize_intent_name
 from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 from cloudisense.store.users import Role
 
@@ -151,6 +152,12 @@ async def _act(executor: Executor, call: Any, user: str, role: Role | str, sessi
         result.steps.append(StepResult(index, None, call.name, {}, "error", 400, message=call.error))
         result.failures += 1
         return f"error: {call.error}"
+    if normalize_intent_name(call.name) in NOT_TOOLS:
+        # Never offered, but a model can still name one: refuse it like a policy denial (nothing was
+        # tried, so not a failure). The gate refuses these for agent clients too; this says why.
+        message = f"{call.name} is not a tool the assistant may call"
+        result.steps.append(StepResult(index, None, call.name, {}, "denied", 403, message=message))
+        return f"NOT RUN: refused — {message}. Do not retry it."
     response = await executor.call(call.name, call.arguments, user=user, role=role, session=session)
     step = executor._record(index, None, call.name, call.arguments, response)
     result.steps.append(step)
