@@ -289,7 +289,7 @@ class JsonSchemaPlanner(_ModelPlanner):
             return rejected(f"the model could not be reached ({type(exc).__name__})", self.strategy)
         try:
             candidate = json.loads(answer)
-        except ValueError:
+        except (ValueError, RecursionError):  # untrusted output: nesting past the recursion limit
             return rejected("the answer is not valid JSON", self.strategy)
         try:
             return validate_model_plan(candidate, context, offered, self.registry, self.strategy)

@@ -67,7 +67,7 @@ class ToolCall:
             return cls(id=id, name=name, arguments={}, raw_arguments=raw or "")
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # model output is untrusted: deep nesting is bad JSON too
             return cls(
                 id=id,
                 name=name,

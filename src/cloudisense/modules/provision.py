@@ -41,7 +41,8 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from cloudisense.core.context import ActionContext
-from cloudisense.core.errors import ActionFailed, BadRequest, Conflict, NotFound, RequestTimeout, Unavailable
+from cloudisense.core.errors import (ActionFailed, BadRequest, Conflict, Forbidden, NotFound, RequestTimeout,
+                                     Unavailable)
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import TopicProvider
@@ -119,6 +120,34 @@ def _play_info(path: Path) -> list[dict[str, Any]]:
         elif isinstance(play, dict) and "import_playbook" in play:
             plays.append({"import_playbook": play["import_playbook"]})
     return plays
+
+
+def _forces_real_run(path: Path) -> bool:
+    """Whether the playbook sets ``check_mode`` to anything but true somewhere.
+
+    A task with ``check_mode: false`` runs for real even under ``--check``, and check mode is
+    ``read`` risk (viewers may run it, the assistant's policy may allow it): such a playbook
+    can't be offered as a dry run. Only this file is read, not the roles or files it includes.
+    A file too large to check counts as forcing; one that is not YAML can't run at all.
+    """
+    try:
+        import yaml
+
+        if path.stat().st_size > MAX_PLAYBOOK_BYTES:
+            return True
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # ansible-playbook refuses it too, with a better message
+        return False
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if "check_mode" in value and value["check_mode"] is not True:
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 class Run:
@@ -297,6 +326,9 @@ class ProvisionModule(Module):
 
     async def run_playbook(self, p: RunPlaybookParams, ctx: ActionContext) -> dict[str, Any]:
         path = self._playbook(p.name)
+        if p.check and await asyncio.to_thread(_forces_real_run, path):
+            raise Forbidden(f"{p.name} can't run in check mode: it has tasks with check_mode other than true, "
+                            "which would change hosts during a dry run (ask an operator to run it for real)")
         inventory = self._inventory()
         exe = self._ansible_playbook()
         if p.name in self._active:

@@ -176,6 +176,11 @@ class ReactionsModule(Module):
                 data = json.loads(data)
             except ValueError as exc:
                 raise BadRequest(f"rule is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise BadRequest("rule nests too deeply to be read") from None
+            if isinstance(data, dict):
+                # The same depth and Unicode limits as params sent as an object (rules are rendered recursively).
+                protocol.check_params(data)
         if not isinstance(data, dict):
             raise BadRequest("a rule is a JSON object with id, listen-to, trigger and response")
         try:

@@ -323,7 +323,9 @@ class SystemdBackend:
         try:
             proc = await asyncio.create_subprocess_exec(
                 self._program(), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                # systemctl needs none of the node's secrets either (the program is configurable).
+                env={k: v for k, v in os.environ.items() if not _SECRET_ENV.match(k)})
         except OSError as exc:
             raise Unavailable(f"could not run systemctl for target {self.name}: {exc.strerror or exc}") from None
         try:

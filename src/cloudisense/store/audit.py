@@ -39,7 +39,8 @@ MIGRATIONS = [
     """
 ]
 
-_SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization", "credential")
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "api-key", "apikey", "authorization",
+                 "credential", "private_key", "privatekey", "cookie")
 REDACTED = "***"
 
 
