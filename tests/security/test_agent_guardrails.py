@@ -100,3 +100,8 @@ async def test_demoted_requester_cannot_run_their_old_approval(tmp_path: Path) -
             ("restart_target", "denied", 403), result
         assert await _web_pid(running) == old_pid
         demoted.close()
+
+
+def test_model_output_nested_past_the_recursion_limit_is_a_bad_tool_call() -> None:
+    call = tool_call("read_log", "[" * 100_000 + "]" * 100_000)
+    assert not call.ok and "not valid JSON" in (call.error or "")
