@@ -92,3 +92,24 @@ async def test_serve_starts_with_zero_config_and_stops_on_sigterm(tmp_path: Path
     assert (tmp_path / "xdg" / "cloudisense" / "cloudisense.db").exists()
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_busy_port_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
+    import socket
+
+    import psutil
+
+    marker = f"cloudisense-test-marker-{os.getpid()}"
+    config = tmp_path / "node.toml"
+    config.write_text(f'''data_dir = "data"
+[targets.sleeper]
+command = ["{sys.executable}", "-c", "import time, sys; time.sleep(60)", "{marker}"]
+autostart = true
+''')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = await run("serve", "--config", str(config), "--port", str(port))
+    assert code == 1 and f"could not listen on 127.0.0.1:{port}" in err
+    assert not [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]

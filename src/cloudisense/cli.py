@@ -98,6 +98,11 @@ async def _serve(settings: Settings) -> None:
     from cloudisense.server.app import Server
     from cloudisense.store.users import Role, client_credential, generate_password
 
+    # Handlers first: a SIGTERM that arrives as soon as we say "listening" still stops cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     node = Node(settings)
     server = Server(node)
     port = await server.start()
@@ -109,10 +114,6 @@ async def _serve(settings: Settings) -> None:
     url = f"http://{settings.server.host}:{port}"
     console.print(f"CloudiSENSE node [bold]{node.identity}[/bold] listening on {url} "
                   f"({len(node.registry)} intents; dashboard {url}/ui/)")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     console.print("stopping...")
     await server.stop()

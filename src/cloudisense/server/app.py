@@ -85,9 +85,17 @@ class Server:
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Start the node, then listen; returns the bound port (``port=0`` picks a free one)."""
-        await self.node.start()
         s = self.node.settings.server
+        # Bind before the node starts anything (targets, scripts): a busy port must not leave
+        # supervised processes behind.
         sockets = bind_sockets(s.port if port is None else port, host or s.host, family=socket.AF_INET)
+        try:
+            await self.node.start()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            await self.node.stop()
+            raise
         self.port = sockets[0].getsockname()[1]
         self.http = HTTPServer(make_app(self.node), max_body_size=1_048_576)
         self.http.add_sockets(sockets)
