@@ -48,7 +48,7 @@ def decode_frame(frame: str | bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(frame, dict):
         return frame
     try:
-        value = json.loads(frame, parse_constant=_refuse_constant)
+        value = _DECODER.decode(frame if isinstance(frame, str) else frame.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("message is not valid JSON") from None
     except RecursionError:  # json.loads recurses once per nesting level
@@ -61,6 +61,10 @@ def decode_frame(frame: str | bytes | dict[str, Any]) -> dict[str, Any]:
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON: accepted, they would be echoed to browsers that can't parse them.
     raise ValueError(f"{name} is not JSON")
+
+
+#: One decoder for every frame (``json.loads`` with options would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _valid_text(text: str) -> bool:
