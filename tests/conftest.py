@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from cloudisense.client import Connection, login
+from cloudisense.client import Connection, RpcError, login
 from cloudisense.config import Settings, load_settings
+from cloudisense.core.modules import Module
 from cloudisense.core.node import Node
 from cloudisense.server.app import Server
 from cloudisense.store.users import Role, client_credential
@@ -48,9 +49,9 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def start_server(settings: Settings) -> Running:
-    """Start a node with the three test users."""
-    node = Node(settings)
+async def start_server(settings: Settings, module_classes: dict[str, type[Module]] | None = None) -> Running:
+    """Start a node with the three test users (``module_classes``: instead of the installed modules)."""
+    node = Node(settings, module_classes)
     server = Server(node)
     port = await server.start(host="127.0.0.1", port=0)
     for name, pw in PASSWORDS.items():
@@ -65,6 +66,13 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     r = await start_server(make_settings(tmp_path))
     yield r
     await r.server.stop()
+
+
+async def error_of(conn: Connection, intent: str, params: dict[str, Any]) -> RpcError:
+    """The error an RPC answers with (fails the test when it succeeds)."""
+    with pytest.raises(RpcError) as info:
+        await conn.call(intent, params)
+    return info.value
 
 
 async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:

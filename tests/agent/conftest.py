@@ -58,3 +58,17 @@ async def serving(settings: Settings) -> AsyncIterator[Running]:
 async def audit_rows(running: Running, intent: str) -> list[dict[str, Any]]:
     """Audit records of ``intent``, oldest first."""
     return list(reversed(await running.node.audit.query(limit=1000, intent=intent)))
+
+
+async def running_pid(running: Running, name: str = "web") -> int:
+    """The pid of target ``name`` once it runs (asked over the WebSocket, as a client would)."""
+
+    async def pid() -> int | None:
+        conn = await running.connect("admin")
+        try:
+            data = await conn.call("target_status", {"name": name})
+        finally:
+            conn.close()
+        return data.get("pid") if data.get("state") == "running" else None
+
+    return int(await until(pid))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.client import Connection
-from tests.agent.conftest import agent_settings, audit_rows, serving, until
+from tests.agent.conftest import agent_settings, audit_rows, running_pid, serving, until
 from tests.conftest import Running
 
 PLAN = [
@@ -14,18 +14,6 @@ PLAN = [
     {"id": "restart", "intent": "restart_target", "params": {"name": "web"}},
     {"id": "after", "intent": "target_status", "params": {"name": "web"}},
 ]
-
-
-async def _running_pid(running: Running) -> int:
-    async def pid() -> int | None:
-        conn = await running.connect("admin")
-        try:
-            data = await conn.call("target_status", {"name": "web"})
-        finally:
-            conn.close()
-        return data.get("pid") if data.get("state") == "running" else None
-
-    return int(await until(pid))
 
 
 async def _start_plan(conn: Connection, plan: list[dict[str, Any]] = PLAN) -> dict[str, Any]:
@@ -36,7 +24,7 @@ async def _start_plan(conn: Connection, plan: list[dict[str, Any]] = PLAN) -> di
 
 async def test_confirm_step_pauses_then_runs_once(tmp_path: Path) -> None:
     async with serving(agent_settings(tmp_path)) as running:
-        old_pid = await _running_pid(running)
+        old_pid = await running_pid(running)
         oper = await running.connect("oper")
         data = await _start_plan(oper)
         session, approval = data["session"], data["approval"]
@@ -53,7 +41,7 @@ async def test_confirm_step_pauses_then_runs_once(tmp_path: Path) -> None:
         pending = await audit_rows(running, "restart_target")
         assert [(r["outcome"], r["decision"], r["rule"]) for r in pending] == \
             [("pending_approval", "confirm", "restart-demo-targets-confirm")]
-        assert await _running_pid(running) == old_pid  # nothing restarted yet
+        assert await running_pid(running) == old_pid  # nothing restarted yet
 
         # A viewer may not decide someone else's approval.
         viewer = await running.connect("viewer")
@@ -82,7 +70,7 @@ async def test_confirm_step_pauses_then_runs_once(tmp_path: Path) -> None:
 
 async def test_rejected_runs_nothing(tmp_path: Path) -> None:
     async with serving(agent_settings(tmp_path)) as running:
-        old_pid = await _running_pid(running)
+        old_pid = await running_pid(running)
         oper = await running.connect("oper")
         data = await _start_plan(oper)
         admin = await running.connect("admin")  # an admin may decide on the requester's behalf
@@ -93,7 +81,7 @@ async def test_rejected_runs_nothing(tmp_path: Path) -> None:
         assert out["not_run"] == [{"intent": "target_status", "id": "after"}]
         assert "did NOT run restart_target" in out["summary"]
         assert not [r for r in await audit_rows(running, "restart_target") if r["outcome"] == "success"]
-        assert await _running_pid(running) == old_pid
+        assert await running_pid(running) == old_pid
         again = await oper.request("confirm_action", {"approval_id": data["approval"]["approval_id"], "approve": True})
         assert again["code"] == 409
         oper.close()
@@ -109,7 +97,7 @@ async def test_approval_survives_restart(tmp_path: Path) -> None:
         oper.close()
     # A new server process on the same data dir: the approval and the rest of the plan are in SQLite.
     async with serving(settings) as running:
-        old_pid = await _running_pid(running)
+        old_pid = await running_pid(running)
         oper = await running.connect("oper")
         listed = await oper.call("list_approvals", {"status": "pending"})
         assert [a["approval_id"] for a in listed["approvals"]] == [approval_id]

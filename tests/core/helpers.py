@@ -14,13 +14,10 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from cloudisense.client import login
 from cloudisense.config import Settings
 from cloudisense.core.modules import Module
-from cloudisense.core.node import Node
 from cloudisense.modules.audit import AuditModule
 from cloudisense.modules.pubsub import PubSubModule
 from cloudisense.modules.system import SystemModule
-from cloudisense.server.app import Server
-from cloudisense.store.users import client_credential
-from tests.conftest import PASSWORDS, ROLES, Running
+from tests.conftest import PASSWORDS, Running, start_server
 
 #: The core modules only: these tests must not depend on modules other engineers are writing.
 CORE_MODULES: dict[str, type[Module]] = {"pubsub": PubSubModule, "system": SystemModule, "audit": AuditModule}
@@ -31,13 +28,7 @@ ERROR_KEYS = {"type", "requestid", "status", "code", "message", "timestamp"}
 
 async def start_core(settings: Settings, extra: dict[str, type[Module]] | None = None) -> Running:
     """Like ``conftest.start_server`` but with the core modules plus ``extra`` test modules."""
-    node = Node(settings, module_classes={**CORE_MODULES, **(extra or {})})
-    server = Server(node)
-    port = await server.start(host="127.0.0.1", port=0)
-    for name, pw in PASSWORDS.items():
-        if await node.users.get(name) is None:
-            await node.users.add(name, client_credential(pw), ROLES[name])
-    return Running(server, node, f"http://127.0.0.1:{port}")
+    return await start_server(settings, {**CORE_MODULES, **(extra or {})})
 
 
 async def post_form(url: str, fields: dict[str, str], *, multipart: bool = False,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cloudisense.client import Connection, RpcError
-from tests.conftest import Running, make_settings, start_server
+from cloudisense.client import Connection
+from tests.conftest import Running, error_of, make_settings, start_server
 
 DEMO_SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "demo" / "scripts"
 MODULES = ["pubsub", "audit", "logs"]
@@ -75,13 +75,6 @@ async def node(tmp_path: Path, logdir: Path) -> AsyncIterator[Running]:
     r = await start_server(settings)
     yield r
     await r.server.stop()
-
-
-async def error_of(conn: Connection, intent: str, params: dict[str, Any]) -> RpcError:
-    """The error an RPC answers with (fails the test when it succeeds)."""
-    with pytest.raises(RpcError) as info:
-        await conn.call(intent, params)
-    return info.value
 
 
 async def collect(conn: Connection, topic: str, count: int, timeout: float = 15) -> list[str]:

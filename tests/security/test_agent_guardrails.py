@@ -8,22 +8,10 @@ from typing import Any
 from cloudisense.agent.executor import AgentClient
 from cloudisense.llm.testing import ScriptedModel, tool_call
 from cloudisense.store.users import Role
-from tests.agent.conftest import MODULES, agent_settings, audit_rows, serving, until
+from tests.agent.conftest import MODULES, agent_settings, audit_rows, running_pid, serving, until
 from tests.conftest import Running
 
 RESTART = [{"id": "restart", "intent": "restart_target", "params": {"name": "web"}}]
-
-
-async def _web_pid(running: Running) -> int:
-    async def pid() -> int | None:
-        conn = await running.connect("admin")
-        try:
-            data = await conn.call("target_status", {"name": "web"})
-        finally:
-            conn.close()
-        return data.get("pid") if data.get("state") == "running" else None
-
-    return int(await until(pid))
 
 
 async def test_agent_clients_may_not_start_another_assistant_run(tmp_path: Path) -> None:
@@ -39,7 +27,7 @@ async def test_agent_clients_may_not_start_another_assistant_run(tmp_path: Path)
 
 async def test_react_model_cannot_recurse_or_approve_its_own_request(tmp_path: Path) -> None:
     async with serving(agent_settings(tmp_path, modules=[*MODULES, "assistant"])) as running:
-        old_pid = await _web_pid(running)
+        old_pid = await running_pid(running)
         oper = await running.connect("oper")
         paused = await oper.call("agent_execute", {"steps": RESTART})
         approval_id = paused["approval"]["approval_id"]
@@ -59,13 +47,13 @@ async def test_react_model_cannot_recurse_or_approve_its_own_request(tmp_path: P
         assert all(s["code"] == 403 for s in data["steps"])
         pending = await oper.call("list_approvals", {"status": "pending"})
         assert approval_id in [a["approval_id"] for a in pending["approvals"]]
-        assert await _web_pid(running) == old_pid  # nothing restarted
+        assert await running_pid(running) == old_pid  # nothing restarted
         oper.close()
 
 
 async def test_viewer_gets_no_write_through_the_assistant(tmp_path: Path) -> None:
     async with serving(agent_settings(tmp_path)) as running:
-        old_pid = await _web_pid(running)
+        old_pid = await running_pid(running)
         oper = await running.connect("oper")
         paused = await oper.call("agent_execute", {"steps": RESTART})
         approval_id = paused["approval"]["approval_id"]
@@ -81,14 +69,14 @@ async def test_viewer_gets_no_write_through_the_assistant(tmp_path: Path) -> Non
         assert nested["code"] == 400 and "cannot be a step" in nested["message"]
         asked = await viewer.call("agent_ask", {"query": "restart web", "mode": "plan"})
         assert all(s["status"] != "ok" for s in asked.get("steps", []) if s["intent"] == "restart_target"), asked
-        assert await _web_pid(running) == old_pid
+        assert await running_pid(running) == old_pid
         oper.close()
         viewer.close()
 
 
 async def test_demoted_requester_cannot_run_their_old_approval(tmp_path: Path) -> None:
     async with serving(agent_settings(tmp_path)) as running:
-        old_pid = await _web_pid(running)
+        old_pid = await running_pid(running)
         oper = await running.connect("oper")
         paused = await oper.call("agent_execute", {"steps": RESTART})
         approval_id = paused["approval"]["approval_id"]
@@ -98,7 +86,7 @@ async def test_demoted_requester_cannot_run_their_old_approval(tmp_path: Path) -
         result: dict[str, Any] = await demoted.call("confirm_action", {"approval_id": approval_id, "approve": True})
         assert [(s["intent"], s["status"], s["code"]) for s in result["steps"]][-1] == \
             ("restart_target", "denied", 403), result
-        assert await _web_pid(running) == old_pid
+        assert await running_pid(running) == old_pid
         demoted.close()
 
 

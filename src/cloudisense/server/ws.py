@@ -68,14 +68,18 @@ class WebSocketClient(Client):
     def _flush_queued_events(self) -> None:
         """Write what waits in the event queue now (Tornado buffers writes in order)."""
         while not self._events.empty():
-            batch = []
-            while len(batch) < EVENT_BATCH and not self._events.empty():
-                batch.append(self._events.get_nowait())
-            text = _encode_events(batch)
-            if text is None:
-                self.dropped_events += len(batch)
-                continue
-            self._handler.write_message(text)
+            text = self._next_frame([])
+            if text is not None:
+                self._handler.write_message(text)
+
+    def _next_frame(self, batch: list[dict[str, Any]]) -> str | None:
+        """``batch`` topped up from the queue (up to EVENT_BATCH) as one frame; ``None`` if none encodes."""
+        while len(batch) < EVENT_BATCH and not self._events.empty():
+            batch.append(self._events.get_nowait())
+        text = _encode_events(batch)
+        if text is None:
+            self.dropped_events += len(batch)
+        return text
 
     def push_event(self, event: dict[str, Any]) -> bool:
         if self._closed:
@@ -89,12 +93,8 @@ class WebSocketClient(Client):
 
     async def _write_events(self) -> None:
         while True:
-            batch = [await self._events.get()]
-            while len(batch) < EVENT_BATCH and not self._events.empty():
-                batch.append(self._events.get_nowait())
-            text = _encode_events(batch)
+            text = self._next_frame([await self._events.get()])
             if text is None:
-                self.dropped_events += len(batch)
                 continue
             try:
                 await self._handler.write_message(text)
