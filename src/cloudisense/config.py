@@ -96,6 +96,8 @@ class TargetSettings(Section):
     stop_timeout: float = Field(5.0, gt=0)
     #: Optional HTTP URL that answers 2xx when the service is healthy.
     health_url: str | None = None
+    #: After a start or restart, wait up to this many seconds for ``health_url`` to answer healthy.
+    health_wait: float = Field(10.0, ge=0, le=300)
     #: For ``systemd``: the ``systemctl`` program (a path, or a name looked up on PATH).
     systemctl: str = "systemctl"
 

@@ -399,3 +399,27 @@ async def test_demo_services_run_with_the_demo_config(tmp_path: Path) -> None:
     finally:
         await running.server.stop()
     assert not any((tmp_path / "data" / "targets").glob("*.pid"))
+
+
+async def test_restart_waits_for_a_slow_service_to_turn_healthy(tmp_path: Path) -> None:
+    port = free_port()
+    # Listens only a second after it starts, like a real service that loads before serving.
+    server = textwrap.dedent(f"""
+        import http.server, time
+        time.sleep(1.0)
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a):
+                pass
+        http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
+    """)
+    target = {"command": [sys.executable, "-c", server], "health_url": f"http://127.0.0.1:{port}/",
+              "stop_timeout": 1, "health_wait": 15}
+    async with node(tmp_path, {"slowweb": target}) as r:
+        conn = await r.connect("oper")
+        started = await conn.call("start_target", {"name": "slowweb"})
+        assert started["state"] == "running" and started["health"] == "healthy"
+        restarted = await conn.call("restart_target", {"name": "slowweb"})
+        assert restarted["pid"] != started["pid"] and restarted["health"] == "healthy"
+        conn.close()

@@ -40,6 +40,8 @@ TARGETS_TOPIC = "/targets"
 STATE_EVENT = "target_state"
 #: Seconds a health check may take before the target counts as unhealthy.
 HEALTH_TIMEOUT = 2.0
+#: How often a service that just started is asked whether it is healthy yet.
+HEALTH_POLL = 0.25
 
 
 class Backend(Protocol):
@@ -112,7 +114,7 @@ class TargetsModule(Module):
     def intents(self) -> list[Intent]:
         ent = {"name": "target"}
         # Stopping may wait stop_timeout before the forced kill: leave room for that and a start.
-        slow = max((t.stop_timeout for t in self.node.settings.targets.values()), default=0) + 30
+        slow = max((t.stop_timeout + t.health_wait for t in self.node.settings.targets.values()), default=0) + 30
         return [
             Intent("list_targets", "Every managed service with its state, pid, uptime and health",
                    self.list_targets, NoParams, Risk.READ,
@@ -186,6 +188,17 @@ class TargetsModule(Module):
         return {"name": backend.name, "backend": backend.settings.backend, **status, "health": healthy,
                 "autostart": backend.settings.autostart}
 
+    async def _status_once_up(self, backend: Backend) -> dict[str, Any]:
+        """The status after a start: a freshly started service gets ``health_wait`` seconds to turn healthy,
+        so "restart it and tell me when it's healthy" reports the service as it settles, not as it boots."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + backend.settings.health_wait
+        status = await self._status(backend)
+        while status["health"] == "unhealthy" and status["state"] == "running" and loop.time() < deadline:
+            await asyncio.sleep(HEALTH_POLL)
+            status = await self._status(backend)
+        return status
+
     # -- intents ------------------------------------------------------------
 
     async def list_targets(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
@@ -199,13 +212,13 @@ class TargetsModule(Module):
         backend = self._backend(p.name)
         async with self._locks[p.name]:
             await backend.start()
-        return {"action": "started", **await self._status(backend)}
+        return {"action": "started", **await self._status_once_up(backend)}
 
     async def restart_target(self, p: TargetParams, ctx: ActionContext) -> dict[str, Any]:
         backend = self._backend(p.name)
         async with self._locks[p.name]:
             await backend.restart()
-        return {"action": "restarted", **await self._status(backend)}
+        return {"action": "restarted", **await self._status_once_up(backend)}
 
     async def stop_target(self, p: TargetParams, ctx: ActionContext) -> dict[str, Any]:
         backend = self._backend(p.name)
