@@ -229,7 +229,9 @@ class AgentModule(Module):
 
     # -- handlers ---------------------------------------------------------------
 
-    def _notifier(self, ctx: ActionContext, topic: str) -> Any:
+    def notifier(self, ctx: ActionContext, topic: str) -> Any:
+        """A callback that sends the run's events to the asking client on ``topic`` (approvals also to /approvals)."""
+
         def notify(name: str, data: dict[str, Any]) -> None:
             ctx.notify_client(name, topic, data)
             if name == "approval_required":
@@ -243,7 +245,7 @@ class AgentModule(Module):
         topic = f"/assist/{session}" if session else f"/chain/{ctx.requestid}"
         result = await self.executor.run(p.steps, user=ctx.user, role=ctx.client.role, session=session,
                                          on_error=p.on_error, kind=AGENT_KIND if agent else "chain",
-                                         notify=self._notifier(ctx, topic))
+                                         notify=self.notifier(ctx, topic))
         return result.as_dict()
 
     async def agent_execute(self, p: ExecuteParams, ctx: ActionContext) -> dict[str, Any]:
@@ -251,7 +253,7 @@ class AgentModule(Module):
         session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
         await self.memory.add_plan(session, {"steps": [s.model_dump(exclude_none=True) for s in p.steps]})
         result = await self.executor.run(p.steps, user=ctx.user, role=ctx.client.role, session=session,
-                                         on_error=p.on_error, notify=self._notifier(ctx, f"/assist/{session}"))
+                                         on_error=p.on_error, notify=self.notifier(ctx, f"/assist/{session}"))
         return result.as_dict()
 
     async def confirm_action(self, p: ConfirmParams, ctx: ActionContext) -> dict[str, Any]:
@@ -259,7 +261,7 @@ class AgentModule(Module):
                                                role=ctx.client.role, reason=p.reason)
         self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", approval.public())
         topic = f"/assist/{approval.session}" if approval.session else f"/chain/{ctx.requestid}"
-        result: ExecutionResult = await self.executor.resume(approval.id, notify=self._notifier(ctx, topic))
+        result: ExecutionResult = await self.executor.resume(approval.id, notify=self.notifier(ctx, topic))
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
         out = result.as_dict()
         return {**out, "answer": compose_answer(out), "decided": (await self.approvals.get(approval.id)).public()}
@@ -276,7 +278,7 @@ class AgentModule(Module):
     async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
         session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
         return await self.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                              notify=self._notifier(ctx, f"/assist/{session}"), mode=p.mode)
+                              notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode)
 
     async def ask(self, text: str, *, user: str, role: Role, session: str, notify: Any = None,
                   mode: str = "auto") -> dict[str, Any]:

@@ -227,7 +227,7 @@ class AssistantModule(Module):
             await agent.memory.add_message(session, "assistant", intro["text"])
             return {"session": session, "mode": "introduction", "answer": intro["text"], "steps": []}
         return await agent.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                               notify=agent._notifier(ctx, f"/assist/{session}"))
+                               notify=agent.notifier(ctx, f"/assist/{session}"))
 
     async def clear_assist_session(self, p: SessionParams, ctx: ActionContext) -> dict[str, Any]:
         agent = self._memory()
