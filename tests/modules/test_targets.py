@@ -388,11 +388,16 @@ async def test_demo_services_run_with_the_demo_config(tmp_path: Path) -> None:
         await conn.call("stop_target", {"name": "web"})
         broken = await http.fetch(f"http://127.0.0.1:{ports[8080]}/", raise_error=False)
         assert broken.code == 502
-        access = (log_dir / "nginx-access.log").read_text().splitlines()
-        assert any('"GET / HTTP/1.1" 200 ' in line for line in access)
-        assert any('"GET / HTTP/1.1" 502 ' in line for line in access)
-        assert "connect() failed (111: Connection refused) while connecting to upstream" in \
-            (log_dir / "nginx-error.log").read_text()
+
+        def logged(name: str, text: str) -> bool:
+            # The proxy writes its log line after the response went out, like nginx: wait for it.
+            path = log_dir / name
+            return path.exists() and text in path.read_text()
+
+        await until(lambda: logged("nginx-access.log", '"GET / HTTP/1.1" 200 '))
+        await until(lambda: logged("nginx-access.log", '"GET / HTTP/1.1" 502 '))
+        await until(lambda: logged("nginx-error.log",
+                                   "connect() failed (111: Connection refused) while connecting to upstream"))
         await until(lambda: (log_dir / "syslog").exists() and " demo worker[" in (log_dir / "syslog").read_text())
         assert (await conn.call("target_status", {"name": "nginx"}))["state"] == "running"
         conn.close()
