@@ -45,32 +45,40 @@ class Figures:
         return (self.tokens - 1) / span if self.tokens > 1 and span > 0 else float("nan")
 
 
+class _Stopwatch:
+    """Times one stream: when the first token came, how many came, how long it all took."""
+
+    def __init__(self, is_token: Callable[[Any], bool]) -> None:
+        self.is_token = is_token
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.count = 0
+
+    def see(self, item: Any) -> None:
+        if self.is_token(item):
+            self.count += 1
+            if self.first is None:
+                self.first = time.perf_counter() - self.start
+
+    def figures(self) -> Figures:
+        total = time.perf_counter() - self.start
+        return Figures(self.first if self.first is not None else total, self.count, total)
+
+
 async def measure_stream(items: AsyncIterable[Any], is_token: Callable[[Any], bool]) -> Figures:
     """Time an async stream: first ``is_token`` item, count of them, total time."""
-    start = time.perf_counter()
-    first: float | None = None
-    count = 0
+    watch = _Stopwatch(is_token)
     async for item in items:
-        if is_token(item):
-            count += 1
-            if first is None:
-                first = time.perf_counter() - start
-    total = time.perf_counter() - start
-    return Figures(first if first is not None else total, count, total)
+        watch.see(item)
+    return watch.figures()
 
 
 def measure_sync(items: Iterable[Any], is_token: Callable[[Any], bool]) -> Figures:
     """Like :func:`measure_stream` for a plain iterator."""
-    start = time.perf_counter()
-    first: float | None = None
-    count = 0
+    watch = _Stopwatch(is_token)
     for item in items:
-        if is_token(item):
-            count += 1
-            if first is None:
-                first = time.perf_counter() - start
-    total = time.perf_counter() - start
-    return Figures(first if first is not None else total, count, total)
+        watch.see(item)
+    return watch.figures()
 
 
 def _direct_token(chunk: dict[str, Any]) -> bool:
