@@ -125,12 +125,15 @@ class NotifyModule(Module):
         targets = [webhook] if webhook is not None else list(configured)
         body = json.dumps({"message": message, "node": self.node.identity, "timestamp": int(time.time() * 1000)})
         deliveries = await asyncio.gather(*(self._deliver(url, method, body) for url in targets))
-        results = [{"webhook": url, "ok": d.ok, "status": d.status, "attempts": d.attempts, "error": d.error}
+        # Results name a webhook by its place in the configured list and its host only: paths of
+        # webhook URLs often carry secrets (Slack, Discord), and results reach people and models.
+        results = [{"webhook": _where(url), "index": configured.index(url), "ok": d.ok, "status": d.status,
+                    "attempts": d.attempts, "error": d.error}
                    for url, d in zip(targets, deliveries, strict=True)]
         delivered = sum(1 for r in results if r["ok"])
         self._publish(message, "webhook", delivered > 0)
         if delivered == 0:
-            problems = "; ".join(f"{_where(str(r['webhook']))}: {r['error']}" for r in results)
+            problems = "; ".join(f"{r['webhook']}: {r['error']}" for r in results)
             raise ActionFailed(f"no webhook accepted the notification ({problems})")
         return {"via": "webhook", "delivered": delivered, "failed": len(results) - delivered, "results": results}
 
