@@ -28,6 +28,24 @@ async def test_deleted_user_access_token_is_refused_at_the_handshake(running: Ru
     assert refresh.code == 401
 
 
+async def test_password_change_ends_tokens_issued_before_it(running: Running) -> None:
+    from cloudisense.store.users import client_credential
+
+    old = await login(running.url, "oper", PASSWORDS["oper"])
+    # Tokens carry whole seconds: let the change fall in a later second than the old login.
+    await asyncio.sleep(1.1)
+    await running.node.users.set_password("oper", client_credential("a-new-password"))
+    resp = await AsyncHTTPClient().fetch(running.url + "/ws?token=" + old["access"]["token"], raise_error=False)
+    assert resp.code == 401 and "password changed" in json.loads(resp.body)["message"]
+    refresh = await AsyncHTTPClient().fetch(running.url + "/refresh", method="POST", raise_error=False,
+                                            body=f"refresh={old['refresh']['token']}")
+    assert refresh.code == 401
+    new = await login(running.url, "oper", "a-new-password")
+    conn = await Connection.open(running.url, new["access"]["token"])
+    assert await conn.call("list_channels") is not None
+    conn.close()
+
+
 async def test_demoted_user_connects_with_the_stored_role(running: Running) -> None:
     tokens = await login(running.url, "oper", PASSWORDS["oper"])
     await running.node.db.execute("UPDATE users SET role = 'viewer' WHERE username = 'oper'")

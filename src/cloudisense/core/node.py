@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from cloudisense.config import Settings
-from cloudisense.core.auth import LoginLimiter, TokenService, load_or_create_secret
-from cloudisense.core.errors import ConfigError
+from cloudisense.core.auth import LoginLimiter, TokenKind, TokenService, load_or_create_secret
+from cloudisense.core.errors import ConfigError, Unauthorized
 from cloudisense.core.intents import IntentRegistry
 from cloudisense.core.metrics import Metrics
 from cloudisense.core.modules import Module, discover_modules
@@ -15,7 +15,7 @@ from cloudisense.core.pubsub import PubSub
 from cloudisense.core.router import MessageRouter
 from cloudisense.store.audit import AuditLog
 from cloudisense.store.db import Database
-from cloudisense.store.users import UserStore
+from cloudisense.store.users import User, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,21 @@ class Node:
     def module(self, name: str) -> Any:
         """A loaded module by name, or ``None``."""
         return self.modules.get(name)
+
+    async def authenticate(self, token: str | None, kind: TokenKind = "access") -> User:
+        """The user a valid token speaks for, as stored now (role included), else :class:`Unauthorized`.
+
+        A token outlives changes to its user, so it is checked against the store: a deleted
+        user is refused, a token issued before the last password change is refused, and the
+        role is the stored one (a demoted user's old token does not keep the old role).
+        """
+        claims = self.tokens.verify(token, kind)
+        user = await self.users.get(claims.username)
+        if user is None:
+            raise Unauthorized("user no longer exists")
+        if claims.issued_ms // 1000 < user.credentials_changed:
+            raise Unauthorized("the password changed since this token was issued: log in again")
+        return user
 
     def entities(self) -> dict[str, list[str]]:
         """Every module's configured entity names, merged by kind."""

@@ -80,10 +80,7 @@ class RefreshHandler(JsonHandler):
 
     async def post(self) -> None:
         try:
-            claims = self.node.tokens.verify(self.field("refresh"), "refresh")
-            user = await self.node.users.get(claims.username)
-            if user is None:
-                raise Unauthorized("user no longer exists")
+            user = await self.node.authenticate(self.field("refresh"), "refresh")
         except Unauthorized as exc:
             self.fail(exc)
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from typing import Any
@@ -14,7 +13,7 @@ from cloudisense.core import protocol
 from cloudisense.core.clients import Client
 from cloudisense.core.errors import Unauthorized
 from cloudisense.core.node import Node
-from cloudisense.store.users import Role
+from cloudisense.store.users import Role, User
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class RpcSocket(WebSocketHandler):
     def initialize(self, node: Node) -> None:
         self.node = node
         self.client = None
-        self._claims = None
+        self._user: User | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def check_origin(self, origin: str) -> bool:
@@ -136,13 +135,7 @@ class RpcSocket(WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         try:
-            claims = self.node.tokens.verify(self.get_query_argument("token", None), "access")
-            # A token outlives changes to its user: a deleted user is refused, and the role is the
-            # stored one (a demoted user's old token does not keep the old role for its lifetime).
-            user = await self.node.users.get(claims.username)
-            if user is None:
-                raise Unauthorized("user no longer exists")
-            self._claims = dataclasses.replace(claims, role=user.role)
+            self._user = await self.node.authenticate(self.get_query_argument("token", None), "access")
         except Unauthorized as exc:
             self.set_status(401)
             self.set_header("Content-Type", "application/json")
@@ -154,8 +147,8 @@ class RpcSocket(WebSocketHandler):
         return None
 
     def open(self, *args: Any, **kwargs: Any) -> None:
-        assert self._claims is not None
-        self.client = WebSocketClient(self, self._claims.username, self._claims.role,
+        assert self._user is not None
+        self.client = WebSocketClient(self, self._user.username, self._user.role,
                                       self.node.settings.server.client_queue_size)
         self.node.metrics.clients.inc()
 

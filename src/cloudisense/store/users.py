@@ -27,7 +27,9 @@ MIGRATIONS = [
         role TEXT NOT NULL,
         created REAL NOT NULL
     );
-    """
+    """,
+    # Tokens issued before this second are refused: a password change ends old sessions.
+    "ALTER TABLE users ADD COLUMN credentials_changed INTEGER NOT NULL DEFAULT 0;",
 ]
 
 _HASHER = PasswordHasher()
@@ -60,6 +62,8 @@ class User:
     username: str
     role: Role
     created: float
+    #: Epoch second of the last password change (0: never); older tokens are refused.
+    credentials_changed: int = 0
 
 
 def validate_username(username: str) -> str:
@@ -101,13 +105,15 @@ class UserStore:
         if await self.get(username) is None:
             raise NotFound(f"no user {username!r}")
         await self._db.execute(
-            "UPDATE users SET password_hash = ? WHERE username = ?", (_HASHER.hash(credential), username)
+            "UPDATE users SET password_hash = ?, credentials_changed = ? WHERE username = ?",
+            (_HASHER.hash(credential), int(time.time()), username),
         )
 
     async def get(self, username: str) -> User | None:
         """The user, or ``None``."""
-        row = await self._db.fetchone("SELECT username, role, created FROM users WHERE username = ?", (username,))
-        return User(row["username"], Role(row["role"]), row["created"]) if row else None
+        row = await self._db.fetchone(
+            "SELECT username, role, created, credentials_changed FROM users WHERE username = ?", (username,))
+        return User(row["username"], Role(row["role"]), row["created"], row["credentials_changed"]) if row else None
 
     async def list(self) -> list[User]:
         """All users by name."""
