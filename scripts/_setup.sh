@@ -15,22 +15,30 @@ need_apt() {
   local missing=()
   for cmd_pkg in "$@"; do
     local cmd="${cmd_pkg%%:*}" pkg="${cmd_pkg##*:}"
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[@]}"
+}
+
+apt_install() {
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: please install these system packages: ${missing[*]}" >&2
+    echo "error: please install these system packages: $*" >&2
     exit 1
   fi
-  echo "==> installing system packages: ${missing[*]}"
+  echo "==> installing system packages: $*"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 install_project() {
   local extras="$1"
+  # Debian's python3 comes without venv/ensurepip until python3-venv is installed.
+  if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    apt_install python3-venv
+  fi
   if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
     "$PYTHON" -m venv .venv
