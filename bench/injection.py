@@ -184,9 +184,10 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
     from cloudisense.core.clients import InProcessClient
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
     from cloudisense.server.app import Server
-    from cloudisense.store.users import Role, client_credential
+    from cloudisense.core.roles import Role
+    from cloudisense.store.users import client_credential
 
     cases = cases if cases is not None else load_cases()
     state: dict[str, Any] = {"telegram_replies": {}}
@@ -279,7 +280,7 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
 
 async def _run_report_scripts(node: Any, cases: list[dict[str, Any]], client_cls: Any) -> dict[str, str]:
     """A person runs the report script once per ``script`` case; returns the run ids."""
-    from cloudisense.store.users import Role
+    from cloudisense.core.roles import Role
 
     person = client_cls(node.router, "oper", Role.OPERATOR)
     ids: dict[str, str] = {}

@@ -130,10 +130,11 @@ async def run_websocket(runs: int, max_tokens: int) -> None:
 
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
     from cloudisense.modules.assistant import SYSTEM_PROMPT
     from cloudisense.server.app import Server
-    from cloudisense.store.users import Role, client_credential
+    from cloudisense.core.roles import Role
+    from cloudisense.store.users import client_credential
 
     data_dir = tempfile.mkdtemp(prefix="cloudisense-bench-")
     settings = load_settings(environ={}, overrides={

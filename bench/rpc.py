@@ -64,9 +64,10 @@ async def serve_node(data_dir: str) -> None:
     import logging
 
     from cloudisense.config import load_settings
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
     from cloudisense.server.app import Server
-    from cloudisense.store.users import Role, client_credential
+    from cloudisense.core.roles import Role
+    from cloudisense.store.users import client_credential
 
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(None, environ={}, overrides={

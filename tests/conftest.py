@@ -14,9 +14,10 @@ import pytest
 from cloudisense.client import Connection, RpcError, login
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.modules import Module
-from cloudisense.core.node import Node
+from cloudisense.node import Node
 from cloudisense.server.app import Server
-from cloudisense.store.users import Role, client_credential
+from cloudisense.core.roles import Role
+from cloudisense.store.users import client_credential
 
 PASSWORDS = {"admin": "admin-pass-1", "oper": "oper-pass-1", "viewer": "viewer-pass-1"}
 ROLES = {"admin": Role.ADMIN, "oper": Role.OPERATOR, "viewer": Role.VIEWER}

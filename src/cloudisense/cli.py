@@ -94,9 +94,10 @@ def serve(
 
 
 async def _serve(settings: Settings) -> None:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
     from cloudisense.server.app import Server
-    from cloudisense.store.users import Role, client_credential, generate_password
+    from cloudisense.core.roles import Role
+    from cloudisense.store.users import client_credential, generate_password
 
     # Handlers first: a SIGTERM that arrives as soon as we say "listening" still stops cleanly.
     stop = asyncio.Event()
@@ -151,7 +152,8 @@ def user_add(
     data_dir: Optional[Path] = DataDirOpt,
 ) -> None:
     """Create a user (prompts for the password unless --password-stdin)."""
-    from cloudisense.store.users import Role, client_credential
+    from cloudisense.core.roles import Role
+    from cloudisense.store.users import client_credential
 
     try:
         role_value = Role(role)
@@ -218,7 +220,7 @@ def intents(
     as_json: bool = typer.Option(False, "--json", help="JSON with params schemas and examples."),
 ) -> None:
     """List the intents this node offers."""
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
     node = Node(settings_from(config))
     try:

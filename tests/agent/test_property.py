@@ -22,7 +22,7 @@ from cloudisense.agent.policy import load_policy
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.core.node import Node
+from cloudisense.node import Node
 from cloudisense.modules.audit import AuditModule
 from tests.agent.conftest import DEMO_POLICY
 from tests.conftest import make_settings

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from cloudisense.core.errors import BadRequest
 from cloudisense.federation.envelope import (Parsed, RequestEnvelope, Topics, cap_role, decode, read_presence,
                                              topic_forwarded, valid_identity)
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 
 def test_topic_layout_round_trips() -> None:

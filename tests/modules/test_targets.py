@@ -325,7 +325,7 @@ async def test_roles_and_bad_input(tmp_path: Path) -> None:
 
 
 def test_entities_and_intent_catalogue(tmp_path: Path) -> None:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
     from cloudisense.modules.targets import TargetsModule
 
     settings = make_settings(tmp_path, targets={"web": {"command": SLEEPER}, "db": {"command": SLEEPER}})

@@ -7,7 +7,7 @@ from typing import Any
 
 from cloudisense.agent.executor import AgentClient
 from cloudisense.llm.testing import ScriptedModel, tool_call
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 from tests.agent.conftest import MODULES, agent_settings, audit_rows, running_pid, serving, until
 from tests.conftest import Running
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from cloudisense.core.errors import Conflict, Forbidden, NotFound
 from cloudisense.store.db import Database
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 Status = Literal["pending", "approved", "rejected", "expired", "consumed"]
 

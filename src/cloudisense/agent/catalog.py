@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudisense.core.intents import IntentRegistry, Risk
-from cloudisense.core.router import ROLE_MAX_RISK
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role, may_run
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
@@ -139,15 +138,7 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
 def tools_for_role(registry: IntentRegistry, role: Role | str) -> list[dict[str, Any]]:
     """``Intent.describe()`` of every intent ``role`` may run (viewer: read-risk only; admin-only ones for admins)."""
     role = Role(role)
-    limit = ROLE_MAX_RISK[role]
-    tools = []
-    for intent in registry.all():
-        if intent.admin_only and role != Role.ADMIN:
-            continue
-        if intent.risk.rank > limit.rank:
-            continue
-        tools.append(intent.describe())
-    return tools
+    return [intent.describe() for intent in registry.all() if may_run(role, intent)]
 
 
 def tool_defaults(tool: dict[str, Any]) -> dict[str, Any]:

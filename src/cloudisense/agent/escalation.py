@@ -17,7 +17,7 @@ from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import Plan
 
 if TYPE_CHECKING:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
 log = logging.getLogger(__name__)
 

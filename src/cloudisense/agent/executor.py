@@ -30,11 +30,12 @@ from cloudisense.agent.gate import AGENT_KIND
 from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import Plan, PlanStep
 from cloudisense.core.clients import InProcessClient
+from cloudisense.core.context import CallOrigin
 from cloudisense.core.errors import Conflict
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 if TYPE_CHECKING:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
 Notify = Callable[[str, dict[str, Any]], None]
 StepStatus = Literal["ok", "error", "denied", "skipped", "pending_approval", "rejected", "expired"]
@@ -42,12 +43,12 @@ RunStatus = Literal["completed", "failed", "paused", "rejected", "expired"]
 
 
 class AgentClient(InProcessClient):
-    """An in-process client acting for a user; ``kind`` is ``agent`` so the policy gate applies."""
+    """An in-process client acting for a user; of kind ``agent`` (the default) the policy gate applies."""
 
     def __init__(self, router: Any, user: str, role: Role | str, *, kind: str = AGENT_KIND,
                  session: str | None = None, plan_state: dict[str, Any] | None = None,
                  approval_id: str | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
-        super().__init__(router, user, Role(role), kind=kind, on_event=on_event)
+        super().__init__(router, user, Role(role), kind=kind, policy_applies=kind == AGENT_KIND, on_event=on_event)
         self.session = session
         #: What the gate stores with an approval so the plan can continue later.
         self.plan_state = plan_state
@@ -140,23 +141,27 @@ class Executor:
 
     async def call(self, intent: str, params: dict[str, Any], *, user: str, role: Role | str,
                    session: str | None = None, kind: str = AGENT_KIND, plan_state: dict[str, Any] | None = None,
-                   approval_id: str | None = None) -> dict[str, Any]:
-        """Send one RPC through the router as ``user``; returns its ``rpc_response``."""
+                   approval_id: str | None = None, origin: CallOrigin | None = None) -> dict[str, Any]:
+        """Send one RPC through the router as ``user``; returns its ``rpc_response``.
+
+        ``origin`` is the request this call is made for (a sub-call takes no node-wide permit).
+        """
         client = AgentClient(self.node.router, user, role, kind=kind, session=session,
                              plan_state=plan_state, approval_id=approval_id)
-        return await client.call(intent, params, requestid=f"agent-{uuid.uuid4().hex[:16]}")
+        return await client.call(intent, params, requestid=f"agent-{uuid.uuid4().hex[:16]}", origin=origin)
 
     async def run(self, plan: Plan | list[PlanStep] | list[dict[str, Any]], *, user: str, role: Role | str,
                   session: str | None = None, on_error: str = "stop", kind: str = AGENT_KIND,
-                  notify: Notify | None = None) -> ExecutionResult:
+                  notify: Notify | None = None, origin: CallOrigin | None = None) -> ExecutionResult:
         """Run every step in order; pauses at the first step that needs approval."""
         steps = plan.steps if isinstance(plan, Plan) else [PlanStep.model_validate(s) for s in plan]
         state = {"steps": [s.model_dump(exclude_none=True) for s in steps], "index": 0, "results": {},
                  "done": [], "on_error": on_error, "user": user, "role": Role(role).value,
                  "session": session, "kind": kind}
-        return await self._run_from(state, notify)
+        return await self._run_from(state, notify, origin)
 
-    async def resume(self, approval_id: str, *, notify: Notify | None = None) -> ExecutionResult:
+    async def resume(self, approval_id: str, *, notify: Notify | None = None,
+                     origin: CallOrigin | None = None) -> ExecutionResult:
         """Continue the plan an approval paused: run the approved step once, then the rest.
 
         Rejected or expired approvals run nothing and are reported as such.
@@ -186,16 +191,18 @@ class Executor:
             raise Conflict(f"approval {approval.id} is {approval.status}; only an approved approval can be resumed"
                            + (" (it already ran once)" if approval.status == "consumed" else ""))
         response = await self.call(approval.intent, approval.params, user=state["user"], role=state["role"],
-                                   session=state["session"], kind=state["kind"], approval_id=approval.id)
+                                   session=state["session"], kind=state["kind"], approval_id=approval.id,
+                                   origin=origin)
         step = self._record(index, step_def.get("id"), approval.intent, approval.params, response)
         await self._after_step(step, state, notify)
         state["done"] = [asdict(s) for s in done] + [asdict(step)]
         if step.status != "ok" and state["on_error"] == "stop":
             return await self._finish("failed", done + [step], state, index + 1, notify)
         state["index"] = index + 1
-        return await self._run_from(state, notify)
+        return await self._run_from(state, notify, origin)
 
-    async def _run_from(self, state: dict[str, Any], notify: Notify | None) -> ExecutionResult:
+    async def _run_from(self, state: dict[str, Any], notify: Notify | None,
+                        origin: CallOrigin | None) -> ExecutionResult:
         done = [StepResult(**d) for d in state["done"]]
         results: dict[str, dict[str, Any]] = state["results"]
         failed = any(s.status in ("error", "denied") for s in done)
@@ -219,7 +226,8 @@ class Executor:
                 snapshot = dict(state, index=index, done=[asdict(s) for s in done])
                 snapshot["steps"] = [*state["steps"][:index], {**raw, "params": params}, *state["steps"][index + 1:]]
                 response = await self.call(intent, params, user=state["user"], role=state["role"],
-                                           session=state["session"], kind=state["kind"], plan_state=snapshot)
+                                           session=state["session"], kind=state["kind"], plan_state=snapshot,
+                                           origin=origin)
                 step = self._record(index, sid, intent, params, response)
             done.append(step)
             if sid:

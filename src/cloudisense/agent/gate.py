@@ -19,19 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from cloudisense.agent.approvals import ApprovalStore
 from cloudisense.agent.policy import PolicyEngine
+from cloudisense.core.intents import AgentUse
 from cloudisense.core.router import Call, Verdict
 
 if TYPE_CHECKING:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
 AGENT_KIND = "agent"
-#: Containers whose steps are each gated on their own: no separate approval for the container.
-COMPOSITE_INTENTS = frozenset({"intent_chain", "agent_execute"})
-#: Approvals are for humans: an agent deciding one would approve its own actions.
-HUMAN_ONLY_INTENTS = frozenset({"confirm_action", "flag_session"})
-#: The assistant's own entry points: called by the assistant they would start another assistant run
-#: inside this one (unbounded recursion and model spend from one prompt-injected tool call).
-SELF_CALLING_INTENTS = frozenset({"agent_ask", "query_assist", "chat_llm"})
 
 
 def describe_call(intent: Any, params: Any, node: str, risk: str) -> str:
@@ -60,13 +54,17 @@ class PolicyGate:
 
     async def __call__(self, call: Call) -> Verdict | None:
         client = call.client
-        if client.kind != AGENT_KIND:
+        if not client.policy_applies:
             return None
         name = call.intent.name
+        use = call.intent.agent_use
         params = call.params.model_dump(mode="json")
-        if name in HUMAN_ONLY_INTENTS:
+        if use is AgentUse.HUMAN_ONLY:
+            # Approvals are for people: an automated caller deciding one would approve its own actions.
             return Verdict.deny(f"{name} must be done by a person, not by the assistant", rule="builtin:human-only")
-        if name in SELF_CALLING_INTENTS:
+        if use is AgentUse.ASSISTANT:
+            # Another assistant run inside this one: unbounded recursion and model spend from one
+            # prompt-injected tool call.
             return Verdict.deny(f"the assistant may not call {name} (it would start another assistant run)",
                                 rule="builtin:no-recursion")
         approval_id = getattr(client, "approval_id", None)
@@ -77,7 +75,7 @@ class PolicyGate:
             return Verdict.deny(f"approval {approval_id} does not cover this call now (already used, not approved, "
                                 "or for another step); nothing ran", rule=f"approval:{approval_id}")
         decision = self.engine.decide(name, params, call.risk, client.role.value, self.node.identity)
-        if name in COMPOSITE_INTENTS and decision.rule.startswith("default:"):
+        if use is AgentUse.COMPOSITE and decision.is_default:
             return Verdict.allow("builtin:composite-steps-gated")
         if decision.decision == "allow":
             return Verdict.allow(decision.rule)

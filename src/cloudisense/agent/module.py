@@ -41,11 +41,11 @@ from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import Plan, PlanStep
 from cloudisense.agent.policy import load_policy
 from cloudisense.agent.react import run_react
-from cloudisense.core.context import ActionContext
+from cloudisense.core.context import ActionContext, CallOrigin
 from cloudisense.core.errors import BadRequest, Unavailable
-from cloudisense.core.intents import Intent, NoParams, Params, Risk, highest_risk, normalize_intent_name
+from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk, highest_risk, normalize_intent_name
 from cloudisense.core.modules import Module
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +133,20 @@ class AgentModule(Module):
                    "(${id.data.field}) and conditions (when)", self.intent_chain, ChainParams, Risk.WRITE,
                    ("check nginx and restart it if it is down", "read the app log then notify the team",
                     "get disk usage and clean up if above 80 percent", "run these steps in order"),
-                   risk_for=self._chain_risk, timeout=900),
+                   risk_for=self._chain_risk, timeout=900, agent_use=AgentUse.COMPOSITE),
             Intent("agent_execute", "Run a plan as the assistant: policy applies to every step and steps "
                    "that need approval pause the plan", self.agent_execute, ExecuteParams, Risk.WRITE,
                    ("execute this plan", "run the proposed steps", "go ahead with the plan",
-                    "do these steps as the assistant"), risk_for=self._chain_risk, timeout=900),
+                    "do these steps as the assistant"), risk_for=self._chain_risk, timeout=900,
+                   agent_use=AgentUse.COMPOSITE),
             Intent("agent_ask", "Ask the assistant in plain words; it plans, acts within policy and reports",
                    self.agent_ask, AskParams, Risk.READ,
                    ("why is the site slow", "what is wrong with nginx", "ask the assistant to check the web app",
-                    "help me find errors in the logs"), timeout=900),
+                    "help me find errors in the logs"), timeout=900, agent_use=AgentUse.ASSISTANT),
             Intent("confirm_action", "Approve or reject an action the assistant is waiting on "
                    "(requester or admin only)", self.confirm_action, ConfirmParams, Risk.READ,
                    ("yes, go ahead with the restart", "approve ap_1234", "reject that action",
-                    "no, don't stop nginx"), timeout=900),
+                    "no, don't stop nginx"), timeout=900, agent_use=AgentUse.HUMAN_ONLY),
             Intent("list_approvals", "Approvals waiting for a decision, and recent ones", self.list_approvals,
                    ListApprovalsParams, Risk.READ,
                    ("what is waiting for my approval", "pending approvals", "show approvals",
@@ -245,7 +246,7 @@ class AgentModule(Module):
         topic = f"/assist/{session}" if session else f"/chain/{ctx.requestid}"
         result = await self.executor.run(p.steps, user=ctx.user, role=ctx.client.role, session=session,
                                          on_error=p.on_error, kind=AGENT_KIND if agent else "chain",
-                                         notify=self.notifier(ctx, topic))
+                                         notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=session))
         return result.as_dict()
 
     async def agent_execute(self, p: ExecuteParams, ctx: ActionContext) -> dict[str, Any]:
@@ -253,7 +254,8 @@ class AgentModule(Module):
         session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
         await self.memory.add_plan(session, {"steps": [s.model_dump(exclude_none=True) for s in p.steps]})
         result = await self.executor.run(p.steps, user=ctx.user, role=ctx.client.role, session=session,
-                                         on_error=p.on_error, notify=self.notifier(ctx, f"/assist/{session}"))
+                                         on_error=p.on_error, notify=self.notifier(ctx, f"/assist/{session}"),
+                                         origin=ctx.as_origin(session=session))
         return result.as_dict()
 
     async def confirm_action(self, p: ConfirmParams, ctx: ActionContext) -> dict[str, Any]:
@@ -261,7 +263,8 @@ class AgentModule(Module):
                                                role=ctx.client.role, reason=p.reason)
         self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", approval.public())
         topic = f"/assist/{approval.session}" if approval.session else f"/chain/{ctx.requestid}"
-        result: ExecutionResult = await self.executor.resume(approval.id, notify=self.notifier(ctx, topic))
+        result: ExecutionResult = await self.executor.resume(approval.id, notify=self.notifier(ctx, topic),
+                                                             origin=ctx.as_origin(session=approval.session))
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
         out = result.as_dict()
         return {**out, "answer": compose_answer(out), "decided": (await self.approvals.get(approval.id)).public()}
@@ -278,10 +281,11 @@ class AgentModule(Module):
     async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
         session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
         return await self.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                              notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode)
+                              notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode,
+                              origin=ctx.as_origin(session=session))
 
     async def ask(self, text: str, *, user: str, role: Role, session: str, notify: Any = None,
-                  mode: str = "auto") -> dict[str, Any]:
+                  mode: str = "auto", origin: CallOrigin | None = None) -> dict[str, Any]:
         """One request: plan (planner first), then execute, clarify, escalate or reason with the model."""
         await self.memory.add_message(session, "user", text)
         settings = self.node.settings.agent
@@ -292,7 +296,8 @@ class AgentModule(Module):
             await self.memory.add_plan(session, plan.model_dump(), text)
             verdict = assess(plan, min_confidence=settings.min_confidence)
             if verdict.action == "proceed":
-                result = await self.executor.run(plan, user=user, role=role, session=session, notify=notify)
+                result = await self.executor.run(plan, user=user, role=role, session=session, notify=notify,
+                                                 origin=origin)
                 failures = await self._recent_failures(session)
                 out: dict[str, Any] = {"session": session, "mode": "plan", "plan": plan.model_dump(),
                                        **result.as_dict()}
@@ -312,7 +317,7 @@ class AgentModule(Module):
             return {"session": session, "mode": "clarify", "answer": message, "question": message}
         react = await run_react(self.provider, text, executor=self.executor, user=user, role=role, session=session,
                                 token_budget=self.node.settings.llm.session_token_budget,
-                                memory=self.memory, notify=notify)
+                                memory=self.memory, notify=notify, origin=origin)
         out = {"session": session, "mode": "react", **react.as_dict(), "answer": react.reply()}
         if react.stopped == "failures":
             out["escalation"] = await self.escalator.escalate(session, user, "several steps failed", text)

@@ -12,7 +12,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Outcome = Literal["execute", "clarify", "escalate"]
+#: ``execute`` the steps; ``clarify``: ask ``question``; ``escalate`` to a person; ``refuse``: the
+#: caller's role may not do it (``message`` says so and who can); ``answer``: reply ``message``
+#: without acting (help, thanks, greetings).
+Outcome = Literal["execute", "clarify", "escalate", "refuse", "answer"]
 _STEP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -45,6 +48,8 @@ class Plan(BaseModel):
     outcome: Outcome = "execute"
     #: For ``clarify``: the question to ask the user.
     question: str | None = None
+    #: For ``refuse`` and ``answer``: what to tell the user.
+    message: str | None = None
     #: Why this plan (shown to the user and in the audit trail).
     reason: str | None = None
     #: Which strategy produced it: ``offline``, ``tools``, ``json``, ``scripted``...

@@ -18,7 +18,7 @@ from cloudisense.agent.catalog import tools_for_role
 from cloudisense.agent.plan import Plan, Planner, PlanningContext
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.modules import Module, discover_modules
-from cloudisense.core.node import Node
+from cloudisense.node import Node
 
 
 def planning_node(config: Path | None = None, *, settings: Settings | None = None,

@@ -102,6 +102,8 @@ class Decision:
     decision: DecisionKind
     rule: str
     reason: str
+    #: True when no rule matched and the risk level's default decided.
+    is_default: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -126,7 +128,8 @@ class PolicyEngine:
             if rule.matches(name, params, level, str(role), node):
                 return Decision(rule.decision, rule.name, rule.reason or f"rule {rule.name!r} matched")
         decision: DecisionKind = getattr(self.defaults, level.value)
-        return Decision(decision, f"default:{level.value}", f"no rule matched; {level.value} intents default to {decision}")
+        return Decision(decision, f"default:{level.value}", f"no rule matched; {level.value} intents default to {decision}",
+                        is_default=True)
 
     def explain(self, intent: str, params: dict[str, Any], risk: Risk | str, role: str, node: str) -> list[str]:
         """Human-readable lines: which rules were tried and which one decided."""

@@ -20,7 +20,7 @@ from cloudisense.agent.policy import Decision, load_policy
 from cloudisense.config import load_settings
 from cloudisense.core import protocol
 from cloudisense.core.errors import BadRequest
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 
 def parse_kv(pairs: Sequence[str]) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def parse_kv(pairs: Sequence[str]) -> dict[str, Any]:
 
 def policy_check(config: Path | None, intent: str, kv_params: Sequence[str], role: str = "operator") -> tuple[Decision, list[str]]:
     """The decision and explanation lines for calling ``intent`` with ``kv_params`` as ``role``."""
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
     settings = load_settings(config)
     if role not in {r.value for r in Role}:

@@ -23,7 +23,8 @@ from cloudisense.agent.executor import ExecutionResult, Executor, StepResult, su
 from cloudisense.agent.memory import SessionMemory
 from cloudisense.core.intents import normalize_intent_name
 from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
-from cloudisense.store.users import Role
+from cloudisense.core.context import CallOrigin
+from cloudisense.core.roles import Role
 
 if TYPE_CHECKING:
     from cloudisense.core.intents import IntentRegistry
@@ -100,7 +101,8 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
                     session: str | None = None, tools: list[dict[str, Any]] | None = None,
                     max_steps: int | None = None, token_budget: int = 0,
                     max_observation_chars: int | None = None, memory: SessionMemory | None = None,
-                    notify: Callable[[str, dict[str, Any]], None] | None = None) -> ReactResult:
+                    notify: Callable[[str, dict[str, Any]], None] | None = None,
+                    origin: CallOrigin | None = None) -> ReactResult:
     """Answer ``question`` with a reason-act-observe loop; every action runs through ``executor``."""
     node = executor.node
     settings = node.settings.agent
@@ -127,7 +129,7 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
             break
         messages.append(Message.assistant(response.text or None, response.tool_calls))
         for call in response.tool_calls:
-            content = await _act(executor, call, user, role, session, cap, result, notify)
+            content = await _act(executor, call, user, role, session, cap, result, notify, origin)
             messages.append(Message.tool(call.id, content, call.name))
         if result.failures >= FAILURES_BEFORE_ESCALATION:
             result.stopped = "failures"
@@ -145,7 +147,7 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
 
 
 async def _act(executor: Executor, call: Any, user: str, role: Role | str, session: str | None, cap: int,
-               result: ReactResult, notify: Callable[[str, dict[str, Any]], None] | None) -> str:
+               result: ReactResult, notify: Callable[[str, dict[str, Any]], None] | None, origin: CallOrigin | None = None) -> str:
     """Run one tool call through the executor; returns the observation text for the model."""
     index = len(result.steps)
     if not call.ok:
@@ -158,7 +160,7 @@ async def _act(executor: Executor, call: Any, user: str, role: Role | str, sessi
         message = f"{call.name} is not a tool the assistant may call"
         result.steps.append(StepResult(index, None, call.name, {}, "denied", 403, message=message))
         return f"NOT RUN: refused — {message}. Do not retry it."
-    response = await executor.call(call.name, call.arguments, user=user, role=role, session=session)
+    response = await executor.call(call.name, call.arguments, user=user, role=role, session=session, origin=origin)
     step = executor._record(index, None, call.name, call.arguments, response)
     result.steps.append(step)
     if executor.memory is not None and session:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import jwt
 
 from cloudisense.core.errors import TooManyRequests, Unauthorized
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 ALGORITHM = "HS256"
 TokenKind = Literal["access", "refresh"]

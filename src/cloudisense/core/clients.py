@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 _ids = itertools.count(1)
 
@@ -23,6 +23,10 @@ class Client(ABC):
     """Anything that talks to the router."""
 
     kind: str = "client"
+    #: Whether the node's policy (allow / confirm / deny) applies to this client's calls:
+    #: true for automated callers (the assistant, MCP and LangChain agents), false for people
+    #: and for reaction rules, whose author is a person.
+    policy_applies: bool = False
 
     def __init__(self, user: str, role: Role, client_id: str | None = None) -> None:
         self.user = user
@@ -57,9 +61,12 @@ class InProcessClient(Client):
     kind = "inprocess"
 
     def __init__(self, router: Any, user: str, role: Role, *, kind: str | None = None,
+                 policy_applies: bool | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         if kind:
             self.kind = kind
+        if policy_applies is not None:
+            self.policy_applies = policy_applies
         super().__init__(user, role)
         self._router = router
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -79,8 +86,13 @@ class InProcessClient(Client):
         return True
 
     async def call(self, intent: str, params: dict[str, Any] | None = None, *,
-                   service_id: str | None = None, requestid: str | None = None) -> dict[str, Any]:
-        """Send one RPC through the router and return its ``rpc_response``."""
+                   service_id: str | None = None, requestid: str | None = None,
+                   origin: Any = None) -> dict[str, Any]:
+        """Send one RPC through the router and return its ``rpc_response``.
+
+        ``origin`` (a :class:`~cloudisense.core.context.CallOrigin`) marks a sub-call made on
+        behalf of another request.
+        """
         rid = requestid or uuid.uuid4().hex
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
@@ -88,7 +100,7 @@ class InProcessClient(Client):
         if service_id is not None:
             message["serviceId"] = service_id
         try:
-            await self._router.handle_messages(message, self)
+            await self._router.handle_messages(message, self, origin)
             return await fut
         finally:
             self._pending.pop(rid, None)

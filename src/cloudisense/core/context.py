@@ -6,9 +6,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.core.clients import Client
+from cloudisense.core.roles import Role
 
 if TYPE_CHECKING:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
+
+
+@dataclass(frozen=True)
+class CallOrigin:
+    """The request a sub-call is made on behalf of: who asked, in which session, under which approval.
+
+    A step of a chain or of the assistant's plan carries it through the router, so the
+    gate, the audit log and the concurrency rules can tell a sub-call from a new request
+    (a sub-call never waits for a node-wide permit its parent already holds).
+    """
+
+    requestid: str
+    user: str
+    role: Role
+    client_kind: str
+    session: str | None = None
+    approval_id: str | None = None
 
 
 @dataclass
@@ -19,6 +37,17 @@ class ActionContext:
     client: Client
     requestid: str
     intent: str
+    #: Set when this request is itself a sub-call.
+    origin: CallOrigin | None = None
+
+    def as_origin(self, *, session: str | None = None, approval_id: str | None = None) -> CallOrigin:
+        """The origin to give sub-calls made by this action (session and approval carried down)."""
+        parent = self.origin
+        return CallOrigin(
+            requestid=self.requestid, user=self.client.user, role=self.client.role, client_kind=self.client.kind,
+            session=session if session is not None else (parent.session if parent else None),
+            approval_id=approval_id,
+        )
 
     @property
     def user(self) -> str:

@@ -45,6 +45,21 @@ def highest_risk(risks: Iterable[Risk]) -> Risk:
     return max(risks, key=lambda r: r.rank, default=Risk.READ)
 
 
+class AgentUse(StrEnum):
+    """What the assistant may do with an intent (read by the planner, ReAct, the gate and the catalogue)."""
+
+    #: The planner and ReAct may propose it as a step.
+    TOOL = "tool"
+    #: A person or a chain may run it, but the planner never proposes it (subscriptions, streams).
+    MANUAL = "manual"
+    #: An assistant entry point (``query_assist``, ``chat_llm``): never a step, never called by the assistant.
+    ASSISTANT = "assistant"
+    #: Runs other intents (``intent_chain``): never a step; each inner step is gated on its own.
+    COMPOSITE = "composite"
+    #: Only a person may call it (``confirm_action``): the assistant deciding would approve itself.
+    HUMAN_ONLY = "human_only"
+
+
 class Params(BaseModel):
     """Base for intent params models: unknown fields are refused."""
 
@@ -56,6 +71,8 @@ class NoParams(Params):
 
 
 Handler = Callable[[Any, "ActionContext"], Awaitable[Any]]
+#: Says a successful result in plain words: ``say(params, data) -> str``.
+Sayer = Callable[[Any, Any], str]
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,20 @@ class Intent:
     timeout: float | None = None
     #: Entity kind per param name, e.g. ``{"name": "log"}``: grounds the planner.
     entities: dict[str, str] = field(default_factory=dict)
+    #: What the assistant may do with it (see :class:`AgentUse`).
+    agent_use: AgentUse = AgentUse.TOOL
+    #: How a successful result reads in words; ``None`` uses the generic renderer.
+    say: Sayer | None = None
+
+    @property
+    def plannable(self) -> bool:
+        """Whether the planner and ReAct may propose it."""
+        return self.agent_use is AgentUse.TOOL
+
+    @property
+    def may_be_step(self) -> bool:
+        """Whether it may appear as a step of a chain or plan (no nesting of the assistant's own intents)."""
+        return self.agent_use in (AgentUse.TOOL, AgentUse.MANUAL)
 
     def effective_risk(self, params: BaseModel | None) -> Risk:
         """The risk of running this intent with ``params``."""
@@ -98,6 +129,7 @@ class Intent:
             "examples": list(self.examples),
             "params": self.params_schema(),
             "entities": dict(self.entities),
+            "agent_use": self.agent_use.value,
         }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from cloudisense.core.intents import Intent
 
 if TYPE_CHECKING:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -20,22 +20,18 @@ from pydantic import BaseModel, ValidationError
 
 from cloudisense.core import protocol
 from cloudisense.core.clients import Client
-from cloudisense.core.context import ActionContext
+from cloudisense.core.context import ActionContext, CallOrigin
 from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, TooManyRequests
 from cloudisense.core.intents import Intent, IntentRegistry, Risk
-from cloudisense.store.audit import AuditRecord
-from cloudisense.store.users import Role
+from cloudisense.core.audit import AuditRecord
+from cloudisense.core.roles import refusal
 
 if TYPE_CHECKING:
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
 log = logging.getLogger(__name__)
 
 BROADCAST = "*"
-
-#: The most severe risk each role may run.
-ROLE_MAX_RISK = {Role.VIEWER: Risk.READ, Role.OPERATOR: Risk.DESTRUCTIVE, Role.ADMIN: Risk.DESTRUCTIVE}
-
 
 @dataclass(frozen=True)
 class Call:
@@ -46,6 +42,8 @@ class Call:
     risk: Risk
     client: Client
     request: protocol.RpcRequest
+    #: Set when the call is a sub-call made on behalf of another request.
+    origin: CallOrigin | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +97,14 @@ class MessageRouter:
         """Consult ``gate`` before every action (first non-allow verdict wins)."""
         self.gates.append(gate)
 
-    async def handle_messages(self, message: str | bytes | dict[str, Any], client: Client) -> None:
-        """Handle one incoming message from ``client``; every RPC gets exactly one response."""
+    async def handle_messages(self, message: str | bytes | dict[str, Any], client: Client,
+                              origin: CallOrigin | None = None) -> None:
+        """Handle one incoming message from ``client``; every RPC gets exactly one response.
+
+        ``origin`` marks a sub-call made on behalf of another request (a chain step, an
+        assistant step): it is passed to gates and to the action, and a sub-call does not
+        take a node-wide permit (its parent holds one), so nested calls can't deadlock.
+        """
         rid: str | None = None
         try:
             decoded = protocol.decode_frame(message)
@@ -118,23 +122,24 @@ class MessageRouter:
             log.exception("could not parse a message from %s", client.id)
             await self._answer(client, protocol.error(rid, 500, "internal error while reading the message; see the server log"))
             return
-        await self.handle_request(request, client)
+        await self.handle_request(request, client, origin)
 
-    async def handle_request(self, request: protocol.RpcRequest, client: Client) -> None:
+    async def handle_request(self, request: protocol.RpcRequest, client: Client,
+                             origin: CallOrigin | None = None) -> None:
         """Route a parsed request locally, to another node, or to all nodes."""
         target = request.service_id
         if target is None or target == self.node.identity:
-            await self._dispatch(request, client)
+            await self._dispatch(request, client, origin)
             return
         if self.remote is None:
             if target == BROADCAST:
-                await self._dispatch(request, client)
+                await self._dispatch(request, client, origin)
                 return
             await self._answer(client, protocol.error(request.requestid, 404, f"unknown node {target!r}: federation is off"))
             return
         if target == BROADCAST:
             await self.remote.broadcast(request, client)
-            await self._dispatch(request, client)
+            await self._dispatch(request, client, origin)
             return
         try:
             response = await self.remote.forward(request, client)
@@ -142,7 +147,7 @@ class MessageRouter:
             response = protocol.error(request.requestid, exc.code, exc.message)
         await self._answer(client, response)
 
-    async def _dispatch(self, request: protocol.RpcRequest, client: Client) -> None:
+    async def _dispatch(self, request: protocol.RpcRequest, client: Client, origin: CallOrigin | None) -> None:
         started = time.perf_counter()
         intent_name = request.intent
         params_for_audit: dict[str, Any] = request.params
@@ -162,8 +167,10 @@ class MessageRouter:
                 raise BadRequest(protocol.describe_validation_error(exc)) from None
             params_for_audit = params.model_dump(mode="json")
             risk = intent.effective_risk(params)
-            self._authorize(intent, risk, client)
-            verdict = await self._consult_gates(Call(intent, params, risk, client, request))
+            reason = refusal(client.role, intent, risk)
+            if reason is not None:
+                raise Forbidden(reason)
+            verdict = await self._consult_gates(Call(intent, params, risk, client, request, origin))
             if verdict is not None and verdict.decision == "deny":
                 outcome = "denied"
                 raise Forbidden(f"denied by policy: {verdict.reason or 'not allowed'}")
@@ -171,7 +178,7 @@ class MessageRouter:
                 outcome = "pending_approval"
                 response = protocol.success(request.requestid, protocol.to_jsonable(verdict.data), code=202)
             else:
-                data = await self._run(intent, params, client, request)
+                data = await self._run(intent, params, client, request, origin)
                 outcome = "success"
                 response = protocol.success(request.requestid, data)
         except CloudisenseError as exc:
@@ -188,13 +195,6 @@ class MessageRouter:
         self._count(intent_name if audit else "(unknown)", response, elapsed)
         await self._answer(client, response)
 
-    def _authorize(self, intent: Intent, risk: Risk, client: Client) -> None:
-        if intent.admin_only and client.role != Role.ADMIN:
-            raise Forbidden(f"{intent.name} needs the admin role")
-        allowed = ROLE_MAX_RISK[client.role]
-        if risk.rank > allowed.rank:
-            raise Forbidden(f"role {client.role.value} may not run {risk.value} intents such as {intent.name}")
-
     async def _consult_gates(self, call: Call) -> Verdict | None:
         last: Verdict | None = None
         for gate in self.gates:
@@ -206,19 +206,24 @@ class MessageRouter:
             last = verdict
         return last
 
-    async def _run(self, intent: Intent, params: BaseModel, client: Client, request: protocol.RpcRequest) -> Any:
-        ctx = ActionContext(self.node, client, request.requestid, intent.name)
+    async def _run(self, intent: Intent, params: BaseModel, client: Client, request: protocol.RpcRequest,
+                   origin: CallOrigin | None) -> Any:
+        ctx = ActionContext(self.node, client, request.requestid, intent.name, origin)
         limit = intent.timeout or self.node.settings.server.request_timeout
-        async with self._slots:
-            # asyncio.timeout rather than wait_for: no extra task per request (hot path).
-            deadline = asyncio.timeout(limit)
-            try:
-                async with deadline:
+        # asyncio.timeout rather than wait_for: no extra task per request (hot path). The wait
+        # for a permit is inside the limit, so no request waits without bound.
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                if origin is None:
+                    async with self._slots:
+                        result = await intent.handler(params, ctx)
+                else:
                     result = await intent.handler(params, ctx)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # the action's own TimeoutError, not our time limit
-                raise RequestTimeout(f"{intent.name} did not finish within {limit:g} s") from None
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the action's own TimeoutError, not our time limit
+            raise RequestTimeout(f"{intent.name} did not finish within {limit:g} s") from None
         return protocol.to_jsonable(result)
 
     async def _audit(self, request: protocol.RpcRequest, client: Client, intent: str, params: dict[str, Any],

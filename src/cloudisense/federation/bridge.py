@@ -29,11 +29,11 @@ from cloudisense.core.pubsub import TopicProvider, validate_topic
 from cloudisense.federation.envelope import (EventMessage, RequestEnvelope, ResponseEnvelope, Topics, cap_role,
                                              decode, encode, presence_payload, read_presence, topic_forwarded,
                                              valid_identity)
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 if TYPE_CHECKING:
     from cloudisense.config import FederationSettings
-    from cloudisense.core.node import Node
+    from cloudisense.node import Node
 
 try:
     import aiomqtt
@@ -370,7 +370,7 @@ class MqttBridge:
         role = cap_role(envelope.role, self.max_role)
         # The assistant's requests keep their kind, so this node's policy gate decides on them too.
         kind = AGENT_KIND if envelope.kind == AGENT_KIND else FEDERATION_KIND
-        client = InProcessClient(self.node.router, envelope.user, role, kind=kind)
+        client = InProcessClient(self.node.router, envelope.user, role, kind=kind, policy_applies=kind == AGENT_KIND)
         client.id = f"{FEDERATION_KIND}:{envelope.origin}:{client.id}"
         rpc = {k: v for k, v in envelope.rpc.items() if k != "serviceId"}  # runs here, never forwarded again
         try:

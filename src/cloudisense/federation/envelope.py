@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloudisense.core import protocol
 from cloudisense.core.errors import BadRequest
 from cloudisense.core.pubsub import validate_topic
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 VERSION = 1
 #: Identities are single MQTT topic levels: no ``/``, ``+``, ``#`` (and none of ``*``, the broadcast id).

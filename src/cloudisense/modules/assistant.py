@@ -23,10 +23,10 @@ from pydantic import Field, field_validator
 
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Unavailable
-from cloudisense.core.intents import Intent, NoParams, Params, Risk
+from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.store.db import Database
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,17 @@ class AssistantModule(Module):
             Intent("chat_llm", "Talk to the configured language model; the answer streams as it is generated",
                    self.chat_llm, ChatParams, Risk.READ,
                    ("ask the model to explain a load average of 4", "chat with the llm",
-                    "what does OOM killer mean"), timeout=600),
+                    "what does OOM killer mean"), timeout=600, agent_use=AgentUse.ASSISTANT),
             Intent("query_assist", "Ask the assistant in plain words: it plans intents, acts within policy "
                    "and reports what it did and found", self.query_assist, QueryParams, Risk.READ,
-                   ("is nginx up?", "show errors in the app log from the last hour"), timeout=900),
+                   ("is nginx up?", "show errors in the app log from the last hour"), timeout=900,
+                   agent_use=AgentUse.ASSISTANT),
             Intent("clear_assist_session", "Forget the assistant conversation of this session",
                    self.clear_assist_session, SessionParams, Risk.READ,
-                   ("clear the chat", "forget our conversation", "start over")),
+                   ("clear the chat", "forget our conversation", "start over"), agent_use=AgentUse.ASSISTANT),
             Intent("assist_introduction", "What the assistant can do here, with example requests",
                    self.assist_introduction, NoParams, Risk.READ,
-                   ("what can you do", "help", "introduce yourself")),
+                   ("what can you do", "help", "introduce yourself"), agent_use=AgentUse.ASSISTANT),
             Intent("llm_usage", "Language model tokens used, per session, user and provider", self.llm_usage,
                    SessionParams, Risk.READ, ("how many tokens did I use", "llm usage", "token budget left")),
         ]
@@ -227,7 +228,8 @@ class AssistantModule(Module):
             await agent.memory.add_message(session, "assistant", intro["text"])
             return {"session": session, "mode": "introduction", "answer": intro["text"], "steps": []}
         return await agent.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                               notify=agent.notifier(ctx, f"/assist/{session}"))
+                               notify=agent.notifier(ctx, f"/assist/{session}"),
+                               origin=ctx.as_origin(session=session))
 
     async def clear_assist_session(self, p: SessionParams, ctx: ActionContext) -> dict[str, Any]:
         agent = self._memory()
@@ -238,12 +240,11 @@ class AssistantModule(Module):
         return {"session": session, "cleared": True}
 
     async def assist_introduction(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
-        from cloudisense.core.router import ROLE_MAX_RISK
+        from cloudisense.core.roles import may_run
         from cloudisense.llm import is_offline
 
-        allowed = ROLE_MAX_RISK[ctx.client.role]
         order = ("system", "targets", "logs", "scripts", "provision", "notify", "reactions", "audit")
-        intents = sorted((i for i in self.node.registry.all() if i.risk.rank <= allowed.rank and i.examples
+        intents = sorted((i for i in self.node.registry.all() if may_run(ctx.client.role, i) and i.examples
                           and i.module in order), key=lambda i: order.index(i.module))
         examples = [i.examples[0] for i in intents][:8]
         entities = self.node.entities()

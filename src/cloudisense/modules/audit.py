@@ -9,7 +9,7 @@ from pydantic import Field
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 
 class AuditParams(Params):

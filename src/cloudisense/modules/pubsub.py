@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from cloudisense.core.context import ActionContext
-from cloudisense.core.intents import Intent, NoParams, Params, Risk
+from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import validate_topic
 
@@ -32,9 +32,9 @@ class PubSubModule(Module):
     def intents(self) -> list[Intent]:
         return [
             Intent("subscribe_channel", "Receive the events published on a topic", self.subscribe, TopicParams,
-                   Risk.READ, ("subscribe to /stats", "stream the app log", "follow live stats")),
+                   Risk.READ, ("subscribe to /stats", "stream the app log", "follow live stats"), agent_use=AgentUse.MANUAL),
             Intent("unsubscribe_channel", "Stop receiving a topic's events", self.unsubscribe, TopicParams,
-                   Risk.READ, ("unsubscribe from /stats", "stop following the app log")),
+                   Risk.READ, ("unsubscribe from /stats", "stop following the app log"), agent_use=AgentUse.MANUAL),
             Intent("publish_channel", "Publish a message on a topic", self.publish, PublishParams, Risk.WRITE,
                    ("publish hello on /chat",)),
             Intent("create_channel", "Create a dynamic topic", self.create, TopicParams, Risk.WRITE,

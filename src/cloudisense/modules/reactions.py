@@ -36,7 +36,7 @@ from cloudisense.core.errors import BadRequest, Conflict, NotFound, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.modules.rules_model import RULE_ID_PATTERN, Rule, matches, next_fire, render, sample_rule
-from cloudisense.store.users import Role
+from cloudisense.core.roles import Role
 
 log = logging.getLogger(__name__)
 

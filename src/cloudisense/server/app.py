@@ -10,7 +10,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RedirectHandler, RequestHandler, StaticFileHandler
 
-from cloudisense.core.node import Node
+from cloudisense.node import Node
 from cloudisense.server.http import AuthorizeHandler, HealthHandler, MetricsHandler, RefreshHandler
 from cloudisense.server.ws import RpcSocket
 

@@ -9,7 +9,7 @@ from typing import Any
 from tornado.web import RequestHandler
 
 from cloudisense.core.errors import CloudisenseError, TooManyRequests, Unauthorized
-from cloudisense.core.node import Node
+from cloudisense.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from cloudisense.core import protocol
 from cloudisense.core.clients import Client
 from cloudisense.core.errors import Unauthorized
-from cloudisense.core.node import Node
-from cloudisense.store.users import Role, User
+from cloudisense.node import Node
+from cloudisense.core.roles import Role
+from cloudisense.store.users import User
 
 log = logging.getLogger(__name__)
 

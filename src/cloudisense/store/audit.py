@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
+from cloudisense.core.audit import AuditRecord
 from cloudisense.store.db import Database
 
 MIGRATIONS = [
@@ -56,24 +57,6 @@ def redact(value: Any) -> Any:
     return value
 
 
-@dataclass
-class AuditRecord:
-    """One executed (or refused) intent."""
-
-    user: str
-    role: str
-    client_kind: str
-    client_id: str
-    requestid: str | None
-    intent: str
-    params: dict[str, Any]
-    outcome: str  # "success" | "error" | "denied" | "pending_approval"
-    code: int
-    message: str | None
-    duration_ms: float
-    decision: str | None = None
-    rule: str | None = None
-    ts: float = 0.0
 
 
 _INSERT = (

@@ -11,12 +11,12 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from cloudisense.core.errors import BadRequest, Conflict, NotFound
+from cloudisense.core.roles import Role
 from cloudisense.store.db import Database
 
 MIGRATIONS = [
@@ -37,12 +37,6 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("not-a-real-credential")
 
 
-class Role(StrEnum):
-    """What a user may do: viewers read, operators act, admins also manage users."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
 
 
 def client_credential(plain_password: str) -> str:
