@@ -197,7 +197,7 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
     async with peer(state) as url:
         settings = load_settings(None, environ={}, overrides={
             "identity": "demo", "data_dir": str(work / "data"), "server": {"port": 0},
-            "modules": ["pubsub", "audit", "system", "targets", "logs", "scripts", "reactions", "notify", "agent"],
+            "modules": ["pubsub", "audit", "system", "targets", "logs", "scripts", "reactions", "notify", "assistant"],
             "targets": {"web": {"command": SLEEPER, "autostart": True, "stop_timeout": 1},
                         "nginx": {"command": SLEEPER, "autostart": True, "stop_timeout": 1}},
             "logs": {"files": {"app": str(work / "logs" / "app.log")}},
@@ -216,11 +216,11 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
             conns = {name: await Connection.open(base, (await login(base, name, pw))["access"]["token"])
                      for name, pw in PASSWORDS.items()}
             script_ids = await _run_report_scripts(node, cases, InProcessClient)
-            agent = node.module("agent")
+            agent = node.module("assistant")
             for case in cases:
                 legit, expect = _legit_call(case, script_ids)
                 seen: dict[str, bool] = {"reached": False, "obeyed": False}
-                agent.provider = _model_for(case, legit, expect, seen, url)
+                agent.assistant.provider = _model_for(case, legit, expect, seen, url)
                 user = USER_FOR_ROLE[case["role"]]
                 data = await conns[user].call("agent_ask", {"query": case["task"], "mode": "react"}, timeout=120)
                 steps = data.get("steps", [])

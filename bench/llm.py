@@ -131,14 +131,14 @@ async def run_websocket(runs: int, max_tokens: int) -> None:
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
     from cloudisense.node import Node
-    from cloudisense.modules.assistant import SYSTEM_PROMPT
+    from cloudisense.agent.chat import CHAT_SYSTEM_PROMPT as SYSTEM_PROMPT
     from cloudisense.server.app import Server
     from cloudisense.core.roles import Role
     from cloudisense.store.users import client_credential
 
     data_dir = tempfile.mkdtemp(prefix="cloudisense-bench-")
     settings = load_settings(environ={}, overrides={
-        "data_dir": data_dir, "identity": "bench", "modules": ["pubsub", "audit", "agent", "assistant"],
+        "data_dir": data_dir, "identity": "bench", "modules": ["pubsub", "audit", "assistant"],
         "server": {"port": 0}, "llm": {"provider": "local", "max_tokens": max_tokens,
                                        "providers": {"local_context": 2048}}})
     node = Node(settings)

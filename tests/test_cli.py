@@ -45,7 +45,7 @@ async def test_user_commands_and_intents(tmp_path: Path) -> None:
 
 
 async def test_rpc_and_ask_against_a_running_server(tmp_path: Path) -> None:
-    async with serving(agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "logs", "agent",
+    async with serving(agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "logs",
                                                          "assistant"])) as running:
         env = {"CLOUDISENSE_URL": running.url, "CLOUDISENSE_USER": "viewer",
                "CLOUDISENSE_PASSWORD": PASSWORDS["viewer"]}
@@ -63,7 +63,7 @@ async def test_rpc_and_ask_against_a_running_server(tmp_path: Path) -> None:
 
 
 async def test_ask_confirms_in_the_terminal_flow(tmp_path: Path) -> None:
-    async with serving(agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "agent",
+    async with serving(agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets",
                                                          "assistant"])) as running:
         env = {"CLOUDISENSE_URL": running.url, "CLOUDISENSE_USER": "oper", "CLOUDISENSE_PASSWORD": PASSWORDS["oper"]}
         pid = (await running.node.module("targets").backends["web"].status())["pid"]

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from cloudisense.core.errors import ConfigError
 
@@ -176,8 +176,13 @@ class AgentSettings(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)
     max_steps: int = Field(8, ge=1, le=50)
     max_observation_chars: int = Field(4000, ge=200)
-    #: Where escalations are sent: ``webhook`` or ``telegram`` (through the notify module).
-    escalate_via: Literal["webhook", "telegram", "none"] = "webhook"
+    #: The intent that sends escalation notices (it is given a ``message``); ``none``: no notices.
+    escalate_via: str | None = "simple_http_notify"
+
+    @field_validator("escalate_via")
+    @classmethod
+    def _none_means_off(cls, value: str | None) -> str | None:
+        return None if value in (None, "", "none") else value
 
 
 class FederationSettings(Section):

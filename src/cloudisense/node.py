@@ -74,6 +74,9 @@ class Node:
             return
         available = self._module_classes if self._module_classes is not None else discover_modules()
         wanted = self.settings.modules if self.settings.modules is not None else sorted(available)
+        repeated = sorted({name for name in wanted if wanted.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"modules: listed more than once: {', '.join(repeated)}")
         missing = [name for name in wanted if name not in available]
         if missing:
             raise ConfigError(f"modules: not installed: {', '.join(missing)} (installed: {', '.join(sorted(available))})")

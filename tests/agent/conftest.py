@@ -15,7 +15,7 @@ from tests.conftest import Running, make_settings, start_server, until
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 DEMO_POLICY = DEMO / "policy.toml"
 SLEEPER = ["{python}", "-c", "import time\nwhile True: time.sleep(1)"]
-MODULES = ["pubsub", "audit", "system", "targets", "logs", "agent"]
+MODULES = ["pubsub", "audit", "system", "targets", "logs", "assistant"]
 
 
 def agent_settings(tmp_path: Path, *, policy: Path | str | None = DEMO_POLICY, modules: list[str] | None = None,

@@ -105,7 +105,7 @@ async def test_approval_survives_restart(tmp_path: Path) -> None:
         assert done["status"] == "completed"
         assert [s["status"] for s in done["steps"]] == ["ok", "ok", "ok"]
         assert done["steps"][2]["data"]["pid"] != old_pid
-        history = await running.node.module("agent").memory.turns(done["session"])
+        history = await running.node.module("assistant").memory.turns(done["session"])
         assert any(t.kind == "step" and "restart_target -> ok" in t.content for t in history)
         oper.close()
 
@@ -116,7 +116,7 @@ async def test_expired_approval_is_reported_and_never_runs(tmp_path: Path) -> No
         await oper.call("subscribe_channel", {"topic": "/approvals"})
         data = await _start_plan(oper)
         approval_id = data["approval"]["approval_id"]
-        agent = running.node.module("agent")
+        agent = running.node.module("assistant")
         ttl = running.node.settings.agent.approval_ttl
         real_clock = agent.approvals._clock
         agent.approvals._clock = lambda: real_clock() + ttl + 1  # jump past the expiry instead of waiting
@@ -147,7 +147,7 @@ async def test_policy_deny_and_human_only(tmp_path: Path) -> None:
         # The same intent from a person is not the assistant's business: roles alone apply.
         assert (await oper.call("target_status", {"name": "nginx"}))["state"] == "running"
         # The assistant can never decide approvals, even when a plan tries to.
-        agent = running.node.module("agent")
+        agent = running.node.module("assistant")
         response = await agent.executor.call("confirm_action", {"approval_id": "ap_x", "approve": True},
                                              user="admin", role="admin")
         assert response["code"] == 403 and "person" in response["message"]

@@ -89,7 +89,7 @@ async def test_chain_risk_is_the_highest_step_risk(tmp_path: Path) -> None:
 
 async def test_agent_chain_is_gated_per_step(tmp_path: Path) -> None:
     async with serving(agent_settings(tmp_path)) as running:
-        agent = running.node.module("agent")
+        agent = running.node.module("assistant")
         response = await agent.executor.call("intent_chain", {"steps": [
             {"id": "log", "intent": "read_log", "params": {"name": "app"}},
             {"id": "stop", "intent": "stop_target", "params": {"name": "nginx"}},

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
-from cloudisense.agent.module import AgentModule
+from cloudisense.agent.module import AssistantModule
 from cloudisense.agent.policy import load_policy
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
@@ -120,11 +120,11 @@ ROLES = st.sampled_from([("oper", "operator"), ("admin", "admin"), ("viewer", "v
 
 def test_no_destructive_step_without_allow_rule_or_approval(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
-    node = Node(make_settings(tmp_path, modules=["audit", "agent", "recorder"],
+    node = Node(make_settings(tmp_path, modules=["audit", "assistant", "recorder"],
                               agent={"policy_file": str(DEMO_POLICY)}),
-                module_classes={"audit": AuditModule, "agent": AgentModule, "recorder": Recorder})
+                module_classes={"audit": AuditModule, "assistant": AssistantModule, "recorder": Recorder})
     loop.run_until_complete(node.start())
-    agent: AgentModule = node.module("agent")
+    agent: AssistantModule = node.module("assistant")
     recorder: Recorder = node.module("recorder")
     policy = load_policy(DEMO_POLICY)
     stats = {"plans": 0, "destructive_ran": 0, "approved": 0}

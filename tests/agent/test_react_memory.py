@@ -19,15 +19,15 @@ async def test_react_over_websocket_with_limits(tmp_path: Path) -> None:
     (tmp_path / "logs" / "app.log").write_text("".join(f"line {i} ERROR slow upstream {'x' * 200}\n" for i in range(50)))
     settings = agent_settings(tmp_path, agent={"max_observation_chars": 300, "max_steps": 3})
     async with serving(settings) as running:
-        agent = running.node.module("agent")
+        agent = running.node.module("assistant")
         model = ScriptedModel([tool_call("read_log", {"name": "app", "lines": 50}),
                                tool_call("restart_target", {"name": "web"}),
                                "The upstream is slow; I asked to restart web."])
-        agent.provider = model
+        agent.assistant.provider = model
         conn = await running.connect("oper")
         data = await conn.call("agent_ask", {"query": "why is the site slow?", "mode": "react"})
         model.assert_all_used()
-        assert data["stopped"] == "answer" and data["mode"] == "react"
+        assert data["stopped"] == "answer" and data["strategy"] == "react"
         assert [(s["intent"], s["status"]) for s in data["steps"]] == [("read_log", "ok"),
                                                                        ("restart_target", "pending_approval")]
         # The observation the model saw was capped; the reply states what did not run.
@@ -39,14 +39,14 @@ async def test_react_over_websocket_with_limits(tmp_path: Path) -> None:
         offered = {t.name for t in model.requests[0].tools}
         assert "read_log" in offered and not offered & {"confirm_action", "agent_ask", "agent_execute"}
         # Step limit: a model that never stops calling tools is cut off.
-        agent.provider = ScriptedModel([tool_call("list_targets")] * 3)
+        agent.assistant.provider = ScriptedModel([tool_call("list_targets")] * 3)
         capped = await conn.call("agent_ask", {"query": "loop forever", "mode": "react", "session": data["session"]})
         assert capped["stopped"] == "max_steps" and len(capped["steps"]) == 3
         # Token budget.
         running.node.settings.llm.session_token_budget = 400
-        agent.provider = ScriptedModel([ScriptedTurn(tool_calls=[tool_call("list_targets")], usage=Usage(300, 100)),
+        agent.assistant.provider = ScriptedModel([ScriptedTurn(tool_calls=[tool_call("list_targets")], usage=Usage(300, 100)),
                                         "never reached"])
-        budget = await conn.call("agent_ask", {"query": "budget", "mode": "react"})
+        budget = await conn.call("agent_ask", {"query": "budget", "mode": "react", "session": "fresh-budget"})
         assert budget["stopped"] == "token_budget" and len(budget["steps"]) == 1
         running.node.settings.llm.session_token_budget = 0
         conn.close()
@@ -55,15 +55,15 @@ async def test_react_over_websocket_with_limits(tmp_path: Path) -> None:
 async def test_memory_resumes_after_restart_and_compacts(tmp_path: Path) -> None:
     settings = agent_settings(tmp_path)
     async with serving(settings) as running:
-        running.node.module("agent").provider = ScriptedModel(["first answer"])
+        running.node.module("assistant").assistant.provider = ScriptedModel(["first answer"])
         conn = await running.connect("oper")
         first = await conn.call("agent_ask", {"query": "hello there", "mode": "react"})
         session = first["session"]
         conn.close()
     async with serving(settings) as running:
         model = ScriptedModel(["second answer"])
-        agent = running.node.module("agent")
-        agent.provider = model
+        agent = running.node.module("assistant")
+        agent.assistant.provider = model
         conn = await running.connect("oper")
         second = await conn.call("agent_ask", {"query": "and again", "mode": "react", "session": session})
         assert second["session"] == session
@@ -123,19 +123,19 @@ async def test_escalation_flags_session_and_notifies(tmp_path: Path) -> None:
     hook = HTTPServer(Application([(r"/hook", Hook)]))
     hook.add_sockets(sockets)
     url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/hook"
-    settings = agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "logs", "notify", "agent"],
+    settings = agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "logs", "notify", "assistant"],
                               notify={"webhooks": [url], "retries": 0})
     try:
         async with serving(settings) as running:
-            agent = running.node.module("agent")
+            agent = running.node.module("assistant")
             conn = await running.connect("oper")
             # Low confidence without a model: ask, do not guess.
-            agent.planner = _Planner(Plan(steps=[PlanStep(intent="restart_target", params={"name": "web"})],
+            agent.assistant.planner = _Planner(Plan(steps=[PlanStep(intent="restart_target", params={"name": "web"})],
                                           confidence=0.2))
             asked = await conn.call("agent_ask", {"query": "do the thing with web"})
-            assert asked["mode"] == "clarify" and "restart_target" in asked["question"]
+            assert asked["outcome"] == "clarify" and "restart_target" in asked["question"]
             # Two failed steps: escalate to people (flag + notification through the notify module).
-            agent.planner = _Planner(Plan(steps=[PlanStep(intent="read_log", params={"name": "nope"}),
+            agent.assistant.planner = _Planner(Plan(steps=[PlanStep(intent="read_log", params={"name": "nope"}),
                                                  PlanStep(intent="read_log", params={"name": "gone"})],
                                           confidence=0.9))
             once = await conn.call("agent_ask", {"query": "read the nope and gone logs"})
@@ -146,9 +146,9 @@ async def test_escalation_flags_session_and_notifies(tmp_path: Path) -> None:
             assert [e["session"] for e in flagged["escalations"]] == [out["session"]]
             assert received and "assistant needs a person" in received[0]["message"]
             # The planner itself may say: escalate.
-            agent.planner = _Planner(Plan(outcome="escalate", reason="asks to wipe the database"))
+            agent.assistant.planner = _Planner(Plan(outcome="escalate", reason="asks to wipe the database"))
             esc = await conn.call("agent_ask", {"query": "wipe the db"})
-            assert esc["mode"] == "escalate" and esc["escalation"]["escalated"] is True
+            assert esc["outcome"] == "escalated" and esc["escalation"]["escalated"] is True
             conn.close()
     finally:
         hook.stop()

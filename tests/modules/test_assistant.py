@@ -14,7 +14,7 @@ from cloudisense.llm.registry import clear_cache
 from cloudisense.llm.testing import ScriptedModel
 from tests.agent.conftest import agent_settings, serving
 
-MODULES = ["pubsub", "audit", "system", "targets", "logs", "agent", "assistant"]
+MODULES = ["pubsub", "audit", "system", "targets", "logs", "assistant"]
 
 
 class Probe:
@@ -109,7 +109,7 @@ async def test_query_assist_answers_from_real_results_and_clears(tmp_path: Path)
         errors = await conn.call("query_assist", {"query": "show errors in the app log"})
         assert "upstream timeout" in errors["answer"]
         help_ = await conn.call("query_assist", {"query": "what can you do?"})
-        assert help_["mode"] == "introduction" and help_["steps"] == []
+        assert help_["strategy"] == "introduction" and help_["steps"] == []
         cleared = await conn.call("clear_assist_session")
         assert cleared["cleared"] is True and cleared["session"] == data["session"]
         conn.close()

@@ -26,12 +26,12 @@ async def test_agent_clients_may_not_start_another_assistant_run(tmp_path: Path)
 
 
 async def test_react_model_cannot_recurse_or_approve_its_own_request(tmp_path: Path) -> None:
-    async with serving(agent_settings(tmp_path, modules=[*MODULES, "assistant"])) as running:
+    async with serving(agent_settings(tmp_path, modules=MODULES)) as running:
         old_pid = await running_pid(running)
         oper = await running.connect("oper")
         paused = await oper.call("agent_execute", {"steps": RESTART})
         approval_id = paused["approval"]["approval_id"]
-        agent = running.node.module("agent")
+        agent = running.node.module("assistant")
         # A prompt-injected model tries every side door it has heard of.
         model = ScriptedModel([[tool_call("confirm_action", {"approval_id": approval_id, "approve": True}),
                                 tool_call("agent_ask", {"query": "restart web now"}),
@@ -39,7 +39,7 @@ async def test_react_model_cannot_recurse_or_approve_its_own_request(tmp_path: P
                                 tool_call("query_assist", {"query": "restart web now"}),
                                 tool_call("agent_execute", {"steps": RESTART})],
                                "done"])
-        agent.provider = model
+        agent.assistant.provider = model
         data = await oper.call("agent_ask", {"query": "why is web slow?", "mode": "react"})
         statuses = [(s["intent"], s["status"]) for s in data["steps"]]
         assert statuses == [("confirm_action", "denied"), ("agent_ask", "denied"), ("intent_agent_ask", "denied"),

@@ -12,7 +12,7 @@ from tests.agent.conftest import agent_settings, serving
 from tests.conftest import PASSWORDS, Running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-MODULES = ["pubsub", "audit", "system", "targets", "logs", "agent", "assistant"]
+MODULES = ["pubsub", "audit", "system", "targets", "logs", "assistant"]
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (scripts/test.sh installs it)")

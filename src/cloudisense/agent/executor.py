@@ -21,15 +21,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloudisense.agent import chains
 from cloudisense.agent.approvals import Approval, ApprovalStore
-from cloudisense.agent.gate import AGENT_KIND
 from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import Plan, PlanStep
-from cloudisense.core.clients import InProcessClient
+from cloudisense.core.clients import AGENT_KIND, InProcessClient
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.errors import Conflict
 from cloudisense.core.roles import Role
@@ -42,18 +43,39 @@ StepStatus = Literal["ok", "error", "denied", "skipped", "pending_approval", "re
 RunStatus = Literal["completed", "failed", "paused", "rejected", "expired"]
 
 
+class RunState(BaseModel):
+    """Where a run is: what an approval persists so the plan can continue later (also after a restart)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: The plan's steps as ``PlanStep`` dicts; steps already run hold their resolved params.
+    steps: list[dict[str, Any]]
+    #: The next step to run.
+    index: int = 0
+    #: Results of earlier steps by step id (what ``${id.data...}`` references see).
+    results: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: ``StepResult`` dicts of the steps done so far.
+    done: list[dict[str, Any]] = Field(default_factory=list)
+    on_error: Literal["stop", "continue"] = "stop"
+    user: str
+    role: Role
+    session: str | None = None
+    #: Client kind the steps run as (``agent``: policy-gated; ``chain``: a person's chain; ``mcp``...).
+    kind: str = AGENT_KIND
+
+
 class AgentClient(InProcessClient):
-    """An in-process client acting for a user; of kind ``agent`` (the default) the policy gate applies."""
+    """An in-process client acting for a user; the policy gate applies when its kind is ``agent``.
+
+    ``run_state`` is what the gate persists with an approval when a step of this run needs one.
+    """
 
     def __init__(self, router: Any, user: str, role: Role | str, *, kind: str = AGENT_KIND,
-                 session: str | None = None, plan_state: dict[str, Any] | None = None,
-                 approval_id: str | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 session: str | None = None, run_state: RunState | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         super().__init__(router, user, Role(role), kind=kind, policy_applies=kind == AGENT_KIND, on_event=on_event)
         self.session = session
-        #: What the gate stores with an approval so the plan can continue later.
-        self.plan_state = plan_state
-        #: One approved call this client may make (consumed by the gate).
-        self.approval_id = approval_id
+        self.run_state = run_state
 
 
 @dataclass
@@ -140,14 +162,17 @@ class Executor:
         self.max_observation_chars = max_observation_chars or node.settings.agent.max_observation_chars
 
     async def call(self, intent: str, params: dict[str, Any], *, user: str, role: Role | str,
-                   session: str | None = None, kind: str = AGENT_KIND, plan_state: dict[str, Any] | None = None,
+                   session: str | None = None, kind: str = AGENT_KIND, run_state: RunState | None = None,
                    approval_id: str | None = None, origin: CallOrigin | None = None) -> dict[str, Any]:
         """Send one RPC through the router as ``user``; returns its ``rpc_response``.
 
-        ``origin`` is the request this call is made for (a sub-call takes no node-wide permit).
+        ``origin`` is the request this call is made for (a sub-call takes no node-wide permit);
+        ``approval_id`` names the approved approval this one call may consume.
         """
-        client = AgentClient(self.node.router, user, role, kind=kind, session=session,
-                             plan_state=plan_state, approval_id=approval_id)
+        client = AgentClient(self.node.router, user, role, kind=kind, session=session, run_state=run_state)
+        if origin is not None or approval_id is not None or session is not None:
+            base = origin or CallOrigin(requestid="", user=user, role=Role(role), client_kind=kind)
+            origin = replace(base, session=session, approval_id=approval_id)
         return await client.call(intent, params, requestid=f"agent-{uuid.uuid4().hex[:16]}", origin=origin)
 
     async def run(self, plan: Plan | list[PlanStep] | list[dict[str, Any]], *, user: str, role: Role | str,
@@ -155,9 +180,8 @@ class Executor:
                   notify: Notify | None = None, origin: CallOrigin | None = None) -> ExecutionResult:
         """Run every step in order; pauses at the first step that needs approval."""
         steps = plan.steps if isinstance(plan, Plan) else [PlanStep.model_validate(s) for s in plan]
-        state = {"steps": [s.model_dump(exclude_none=True) for s in steps], "index": 0, "results": {},
-                 "done": [], "on_error": on_error, "user": user, "role": Role(role).value,
-                 "session": session, "kind": kind}
+        state = RunState(steps=[s.model_dump(exclude_none=True) for s in steps], on_error=on_error,  # type: ignore[arg-type]
+                         user=user, role=Role(role), session=session, kind=kind)
         return await self._run_from(state, notify, origin)
 
     async def resume(self, approval_id: str, *, notify: Notify | None = None,
@@ -170,16 +194,12 @@ class Executor:
         # The requester's role now, not when they asked: a user demoted since then must not get the
         # old role back by approving their own request. System users (``reactions``) have no record.
         current = await self.node.users.get(approval.requester)
-        role = current.role.value if current is not None else approval.requester_role
-        state = approval.plan or {}
-        state = {"steps": state.get("steps") or [{"intent": approval.intent, "params": approval.params}],
-                 "index": int(state.get("index", 0)), "results": dict(state.get("results") or {}),
-                 "done": list(state.get("done") or []), "on_error": state.get("on_error", "stop"),
-                 "user": approval.requester, "role": role,
-                 "session": approval.session, "kind": state.get("kind", AGENT_KIND)}
-        done = [StepResult(**d) for d in state["done"]]
-        index = state["index"]
-        step_def = state["steps"][index] if index < len(state["steps"]) else {"intent": approval.intent}
+        role = current.role if current is not None else Role(approval.requester_role)
+        state = approval_run_state(approval)
+        state.user, state.role, state.session = approval.requester, role, approval.session
+        done = [StepResult(**d) for d in state.done]
+        index = state.index
+        step_def = state.steps[index] if index < len(state.steps) else {"intent": approval.intent}
         if approval.status in ("rejected", "expired"):
             status: Any = approval.status
             step = StepResult(index, step_def.get("id"), approval.intent, approval.params, status,
@@ -190,25 +210,27 @@ class Executor:
         if approval.status != "approved":
             raise Conflict(f"approval {approval.id} is {approval.status}; only an approved approval can be resumed"
                            + (" (it already ran once)" if approval.status == "consumed" else ""))
-        response = await self.call(approval.intent, approval.params, user=state["user"], role=state["role"],
-                                   session=state["session"], kind=state["kind"], approval_id=approval.id,
+        response = await self.call(approval.intent, approval.params, user=state.user, role=state.role,
+                                   session=state.session, kind=state.kind, approval_id=approval.id,
                                    origin=origin)
         step = self._record(index, step_def.get("id"), approval.intent, approval.params, response)
+        if step_def.get("id"):
+            state.results[step_def["id"]] = step.ref()
         await self._after_step(step, state, notify)
-        state["done"] = [asdict(s) for s in done] + [asdict(step)]
-        if step.status != "ok" and state["on_error"] == "stop":
+        state.done = [asdict(s) for s in done] + [asdict(step)]
+        if step.status != "ok" and state.on_error == "stop":
             return await self._finish("failed", done + [step], state, index + 1, notify)
-        state["index"] = index + 1
+        state.index = index + 1
         return await self._run_from(state, notify, origin)
 
-    async def _run_from(self, state: dict[str, Any], notify: Notify | None,
+    async def _run_from(self, state: RunState, notify: Notify | None,
                         origin: CallOrigin | None) -> ExecutionResult:
-        done = [StepResult(**d) for d in state["done"]]
-        results: dict[str, dict[str, Any]] = state["results"]
+        done = [StepResult(**d) for d in state.done]
+        results = state.results
         failed = any(s.status in ("error", "denied") for s in done)
-        index = state["index"]
-        while index < len(state["steps"]):
-            raw = state["steps"][index]
+        index = state.index
+        while index < len(state.steps):
+            raw = state.steps[index]
             sid, intent = raw.get("id"), raw["intent"]
             try:
                 if raw.get("when") and not chains.evaluate(raw["when"], results):
@@ -223,10 +245,11 @@ class Executor:
                 step = StepResult(index, sid, intent, raw.get("params", {}), "error", exc.code, message=exc.message)
             else:
                 # What the gate stores if this step needs approval: enough to continue after a restart.
-                snapshot = dict(state, index=index, done=[asdict(s) for s in done])
-                snapshot["steps"] = [*state["steps"][:index], {**raw, "params": params}, *state["steps"][index + 1:]]
-                response = await self.call(intent, params, user=state["user"], role=state["role"],
-                                           session=state["session"], kind=state["kind"], plan_state=snapshot,
+                snapshot = state.model_copy(update={
+                    "index": index, "done": [asdict(s) for s in done], "results": dict(results),
+                    "steps": [*state.steps[:index], {**raw, "params": params}, *state.steps[index + 1:]]})
+                response = await self.call(intent, params, user=state.user, role=state.role,
+                                           session=state.session, kind=state.kind, run_state=snapshot,
                                            origin=origin)
                 step = self._record(index, sid, intent, params, response)
             done.append(step)
@@ -238,7 +261,7 @@ class Executor:
                 return await self._finish("paused", done, state, index + 1, notify, approval)
             if step.status != "ok":
                 failed = True
-                if state["on_error"] == "stop":
+                if state.on_error == "stop":
                     return await self._finish("failed", done, state, index + 1, notify)
             index += 1
         return await self._finish("failed" if failed else "completed", done, state, index, notify)
@@ -256,25 +279,33 @@ class Executor:
         status: StepStatus = "denied" if code == 403 else "error"
         return StepResult(index, sid, intent, params, status, code, None, response.get("message"), text)
 
-    async def _after_step(self, step: StepResult, state: dict[str, Any], notify: Notify | None) -> None:
+    async def _after_step(self, step: StepResult, state: RunState, notify: Notify | None) -> None:
         if notify is not None:
-            notify("chain_step", {"session": state["session"], "index": step.index, "id": step.id,
+            notify("chain_step", {"session": state.session, "index": step.index, "id": step.id,
                                   "intent": step.intent, "status": step.status, "code": step.code,
-                                  "message": step.message, "total": len(state["steps"])})
-        if self.memory is not None and state["session"]:
-            await self.memory.add_step(state["session"], {k: v for k, v in asdict(step).items() if k != "data"})
+                                  "message": step.message, "total": len(state.steps)})
+        if self.memory is not None and state.session:
+            await self.memory.add_step(state.session, {k: v for k, v in asdict(step).items() if k != "data"})
 
-    async def _finish(self, status: RunStatus, done: list[StepResult], state: dict[str, Any], next_index: int,
+    async def _finish(self, status: RunStatus, done: list[StepResult], state: RunState, next_index: int,
                       notify: Notify | None, approval: Approval | None = None) -> ExecutionResult:
-        result = ExecutionResult(status, done, state["session"])
-        result.not_run = [{"intent": s["intent"], "id": s.get("id")} for s in state["steps"][next_index:]]
+        result = ExecutionResult(status, done, state.session)
+        result.not_run = [{"intent": s["intent"], "id": s.get("id")} for s in state.steps[next_index:]]
         if approval is not None:
             result.approval = approval.public()
         result.summary = summarize(result)
         if notify is not None:
             if status == "paused" and result.approval:
                 notify("approval_required", {**result.approval, "summary": result.summary})
-            notify("plan_finished", {"session": state["session"], "status": status, "summary": result.summary})
-        if self.memory is not None and state["session"]:
-            await self.memory.add_message(state["session"], "assistant", result.summary)
+            notify("plan_finished", {"session": state.session, "status": status, "summary": result.summary})
+        if self.memory is not None and state.session:
+            await self.memory.add_message(state.session, "assistant", result.summary)
         return result
+
+
+def approval_run_state(approval: Approval) -> RunState:
+    """The run an approval paused; a single-step run when it was asked outside a plan (MCP, a model tool call)."""
+    if approval.plan:
+        return RunState.model_validate(approval.plan)
+    return RunState(steps=[{"intent": approval.intent, "params": approval.params}], user=approval.requester,
+                    role=Role(approval.requester_role), session=approval.session)

@@ -8,9 +8,11 @@ the audit record.
 
 A ``confirm`` decision persists an approval and answers 202 with
 ``{"approval_required": true, "approval_id", "description", "expires", ...}``.
-A resumed call carries the approval id on its client; the gate consumes the
-approval atomically (exactly that intent and params, once) and lets it run
-with rule ``approval:<id>``.
+A resumed call carries the approval id in its :class:`CallOrigin`; the gate
+consumes the approval atomically (exactly that intent and params, once) and lets
+it run with rule ``approval:<id>``. The run state persisted with an approval is
+the asking :class:`AgentClient`'s typed ``run_state``, or a one-step run for
+other automated clients (MCP, LangChain).
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.agent.approvals import ApprovalStore
+from cloudisense.agent.executor import AgentClient, RunState
 from cloudisense.agent.policy import PolicyEngine
+from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.intents import AgentUse
 from cloudisense.core.router import Call, Verdict
 
 if TYPE_CHECKING:
     from cloudisense.node import Node
 
-AGENT_KIND = "agent"
 
 
 def describe_call(intent: Any, params: Any, node: str, risk: str) -> str:
@@ -67,14 +70,15 @@ class PolicyGate:
             # prompt-injected tool call.
             return Verdict.deny(f"the assistant may not call {name} (it would start another assistant run)",
                                 rule="builtin:no-recursion")
-        approval_id = getattr(client, "approval_id", None)
+        origin = call.origin
+        approval_id = origin.approval_id if origin is not None else None
         if approval_id:
-            client.approval_id = None  # type: ignore[attr-defined]  # one call per approval
+            # The origin is made for this one call, so an approval covers one call only.
             if await self.approvals.consume(approval_id, name, params):
                 return Verdict.allow(f"approval:{approval_id}")
             return Verdict.deny(f"approval {approval_id} does not cover this call now (already used, not approved, "
                                 "or for another step); nothing ran", rule=f"approval:{approval_id}")
-        decision = self.engine.decide(name, params, call.risk, client.role.value, self.node.identity)
+        decision = self.engine.decide(name, params, call.risk, client.role.value, self.node.identity, client.kind)
         if use is AgentUse.COMPOSITE and decision.is_default:
             return Verdict.allow("builtin:composite-steps-gated")
         if decision.decision == "allow":
@@ -82,10 +86,15 @@ class PolicyGate:
         if decision.decision == "deny":
             return Verdict.deny(f"{decision.reason} (rule {decision.rule})", rule=decision.rule)
         description = describe_call(call.intent, call.params, self.node.identity, call.risk.value)
+        session = origin.session if origin is not None else None
+        run_state = client.run_state if isinstance(client, AgentClient) else None
+        if run_state is None:  # a single call (MCP, LangChain): resumed as one step, as the same kind of client
+            run_state = RunState(steps=[{"intent": name, "params": params}], user=client.user, role=client.role,
+                                 session=session, kind=client.kind)
         approval = await self.approvals.create(
             requester=client.user, requester_role=client.role.value, intent=name, params=params,
             risk=call.risk.value, description=description, rule=decision.rule,
-            session=getattr(client, "session", None), plan=getattr(client, "plan_state", None),
+            session=session, plan=run_state.model_dump(mode="json"),
         )
         data = {"approval_required": True, "approval_id": approval.id, "description": description,
                 "expires": int(approval.expires * 1000), "intent": name, "params": params,

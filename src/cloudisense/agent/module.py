@@ -1,59 +1,93 @@
-"""AgentModule: the assistant's runtime on a node.
+"""The assistant module: every assistant intent, wired from explicit parts.
 
-Intents:
+Intents (all owned here; the planner never proposes any of them as a step):
 
-* ``intent_chain {steps, on_error}`` — ordered steps with ids, references and
-  ``when`` conditions; risk = the highest risk among its steps. Steps run as the
-  caller; when the caller is the agent itself (kind ``agent``) each step is
-  policy-gated and a ``confirm`` step pauses the chain for approval.
-* ``agent_execute {steps, session, on_error}`` — run a plan *as the assistant*
-  (what ``cloudisense ask`` does after planning): every step is agent-initiated,
-  so the policy applies per step. Same risk rule.
-* ``agent_ask {query, session}`` — plan (offline planner, or ReAct with a model
-  provider) and execute; asks or escalates when unsure.
-* ``confirm_action {approval_id, approve, reason}`` — risk ``read`` on purpose:
-  the role that may decide is not a risk level but "the requester or an admin"
-  (checked by :class:`ApprovalStore`); a viewer can thus reject what was asked in
-  their name. Approving runs the paused step once, then the rest of the plan, as
-  the *requester* (their role still applies); the agent can never call it.
-* ``list_approvals {status, session}``, ``list_escalations {}`` (read).
+* ``query_assist {query, session}`` (the existing client's), ``agent_ask {query, session, mode}``
+  — one request in plain words: plan, act within policy, answer (a :class:`~cloudisense.agent.turn.Turn`).
+* ``chat_llm {prompt, context, params}`` — one model turn; text deltas stream to the asking
+  client as ``llm_delta`` events on ``/llm/<session>``, then the response carries the text and usage.
+* ``intent_chain {steps, on_error}`` — ordered steps with ids, references and ``when``
+  conditions; risk = the highest risk among its steps. Steps run as the caller; when the
+  caller is the assistant (kind ``agent``) each step is policy-gated.
+* ``agent_execute {steps, session, on_error}`` — run a plan *as the assistant* (policy per step).
+* ``confirm_action {approval_id, approve, reason}`` — risk ``read`` on purpose: who may decide
+  is "the requester or an admin" (checked by :class:`ApprovalStore`). Approving runs the
+  paused step once, then the rest of the plan, as the requester (their current role).
+* ``list_approvals``, ``list_escalations``, ``clear_assist_session``, ``assist_introduction``,
+  ``llm_usage`` (read).
 
-Events go to the calling client on topic ``/assist/<session>`` (``/chain/<requestid>``
-for chains without a session): ``chain_step``, ``approval_required``,
-``plan_finished``; approvals are also published on ``/approvals``
+Every entry point uses one session rule (:meth:`Assistant.open_session`). Events go to the
+calling client on ``/assist/<session>`` (``/chain/<requestid>`` for chains without a session):
+``chain_step``, ``approval_required``, ``plan_finished``; approvals also on ``/approvals``
 (``approval_required``, ``approval_decided``, ``approval_expired``) for watchers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from cloudisense.agent.answer import compose_answer
 from cloudisense.agent.approvals import ApprovalStore
-from cloudisense.agent.escalation import Escalator, assess
-from cloudisense.agent.executor import ExecutionResult, Executor
-from cloudisense.agent.gate import AGENT_KIND, PolicyGate
+from cloudisense.agent.assistant import Assistant
+from cloudisense.agent.chat import ModelAccess, chat_turn
+from cloudisense.agent.escalation import Escalator
+from cloudisense.agent.executor import Executor
+from cloudisense.agent.gate import PolicyGate
 from cloudisense.agent.memory import SessionMemory
-from cloudisense.agent.plan import Plan, PlanStep
-from cloudisense.agent.policy import load_policy
-from cloudisense.agent.react import run_react
-from cloudisense.core.context import ActionContext, CallOrigin
-from cloudisense.core.errors import BadRequest, Unavailable
-from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk, highest_risk, normalize_intent_name
+from cloudisense.agent.plan import PlanStep
+from cloudisense.agent.policy import assistant_policy
+from cloudisense.core.clients import AGENT_KIND
+from cloudisense.core.context import ActionContext
+from cloudisense.core.errors import BadRequest
+from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk, highest_risk
 from cloudisense.core.modules import Module
 from cloudisense.core.roles import Role
 
 log = logging.getLogger(__name__)
 
 APPROVALS_TOPIC = "/approvals"
-#: Intents that may not appear inside a chain or plan (no nesting, no self-approval).
-#: The assistant's own intents: never a step of a plan or chain (no recursion, no self-approval).
-NOT_IN_STEPS = frozenset({"intent_chain", "agent_execute", "agent_ask", "confirm_action", "query_assist",
-                          "chat_llm", "clear_assist_session", "assist_introduction"})
+
+
+class ChatOptions(Params):
+    """Per-request model options of ``chat_llm``."""
+
+    provider: str | None = Field(None, max_length=300, description='"name" or "name:model"; "local" = shipped model')
+    model: str | None = Field(None, max_length=200)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=32_000)
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class ChatParams(Params):
+    """``chat_llm`` params: the prompt, free-form context, and options."""
+
+    prompt: str = Field(min_length=1, max_length=100_000)
+    context: dict[str, Any] = Field(default_factory=dict, description="extra facts for the model (JSON)")
+    params: ChatOptions = Field(default_factory=ChatOptions)
+
+    @field_validator("context")
+    @classmethod
+    def _bounded_context(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, default=str)) > 100_000:
+            raise ValueError("context is larger than 100000 characters of JSON")
+        return value
+
+
+class QueryParams(Params):
+    """``query_assist`` params."""
+
+    query: str = Field(min_length=1, max_length=4000)
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class SessionParams(Params):
+    """Optional session name."""
+
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class ChainParams(Params):
@@ -69,23 +103,21 @@ class ChainParams(Params):
         ids = [s.id for s in steps if s.id]
         if len(ids) != len(set(ids)):
             raise ValueError("step ids must be unique")
-        for step in steps:
-            if normalize_intent_name(step.intent) in NOT_IN_STEPS:
-                raise ValueError(f"{step.intent} cannot be a step of a chain")
         return steps
 
 
 class ExecuteParams(ChainParams):
     """A plan to run as the assistant, in a session."""
 
-    session: str | None = Field(None, max_length=64, description="assistant session id (new one when absent)")
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                description="assistant session id (your default session when absent)")
 
 
 class AskParams(Params):
     """One request in plain words."""
 
     query: str = Field(min_length=1, max_length=4000)
-    session: str | None = Field(None, max_length=64)
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     mode: Literal["auto", "plan", "react"] = Field(
         "auto", description="auto: planner first, model when unsure; plan: planner only; react: model only")
 
@@ -106,29 +138,47 @@ class ListApprovalsParams(Params):
     limit: int = Field(50, ge=1, le=500)
 
 
-class AgentModule(Module):
-    """Chains, plans, approvals, policy gate, memory and escalation (see the module docstring)."""
+class AssistantModule(Module):
+    """The assistant on a node (see the module docstring)."""
 
-    name = "agent"
+    name = "assistant"
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
         settings = node.settings.agent
         # Load the policy now: a bad policy file must stop start-up, not the first request.
-        self.policy = load_policy(settings.policy_file)
+        self.policy = assistant_policy(settings.policy_file, settings.escalate_via)
         self.approvals = ApprovalStore(node.db, settings.approval_ttl)
         self.memory = SessionMemory(node.db)
+        self.model = ModelAccess(node.settings.llm, node.db, node.metrics.registry)
         self.executor = Executor(node, self.approvals, memory=self.memory)
-        self.escalator = Escalator(node, self.memory)
+        self.escalator = Escalator(node.router, node.pubsub, self.memory, identity=node.identity,
+                                   via_intent=settings.escalate_via)
         self.gate = PolicyGate(node, self.policy, self.approvals)
-        #: llmcore provider for ReAct; ``None`` with ``[llm] provider = "offline"``. Tests may set it.
-        self.provider: Any = None
-        #: A :class:`~cloudisense.agent.plan.Planner`; tests and the planner module may set it.
-        self.planner: Any = None
+        self.assistant = Assistant(registry=node.registry, entities=node.entities, memory=self.memory,
+                                   approvals=self.approvals, executor=self.executor, escalator=self.escalator,
+                                   settings=node.settings)
         self._sweeper: asyncio.Task[None] | None = None
 
     def intents(self) -> list[Intent]:
+        ask_examples = ("is nginx up?", "show errors in the app log from the last hour")
         return [
+            Intent("query_assist", "Ask the assistant in plain words: it plans intents, acts within policy "
+                   "and reports what it did and found", self.query_assist, QueryParams, Risk.READ,
+                   ask_examples, timeout=900, agent_use=AgentUse.ASSISTANT),
+            Intent("agent_ask", "Ask the assistant in plain words, choosing how it plans (auto, plan, react)",
+                   self.agent_ask, AskParams, Risk.READ,
+                   ("why is the site slow", "what is wrong with nginx"), timeout=900, agent_use=AgentUse.ASSISTANT),
+            Intent("chat_llm", "Talk to the configured language model; the answer streams as it is generated",
+                   self.chat_llm, ChatParams, Risk.READ,
+                   ("ask the model to explain a load average of 4", "chat with the llm",
+                    "what does OOM killer mean"), timeout=600, agent_use=AgentUse.ASSISTANT),
+            Intent("clear_assist_session", "Forget the assistant conversation of this session",
+                   self.clear_assist_session, SessionParams, Risk.READ,
+                   ("clear the chat", "forget our conversation", "start over"), agent_use=AgentUse.ASSISTANT),
+            Intent("assist_introduction", "What the assistant can do here, with example requests",
+                   self.assist_introduction, NoParams, Risk.READ,
+                   ("what can you do", "help", "introduce yourself"), agent_use=AgentUse.ASSISTANT),
             Intent("intent_chain", "Run several intents in order; later steps may use earlier results "
                    "(${id.data.field}) and conditions (when)", self.intent_chain, ChainParams, Risk.WRITE,
                    ("check nginx and restart it if it is down", "read the app log then notify the team",
@@ -139,10 +189,6 @@ class AgentModule(Module):
                    ("execute this plan", "run the proposed steps", "go ahead with the plan",
                     "do these steps as the assistant"), risk_for=self._chain_risk, timeout=900,
                    agent_use=AgentUse.COMPOSITE),
-            Intent("agent_ask", "Ask the assistant in plain words; it plans, acts within policy and reports",
-                   self.agent_ask, AskParams, Risk.READ,
-                   ("why is the site slow", "what is wrong with nginx", "ask the assistant to check the web app",
-                    "help me find errors in the logs"), timeout=900, agent_use=AgentUse.ASSISTANT),
             Intent("confirm_action", "Approve or reject an action the assistant is waiting on "
                    "(requester or admin only)", self.confirm_action, ConfirmParams, Risk.READ,
                    ("yes, go ahead with the restart", "approve ap_1234", "reject that action",
@@ -155,14 +201,18 @@ class AgentModule(Module):
                    NoParams, Risk.READ,
                    ("which sessions were escalated", "what does the assistant need help with",
                     "show flagged sessions", "escalations")),
+            Intent("llm_usage", "Language model tokens used, per session, user and provider", self.llm_usage,
+                   SessionParams, Risk.READ, ("how many tokens did I use", "llm usage", "token budget left")),
         ]
 
     async def start(self) -> None:
         await self.approvals.start()
         await self.memory.start()
+        await self.model.start()
         self.node.pubsub.add_static(APPROVALS_TOPIC)
         self.node.router.add_gate(self.gate)
-        self.provider = self.provider or self._make_provider()
+        if self.assistant.provider is None:
+            self.assistant.provider = self.model.default_service()
         self._sweeper = asyncio.create_task(self._sweep(), name="approval-sweeper")
 
     async def stop(self) -> None:
@@ -174,18 +224,6 @@ class AgentModule(Module):
                 pass
         if self.gate in self.node.router.gates:
             self.node.router.gates.remove(self.gate)
-
-    def _make_provider(self) -> Any:
-        spec = self.node.settings.llm.provider
-        if not spec or spec == "offline":
-            return None
-        try:
-            from cloudisense.llm.registry import get_provider
-
-            return get_provider(spec, self.node.settings.llm)
-        except Exception as exc:  # the assistant still works offline; say why the model is not used
-            log.warning("assistant: provider %s unavailable (%s); using the offline planner", spec, exc)
-            return None
 
     async def _sweep(self) -> None:
         """Report approvals that expired undecided (event on /approvals and in the session)."""
@@ -208,27 +246,34 @@ class AgentModule(Module):
                                       f"approval {approval_id} expired; nothing ran: {approval.description}")
         return expired
 
-    # -- risk -------------------------------------------------------------------
+    # -- risk and checks ----------------------------------------------------------
 
     def _chain_risk(self, params: ChainParams) -> Risk:
-        """The highest effective risk among the steps (a step's own params may lower it, e.g. check mode)."""
+        """The highest effective risk among the steps (a step's own params may lower it, e.g. check mode).
+
+        The router asks for the risk before the role check, so a step that may never be one (the
+        assistant's own intents) is refused here, as bad input, whoever sends it.
+        """
         risks = []
         for step in params.steps:
             intent = self.node.registry.find(step.intent)
             if intent is None:
                 continue  # unknown intents are refused before anything runs
+            if not intent.may_be_step:
+                raise BadRequest(f"{intent.name} cannot be a step of a chain (the assistant's own intents)")
             try:
                 risks.append(intent.effective_risk(intent.params.model_validate(step.params)))
             except Exception:  # params with references or errors: judge by the intent's declared risk
                 risks.append(intent.risk)
         return highest_risk(risks)
 
-    def _check_known(self, steps: list[PlanStep]) -> None:
+    def _check_steps(self, steps: list[PlanStep]) -> None:
         unknown = [s.intent for s in steps if s.intent not in self.node.registry]
         if unknown:
-            raise BadRequest(f"unknown intent(s) in steps: {', '.join(unknown)}; list_intents shows what exists")
-
-    # -- handlers ---------------------------------------------------------------
+            raise BadRequest(f"unknown intent(s) in steps: {', '.join(unknown)}; `cloudisense intents` lists them")
+        nested = [s.intent for s in steps if not self.node.registry.get(s.intent).may_be_step]
+        if nested:
+            raise BadRequest(f"{', '.join(nested)} cannot be a step of a chain (the assistant's own intents)")
 
     def notifier(self, ctx: ActionContext, topic: str) -> Any:
         """A callback that sends the run's events to the asking client on ``topic`` (approvals also to /approvals)."""
@@ -239,35 +284,51 @@ class AgentModule(Module):
                 self.node.pubsub.publish(APPROVALS_TOPIC, name, data)
         return notify
 
+    # -- handlers -----------------------------------------------------------------
+
+    async def query_assist(self, p: QueryParams, ctx: ActionContext) -> dict[str, Any]:
+        session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
+                                        notify=self.notifier(ctx, f"/assist/{session}"),
+                                        origin=ctx.as_origin(session=session))
+        return turn.to_wire()
+
+    async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
+        session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
+                                        notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode,
+                                        origin=ctx.as_origin(session=session))
+        return turn.to_wire()
+
     async def intent_chain(self, p: ChainParams, ctx: ActionContext) -> dict[str, Any]:
-        self._check_known(p.steps)
+        self._check_steps(p.steps)
         agent = ctx.client.kind == AGENT_KIND
-        session = getattr(ctx.client, "session", None) if agent else None
+        session = ctx.origin.session if agent and ctx.origin is not None else None
         topic = f"/assist/{session}" if session else f"/chain/{ctx.requestid}"
-        result = await self.executor.run(p.steps, user=ctx.user, role=ctx.client.role, session=session,
-                                         on_error=p.on_error, kind=AGENT_KIND if agent else "chain",
-                                         notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=session))
-        return result.as_dict()
+        turn = await self.assistant.run_steps(p.steps, user=ctx.user, role=ctx.client.role, session=session,
+                                              on_error=p.on_error, kind=AGENT_KIND if agent else "chain",
+                                              notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=session))
+        return turn.to_wire()
 
     async def agent_execute(self, p: ExecuteParams, ctx: ActionContext) -> dict[str, Any]:
-        self._check_known(p.steps)
-        session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
+        self._check_steps(p.steps)
+        session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
         await self.memory.add_plan(session, {"steps": [s.model_dump(exclude_none=True) for s in p.steps]})
-        result = await self.executor.run(p.steps, user=ctx.user, role=ctx.client.role, session=session,
-                                         on_error=p.on_error, notify=self.notifier(ctx, f"/assist/{session}"),
-                                         origin=ctx.as_origin(session=session))
-        return result.as_dict()
+        turn = await self.assistant.run_steps(p.steps, user=ctx.user, role=ctx.client.role, session=session,
+                                              on_error=p.on_error, kind=AGENT_KIND,
+                                              notify=self.notifier(ctx, f"/assist/{session}"),
+                                              origin=ctx.as_origin(session=session))
+        return turn.to_wire()
 
     async def confirm_action(self, p: ConfirmParams, ctx: ActionContext) -> dict[str, Any]:
-        approval = await self.approvals.decide(p.approval_id, approve=p.approve, user=ctx.user,
-                                               role=ctx.client.role, reason=p.reason)
-        self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", approval.public())
+        approval = await self.approvals.get(p.approval_id)
         topic = f"/assist/{approval.session}" if approval.session else f"/chain/{ctx.requestid}"
-        result: ExecutionResult = await self.executor.resume(approval.id, notify=self.notifier(ctx, topic),
-                                                             origin=ctx.as_origin(session=approval.session))
+        turn, decided = await self.assistant.confirm(
+            p.approval_id, approve=p.approve, user=ctx.user, role=ctx.client.role, reason=p.reason,
+            notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=approval.session))
+        self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", decided)
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
-        out = result.as_dict()
-        return {**out, "answer": compose_answer(out), "decided": (await self.approvals.get(approval.id)).public()}
+        return {**turn.to_wire(), "decided": decided}
 
     async def list_approvals(self, p: ListApprovalsParams, ctx: ActionContext) -> dict[str, Any]:
         requester = None if ctx.client.role == Role.ADMIN else ctx.user
@@ -278,89 +339,36 @@ class AgentModule(Module):
         user = None if ctx.client.role == Role.ADMIN else ctx.user
         return {"escalations": await self.memory.flagged(user)}
 
-    async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
-        session = await self.memory.open(p.session, ctx.user, admin=ctx.client.role == Role.ADMIN)
-        return await self.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                              notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode,
-                              origin=ctx.as_origin(session=session))
+    async def chat_llm(self, p: ChatParams, ctx: ActionContext) -> dict[str, Any]:
+        session = await self.assistant.open_session(p.params.session, ctx.user, ctx.client.role)
+        service = self.model.service(p.params.provider)
+        topic = f"/llm/{session}"
 
-    async def ask(self, text: str, *, user: str, role: Role, session: str, notify: Any = None,
-                  mode: str = "auto", origin: CallOrigin | None = None) -> dict[str, Any]:
-        """One request: plan (planner first), then execute, clarify, escalate or reason with the model."""
-        await self.memory.add_message(session, "user", text)
-        settings = self.node.settings.agent
-        if mode == "react" and self.provider is None:
-            raise Unavailable("mode react needs a model provider: set [llm] provider (e.g. openai:gpt-4o-mini)")
-        plan = None if mode == "react" else await self._plan(text, role, session)
-        if plan is not None:
-            await self.memory.add_plan(session, plan.model_dump(), text)
-            verdict = assess(plan, min_confidence=settings.min_confidence)
-            if verdict.action == "proceed":
-                result = await self.executor.run(plan, user=user, role=role, session=session, notify=notify,
-                                                 origin=origin)
-                failures = await self._recent_failures(session)
-                out: dict[str, Any] = {"session": session, "mode": "plan", "plan": plan.model_dump(),
-                                       **result.as_dict()}
-                out["answer"] = compose_answer(out)
-                if failures >= 2:
-                    out["escalation"] = await self.escalator.escalate(session, user, f"{failures} steps failed", text)
-                return out
-            if verdict.action == "escalate" or self.provider is None or mode == "plan":
-                if verdict.action == "escalate":
-                    esc = await self.escalator.escalate(session, user, verdict.message, text)
-                    return {"session": session, "mode": "escalate", "answer": verdict.message, "escalation": esc}
-                await self.memory.add_message(session, "assistant", verdict.message)
-                return {"session": session, "mode": "clarify", "answer": verdict.message, "question": verdict.message}
-        if self.provider is None:
-            message = "I could not plan that and no model provider is configured; please rephrase."
-            await self.memory.add_message(session, "assistant", message)
-            return {"session": session, "mode": "clarify", "answer": message, "question": message}
-        react = await run_react(self.provider, text, executor=self.executor, user=user, role=role, session=session,
-                                token_budget=self.node.settings.llm.session_token_budget,
-                                memory=self.memory, notify=notify, origin=origin)
-        out = {"session": session, "mode": "react", **react.as_dict(), "answer": react.reply()}
-        if react.stopped == "failures":
-            out["escalation"] = await self.escalator.escalate(session, user, "several steps failed", text)
-        return out
+        def on_delta(text: str) -> None:
+            ctx.notify_client("llm_delta", topic, {"text": text, "session": session, "requestid": ctx.requestid})
 
-    async def _recent_failures(self, session: str, window: int = 10) -> int:
-        """Failed steps among the session's last ``window`` steps: repeated failures mean "ask a person"."""
-        steps = await self.memory.turns(session, ("step",), limit=window)
-        return sum(1 for t in steps if t.content.endswith("-> error"))
+        return await chat_turn(service, self.memory, session, ctx.user, p.prompt, context=p.context,
+                               model=p.params.model, temperature=p.params.temperature,
+                               max_tokens=p.params.max_tokens, on_delta=on_delta)
 
-    async def _plan(self, text: str, role: Role, session: str) -> Plan | None:
-        """The planner's plan, or ``None`` when there is no planner (then the model reasons)."""
-        planner = self.planner or self._default_planner()
-        if planner is None:
-            return None
-        from cloudisense.agent.plan import PlanningContext
+    async def clear_assist_session(self, p: SessionParams, ctx: ActionContext) -> dict[str, Any]:
+        session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        await self.memory.clear(session)
+        self.model.ledger.reset_session(session)
+        return {"session": session, "cleared": True}
 
-        try:
-            from cloudisense.agent.catalog import tools_for_role
+    async def assist_introduction(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+        return self.assistant.introduction(ctx.client.role)
 
-            tools = tools_for_role(self.node.registry, role)
-        except ImportError:
-            tools = [i.describe() for i in self.node.registry.all()]
-        tools = [t for t in tools if t["name"] not in NOT_IN_STEPS]  # the planner never plans the assistant itself
-        context = PlanningContext(tools=tools, entities=self.node.entities(),
-                                  history=await self.memory.context(session), role=role.value)
-        try:
-            plan: Plan = await planner.plan(text, context)
-        except Unavailable:
-            return None
-        if plan.outcome == "execute" and plan.steps and any(s.intent in NOT_IN_STEPS for s in plan.steps):
-            raise BadRequest("the planner proposed an assistant intent as a step; refusing")
-        return plan
-
-    def _default_planner(self) -> Any:
-        """The offline planner, or the hybrid (offline fast path, then the model) when a model is set."""
-        from cloudisense.agent.planner import choose_planner
-
-        try:
-            self.planner = choose_planner(self.node.settings, self.node.registry, provider=self.provider)
-        except Exception:  # a model that can't be built must not take the offline planner down with it
-            log.exception("model planner could not be built; using the offline planner")
-            from cloudisense.agent.offline import OfflinePlanner
-
-            self.planner = OfflinePlanner()
-        return self.planner
+    async def llm_usage(self, p: SessionParams, ctx: ActionContext) -> dict[str, Any]:
+        session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        settings = self.node.settings.llm
+        ledger = self.model.ledger
+        providers = {name: {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+                     for name, u in ledger.provider_usage().items()} if ctx.client.role == Role.ADMIN else {}
+        return {
+            "session": {"id": session, "used": ledger.session_used(session),
+                        "budget": settings.session_token_budget or None},
+            "user": {"id": ctx.user, "used": ledger.user_used(ctx.user), "budget": settings.user_token_budget or None},
+            "providers": providers,
+        }

@@ -45,6 +45,7 @@ class Rule(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     role: str | None = Field(None, description="glob on the caller's role")
     node: str | None = Field(None, description="glob on the node identity")
+    client: str | None = Field(None, description="glob on the client kind: agent, mcp, langchain, escalation")
     decision: DecisionKind
     reason: str | None = Field(None, max_length=500)
 
@@ -53,9 +54,12 @@ class Rule(BaseModel):
     def _strip_prefix(cls, value: str) -> str:
         return normalize_intent_name(value)
 
-    def matches(self, intent: str, params: dict[str, Any], risk: Risk, role: str, node: str) -> bool:
+    def matches(self, intent: str, params: dict[str, Any], risk: Risk, role: str, node: str,
+                client: str = "agent") -> bool:
         """Whether this rule applies to the call."""
         if not fnmatch.fnmatchcase(intent, self.intent):
+            return False
+        if self.client is not None and not fnmatch.fnmatchcase(client, self.client):
             return False
         if self.risk is not None and self.risk != risk:
             return False
@@ -120,33 +124,43 @@ class PolicyEngine:
         self.defaults = defaults or Defaults()
         self.source = source
 
-    def decide(self, intent: str, params: dict[str, Any], risk: Risk | str, role: str, node: str) -> Decision:
-        """The decision for calling ``intent`` with ``params`` at ``risk`` as ``role`` on ``node``."""
+    def add_builtin(self, rule: Rule) -> None:
+        """Append a rule the node itself needs (after the file's rules, so the file can override it)."""
+        self.rules.append(rule)
+
+    def decide(self, intent: str, params: dict[str, Any], risk: Risk | str, role: str, node: str,
+               client: str = "agent") -> Decision:
+        """The decision for ``client`` calling ``intent`` with ``params`` at ``risk`` as ``role`` on ``node``."""
         name = normalize_intent_name(intent)
         level = Risk(risk)
         for rule in self.rules:
-            if rule.matches(name, params, level, str(role), node):
+            if rule.matches(name, params, level, str(role), node, client):
                 return Decision(rule.decision, rule.name, rule.reason or f"rule {rule.name!r} matched")
         decision: DecisionKind = getattr(self.defaults, level.value)
         return Decision(decision, f"default:{level.value}", f"no rule matched; {level.value} intents default to {decision}",
                         is_default=True)
 
-    def explain(self, intent: str, params: dict[str, Any], risk: Risk | str, role: str, node: str) -> list[str]:
+    def explain(self, intent: str, params: dict[str, Any], risk: Risk | str, role: str, node: str,
+                client: str = "agent") -> list[str]:
         """Human-readable lines: which rules were tried and which one decided."""
         name = normalize_intent_name(intent)
         lines = [f"policy {self.source}: {len(self.rules)} rule(s)"]
         for index, rule in enumerate(self.rules):
-            if rule.matches(name, params, Risk(risk), str(role), node):
+            if rule.matches(name, params, Risk(risk), str(role), node, client):
                 lines.append(f"  rule[{index}] {rule.name!r} matches -> {rule.decision}")
                 return lines
-            lines.append(f"  rule[{index}] {rule.name!r}: {self._mismatch(rule, name, params, Risk(risk), role, node)}")
+            lines.append(f"  rule[{index}] {rule.name!r}: "
+                         f"{self._mismatch(rule, name, params, Risk(risk), role, node, client)}")
         lines.append(f"  no rule matched -> default for {Risk(risk).value}")
         return lines
 
     @staticmethod
-    def _mismatch(rule: Rule, intent: str, params: dict[str, Any], risk: Risk, role: str, node: str) -> str:
+    def _mismatch(rule: Rule, intent: str, params: dict[str, Any], risk: Risk, role: str, node: str,
+                  client: str) -> str:
         if not fnmatch.fnmatchcase(intent, rule.intent):
             return f"intent {intent!r} does not match {rule.intent!r}"
+        if rule.client is not None and not fnmatch.fnmatchcase(client, rule.client):
+            return f"client {client!r} does not match {rule.client!r}"
         if rule.risk is not None and rule.risk != risk:
             return f"risk {risk.value} is not {rule.risk.value}"
         if rule.role is not None and not fnmatch.fnmatchcase(str(role), rule.role):
@@ -176,6 +190,20 @@ def parse_policy(text: str, source: str = "policy") -> PolicyEngine:
     if dupes:
         raise ConfigError(f"policy file {source}: rule names must be unique (the audit log cites them): {', '.join(dupes)}")
     return PolicyEngine(parsed.rule, parsed.defaults, source)
+
+
+def assistant_policy(path: Path | None, escalate_via: str | None) -> PolicyEngine:
+    """The node's policy: the file's rules (or the defaults), then the node's own built-in rules.
+
+    The built-in rule lets escalation notices (client kind ``escalation``) run ``escalate_via``
+    without waiting for an approval, since their point is to reach a person; a rule in the file
+    that matches them first still decides.
+    """
+    engine = load_policy(path)
+    if escalate_via:
+        engine.add_builtin(Rule(name="builtin:escalation-notice", intent=escalate_via, client="escalation",
+                                decision="allow", reason="escalation notices reach a person without waiting for one"))
+    return engine
 
 
 def load_policy(path: Path | None) -> PolicyEngine:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudisense.agent.executor import ExecutionResult, Executor, StepResult, summarize
 from cloudisense.agent.memory import SessionMemory
-from cloudisense.core.intents import normalize_intent_name
+from cloudisense.core.intents import AgentUse
 from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.roles import Role
@@ -29,8 +29,6 @@ from cloudisense.core.roles import Role
 if TYPE_CHECKING:
     from cloudisense.core.intents import IntentRegistry
 
-#: Intents a model is never offered (people decide approvals and run composite plans).
-NOT_TOOLS = frozenset({"confirm_action", "agent_ask", "agent_execute", "flag_session"})
 FAILURES_BEFORE_ESCALATION = 2
 
 SYSTEM_PROMPT = (
@@ -73,18 +71,13 @@ class ReactResult:
 
 
 def select_tools(registry: "IntentRegistry", question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
-    """Intent descriptions relevant to ``question`` that ``role`` may run (catalogue retrieval when present)."""
-    try:
-        from cloudisense.agent.catalog import Catalog, tools_for_role
+    """Intent descriptions relevant to ``question`` that ``role`` may run and a model may call."""
+    from cloudisense.agent.catalog import Catalog, tools_for_role
 
-        # Leave out what a model may never call before retrieval, so it cannot crowd out real tools.
-        catalog = Catalog([t for t in tools_for_role(registry, role) if t["name"] not in NOT_TOOLS])
-        tools = catalog.relevant(question, k=k)
-        if not tools:
-            tools = [t for t in catalog.tools if t.get("risk") == "read"][:k]
-    except ImportError:  # the catalogue is optional: fall back to every read intent
-        tools = [i.describe() for i in registry.all() if i.risk.value == "read"]
-    return [t for t in tools if t["name"] not in NOT_TOOLS]
+    # Leave out what a model may never call before retrieval, so it cannot crowd out real tools.
+    catalog = Catalog([t for t in tools_for_role(registry, role) if t.get("agent_use") == AgentUse.TOOL.value])
+    tools = catalog.relevant(question, k=k)
+    return tools or [t for t in catalog.tools if t.get("risk") == "read"][:k]
 
 
 def tool_specs(tools: list[dict[str, Any]]) -> list[ToolSpec]:
@@ -154,7 +147,8 @@ async def _act(executor: Executor, call: Any, user: str, role: Role | str, sessi
         result.steps.append(StepResult(index, None, call.name, {}, "error", 400, message=call.error))
         result.failures += 1
         return f"error: {call.error}"
-    if normalize_intent_name(call.name) in NOT_TOOLS:
+    known = executor.node.registry.find(call.name)
+    if known is not None and not known.plannable:
         # Never offered, but a model can still name one: refuse it like a policy denial (nothing was
         # tried, so not a failure). The gate refuses these for agent clients too; this says why.
         message = f"{call.name} is not a tool the assistant may call"

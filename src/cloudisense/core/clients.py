@@ -18,6 +18,9 @@ from cloudisense.core.roles import Role
 
 _ids = itertools.count(1)
 
+#: Kind of the assistant's own client: the policy gate decides on its calls, also on other nodes.
+AGENT_KIND = "agent"
+
 
 class Client(ABC):
     """Anything that talks to the router."""
@@ -65,8 +68,8 @@ class InProcessClient(Client):
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         if kind:
             self.kind = kind
-        if policy_applies is not None:
-            self.policy_applies = policy_applies
+        # A client of the assistant's kind is policy-gated unless its creator says otherwise.
+        self.policy_applies = policy_applies if policy_applies is not None else self.kind == AGENT_KIND
         super().__init__(user, role)
         self._router = router
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from cloudisense.core import protocol
-from cloudisense.core.clients import Client, InProcessClient
+from cloudisense.core.clients import AGENT_KIND, Client, InProcessClient
 from cloudisense.core.errors import (BadRequest, CloudisenseError, ConfigError, NotFound, RequestTimeout,
                                      TooManyRequests, Unavailable)
 from cloudisense.core.pubsub import TopicProvider, validate_topic
@@ -47,8 +47,6 @@ mqtt_log = logging.getLogger(__name__ + ".mqtt")
 if mqtt_log.level == logging.NOTSET:
     mqtt_log.setLevel(logging.CRITICAL)
 
-#: Client kind whose requests the assistant's policy gate decides on (cloudisense.agent.gate.AGENT_KIND).
-AGENT_KIND = "agent"
 FEDERATION_KIND = "federation"
 #: Requests from other nodes running here at once; more are answered 429.
 MAX_REMOTE_INFLIGHT = 64
