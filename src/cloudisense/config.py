@@ -3,7 +3,15 @@
 Every key is typed and validated; an unknown key or a wrong type stops start-up
 with a message that names the key. Nested keys map to environment variables with
 ``__`` between the parts: ``[server] port`` is ``CLOUDISENSE_SERVER__PORT``.
-Relative paths in a config file are resolved against the file's folder.
+
+This file holds the node's own sections (identity, data dir, server, auth, llm).
+Every module declares its own settings model (``Module.settings_model``) for its
+own section (``Module.settings_section``, default its name), built-in and
+third-party alike: the node validates each loaded module's section when it loads
+the modules, and a section that no installed module owns is an error.
+
+Paths typed :data:`ConfigPath` that are relative are resolved against the config
+file's folder (the working directory when there is no file).
 """
 
 from __future__ import annotations
@@ -13,9 +21,10 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
+                      ValidationInfo)
 
 from cloudisense.core.errors import ConfigError
 
@@ -24,10 +33,29 @@ ENV_PREFIX = "CLOUDISENSE_"
 CLIENT_ENV = {"CONFIG", "URL", "USER", "PASSWORD"}
 
 
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("config_dir")
+    value = value.expanduser()
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+#: A path setting: relative values are relative to the config file's folder.
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
 class Section(BaseModel):
     """Base for config sections: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class NoSettings(Section):
+    """The section of a module that has no settings."""
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 class ServerSettings(Section):
@@ -59,78 +87,6 @@ class AuthSettings(Section):
     login_window: int = Field(300, ge=1, description="seconds")
 
 
-class SystemSettings(Section):
-    """The system module."""
-
-    stats_interval: float = Field(5.0, gt=0, description="seconds between /stats events")
-
-
-class LogsSettings(Section):
-    """Configured log files, by name."""
-
-    files: dict[str, Path] = Field(default_factory=dict)
-    poll_interval: float = Field(0.25, gt=0)
-
-
-class ScriptsSettings(Section):
-    """The scripts folder."""
-
-    folder: Path | None = None
-    time_limit: float = Field(300.0, gt=0, description="seconds before a script is killed")
-
-
-class TargetSettings(Section):
-    """One managed service."""
-
-    backend: Literal["process", "systemd"] = "process"
-    #: For ``process``: the command as an argument list (never a shell string).
-    command: list[str] = Field(default_factory=list)
-    cwd: Path | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    #: Where a ``process`` target's stdout/stderr go.
-    log: Path | None = None
-    #: For ``systemd``: the unit name (must be listed here to be managed).
-    unit: str | None = None
-    #: Start with the node.
-    autostart: bool = False
-    stop_timeout: float = Field(5.0, gt=0)
-    #: Optional HTTP URL that answers 2xx when the service is healthy.
-    health_url: str | None = None
-    #: After a start or restart, wait up to this many seconds for ``health_url`` to answer healthy.
-    health_wait: float = Field(10.0, ge=0, le=300)
-    #: For ``systemd``: the ``systemctl`` program (a path, or a name looked up on PATH).
-    systemctl: str = "systemctl"
-
-
-class NotifySettings(Section):
-    """Outgoing notifications."""
-
-    webhooks: list[str] = Field(default_factory=list)
-    timeout: float = Field(5.0, gt=0)
-    retries: int = Field(2, ge=0, le=10)
-    telegram_bot_token: SecretStr | None = None
-    telegram_chat_id: str | None = None
-    telegram_base_url: str = "https://api.telegram.org"
-    #: Seconds before the first retry; doubled for each further retry.
-    backoff: float = Field(0.2, ge=0, le=30)
-
-
-class RulesSettings(Section):
-    """The reaction engine."""
-
-    folder: Path | None = None
-    #: At most this many firings of one rule per minute (loop guard).
-    max_firings_per_minute: int = Field(30, ge=1)
-
-
-class ProvisionSettings(Section):
-    """Ansible provisioning."""
-
-    folder: Path | None = None
-    inventory: Path | None = None
-    time_limit: float = Field(900.0, gt=0)
-
-
 class ProviderSettings(Section):
     """Keys and endpoints of the LLM providers (environment variables of the SDKs win)."""
 
@@ -143,7 +99,7 @@ class ProviderSettings(Section):
     anthropic_base_url: str | None = None
     ollama_host: str | None = None
     #: Path of a GGUF file for the ``local`` provider; default: the model shipped on PyPI.
-    local_model_path: Path | None = None
+    local_model_path: ConfigPath | None = None
     local_context: int = Field(4096, ge=256)
     local_threads: int | None = None
     #: llama-cpp-python chat format for the local model; default: the GGUF's own template,
@@ -167,80 +123,61 @@ class LLMSettings(Section):
     providers: ProviderSettings = Field(default_factory=ProviderSettings)
 
 
-class AgentSettings(Section):
-    """The assistant: planning, policy, approvals, escalation."""
-
-    policy_file: Path | None = None
-    approval_ttl: int = Field(900, ge=10, description="seconds")
-    #: Below this plan confidence the assistant asks or escalates instead of acting.
-    min_confidence: float = Field(0.5, ge=0, le=1)
-    max_steps: int = Field(8, ge=1, le=50)
-    max_observation_chars: int = Field(4000, ge=200)
-    #: The intent that sends escalation notices (it is given a ``message``); ``none``: no notices.
-    escalate_via: str | None = "simple_http_notify"
-
-    @field_validator("escalate_via")
-    @classmethod
-    def _none_means_off(cls, value: str | None) -> str | None:
-        return None if value in (None, "", "none") else value
-
-
-class FederationSettings(Section):
-    """MQTT federation between nodes."""
-
-    #: Join the federation: connect to the broker and answer requests of other nodes.
-    enabled: bool = False
-    #: The MQTT broker every node of the federation connects to.
-    broker_host: str = "127.0.0.1"
-    broker_port: int = Field(1883, ge=1, le=65535)
-    #: Broker credentials: the broker's authentication and ACLs are the federation's trust boundary.
-    username: str | None = None
-    #: Never logged or answered.
-    password: SecretStr | None = None
-    #: First MQTT topic levels of every federation topic (no wildcards, no empty levels).
-    topic_prefix: str = Field("cloudisense", pattern=r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$", max_length=200)
-    #: Seconds to wait for another node's answer before a 504.
-    request_timeout: float = Field(15.0, gt=0)
-    #: The highest role a request from another node runs with here (lower origin roles stay lower).
-    max_remote_role: Literal["viewer", "operator", "admin"] = "operator"
-    #: Local topics whose events other nodes may receive (an entry ending in ``/`` covers the topics under it).
-    forward_topics: list[str] = Field(default_factory=lambda: ["/stats", "/notification", "/targets"])
-    #: Larger messages from the broker are dropped, and larger answers are refused.
-    max_payload_bytes: int = Field(1_048_576, ge=1024)
-    #: MQTT keepalive in seconds: how soon the broker notices a dead node and publishes its last will.
-    keepalive: int = Field(15, ge=5, le=3600)
-
-
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "cloudisense"
 
 
-class Settings(Section):
-    """All settings of one node."""
+class Settings(BaseModel):
+    """All settings of one node: the node's own sections, then one section per module."""
+
+    # Module sections are kept raw here and validated by their modules' models at load.
+    model_config = ConfigDict(extra="allow")
 
     identity: str = Field(default_factory=socket.gethostname)
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: ConfigPath = Field(default_factory=_default_data_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Modules to load (entry point names); ``None`` loads every installed module.
     modules: list[str] | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
-    system: SystemSettings = Field(default_factory=SystemSettings)
-    logs: LogsSettings = Field(default_factory=LogsSettings)
-    scripts: ScriptsSettings = Field(default_factory=ScriptsSettings)
-    targets: dict[str, TargetSettings] = Field(default_factory=dict)
-    notify: NotifySettings = Field(default_factory=NotifySettings)
-    rules: RulesSettings = Field(default_factory=RulesSettings)
-    provision: ProvisionSettings = Field(default_factory=ProvisionSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
-    agent: AgentSettings = Field(default_factory=AgentSettings)
-    federation: FederationSettings = Field(default_factory=FederationSettings)
+    _config_dir: Path | None = PrivateAttr(None)
 
     @property
     def db_path(self) -> Path:
         """The node's SQLite database."""
         return self.data_dir / "cloudisense.db"
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The config file's folder (relative paths of module sections resolve against it)."""
+        return self._config_dir
+
+    def section_names(self) -> list[str]:
+        """Names of the module sections present (in the file, the environment or overrides)."""
+        return sorted(self.__pydantic_extra__ or {})
+
+    def section(self, name: str, model: type[SectionT]) -> SectionT:
+        """Section ``name`` validated by ``model`` (once; later calls return the same object).
+
+        After it, ``settings.<name>`` is the typed section too. A bad section raises
+        :class:`ConfigError` naming each bad key as ``name.key``.
+        """
+        extra = self.__pydantic_extra__
+        if extra is None:  # pragma: no cover - extra="allow" always sets it
+            raise ConfigError("settings have no module sections")
+        raw = extra.get(name, {})
+        if isinstance(raw, model):
+            return raw
+        if isinstance(raw, BaseModel):
+            raise ConfigError(f"[{name}] is claimed by two settings models ({type(raw).__name__}, {model.__name__})")
+        try:
+            value = model.model_validate(raw, context={"config_dir": self._config_dir})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"section [{name}]", prefix=name)) from None
+        extra[name] = value
+        return value
 
 
 def _set_path(tree: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -281,49 +218,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_PATH_KEYS = (
-    ("data_dir",),
-    ("scripts", "folder"),
-    ("rules", "folder"),
-    ("provision", "folder"),
-    ("provision", "inventory"),
-    ("agent", "policy_file"),
-    ("llm", "providers", "local_model_path"),
-)
-
-
-def _resolve_relative(tree: dict[str, Any], base: Path) -> None:
-    """Make the file's relative paths relative to the file, not to the working directory."""
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            return str(base / value)
-        return value
-
-    for path in _PATH_KEYS:
-        node: Any = tree
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and path[-1] in node:
-            node[path[-1]] = fix(node[path[-1]])
-    files = tree.get("logs", {}).get("files") if isinstance(tree.get("logs"), dict) else None
-    if isinstance(files, dict):
-        for name in files:
-            files[name] = fix(files[name])
-    targets = tree.get("targets")
-    if isinstance(targets, dict):
-        for target in targets.values():
-            if isinstance(target, dict):
-                for key in ("cwd", "log"):
-                    if key in target:
-                        target[key] = fix(target[key])
-
-
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem, each naming the key."""
+def format_validation_error(error: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per problem, each naming the key (``prefix.key`` for a module section)."""
     lines = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(root)"
+        key = ".".join(str(p) for p in [*([prefix] if prefix else []), *item["loc"]]) or "(root)"
         lines.append(f"  {key}: {item['msg']}")
     return f"invalid configuration ({source}):\n" + "\n".join(lines)
 
@@ -348,11 +247,20 @@ def load_settings(
             raise ConfigError(f"config file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        _resolve_relative(tree, path.resolve().parent)
         source = str(path)
     tree = _merge(tree, _env_overrides(env))
     tree = _merge(tree, overrides or {})
+    if path is not None:
+        config_dir = path.resolve().parent
+    else:
+        config_dir = None
+    for key, value in tree.items():
+        if key not in Settings.model_fields and not isinstance(value, dict):
+            raise ConfigError(f"invalid configuration ({source} + environment):\n  {key}: unknown key "
+                              "(module sections are tables, such as [logs])")
     try:
-        return Settings.model_validate(tree)
+        settings = Settings.model_validate(tree, context={"config_dir": config_dir})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source + " + environment")) from None
+    settings._config_dir = config_dir
+    return settings

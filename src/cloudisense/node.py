@@ -80,11 +80,29 @@ class Node:
         missing = [name for name in wanted if name not in available]
         if missing:
             raise ConfigError(f"modules: not installed: {', '.join(missing)} (installed: {', '.join(sorted(available))})")
+        self._check_sections(available, wanted)
         for name in wanted:
-            module = available[name](self)
+            cls = available[name]
+            if cls.settings_model is not None:
+                # Validated before the module is built, so a bad key stops start-up naming it.
+                self.settings.section(cls.section_name(), cls.settings_model)
+            module = cls(self)
             self.modules[name] = module
             for intent in module.intents():
                 self.registry.add(intent if intent.module else _with_module(intent, name))
+
+    def _check_sections(self, available: dict[str, type[Module]], wanted: list[str]) -> None:
+        """Every module section present must belong to an installed module that has settings."""
+        # Modules given explicitly (tests, embedding) join the installed ones: a section of an
+        # installed module that is not loaded is fine, a section nobody reads is a typo.
+        owners = {cls.section_name(): cls for cls in [*discover_modules().values(), *available.values()]}
+        for section in self.settings.section_names():
+            cls = owners.get(section)
+            if cls is None:
+                raise ConfigError(f"[{section}]: no installed module reads this section "
+                                  f"(sections: {', '.join(sorted(owners))})")
+            if cls.settings_model is None:
+                raise ConfigError(f"[{section}]: the module {cls.name} has no settings")
 
     async def start(self) -> None:
         """Open the database, load and start modules."""

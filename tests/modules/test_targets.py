@@ -341,6 +341,8 @@ def test_entities_and_intent_catalogue(tmp_path: Path) -> None:
 def demo_settings(tmp_path: Path) -> tuple[Any, dict[int, int]]:
     """The demo node's configuration with its ports swapped for free ones and its files below ``tmp_path``."""
     from cloudisense.config import load_settings
+    from cloudisense.modules.notify import NotifySettings
+    from cloudisense.modules.target_config import TargetsSettings
 
     ports = {8080: free_port(), 8081: free_port(), 8082: free_port()}
 
@@ -351,13 +353,13 @@ def demo_settings(tmp_path: Path) -> tuple[Any, dict[int, int]]:
 
     demo = load_settings(DEMO / "cloudisense.toml", environ={})
     targets = {}
-    for name, t in demo.targets.items():
+    for name, t in demo.section("targets", TargetsSettings).root.items():
         targets[name] = {**t.model_dump(mode="json", exclude_none=True), "command": [fix(c) for c in t.command],
                          "log": str(tmp_path / "var" / "log" / f"{name}.out"), "env": {"DEMO_VAR_DIR": str(tmp_path)},
                          "stop_timeout": 3}
         if t.health_url:
             targets[name]["health_url"] = fix(t.health_url)
-    notify = {"webhooks": [fix(u) for u in demo.notify.webhooks]}
+    notify = {"webhooks": [fix(u) for u in demo.section("notify", NotifySettings).webhooks]}
     return make_settings(tmp_path, modules=MODULES + ["notify"], targets=targets, notify=notify), ports
 
 

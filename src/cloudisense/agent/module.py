@@ -40,6 +40,7 @@ from cloudisense.agent.gate import PolicyGate
 from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import PlanStep
 from cloudisense.agent.policy import assistant_policy
+from cloudisense.agent.settings import AgentSettings
 from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest
@@ -142,10 +143,12 @@ class AssistantModule(Module):
     """The assistant on a node (see the module docstring)."""
 
     name = "assistant"
+    settings_model = AgentSettings
+    settings_section = "agent"
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
-        settings = node.settings.agent
+        settings = self.settings
         # Load the policy now: a bad policy file must stop start-up, not the first request.
         self.policy = assistant_policy(settings.policy_file, settings.escalate_via)
         self.approvals = ApprovalStore(node.db, settings.approval_ttl)
@@ -227,7 +230,7 @@ class AssistantModule(Module):
 
     async def _sweep(self) -> None:
         """Report approvals that expired undecided (event on /approvals and in the session)."""
-        interval = max(1.0, min(30.0, self.node.settings.agent.approval_ttl / 4))
+        interval = max(1.0, min(30.0, self.settings.approval_ttl / 4))
         while True:
             await asyncio.sleep(interval)
             try:

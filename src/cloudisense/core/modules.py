@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
 
 from cloudisense.core.intents import Intent
 
@@ -25,6 +27,23 @@ class Module:
     """Base class of a module. Override what applies."""
 
     name: ClassVar[str] = ""
+    #: The module's settings: a pydantic model for its config section (``None``: it has none, and
+    #: a section of that name is an error). Validated when the node loads the module.
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    #: The config section it reads; ``None`` means its ``name``.
+    settings_section: ClassVar[str | None] = None
+
+    @classmethod
+    def section_name(cls) -> str:
+        """The config section of this module."""
+        return cls.settings_section or cls.name
+
+    @property
+    def settings(self) -> Any:
+        """This module's settings section, validated by ``settings_model`` (once, on first use)."""
+        if self.settings_model is None:
+            raise AttributeError(f"module {self.name} has no settings")
+        return self.node.settings.section(self.section_name(), self.settings_model)
 
     def __init__(self, node: "Node") -> None:
         self.node = node

@@ -32,7 +32,7 @@ from cloudisense.federation.envelope import (EventMessage, RequestEnvelope, Resp
 from cloudisense.core.roles import Role
 
 if TYPE_CHECKING:
-    from cloudisense.config import FederationSettings
+    from cloudisense.federation.settings import FederationSettings
     from cloudisense.node import Node
 
 try:

@@ -8,6 +8,7 @@ from typing import Any
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Risk
 from cloudisense.core.modules import Module
+from cloudisense.federation.settings import FederationSettings
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ class FederationModule(Module):
     """
 
     name = "federation"
+    settings_model = FederationSettings
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
@@ -35,7 +37,7 @@ class FederationModule(Module):
         ]
 
     async def start(self) -> None:
-        settings = self.node.settings.federation
+        settings = self.settings
         if not settings.enabled:
             return
         # Imported here: aiomqtt is an optional extra, needed only when federation is on.

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
+from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Forbidden, NotFound
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
@@ -31,6 +32,13 @@ from cloudisense.core.pubsub import TopicProvider
 from cloudisense.modules.logfiles import FileFollower, LineFilter, iso, last_lines, search_file
 
 log = logging.getLogger(__name__)
+
+
+class LogsSettings(Section):
+    """Configured log files, by name."""
+
+    files: dict[str, ConfigPath] = Field(default_factory=dict)
+    poll_interval: float = Field(0.25, gt=0)
 
 TOPIC_PREFIX = "/logging/"
 LOG_LINE_EVENT = "log_line"
@@ -126,7 +134,7 @@ class LogTail:
         await asyncio.to_thread(self.follower.close)
 
     async def _run(self) -> None:
-        interval = self.module.node.settings.logs.poll_interval
+        interval = self.module.settings.poll_interval
         while True:
             await asyncio.sleep(interval)
             try:
@@ -143,6 +151,7 @@ class LogsModule(Module):
     """``list_logs``, ``read_log``, ``search_logs`` and live tails on ``/logging/<name>``."""
 
     name = "logs"
+    settings_model = LogsSettings
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
@@ -151,7 +160,7 @@ class LogsModule(Module):
     @property
     def files(self) -> dict[str, Path]:
         """Configured log paths by name."""
-        return dict(self.node.settings.logs.files)
+        return dict(self.settings.files)
 
     def entities(self) -> dict[str, list[str]]:
         return {"log": sorted(self.files)}

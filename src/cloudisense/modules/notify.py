@@ -24,15 +24,29 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
 
+from cloudisense.config import Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import ActionFailed, BadRequest, Unavailable
 from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
 
 log = logging.getLogger(__name__)
+
+
+class NotifySettings(Section):
+    """Outgoing notifications."""
+
+    webhooks: list[str] = Field(default_factory=list)
+    timeout: float = Field(5.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    telegram_base_url: str = "https://api.telegram.org"
+    #: Seconds before the first retry; doubled for each further retry.
+    backoff: float = Field(0.2, ge=0, le=30)
 
 NOTIFICATION_TOPIC = "/notification"
 NOTIFICATION_EVENT = "notification"
@@ -75,9 +89,10 @@ class NotifyModule(Module):
     """``simple_http_notify`` and ``simple_telegram_notify``, plus :meth:`notify` for other modules."""
 
     name = "notify"
+    settings_model = NotifySettings
 
     def intents(self) -> list[Intent]:
-        n = self.node.settings.notify
+        n = self.settings
         # Every attempt may take the whole timeout, plus the backoff between attempts.
         limit = (n.retries + 1) * n.timeout + n.backoff * (2 ** n.retries) + 10
         return [
@@ -116,7 +131,7 @@ class NotifyModule(Module):
 
     async def send_webhooks(self, message: str, webhook: str | None = None, method: str = "POST") -> dict[str, Any]:
         """Deliver to ``webhook`` (must be configured) or to every configured webhook."""
-        configured = self.node.settings.notify.webhooks
+        configured = self.settings.webhooks
         if not configured:
             raise Unavailable("no webhooks are configured; set notify.webhooks (a list of URLs) in the config")
         if webhook is not None and webhook not in configured:
@@ -139,7 +154,7 @@ class NotifyModule(Module):
 
     async def send_telegram(self, message: str, chat_id: str | None = None) -> dict[str, Any]:
         """Send through the Telegram Bot API ``sendMessage``."""
-        settings = self.node.settings.notify
+        settings = self.settings
         token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
         if not token:
             raise Unavailable("telegram is not configured: set notify.telegram_bot_token "
@@ -184,7 +199,7 @@ class NotifyModule(Module):
 
     async def _deliver(self, url: str, method: str, body: str, secret: str | None = None) -> Delivery:
         """One request with retries on connection errors and 5xx answers (4xx are final)."""
-        settings = self.node.settings.notify
+        settings = self.settings
         attempts = 0
         status: int | None = None
         error: str | None = None

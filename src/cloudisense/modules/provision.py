@@ -40,6 +40,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import (ActionFailed, BadRequest, Conflict, Forbidden, NotFound, RequestTimeout,
                                      Unavailable)
@@ -48,6 +49,14 @@ from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import TopicProvider
 
 log = logging.getLogger(__name__)
+
+
+class ProvisionSettings(Section):
+    """Ansible provisioning."""
+
+    folder: ConfigPath | None = None
+    inventory: ConfigPath | None = None
+    time_limit: float = Field(900.0, gt=0)
 
 PROVISION_TOPIC = "/provision"
 CALLBACK_DIR = Path(__file__).with_name("ansible_callback")
@@ -209,10 +218,10 @@ class ProvisionModule(Module):
     """``list_playbooks`` and ``run_playbook``, streaming on ``/provision/<run_id>``."""
 
     name = "provision"
+    settings_model = ProvisionSettings
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
-        self.settings = node.settings.provision
         self._active: dict[str, str] = {}  # playbook name -> run id
         self._known: deque[str] = deque(maxlen=200)  # recent run ids (subscribable topics)
 

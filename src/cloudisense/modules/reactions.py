@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from cloudisense.config import ConfigPath, Section
 from cloudisense.core import protocol
 from cloudisense.core.clients import InProcessClient
 from cloudisense.core.context import ActionContext
@@ -39,6 +40,14 @@ from cloudisense.modules.rules_model import RULE_ID_PATTERN, Rule, matches, next
 from cloudisense.core.roles import Role
 
 log = logging.getLogger(__name__)
+
+
+class RulesSettings(Section):
+    """The reaction engine."""
+
+    folder: ConfigPath | None = None
+    #: At most this many firings of one rule per minute (loop guard).
+    max_firings_per_minute: int = Field(30, ge=1)
 
 REACTIONS_TOPIC = "/reactions"
 #: The system user rule responses act as (recorded in the audit log).
@@ -88,10 +97,11 @@ class ReactionsModule(Module):
     """Rules CRUD intents, the event listener and the cron scheduler."""
 
     name = "reactions"
+    settings_model = RulesSettings
+    settings_section = "rules"
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
-        self.settings = node.settings.rules
         self.rules: dict[str, RuleState] = {}
         self.errors: dict[str, str] = {}
         self.client: InProcessClient | None = None

@@ -36,6 +36,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
+from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
@@ -43,6 +44,13 @@ from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import TopicProvider
 
 log = logging.getLogger(__name__)
+
+
+class ScriptsSettings(Section):
+    """The scripts folder."""
+
+    folder: ConfigPath | None = None
+    time_limit: float = Field(300.0, gt=0, description="seconds before a script is killed")
 
 TOPIC_PREFIX = "/script/"
 #: Seconds between SIGTERM and SIGKILL of a script's process group.
@@ -152,6 +160,7 @@ class ScriptsModule(Module):
     """``list_scripts``, ``start_script_execution``, ``stop_script_execution``, ``script_status``."""
 
     name = "scripts"
+    settings_model = ScriptsSettings
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
@@ -165,7 +174,7 @@ class ScriptsModule(Module):
     @property
     def folder(self) -> Path | None:
         """The configured scripts folder (absolute), or ``None``."""
-        folder = self.node.settings.scripts.folder
+        folder = self.settings.folder
         return folder.expanduser().absolute() if folder else None
 
     def _scan(self) -> list[dict[str, Any]]:
@@ -278,7 +287,7 @@ class ScriptsModule(Module):
                                             "pid": run.pid, "user": run.user, "started": int(run.started * 1000)})
         run.task = asyncio.create_task(self._supervise(run), name=f"script-{run.script_id}")
         return {"script_id": run.script_id, "name": run.name, "topic": run.topic, "pid": run.pid,
-                "state": "running", "time_limit": self.node.settings.scripts.time_limit}
+                "state": "running", "time_limit": self.settings.time_limit}
 
     async def stop_script(self, p: ScriptIdParams, ctx: ActionContext) -> dict[str, Any]:
         run = self._get(p.script_id)
@@ -353,7 +362,7 @@ class ScriptsModule(Module):
         proc = run.proc
         readers = [asyncio.create_task(self._read_stream(run, proc.stdout, "stdout")),
                    asyncio.create_task(self._read_stream(run, proc.stderr, "stderr"))]
-        limit = self.node.settings.scripts.time_limit
+        limit = self.settings.time_limit
         deadline = asyncio.get_running_loop().time() + limit
         waiter = asyncio.create_task(proc.wait())
         try:

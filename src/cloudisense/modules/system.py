@@ -11,12 +11,19 @@ from typing import Any, Literal
 import psutil
 from pydantic import Field
 
+from cloudisense.config import Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, NotFound
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 
 log = logging.getLogger(__name__)
+
+
+class SystemSettings(Section):
+    """The system module."""
+
+    stats_interval: float = Field(5.0, gt=0, description="seconds between /stats events")
 
 STATS_TOPIC = "/stats"
 
@@ -96,6 +103,7 @@ class SystemModule(Module):
     """``get_system_stats``, ``check_process``, ``list_processes``, ``get_disk_usage`` and ``/stats``."""
 
     name = "system"
+    settings_model = SystemSettings
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
@@ -134,7 +142,7 @@ class SystemModule(Module):
                 pass
 
     async def _publish_stats(self) -> None:
-        interval = self.node.settings.system.stats_interval
+        interval = self.settings.stats_interval
         while True:
             await asyncio.sleep(interval)
             try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from cloudisense.config import TargetSettings
+from cloudisense.modules.target_config import TargetSettings
 from cloudisense.core.errors import ActionFailed, BadRequest, Conflict, Unavailable
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from pydantic import Field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from cloudisense.config import TargetSettings
+from cloudisense.modules.target_config import TargetSettings, TargetsSettings
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import NotFound
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
@@ -96,13 +96,14 @@ class TargetsModule(Module):
     """``list_targets``, ``target_status``, ``start_target``, ``restart_target``, ``stop_target``."""
 
     name = "targets"
+    settings_model = TargetsSettings
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
         self.backends: dict[str, Backend] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         state_dir = node.settings.data_dir / "targets"
-        for tname, tset in node.settings.targets.items():
+        for tname, tset in self.settings.root.items():
             backend: Backend
             if tset.backend == "systemd":
                 backend = SystemdBackend(tname, tset, self._on_state)
@@ -114,7 +115,7 @@ class TargetsModule(Module):
     def intents(self) -> list[Intent]:
         ent = {"name": "target"}
         # Stopping may wait stop_timeout before the forced kill: leave room for that and a start.
-        slow = max((t.stop_timeout + t.health_wait for t in self.node.settings.targets.values()), default=0) + 30
+        slow = max((t.stop_timeout + t.health_wait for t in self.settings.root.values()), default=0) + 30
         return [
             Intent("list_targets", "Every managed service with its state, pid, uptime and health",
                    self.list_targets, NoParams, Risk.READ,

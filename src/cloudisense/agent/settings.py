@@ -1,0 +1,25 @@
+"""Settings of the assistant module, section ``[agent]``."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from cloudisense.config import ConfigPath, Section
+
+
+class AgentSettings(Section):
+    """The assistant: planning, policy, approvals, escalation."""
+
+    policy_file: ConfigPath | None = None
+    approval_ttl: int = Field(900, ge=10, description="seconds")
+    #: Below this plan confidence the assistant asks or escalates instead of acting.
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    max_steps: int = Field(8, ge=1, le=50)
+    max_observation_chars: int = Field(4000, ge=200)
+    #: The intent that sends escalation notices (it is given a ``message``); ``none``: no notices.
+    escalate_via: str | None = "simple_http_notify"
+
+    @field_validator("escalate_via")
+    @classmethod
+    def _none_means_off(cls, value: str | None) -> str | None:
+        return None if value in (None, "", "none") else value
