@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from cloudisense.core.errors import ConfigError
+from cloudisense.modules.files import FilesSettings
 
 ENV_PREFIX = "CLOUDISENSE_"
 #: Variables of the CLI client (``cloudisense rpc``), not server settings.
@@ -63,6 +64,29 @@ class SystemSettings(Section):
     """The system module."""
 
     stats_interval: float = Field(5.0, gt=0, description="seconds between /stats events")
+    #: Seconds ``list_processes`` samples CPU use over (a first psutil figure is always 0).
+    cpu_sample: float = Field(0.5, gt=0, le=5)
+
+
+class PubSubSettings(Section):
+    """Topics clients may create, and the liveness ping."""
+
+    #: Topics a subscription creates when they don't exist yet (an entry ending in ``/`` covers
+    #: the topics under it); the existing client subscribes to ``/ui/updates`` without creating it.
+    on_demand_topics: list[str] = Field(default_factory=lambda: ["/ui/updates", "/ui/guide"])
+    #: Topics one connection may create (``create_channel`` or on demand) while it is connected.
+    max_topics_per_client: int = Field(16, ge=0, le=10_000)
+    #: Seconds between ``ping_generated`` events on ``/ping``; 0 turns the ping off.
+    ping_interval: float = Field(10.0, ge=0)
+
+
+class CorsSettings(Section):
+    """Cross-origin browser clients (the existing CloudiSENSE web client served from elsewhere)."""
+
+    #: Origins allowed to call the HTTP routes, e.g. ``https://console.example.com``; ``[]``: none.
+    origins: list[str] = Field(default_factory=list)
+    #: Seconds a browser may cache a preflight answer.
+    max_age: int = Field(600, ge=0, le=86_400)
 
 
 class LogsSettings(Section):
@@ -222,6 +246,9 @@ class Settings(Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     system: SystemSettings = Field(default_factory=SystemSettings)
+    pubsub: PubSubSettings = Field(default_factory=PubSubSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
     scripts: ScriptsSettings = Field(default_factory=ScriptsSettings)
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
@@ -305,6 +332,11 @@ def _resolve_relative(tree: dict[str, Any], base: Path) -> None:
     if isinstance(files, dict):
         for name in files:
             files[name] = fix(files[name])
+    roots = tree.get("files", {}).get("roots") if isinstance(tree.get("files"), dict) else None
+    if isinstance(roots, dict):
+        for root in roots.values():
+            if isinstance(root, dict) and "path" in root:
+                root["path"] = fix(root["path"])
     targets = tree.get("targets")
     if isinstance(targets, dict):
         for target in targets.values():

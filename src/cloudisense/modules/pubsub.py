@@ -1,7 +1,15 @@
-"""Channel intents of protocol.md: subscribe, unsubscribe, publish, create, remove."""
+"""Channel intents of protocol.md: subscribe, unsubscribe, publish, create, remove; and the ``/ping``.
+
+``publish_channel`` sends what the existing client can dispatch: ``ui_update`` on the ``/ui/``
+topics, ``data_generated`` elsewhere (``meta.event = "message"``, ``meta.from`` = the sender).
+Topics listed in ``[pubsub] on_demand_topics`` are created by subscribing to them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from pydantic import Field
@@ -9,7 +17,13 @@ from pydantic import Field
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.core.pubsub import validate_topic
+from cloudisense.core.pubsub import DATA_EVENT, PING_EVENT, UI_UPDATE, validate_topic
+
+log = logging.getLogger(__name__)
+
+PING_TOPIC = "/ping"
+#: Topics whose events are the client's UI data (``ui_update``).
+UI_PREFIX = "/ui/"
 
 
 class TopicParams(Params):
@@ -28,6 +42,31 @@ class PubSubModule(Module):
     """The hub's channel intents."""
 
     name = "pubsub"
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self._ping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.node.settings.pubsub
+        self.node.pubsub.configure_dynamic(s.on_demand_topics, s.max_topics_per_client)
+        self.node.pubsub.add_static(PING_TOPIC)
+        if s.ping_interval > 0:
+            self._ping = asyncio.create_task(self._pinger(s.ping_interval), name="pubsub-ping")
+
+    async def stop(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+            try:
+                await self._ping
+            except asyncio.CancelledError:
+                pass
+
+    async def _pinger(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.node.pubsub.publish(PING_TOPIC, PING_EVENT, {"node": self.node.identity,
+                                                              "timestamp": int(time.time() * 1000)})
 
     def intents(self) -> list[Intent]:
         return [
@@ -59,11 +98,12 @@ class PubSubModule(Module):
             from cloudisense.core.errors import NotFound
 
             raise NotFound(f"no topic {p.topic}; create it with create_channel first")
-        delivered = ctx.publish(p.topic, "message", p.message, {"from": ctx.user})
+        name = UI_UPDATE if p.topic.startswith(UI_PREFIX) else DATA_EVENT
+        delivered = self.node.pubsub.publish(p.topic, name, p.message, {"from": ctx.user}, kind="message")
         return {"topic": p.topic, "delivered": delivered}
 
     async def create(self, p: TopicParams, ctx: ActionContext) -> dict[str, Any]:
-        self.node.pubsub.create_channel(p.topic)
+        self.node.pubsub.create_channel(p.topic, ctx.client)
         return {"topic": p.topic, "created": True}
 
     async def remove(self, p: TopicParams, ctx: ActionContext) -> dict[str, Any]:
