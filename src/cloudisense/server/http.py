@@ -33,11 +33,13 @@ class JsonHandler(RequestHandler):
 
     def initialize(self, node: Node) -> None:
         self.node = node
+        allow_cors(self, node)  # set_default_headers runs before initialize, without the node
 
     def set_default_headers(self) -> None:
         # A JSON answer must never be sniffed into HTML or script by a browser.
         self.set_header("X-Content-Type-Options", "nosniff")
-        allow_cors(self, self.node)
+        if hasattr(self, "node"):  # an error answer clears the headers: set them again
+            allow_cors(self, self.node)
 
     def options(self, *args: Any) -> None:
         """A CORS preflight: the headers are set by :func:`allow_cors`."""
@@ -197,11 +199,13 @@ class DownloadHandler(RequestHandler):
 
     def initialize(self, node: Node) -> None:
         self.node = node
+        allow_cors(self, node)
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
-        allow_cors(self, self.node)
+        if hasattr(self, "node"):
+            allow_cors(self, self.node)
 
     async def get(self, token: str) -> None:
         files = self.node.module("files")
