@@ -125,6 +125,10 @@ class PubSub:
         """A created, static or provided topic."""
         return topic in self._channels or self._provider_for(topic) is not None
 
+    def on_demand(self, topic: str) -> bool:
+        """Whether ``topic`` is created on demand (publishing to it needs no create_channel either)."""
+        return covers(self._on_demand, topic)
+
     def topics(self) -> list[str]:
         """Topics that exist now (not every topic a provider could serve)."""
         return sorted(self._channels)

@@ -94,7 +94,7 @@ class PubSubModule(Module):
 
     async def publish(self, p: PublishParams, ctx: ActionContext) -> dict[str, Any]:
         validate_topic(p.topic)
-        if not self.node.pubsub.exists(p.topic):
+        if not self.node.pubsub.exists(p.topic) and not self.node.pubsub.on_demand(p.topic):
             from cloudisense.core.errors import NotFound
 
             raise NotFound(f"no topic {p.topic}; create it with create_channel first")
