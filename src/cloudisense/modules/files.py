@@ -54,6 +54,7 @@ class FileRoot(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: The real folder (relative paths: against the config file's folder); never shown to clients.
     path: Path
     #: Files may be written and deleted here.
     writable: bool = False
@@ -72,9 +73,11 @@ class FilesSettings(BaseModel):
     read_extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_READ))
     #: Extensions that may be written.
     write_extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_WRITE))
+    #: Larger files are refused by ``read_file`` (download them instead).
     max_read_bytes: int = Field(1_048_576, ge=1)
     #: The WebSocket frame limit bounds this too (base64 adds a third).
     max_write_bytes: int = Field(512 * 1024, ge=1)
+    #: Larger files get no download link.
     max_download_bytes: int = Field(200 * 1024 * 1024, ge=1)
     #: Seconds a download link works.
     download_ttl: int = Field(300, ge=5, le=86_400)
