@@ -27,6 +27,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Running]:
     (docs / "sub" / "inner.md").write_text("# inner\n")
     (docs / "sub" / "deeper" / "leaf.txt").write_text("leaf")
     (docs / "empty").mkdir()
+    (docs / "folder.txt").mkdir()  # a folder with a readable extension
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("do not read")
@@ -106,7 +107,12 @@ async def test_refusals(node: Running, tmp_path: Path) -> None:
     cases = [
         ("read_file", {"path": "docs/../outside/secret.txt"}, 403, "'..'"),
         ("list_content", {"root": "docs", "path": "sub/../.."}, 403, "'..'"),
-        ("read_file", {"path": "/etc/passwd"}, 404, "no folder"),
+        ("read_file", {"path": "/etc/passwd"}, 400, "names no file"),
+        ("read_file", {"path": "docs"}, 400, "names no file"),
+        ("read_file", {"path": "docs/sub"}, 403, "only"),
+        ("read_file", {"path": "docs/folder.txt"}, 400, "not a regular file"),
+        ("write_file", {"path": "docs/folder.txt", "content": "x"}, 400, "not a regular file"),
+        ("read_file", {"path": "docs/notes.txt/x.txt"}, 400, "not a folder"),
         ("read_file", {"path": "docs//etc/passwd"}, 400, "refused"),
         ("read_file", {"path": "docs/escape.txt"}, 403, "symbolic link"),
         ("read_file", {"path": "docs/linkdir/secret.txt"}, 403, "symbolic link"),
@@ -146,7 +152,7 @@ async def test_refusals(node: Running, tmp_path: Path) -> None:
     viewer.close()
 
 
-async def test_downloads_expire_and_dynamic_links_work_once(node: Running) -> None:
+async def test_downloads_expire_and_dynamic_links_work_once(node: Running, tmp_path: Path) -> None:
     c = await client(node)
     static = await c.execute("download_file", {"path": "docs/notes.txt", "mode": "static"})
     http = AsyncHTTPClient()
@@ -163,6 +169,14 @@ async def test_downloads_expire_and_dynamic_links_work_once(node: Running) -> No
     node.node.module("files").grants[token].expires = 0
     assert (await http.fetch(node.url + static["url"], raise_error=False)).code == 404
     assert (await http.fetch(node.url + "/download/" + "A" * 32, raise_error=False)).code == 404
+    # A folder swapped for a link after the link was granted: the download is refused, nothing leaks.
+    inner = await c.execute("download_file", {"path": "docs/sub/inner.md"})
+    docs = tmp_path / "real-docs-folder"
+    (docs / "sub").rename(docs / "sub-moved")
+    (docs / "sub").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (tmp_path / "outside" / "inner.md").write_text("outside content")
+    swapped = await http.fetch(node.url + inner["url"], raise_error=False)
+    assert swapped.code == 403 and b"outside content" not in swapped.body
     c.close()
 
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import os
 import re
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,15 +153,168 @@ class DownloadLogParams(Params):
 
 
 @dataclass
-class Grant:
-    """A download link: which file, until when, whether it works once."""
+class Located:
+    """A checked file manager path: its root, and the parts below it (not yet opened)."""
 
-    path: Path
+    root: FileRoot
+    real: Path
+    label: str
+    parts: list[str]
+
+    @property
+    def public(self) -> str:
+        """What clients see: the label, then the parts (never the real folder)."""
+        return "/".join([self.label, *self.parts])
+
+    @property
+    def name(self) -> str:
+        """The last part."""
+        return self.parts[-1]
+
+    def child(self, name: str) -> str:
+        """The public path of an entry of this folder."""
+        return f"{self.public}/{name}"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+def open_dir(loc: Located, parts: list[str]) -> int:
+    """A descriptor of the folder ``parts`` below the root, opened one level at a time without
+    following any link, so a link swapped in anywhere on the way is refused, not followed."""
+    fd = os.open(loc.real, os.O_RDONLY | os.O_DIRECTORY)
+    for i, part in enumerate(parts):
+        shown = "/".join([loc.label, *parts[:i + 1]])
+        try:
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+            raise NotFound(f"no folder {shown}") from None
+        except OSError as exc:
+            try:
+                link = stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+            except OSError:
+                link = False
+            os.close(fd)
+            if link:
+                raise Forbidden(f"{shown} is a symbolic link; links are refused") from None
+            if exc.errno == errno.ENOTDIR:
+                raise BadRequest(f"{shown} is not a folder") from None
+            raise Forbidden(f"{shown} can't be opened ({exc.strerror})") from None
+        os.close(fd)
+        fd = nfd
+    return fd
+
+
+def lstat_in(parent: int, loc: Located) -> os.stat_result:
+    """The last part's own status (a link is not followed), or :class:`NotFound`."""
+    try:
+        return os.stat(loc.name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        raise NotFound(f"no file or folder {loc.public}") from None
+
+
+def open_file(loc: Located) -> int:
+    """A read descriptor of a regular file (no link anywhere on its path)."""
+    parent = open_dir(loc, loc.parts[:-1])
+    try:
+        st = lstat_in(parent, loc)
+        if stat.S_ISLNK(st.st_mode):
+            raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
+        if not stat.S_ISREG(st.st_mode):
+            raise BadRequest(f"{loc.public} is not a regular file")
+        try:
+            fd = os.open(loc.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+        except OSError as exc:
+            raise Forbidden(f"{loc.public} can't be opened ({exc.strerror})") from None
+    finally:
+        os.close(parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the check and the open
+        os.close(fd)
+        raise BadRequest(f"{loc.public} is not a regular file")
+    return fd
+
+
+def file_size(loc: Located) -> int:
+    """The size of a regular file."""
+    fd = open_file(loc)
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def read_bytes(loc: Located, limit: int) -> bytes:
+    """A whole file of at most ``limit`` bytes."""
+    with os.fdopen(open_file(loc), "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise BadRequest(f"{loc.public} has {size} bytes; at most {limit} may be read at once "
+                             "(download it instead)")
+        return fh.read(limit + 1)[:limit]
+
+
+def write_bytes(loc: Located, data: bytes, update: bool) -> bool:
+    """Write through a temporary file in the same folder and rename it over; ``True`` when created."""
+    parent = open_dir(loc, loc.parts[:-1])
+    try:
+        try:
+            st = os.stat(loc.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if stat.S_ISLNK(st.st_mode):
+                raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
+            if not stat.S_ISREG(st.st_mode):
+                raise BadRequest(f"{loc.public} is not a regular file")
+            if not update:
+                raise Conflict(f"{loc.public} exists; pass update=true to replace it")
+        tmp = f".cs-{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, loc.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            raise
+        return st is None
+    finally:
+        os.close(parent)
+
+
+@dataclass
+class Grant:
+    """A download link: which file (a checked path, or a configured log), until when, whether it works once."""
+
+    loc: Located | None
+    path: Path | None
     name: str
     expires: float
     once: bool
     user: str
     role: str
+
+    def open(self) -> int:
+        """A read descriptor of the file, checked again now (a link swapped in since is refused)."""
+        if self.loc is not None:
+            return open_file(self.loc)
+        from cloudisense.modules.logs import confined
+
+        assert self.path is not None
+        if not confined(self.path):  # the logs module's rule: a log may be a link, but only inside its folder
+            raise Forbidden(f"{self.name} now resolves outside its folder; the download is refused")
+        return os.open(self.path, os.O_RDONLY)
 
 
 class FilesModule(Module):
@@ -197,7 +350,7 @@ class FilesModule(Module):
 
     # -- confinement -----------------------------------------------------
 
-    def _root(self, label: str) -> tuple[str, FileRoot, Path]:
+    def _root(self, label: str) -> tuple[FileRoot, Path]:
         root = self.settings.roots.get(label)
         if root is None:
             known = ", ".join(sorted(self.settings.roots)) or "none are configured ([files.roots.<label>])"
@@ -205,44 +358,35 @@ class FilesModule(Module):
         real = root.path.expanduser().resolve()
         if not real.is_dir():
             raise Unavailable(f"folder {label!r} is configured but missing on this node")
-        return label, root, real
+        return root, real
 
     @staticmethod
     def _parts(rel: str) -> list[str]:
-        if "\x00" in rel or "\\" in rel or rel.startswith("/"):
-            raise BadRequest(f"path {rel[:200]!r} is refused: give a path inside the folder, with / between parts")
+        if "\x00" in rel or "\\" in rel or rel.startswith("/") or "//" in rel:
+            raise BadRequest(f"path {rel[:200]!r} is refused: give a path inside the folder, with one / between parts")
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise Forbidden(f"path {rel[:200]!r} is refused: '..' may not be used to leave a folder")
         return parts
 
-    def _locate(self, label: str, rel: str) -> tuple[FileRoot, Path, str]:
-        """The real path of ``rel`` in root ``label``, refusing links on the way; and its public name."""
-        label, root, real = self._root(label)
+    def _locate(self, label: str, rel: str) -> Located:
+        """Check a path's words (no file system access yet): a known root, no ``..``, no absolute path."""
+        root, real = self._root(label)
         parts = self._parts(rel)
-        path = real
-        for i, part in enumerate(parts):
-            path = path / part
-            try:
-                st = path.lstat()
-            except FileNotFoundError:
-                if i < len(parts) - 1:
-                    raise NotFound(f"no folder {'/'.join([label, *parts[:i + 1]])}") from None
-                break
-            except OSError as exc:
-                raise BadRequest(f"{'/'.join([label, *parts[:i + 1]])} can't be read ({exc.strerror})") from None
-            if stat.S_ISLNK(st.st_mode):
-                raise Forbidden(f"{'/'.join([label, *parts[:i + 1]])} is a symbolic link; links are refused")
-        return root, path, "/".join([label, *parts])
+        return Located(root, real, label, parts)
 
-    def _split(self, virtual: str) -> tuple[FileRoot, Path, str]:
-        label, _, rel = virtual.lstrip("/").partition("/")
-        if not rel:
+    def _split(self, virtual: str) -> Located:
+        label, _, rel = virtual.partition("/")
+        if not label or not rel:
             raise BadRequest(f"path {virtual[:200]!r} names no file: give <folder label>/<file>, e.g. "
                              f"{next(iter(self.settings.roots), 'demo')}/notes.txt")
-        return self._locate(label, rel)
+        loc = self._locate(label, rel)
+        if not loc.parts:
+            raise BadRequest(f"path {virtual[:200]!r} names a folder, not a file")
+        return loc
 
-    def _check_ext(self, name: str, allowed: list[str], what: str) -> None:
+    @staticmethod
+    def _check_ext(name: str, allowed: list[str], what: str) -> None:
         ext = os.path.splitext(name)[1].lower()
         if ext not in allowed:
             raise Forbidden(f"{name} can't be {what}: only {', '.join(allowed)} files may be")
@@ -253,65 +397,49 @@ class FilesModule(Module):
         return sorted(self.settings.roots)
 
     async def list_content(self, p: ListContentParams, ctx: ActionContext) -> dict[str, Any]:
-        root, folder, public = self._locate(p.root, p.path)
+        loc = self._locate(p.root, p.path)
         limit = self.settings.max_list_entries
 
         def scan() -> tuple[list[dict[str, Any]], bool]:
-            if not folder.is_dir():
-                raise NotFound(f"{public} is not a folder")
-            items: list[dict[str, Any]] = []
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-            for entry in entries[:limit]:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                kind = "link" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else \
-                    "file" if stat.S_ISREG(st.st_mode) else "other"
-                items.append({"name": entry.name, "path": f"{public}/{entry.name}", "type": kind,
-                              "size": st.st_size if kind == "file" else None, "modified": int(st.st_mtime * 1000)})
-            return items, len(entries) > limit
+            fd = open_dir(loc, loc.parts)
+            try:
+                with os.scandir(fd) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+                items: list[dict[str, Any]] = []
+                for entry in entries[:limit]:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    items.append({"name": entry.name, "path": loc.child(entry.name), "type": _kind(st.st_mode),
+                                  "size": st.st_size if stat.S_ISREG(st.st_mode) else None,
+                                  "modified": int(st.st_mtime * 1000)})
+                return items, len(entries) > limit
+            finally:
+                os.close(fd)
 
         items, truncated = await asyncio.to_thread(scan)
-        return {"root": p.root, "path": public, "items": items, "count": len(items), "truncated": truncated,
-                "writable": root.writable, "downloadable": root.downloadable}
+        return {"root": p.root, "path": loc.public, "items": items, "count": len(items), "truncated": truncated,
+                "writable": loc.root.writable, "downloadable": loc.root.downloadable}
 
     async def read_file(self, p: ReadFileParams, ctx: ActionContext) -> dict[str, Any]:
-        root, path, public = self._split(p.path)
-        self._check_ext(public, self.settings.read_extensions, "read")
-        raw = await asyncio.to_thread(self._read_bytes, path, public, self.settings.max_read_bytes)
+        loc = self._split(p.path)
+        self._check_ext(loc.public, self.settings.read_extensions, "read")
+        raw = await asyncio.to_thread(read_bytes, loc, self.settings.max_read_bytes)
         if p.encoded:
             content = base64.b64encode(raw).decode("ascii")
         else:
             try:
                 content = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise BadRequest(f"{public} is not UTF-8 text; read it with encoded=true") from None
-        return {"path": public, "content": content, "encoded": p.encoded, "size": len(raw)}
-
-    @staticmethod
-    def _read_bytes(path: Path, public: str, limit: int) -> bytes:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise NotFound(f"no file {public}") from None
-        except OSError as exc:
-            raise Forbidden(f"{public} can't be opened ({exc.strerror})") from None
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise BadRequest(f"{public} is not a regular file")
-            if st.st_size > limit:
-                raise BadRequest(f"{public} has {st.st_size} bytes; at most {limit} may be read at once "
-                                 "(download it instead)")
-            return fh.read(limit + 1)[:limit]
+                raise BadRequest(f"{loc.public} is not UTF-8 text; read it with encoded=true") from None
+        return {"path": loc.public, "content": content, "encoded": p.encoded, "size": len(raw)}
 
     async def write_file(self, p: WriteFileParams, ctx: ActionContext) -> dict[str, Any]:
-        root, path, public = self._split(p.path)
-        if not root.writable:
-            raise Forbidden(f"{public.split('/')[0]} is read-only in the file manager")
-        self._check_ext(public, self.settings.write_extensions, "written")
+        loc = self._split(p.path)
+        if not loc.root.writable:
+            raise Forbidden(f"{loc.label} is read-only in the file manager")
+        self._check_ext(loc.public, self.settings.write_extensions, "written")
         if p.encoded:
             try:
                 data = base64.b64decode(p.content, validate=True)
@@ -321,105 +449,86 @@ class FilesModule(Module):
             data = p.content.encode("utf-8", errors="surrogateescape")
         if len(data) > self.settings.max_write_bytes:
             raise BadRequest(f"the content has {len(data)} bytes; at most {self.settings.max_write_bytes} may be written")
-
-        def write() -> bool:
-            exists = os.path.lexists(path)
-            if exists:
-                if not p.update:
-                    raise Conflict(f"{public} exists; pass update=true to replace it")
-                if not path.is_file() or path.is_symlink():
-                    raise BadRequest(f"{public} is not a regular file")
-            if not path.parent.is_dir():
-                raise NotFound(f"no folder {public.rsplit('/', 1)[0]}")
-            fd, tmp = tempfile.mkstemp(prefix=".cs-", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            return not exists
-
-        created = await asyncio.to_thread(write)
-        return {"path": public, "size": len(data), "created": created, "updated": not created}
+        created = await asyncio.to_thread(write_bytes, loc, data, p.update)
+        return {"path": loc.public, "size": len(data), "created": created, "updated": not created}
 
     async def delete_file(self, p: PathParams, ctx: ActionContext) -> dict[str, Any]:
-        root, path, public = self._split(p.path)
-        if not root.writable:
-            raise Forbidden(f"{public.split('/')[0]} is read-only in the file manager")
+        loc = self._split(p.path)
+        if not loc.root.writable:
+            raise Forbidden(f"{loc.label} is read-only in the file manager")
 
         def delete() -> None:
+            parent = open_dir(loc, loc.parts[:-1])
             try:
-                st = path.lstat()
-            except FileNotFoundError:
-                raise NotFound(f"no file {public}") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise BadRequest(f"{public} is not a file; use delete_folder for folders")
-            path.unlink()
+                st = lstat_in(parent, loc)
+                if stat.S_ISLNK(st.st_mode):
+                    raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
+                if not stat.S_ISREG(st.st_mode):
+                    raise BadRequest(f"{loc.public} is not a file; use delete_folder for folders")
+                os.unlink(loc.name, dir_fd=parent)
+            finally:
+                os.close(parent)
 
         await asyncio.to_thread(delete)
-        return {"path": public, "deleted": True}
+        return {"path": loc.public, "deleted": True}
 
     async def delete_folder(self, p: DeleteFolderParams, ctx: ActionContext) -> dict[str, Any]:
-        root, path, public = self._locate(p.root, p.dirname)
-        if not root.writable:
+        loc = self._locate(p.root, p.dirname)
+        if not loc.root.writable:
             raise Forbidden(f"{p.root} is read-only in the file manager")
-        if public == p.root:
+        if not loc.parts:
             raise Forbidden(f"{p.root} is a configured folder itself; only folders inside it can be deleted")
 
         def delete() -> None:
+            parent = open_dir(loc, loc.parts[:-1])
             try:
-                st = path.lstat()
-            except FileNotFoundError:
-                raise NotFound(f"no folder {public}") from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise BadRequest(f"{public} is not a folder; use delete_file for files")
-            if any(path.iterdir()):
-                if not p.delete_non_empty:
-                    raise Conflict(f"{public} is not empty; pass delete_non_empty=true to delete it with its content")
-                shutil.rmtree(path)  # never follows links inside: it removes the links themselves
-            else:
-                path.rmdir()
+                st = lstat_in(parent, loc)
+                if stat.S_ISLNK(st.st_mode):
+                    raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise BadRequest(f"{loc.public} is not a folder; use delete_file for files")
+                try:
+                    os.rmdir(loc.name, dir_fd=parent)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    if not p.delete_non_empty:
+                        raise Conflict(f"{loc.public} is not empty; pass delete_non_empty=true to delete it "
+                                       "with its content") from None
+                    # rmtree with dir_fd works on descriptors and removes links, never what they point to.
+                    shutil.rmtree(loc.name, dir_fd=parent)
+            finally:
+                os.close(parent)
 
         await asyncio.to_thread(delete)
-        return {"root": p.root, "dirname": public, "deleted": True}
+        return {"root": p.root, "dirname": loc.public, "deleted": True}
 
     async def download_file(self, p: DownloadParams, ctx: ActionContext) -> dict[str, Any]:
-        root, path, public = self._split(p.path)
-        if not root.downloadable:
-            raise Forbidden(f"files in {public.split('/')[0]} can't be downloaded")
-        return await self._grant(path, public, p.mode, ctx)
+        loc = self._split(p.path)
+        if not loc.root.downloadable:
+            raise Forbidden(f"files in {loc.label} can't be downloaded")
+        size = await asyncio.to_thread(file_size, loc)
+        return self._grant(loc, None, size, p.mode, ctx)
 
     async def download_log(self, p: DownloadLogParams, ctx: ActionContext) -> dict[str, Any]:
         logs = self.node.module("logs")
         if logs is None:
             raise Unavailable("the logs module is not loaded on this node")
-        path = logs.resolve(p.logname)  # its name and confinement checks
-        return await self._grant(path, f"{p.logname}.log", p.mode, ctx)
+        path = logs.resolve(p.logname)  # the logs module's name and confinement checks
+        size = (await asyncio.to_thread(path.stat)).st_size
+        return self._grant(None, path, size, p.mode, ctx, name=f"{p.logname}.log")
 
-    async def _grant(self, path: Path, public: str, mode: str, ctx: ActionContext) -> dict[str, Any]:
-        def check() -> int:
-            try:
-                st = path.lstat()
-            except FileNotFoundError:
-                raise NotFound(f"no file {public}") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise BadRequest(f"{public} is not a regular file")
-            return st.st_size
-
-        size = await asyncio.to_thread(check)
+    def _grant(self, loc: Located | None, path: Path | None, size: int, mode: str, ctx: ActionContext,
+               name: str | None = None) -> dict[str, Any]:
+        public = loc.public if loc is not None else name or "download"
         if size > self.settings.max_download_bytes:
             raise BadRequest(f"{public} has {size} bytes; downloads are limited to {self.settings.max_download_bytes}")
         now = time.time()
         self.grants = {t: g for t, g in self.grants.items() if g.expires > now}
         token = secrets.token_urlsafe(24)
         expires = now + self.settings.download_ttl
-        self.grants[token] = Grant(path, public.rsplit("/", 1)[-1], expires, mode == "dynamic", ctx.user,
-                                    ctx.client.role.value)
+        self.grants[token] = Grant(loc, path, public.rsplit("/", 1)[-1], expires, mode == "dynamic", ctx.user,
+                                   ctx.client.role.value)
         return {"path": public, "url": f"/download/{token}", "mode": mode, "size": size,
                 "expires": int(expires * 1000)}
 

@@ -225,12 +225,17 @@ class DownloadHandler(RequestHandler):
         self.set_header("Content-Disposition", f'attachment; filename="{grant.name}"')
         sent = 0
         try:
-            # O_NOFOLLOW: a link swapped in after the link was granted is refused.
-            with os.fdopen(os.open(grant.path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            with os.fdopen(grant.open(), "rb") as fh:
                 while chunk := fh.read(256 * 1024):
                     self.write(chunk)
                     sent += len(chunk)
                     await self.flush()
+        except CloudisenseError as exc:  # the file changed since the link was made
+            self.set_status(exc.code)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Content-Disposition", "inline")
+            self.finish(json.dumps({"status": "error", "code": exc.code, "message": exc.message}))
+            return
         except OSError as exc:
             log.warning("download of %s failed: %s", grant.name, exc.strerror)
         await self.node.audit.record(AuditRecord(
