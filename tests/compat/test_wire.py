@@ -3,6 +3,7 @@ pings, notifications and service buttons all reach its dispatcher."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,11 +24,14 @@ async def node(tmp_path: Path) -> AsyncIterator[Running]:
     """A node with a log, a script, a target and a notification webhook (the webhook is never called here)."""
     (tmp_path / "log").mkdir()
     (tmp_path / "log" / "app.log").write_text("old line\n")
+    (tmp_path / "elsewhere.log").write_text("not for you\n")
+    (tmp_path / "log" / "escape.log").symlink_to(tmp_path / "elsewhere.log")
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "hello.sh").write_text("echo hello from the script\necho oops >&2\n")
     settings = make_settings(
-        tmp_path, modules=MODULES, logs={"files": {"app": str(tmp_path / "log" / "app.log")}, "poll_interval": 0.05},
+        tmp_path, modules=MODULES, logs={"files": {"app": str(tmp_path / "log" / "app.log"),
+                                        "escape": str(tmp_path / "log" / "escape.log")}, "poll_interval": 0.05},
         scripts={"folder": str(scripts)}, pubsub={"ping_interval": 0.2, "max_topics_per_client": 3},
         targets={"sleeper": {"command": [sys.executable, "-c", "import time; time.sleep(60)"], "stop_timeout": 2}})
     r = await start_server(settings)
@@ -66,7 +70,7 @@ async def test_stats_reach_the_client_in_its_shape(node: Running) -> None:
 async def test_log_tail_from_list_logs_topic(node: Running, tmp_path: Path) -> None:
     c = await client(node, "viewer")
     logs = await c.execute("list_logs")
-    assert logs == [{"name": "app", "topic": "/logging/app"}]
+    assert logs == [{"name": "app", "topic": "/logging/app"}, {"name": "escape", "topic": "/logging/escape"}]
     await c.execute("subscribe_channel", {"topic": logs[0]["topic"]})
     with open(tmp_path / "log" / "app.log", "a", encoding="utf-8") as f:
         f.write("ERROR payment timeout\nINFO retry ok\n")
@@ -78,6 +82,11 @@ async def test_log_tail_from_list_logs_topic(node: Running, tmp_path: Path) -> N
             await c.wait("log", lambda e, n=len(evs): len([x for x in c.received["log"]]) > n)
     assert all(e["name"] == "data_generated" and e["data"]["name"] == "app" for e in c.received["log"])
     assert text == "ERROR payment timeout\nINFO retry ok\n"
+    # A log whose file leads out of its folder: the client hears why nothing comes.
+    await c.execute("subscribe_channel", {"topic": "/logging/escape"})
+    error = await c.wait("error")
+    assert error["topic"] == "/logging/escape" and "outside its folder" in error["data"]["message"]
+    assert "not for you" not in json.dumps(c.received)
     c.close()
 
 
