@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from cloudisense.core.errors import ConfigError
 from cloudisense.modules.files import FilesSettings
@@ -78,6 +78,18 @@ class PubSubSettings(Section):
     max_topics_per_client: int = Field(16, ge=0, le=10_000)
     #: Seconds between ``ping_generated`` events on ``/ping``; 0 turns the ping off.
     ping_interval: float = Field(10.0, ge=0)
+
+    @field_validator("on_demand_topics")
+    @classmethod
+    def _topics(cls, topics: list[str]) -> list[str]:
+        from cloudisense.core.pubsub import validate_topic
+
+        for topic in topics:
+            try:
+                validate_topic(topic.rstrip("/") or "/")
+            except Exception:
+                raise ValueError(f"{topic!r} is not a topic: start with / and use letters, digits and _.-/@:") from None
+        return topics
 
 
 class CorsSettings(Section):
