@@ -60,7 +60,7 @@ async def test_stats_reach_the_client_in_its_shape(node: Running) -> None:
     nic_keys = {"id", "bytes_sent", "bytes_recv", "packets_sent", "packets_recv", "errin", "errout", "dropin",
                 "dropout", "bytes_recv_rate", "bytes_sent_rate"}
     assert system["network"] and all(set(n) == nic_keys for n in system["network"])
-    assert "target" in ev["data"]
+    assert ev["data"]["target"] == {"sleeper": {"state": "stopped", "pid": None}}
     # A second event has rates measured since the first (never negative).
     second = await c.wait("stats", lambda e: e is not ev)
     assert all(n["bytes_recv_rate"] >= 0 and n["bytes_sent_rate"] >= 0 for n in second["data"]["system"]["network"])

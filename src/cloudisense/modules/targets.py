@@ -168,6 +168,12 @@ class TargetsModule(Module):
                 await backend.recover()
             except Exception:
                 log.exception("target %s: could not recover its previous state", backend.name)
+        for backend in self.backends.values():  # what /stats reports until the first state change
+            try:
+                status = await backend.status()
+                self.states.setdefault(backend.name, {"state": status["state"], "pid": status.get("pid")})
+            except Exception:
+                self.states.setdefault(backend.name, {"state": "unknown", "pid": None})
         autostart = [b for b in self.backends.values() if b.settings.autostart]
         await asyncio.gather(*(self._autostart(b) for b in autostart))
 
