@@ -74,7 +74,7 @@ class PubSubSettings(Section):
     #: Topics a subscription creates when they don't exist yet (an entry ending in ``/`` covers
     #: the topics under it); the existing client subscribes to ``/ui/updates`` without creating it.
     on_demand_topics: list[str] = Field(default_factory=lambda: ["/ui/updates", "/ui/guide"])
-    #: Topics one connection may create (``create_channel`` or on demand) while it is connected.
+    #: Topics one user may create (``create_channel`` or on demand) that exist at the same time.
     max_topics_per_client: int = Field(16, ge=0, le=10_000)
     #: Seconds between ``ping_generated`` events on ``/ping``; 0 turns the ping off.
     ping_interval: float = Field(10.0, ge=0)

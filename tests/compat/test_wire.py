@@ -119,7 +119,13 @@ async def test_ui_updates_are_created_on_subscribe_and_limited(node: Running) ->
     assert info.value.code == 429 and "remove_channel" in str(info.value)
     await c.execute("remove_channel", {"topic": "/team"})
     await c.execute("create_channel", {"topic": "/team2"})
-    other = await client(node, "viewer")  # the limit is per connection
+    # The count is per user: reconnecting does not reset it, another user has their own.
+    again = await client(node)
+    with pytest.raises(ClientRejected) as info:
+        await again.execute("create_channel", {"topic": "/team3"})
+    assert info.value.code == 429
+    again.close()
+    other = await client(node, "viewer")
     await other.execute("subscribe_channel", {"topic": "/ui/updates"})
     c.close()
     other.close()

@@ -11,8 +11,9 @@ what happened passes it as ``kind``, and it travels as ``meta.event`` (``log_lin
 
 Dynamic topics: a client may create topics (``create_channel``, or by subscribing to a topic
 that :meth:`PubSub.configure_dynamic` allows to be created on demand, such as the client's
-``/ui/updates``), at most ``per_client`` of them at a time. A topic created on demand goes away
-when its last subscriber leaves, so the limit bounds what connected clients can make the hub hold.
+``/ui/updates``), at most ``per_client`` of them per user at a time (topics that were removed
+no longer count; reconnecting does not reset the count). A topic created on demand goes away when
+its last subscriber leaves.
 """
 
 from __future__ import annotations
@@ -85,13 +86,13 @@ class PubSub:
         #: Topics that subscribing creates when they don't exist (see :meth:`configure_dynamic`).
         self._on_demand: list[str] = []
         self._per_client = 16
-        #: Topics each client created, counted against its limit while it stays connected.
-        self._created: dict[Client, set[str]] = {}
+        #: Topics each user created that still exist, counted against the limit.
+        self._created: dict[str, set[str]] = {}
         #: Topics created on demand: removed again when their last subscriber leaves.
         self._ephemeral: set[str] = set()
 
     def configure_dynamic(self, on_demand: list[str], per_client: int) -> None:
-        """Which topics a subscription creates on demand, and how many topics one client may create."""
+        """Which topics a subscription creates on demand, and how many topics one user may create."""
         self._on_demand = [validate_topic(t.rstrip("/")) + ("/" if t.endswith("/") else "") for t in on_demand]
         self._per_client = per_client
 
@@ -134,7 +135,7 @@ class PubSub:
         return sorted(self._channels)
 
     def create_channel(self, topic: str, client: Client | None = None) -> None:
-        """Create a dynamic topic (counted against ``client``'s limit when given)."""
+        """Create a dynamic topic (counted against the limit of ``client``'s user when given)."""
         validate_topic(topic)
         if topic in self._channels or self._provider_for(topic) is not None:
             raise Conflict(f"topic {topic} already exists")
@@ -144,10 +145,10 @@ class PubSub:
     def _count_creation(self, topic: str, client: Client | None) -> None:
         if client is None:
             return
-        mine = self._created.setdefault(client, set())
+        mine = self._created.setdefault(client.user, set())
         mine &= set(self._channels)  # topics removed since no longer count
         if len(mine) >= self._per_client:
-            raise TooManyRequests(f"this connection created {len(mine)} topics already (the limit is "
+            raise TooManyRequests(f"user {client.user} created {len(mine)} topics that still exist (the limit is "
                                   f"{self._per_client}); remove one with remove_channel first")
         mine.add(topic)
 
@@ -209,7 +210,6 @@ class PubSub:
 
     async def drop_client(self, client: Client) -> None:
         """Forget ``client`` everywhere (it disconnected)."""
-        self._created.pop(client, None)
         for topic in [t for t, subs in self._channels.items() if client in subs]:
             self._channels[topic].discard(client)
             await self._after_leave(topic)
