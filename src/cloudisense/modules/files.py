@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloudisense.core.context import ActionContext
-from cloudisense.core.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from cloudisense.core.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 
@@ -46,6 +46,8 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 #: Text a browser or editor commonly shows; no key files, no ``.env``.
 DEFAULT_READ = [".txt", ".log", ".json", ".yml", ".yaml", ".toml", ".ini", ".conf", ".cfg", ".md", ".csv",
                 ".sh", ".py", ".xml", ".html", ".properties"]
+#: Download links open at once (each is small, but clients must not make the node hold unbounded many).
+MAX_GRANTS = 1000
 DEFAULT_WRITE = [".txt", ".json", ".yml", ".yaml", ".toml", ".ini", ".conf", ".cfg", ".md", ".csv"]
 
 
@@ -525,6 +527,8 @@ class FilesModule(Module):
             raise BadRequest(f"{public} has {size} bytes; downloads are limited to {self.settings.max_download_bytes}")
         now = time.time()
         self.grants = {t: g for t, g in self.grants.items() if g.expires > now}
+        if len(self.grants) >= MAX_GRANTS:
+            raise TooManyRequests(f"{MAX_GRANTS} download links are open; try again when some have expired")
         token = secrets.token_urlsafe(24)
         expires = now + self.settings.download_ttl
         self.grants[token] = Grant(loc, path, public.rsplit("/", 1)[-1], expires, mode == "dynamic", ctx.user,
