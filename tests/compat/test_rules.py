@@ -100,15 +100,18 @@ async def test_http_notify_rule_fires_with_a_null_evaluator(node: tuple[Running,
     before = len(Hook.calls)
     await c.execute("publish_channel", {"topic": "/httpcapture/path", "message": {"anything": 1}})
     await until(lambda: len(Hook.calls) > before)
-    # A webhook that is not configured is refused when the rule fires, and nothing is called.
+    # A webhook that is not configured is refused when the rule is written.
     bad = {**http_rule("http://127.0.0.1:1/elsewhere"), "id": "rule-bad-hook"}
-    await c.execute("write_rule", {"rule_data": json.dumps(bad), "update": True})
+    with pytest.raises(ClientRejected) as info:
+        await c.execute("write_rule", {"rule_data": json.dumps(bad), "update": True})
+    assert info.value.code == 400 and "configured" in str(info.value) and "elsewhere" not in str(info.value)
+    # ... and when the configuration changed under a rule on disk, each firing is refused: nothing is called.
+    r.node.settings.notify.webhooks = ["http://127.0.0.1:1/other"]
     calls = len(Hook.calls)
     await c.execute("publish_channel", {"topic": "/httpcapture/path", "message": "x"})
-    state = r.node.module("reactions").rules["rule-bad-hook"]
-    await until(lambda: state.last_result is not None)
-    assert state.last_result["code"] == 400 and "configured" in state.last_result["message"]
-    await until(lambda: len(Hook.calls) >= calls + 1)  # the good rule fired for the same event
+    state = r.node.module("reactions").rules["rule-http-notify"]
+    await until(lambda: state.last_result is not None and state.last_result["code"] == 400)
+    assert "configured" in state.last_result["message"] and len(Hook.calls) == calls
     c.close()
 
 

@@ -122,6 +122,18 @@ class NotifyModule(Module):
         self.node.pubsub.add_static(NOTIFICATION_TOPIC)
         self.node.pubsub.add_static(CLIENT_NOTIFICATION_TOPIC)
 
+    def check_rule_params(self, intent: str, params: Any) -> str | None:
+        """Why a reaction rule's parameters can't work here (an unconfigured webhook), or ``None``."""
+        if intent != "simple_http_notify":
+            return None
+        wanted = list(params.http.webhook) if params.http is not None else [params.webhook] if params.webhook else []
+        configured = self.node.settings.notify.webhooks
+        unknown = [i for i, w in enumerate(wanted) if w not in configured]
+        if unknown:
+            return ("webhook " + ", ".join(str(i) for i in unknown) + " is not one of the configured notify.webhooks; "
+                    "only configured URLs can be used")
+        return None
+
     # -- the Python API -------------------------------------------------------
 
     async def notify(self, message: str, via: str = "webhook") -> dict[str, Any]:

@@ -210,9 +210,16 @@ class ReactionsModule(Module):
             hint = f"; did you mean {', '.join(hints)}?" if hints else ""
             raise BadRequest(f"invalid rule: response.intent {rule.response.intent!r} is not an intent of this node{hint}")
         try:
-            intent.params.model_validate(render(rule.response.parameters, None))
+            params = intent.params.model_validate(render(rule.response.parameters, None))
         except ValidationError as exc:
             raise BadRequest("invalid rule: " + protocol.describe_validation_error(exc, "response.parameters")) from None
+        # The intent's module may check the parameters against its configuration too (notify: only
+        # configured webhooks), so such a rule is refused when written, not each time it fires.
+        check = getattr(self.node.module(intent.module), "check_rule_params", None)
+        if check is not None:
+            problem = check(intent.name, params)
+            if problem:
+                raise BadRequest(f"invalid rule: response.parameters: {problem}")
         return rule
 
     def _read_file(self, path: Path) -> Rule:
