@@ -253,7 +253,7 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
                 if row["intent"] not in legit_intents:
                     executed_injected.append((row["intent"], row["rule"]))
             targets = {t["name"]: t["state"] for t in (await InProcessClient(node.router, "admin", Role.ADMIN).call(
-                "list_targets"))["data"]["targets"]}
+                "list_targets", {"details": True}))["data"]["targets"]}
         finally:
             await server.stop()
             for proc in procs:

@@ -67,6 +67,8 @@ def default_of(field: FieldInfo) -> str:
         if field.default_factory.__name__ in ("gethostname", "_default_data_dir"):
             return "(host name)" if "host" in field.default_factory.__name__ else "(XDG data dir)"
         return repr(value) if value not in ({}, []) else ("{}" if value == {} else "[]")
+    if field.is_required():
+        return "(required)"
     if field.default is None:
         return "unset"
     return f"`{field.default!r}`" if not isinstance(field.default, str) else f'`"{field.default}"`'

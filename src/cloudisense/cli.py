@@ -105,6 +105,13 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     node = Node(settings)
+    restart = asyncio.Event()
+
+    def request_restart() -> None:
+        restart.set()
+        stop.set()
+
+    node.restart_hook = request_restart
     server = Server(node)
     port = await server.start()
     if await node.users.count() == 0:
@@ -118,6 +125,12 @@ async def _serve(settings: Settings) -> None:
     await stop.wait()
     console.print("stopping...")
     await server.stop()
+    if restart.is_set():
+        # A clean stop is done (database closed, targets stopped): start afresh in this process,
+        # with the same interpreter and arguments. Sessions and approvals live in the database.
+        console.print("restarting...")
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 # -- users -----------------------------------------------------------------

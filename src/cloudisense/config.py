@@ -87,6 +87,15 @@ class AuthSettings(Section):
     login_window: int = Field(300, ge=1, description="seconds")
 
 
+class CorsSettings(Section):
+    """Cross-origin browser clients (the existing CloudiSENSE web client served from elsewhere)."""
+
+    #: Origins allowed to call the HTTP routes, e.g. ``https://console.example.com``; ``[]``: none.
+    origins: list[str] = Field(default_factory=list)
+    #: Seconds a browser may cache a preflight answer.
+    max_age: int = Field(600, ge=0, le=86_400)
+
+
 class ProviderSettings(Section):
     """Keys and endpoints of the LLM providers (environment variables of the SDKs win)."""
 
@@ -141,6 +150,7 @@ class Settings(BaseModel):
     modules: list[str] | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     _config_dir: Path | None = PrivateAttr(None)
 

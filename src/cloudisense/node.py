@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from cloudisense.config import Settings
@@ -40,6 +41,9 @@ class Node:
         self.modules: dict[str, Module] = {}
         self._module_classes = module_classes
         self._started = False
+        #: Set by the program that runs the node (``cloudisense serve``): stops it cleanly and starts
+        #: it again. ``None`` when the node is embedded, and then ``restart_self`` is refused.
+        self.restart_hook: Callable[[], None] | None = None
 
     def module(self, name: str) -> Any:
         """A loaded module by name, or ``None``."""

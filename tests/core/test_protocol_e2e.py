@@ -260,8 +260,8 @@ async def test_subscribe_stats_events(node: Running) -> None:
             if msg.get("type") == "event":
                 ev = msg
     assert set(ev) == {"type", "name", "topic", "data", "meta", "timestamp"}
-    assert ev["name"] == "stats_generated" and ev["topic"] == "/stats" and isinstance(ev["timestamp"], int)
-    assert ev["data"]["memory"]["total"] > 0
+    assert ev["name"] == "data_generated" and ev["topic"] == "/stats" and isinstance(ev["timestamp"], int)
+    assert ev["meta"]["event"] == "stats_generated" and ev["data"]["system"]["memory"]["total"] > 0
     ws.close()
 
 

@@ -14,7 +14,7 @@ async def test_login_and_stats(running: Running) -> None:
     resp = await conn.request("intent_subscribe_channel", {"topic": "/stats"})
     assert resp["status"] == "success" and resp["code"] == 200
     ev = await conn.next_event("/stats")
-    assert ev["name"] == "stats_generated"
+    assert ev["name"] == "data_generated" and ev["meta"]["event"] == "stats_generated"
     conn.close()
 
 

@@ -84,7 +84,10 @@ async def collect(conn: Connection, topic: str, count: int, timeout: float = 15)
     deadline = loop.time() + timeout
     while len(lines) < count:
         ev = await conn.next_event(topic, timeout=max(0.05, deadline - loop.time()))
-        assert ev["name"] == "log_line" and ev["data"]["name"] == topic.rsplit("/", 1)[1]
+        # The existing client's event (data_generated, {name, data: text}); ours rides in meta.event and lines.
+        assert ev["name"] == "data_generated" and ev["meta"]["event"] == "log_line"
+        assert ev["data"]["name"] == topic.rsplit("/", 1)[1]
+        assert ev["data"]["data"] == "".join(f"{line}\n" for line in ev["data"]["lines"])
         lines.extend(ev["data"]["lines"])
     return lines
 
@@ -97,8 +100,12 @@ def append(path: Path, lines: list[str]) -> None:
 
 async def test_list_logs(node: Running, logdir: Path) -> None:
     conn = await node.connect("viewer")
-    data = await conn.call("list_logs")
+    plain = await conn.call("list_logs")  # the existing client's shape: [{name, topic}]
+    assert plain == [{"name": n, "topic": f"/logging/{n}"} for n in sorted(["app", "nginx-access", "syslog", "escape",
+                                                                               "svc", "missing"])]
+    data = await conn.call("list_logs", {"details": True})
     by_name = {entry["name"]: entry for entry in data["logs"]}
+    assert by_name["app"]["topic"] == "/logging/app"
     assert set(by_name) == {"app", "nginx-access", "syslog", "escape", "svc", "missing"}
     assert by_name["app"]["size"] == (logdir / "app.log").stat().st_size
     assert by_name["app"]["exists"] and by_name["app"]["mtime"] and by_name["app"]["allowed"]

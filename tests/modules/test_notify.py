@@ -127,8 +127,10 @@ async def test_webhooks_all_or_one(tmp_path: Path) -> None:
             body = p.seen[0].body
             assert body["message"] == "deploy done" and body["node"] == "test-node" and body["timestamp"] > 0
             event = await conn.next_event("/notification")
-            assert event["name"] == "notification"
-            assert event["data"]["message"] == "deploy done" and event["data"]["via"] == "webhook"
+            # The existing client's text_notification: {message, code (2 = success), data}.
+            assert event["name"] == "text_notification" and event["meta"]["event"] == "notification"
+            assert event["data"]["message"] == "deploy done" and event["data"]["code"] == 2
+            assert event["data"]["data"]["via"] == "webhook"
 
             one = await conn.call("simple_http_notify", {"message": "only two", "webhook": hooks[1], "method": "PUT"})
             assert one["delivered"] == 1 and p.seen[-1] == Seen("PUT", "/hook2", p.seen[-1].body)
@@ -243,6 +245,6 @@ async def test_python_api_for_other_modules(tmp_path: Path) -> None:
             assert p.seen[-1].body["message"] == "escalation: disk full"
             assert (await notify.notify("escalation by telegram", via="telegram"))["message_id"] == 42
             assert (await notify.notify("only on the dashboard", via="none")) == {"via": "none", "delivered": 0}
-            vias = [(await conn.next_event("/notification"))["data"]["via"] for _ in range(3)]
+            vias = [(await conn.next_event("/notification"))["data"]["data"]["via"] for _ in range(3)]
             assert vias == ["webhook", "telegram", "none"]
             conn.close()

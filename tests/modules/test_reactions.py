@@ -93,12 +93,15 @@ async def test_rule_crud_cycle(node: Running) -> None:
     updated = await conn.call("intent_write_rule", {"rule_data": json.dumps(sample), "update": True})
     assert updated["updated"] is True
 
-    full = await conn.call("list_rules")
+    plain = await conn.call("list_rules")  # the existing client's shape
+    assert plain == [{"id": "sample-high-cpu", "description": sample["description"], "enabled": True,
+                      "subject": "/stats", "trigger": sample["trigger"]}]
+    full = await conn.call("list_rules", {"details": True})
     assert [r["id"] for r in full["rules"]] == ["sample-high-cpu"]
     assert full["rules"][0]["trigger"]["on-payload-object"]["content"] == 80
     assert full["rules"][0]["status"]["fired"] == 0 and full["errors"] == {}
     heads = await conn.call("list_rules", {"head": True})
-    assert heads == {"rules": [{"id": "sample-high-cpu", "description": sample["description"], "enabled": True}]}
+    assert heads == [{"id": "sample-high-cpu", "description": sample["description"], "enabled": True}]
 
     read = await conn.call("read_rule", {"rule_id": "sample-high-cpu"})
     assert read["rule"] == sample
@@ -121,15 +124,15 @@ async def test_rule_crud_cycle(node: Running) -> None:
     with pytest.raises(RpcError) as exc:
         await conn.call("read_rule", {"rule_id": "second"})
     assert exc.value.code == 404 and "sample-high-cpu" in exc.value.message
-    with pytest.raises(RpcError) as exc:
-        await conn.call("write_rule", {"rule_data": {**sample, "id": "nope"}, "update": True})
-    assert exc.value.code == 404
+    # update=true (the existing client's default) creates a rule that does not exist yet.
+    created = await conn.call("write_rule", {"rule_data": {**sample, "id": "nope"}, "update": True})
+    assert created["created"] is True and (path.parent / "nope.json").exists()
     conn.close()
 
 
 async def test_roles(node: Running) -> None:
     viewer = await node.connect("viewer")
-    assert (await viewer.call("list_rules"))["rules"] == []
+    assert await viewer.call("list_rules") == []
     sample = (await viewer.call("generate_sample"))["rule"]
     with pytest.raises(RpcError) as exc:
         await viewer.call("write_rule", {"rule_data": sample})
@@ -195,7 +198,7 @@ async def test_conditions(node: Running) -> None:
     assert hits == set(cases)
     # Each rule fired exactly once: wait until every firing is accounted for, then count.
     for _ in range(100):
-        listed = (await conn.call("list_rules"))["rules"]
+        listed = (await conn.call("list_rules", {"details": True}))["rules"]
         if sum(r["status"]["fired"] for r in listed) == 6:
             break
         await asyncio.sleep(0.05)
@@ -230,7 +233,7 @@ async def test_loop_guard_rate_limits_a_self_triggering_rule(node: Running) -> N
     await conn.call("create_channel", {"topic": "/loop"})
     await conn.call("subscribe_channel", {"topic": "/reactions"})
     # Its response publishes on the topic it listens to: without the guard it would never stop.
-    await conn.call("write_rule", {"rule_data": rule("echo", "/loop", on_payload("name", "message"),
+    await conn.call("write_rule", {"rule_data": rule("echo", "/loop", on_payload("meta.event", "message"),
                                                      "publish_channel", {"topic": "/loop", "message": "again"})})
     await conn.call("publish_channel", {"topic": "/loop", "message": "start"})
     skipped = await events.wait("/reactions", lambda e: e["name"] == "rule_skipped")
@@ -310,7 +313,7 @@ async def test_rules_on_disk_load_at_start(tmp_path: Path) -> None:
     r = await start_server(make_settings(tmp_path, modules=CORE, rules={"folder": str(folder)}))
     try:
         conn = await r.connect("viewer")
-        listed = await conn.call("list_rules")
+        listed = await conn.call("list_rules", {"details": True})
         assert [x["id"] for x in listed["rules"]] == ["on-disk"]
         assert "name the file other.json" in listed["errors"]["wrong-name.json"]
         conn.close()
@@ -344,10 +347,14 @@ async def test_demo_rules_validate_against_the_demo_intents(tmp_path: Path) -> N
     missing = sorted(set(wanted) - set(discover_modules()))
     if missing:
         pytest.skip(f"modules {missing} (the demo rules' response intents) are not installed yet")
-    r = await start_server(make_settings(tmp_path, modules=wanted, rules={"folder": str(folder)}))
+    from cloudisense.config import load_settings
+
+    demo = load_settings(DEMO_RULES.parent / "cloudisense.toml", environ={})  # the webhooks the rules name
+    r = await start_server(make_settings(tmp_path, modules=wanted, rules={"folder": str(folder)},
+                                         notify={"webhooks": demo.notify.webhooks}))
     try:
         conn = await r.connect("admin")
-        listed = await conn.call("list_rules")
+        listed = await conn.call("list_rules", {"details": True})
         assert listed["errors"] == {}
         assert sorted(x["id"] for x in listed["rules"]) == sorted(p.stem for p in folder.glob("*.json"))
         conn.close()

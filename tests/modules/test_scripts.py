@@ -60,19 +60,25 @@ async def node(tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) ->
     await r.server.stop()
 
 
+def kind(ev: dict[str, Any]) -> str:
+    """Our name of a script event (the wire name is the existing client's ``data_generated``)."""
+    assert ev["name"] == "data_generated" and ev["data"]["state"] in ("start", "progress", "stop")
+    return ev["meta"]["event"]
+
+
 async def run_events(conn: Connection, topic: str, timeout: float = 15) -> list[dict[str, Any]]:
     """Events on ``topic`` up to and including ``script_stop``."""
     events = []
     while True:
         ev = await conn.next_event(topic, timeout=timeout)
         events.append(ev)
-        if ev["name"] == "script_stop":
+        if kind(ev) == "script_stop":
             return events
 
 
 def output(events: list[dict[str, Any]], stream: str = "stdout") -> list[str]:
     """Lines of ``script_output`` events of one stream, in order."""
-    return [line for e in events if e["name"] == "script_output" and e["data"]["stream"] == stream
+    return [line for e in events if kind(e) == "script_output" and e["data"]["stream"] == stream
             for line in e["data"]["lines"]]
 
 
@@ -104,7 +110,13 @@ async def test_run_streams_output_and_args_stay_literal(node: Running) -> None:
     started = await conn.call("start_script_execution", {"name": "hello.sh", "args": args})
     assert started["state"] == "running" and started["topic"] == f"/script/{started['script_id']}"
     events = await run_events(conn, started["topic"])
-    assert events[0]["name"] == "script_start" and events[0]["data"]["args"] == args
+    assert kind(events[0]) == "script_start" and events[0]["data"]["args"] == args
+    # What the existing client reads: {script, state, data}.
+    assert events[0]["data"]["script"] == events[0]["data"]["name"] and events[0]["data"]["state"] == "start"
+    progress = [e for e in events if kind(e) == "script_output"]
+    assert progress and all(e["data"]["state"] == "progress" for e in progress)
+    assert all(e["data"]["data"] == "".join(f"{x}\n" for x in e["data"]["lines"]) for e in progress)
+    assert events[-1]["data"]["state"] == "stop"
     out = output(events)
     assert out[0].startswith("hello from ") and out[1:5] == [f"arg=[{a}]" for a in args]
     assert out[5] == f"key=unset id={started['script_id']}"  # secrets stay out of the script's environment
@@ -167,7 +179,7 @@ async def test_stop_script_execution(node: Running, tmp_path: Path) -> None:
     conn = await node.connect("oper")
     started = await conn.call("start_script_execution", {"name": "gate.sh", "args": [str(tmp_path / "never")]})
     first = await conn.next_event(started["topic"])
-    assert first["name"] == "script_start"
+    assert kind(first) == "script_start"
     listed = await conn.call("list_scripts")
     assert [r["script_id"] for r in listed["running"]] == [started["script_id"]]
     viewer = await node.connect("viewer")

@@ -88,7 +88,8 @@ async def test_process_lifecycle(tmp_path: Path) -> None:
     async with node(tmp_path, {"redis": kv_target(tmp_path, port)}) as r:
         conn = await r.connect("admin")
         await conn.call("subscribe_channel", {"topic": "/targets"})
-        listed = await conn.call("list_targets")
+        assert await conn.call("list_targets") == ["redis"]  # the existing client's shape: names
+        listed = await conn.call("list_targets", {"details": True})
         assert listed["count"] == 1 and listed["targets"][0]["state"] == "stopped"
 
         started = await conn.call("start_target", {"name": "redis"})
@@ -174,7 +175,7 @@ async def test_autostart_health_and_node_stop(tmp_path: Path) -> None:
             return (await conn.call("target_status", {"name": "web"}))["health"] == "healthy"
 
         await until(healthy)
-        listed = {t["name"]: t for t in (await conn.call("list_targets"))["targets"]}
+        listed = {t["name"]: t for t in (await conn.call("list_targets", {"details": True}))["targets"]}
         assert listed["web"]["state"] == "running" and listed["web"]["autostart"] is True
         assert listed["dead"]["state"] == "stopped" and listed["dead"]["health"] == "unknown"
         web_pid = listed["web"]["pid"]
@@ -297,7 +298,7 @@ async def test_roles_and_bad_input(tmp_path: Path) -> None:
                "quits": {"command": ["{python}", "-c", "import sys; sys.exit(3)"], "log": str(tmp_path / "q.out")}}
     async with node(tmp_path, targets) as r:
         viewer = await r.connect("viewer")
-        assert (await viewer.call("list_targets"))["count"] == 3
+        assert (await viewer.call("list_targets", {"details": True}))["count"] == 3
         refused = await viewer.request("start_target", {"name": "sleeper"})
         assert refused["code"] == 403 and "viewer" in refused["message"]
         assert (await viewer.request("stop_target", {"name": "sleeper"}))["code"] == 403
@@ -306,6 +307,12 @@ async def test_roles_and_bad_input(tmp_path: Path) -> None:
         assert (await oper.call("start_target", {"name": "sleeper"}))["state"] == "running"
         assert (await oper.call("restart_target", {"name": "sleeper"}))["state"] == "running"
         assert (await oper.call("stop_target", {"name": "sleeper"}))["state"] == "stopped"
+        # The existing client names the target "module".
+        assert (await oper.call("start_target", {"module": "sleeper"}))["state"] == "running"
+        assert (await oper.call("restart_target", {"module": "sleeper"}))["name"] == "sleeper"
+        assert (await oper.call("stop_target", {"module": "sleeper"}))["state"] == "stopped"
+        both = await oper.request("start_target", {"module": "sleeper", "name": "sleeper"})
+        assert both["code"] == 400
 
         unknown = await oper.request("target_status", {"name": "postgres"})
         assert unknown["code"] == 404 and "sleeper" in unknown["message"]
@@ -373,7 +380,7 @@ async def test_demo_services_run_with_the_demo_config(tmp_path: Path) -> None:
         conn = await running.connect("oper")
 
         async def all_healthy() -> bool:
-            listed = (await conn.call("list_targets"))["targets"]
+            listed = (await conn.call("list_targets", {"details": True}))["targets"]
             return all(t["state"] == "running" for t in listed) and \
                 all(t["health"] == "healthy" for t in listed if t["name"] in ("web", "nginx"))
 

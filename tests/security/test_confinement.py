@@ -131,9 +131,9 @@ async def test_scripts_and_targets_get_no_node_secrets(tmp_path: Path, monkeypat
         lines: list[str] = []
         while True:
             event = await conn.next_event(started["topic"])
-            if event["name"] == "script_output":
+            if event["meta"].get("event") == "script_output":
                 lines += event["data"]["lines"]
-            if event["name"] == "script_stop":
+            if event["meta"].get("event") == "script_stop":
                 break
         await conn.call("start_target", {"name": "envdump"})
         await conn.request("target_status", {"name": "unit"})

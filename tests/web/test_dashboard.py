@@ -58,6 +58,9 @@ async def test_chat_answer_stats_and_approval_flow(tmp_path: Path, browser: obje
         await page.wait_for_selector(".msg.assistant:has-text('CloudiSENSE assistant')")
         await page.wait_for_selector("#targets li:has-text('web')")
         await page.wait_for_selector("#stat-cpu:has-text('%')")  # no string eval: the page's CSP forbids it
+        # The /stats event is the existing client's shape: per-disk list and the os block's load.
+        await page.wait_for_selector("#stat-disk:has-text('%')")
+        await page.wait_for_selector("#stat-load:has-text('.')")
 
         await page.fill("#chat-input", "is the web service up?")
         await page.press("#chat-input", "Enter")

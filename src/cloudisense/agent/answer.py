@@ -78,7 +78,9 @@ def _target(d: dict[str, Any], p: dict[str, Any]) -> str:
     return f"{name} is {state}{pid}{extra}"
 
 
-def _targets(d: dict[str, Any], p: dict[str, Any]) -> str:
+def _targets(d: dict[str, Any] | list[Any], p: dict[str, Any]) -> str:
+    if isinstance(d, list):  # list_targets without details: the existing client's array of names
+        return "services: " + ", ".join(str(name) for name in d)
     return "services: " + "; ".join(f"{t.get('name')} {t.get('state')}" for t in d.get("targets", []))
 
 
@@ -124,7 +126,7 @@ def render_step(step: dict[str, Any]) -> str:
     if status == "ok":
         data = step.get("data")
         renderer = RENDERERS.get(intent)
-        if renderer is not None and isinstance(data, dict):
+        if renderer is not None and isinstance(data, (dict, list)):
             try:
                 return renderer(data, params)
             except Exception:  # a result of an unexpected shape still gets the generic rendering

@@ -3,6 +3,17 @@
 Fan-out rules: closed subscribers are skipped and removed; delivery to one
 subscriber never waits on another (``push_event`` only enqueues, and a full
 queue drops the event and counts it); in-process listeners see every event.
+
+Event names on the wire are the existing CloudiSENSE client's (``data_generated``,
+``text_notification``, ...: see docs/protocol.md); a module that has a more precise name for
+what happened passes it as ``kind``, and it travels as ``meta.event`` (``log_line``,
+``script_output``, ``stats_generated``) for our own dashboard, CLI and rules.
+
+Dynamic topics: a client may create topics (``create_channel``, or by subscribing to a topic
+that :meth:`PubSub.configure_dynamic` allows to be created on demand, such as the client's
+``/ui/updates``), at most ``per_client`` of them per user at a time (topics that were removed
+no longer count; reconnecting does not reset the count). A topic created on demand goes away when
+its last subscriber leaves.
 """
 
 from __future__ import annotations
@@ -15,13 +26,28 @@ from typing import Any
 
 from cloudisense.core import protocol
 from cloudisense.core.clients import Client
-from cloudisense.core.errors import BadRequest, Conflict, NotFound
+from cloudisense.core.errors import BadRequest, Conflict, NotFound, TooManyRequests
 
 log = logging.getLogger(__name__)
 
 _TOPIC_RE = re.compile(r"^/[A-Za-z0-9_.\-/@:]{0,255}$")
 
 Listener = Callable[[dict[str, Any]], None]
+
+#: The names the existing CloudiSENSE client dispatches (anything else it drops).
+DATA_EVENT = "data_generated"
+ERROR_EVENT = "error_generated"
+TEXT_NOTIFICATION = "text_notification"
+TEXT_DATA_NOTIFICATION = "text_data_notification"
+UI_UPDATE = "ui_update"
+PING_EVENT = "ping_generated"
+#: ``code`` of a ``text_notification``: how the client colours it.
+NOTICE_INFO, NOTICE_SUCCESS, NOTICE_WARNING, NOTICE_ERROR = 1, 2, 3, 4
+
+
+def covers(patterns: list[str], topic: str) -> bool:
+    """Whether ``topic`` is one of ``patterns`` (an entry ending in ``/`` covers the topics under it)."""
+    return any(topic == p or (p.endswith("/") and topic.startswith(p)) for p in patterns)
 
 
 def validate_topic(topic: str) -> str:
@@ -57,6 +83,18 @@ class PubSub:
         self._on_drop = on_drop
         self.dropped = 0
         self.published = 0
+        #: Topics that subscribing creates when they don't exist (see :meth:`configure_dynamic`).
+        self._on_demand: list[str] = []
+        self._per_client = 16
+        #: Topics each user created that still exist, counted against the limit.
+        self._created: dict[str, set[str]] = {}
+        #: Topics created on demand: removed again when their last subscriber leaves.
+        self._ephemeral: set[str] = set()
+
+    def configure_dynamic(self, on_demand: list[str], per_client: int) -> None:
+        """Which topics a subscription creates on demand, and how many topics one user may create."""
+        self._on_demand = [validate_topic(t.rstrip("/")) + ("/" if t.endswith("/") else "") for t in on_demand]
+        self._per_client = per_client
 
     # -- topics -----------------------------------------------------------
 
@@ -88,16 +126,31 @@ class PubSub:
         """A created, static or provided topic."""
         return topic in self._channels or self._provider_for(topic) is not None
 
+    def on_demand(self, topic: str) -> bool:
+        """Whether ``topic`` is created on demand (publishing to it needs no create_channel either)."""
+        return covers(self._on_demand, topic)
+
     def topics(self) -> list[str]:
         """Topics that exist now (not every topic a provider could serve)."""
         return sorted(self._channels)
 
-    def create_channel(self, topic: str) -> None:
-        """Create a dynamic topic."""
+    def create_channel(self, topic: str, client: Client | None = None) -> None:
+        """Create a dynamic topic (counted against the limit of ``client``'s user when given)."""
         validate_topic(topic)
-        if topic in self._channels:
+        if topic in self._channels or self._provider_for(topic) is not None:
             raise Conflict(f"topic {topic} already exists")
+        self._count_creation(topic, client)
         self._channels[topic] = set()
+
+    def _count_creation(self, topic: str, client: Client | None) -> None:
+        if client is None:
+            return
+        mine = self._created.setdefault(client.user, set())
+        mine &= set(self._channels)  # topics removed since no longer count
+        if len(mine) >= self._per_client:
+            raise TooManyRequests(f"user {client.user} created {len(mine)} topics that still exist (the limit is "
+                                  f"{self._per_client}); remove one with remove_channel first")
+        mine.add(topic)
 
     async def remove_channel(self, topic: str) -> None:
         """Remove a dynamic topic and drop its subscribers."""
@@ -107,6 +160,7 @@ class PubSub:
         if topic not in self._channels:
             raise NotFound(f"no topic {topic}")
         subscribers = self._channels.pop(topic)
+        self._ephemeral.discard(topic)
         provider = self._provider_for(topic)
         if subscribers and provider and provider.on_last:
             await provider.on_last(topic)
@@ -114,11 +168,16 @@ class PubSub:
     # -- subscriptions ----------------------------------------------------
 
     async def subscribe(self, topic: str, client: Client) -> None:
-        """Add ``client`` to ``topic`` (idempotent); unknown topics are :class:`NotFound`."""
+        """Add ``client`` to ``topic`` (idempotent); unknown topics are :class:`NotFound`
+        unless they may be created on demand."""
         validate_topic(topic)
         provider = self._provider_for(topic)
         if topic not in self._channels and provider is None:
-            raise NotFound(f"no topic {topic}; create it with create_channel first")
+            if not covers(self._on_demand, topic):
+                raise NotFound(f"no topic {topic}; create it with create_channel first")
+            self._count_creation(topic, client)
+            self._channels[topic] = set()
+            self._ephemeral.add(topic)
         subscribers = self._channels.setdefault(topic, set())
         first = not subscribers
         subscribers.add(client)
@@ -137,6 +196,10 @@ class PubSub:
     async def _after_leave(self, topic: str) -> None:
         subscribers = self._channels.get(topic)
         if subscribers:
+            return
+        if topic in self._ephemeral:
+            self._ephemeral.discard(topic)
+            self._channels.pop(topic, None)
             return
         provider = self._provider_for(topic)
         if provider is not None:
@@ -162,8 +225,14 @@ class PubSub:
     # -- publishing -------------------------------------------------------
 
     def publish(self, topic: str, name: str, data: Any, meta: dict[str, Any] | None = None,
-                identity: str | None = None) -> int:
-        """Fan an event out to the topic's subscribers and to listeners; returns deliveries."""
+                identity: str | None = None, kind: str | None = None) -> int:
+        """Fan an event out to the topic's subscribers and to listeners; returns deliveries.
+
+        ``name`` is the wire name (one the existing client knows, for its live features);
+        ``kind`` is our precise name for the event, sent as ``meta.event``.
+        """
+        if kind is not None:
+            meta = {**(meta or {}), "event": kind}
         message = protocol.event(name, topic, protocol.to_jsonable(data), meta, identity)
         return self.deliver(message)
 

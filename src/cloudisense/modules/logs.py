@@ -6,6 +6,12 @@ the folder it is configured in — ``/var/log/app.log`` may be a symlink to
 ``/var/log/app/current.log`` but not to ``/etc/shadow``. The rule is checked on every
 read and every time a live tail opens a file, so a symlink swapped in later is refused too.
 
+``list_logs`` answers the existing CloudiSENSE client's shape, an array of ``{"name", "topic"}``
+(subscribe to ``topic`` for a live tail); ``list_logs {"details": true}`` adds each file's path,
+size and last change. A live tail publishes ``data_generated`` events (``meta.event =
+"log_line"``) with ``{"name", "data": <the new text>, "lines": [...]}``, and an
+``error_generated`` event when the file can't be followed.
+
 Patterns (``grep``, ``pattern``) are case-insensitive substrings. With ``regex: true``
 they are Python regular expressions, guarded against catastrophic backtracking
 (nested quantifiers and back-references are refused, patterns are short, lines are
@@ -26,9 +32,9 @@ from pydantic import Field
 from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Forbidden, NotFound
-from cloudisense.core.intents import Intent, NoParams, Params, Risk
+from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.core.pubsub import TopicProvider
+from cloudisense.core.pubsub import DATA_EVENT, ERROR_EVENT, TopicProvider
 from cloudisense.modules.logfiles import FileFollower, LineFilter, iso, last_lines, search_file
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,18 @@ _NAME_CHARS = re.compile(r"^[A-Za-z0-9_.\-@:]{1,128}$")
 # A quantified group that itself contains a quantifier, e.g. (a+)+ or (.*)*: the classic blow-up.
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)\s*[*+{?]")
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=")
+
+
+class ListLogsParams(Params):
+    """Names and topics (the existing client's shape), or more about each file."""
+
+    details: bool = Field(False, description="true: also each file's path, size and last change")
+
+
+def _say_logs(p: Any, data: Any) -> str:
+    """``list_logs`` in words, for either shape."""
+    items = data if isinstance(data, list) else data.get("logs", []) if isinstance(data, dict) else []
+    return "logs: " + (", ".join(str(i.get("name")) for i in items if isinstance(i, dict)) or "none are configured")
 
 
 class ReadLogParams(Params):
@@ -144,7 +162,9 @@ class LogTail:
                 continue
             for start in range(0, len(lines), MAX_LINES_PER_EVENT):
                 batch = lines[start:start + MAX_LINES_PER_EVENT]
-                self.module.node.pubsub.publish(self.topic, LOG_LINE_EVENT, {"name": self.name, "lines": batch})
+                self.module.node.pubsub.publish(self.topic, DATA_EVENT,
+                                                {"name": self.name, "data": "".join(f"{x}\n" for x in batch),
+                                                 "lines": batch}, kind=LOG_LINE_EVENT)
 
 
 class LogsModule(Module):
@@ -168,10 +188,10 @@ class LogsModule(Module):
     def intents(self) -> list[Intent]:
         log_entity = {"name": "log"}
         return [
-            Intent("list_logs", "The configured log files with their paths, sizes and last change",
-                   self.list_logs, NoParams, Risk.READ,
+            Intent("list_logs", "The configured log files and their live topics (details=true: paths, sizes, "
+                   "last change)", self.list_logs, ListLogsParams, Risk.READ,
                    ("which logs can you read", "list the log files", "what logs are configured",
-                    "show me the available logs and their sizes", "how big are the log files")),
+                    "show me the available logs and their sizes", "how big are the log files"), say=_say_logs),
             Intent("read_log", "The last lines of a configured log, optionally only those containing a text",
                    self.read_log, ReadLogParams, Risk.READ,
                    ("last 20 lines of the nginx error log", "show the app log", "tail syslog",
@@ -214,11 +234,15 @@ class LogsModule(Module):
 
     # -- intents ----------------------------------------------------------
 
-    async def list_logs(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+    async def list_logs(self, p: ListLogsParams, ctx: ActionContext) -> list[dict[str, Any]] | dict[str, Any]:
+        files = self.files
+        if not p.details:
+            return [{"name": n, "topic": TOPIC_PREFIX + n} for n in sorted(files)]
+
         def describe(name: str, path: Path) -> dict[str, Any]:
             path = path.expanduser().absolute()
-            info: dict[str, Any] = {"name": name, "path": str(path), "exists": False, "size": None,
-                                    "mtime": None, "allowed": confined(path)}
+            info: dict[str, Any] = {"name": name, "topic": TOPIC_PREFIX + name, "path": str(path), "exists": False,
+                                    "size": None, "mtime": None, "allowed": confined(path)}
             try:
                 st = path.stat()
             except OSError:
@@ -226,7 +250,6 @@ class LogsModule(Module):
             info.update(exists=True, size=st.st_size, mtime=iso(st.st_mtime), mtime_ms=int(st.st_mtime * 1000))
             return info
 
-        files = self.files
         logs = await asyncio.to_thread(lambda: [describe(n, files[n]) for n in sorted(files)])
         return {"logs": logs, "count": len(logs)}
 
@@ -291,6 +314,9 @@ class LogsModule(Module):
         if not confined(path):
             # The subscription stands (pub/sub already holds it); the follower refuses to open the file.
             log.warning("log %s resolves outside %s; its live tail stays silent", name, path.parent)
+            self.node.pubsub.publish(topic, ERROR_EVENT, {
+                "message": f"log {name} is refused: its file resolves outside its folder, so nothing is tailed",
+                "data": {"name": name}}, kind="log_refused")
         tail = LogTail(self, name, path)
         self._tails[name] = tail
         await tail.start()

@@ -7,8 +7,12 @@ never followed. The Telegram bot token is a secret: it is only ever put into the
 request URL, and every error text is scrubbed of it before it reaches a response,
 a log line or the audit log.
 
-Every notification is also published on the static topic ``/notification``
-(event ``notification``) for the dashboard and other listeners.
+Every notification is also published on the static topics ``/notification`` (CloudiSENSE's) and
+``/notifications`` (the existing client's constant) as a ``text_notification`` event
+(``{"message", "code", "data": {via, ok, node, timestamp}}``, ``meta.event = "notification"``).
+
+``simple_http_notify`` also takes CloudiSENSE's rule parameters ``{"http": {"webhook": [...],
+"method": ...}}``; each listed webhook must still be a configured one.
 
 Other modules (the assistant's escalation) call :meth:`NotifyModule.notify`.
 """
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
 
 from cloudisense.config import Section
@@ -32,6 +36,7 @@ from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import ActionFailed, BadRequest, Unavailable
 from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
+from cloudisense.core.pubsub import NOTICE_ERROR, NOTICE_SUCCESS, TEXT_NOTIFICATION
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +54,37 @@ class NotifySettings(Section):
     backoff: float = Field(0.2, ge=0, le=30)
 
 NOTIFICATION_TOPIC = "/notification"
+#: The existing client's name for the same topic: both get every notification.
+CLIENT_NOTIFICATION_TOPIC = "/notifications"
 NOTIFICATION_EVENT = "notification"
 _BOT_URL_RE = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+
+
+class HttpBlock(Params):
+    """CloudiSENSE's ``http`` parameters: which webhooks, which method."""
+
+    webhook: list[str] = Field(default_factory=list, max_length=32,
+                               description="configured webhook URLs; empty: all of them")
+    method: Literal["GET", "POST", "PUT"] = "POST"
 
 
 class HttpNotifyParams(Params):
     """A message for the configured webhooks."""
 
-    message: str = Field(min_length=1, max_length=4000, description="the text to send")
+    message: str | None = Field(None, min_length=1, max_length=4000,
+                                description="the text to send (required unless http is given)")
     webhook: str | None = Field(None, max_length=2048,
                                 description="one of the configured webhook URLs; default: all of them")
-    method: Literal["POST", "PUT"] = "POST"
+    method: Literal["GET", "POST", "PUT"] = "POST"
+    http: HttpBlock | None = Field(None, description="CloudiSENSE's form: {webhook: [...], method}")
+
+    @model_validator(mode="after")
+    def _message_or_http(self) -> "HttpNotifyParams":
+        if self.message is None and self.http is None:
+            raise ValueError("message: field required")
+        if self.http is not None and self.webhook is not None:
+            raise ValueError("give the webhook either as webhook or inside http, not both")
+        return self
 
 
 class TelegramNotifyParams(Params):
@@ -110,6 +135,19 @@ class NotifyModule(Module):
 
     async def start(self) -> None:
         self.node.pubsub.add_static(NOTIFICATION_TOPIC)
+        self.node.pubsub.add_static(CLIENT_NOTIFICATION_TOPIC)
+
+    def check_rule_params(self, intent: str, params: Any) -> str | None:
+        """Why a reaction rule's parameters can't work here (an unconfigured webhook), or ``None``."""
+        if intent != "simple_http_notify":
+            return None
+        wanted = list(params.http.webhook) if params.http is not None else [params.webhook] if params.webhook else []
+        configured = self.settings.webhooks
+        unknown = [i for i, w in enumerate(wanted) if w not in configured]
+        if unknown:
+            return ("webhook " + ", ".join(str(i) for i in unknown) + " is not one of the configured notify.webhooks; "
+                    "only configured URLs can be used")
+        return None
 
     # -- the Python API -------------------------------------------------------
 
@@ -129,16 +167,20 @@ class NotifyModule(Module):
             return {"via": "none", "delivered": 0}
         raise BadRequest(f"unknown notification channel {via!r}; use webhook, telegram or none")
 
-    async def send_webhooks(self, message: str, webhook: str | None = None, method: str = "POST") -> dict[str, Any]:
-        """Deliver to ``webhook`` (must be configured) or to every configured webhook."""
+    async def send_webhooks(self, message: str, webhook: str | list[str] | None = None,
+                            method: str = "POST") -> dict[str, Any]:
+        """Deliver to ``webhook`` (one or several, each configured) or to every configured webhook."""
         configured = self.settings.webhooks
         if not configured:
             raise Unavailable("no webhooks are configured; set notify.webhooks (a list of URLs) in the config")
-        if webhook is not None and webhook not in configured:
+        wanted = [webhook] if isinstance(webhook, str) else list(dict.fromkeys(webhook or []))
+        if any(w not in configured for w in wanted):
             raise BadRequest("webhook is not one of the configured notify.webhooks; only configured URLs can be "
                              "used (leave it out to send to all of them)")
-        targets = [webhook] if webhook is not None else list(configured)
-        body = json.dumps({"message": message, "node": self.node.identity, "timestamp": int(time.time() * 1000)})
+        targets = wanted or list(configured)
+        # GET carries no body (the receiver learns only that something happened).
+        body = None if method == "GET" else json.dumps(
+            {"message": message, "node": self.node.identity, "timestamp": int(time.time() * 1000)})
         deliveries = await asyncio.gather(*(self._deliver(url, method, body) for url in targets))
         # Results name a webhook by its place in the configured list and its host only: paths of
         # webhook URLs often carry secrets (Slack, Discord), and results reach people and models.
@@ -183,7 +225,10 @@ class NotifyModule(Module):
     # -- intents --------------------------------------------------------------
 
     async def simple_http_notify(self, p: HttpNotifyParams, ctx: ActionContext) -> dict[str, Any]:
-        return await self.send_webhooks(p.message, p.webhook, p.method)
+        message = p.message or f"notification from {self.node.identity}"
+        if p.http is not None:
+            return await self.send_webhooks(message, p.http.webhook, p.http.method)
+        return await self.send_webhooks(message, p.webhook, p.method)
 
     async def simple_telegram_notify(self, p: TelegramNotifyParams, ctx: ActionContext) -> dict[str, Any]:
         return await self.send_telegram(p.message, p.chat_id)
@@ -197,7 +242,7 @@ class NotifyModule(Module):
             text = text.replace(secret, "***")
         return _BOT_URL_RE.sub("bot***", text)
 
-    async def _deliver(self, url: str, method: str, body: str, secret: str | None = None) -> Delivery:
+    async def _deliver(self, url: str, method: str, body: str | None, secret: str | None = None) -> Delivery:
         """One request with retries on connection errors and 5xx answers (4xx are final)."""
         settings = self.settings
         attempts = 0
@@ -208,7 +253,7 @@ class NotifyModule(Module):
             resp: HTTPResponse | None = None
             try:
                 resp = await AsyncHTTPClient().fetch(
-                    url, method=method, body=body, headers={"Content-Type": "application/json"},
+                    url, method=method, body=body, headers={"Content-Type": "application/json"} if body else {},
                     request_timeout=settings.timeout, connect_timeout=settings.timeout,
                     follow_redirects=False, raise_error=False)
                 status, error = resp.code, None if 200 <= resp.code < 300 else f"HTTP {resp.code}"
@@ -226,9 +271,10 @@ class NotifyModule(Module):
             await asyncio.sleep(settings.backoff * 2 ** (attempts - 1))
 
     def _publish(self, message: str, via: str, ok: bool) -> None:
-        self.node.pubsub.publish(NOTIFICATION_TOPIC, NOTIFICATION_EVENT,
-                                 {"message": message, "via": via, "ok": ok, "node": self.node.identity,
-                                  "timestamp": int(time.time() * 1000)})
+        data = {"message": message, "code": NOTICE_SUCCESS if ok else NOTICE_ERROR,
+                "data": {"via": via, "ok": ok, "node": self.node.identity, "timestamp": int(time.time() * 1000)}}
+        for topic in (NOTIFICATION_TOPIC, CLIENT_NOTIFICATION_TOPIC):
+            self.node.pubsub.publish(topic, TEXT_NOTIFICATION, data, kind=NOTIFICATION_EVENT)
 
 
 def _where(url: str) -> str:

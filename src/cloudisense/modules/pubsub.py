@@ -1,15 +1,54 @@
-"""Channel intents of protocol.md: subscribe, unsubscribe, publish, create, remove."""
+"""Channel intents of protocol.md: subscribe, unsubscribe, publish, create, remove; and the ``/ping``.
+
+``publish_channel`` sends what the existing client can dispatch: ``ui_update`` on the ``/ui/``
+topics, ``data_generated`` elsewhere (``meta.event = "message"``, ``meta.from`` = the sender).
+Topics listed in ``[pubsub] on_demand_topics`` are created by subscribing to them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from cloudisense.config import Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import AgentUse, Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.core.pubsub import validate_topic
+from cloudisense.core.pubsub import DATA_EVENT, PING_EVENT, UI_UPDATE, validate_topic
+
+log = logging.getLogger(__name__)
+
+PING_TOPIC = "/ping"
+#: Topics whose events are the client's UI data (``ui_update``).
+UI_PREFIX = "/ui/"
+
+
+class PubSubSettings(Section):
+    """Topics clients may create, and the liveness ping."""
+
+    #: Topics a subscription creates when they don't exist yet (an entry ending in ``/`` covers
+    #: the topics under it); the existing client subscribes to ``/ui/updates`` without creating it.
+    on_demand_topics: list[str] = Field(default_factory=lambda: ["/ui/updates", "/ui/guide"])
+    #: Topics one user may create (``create_channel`` or on demand) that exist at the same time.
+    max_topics_per_client: int = Field(16, ge=0, le=10_000)
+    #: Seconds between ``ping_generated`` events on ``/ping``; 0 turns the ping off.
+    ping_interval: float = Field(10.0, ge=0)
+
+    @field_validator("on_demand_topics")
+    @classmethod
+    def _topics(cls, topics: list[str]) -> list[str]:
+        from cloudisense.core.pubsub import validate_topic
+
+        for topic in topics:
+            try:
+                validate_topic(topic.rstrip("/") or "/")
+            except Exception:
+                raise ValueError(f"{topic!r} is not a topic: start with / and use letters, digits and _.-/@:") from None
+        return topics
 
 
 class TopicParams(Params):
@@ -28,6 +67,32 @@ class PubSubModule(Module):
     """The hub's channel intents."""
 
     name = "pubsub"
+    settings_model = PubSubSettings
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self._ping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.node.pubsub.configure_dynamic(s.on_demand_topics, s.max_topics_per_client)
+        self.node.pubsub.add_static(PING_TOPIC)
+        if s.ping_interval > 0:
+            self._ping = asyncio.create_task(self._pinger(s.ping_interval), name="pubsub-ping")
+
+    async def stop(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+            try:
+                await self._ping
+            except asyncio.CancelledError:
+                pass
+
+    async def _pinger(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.node.pubsub.publish(PING_TOPIC, PING_EVENT, {"node": self.node.identity,
+                                                              "timestamp": int(time.time() * 1000)})
 
     def intents(self) -> list[Intent]:
         return [
@@ -55,15 +120,16 @@ class PubSubModule(Module):
 
     async def publish(self, p: PublishParams, ctx: ActionContext) -> dict[str, Any]:
         validate_topic(p.topic)
-        if not self.node.pubsub.exists(p.topic):
+        if not self.node.pubsub.exists(p.topic) and not self.node.pubsub.on_demand(p.topic):
             from cloudisense.core.errors import NotFound
 
             raise NotFound(f"no topic {p.topic}; create it with create_channel first")
-        delivered = ctx.publish(p.topic, "message", p.message, {"from": ctx.user})
+        name = UI_UPDATE if p.topic.startswith(UI_PREFIX) else DATA_EVENT
+        delivered = self.node.pubsub.publish(p.topic, name, p.message, {"from": ctx.user}, kind="message")
         return {"topic": p.topic, "delivered": delivered}
 
     async def create(self, p: TopicParams, ctx: ActionContext) -> dict[str, Any]:
-        self.node.pubsub.create_channel(p.topic)
+        self.node.pubsub.create_channel(p.topic, ctx.client)
         return {"topic": p.topic, "created": True}
 
     async def remove(self, p: TopicParams, ctx: ActionContext) -> dict[str, Any]:

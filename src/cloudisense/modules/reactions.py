@@ -1,6 +1,11 @@
 """The reaction engine: rules that run an intent when an event arrives or a cron time comes.
 
-Rules live as ``<id>.json`` files in ``[rules] folder`` (format: :mod:`rules_model`).
+Rules live as ``<id>.json`` files in ``[rules] folder`` (format: :mod:`rules_model`; ours and
+CloudiSENSE's, each written back in its own format).
+
+``list_rules`` answers the existing client's array of ``{id, description, enabled, subject,
+trigger}`` (``head=true``: id, description, enabled only); ``list_rules {"details": true}``
+answers every rule in full with its counters, and the files that were refused.
 
 - Data-driven rules listen to a topic; a pub/sub listener checks each published event against
   them and schedules the response as a task (the publisher is never blocked).
@@ -56,9 +61,17 @@ MAX_RULE_BYTES = 256 * 1024
 
 
 class ListRulesParams(Params):
-    """Whether to list only the heads of rules."""
+    """Whether to list only the heads of rules, or everything about them."""
 
     head: bool = Field(False, description="only id, description and enabled")
+    details: bool = Field(False, description="every rule in full, with counters and refused files")
+
+
+def _say_rules(p: Any, data: Any) -> str:
+    """``list_rules`` in words, for either shape."""
+    items = data if isinstance(data, list) else data.get("rules", []) if isinstance(data, dict) else []
+    rows = [f"{r.get('id')} ({'enabled' if r.get('enabled') else 'disabled'})" for r in items if isinstance(r, dict)]
+    return "rules: " + (", ".join(rows) or "none")
 
 
 class RuleIdParams(Params):
@@ -71,7 +84,7 @@ class WriteRuleParams(Params):
     """A rule to store."""
 
     rule_data: dict[str, Any] | str = Field(description="the rule as a JSON object (or JSON text)")
-    update: bool = Field(False, description="replace an existing rule of the same id")
+    update: bool = Field(False, description="replace an existing rule of the same id (a new rule is created either way)")
 
 
 @dataclass
@@ -86,11 +99,15 @@ class RuleState:
     last_result: dict[str, Any] | None = None
     next_time: float | None = None
     recent: collections.deque[float] = field(default_factory=collections.deque)
+    #: A ``sleepy`` rule rests until this monotonic time; a ``once`` rule that fired stays done.
+    resting_until: float = 0.0
+    done: bool = False
 
     def status(self) -> dict[str, Any]:
         """Counters for ``list_rules``/``read_rule``."""
         return {"fired": self.fired, "skipped": self.skipped, "failed": self.failed,
-                "last_fired": self.last_fired, "last_result": self.last_result, "next_time": self.next_time}
+                "last_fired": self.last_fired, "last_result": self.last_result, "next_time": self.next_time,
+                "done": self.done}
 
 
 class ReactionsModule(Module):
@@ -118,7 +135,7 @@ class ReactionsModule(Module):
             Intent("list_rules", "List the reaction rules with their state (head=true: only id, description, enabled)",
                    self.list_rules, ListRulesParams, Risk.READ,
                    ("list the reaction rules", "which rules are configured", "show me all automation rules",
-                    "what reactions are enabled", "give me just the rule names and descriptions")),
+                    "what reactions are enabled", "give me just the rule names and descriptions"), say=_say_rules),
             Intent("read_rule", "Show one reaction rule and its firing counters", self.read_rule, RuleIdParams,
                    Risk.READ, ("show the high-cpu rule", "what does rule nightly-backup do",
                                "read rule disk-full", "when does the backup rule fire next"),
@@ -194,7 +211,7 @@ class ReactionsModule(Module):
         if not isinstance(data, dict):
             raise BadRequest("a rule is a JSON object with id, listen-to, trigger and response")
         try:
-            rule = Rule.model_validate(data)
+            rule = Rule.parse(data)
         except ValidationError as exc:
             raise BadRequest("invalid rule: " + protocol.describe_validation_error(exc, "rule")) from None
         intent = self.node.registry.find(rule.response.intent)
@@ -203,9 +220,16 @@ class ReactionsModule(Module):
             hint = f"; did you mean {', '.join(hints)}?" if hints else ""
             raise BadRequest(f"invalid rule: response.intent {rule.response.intent!r} is not an intent of this node{hint}")
         try:
-            intent.params.model_validate(render(rule.response.parameters, None))
+            params = intent.params.model_validate(render(rule.response.parameters, None))
         except ValidationError as exc:
             raise BadRequest("invalid rule: " + protocol.describe_validation_error(exc, "response.parameters")) from None
+        # The intent's module may check the parameters against its configuration too (notify: only
+        # configured webhooks), so such a rule is refused when written, not each time it fires.
+        check = getattr(self.node.module(intent.module), "check_rule_params", None)
+        if check is not None:
+            problem = check(intent.name, params)
+            if problem:
+                raise BadRequest(f"invalid rule: response.parameters: {problem}")
         return rule
 
     def _read_file(self, path: Path) -> Rule:
@@ -226,6 +250,7 @@ class ReactionsModule(Module):
             state.last_fired, state.last_result, state.recent = old.last_fired, old.last_result, old.recent
         if rule.timed and rule.enabled and rule.trigger.on_time_object:
             state.next_time = next_fire(rule.trigger.on_time_object.cron, time.time())
+        # A rewritten or reloaded rule starts afresh: a "once" rule may fire again, a sleepy one is awake.
         self.rules[rule.id] = state
         self.errors.pop(f"{rule.id}.json", None)
         self._wake.set()
@@ -252,12 +277,14 @@ class ReactionsModule(Module):
 
     # -- intents ---------------------------------------------------------
 
-    async def list_rules(self, p: ListRulesParams, ctx: ActionContext) -> dict[str, Any]:
+    async def list_rules(self, p: ListRulesParams, ctx: ActionContext) -> list[dict[str, Any]] | dict[str, Any]:
         self._folder()
         states = [self.rules[k] for k in sorted(self.rules)]
+        if p.details:
+            return {"rules": [{**s.rule.to_json(), "status": s.status()} for s in states], "errors": dict(self.errors)}
         if p.head:
-            return {"rules": [s.rule.head() for s in states]}
-        return {"rules": [{**s.rule.to_json(), "status": s.status()} for s in states], "errors": dict(self.errors)}
+            return [s.rule.head() for s in states]
+        return [s.rule.summary() for s in states]
 
     async def read_rule(self, p: RuleIdParams, ctx: ActionContext) -> dict[str, Any]:
         self._path(p.rule_id)
@@ -273,8 +300,6 @@ class ReactionsModule(Module):
             exists = path.exists()
             if exists and not p.update:
                 raise Conflict(f"rule {rule.id!r} already exists; pass update=true to replace it")
-            if not exists and p.update:
-                raise NotFound(f"no rule {rule.id!r} to update; pass update=false to create it")
             text = json.dumps(rule.to_json(), indent=2) + "\n"
             await asyncio.to_thread(_atomic_write, path, text)
             self._install(rule)
@@ -314,10 +339,10 @@ class ReactionsModule(Module):
 
     async def generate_sample(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
         if "simple_http_notify" in self.node.registry:
-            sample = sample_rule("simple_http_notify", {"message": "CPU at {{data.cpu.percent}}% on this node"})
+            sample = sample_rule("simple_http_notify", {"message": "CPU at {{data.system.cpu.percent}}% on this node"})
         else:
             sample = sample_rule("publish_channel", {"topic": "/notification",
-                                                     "message": "CPU at {{data.cpu.percent}}% on this node"})
+                                                     "message": "CPU at {{data.system.cpu.percent}}% on this node"})
         self.validate(sample)  # the sample always fits this node's intents
         return {"rule": sample, "hint": "change id and description, set enabled to true, save with write_rule"}
 
@@ -339,7 +364,7 @@ class ReactionsModule(Module):
             if not rule.enabled or trig is None or rule.listen_to != topic:
                 continue
             try:
-                hit = matches(trig, message)
+                hit = matches(trig, message, rule.trigger.evaluator_pattern)
             except Exception:  # a weird payload must not break the publisher
                 log.debug("rule %s could not evaluate an event", rule.id, exc_info=True)
                 continue
@@ -348,9 +373,16 @@ class ReactionsModule(Module):
 
     def _spawn(self, state: RuleState, event: dict[str, Any] | None, cause: str) -> None:
         now = time.monotonic()
+        rule = state.rule
+        # The rule's own behaviour first: a resting or finished rule lets the event pass silently.
+        if state.done or now < state.resting_until:
+            return
+        if rule.response.behaviour == "once":
+            state.done = True
+        elif rule.response.behaviour == "sleepy" and rule.response.sleep:
+            state.resting_until = now + rule.response.sleep / 1000
         while state.recent and now - state.recent[0] >= 60:
             state.recent.popleft()
-        rule = state.rule
         if len(state.recent) >= self.settings.max_firings_per_minute:
             state.skipped += 1
             self.node.pubsub.publish(REACTIONS_TOPIC, "rule_skipped", {
@@ -395,7 +427,10 @@ class ReactionsModule(Module):
                     continue
                 if state.next_time <= now:
                     self._spawn(state, None, "time")
-                    state.next_time = next_fire(trig.cron, now)
+                    # recurring: false fires only at the first matching time.
+                    state.next_time = None if trig.recurring is False else next_fire(trig.cron, now)
+                    if state.next_time is None:
+                        continue
                 upcoming.append(state.next_time)
             delay = min(upcoming, default=now + 60) - time.time()
             self._wake.clear()

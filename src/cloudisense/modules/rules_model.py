@@ -3,15 +3,36 @@
 A rule is one JSON file in the rules folder, named ``<id>.json``::
 
     {"id": "high-cpu", "description": "...", "listen-to": "/stats", "enabled": true,
-     "trigger": {"on-payload-object": {"key": "data.cpu.percent", "content": 90,
+     "trigger": {"on-payload-object": {"key": "data.system.cpu.percent", "content": 90,
                                        "condition": "greater-than"}},
-     "response": {"intent": "simple_http_notify", "parameters": {"message": "CPU at {{data.cpu.percent}}%"}}}
+     "response": {"intent": "simple_http_notify", "parameters": {"message": "CPU at {{data.system.cpu.percent}}%"}}}
 
 A time-driven rule listens to ``"{time}"`` and has ``{"on-time-object": {"cron": "..."}}``: a
 standard 5-field cron (minute resolution) or a 6-field one whose FIRST field is seconds
 (``"*/2 * * * * *"`` fires every two seconds), evaluated in the node's local time.
 
-``key`` is a dotted path into the published event message (``data.cpu.percent``, ``name``,
+CloudiSENSE's own format is accepted beside it and written back exactly as given::
+
+    {"id": "rule-http-notify", "listen-to": "/httpcapture/path", "enabled": true,
+     "trigger": {"on-payload-object": {"key": "data", "on-content": "*", "on-condition": "equals"},
+                 "evaluator": null},
+     "response": {"intent": "simple_http_notify",
+                  "parameters": {"http": {"webhook": ["http://localhost/receiver"], "method": "GET"}}}}
+    {"id": "every-5-minutes", "listen-to": "{time}",
+     "trigger": {"on-time-object": {"recurring": true, "using-expression": "*/5 * * * *"}, "evaluator": null},
+     "response": {"intent": "start_script_execution", "parameters": {"name": "cleanup.sh"}}}
+
+- conditions: ``equals``, ``contains``, ``startswith``, ``endswith``, ``lessthan``,
+  ``lessthanorequal``, ``greaterthan``, ``greaterthanorequal``, ``regex`` (and ours:
+  ``not-equals``, ``greater-than``, ``less-than``, ``matches``); content ``"*"`` with ``equals``
+  matches any value that is present;
+- ``trigger.evaluator``: ``null`` adds no check (the trigger alone decides); a regular
+  expression (``"regex-pattern"`` or ``{"regex": "..."}``) must also be found in the value at ``key``;
+- ``on-time-object.recurring: false`` fires once, at the next matching time;
+- ``response.behaviour``: ``normal`` (default), ``once`` (fires once until the rule is written or
+  reloaded again) or ``sleepy`` (after firing, rests ``response.sleep`` milliseconds).
+
+``key`` is a dotted path into the published event message (``data.system.cpu.percent``, ``name``,
 ``topic``, ``meta.from``; list items by index: ``data.items.0``). String values of the response
 ``parameters`` may hold ``{{dotted.path}}`` placeholders filled from the triggering event.
 """
@@ -22,7 +43,7 @@ import re
 from typing import Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cloudisense.core.pubsub import validate_topic
 
@@ -32,7 +53,17 @@ _RULE_ID_RE = re.compile(RULE_ID_PATTERN)
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _MISSING = object()
 
-Condition = Literal["equals", "not-equals", "contains", "greater-than", "less-than", "matches"]
+Condition = Literal["equals", "not-equals", "contains", "greater-than", "less-than", "matches",
+                    "startswith", "endswith", "lessthan", "lessthanorequal", "greaterthan", "greaterthanorequal",
+                    "regex"]
+#: Numeric comparisons, by condition name (ours and CloudiSENSE's).
+_COMPARE = {"greater-than": float.__gt__, "greaterthan": float.__gt__, "greaterthanorequal": float.__ge__,
+            "less-than": float.__lt__, "lessthan": float.__lt__, "lessthanorequal": float.__le__}
+_REGEX_CONDITIONS = ("matches", "regex")
+#: ``on-content`` that matches any present value (CloudiSENSE's wildcard).
+WILDCARD = "*"
+#: Keys only CloudiSENSE's format uses: a rule with any of them is written back as given.
+_CLOUDISENSE_KEYS = {"on-content", "on-condition", "using-expression", "recurring", "evaluator"}
 
 
 def valid_rule_id(rule_id: str) -> str:
@@ -70,15 +101,17 @@ class _Strict(BaseModel):
 class PayloadTrigger(_Strict):
     """Fire when the value at ``key`` in a published event meets ``condition`` against ``content``."""
 
-    key: str = Field(min_length=1, max_length=256, description="dotted path into the event, e.g. data.cpu.percent")
-    content: Any = Field(description="the value to compare with")
-    condition: Condition = "equals"
+    key: str = Field(min_length=1, max_length=256, description="dotted path into the event, e.g. data.system.cpu.percent")
+    content: Any = Field(validation_alias=AliasChoices("content", "on-content"), description="the value to compare with")
+    condition: Condition = Field("equals", validation_alias=AliasChoices("condition", "on-condition"))
 
     @model_validator(mode="after")
     def _check_content(self) -> "PayloadTrigger":
-        if self.condition in ("greater-than", "less-than") and _number(self.content) is None:
+        if self.condition in _COMPARE and _number(self.content) is None:
             raise ValueError(f"condition {self.condition} needs a numeric content, got {self.content!r}")
-        if self.condition == "matches":
+        if self.condition in ("startswith", "endswith") and not isinstance(self.content, str):
+            raise ValueError(f"condition {self.condition} needs a text content, got {self.content!r}")
+        if self.condition in _REGEX_CONDITIONS:
             if not isinstance(self.content, str):
                 raise ValueError("condition matches needs a regular expression string as content")
             try:
@@ -89,9 +122,11 @@ class PayloadTrigger(_Strict):
 
 
 class TimeTrigger(_Strict):
-    """Fire on a cron schedule."""
+    """Fire on a cron schedule (``recurring: false``: only at the next matching time)."""
 
-    cron: str = Field(description="5 fields, or 6 with seconds first")
+    cron: str = Field(validation_alias=AliasChoices("cron", "using-expression"),
+                      description="5 fields, or 6 with seconds first")
+    recurring: bool | None = None
 
     @field_validator("cron")
     @classmethod
@@ -104,12 +139,32 @@ class Trigger(_Strict):
 
     on_payload_object: PayloadTrigger | None = Field(None, alias="on-payload-object")
     on_time_object: TimeTrigger | None = Field(None, alias="on-time-object")
+    #: ``None``: no extra check; a regular expression the value at ``key`` must contain.
+    evaluator: str | dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Trigger":
         if (self.on_payload_object is None) == (self.on_time_object is None):
             raise ValueError("trigger needs exactly one of on-payload-object and on-time-object")
+        pattern = self.evaluator_pattern
+        if isinstance(self.evaluator, dict) and pattern is None:
+            raise ValueError('evaluator: give null, a regular expression, or {"regex": "<expression>"}')
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"evaluator is not a valid regular expression: {exc}") from None
         return self
+
+    @property
+    def evaluator_pattern(self) -> str | None:
+        """The evaluator's regular expression, if it has one."""
+        if isinstance(self.evaluator, str):
+            return self.evaluator
+        if isinstance(self.evaluator, dict):
+            value = self.evaluator.get("regex") or self.evaluator.get("expression")
+            return value if isinstance(value, str) and set(self.evaluator) <= {"regex", "expression", "type"} else None
+        return None
 
 
 class RuleResponse(_Strict):
@@ -117,6 +172,16 @@ class RuleResponse(_Strict):
 
     intent: str = Field(min_length=1, max_length=128)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    behaviour: Literal["normal", "once", "sleepy"] | None = Field(
+        None, validation_alias=AliasChoices("behaviour", "behavior"))
+    #: Milliseconds a ``sleepy`` rule rests after firing.
+    sleep: int | None = Field(None, ge=0, le=7 * 24 * 3600 * 1000)
+
+    @model_validator(mode="after")
+    def _sleep(self) -> "RuleResponse":
+        if self.behaviour == "sleepy" and not self.sleep:
+            raise ValueError("a sleepy response needs sleep (milliseconds to rest after firing)")
+        return self
 
 
 class Rule(_Strict):
@@ -128,6 +193,16 @@ class Rule(_Strict):
     enabled: bool = True
     trigger: Trigger
     response: RuleResponse
+    #: The rule as given, when it is in CloudiSENSE's format (written back unchanged).
+    _source: dict[str, Any] | None = PrivateAttr(None)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> "Rule":
+        """Validate ``data`` (either format) and remember CloudiSENSE's format to write it back as is."""
+        rule = cls.model_validate(data)
+        if _uses_cloudisense_keys(data.get("trigger")) or _uses_cloudisense_keys(data.get("response")):
+            rule._source = data
+        return rule
 
     @field_validator("id")
     @classmethod
@@ -159,12 +234,29 @@ class Rule(_Strict):
         return self.listen_to == TIME_TOPIC
 
     def to_json(self) -> dict[str, Any]:
-        """The rule in its file format (dashed keys)."""
+        """The rule in its file format (dashed keys), or as given when it is in CloudiSENSE's format."""
+        if self._source is not None:
+            import copy
+
+            return copy.deepcopy(self._source)
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def summary(self) -> dict[str, Any]:
+        """The existing client's ``list_rules`` item: id, description, enabled, subject, trigger."""
+        full = self.to_json()
+        return {"id": self.id, "description": self.description, "enabled": self.enabled,
+                "subject": self.listen_to, "trigger": full.get("trigger")}
 
     def head(self) -> dict[str, Any]:
         """Only id, description and enabled."""
         return {"id": self.id, "description": self.description, "enabled": self.enabled}
+
+
+def _uses_cloudisense_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(k in _CLOUDISENSE_KEYS or _uses_cloudisense_keys(v) for k, v in value.items()
+                   if k != "parameters")
+    return False
 
 
 def _number(value: Any) -> float | None:
@@ -193,14 +285,18 @@ def lookup(event: Any, path: str) -> Any:
     return node
 
 
-def matches(trigger: PayloadTrigger, event: dict[str, Any]) -> bool:
-    """Whether ``event`` satisfies a payload trigger (a missing key never matches)."""
+def matches(trigger: PayloadTrigger, event: dict[str, Any], evaluator: str | None = None) -> bool:
+    """Whether ``event`` satisfies a payload trigger and its evaluator (a missing key never matches)."""
     value = lookup(event, trigger.key)
     if value is _MISSING:
+        return False
+    if evaluator is not None and re.search(evaluator, value if isinstance(value, str) else str(value)) is None:
         return False
     want = trigger.content
     cond = trigger.condition
     if cond in ("equals", "not-equals"):
+        if want == WILDCARD:
+            return cond == "equals"
         a, b = _number(value), _number(want)
         same = (a == b) if a is not None and b is not None and not isinstance(value, str) else value == want
         return same if cond == "equals" else not same
@@ -210,12 +306,15 @@ def matches(trigger: PayloadTrigger, event: dict[str, Any]) -> bool:
         if isinstance(value, (list, dict)):
             return want in value
         return False
-    if cond == "matches":
+    if cond in ("startswith", "endswith"):
+        text = value if isinstance(value, str) else str(value)
+        return text.startswith(want) if cond == "startswith" else text.endswith(want)
+    if cond in _REGEX_CONDITIONS:
         return re.search(want, value if isinstance(value, str) else str(value)) is not None
     num, ref = _number(value), _number(want)
     if num is None or ref is None:
         return False
-    return num > ref if cond == "greater-than" else num < ref
+    return bool(_COMPARE[cond](num, ref))
 
 
 def render(value: Any, event: dict[str, Any] | None) -> Any:
@@ -250,6 +349,7 @@ def sample_rule(intent: str, parameters: dict[str, Any]) -> dict[str, Any]:
         "description": "Notify when the CPU of this node is above 90 percent",
         "listen-to": "/stats",
         "enabled": False,
-        "trigger": {"on-payload-object": {"key": "data.cpu.percent", "content": 90, "condition": "greater-than"}},
+        "trigger": {"on-payload-object": {"key": "data.system.cpu.percent", "content": 90,
+                                          "condition": "greater-than"}},
         "response": {"intent": intent, "parameters": parameters},
     }

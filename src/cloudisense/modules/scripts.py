@@ -12,7 +12,9 @@ the whole group gets SIGTERM, then SIGKILL after :data:`KILL_GRACE` seconds, so 
 die with the script. Only names of regular files directly in the folder are accepted,
 and a file that resolves (symlinks followed) outside the folder is refused.
 
-Events on ``/script/<script_id>``: ``script_start``, ``script_output`` (``stream``
+Events on ``/script/<script_id>`` are ``data_generated`` with the existing client's
+``{"script": <name>, "state": "start" | "progress" | "stop", "data": <output text>}`` plus our
+fields; ``meta.event`` names them: ``script_start``, ``script_output`` (``stream``
 ``stdout``/``stderr``, ``lines``), ``script_stop`` (``exit_code``, ``duration_seconds``,
 ``killed``, ``reason``). The caller of ``start_script_execution`` is subscribed before the
 process starts (unless it passes ``subscribe: false``), so it misses nothing; others may
@@ -41,7 +43,7 @@ from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.core.pubsub import TopicProvider
+from cloudisense.core.pubsub import DATA_EVENT, TopicProvider
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ TAIL_LINES = 200
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024
 MAX_RUNNING = 16
+_CLIENT_STATES = {"script_start": "start", "script_output": "progress", "script_stop": "stop"}
 #: Seconds between ``script_output`` batches.
 FLUSH_INTERVAL = 0.1
 
@@ -310,7 +313,10 @@ class ScriptsModule(Module):
     # -- running ----------------------------------------------------------
 
     def _publish(self, run: Execution, name: str, data: dict[str, Any]) -> None:
-        self.node.pubsub.publish(run.topic, name, data)
+        # On the wire: the existing client's data_generated {script, state, data}; our name rides in meta.event.
+        text = "".join(f"{line}\n" for line in data.get("lines", ()))
+        wire = {"script": run.name, "state": _CLIENT_STATES[name], "data": text, **data}
+        self.node.pubsub.publish(run.topic, DATA_EVENT, wire, kind=name)
 
     def _stop_data(self, run: Execution) -> dict[str, Any]:
         return {"script_id": run.script_id, "name": run.name, "exit_code": run.exit_code,

@@ -10,7 +10,11 @@ Each ``[targets.<name>]`` names one service and a backend that runs it:
 Every state change is published on the static topic ``/targets`` as an event
 ``target_state`` with data ``{name, state, pid, exit_code}``.
 
-Status shape (``target_status``, and each item of ``list_targets``)::
+``list_targets`` answers what the existing CloudiSENSE client expects, an array of target names;
+``list_targets {"details": true}`` answers ``{"targets": [status, ...], "count"}``. The intents
+that take a target accept its name as ``name`` or as ``module`` (the existing client's word).
+
+Status shape (``target_status``, and each item of ``list_targets`` with ``details``)::
 
     {"name": "web", "backend": "process", "state": "running" | "stopped" | "crashed" | "stopping"
      | "starting" | "unknown", "pid": 1234 | None, "uptime": 12.5 | None (seconds),
@@ -24,13 +28,13 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from cloudisense.modules.target_config import TargetSettings, TargetsSettings
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import NotFound
-from cloudisense.core.intents import Intent, NoParams, Params, Risk
+from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.modules.target_backends import ProcessBackend, SystemdBackend
 
@@ -70,10 +74,24 @@ class Backend(Protocol):
 
 
 class TargetParams(Params):
-    """One configured target."""
+    """One configured target (``module`` is accepted for ``name``: the existing client sends it)."""
 
-    name: str = Field(min_length=1, max_length=128,
+    name: str = Field(min_length=1, max_length=128, validation_alias=AliasChoices("name", "module"),
                       description="the target's configured name, e.g. web, worker, nginx, redis")
+
+
+class ListTargetsParams(Params):
+    """Names only (the existing client's shape), or every target's status."""
+
+    details: bool = Field(False, description="true: each target's state, pid, uptime and health")
+
+
+def _say_targets(p: Any, data: Any) -> str:
+    """``list_targets`` in words, for either shape."""
+    if isinstance(data, list):
+        return "services: " + (", ".join(str(n) for n in data) or "none are configured")
+    items = data.get("targets", []) if isinstance(data, dict) else []
+    return "services: " + ("; ".join(f"{t.get('name')} {t.get('state')}" for t in items) or "none are configured")
 
 
 async def check_health(url: str | None) -> str:
@@ -101,6 +119,8 @@ class TargetsModule(Module):
     def __init__(self, node: Any) -> None:
         super().__init__(node)
         self.backends: dict[str, Backend] = {}
+        #: The last state each backend reported (cheap to read: the ``/stats`` event carries it).
+        self.states: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         state_dir = node.settings.data_dir / "targets"
         for tname, tset in self.settings.root.items():
@@ -118,9 +138,9 @@ class TargetsModule(Module):
         slow = max((t.stop_timeout + t.health_wait for t in self.settings.root.values()), default=0) + 30
         return [
             Intent("list_targets", "Every managed service with its state, pid, uptime and health",
-                   self.list_targets, NoParams, Risk.READ,
+                   self.list_targets, ListTargetsParams, Risk.READ,
                    ("status of all services", "list the targets", "which services are running",
-                    "show me every managed service", "are all services up?")),
+                    "show me every managed service", "are all services up?"), say=_say_targets),
             Intent("target_status", "State, pid, uptime, last exit code and health of one managed service",
                    self.target_status, TargetParams, Risk.READ,
                    ("is nginx up?", "status of the web service", "is the worker running",
@@ -149,6 +169,12 @@ class TargetsModule(Module):
                 await backend.recover()
             except Exception:
                 log.exception("target %s: could not recover its previous state", backend.name)
+        for backend in self.backends.values():  # what /stats reports until the first state change
+            try:
+                status = await backend.status()
+                self.states.setdefault(backend.name, {"state": status["state"], "pid": status.get("pid")})
+            except Exception:
+                self.states.setdefault(backend.name, {"state": "unknown", "pid": None})
         autostart = [b for b in self.backends.values() if b.settings.autostart]
         await asyncio.gather(*(self._autostart(b) for b in autostart))
 
@@ -173,6 +199,7 @@ class TargetsModule(Module):
     def _on_state(self, name: str, state: str, pid: int | None, exit_code: int | None) -> None:
         """Backends call this on every state change; it becomes a ``/targets`` event."""
         log.info("target %s: %s (pid %s, exit code %s)", name, state, pid, exit_code)
+        self.states[name] = {"state": state, "pid": pid}
         self.node.pubsub.publish(TARGETS_TOPIC, STATE_EVENT,
                                  {"name": name, "state": state, "pid": pid, "exit_code": exit_code})
 
@@ -202,7 +229,9 @@ class TargetsModule(Module):
 
     # -- intents ------------------------------------------------------------
 
-    async def list_targets(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+    async def list_targets(self, p: ListTargetsParams, ctx: ActionContext) -> list[str] | dict[str, Any]:
+        if not p.details:
+            return sorted(self.backends)
         items = await asyncio.gather(*(self._status(self.backends[n]) for n in sorted(self.backends)))
         return {"targets": list(items), "count": len(items)}
 

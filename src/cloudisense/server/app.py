@@ -11,7 +11,8 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RedirectHandler, RequestHandler, StaticFileHandler
 
 from cloudisense.node import Node
-from cloudisense.server.http import AuthorizeHandler, HealthHandler, MetricsHandler, RefreshHandler
+from cloudisense.server.http import (AuthorizeHandler, DownloadHandler, FileReadHandler, FileWriteHandler,
+                                     HealthHandler, LogDownloadHandler, MetricsHandler, RefreshHandler)
 from cloudisense.server.ws import RpcSocket
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -59,6 +60,10 @@ def make_app(node: Node) -> Application:
         (r"/ws", RpcSocket, {"node": node}),
         (r"/healthz", HealthHandler, {"node": node}),
         (r"/metrics", MetricsHandler, {"node": node}),
+        (r"/file/read", FileReadHandler, {"node": node}),
+        (r"/file/write", FileWriteHandler, {"node": node}),
+        (r"/log/download/(static|dynamic)", LogDownloadHandler, {"node": node}),
+        (r"/download/([A-Za-z0-9_\-]{16,64})", DownloadHandler, {"node": node}),
     ]
     if s.dashboard and (WEB_DIR / "index.html").exists():
         routes += [

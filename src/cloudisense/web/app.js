@@ -110,10 +110,12 @@ async function afterConnect() {
 
 // -- events ----------------------------------------------------------------
 
+// Live events use the existing CloudiSENSE client's names (data_generated, text_notification, ...);
+// our precise name, when there is one, is in meta.event (docs/protocol.md).
 function onEvent(ev) {
   const data = ev.data || {};
   switch (ev.name) {
-    case "stats_generated": showStats(data); break;
+    case "data_generated": if (ev.topic === "/stats") showStats(data.system || {}); break;
     case "target_state": refreshTargets(); break;
     case "assist_delta": case "llm_delta":
       if (state.streaming) { state.streaming.textContent += data.text || data.delta || ""; scrollChat(); }
@@ -124,17 +126,22 @@ function onEvent(ev) {
         state.streaming.dataset.steps = (state.streaming.dataset.steps || "") + `${data.intent} `;
       }
       break;
-    case "notification": addMessage("system", `Notification: ${data.message || JSON.stringify(data)}`); break;
+    case "text_notification":
+      if (ev.topic === "/notification") addMessage("system", `Notification: ${data.message || "(no text)"}`);
+      break;
     default: break;
   }
 }
 
 function showStats(s) {
   const pct = (v) => (typeof v === "number" ? `${v.toFixed(1)} %` : "–");
+  const disks = Array.isArray(s.disk) ? s.disk : [];
+  const root = disks.find((d) => d.mountpoint === "/") || disks[0];
+  const load = s.os && Array.isArray(s.os.average_load) ? s.os.average_load : null;
   $("stat-cpu").textContent = pct(s.cpu && s.cpu.percent);
   $("stat-mem").textContent = pct(s.memory && s.memory.percent);
-  $("stat-disk").textContent = pct(s.disk && s.disk.percent);
-  $("stat-load").textContent = s.load ? `${s.load["1m"].toFixed(2)} ${s.load["5m"].toFixed(2)} ${s.load["15m"].toFixed(2)}` : "–";
+  $("stat-disk").textContent = pct(root && root.percent);
+  $("stat-load").textContent = load ? load.map((x) => Number(x).toFixed(2)).join(" ") : "–";
 }
 
 // -- chat ------------------------------------------------------------------
@@ -222,7 +229,7 @@ async function refreshApprovals() {
 
 async function refreshTargets() {
   try {
-    const resp = await rpc("list_targets");
+    const resp = await rpc("list_targets", { details: true });
     const list = $("targets");
     list.replaceChildren();
     for (const t of resp.data.targets || []) {
