@@ -98,7 +98,7 @@ async def prepare(data_dir: Path) -> str:
 async def test_restart_self_restarts_a_real_server_and_keeps_sessions_and_approvals(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "node.toml"
-    config.write_text(f'identity = "restarter"\ndata_dir = "data"\nmodules = ["pubsub", "audit", "system", "agent"]\n'
+    config.write_text(f'identity = "restarter"\ndata_dir = "data"\nmodules = ["pubsub", "audit", "system", "assistant"]\n'
                       f'[server]\nport = {port}\n[auth]\njwt_secret = "{"s" * 40}"\n')
     approval_id = await prepare(tmp_path / "data")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDISENSE_")}

@@ -8,16 +8,17 @@ import pytest
 
 from cloudisense.config import load_settings
 from cloudisense.core.errors import ConfigError
+from cloudisense.modules.files import FilesSettings
 
 
 def test_roots_are_resolved_against_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text('[files.roots.demo]\npath = "files"\nwritable = true\n'
                       '[files]\nread_extensions = [".TXT", ".md"]\n')
-    settings = load_settings(config, environ={})
-    assert settings.files.roots["demo"].path == tmp_path / "files"
-    assert settings.files.roots["demo"].writable and not settings.files.roots["demo"].downloadable
-    assert settings.files.read_extensions == [".txt", ".md"]  # compared in lower case
+    settings = load_settings(config, environ={}).section("files", FilesSettings)
+    assert settings.roots["demo"].path == tmp_path / "files"
+    assert settings.roots["demo"].writable and not settings.roots["demo"].downloadable
+    assert settings.read_extensions == [".txt", ".md"]  # compared in lower case
 
 
 @pytest.mark.parametrize("bad, key", [
@@ -31,7 +32,7 @@ def test_roots_are_resolved_against_the_config_file(tmp_path: Path) -> None:
 ])
 def test_bad_settings_name_the_key(bad: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(None, environ={}, overrides={"files": bad})
+        load_settings(None, environ={}, overrides={"files": bad}).section("files", FilesSettings)
     assert key in info.value.message
 
 

@@ -348,10 +348,11 @@ async def test_demo_rules_validate_against_the_demo_intents(tmp_path: Path) -> N
     if missing:
         pytest.skip(f"modules {missing} (the demo rules' response intents) are not installed yet")
     from cloudisense.config import load_settings
+    from cloudisense.modules.notify import NotifySettings
 
     demo = load_settings(DEMO_RULES.parent / "cloudisense.toml", environ={})  # the webhooks the rules name
     r = await start_server(make_settings(tmp_path, modules=wanted, rules={"folder": str(folder)},
-                                         notify={"webhooks": demo.notify.webhooks}))
+                                         notify={"webhooks": demo.section("notify", NotifySettings).webhooks}))
     try:
         conn = await r.connect("admin")
         listed = await conn.call("list_rules", {"details": True})

@@ -200,7 +200,7 @@ def extract_since_minutes(text: str) -> int | None:
     m = re.search(rf"\b(?:last|past|previous|within|since|in the last|over the last)\s+(?:the\s+)?{_NUM}\s*({units})\b", t)
     if m:
         return int(_num(m.group(1)) * _UNITS[m.group(2)])
-    m = re.search(rf"\b(?:last|past|previous)\s+(?:an?\s+|one\s+)?(hour|day|minute|week)\b", t) \
+    m = re.search(r"\b(?:last|past|previous)\s+(?:an?\s+|one\s+)?(hour|day|minute|week)\b", t) \
         or re.search(r"\b(?:half an|an|one)\s+(hour|day|minute|week)\s+ago\b", t)
     if m:
         return _UNITS[m.group(1)]

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from cloudisense.agent.approvals import ApprovalStore
 from cloudisense.agent.executor import AgentClient, RunState
 from cloudisense.agent.policy import PolicyEngine
-from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.intents import AgentUse
 from cloudisense.core.router import Call, Verdict
 

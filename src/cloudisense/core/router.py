@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from cloudisense.core import protocol
 from cloudisense.core.clients import Client
 from cloudisense.core.context import ActionContext, CallOrigin
-from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, TooManyRequests
+from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout
 from cloudisense.core.intents import Intent, IntentRegistry, Risk
 from cloudisense.core.audit import AuditRecord
 from cloudisense.core.roles import refusal
