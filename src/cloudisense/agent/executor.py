@@ -29,7 +29,7 @@ from cloudisense.agent.approvals import Approval, ApprovalStore
 from cloudisense.agent.gate import AGENT_KIND
 from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import Plan, PlanStep
-from cloudisense.core.clients import InProcessClient
+from cloudisense.core.clients import AUTOMATED_KINDS, InProcessClient
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.errors import Conflict
 from cloudisense.core.roles import Role
@@ -43,12 +43,13 @@ RunStatus = Literal["completed", "failed", "paused", "rejected", "expired"]
 
 
 class AgentClient(InProcessClient):
-    """An in-process client acting for a user; of kind ``agent`` (the default) the policy gate applies."""
+    """An in-process client acting for a user; for automated kinds (``agent``, ``mcp``, ...) the policy gate applies."""
 
     def __init__(self, router: Any, user: str, role: Role | str, *, kind: str = AGENT_KIND,
                  session: str | None = None, plan_state: dict[str, Any] | None = None,
                  approval_id: str | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
-        super().__init__(router, user, Role(role), kind=kind, policy_applies=kind == AGENT_KIND, on_event=on_event)
+        super().__init__(router, user, Role(role), kind=kind, policy_applies=kind in AUTOMATED_KINDS,
+                         on_event=on_event)
         self.session = session
         #: What the gate stores with an approval so the plan can continue later.
         self.plan_state = plan_state

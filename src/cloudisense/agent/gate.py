@@ -85,7 +85,10 @@ class PolicyGate:
         approval = await self.approvals.create(
             requester=client.user, requester_role=client.role.value, intent=name, params=params,
             risk=call.risk.value, description=description, rule=decision.rule,
-            session=getattr(client, "session", None), plan=getattr(client, "plan_state", None),
+            session=getattr(client, "session", None),
+            # A lone call (an MCP or LangChain tool) has no plan: keep its client kind, so the
+            # approved call runs (and is audited) as that kind when the executor resumes it.
+            plan=getattr(client, "plan_state", None) or {"kind": client.kind},
         )
         data = {"approval_required": True, "approval_id": approval.id, "description": description,
                 "expires": int(approval.expires * 1000), "intent": name, "params": params,

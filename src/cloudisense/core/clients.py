@@ -18,6 +18,10 @@ from cloudisense.core.roles import Role
 
 _ids = itertools.count(1)
 
+#: Kinds of automated callers: the node's policy gate decides on their calls. A WebSocket client
+#: may declare one of these (``/ws?client=mcp``) so its audit rows say what it is.
+AUTOMATED_KINDS = frozenset({"agent", "mcp", "langchain"})
+
 
 class Client(ABC):
     """Anything that talks to the router."""

@@ -1,0 +1,113 @@
+"""How the interop layers reach a node: in process through its router, or over its WebSocket.
+
+Both give the same guarantees: each call is an ordinary RPC of a client of an
+automated kind (``mcp``, ``langchain``), so the router checks the role, the
+policy gate decides (allow / confirm / deny), and the audit row names the kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cloudisense.core.clients import AUTOMATED_KINDS, InProcessClient
+from cloudisense.core.intents import AgentUse
+from cloudisense.core.roles import Role, may_run
+
+if TYPE_CHECKING:
+    from cloudisense.client import Connection
+    from cloudisense.node import Node
+
+
+class Backend(Protocol):
+    """A node, as seen by one user through one kind of client."""
+
+    user: str
+
+    async def request(self, intent: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run one intent; returns its ``rpc_response`` (never raises for an error answer)."""
+
+    async def intents(self) -> list[dict[str, Any]]:
+        """``Intent.describe()`` of every intent this user's role may run on the node."""
+
+
+def callable_tools(intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The intents an outside agent may call as tools: plain tools only.
+
+    Assistant entry points (another assistant run), composites (their steps are gated one by
+    one, an outside agent sequences tools itself), human-only ones (approving) and manual ones
+    (subscriptions and streams, which a request/response tool can't carry) are left out.
+    """
+    return [i for i in intents if i.get("agent_use", AgentUse.TOOL.value) == AgentUse.TOOL.value]
+
+
+class RouterBackend:
+    """The node in this process: each call is a fresh in-process client of ``kind``."""
+
+    def __init__(self, node: "Node", user: str, role: Role | str, *, kind: str = "mcp") -> None:
+        if kind not in AUTOMATED_KINDS:
+            raise ValueError(f"kind must be one of {sorted(AUTOMATED_KINDS)}: the policy must apply to agents")
+        self.node = node
+        self.user = user
+        self.role = Role(role)
+        self.kind = kind
+
+    async def request(self, intent: str, params: dict[str, Any]) -> dict[str, Any]:
+        client = InProcessClient(self.node.router, self.user, self.role, kind=self.kind, policy_applies=True)
+        return await client.call(intent, params, requestid=f"{self.kind}-{uuid.uuid4().hex[:16]}")
+
+    async def intents(self) -> list[dict[str, Any]]:
+        return [i.describe() for i in self.node.registry.all() if may_run(self.role, i)]
+
+
+class WebSocketBackend:
+    """A node over its WebSocket (``/ws?client=<kind>``), logged in as ``user``.
+
+    Reconnects (logging in again) when the connection dropped, so a long-lived MCP
+    server outlives access tokens and node restarts.
+    """
+
+    def __init__(self, url: str, user: str, password: str, *, kind: str = "mcp", timeout: float = 900) -> None:
+        if kind not in AUTOMATED_KINDS:
+            raise ValueError(f"kind must be one of {sorted(AUTOMATED_KINDS)}: the policy must apply to agents")
+        self.url = url.rstrip("/")
+        self.user = user
+        self._password = password
+        self.kind = kind
+        self.timeout = timeout
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> "Connection":
+        """The open connection (logs in and connects when there is none)."""
+        from cloudisense.client import Connection, login
+
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                tokens = await login(self.url, self.user, self._password)
+                self._conn = await Connection.open(self.url, tokens["access"]["token"], client_kind=self.kind)
+            return self._conn
+
+    async def request(self, intent: str, params: dict[str, Any]) -> dict[str, Any]:
+        conn = await self.connect()
+        try:
+            return await conn.request(intent, params, timeout=self.timeout)
+        except ConnectionError:
+            # The socket closed under us: the request may or may not have run, so it is not
+            # retried; the next call reconnects.
+            self._conn = None
+            raise
+
+    async def intents(self) -> list[dict[str, Any]]:
+        response = await self.request("list_intents", {})
+        if response.get("status") != "success":
+            raise ConnectionError(f"the node did not list its intents: {response.get('message')} "
+                                  "(is the interop module enabled on the node?)")
+        return list(response["data"]["intents"])
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
