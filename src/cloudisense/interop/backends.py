@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cloudisense.agent.answer import render_step
 from cloudisense.core.clients import AUTOMATED_KINDS, InProcessClient
 from cloudisense.core.intents import AgentUse
 from cloudisense.core.roles import Role, may_run
@@ -40,6 +41,28 @@ def callable_tools(intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (subscriptions and streams, which a request/response tool can't carry) are left out.
     """
     return [i for i in intents if i.get("agent_use", AgentUse.TOOL.value) == AgentUse.TOOL.value]
+
+
+def pending_approval(response: dict[str, Any]) -> dict[str, Any] | None:
+    """The approval a 202 answer waits on (the policy said confirm: nothing ran), else ``None``."""
+    data = response.get("data")
+    if response.get("status") == "success" and int(response.get("code", 200)) == 202 \
+            and isinstance(data, dict) and data.get("approval_required"):
+        return data
+    return None
+
+
+def outcome_text(intent: str, params: dict[str, Any], response: dict[str, Any]) -> str:
+    """What an ``rpc_response`` means, in plain words (what a person reading the agent's transcript sees)."""
+    if response.get("status") != "success":
+        return f"{intent} failed ({response.get('code')}): {response.get('message')}"
+    approval = pending_approval(response)
+    if approval is not None:
+        return (f"Not run: approval {approval.get('approval_id')} is needed for {approval.get('description')}. "
+                f"Reason: {approval.get('reason') or 'the node policy asks for confirmation'}. A person must approve "
+                "it on the node (the dashboard, or cloudisense rpc confirm_action approval_id=... approve=true); "
+                "it then runs once. Do not call it again meanwhile.")
+    return render_step({"intent": intent, "status": "ok", "data": response.get("data"), "params": params})
 
 
 class RouterBackend:

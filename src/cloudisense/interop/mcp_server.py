@@ -34,9 +34,8 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from cloudisense import __version__
-from cloudisense.agent.answer import render_step
 from cloudisense.agent.catalog import to_mcp_tools
-from cloudisense.interop.backends import Backend, callable_tools
+from cloudisense.interop.backends import Backend, callable_tools, outcome_text
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +95,11 @@ PROMPTS: dict[str, tuple[str, list[types.PromptArgument], str]] = {
 
 def tool_result(intent: str, params: dict[str, Any], response: dict[str, Any]) -> types.CallToolResult:
     """An ``rpc_response`` as an MCP tool result: plain words for people, the data for the model."""
-    code = int(response.get("code", 500))
-    data = response.get("data")
+    content = [types.TextContent(text=outcome_text(intent, params, response))]
     if response.get("status") != "success":
-        text = f"{intent} failed ({code}): {response.get('message')}"
-        return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
-    if code == 202 and isinstance(data, dict) and data.get("approval_required"):
-        text = (f"Not run: approval {data.get('approval_id')} is needed for {data.get('description')}. "
-                f"Reason: {data.get('reason') or 'the node policy asks for confirmation'}. A person must approve it "
-                "on the node (the dashboard, or cloudisense rpc confirm_action approval_id=... approve=true); it "
-                "then runs once. Do not call it again meanwhile.")
-        return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=data)
-    text = render_step({"intent": intent, "status": "ok", "data": data, "params": params})
-    return types.CallToolResult(content=[types.TextContent(text=text)],
-                                structured_content=data if isinstance(data, dict) else {"result": data})
+        return types.CallToolResult(content=content, is_error=True)
+    data = response.get("data")
+    return types.CallToolResult(content=content, structured_content=data if isinstance(data, dict) else {"result": data})
 
 
 def _records_text(items: list[Any]) -> str:
