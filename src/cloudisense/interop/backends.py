@@ -113,14 +113,28 @@ class WebSocketBackend:
             return self._conn
 
     async def request(self, intent: str, params: dict[str, Any]) -> dict[str, Any]:
-        conn = await self.connect()
+        from tornado.websocket import WebSocketClosedError
+
+        from cloudisense.core import protocol
+        from cloudisense.core.errors import CloudisenseError
+
+        try:
+            conn = await self.connect()
+        except CloudisenseError as exc:
+            return protocol.error(None, 503, f"could not log in to {self.url} as {self.user}: {exc.message}")
+        except OSError as exc:
+            return protocol.error(None, 503, f"could not reach the node at {self.url}: {exc.strerror or exc}")
         try:
             return await conn.request(intent, params, timeout=self.timeout)
-        except ConnectionError:
-            # The socket closed under us: the request may or may not have run, so it is not
-            # retried; the next call reconnects.
+        except (ConnectionError, WebSocketClosedError):
+            # The socket closed under us: the call may or may not have run, so it is not retried
+            # here; the next call connects again.
             self._conn = None
-            raise
+            return protocol.error(None, 503, f"the connection to {self.url} dropped during {intent}; it may or may "
+                                  "not have run: check the audit log (get_audit_log) before trying again")
+        except TimeoutError:
+            return protocol.error(None, 504, f"no answer to {intent} within {self.timeout:g} s; it may still be "
+                                  "running on the node: check the audit log before trying again")
 
     async def intents(self) -> list[dict[str, Any]]:
         response = await self.request("list_intents", {})
