@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cloudisense.agent.answer import render_step
 from cloudisense.core.clients import AUTOMATED_KINDS, InProcessClient
-from cloudisense.core.intents import AgentUse
+from cloudisense.core.intents import AgentUse, IntentRegistry
 from cloudisense.core.roles import Role, may_run
 
 if TYPE_CHECKING:
@@ -31,6 +32,28 @@ class Backend(Protocol):
 
     async def intents(self) -> list[dict[str, Any]]:
         """``Intent.describe()`` of every intent this user's role may run on the node."""
+
+
+_described: "weakref.WeakKeyDictionary[IntentRegistry, tuple[int, dict[str, dict[str, Any]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def described(registry: IntentRegistry) -> dict[str, dict[str, Any]]:
+    """``Intent.describe()`` of every intent, by name, computed once per registry (treat as read-only).
+
+    Generating ~50 params JSON-schemas takes tens of milliseconds; a tool list is asked for on
+    every MCP request, and the registry only changes while modules load.
+    """
+    cached = _described.get(registry)
+    if cached is None or cached[0] != len(registry):
+        cached = (len(registry), {i.name: i.describe() for i in registry.all()})
+        _described[registry] = cached
+    return cached[1]
+
+
+def intents_for(registry: IntentRegistry, role: Role) -> list[dict[str, Any]]:
+    """The descriptions of the intents ``role`` may run (the one rule: :func:`may_run`)."""
+    return [described(registry)[i.name] for i in registry.all() if may_run(role, i)]
 
 
 def callable_tools(intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,7 +104,7 @@ class RouterBackend:
         return await client.call(intent, params, requestid=f"{self.kind}-{uuid.uuid4().hex[:16]}")
 
     async def intents(self) -> list[dict[str, Any]]:
-        return [i.describe() for i in self.node.registry.all() if may_run(self.role, i)]
+        return intents_for(self.node.registry, self.role)
 
 
 class WebSocketBackend:
@@ -101,6 +124,8 @@ class WebSocketBackend:
         self.timeout = timeout
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
+        #: The intents of the open connection: its role is fixed when it opens, so they are too.
+        self._intents: list[dict[str, Any]] | None = None
 
     async def connect(self) -> "Connection":
         """The open connection (logs in and connects when there is none)."""
@@ -108,6 +133,7 @@ class WebSocketBackend:
 
         async with self._lock:
             if self._conn is None or self._conn.closed:
+                self._intents = None
                 tokens = await login(self.url, self.user, self._password)
                 self._conn = await Connection.open(self.url, tokens["access"]["token"], client_kind=self.kind)
             return self._conn
@@ -137,11 +163,15 @@ class WebSocketBackend:
                                   "running on the node: check the audit log before trying again")
 
     async def intents(self) -> list[dict[str, Any]]:
+        conn = self._conn
+        if self._intents is not None and conn is not None and not conn.closed:
+            return self._intents
         response = await self.request("list_intents", {})
         if response.get("status") != "success":
             raise ConnectionError(f"the node did not list its intents: {response.get('message')} "
                                   "(is the interop module enabled on the node?)")
-        return list(response["data"]["intents"])
+        self._intents = list(response["data"]["intents"])
+        return self._intents
 
     def close(self) -> None:
         """Close the connection."""

@@ -7,7 +7,7 @@ from typing import Any
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import AgentUse, Intent, NoParams, Risk
 from cloudisense.core.modules import Module
-from cloudisense.core.roles import may_run
+from cloudisense.interop.backends import intents_for
 
 
 class InteropModule(Module):
@@ -27,4 +27,4 @@ class InteropModule(Module):
     async def list_intents(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
         role = ctx.client.role
         return {"role": role.value,
-                "intents": [i.describe() for i in self.node.registry.all() if may_run(role, i)]}
+                "intents": intents_for(self.node.registry, role)}
