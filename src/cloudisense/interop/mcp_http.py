@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+#: Open MCP sessions (2025 handshake era) at most; more get 503 until some end or idle out (30 min).
+MAX_SESSIONS = 256
 
 
 class NodeTokenVerifier:
@@ -66,7 +68,10 @@ class McpHttp:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.server = build_server(self._backend_for)
-        self.manager = StreamableHTTPSessionManager(app=self.server, security_settings=None)
+        # Sessions only exist for authenticated users; a bound keeps one user's client from
+        # holding the node's memory with thousands of them.
+        self.manager = StreamableHTTPSessionManager(app=self.server, security_settings=None,
+                                                    max_sessions=MAX_SESSIONS)
         self.app = Starlette(
             routes=[Route(MCP_PATH, endpoint=RequireAuthMiddleware(StreamableHTTPASGIApp(self.manager), []),
                           methods=["GET", "POST", "DELETE"])],

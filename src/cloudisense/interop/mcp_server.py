@@ -23,7 +23,6 @@ approve its own actions. Approvals stay with the node (dashboard, CLI, WebSocket
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,6 @@ from cloudisense import __version__
 from cloudisense.agent.catalog import to_mcp_tools
 from cloudisense.interop.backends import Backend, callable_tools, outcome_text
 
-log = logging.getLogger(__name__)
 
 #: Resolves the backend (the node as the caller's user) for one MCP request.
 BackendFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[Backend]]

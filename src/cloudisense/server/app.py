@@ -99,13 +99,13 @@ class Server:
         sockets = bind_sockets(s.port if port is None else port, host or s.host, family=socket.AF_INET)
         try:
             await self.node.start()
+            self.mcp = await _start_mcp(self.node)
         except BaseException:
             for sock in sockets:
                 sock.close()
             await self.node.stop()
             raise
         self.port = sockets[0].getsockname()[1]
-        self.mcp = await _start_mcp(self.node)
         self.http = HTTPServer(make_app(self.node, self.mcp), max_body_size=1_048_576)
         self.http.add_sockets(sockets)
         return self.port
