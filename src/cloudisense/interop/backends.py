@@ -12,13 +12,17 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tornado.websocket import WebSocketClosedError
+
 from cloudisense.agent.answer import render_step
+from cloudisense.client import Connection, login
+from cloudisense.core import protocol
 from cloudisense.core.clients import AUTOMATED_KINDS, InProcessClient
+from cloudisense.core.errors import CloudisenseError
 from cloudisense.core.intents import AgentUse, IntentRegistry
 from cloudisense.core.roles import Role, may_run
 
 if TYPE_CHECKING:
-    from cloudisense.client import Connection
     from cloudisense.node import Node
 
 
@@ -81,9 +85,10 @@ def outcome_text(intent: str, params: dict[str, Any], response: dict[str, Any]) 
         return f"{intent} failed ({response.get('code')}): {response.get('message')}"
     approval = pending_approval(response)
     if approval is not None:
-        return (f"Not run: approval {approval.get('approval_id')} is needed for {approval.get('description')}. "
+        ident = approval.get("approval_id")
+        return (f"Not run: approval {ident} is needed for {approval.get('description')}. "
                 f"Reason: {approval.get('reason') or 'the node policy asks for confirmation'}. A person must approve "
-                "it on the node (the dashboard, or cloudisense rpc confirm_action approval_id=... approve=true); "
+                f"it on the node (the dashboard, or cloudisense rpc confirm_action approval_id={ident} approve=true); "
                 "it then runs once. Do not call it again meanwhile.")
     return render_step({"intent": intent, "status": "ok", "data": response.get("data"), "params": params})
 
@@ -127,10 +132,8 @@ class WebSocketBackend:
         #: The intents of the open connection: its role is fixed when it opens, so they are too.
         self._intents: list[dict[str, Any]] | None = None
 
-    async def connect(self) -> "Connection":
+    async def connect(self) -> Connection:
         """The open connection (logs in and connects when there is none)."""
-        from cloudisense.client import Connection, login
-
         async with self._lock:
             if self._conn is None or self._conn.closed:
                 self._intents = None
@@ -139,11 +142,6 @@ class WebSocketBackend:
             return self._conn
 
     async def request(self, intent: str, params: dict[str, Any]) -> dict[str, Any]:
-        from tornado.websocket import WebSocketClosedError
-
-        from cloudisense.core import protocol
-        from cloudisense.core.errors import CloudisenseError
-
         try:
             conn = await self.connect()
         except CloudisenseError as exc:
