@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx2
@@ -163,3 +164,43 @@ async def test_refresh_token_is_not_an_access_token(tmp_path: Path) -> None:
         # (which wants a session first: a JSON-RPC error, not an auth error).
         served = await _post_tools_list(running.url, f"Bearer {tokens['access']['token']}")
         assert served.status_code == 400 and served.json()["jsonrpc"] == "2.0", served.text
+
+
+async def test_policy_deny_and_self_approval_are_refused(tmp_path: Path) -> None:
+    async with serving(interop_settings(tmp_path)) as running:
+        pid = await running_pid(running)
+        async with mcp_http(running, await token_of(running, "oper")) as client:
+            # The demo policy never lets an automated caller stop a service for a non-admin.
+            denied = await client.call_tool("stop_target", {"name": "web"})
+            assert denied.is_error is True and "denied by policy" in denied.content[0].text
+            pending = await client.call_tool("restart_target", {"name": "web"})
+            approval_id = pending.structured_content["approval_id"]
+            # The agent can't approve its own request: approving is not a tool, whatever it sends.
+            own = await client.call_tool("confirm_action", {"approval_id": approval_id, "approve": True})
+            assert own.is_error is True and "not a tool here" in own.content[0].text
+            waiting = await client.read_resource("cloudisense://approvals/pending")
+            assert approval_id in waiting.contents[0].text
+        assert await running_pid(running) == pid
+        rows = await audit_rows(running, "stop_target")
+        assert [(r["client_kind"], r["outcome"], r["rule"]) for r in rows] == [("mcp", "denied", "stop-target-deny")]
+        assert await audit_rows(running, "confirm_action") == []
+
+
+async def test_every_http_request_checks_the_token_and_the_stored_role(tmp_path: Path) -> None:
+    """The token is checked on each HTTP request of a session: a demotion counts at once, a password change ends it."""
+    async with serving(interop_settings(tmp_path)) as running:
+        db = running.node.db
+        async with mcp_http(running, await token_of(running, "oper")) as client:
+            assert "restart_target" in {t.name for t in (await client.list_tools()).tools}
+            # An admin demotes oper (there is no CLI for roles yet, so straight in the store).
+            await db.execute("UPDATE users SET role = 'viewer' WHERE username = 'oper'")
+            assert "restart_target" not in {t.name for t in (await client.list_tools()).tools}
+            refused = await client.call_tool("restart_target", {"name": "web"})
+            assert refused.is_error is True and "not a tool here" in refused.content[0].text
+            # A password change (as set_password records it, one second on so the token predates it).
+            await db.execute("UPDATE users SET credentials_changed = ? WHERE username = 'oper'",
+                             (int(time.time()) + 1,))
+            with pytest.raises(Exception):
+                await client.call_tool("target_status", {"name": "web"})
+        assert await audit_rows(running, "restart_target") == []
+        assert await audit_rows(running, "target_status") == []
