@@ -330,6 +330,63 @@ async def _rpc(url: str, user: str, password: str, intent: str, params: dict[str
         conn.close()
 
 
+# -- mcp -------------------------------------------------------------------
+
+
+PasswordFileOpt = typer.Option(None, "--password-file", envvar="CLOUDISENSE_PASSWORD_FILE",
+                               help="File holding the password (or CLOUDISENSE_PASSWORD_FILE).")
+
+
+def mcp_password(password_file: Optional[Path]) -> str:
+    """From CLOUDISENSE_PASSWORD or a password file; stdin is the MCP channel, so never a prompt."""
+    if os.environ.get("CLOUDISENSE_PASSWORD"):
+        return os.environ["CLOUDISENSE_PASSWORD"]
+    if password_file is not None:
+        try:
+            value = password_file.read_text(encoding="utf-8").strip("\r\n")
+        except OSError as exc:
+            fail(f"could not read the password file {password_file}: {exc.strerror or exc}")
+        if not value:
+            fail(f"the password file {password_file} is empty")
+        return value
+    fail("no password: set CLOUDISENSE_PASSWORD or CLOUDISENSE_PASSWORD_FILE in the MCP client's server config")
+    return ""
+
+
+@app.command()
+def mcp(
+    url: str = UrlOpt,
+    user: str = UserOpt,
+    password_file: Optional[Path] = PasswordFileOpt,
+) -> None:
+    """Serve MCP over stdio (for desktop clients and IDEs), calling the node at --url as --user."""
+    try:
+        from cloudisense.interop.backends import WebSocketBackend
+        from cloudisense.interop.mcp_server import serve_stdio
+    except ImportError:
+        fail("the MCP server needs the mcp extra: pip install 'cloudisense[mcp]'")
+        return
+    # stdout carries the protocol: every log line goes to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    backend = WebSocketBackend(url, user, mcp_password(password_file), kind="mcp")
+
+    async def run() -> None:
+        await backend.connect()  # a wrong URL or password fails now, in words, not at the first tool call
+        try:
+            await serve_stdio(backend)
+        finally:
+            backend.close()
+
+    try:
+        asyncio.run(run())
+    except CloudisenseError as exc:
+        fail(f"could not log in to {url} as {user}: {exc.message}")
+    except (ConnectionError, OSError) as exc:
+        fail(f"could not reach {url}: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
 # -- plan ------------------------------------------------------------------
 
 

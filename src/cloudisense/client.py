@@ -52,10 +52,17 @@ class Connection:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, base_url: str, token: str, **kwargs: Any) -> "Connection":
-        """Connect to ``/ws`` with an access token."""
-        ws_url = base_url.replace("http://", "ws://").replace("https://", "wss://") + f"/ws?token={token}"
+    async def open(cls, base_url: str, token: str, *, client_kind: str | None = None,
+                   **kwargs: Any) -> "Connection":
+        """Connect to ``/ws`` with an access token (``client_kind``: declare e.g. ``mcp`` for the audit log)."""
+        query = {"token": token, **({"client": client_kind} if client_kind else {})}
+        ws_url = base_url.replace("http://", "ws://").replace("https://", "wss://") + "/ws?" + urlencode(query)
         return cls(await websocket_connect(ws_url, **kwargs))
+
+    @property
+    def closed(self) -> bool:
+        """True once the socket closed (nothing more will be answered)."""
+        return self._reader.done()
 
     async def _read(self) -> None:
         while True:

@@ -30,7 +30,7 @@ from cloudisense.agent import chains
 from cloudisense.agent.approvals import Approval, ApprovalStore
 from cloudisense.agent.memory import SessionMemory
 from cloudisense.agent.plan import Plan, PlanStep
-from cloudisense.core.clients import AGENT_KIND, InProcessClient
+from cloudisense.core.clients import AGENT_KIND, AUTOMATED_KINDS, InProcessClient
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.errors import Conflict
 from cloudisense.core.roles import Role
@@ -65,7 +65,7 @@ class RunState(BaseModel):
 
 
 class AgentClient(InProcessClient):
-    """An in-process client acting for a user; the policy gate applies when its kind is ``agent``.
+    """An in-process client acting for a user; for automated kinds (``agent``, ``mcp``, ...) the policy gate applies.
 
     ``run_state`` is what the gate persists with an approval when a step of this run needs one.
     """
@@ -73,7 +73,8 @@ class AgentClient(InProcessClient):
     def __init__(self, router: Any, user: str, role: Role | str, *, kind: str = AGENT_KIND,
                  session: str | None = None, run_state: RunState | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
-        super().__init__(router, user, Role(role), kind=kind, policy_applies=kind == AGENT_KIND, on_event=on_event)
+        super().__init__(router, user, Role(role), kind=kind, policy_applies=kind in AUTOMATED_KINDS,
+                         on_event=on_event)
         self.session = session
         self.run_state = run_state
 

@@ -1,9 +1,10 @@
 """The policy gate: complete mediation of every agent-initiated RPC.
 
 Installed on the router (``node.router.add_gate``), it sees every call after
-params validation and role checks. Calls from clients of kind ``agent`` get a
-policy decision, whatever the model wrote; other clients (people, reaction
-rules) pass untouched. The router writes the verdict's decision and rule into
+params validation and role checks. Calls from automated clients
+(``Client.policy_applies``: kinds ``agent``, ``mcp``, ``langchain``) get a policy
+decision, whatever the model wrote; other clients (people, reaction rules) pass
+untouched. The router writes the verdict's decision and rule into
 the audit record.
 
 A ``confirm`` decision persists an approval and answers 202 with

@@ -20,6 +20,9 @@ _ids = itertools.count(1)
 
 #: Kind of the assistant's own client: the policy gate decides on its calls, also on other nodes.
 AGENT_KIND = "agent"
+#: Kinds of automated callers: the node's policy gate decides on their calls. A WebSocket client
+#: may declare one of these (``/ws?client=mcp``) so its audit rows say what it is.
+AUTOMATED_KINDS = frozenset({"agent", "mcp", "langchain"})
 
 
 class Client(ABC):
@@ -68,8 +71,8 @@ class InProcessClient(Client):
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         if kind:
             self.kind = kind
-        # A client of the assistant's kind is policy-gated unless its creator says otherwise.
-        self.policy_applies = policy_applies if policy_applies is not None else self.kind == AGENT_KIND
+        # A client of an automated kind is policy-gated unless its creator says otherwise.
+        self.policy_applies = policy_applies if policy_applies is not None else self.kind in AUTOMATED_KINDS
         super().__init__(user, role)
         self._router = router
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}

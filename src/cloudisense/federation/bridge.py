@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from cloudisense.core import protocol
-from cloudisense.core.clients import AGENT_KIND, Client, InProcessClient
+from cloudisense.core.clients import AUTOMATED_KINDS, Client, InProcessClient
 from cloudisense.core.errors import (BadRequest, CloudisenseError, ConfigError, NotFound, RequestTimeout,
                                      TooManyRequests, Unavailable)
 from cloudisense.core.pubsub import TopicProvider, validate_topic
@@ -366,9 +366,10 @@ class MqttBridge:
         """Run a request of another node through the local router, as its user (role capped)."""
         self._running += 1
         role = cap_role(envelope.role, self.max_role)
-        # The assistant's requests keep their kind, so this node's policy gate decides on them too.
-        kind = AGENT_KIND if envelope.kind == AGENT_KIND else FEDERATION_KIND
-        client = InProcessClient(self.node.router, envelope.user, role, kind=kind, policy_applies=kind == AGENT_KIND)
+        # Automated callers (the assistant, MCP, LangChain) keep their kind, so this node's policy
+        # gate decides on them too.
+        kind = envelope.kind if envelope.kind in AUTOMATED_KINDS else FEDERATION_KIND
+        client = InProcessClient(self.node.router, envelope.user, role, kind=kind)
         client.id = f"{FEDERATION_KIND}:{envelope.origin}:{client.id}"
         rpc = {k: v for k, v in envelope.rpc.items() if k != "serviceId"}  # runs here, never forwarded again
         try:

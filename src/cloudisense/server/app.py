@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -18,6 +19,7 @@ from cloudisense.server.ws import RpcSocket
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 access_log = logging.getLogger("tornado.access")
+log = logging.getLogger(__name__)
 
 #: The dashboard loads only its own files and talks only to its own node (``'self'`` covers
 #: the same-origin ``ws:``/``wss:`` URL); no inline scripts or styles, and no framing.
@@ -51,8 +53,8 @@ def log_request(handler: RequestHandler) -> None:
         1000.0 * request.request_time())
 
 
-def make_app(node: Node) -> Application:
-    """Routes of one node."""
+def make_app(node: Node, mcp: Any = None) -> Application:
+    """Routes of one node (``mcp``: an :class:`~cloudisense.interop.mcp_http.McpHttp` to serve at ``/mcp``)."""
     s = node.settings.server
     routes: list = [
         (r"/authorize", AuthorizeHandler, {"node": node}),
@@ -65,6 +67,10 @@ def make_app(node: Node) -> Application:
         (r"/log/download/(static|dynamic)", LogDownloadHandler, {"node": node}),
         (r"/download/([A-Za-z0-9_\-]{16,64})", DownloadHandler, {"node": node}),
     ]
+    if mcp is not None:
+        from cloudisense.interop.mcp_http import MCP_PATH, AsgiHandler
+
+        routes.append((MCP_PATH, AsgiHandler, {"app": mcp.app}))
     if s.dashboard and (WEB_DIR / "index.html").exists():
         routes += [
             (r"/", RedirectHandler, {"url": "/ui/"}),
@@ -87,6 +93,8 @@ class Server:
         self.node = node
         self.http: HTTPServer | None = None
         self.port = 0
+        #: The MCP streamable HTTP endpoint, when the ``mcp`` extra is installed.
+        self.mcp: Any = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Start the node, then listen; returns the bound port (``port=0`` picks a free one)."""
@@ -96,13 +104,14 @@ class Server:
         sockets = bind_sockets(s.port if port is None else port, host or s.host, family=socket.AF_INET)
         try:
             await self.node.start()
+            self.mcp = await _start_mcp(self.node)
         except BaseException:
             for sock in sockets:
                 sock.close()
             await self.node.stop()
             raise
         self.port = sockets[0].getsockname()[1]
-        self.http = HTTPServer(make_app(self.node), max_body_size=1_048_576)
+        self.http = HTTPServer(make_app(self.node, self.mcp), max_body_size=1_048_576)
         self.http.add_sockets(sockets)
         return self.port
 
@@ -111,4 +120,19 @@ class Server:
         if self.http is not None:
             self.http.stop()
             await self.http.close_all_connections()
+        if self.mcp is not None:
+            await self.mcp.stop()
+            self.mcp = None
         await self.node.stop()
+
+
+async def _start_mcp(node: Node) -> Any:
+    """The node's ``/mcp`` endpoint, started; ``None`` without the ``mcp`` extra."""
+    try:
+        from cloudisense.interop.mcp_http import McpHttp
+    except ImportError:
+        log.info("MCP over HTTP is off: install the mcp extra (pip install 'cloudisense[mcp]') to serve /mcp")
+        return None
+    mcp = McpHttp(node)
+    await mcp.start()
+    return mcp

@@ -10,7 +10,7 @@ from typing import Any
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from cloudisense.core import protocol
-from cloudisense.core.clients import Client
+from cloudisense.core.clients import AUTOMATED_KINDS, Client
 from cloudisense.core.errors import Unauthorized
 from cloudisense.node import Node
 from cloudisense.core.roles import Role
@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 #: Events sent together as one JSON array, at most this many per frame.
 EVENT_BATCH = 100
+
+#: What a WebSocket client may declare itself as (``/ws?client=mcp``). A label for the audit log and
+#: the policy gate (automated kinds get policy decisions), not a security boundary: roles still bound
+#: what the token's user may do, whatever the label says.
+WS_CLIENT_KINDS = ("websocket", "mcp", "langchain")
 
 
 class WebSocketClient(Client):
@@ -34,7 +39,11 @@ class WebSocketClient(Client):
 
     kind = "websocket"
 
-    def __init__(self, handler: "RpcSocket", user: str, role: Role, queue_size: int) -> None:
+    def __init__(self, handler: "RpcSocket", user: str, role: Role, queue_size: int,
+                 kind: str = "websocket") -> None:
+        # Set before the base class builds the client id from the kind.
+        self.kind = kind
+        self.policy_applies = kind in AUTOMATED_KINDS
         super().__init__(user, role)
         self._handler = handler
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
@@ -119,7 +128,10 @@ def _encode_events(batch: list[dict[str, Any]]) -> str | None:
 
 
 class RpcSocket(WebSocketHandler):
-    """``GET /ws?token=<access token>``: refused with 401 before the upgrade unless the token is valid."""
+    """``GET /ws?token=<access token>[&client=mcp]``: refused with 401 before the upgrade unless the token is valid.
+
+    ``client`` declares the client's kind (one of :data:`WS_CLIENT_KINDS`, default ``websocket``).
+    """
 
     node: Node
     client: WebSocketClient | None
@@ -128,6 +140,7 @@ class RpcSocket(WebSocketHandler):
         self.node = node
         self.client = None
         self._user: User | None = None
+        self._kind = "websocket"
         self._tasks: set[asyncio.Task[None]] = set()
 
     def check_origin(self, origin: str) -> bool:
@@ -135,14 +148,23 @@ class RpcSocket(WebSocketHandler):
         return True
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        kind = self.get_query_argument("client", "websocket")
+        if kind not in WS_CLIENT_KINDS:
+            self._refuse(400, f"unknown client kind {protocol.short_repr(kind)}; use one of {', '.join(WS_CLIENT_KINDS)}")
+            return
+        self._kind = kind
         try:
             self._user = await self.node.authenticate(self.get_query_argument("token", None), "access")
         except Unauthorized as exc:
-            self.set_status(401)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"status": "error", "code": 401, "message": exc.message}))
+            self._refuse(401, exc.message)
             return
         await super().get(*args, **kwargs)
+
+    def _refuse(self, code: int, message: str) -> None:
+        """Answer the upgrade request with a JSON error instead of opening the socket."""
+        self.set_status(code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": "error", "code": code, "message": message}))
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return None
@@ -150,7 +172,7 @@ class RpcSocket(WebSocketHandler):
     def open(self, *args: Any, **kwargs: Any) -> None:
         assert self._user is not None
         self.client = WebSocketClient(self, self._user.username, self._user.role,
-                                      self.node.settings.server.client_queue_size)
+                                      self.node.settings.server.client_queue_size, kind=self._kind)
         self.node.metrics.clients.inc()
 
     def on_message(self, message: str | bytes) -> None:
