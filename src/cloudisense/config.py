@@ -178,6 +178,9 @@ class AgentSettings(Section):
     max_observation_chars: int = Field(4000, ge=200)
     #: Where escalations are sent: ``webhook`` or ``telegram`` (through the notify module).
     escalate_via: Literal["webhook", "telegram", "none"] = "webhook"
+    #: What people call configured things: phrase -> entity name (``"kv store" = "redis"``); the planner
+    #: reads "restart the kv store" as ``redis``.
+    aliases: dict[str, str] = Field(default_factory=dict)
 
 
 class FederationSettings(Section):

@@ -20,11 +20,14 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloudisense.agent.plan import PlanningContext
 
 from cloudisense.core.intents import IntentRegistry, Risk
-from cloudisense.core.roles import Role, may_run
+from cloudisense.core.roles import Role, may_run, refusal
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
@@ -45,7 +48,7 @@ SYNONYMS: dict[str, str] = {
     "kill": "stop", "halt": "stop", "terminate": "stop",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
-    "space": "disk", "storage": "disk", "filesystem": "disk", "df": "disk", "full": "disk",
+    "space": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
     "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
@@ -56,6 +59,7 @@ SYNONYMS: dict[str, str] = {
     "approval": "approval", "approve": "approval", "waiting": "pending",
     "loaded": "configured", "enabled": "configured", "installed": "configured", "available": "configured",
     "cpu": "cpu", "load": "load", "stats": "stats", "statistic": "stats", "usage": "usage",
+    "db": "database", "databases": "database", "cert": "certificate", "certs": "certificate", "logfile": "log",
 }
 
 #: Words that carry no meaning for retrieval.
@@ -141,6 +145,34 @@ def tools_for_role(registry: IntentRegistry, role: Role | str) -> list[dict[str,
     return [intent.describe() for intent in registry.all() if may_run(role, intent)]
 
 
+def plannable(tools: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools a planner may propose (``agent_use`` ``tool``: not the assistant's own entry points)."""
+    return [t for t in tools if t.get("agent_use", "tool") == "tool"]
+
+
+def refused_tools(registry: IntentRegistry, role: Role | str) -> list[dict[str, Any]]:
+    """Plannable tools ``role`` may NOT run, each with ``"refusal"`` (why), so a planner can say so."""
+    role = Role(role)
+    out = []
+    for intent in registry.all():
+        why = refusal(role, intent)
+        if why is not None and intent.plannable:
+            out.append({**intent.describe(), "refusal": why})
+    return out
+
+
+def planning_context(registry: IntentRegistry, role: Role | str, entities: dict[str, list[str]], *,
+                     aliases: dict[str, str] | None = None,
+                     history: list[dict[str, str]] | None = None) -> "PlanningContext":
+    """What a planner sees for a caller of ``role``: the tools it may run, those it may not, names, aliases."""
+    from cloudisense.agent.plan import PlanningContext
+
+    role = Role(role)
+    return PlanningContext(tools=plannable(tools_for_role(registry, role)), refused=refused_tools(registry, role),
+                           entities=entities, aliases=dict(aliases or {}), history=list(history or []),
+                           role=role.value)
+
+
 def tool_defaults(tool: dict[str, Any]) -> dict[str, Any]:
     """The default value of every param of ``tool`` that has one (from its JSON-schema)."""
     props = (tool.get("params") or {}).get("properties") or {}
@@ -161,11 +193,9 @@ class _Doc:
 
 @dataclass
 class Catalog:
-    """Tools plus a BM25 index over name, description and examples (and optional extra hint phrases)."""
+    """Tools plus a BM25 index over name, description, examples and the params' descriptions."""
 
     tools: list[dict[str, Any]]
-    #: Extra phrases per intent name that describe it (the planner's own knowledge of the built-ins).
-    hints: dict[str, Sequence[str]] = field(default_factory=dict)
     k1: float = 1.2
     b: float = 0.6
 
@@ -178,6 +208,8 @@ class Catalog:
             docs_tokens.append(words)
             self.vocabulary.update(words)
         self.vocabulary.update(v for v in SYNONYMS.values())
+        # Typos of a synonym are corrected too ("runing" is "running", which is "status").
+        self.vocabulary.update(SYNONYMS)
         self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens)]
         self._avg = (sum(d.length for d in self._docs) / len(self._docs)) if self._docs else 1.0
         df: Counter[str] = Counter()
@@ -190,17 +222,18 @@ class Catalog:
         name = tool["name"].replace("_", " ")
         parts = [name, name, tool.get("description", "")]
         parts += list(tool.get("examples") or [])
-        parts += list(self.hints.get(tool["name"], ()))
+        props = (tool.get("params") or {}).get("properties") or {}
+        # What each param is for says what the intent is about ("the backup's id" -> backups).
+        parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
         words: list[str] = []
         for part in parts:
             words += normalize(part)
         return words
 
     @classmethod
-    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR,
-                      hints: dict[str, Sequence[str]] | None = None) -> "Catalog":
+    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> "Catalog":
         """The catalogue of what ``role`` may run on this node."""
-        return cls(tools_for_role(registry, role), dict(hints or {}))
+        return cls(tools_for_role(registry, role))
 
     def tokens(self, text: str) -> list[str]:
         """``text`` normalised against this catalogue's vocabulary (typos fixed)."""

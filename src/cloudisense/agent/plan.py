@@ -79,6 +79,11 @@ class PlanningContext(BaseModel):
 
     #: Intent descriptions (``Intent.describe()``) the caller's role may run.
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    #: Plannable intents the caller's role may NOT run (``describe()`` plus ``"refusal"``: why), so a
+    #: request for one is answered "you can't" instead of being planned as something else.
+    refused: list[dict[str, Any]] = Field(default_factory=list)
+    #: What people call configured things: phrase -> entity name (``"kv store": "redis"``), from ``[agent] aliases``.
+    aliases: dict[str, str] = Field(default_factory=dict)
     #: Configured names by kind: ``{"log": ["app", ...], "target": [...]}``.
     entities: dict[str, list[str]] = Field(default_factory=dict)
     #: Recent conversation turns ``{"role", "content"}``, oldest first.

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloudisense.agent.catalog import tools_for_role
+from cloudisense.agent.catalog import planning_context as context_for
 from cloudisense.agent.plan import Plan, Planner, PlanningContext
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.modules import Module, discover_modules
@@ -41,8 +41,7 @@ def planning_node(config: Path | None = None, *, settings: Settings | None = Non
 
 def planning_context(node: Node, role: str = "operator", history: list[dict[str, str]] | None = None) -> PlanningContext:
     """What a planner sees on ``node`` for a caller of ``role``."""
-    return PlanningContext(tools=tools_for_role(node.registry, role), entities=node.entities(),
-                           history=list(history or []), role=role)
+    return context_for(node.registry, role, node.entities(), aliases=node.settings.agent.aliases, history=history)
 
 
 def _render(text: str, plan: Plan) -> None:

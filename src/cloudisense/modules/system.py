@@ -9,7 +9,7 @@ import time
 from typing import Any, Literal
 
 import psutil
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, NotFound
@@ -38,6 +38,46 @@ class DiskParams(Params):
     """A mount point or folder."""
 
     path: str = Field("/", min_length=1, max_length=4096)
+
+
+class _CpuFigures(BaseModel):
+    percent: float = Field(description="cpu busy, percent")
+    count: int = Field(description="number of cpu cores")
+
+
+class _MemoryFigures(BaseModel):
+    percent: float = Field(description="memory used, percent")
+    available: int = Field(description="memory available, bytes")
+
+
+class _DiskFigures(BaseModel):
+    percent: float = Field(description="disk space used on /, percent")
+    free: int = Field(description="free disk space, bytes")
+
+
+class StatsResult(BaseModel):
+    """The fields of ``get_system_stats`` that conditions may test (``${s1.data.disk.percent} > 90``)."""
+
+    cpu: _CpuFigures
+    memory: _MemoryFigures
+    disk: _DiskFigures
+    uptime_seconds: int = Field(description="seconds since the machine booted")
+
+
+class DiskResult(BaseModel):
+    """The fields of ``get_disk_usage`` that conditions may test."""
+
+    path: str
+    percent: float = Field(description="disk space used, percent")
+    free: int = Field(description="free disk space, bytes")
+
+
+class ProcessResult(BaseModel):
+    """The fields of ``check_process`` that conditions may test."""
+
+    name: str
+    running: bool = Field(description="whether a process of this name is running")
+    count: int = Field(description="how many processes of this name run")
 
 
 def system_stats() -> dict[str, Any]:
@@ -106,18 +146,19 @@ class SystemModule(Module):
             Intent("get_system_stats", "CPU, memory, load, disk and network figures of this node",
                    self.get_system_stats, NoParams, Risk.READ,
                    ("how is the server doing", "show system stats", "cpu and memory usage",
-                    "what's the load on this box", "is the machine overloaded")),
+                    "what's the load on this box", "is the machine overloaded", "cpu memory load of the box"),
+                   result=StatsResult),
             Intent("check_process", "Whether a process with this name is running, with its pids and usage",
                    self.check_process, ProcessParams, Risk.READ,
                    ("is nginx running", "check if redis is up", "is there a python process",
-                    "find the postgres process")),
+                    "find the postgres process"), result=ProcessResult),
             Intent("list_processes", "The top processes by CPU or memory", self.list_processes,
                    ListProcessesParams, Risk.READ,
                    ("top processes", "what is eating memory", "which processes use the most cpu",
                     "show the 5 biggest processes by memory")),
             Intent("get_disk_usage", "Used and free space of a file system", self.get_disk_usage, DiskParams,
                    Risk.READ, ("how much disk is left", "disk usage of /var", "is the disk full",
-                               "free space on /")),
+                               "free space on /", "check disk"), result=DiskResult),
         ]
 
     async def start(self) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from cloudisense.config import TargetSettings
@@ -92,6 +92,18 @@ async def check_health(url: str | None) -> str:
     return "healthy" if 200 <= resp.code < 300 else "unhealthy"
 
 
+class TargetResult(BaseModel):
+    """The fields of a target's status that conditions may test (``${s1.data.state} != "running"``)."""
+
+    name: str
+    #: The first value is the good state: "down" is ``!= "running"``.
+    state: Literal["running", "starting", "stopping", "stopped", "crashed", "unknown"] = Field(
+        description="running when the service is up")
+    health: Literal["healthy", "unhealthy", "unknown"] = Field(description="result of the health check")
+    pid: int | None = None
+    uptime: float | None = Field(None, description="seconds since it started")
+
+
 class TargetsModule(Module):
     """``list_targets``, ``target_status``, ``start_target``, ``restart_target``, ``stop_target``."""
 
@@ -123,7 +135,8 @@ class TargetsModule(Module):
             Intent("target_status", "State, pid, uptime, last exit code and health of one managed service",
                    self.target_status, TargetParams, Risk.READ,
                    ("is nginx up?", "status of the web service", "is the worker running",
-                    "how long has redis been up", "check the health of web"), entities=ent),
+                    "how long has redis been up", "check the health of web", "service status"),
+                   entities=ent, result=TargetResult),
             Intent("start_target", "Start a managed service that is not running",
                    self.start_target, TargetParams, Risk.WRITE,
                    ("start redis", "bring the worker up", "launch the web service", "start nginx again"),
