@@ -37,7 +37,8 @@ PHRASES: dict[str, str] = {
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
-    "reaction rules": "rule", "space left": "disk", "free space": "disk",
+    "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
+    "backed up": "backup",
 }
 
 #: Single-word synonyms, applied after stemming.
@@ -131,7 +132,11 @@ def canonical(token: str, vocabulary: Any = frozenset()) -> str:
 
 def correct(word: str, vocabulary: Iterable[str]) -> str | None:
     """The vocabulary word ``word`` is most likely a typo of (similarity >= 0.75 and same first letter or 0.85)."""
-    candidates = difflib.get_close_matches(word, list(vocabulary), n=3, cutoff=0.75)
+    from cloudisense.agent.extract import near_miss
+
+    candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
+    # A swapped or missing letter is the likelier typo ("strat" is "start", not "stats").
+    candidates.sort(key=lambda c: not near_miss(word, c))
     for cand in candidates:
         ratio = difflib.SequenceMatcher(None, word, cand).ratio()
         if cand[0] == word[0] or ratio >= 0.85:
@@ -211,6 +216,7 @@ class Catalog:
         # Typos of a synonym are corrected too ("runing" is "running", which is "status").
         self.vocabulary.update(SYNONYMS)
         self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens)]
+        self._terms = {d.tool["name"]: d.terms for d in self._docs}
         self._avg = (sum(d.length for d in self._docs) / len(self._docs)) if self._docs else 1.0
         df: Counter[str] = Counter()
         for doc in self._docs:
@@ -234,6 +240,10 @@ class Catalog:
     def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> "Catalog":
         """The catalogue of what ``role`` may run on this node."""
         return cls(tools_for_role(registry, role))
+
+    def terms(self, name: str) -> set[str]:
+        """The words of tool ``name``'s document."""
+        return set(self._terms[name])
 
     def tokens(self, text: str) -> list[str]:
         """``text`` normalised against this catalogue's vocabulary (typos fixed)."""

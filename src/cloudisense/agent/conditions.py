@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudisense.agent.catalog import stem
-from cloudisense.agent.extract import field_unit, quantities
+from cloudisense.agent.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
            r"older\s+than|longer\s+than|past|beyond|>=?)"
@@ -118,7 +118,11 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     if not m:
         return None
     op = ">" if re.fullmatch(_GREATER, m.group("op").strip()) else "<"
-    nums = [q for q in quantities(low[m.end():])]
+    rest = low[m.end():]
+    nums = [q for q in quantities(rest)]
+    pct = re.match(r"\s*(\d+(?:\.\d+)?)\s*(?:%|percent)", rest)
+    if pct:
+        nums.insert(0, Quantity(float(pct.group(1)), None, 0, pct.end()))
     if not nums:
         return None
     q = nums[0]
@@ -174,7 +178,8 @@ _IF = re.compile(r"(?:^|,?\s+)(?:only\s+if|if|in\s+case|whenever)\s+", re.I)
 def split_condition(segment: str) -> tuple[str, str | None]:
     """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down")."""
     m = _IF.search(segment)
-    if not m:
+    if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
+                          segment[:m.start()], re.I):
         return segment, None
     before, after = segment[:m.start()].strip(" ,"), segment[m.end():].strip(" ,.?")
     if not before:

@@ -49,6 +49,12 @@ def _plural(word: str) -> bool:
     return len(word) > 3 and word.endswith("s") and stem(word) != word
 
 
+def _same_number(said: str, name: str) -> bool:
+    """"orders" names database ``orders``; "order" (another word) does not: a one-word name is said as written."""
+    word = [p for p in re.split(r"[-_.\s]+", name.lower()) if p][0]
+    return said == word or _plural(said) == _plural(word)
+
+
 @dataclass
 class Mention:
     """A configured name found in the text: its kind, name(s), and where (token positions)."""
@@ -125,7 +131,8 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
             for i in range(len(words)):
                 if raw_kept[i] == name.lower():
                     found.append(Mention(kind, [name], i, i + 1))
-                elif i + n <= len(words) and words[i:i + n] == toks:
+                elif i + n <= len(words) and words[i:i + n] == toks and (n > 1 or fixed[i] or _same_number(
+                        raw_kept[i], name)):
                     found.append(Mention(kind, [name], i, i + n, "fuzzy" if any(fixed[i:i + n]) else "exact"))
     for i, tok in enumerate(raw_kept):
         if "." in tok.strip(".") and tok not in dotted and dotted:
@@ -201,7 +208,7 @@ _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
                  "hundred": 100}
 _NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
 #: Time units in minutes.
-_UNITS = {"s": 1 / 60, "sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
+_UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
           "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080,
           "month": 43200, "months": 43200}
@@ -364,7 +371,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     values = enum_of(spec)
     if values:
         tokens = {canonical(t) for t in raw_tokens(low)} | set(raw_tokens(low))
-        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens)]
+        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
+                                                             or any(near_miss(t, v.lower()) for t in tokens))]
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
         m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+\s*)+)", text)
@@ -400,12 +408,14 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     seg = reading.segment
     for i, tok in enumerate(seg.raw):
-        if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or not re.fullmatch(r"[a-z][\w.\-]{1,63}", tok):
+        if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
             continue
         if stem(tok) in known_words or canonical(tok) in known_words or tok in _UNITS or tok in _WORD_NUMBERS:
             continue
-        if re.fullmatch(r"[45]\d\ds?", tok):
-            return tok.rstrip("s")
+        if re.fullmatch(r"\d+(\.\d+)?", tok):
+            continue  # a count or a window, not a text
+        if re.fullmatch(r"\d+s", tok):
+            return tok[:-1]  # "502s" are lines with 502
         return stem(tok) if "text" in words else tok
     return None
 

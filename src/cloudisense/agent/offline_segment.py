@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.agent import extract as ex
-from cloudisense.agent.catalog import STOPWORDS, Catalog, canonical, normalize, raw_tokens, stem, tool_required
+from cloudisense.agent.catalog import (STOPWORDS, Catalog, apply_phrases, canonical, normalize, raw_tokens, stem,
+                                       tool_required)
 from cloudisense.agent.conditions import Condition, compile_condition, result_fields, split_condition
 from cloudisense.agent.offline import as_plan_steps
 from cloudisense.agent.plan import Plan, PlanningContext
@@ -22,6 +23,7 @@ REFUSE_MARGIN = 0.8
 _QUESTION_START = re.compile(
     r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any)\b", re.I)
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
+_WHY = re.compile(r"^\s*why\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
@@ -37,17 +39,42 @@ def is_question(text: str) -> bool:
 
 
 def action_words(catalog: Catalog) -> set[str]:
-    """Words that start an action: the first word of the tools' names, and of at least two of their examples."""
+    """Words that start an action: the first word of the tools' names and examples (not the nouns of names)."""
+    cached = getattr(catalog, "_action_words", None)
+    if cached is not None:
+        return cached
     words: set[str] = set()
     firsts: dict[str, int] = {}
     for tool in catalog.tools:
         words.add(canonical(tool["name"].split("_")[0]))
         for example in tool.get("examples") or ():
-            toks = raw_tokens(example)
-            if toks and toks[0].isalpha() and toks[0] not in STOPWORDS:
-                first = canonical(toks[0])
+            first = _first_word(example)
+            if first:
                 firsts[first] = firsts.get(first, 0) + 1
-    return words | {w for w, n in firsts.items() if n >= 2}
+    nouns = {canonical(tok) for tool in catalog.tools for tok in tool["name"].split("_")[1:]}
+    out = words | {w for w in firsts if w not in nouns}
+    catalog._action_words = out  # type: ignore[attr-defined]
+    return out
+
+
+def verbs_of(catalog: Catalog) -> dict[str, set[str]]:
+    """Per action word, the tools whose name or one of whose examples starts with it (cached on the catalogue)."""
+    cached = getattr(catalog, "_verbs", None)
+    if cached is not None:
+        return cached
+    out: dict[str, set[str]] = {}
+    for tool in catalog.tools:
+        firsts = {f for e in tool.get("examples") or () if (f := _first_word(e))}
+        for word in firsts:
+            out.setdefault(word, set()).add(tool["name"])
+    catalog._verbs = out  # type: ignore[attr-defined]
+    return out
+
+
+def _first_word(text: str) -> str | None:
+    """The canonical first word of ``text`` when it is not a stopword ("back up orders" -> ``backup``)."""
+    toks = normalize(text, keep_stopwords=True)
+    return toks[0] if toks and toks[0].isalpha() and toks[0] not in STOPWORDS else None
 
 
 def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
@@ -120,8 +147,9 @@ class SegmentPlanner:
         self.entities = {k: list(v) for k, v in context.entities.items()}
         self.aliases = dict(context.aliases)
         self.kinds = ex.kind_words(self.entities)
-        #: Last entity named per kind, in this request (for "restart it").
+        #: Last entity named per kind, in this request (for "restart it"), and the kind named last.
         self.last: dict[str, str] = {}
+        self.last_kind: str | None = None
         self.starts = action_words(catalog)
 
     def run(self, text: str) -> Plan:
@@ -162,7 +190,8 @@ class SegmentPlanner:
             return Plan(outcome="refuse", message=refused[0].refusal, confidence=0.9, strategy=strategy,
                         reason=f"not allowed for role {self.context.role}: {refused[0].intent}")
         if all(d.unknown for d in drafts):
-            if is_question(text):
+            content = [t for t in self.catalog.tokens(text) if t != "?"]
+            if is_question(text) and any(t in self.catalog.vocabulary for t in content) or _WHY.search(text):
                 return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="no action answers that question",
                             question=self._unclear_question())
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
@@ -268,7 +297,11 @@ class SegmentPlanner:
         for m in mentions:
             if not m.ambiguous:
                 self.last[m.kind] = m.names[0]
-        query, typos = self._query_tokens(ex.strip_message(text), mentions)
+                self.last_kind = m.kind
+        if _WHY.search(text):
+            return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
+        weak = self._weak(seg, mentions)
+        query, typos = self._query_tokens(ex.strip_message(text), [m for m in mentions if id(m) not in weak])
         content = [t for t in query if t != "?"]
         if not content and mentions:
             inherited = self._inherit(before, mentions)
@@ -281,7 +314,7 @@ class SegmentPlanner:
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
-        scores = self._rerank(self.catalog.scores(query), seg, mentions)
+        scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -306,6 +339,20 @@ class SegmentPlanner:
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
         return self._ground(best, seg, mentions, retrieval, typos)
+
+    def _weak(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
+        """Mentions that are also plain words of the catalogue ("backup" for ``backup.sh`` on a node with
+        backup intents): they stay in the query and count less."""
+        out = set()
+        for m in mentions:
+            if m.end - m.start != 1 or m.how not in ("exact", "fuzzy") or m.start >= len(seg.keep):
+                continue
+            raw = seg.raw[seg.keep[m.start]]
+            if raw in {n.lower() for n in m.names}:
+                continue
+            if seg.stems[m.start] in self.catalog.vocabulary:
+                out.add(id(m))
+        return out
 
     def _refusal_message(self, name: str) -> str:
         tool = self.catalog.by_name[name]
@@ -358,15 +405,29 @@ class SegmentPlanner:
                 return StepDraft(prev.intent, params, prev.confidence, reason=f"{prev.intent} again for {hit.names[0]}")
         return None
 
-    def _rerank(self, scores: dict[str, float], seg: ex.Segment, mentions: list[ex.Mention]) -> dict[str, float]:
-        """Favour intents whose entity kinds the request names; one-vs-many nouns pick a listing or one item."""
-        kinds_named = {m.kind for m in mentions}
+    def _rerank(self, scores: dict[str, float], seg: ex.Segment, mentions: list[ex.Mention],
+                weak: set[int] = frozenset(), query: list[str] = ()) -> dict[str, float]:  # type: ignore[assignment]
+        """Favour intents whose entity kinds the request names, and whose params the text fills;
+        one-vs-many nouns pick a listing or one item."""
+        kinds_named = {m.kind for m in mentions if id(m) not in weak}
+        weak_kinds = {m.kind for m in mentions if id(m) in weak}
+        if ex.has_pronoun(seg) and self.last_kind:
+            kinds_named.add(self.last_kind)
         singular, plural = ex.kind_nouns(seg, self.kinds)
-        said = {(canonical(t), _is_plural(t)) for t in seg.raw if t not in STOPWORDS}
+        said = {(canonical(t), _is_plural(t)) for t in raw_tokens(apply_phrases(seg.text)) if t not in STOPWORDS}
+        verb = _first_word(seg.text)
+        # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
+        verb_tools = verbs_of(self.catalog).get(verb or "", set())
+        if len(verb_tools) > 3:
+            verb_tools = set()
+        distinct = {t for t in query if t != "?"}
         out: dict[str, float] = {}
         for name, score in scores.items():
             if score <= 0:
                 continue
+            if distinct:
+                # A tool that covers every word asked ("disk and memory") beats one that covers a part.
+                score *= 0.6 + 0.4 * len(distinct & self.catalog.terms(name)) / len(distinct)
             tool = self.catalog.by_name[name]
             ents = tool.get("entities") or {}
             kinds = set(ents.values())
@@ -374,6 +435,8 @@ class SegmentPlanner:
             req_kinds = {k for p, k in ents.items() if p in required}
             if kinds & kinds_named:
                 score *= 1.6
+            elif kinds & weak_kinds:
+                score *= 1.15
             elif req_kinds and kinds_named:
                 score *= 0.5
             elif kinds_named and not kinds:
@@ -384,19 +447,26 @@ class SegmentPlanner:
             for tok in tool["name"].split("_"):
                 norm, many = canonical(tok), _is_plural(tok)
                 if (norm, many) in said:
-                    score *= 1.3 if many else 1.1
+                    score *= 1.5 if many else 1.1
                 elif (norm, not many) in said:
-                    score *= 0.6 if many else 0.9
-            if any(p not in ents and not self._fillable(tool, p, seg, mentions) and not _composable(p, tool)
-                   for p in required):
+                    score *= 0.6 if many else 0.8
+            if name in verb_tools:
+                score *= 1.3
+            props = (tool.get("params") or {}).get("properties") or {}
+            filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
+            if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= 0.7
+            score *= 1.25 ** len(filled)
             out[name] = score
         return out
 
-    def _fillable(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention]) -> bool:
+    def _fillable(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
+                  required: bool = True) -> bool:
         spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
         reading = ex.Reading(seg, self._busy(seg, mentions))
-        return ex.read_value(param, spec, reading, required=True, known_words=self._known(tool)) is not None
+        value = ex.read_value(param, spec if isinstance(spec, dict) else {}, reading, required=required,
+                              known_words=self._known(tool))
+        return value is not None and value != (spec or {}).get("default", object())
 
     def _busy(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
         return {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}

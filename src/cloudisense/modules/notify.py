@@ -85,7 +85,7 @@ class NotifyModule(Module):
                    self.simple_http_notify, HttpNotifyParams, Risk.WRITE,
                    ("notify the team that the deploy is done", "send a webhook saying the backup finished",
                     "post 'disk almost full' to the webhook", "ping the on-call hook about the outage",
-                    "let everyone know nginx was restarted"), timeout=limit),
+                    "let everyone know nginx was restarted", "notify the team", "tell the team"), timeout=limit),
             Intent("simple_telegram_notify", "Send a message to a Telegram chat through the configured bot",
                    self.simple_telegram_notify, TelegramNotifyParams, Risk.WRITE,
                    ("send a telegram message that the server is back", "telegram me when it's done",
