@@ -131,15 +131,14 @@ def canonical(token: str, vocabulary: Any = frozenset()) -> str:
 
 
 def correct(word: str, vocabulary: Iterable[str]) -> str | None:
-    """The vocabulary word ``word`` is most likely a typo of (similarity >= 0.75 and same first letter or 0.85)."""
+    """The vocabulary word ``word`` is a typo of: two neighbouring letters swapped, or one letter missing or extra.
+
+    A different letter is not a typo here ("site" is not "size", "older" is not "order")."""
     from cloudisense.agent.extract import near_miss
 
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
-    # A swapped or missing letter is the likelier typo ("strat" is "start", not "stats").
-    candidates.sort(key=lambda c: not near_miss(word, c))
     for cand in candidates:
-        ratio = difflib.SequenceMatcher(None, word, cand).ratio()
-        if cand[0] == word[0] or ratio >= 0.85:
+        if near_miss(word, cand):
             return SYNONYMS.get(cand, cand)
     return None
 
@@ -244,6 +243,12 @@ class Catalog:
     def terms(self, name: str) -> set[str]:
         """The words of tool ``name``'s document."""
         return set(self._terms[name])
+
+    def coverage(self, name: str, terms: set[str]) -> float:
+        """The share of ``terms`` (weighted by rarity) that tool ``name``'s document contains."""
+        total = sum(self._idf.get(t, 1.0) for t in terms)
+        have = sum(self._idf.get(t, 1.0) for t in terms if t in self._terms[name])
+        return have / total if total else 0.0
 
     def tokens(self, text: str) -> list[str]:
         """``text`` normalised against this catalogue's vocabulary (typos fixed)."""

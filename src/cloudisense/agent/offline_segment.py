@@ -215,6 +215,12 @@ class SegmentPlanner:
             tool = self.catalog.by_name[d.intent or ""]
             for param in tool_required(tool):
                 if param not in d.params and _composable(param, tool):
+                    if i == 0:
+                        # Nothing ran before it to report on: the text to send must be said.
+                        return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                                    reason=f"{d.intent}: {param} is missing",
+                                    question=f"What should the {d.intent.replace('_', ' ')} say? "
+                                             "(e.g. notify the team saying the deploy is done)")
                     d.params[param] = _compose_message(text, [(k.intent or "", k.params) for k in kept[:i]])
         whens = []
         for d in kept:
@@ -418,7 +424,7 @@ class SegmentPlanner:
         verb = _first_word(seg.text)
         # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
         verb_tools = verbs_of(self.catalog).get(verb or "", set())
-        if len(verb_tools) > 3:
+        if len(verb_tools) > 2:
             verb_tools = set()
         distinct = {t for t in query if t != "?"}
         out: dict[str, float] = {}
@@ -427,7 +433,7 @@ class SegmentPlanner:
                 continue
             if distinct:
                 # A tool that covers every word asked ("disk and memory") beats one that covers a part.
-                score *= 0.6 + 0.4 * len(distinct & self.catalog.terms(name)) / len(distinct)
+                score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct)
             tool = self.catalog.by_name[name]
             ents = tool.get("entities") or {}
             kinds = set(ents.values())
