@@ -263,11 +263,13 @@ class AgentModule(Module):
                                                role=ctx.client.role, reason=p.reason)
         self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", approval.public())
         topic = f"/assist/{approval.session}" if approval.session else f"/chain/{ctx.requestid}"
+        reported = len((approval.plan or {}).get("done") or [])  # steps the paused answer already reported
         result: ExecutionResult = await self.executor.resume(approval.id, notify=self.notifier(ctx, topic),
                                                              origin=ctx.as_origin(session=approval.session))
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
         out = result.as_dict()
-        return {**out, "answer": compose_answer(out), "decided": (await self.approvals.get(approval.id)).public()}
+        return {**out, "answer": compose_answer(out, self.node.registry, since=reported),
+                "decided": (await self.approvals.get(approval.id)).public()}
 
     async def list_approvals(self, p: ListApprovalsParams, ctx: ActionContext) -> dict[str, Any]:
         requester = None if ctx.client.role == Role.ADMIN else ctx.user
@@ -301,10 +303,13 @@ class AgentModule(Module):
                 failures = await self._recent_failures(session)
                 out: dict[str, Any] = {"session": session, "mode": "plan", "plan": plan.model_dump(),
                                        **result.as_dict()}
-                out["answer"] = compose_answer(out)
+                out["answer"] = compose_answer(out, self.node.registry)
                 if failures >= 2:
                     out["escalation"] = await self.escalator.escalate(session, user, f"{failures} steps failed", text)
                 return out
+            if verdict.action in ("refuse", "answer"):
+                await self.memory.add_message(session, "assistant", verdict.message)
+                return {"session": session, "mode": verdict.action, "answer": verdict.message}
             if verdict.action == "escalate" or self.provider is None or mode == "plan":
                 if verdict.action == "escalate":
                     esc = await self.escalator.escalate(session, user, verdict.message, text)
@@ -333,17 +338,12 @@ class AgentModule(Module):
         planner = self.planner or self._default_planner()
         if planner is None:
             return None
-        from cloudisense.agent.plan import PlanningContext
 
-        try:
-            from cloudisense.agent.catalog import tools_for_role
+        from cloudisense.agent.catalog import planning_context
 
-            tools = tools_for_role(self.node.registry, role)
-        except ImportError:
-            tools = [i.describe() for i in self.node.registry.all()]
-        tools = [t for t in tools if t["name"] not in NOT_IN_STEPS]  # the planner never plans the assistant itself
-        context = PlanningContext(tools=tools, entities=self.node.entities(),
-                                  history=await self.memory.context(session), role=role.value)
+        # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
+        context = planning_context(self.node.registry, role, self.node.entities(),
+                                   aliases=self.node.settings.agent.aliases, history=await self.memory.context(session))
         try:
             plan: Plan = await planner.plan(text, context)
         except Unavailable:

@@ -85,12 +85,12 @@ class NotifyModule(Module):
                    self.simple_http_notify, HttpNotifyParams, Risk.WRITE,
                    ("notify the team that the deploy is done", "send a webhook saying the backup finished",
                     "post 'disk almost full' to the webhook", "ping the on-call hook about the outage",
-                    "let everyone know nginx was restarted", "notify the team", "tell the team"), timeout=limit),
+                    "let everyone know nginx was restarted", "notify the team", "tell the team"), timeout=limit, say=_say_sent),
             Intent("simple_telegram_notify", "Send a message to a Telegram chat through the configured bot",
                    self.simple_telegram_notify, TelegramNotifyParams, Risk.WRITE,
                    ("send a telegram message that the server is back", "telegram me when it's done",
                     "tell the ops chat on telegram that redis restarted",
-                    "message the telegram group: maintenance starts now"), timeout=limit),
+                    "message the telegram group: maintenance starts now"), timeout=limit, say=_say_sent),
         ]
 
     async def start(self) -> None:
@@ -220,3 +220,9 @@ def _where(url: str) -> str:
     """Scheme and host of ``url`` only: webhook paths often carry secrets (Slack, Discord)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _say_sent(p: Any, d: Any) -> str:
+    return f"sent the notification {p.get('message')!r}"

@@ -147,18 +147,18 @@ class SystemModule(Module):
                    self.get_system_stats, NoParams, Risk.READ,
                    ("how is the server doing", "show system stats", "cpu and memory usage",
                     "what's the load on this box", "is the machine overloaded", "cpu memory load of the box"),
-                   result=StatsResult),
+                   result=StatsResult, say=_say_stats),
             Intent("check_process", "Whether a process with this name is running, with its pids and usage",
                    self.check_process, ProcessParams, Risk.READ,
                    ("is nginx running", "check if redis is up", "is there a python process",
-                    "find the postgres process"), result=ProcessResult),
+                    "find the postgres process"), result=ProcessResult, say=_say_process),
             Intent("list_processes", "The top processes by CPU or memory", self.list_processes,
                    ListProcessesParams, Risk.READ,
                    ("top processes", "what is eating memory", "which processes use the most cpu",
-                    "show the 5 biggest processes by memory")),
+                    "show the 5 biggest processes by memory"), say=_say_processes),
             Intent("get_disk_usage", "Used and free space of a file system", self.get_disk_usage, DiskParams,
                    Risk.READ, ("how much disk is left", "disk usage of /var", "is the disk full",
-                               "free space on /", "check disk"), result=DiskResult),
+                               "free space on /", "check disk"), result=DiskResult, say=_say_disk),
         ]
 
     async def start(self) -> None:
@@ -211,3 +211,33 @@ class SystemModule(Module):
         except (OSError, ValueError) as exc:  # name too long, not encodable, ...: the client's path is at fault
             raise BadRequest(f"params.path: can't read {p.path[:200]!r}: {exc.__class__.__name__}") from None
         return {"path": p.path, "total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent}
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _gib(n: float) -> str:
+    return f"{n / 1024 ** 3:.1f} GiB"
+
+
+def _say_stats(p: Any, d: dict[str, Any]) -> str:
+    cpu, mem, disk, load = d.get("cpu", {}), d.get("memory", {}), d.get("disk", {}), d.get("load", {})
+    return (f"CPU {cpu.get('percent', '?')} % of {cpu.get('count', '?')} cores, "
+            f"memory {mem.get('percent', '?')} % used, disk / {disk.get('percent', '?')} % used, "
+            f"load {load.get('1m', '?')} / {load.get('5m', '?')} / {load.get('15m', '?')}")
+
+
+def _say_process(p: Any, d: dict[str, Any]) -> str:
+    if not d.get("running"):
+        return f"no process named {d.get('name')} is running"
+    pids = ", ".join(str(x.get("pid")) for x in d.get("processes", [])[:8])
+    return f"{d.get('name')} is running ({d.get('count')} process(es), pid {pids})"
+
+
+def _say_processes(p: Any, d: dict[str, Any]) -> str:
+    rows = [f"  {x.get('name')} (pid {x.get('pid')}): cpu {x.get('cpu_percent')} %, mem {x.get('memory_percent')} %"
+            for x in d.get("processes", [])[:15]]
+    return f"top processes by {d.get('sort_by')}:\n" + "\n".join(rows)
+
+
+def _say_disk(p: Any, d: dict[str, Any]) -> str:
+    return f"{d.get('path')}: {d.get('percent')} % used, {_gib(d.get('free', 0))} free of {_gib(d.get('total', 0))}"

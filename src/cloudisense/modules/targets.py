@@ -131,24 +131,24 @@ class TargetsModule(Module):
             Intent("list_targets", "Every managed service with its state, pid, uptime and health",
                    self.list_targets, NoParams, Risk.READ,
                    ("status of all services", "list the targets", "which services are running",
-                    "show me every managed service", "are all services up?", "list services")),
+                    "show me every managed service", "are all services up?", "list services"), say=_say_targets),
             Intent("target_status", "State, pid, uptime, last exit code and health of one managed service",
                    self.target_status, TargetParams, Risk.READ,
                    ("is nginx up?", "status of the web service", "is the worker running",
                     "how long has redis been up", "check the health of web", "service status"),
-                   entities=ent, result=TargetResult),
+                   entities=ent, result=TargetResult, say=_say_target),
             Intent("start_target", "Start a managed service that is not running",
                    self.start_target, TargetParams, Risk.WRITE,
                    ("start redis", "bring the worker up", "launch the web service", "start nginx again", "start the service"),
-                   entities=ent),
+                   entities=ent, say=_say_target),
             Intent("restart_target", "Restart a managed service (stop it when running, then start it)",
                    self.restart_target, TargetParams, Risk.WRITE,
                    ("restart the worker", "bounce the web service", "restart nginx", "kick redis",
-                    "give the web app a restart", "restart the service"), entities=ent, timeout=slow),
+                    "give the web app a restart", "restart the service"), entities=ent, timeout=slow, say=_say_target),
             Intent("stop_target", "Stop a managed service (graceful, then forced after its stop timeout)",
                    self.stop_target, TargetParams, Risk.DESTRUCTIVE,
                    ("stop nginx", "shut down the worker", "take the web service down", "kill redis", "stop the service"),
-                   entities=ent, timeout=slow),
+                   entities=ent, timeout=slow, say=_say_target),
         ]
 
     def entities(self) -> dict[str, list[str]]:
@@ -239,3 +239,17 @@ class TargetsModule(Module):
             changed = await backend.stop()
         return {"action": "stopped" if changed else "already_stopped", "changed": changed,
                 **await self._status(backend)}
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _say_target(p: Any, d: dict[str, Any]) -> str:
+    target = d.get("target", d)
+    health = target.get("health")
+    extra = f", health {health}" if health and health != "unknown" else ""
+    pid = f", pid {target.get('pid')}" if target.get("pid") else ""
+    return f"{target.get('name', p.get('name'))} is {target.get('state', 'unknown')}{pid}{extra}"
+
+
+def _say_targets(p: Any, d: dict[str, Any]) -> str:
+    return "services: " + "; ".join(f"{t.get('name')} {t.get('state')}" for t in d.get("targets", []))
