@@ -9,6 +9,7 @@ was refused, failed, skipped or is waiting for approval is said to be so.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,14 @@ def _say(intent: str, params: dict[str, Any], data: Any, registry: "IntentRegist
     return render_data(intent, data)
 
 
+_REF = re.compile(r"\$\{[A-Za-z][\w-]*\.data\.([\w.-]+)\}")
+
+
+def _readable(text: str) -> str:
+    """References said as words: ``${s1.data.disk.percent} > 90`` -> ``disk percent > 90``."""
+    return _REF.sub(lambda m: m.group(1).replace(".", " ").replace("_", " "), text).replace("'", "")
+
+
 def render_step(step: Mapping[str, Any], registry: "IntentRegistry | None" = None) -> str:
     """One line (or block) about one step's real outcome."""
     intent, status, params = step.get("intent", "?"), step.get("status"), step.get("params") or {}
@@ -100,7 +109,7 @@ def render_step(step: Mapping[str, Any], registry: "IntentRegistry | None" = Non
     if status in ("rejected", "expired"):
         return f"{intent} was not run: the approval was {status}"
     if status == "skipped":
-        return f"{intent} was skipped ({step.get('message')})"
+        return f"{intent} was not run: {_readable(str(step.get('message') or 'skipped'))}"
     return f"{intent} failed: {step.get('message')}"
 
 
