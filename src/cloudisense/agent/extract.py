@@ -365,7 +365,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return None
         for phrase in _modifier_phrases(param, spec):
             m = re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
-            if m and (m.start() > 0 or " " in phrase or "-" in phrase):
+            # A first word that is the request's verb ("check the playbook") is not a modifier.
+            if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
                 return True
         return None
     values = enum_of(spec)
