@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from cloudisense.core.errors import ConfigError
 
@@ -181,6 +181,17 @@ class AgentSettings(Section):
     #: What people call configured things: phrase -> entity name (``"kv store" = "redis"``); the planner
     #: reads "restart the kv store" as ``redis``.
     aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for phrase, name in value.items():
+            said = " ".join(phrase.lower().split())
+            if not said or len(said) > 100 or not name.strip() or len(name) > 256:
+                raise ValueError(f"alias {phrase!r} = {name!r}: give a phrase (1-100 characters) and a configured name")
+            out[said] = name.strip()
+        return out
 
 
 class FederationSettings(Section):
