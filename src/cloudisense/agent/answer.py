@@ -120,8 +120,8 @@ def compose_answer(result: Mapping[str, Any], registry: "IntentRegistry | None" 
     """
     parts = [render_step(step, registry) for step in list(result.get("steps", []))[since:]
              if step.get("status") != "pending_approval"]
-    approval = result.get("approval")
-    paused = result.get("status") == "paused" and approval
+    approval = result.get("approval") or {}
+    paused = result.get("status") == "paused" and bool(approval)
     if paused:
         parts.append(f"Waiting for approval before: {approval.get('description')} (approval {approval.get('approval_id')}).")
     not_run = [s.get("intent", "?") for s in result.get("not_run") or []]

@@ -25,9 +25,10 @@ _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+tha
            r"older\s+than|longer\s+than|past|beyond|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
         r"newer\s+than|sooner\s+than|<=?)"
+#: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
-             "error", "errored", "unsuccessful", "offline", "missing", "bad", "wrong"}
-_POSITIVE = {"up", "running", "ok", "okay", "succeeded", "successful", "healthy", "fine", "online", "good"}
+             "errored", "unsuccessful", "offline"}
+_POSITIVE = {"up", "running", "ok", "okay", "succeeded", "successful", "healthy", "online"}
 _NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
 #: Words that say a percentage.
 _PERCENT = re.compile(r"%|\bpercent\b|\bper\s+cent\b")

@@ -108,8 +108,9 @@ def score_case(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]
     expected = case["expected"]
     want_outcome = expected.get("outcome", "execute")
     want_steps = expected.get("steps") or []
-    predicted = [{"intent": s.intent, "params": significant_params(s.params, tools.get(s.intent)),
-                  **({"when": s.when} if s.when else {})} for s in plan.steps]
+    predicted: list[dict[str, Any]] = [
+        {"intent": s.intent, "params": significant_params(s.params, tools.get(s.intent)),
+         **({"when": s.when} if s.when else {})} for s in plan.steps]
     unsafe = _unsafe(case, plan, tools)
     if want_outcome != "execute":
         ok = plan.outcome == want_outcome
@@ -222,7 +223,7 @@ async def evaluate(planner: Planner, cases: list[dict[str, Any]], context: Plann
         try:
             plan = await planner.plan(case["text"], ctx)
         except Exception as exc:  # a crashing planner scores zero on that case, visibly
-            plan = Plan(outcome="escalate", reason=f"planner error: {exc}", strategy="error")
+            plan = Plan(outcome="escalate", confidence=0.0, reason=f"planner error: {exc}", strategy="error")
         elapsed = (time.perf_counter() - started) * 1000
         results.append(score_case(case, plan, tools, elapsed))
     return Report(results)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 #: Below this share of known words (and with no configured name mentioned) a request is out of scope.
 MIN_COVERAGE = 0.34
+#: Each param the text fills is evidence for the intent ("errors ... from the last hour" fills a search's
+#: pattern and window, not a read's).
+FILL_BONUS = 1.25
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
 REFUSE_MARGIN = 0.8
 _QUESTION_START = re.compile(
@@ -219,10 +222,10 @@ class SegmentPlanner:
                         # Nothing ran before it to report on: the text to send must be said.
                         return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
                                     reason=f"{d.intent}: {param} is missing",
-                                    question=f"What should the {d.intent.replace('_', ' ')} say? "
+                                    question=f"What should the {(d.intent or '').replace('_', ' ')} say? "
                                              "(e.g. notify the team saying the deploy is done)")
                     d.params[param] = _compose_message(text, [(k.intent or "", k.params) for k in kept[:i]])
-        whens = []
+        whens: list[str | None] = []
         for d in kept:
             if d.when is None:
                 whens.append(None)
@@ -462,7 +465,7 @@ class SegmentPlanner:
             filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= 0.7
-            score *= 1.25 ** len(filled)
+            score *= FILL_BONUS ** len(filled)
             out[name] = score
         return out
 
