@@ -90,12 +90,14 @@ def stem(word: str) -> str:
     return word
 
 
+_PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(PHRASES, key=len, reverse=True))
+                        + r")(?![\w-])")
+
+
 def apply_phrases(text: str) -> str:
-    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES`."""
+    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first)."""
     out = " " + text.lower().replace("\u2019", "'") + " "
-    for phrase in sorted(PHRASES, key=len, reverse=True):
-        out = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", f" {PHRASES[phrase]} ", out)
-    return out
+    return _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", out)
 
 
 _CONTRACTION = re.compile(r"['’](s|re|ll|ve|d|t|m)\b")

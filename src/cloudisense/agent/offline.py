@@ -97,16 +97,20 @@ class OfflinePlanner:
 
     def __init__(self, k: int = 8) -> None:
         self.k = k
-        self._cache: tuple[Any, Catalog] | None = None
+        #: Catalogues by tool set (one per role seen): building one takes tens of milliseconds.
+        self._cache: dict[Any, Catalog] = {}
 
     def catalog(self, tools: list[dict[str, Any]], refused: list[dict[str, Any]] = ()) -> Catalog:  # type: ignore[assignment]
         """The (cached) catalogue of the plannable ``tools`` plus the ``refused`` ones (marked ``"refusal"``)."""
         usable = plannable(tools) + [t for t in plannable(refused) if t.get("refusal")]
         key = tuple((t["name"], t.get("description"), len(t.get("examples") or ()), bool(t.get("refusal")))
                     for t in usable)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, Catalog(usable))
-        return self._cache[1]
+        catalog = self._cache.get(key)
+        if catalog is None:
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            catalog = self._cache[key] = Catalog(usable)
+        return catalog
 
     async def plan(self, text: str, context: PlanningContext) -> Plan:
         """Plan ``text`` (see the module docstring for the rules)."""

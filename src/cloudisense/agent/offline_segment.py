@@ -21,6 +21,8 @@ MIN_COVERAGE = 0.34
 #: Each param the text fills is evidence for the intent ("errors ... from the last hour" fills a search's
 #: pattern and window, not a read's).
 FILL_BONUS = 1.25
+#: How many of the best-retrieved intents are re-ranked.
+RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
 REFUSE_MARGIN = 0.8
 _QUESTION_START = re.compile(
@@ -431,9 +433,9 @@ class SegmentPlanner:
             verb_tools = set()
         distinct = {t for t in query if t != "?"}
         out: dict[str, float] = {}
-        for name, score in scores.items():
-            if score <= 0:
-                continue
+        # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
+        top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
+        for name, score in top:
             if distinct:
                 # A tool that covers every word asked ("disk and memory") beats one that covers a part.
                 score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct)
@@ -482,9 +484,14 @@ class SegmentPlanner:
 
     def _known(self, tool: dict[str, Any]) -> set[str]:
         """Words that say which intent (never a free-text value): the tool's own words and action verbs."""
-        words = {stem(w) for w in re.findall(r"[a-z]+", " ".join([tool["name"].replace("_", " "),
-                                                                    tool.get("description", "")]).lower())}
-        return words | self.starts | set(self.kinds) | {canonical(w) for w in words}
+        cache: dict[tuple[str, frozenset[str]], set[str]] = self.catalog.__dict__.setdefault("_known_words", {})
+        key = (tool["name"], frozenset(self.kinds))
+        known = cache.get(key)
+        if known is None:
+            words = {stem(w) for w in re.findall(r"[a-z]+", " ".join([tool["name"].replace("_", " "),
+                                                                        tool.get("description", "")]).lower())}
+            known = cache[key] = words | self.starts | set(self.kinds) | {canonical(w) for w in words}
+        return known
 
     # --- params ----------------------------------------------------------------------------
 
