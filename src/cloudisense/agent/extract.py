@@ -108,6 +108,11 @@ def near_miss(word: str, target: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
+def near_miss_any(word: str, vocabulary: set[str]) -> bool:
+    """Whether ``word`` is a typo of some word of ``vocabulary``."""
+    return any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
+
+
 def _fix(word: str, vocabulary: set[str]) -> str:
     if word in vocabulary or len(word) < 4 or not word.isalpha():
         return word
@@ -415,6 +420,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
+        after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
+        if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
+            continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
         return stem(tok) if "text" in words else tok

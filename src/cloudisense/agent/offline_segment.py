@@ -325,6 +325,12 @@ class SegmentPlanner:
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
+        unknown_ref = self._unknown_reference(seg, mentions) if question else None
+        if unknown_ref:
+            kinds = ", ".join(f"{k} ({_either(v)})" for k, v in self.entities.items() if v)
+            return StepDraft(None, question=f"I don't know what \"the {unknown_ref}\" is on this node. Which one do "
+                                             f"you mean? Configured here: {kinds}.",
+                             confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured")
         scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
@@ -350,6 +356,19 @@ class SegmentPlanner:
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
         return self._ground(best, seg, mentions, retrieval, typos)
+
+    def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
+        """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
+        covered = self._busy(seg, mentions)
+        for i, tok in enumerate(seg.raw[1:], 1):
+            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha():
+                continue
+            if stem(tok) in self.catalog.vocabulary or canonical(tok) in self.catalog.vocabulary or tok in self.kinds:
+                continue
+            if ex.near_miss_any(tok, self.catalog.vocabulary):
+                continue
+            return tok
+        return None
 
     def _weak(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
         """Mentions that are also plain words of the catalogue ("backup" for ``backup.sh`` on a node with
@@ -467,6 +486,8 @@ class SegmentPlanner:
             filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= 0.7
+            elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
+                score *= 0.8  # the thing it needs is not named
             score *= FILL_BONUS ** len(filled)
             out[name] = score
         return out
@@ -592,11 +613,10 @@ def _either(names: list[str]) -> str:
 
 def _question(tool: dict[str, Any], param: str | None, entities: dict[str, list[str]], kind: str | None = None) -> str:
     """A concrete question for a missing param, listing the configured choices when there are some."""
-    verb = tool["name"].split("_")[0].replace("get", "check")
     if kind:
         names = entities.get(kind) or []
         choices = f": {_either(names)}" if names else ""
-        return f"Which {kind} should I {verb}{choices}?"
+        return f"Which {kind} for {tool['name'].replace('_', ' ')}{choices}?"
     spec = ((tool.get("params") or {}).get("properties") or {}).get(param or "") or {}
     what = str(spec.get("description") or (param or "").replace("_", " "))
     return f"{tool['name'].replace('_', ' ').capitalize()} needs {what}: what should I use?"
