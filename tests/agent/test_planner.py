@@ -293,3 +293,78 @@ def test_planning_context_from_a_real_node(demo: tuple[PlanningContext, Any]) ->
     context = planning_context(node, "viewer")
     assert context.entities["target"] and "read_log" in {t["name"] for t in context.tools}
     assert "restart_target" not in {t["name"] for t in context.tools}
+
+
+# --- the rules of issue 8, on the demo's own modules (the plugin's tests check them on an unseen one) ------
+
+@pytest.mark.parametrize("text", ["is nginx up?", "did the worker crash?", "is ngnix runing?", "when did redis start?",
+                                  "is the web service healthy?", "has the backup script run?"])
+async def test_questions_never_plan_a_write(demo: tuple[PlanningContext, Any], text: str) -> None:
+    ctx, registry = demo
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert all(registry.get(s.intent).risk.value == "read" for s in plan.steps), (text, plan)
+
+
+async def test_conditions_become_when_over_declared_result_fields(demo: tuple[PlanningContext, Any]) -> None:
+    from cloudisense.agent.conditions import result_fields
+
+    ctx, registry = demo
+    plan = await OfflinePlanner().plan("check redis and restart it if it's down", ctx)
+    check, restart = plan.steps
+    assert (check.intent, restart.intent) == ("target_status", "restart_target") and check.when is None
+    assert restart.when == '${s1.data.state} != "running"'
+    # The field is one the intent declares for its result.
+    fields = {f.path for f in result_fields(registry.get("target_status").describe()["result"])}
+    assert "state" in fields
+    # A condition nothing can check is a question, never an unconditional action.
+    vague = await OfflinePlanner().plan("restart redis if it feels sluggish", ctx)
+    assert vague.outcome == "clarify" and not vague.steps
+
+
+async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
+    assert await steps_of("restart the kv store", ctx) == [("restart_target", {"name": "redis"})]
+    without = ctx.model_copy(update={"aliases": {}})
+    plan = await OfflinePlanner().plan("restart the kv store", without)
+    assert not any(s.params.get("name") == "redis" for s in plan.steps)
+
+
+@pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit"])
+async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "answer" and plan.message and not plan.steps
+
+
+async def test_role_refusal_is_said_as_such(demo: tuple[PlanningContext, Any]) -> None:
+    viewer = demo_context("viewer")[0]
+    plan = await OfflinePlanner().plan("restart the worker", viewer)
+    assert plan.outcome == "refuse" and not plan.steps
+    assert "Viewers can't" in (plan.message or "") and "operator" in (plan.message or "")
+
+
+@pytest.mark.parametrize("text, outcome", [("restrat nginx", "clarify"), ("stopp nginx", "clarify"),
+                                           ("is the wroker up?", "execute"), ("stp the worker", "execute")])
+async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: str, outcome: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == outcome, plan
+    assert all(s.intent == "target_status" for s in plan.steps)  # a typo'd request only ever reads here
+    if outcome == "clarify":
+        assert plan.confidence < 0.5 and "Did you mean" in (plan.question or "")
+
+
+def test_planner_tables_keyed_to_built_in_intents_are_gone() -> None:
+    from cloudisense.agent import extract, offline, offline_segment
+
+    for name in ("HINTS", "PLANNER_EXCLUDED", "LIST_KIND", "KIND_DEFAULT_INTENT"):
+        assert not hasattr(offline, name)
+    for name in ("ALIASES", "PATTERN_WORDS", "KIND_WORDS"):
+        assert not hasattr(extract, name)
+    assert not hasattr(offline_segment, "_fix_log_intent")
+
+
+def test_answers_are_words_not_json() -> None:
+    from cloudisense.agent.answer import compose_answer
+
+    text = compose_answer({"steps": [{"intent": "list_widgets", "status": "ok", "params": {},
+                                      "data": {"widgets": [{"id": "w-1", "size": 3}, {"id": "w-2", "size": 5}],
+                                               "total": 2}}]})
+    assert "{" not in text and "w-1" in text and "w-2" in text and "size" in text

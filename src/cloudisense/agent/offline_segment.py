@@ -417,7 +417,7 @@ class SegmentPlanner:
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
-        typo = any(f != p and p not in vocab and not (p.startswith(f) or f.startswith(p)) for f, p in zip(fixed, plain))
+        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
 
@@ -594,6 +594,12 @@ class SegmentPlanner:
             if names:
                 return names[-1]
         return None
+
+
+def _inflected(said: str, word: str) -> bool:
+    """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
+    return any(said == word + end or word.endswith("e") and said == word[:-1] + end
+               for end in ("ing", "ed", "es", "s", "er", "d"))
 
 
 def _is_plural(word: str) -> bool:

@@ -54,6 +54,8 @@ class Plan(BaseModel):
     reason: str | None = None
     #: Which strategy produced it: ``offline``, ``tools``, ``json``, ``scripted``...
     strategy: str = ""
+    #: The model's answer was invalid and this plan (clarify/escalate) stands in for it.
+    rejected: bool = False
 
     def as_record(self, text: str) -> dict[str, Any]:
         """The ``--batch`` / evaluation line: ``{"text", "steps": [{"intent", "params"}], "confidence", "outcome"}``."""

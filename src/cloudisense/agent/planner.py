@@ -132,9 +132,9 @@ def rejected(reason: str, strategy: str, *, escalate: bool = False) -> Plan:
     """The plan returned instead of an invalid model answer: ask (or escalate), never guess."""
     if escalate:
         return Plan(outcome="escalate", confidence=REJECTED_CONFIDENCE, strategy=strategy,
-                    reason=f"model output rejected: {reason}")
+                    reason=f"model output rejected: {reason}", rejected=True)
     return Plan(outcome="clarify", confidence=REJECTED_CONFIDENCE, strategy=strategy,
-                reason=f"model output rejected: {reason}",
+                reason=f"model output rejected: {reason}", rejected=True,
                 question="I could not turn that into a safe plan. Could you rephrase it, naming the service, "
                          "log, script or playbook?")
 
@@ -312,6 +312,8 @@ class HybridPlanner:
         fast = await self.offline.plan(text, context)
         if fast.outcome == "execute" and fast.confidence >= self.threshold:
             return fast
+        if fast.outcome in ("refuse", "answer"):
+            return fast  # the role may not do it / small talk: nothing for a model to plan
         if fast.outcome == "escalate" and danger(text):
             return fast
         try:
@@ -319,7 +321,7 @@ class HybridPlanner:
         except Exception as exc:  # planners should not raise; a buggy one must not lose the request
             log.exception("model planner failed")
             slow = rejected(f"planner error ({type(exc).__name__})", "model")
-        if slow.reason and slow.reason.startswith("model output rejected") and fast.outcome != "escalate":
+        if slow.rejected and fast.outcome != "escalate":
             note = f"{fast.reason + '; ' if fast.reason else ''}model plan not used: {slow.reason}"
             return fast.model_copy(update={"reason": note})
         return slow
