@@ -26,7 +26,8 @@ RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
 REFUSE_MARGIN = 0.8
 _QUESTION_START = re.compile(
-    r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any)\b", re.I)
+    r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any|should"
+    r"|shall)\b", re.I)
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
 _WHY = re.compile(r"^\s*why\b", re.I)
 _HARD_SPLIT = re.compile(
@@ -40,7 +41,7 @@ def is_question(text: str) -> bool:
     if _REQUEST_START.search(text):
         return False
     return bool(_QUESTION_START.search(text)) or text.rstrip().endswith("?") and not re.match(
-        r"^\s*(do|can|could|would|will|should|shall)\b", text, re.I) and len(text.split()) > 1
+        r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1
 
 
 def action_words(catalog: Catalog) -> set[str]:

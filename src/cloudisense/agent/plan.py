@@ -61,7 +61,8 @@ class Plan(BaseModel):
         """The ``--batch`` / evaluation line: ``{"text", "steps": [{"intent", "params"}], "confidence", "outcome"}``."""
         return {
             "text": text,
-            "steps": [{"intent": s.intent, "params": s.params} for s in self.steps],
+            "steps": [{"intent": s.intent, "params": s.params, **({"when": s.when} if s.when else {})}
+                      for s in self.steps],
             "confidence": round(self.confidence, 3),
             "outcome": self.outcome,
         }

@@ -52,13 +52,15 @@ def _render(text: str, plan: Plan) -> None:
     console.print(f"[bold]{text}[/bold]")
     console.print(f"outcome: [cyan]{plan.outcome}[/cyan]   confidence: {plan.confidence:.2f}   strategy: {plan.strategy}")
     if plan.question:
-        console.print(f"question: {plan.question}")
+        console.print(f"question: {plan.question}", markup=False)
+    if plan.message:
+        console.print(f"message: {plan.message}", markup=False)
     if plan.reason:
         console.print(f"reason: {plan.reason}")
     if plan.steps:
-        table = Table("#", "intent", "params")
+        table = Table("#", "intent", "params", "when")
         for i, step in enumerate(plan.steps, 1):
-            table.add_row(str(i), step.intent, json.dumps(step.params, ensure_ascii=False))
+            table.add_row(str(i), step.intent, json.dumps(step.params, ensure_ascii=False), step.when or "")
         console.print(table)
 
 
