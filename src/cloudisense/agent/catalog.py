@@ -49,7 +49,7 @@ SYNONYMS: dict[str, str] = {
     "kill": "stop", "halt": "stop", "terminate": "stop",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
-    "space": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
+    "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
     "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",

@@ -343,6 +343,8 @@ class Reading:
     #: Raw-token positions of configured names (never read as values).
     busy: set[int]
     used: set[int] = field(default_factory=set)
+    #: A quoted phrase is one param's value (the message, or the text to look for), not two.
+    quote_taken: bool = False
 
     @property
     def text(self) -> str:
@@ -402,10 +404,14 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         path = m.group(1).rstrip(".,?!")
         return path if len(path) == 1 else path.rstrip("/")
     if "send" in words or "message" in words:
-        return extract_message(text)
+        message = extract_message(text)
+        if message is not None:
+            reading.quote_taken = True
+        return message
     # Free text: a quoted phrase; "for X" / "containing X"; else, when required, the one word left unexplained.
     q = quoted(text)
-    if q:
+    if q and not reading.quote_taken:
+        reading.quote_taken = True
         return q.strip()
     m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
@@ -414,7 +420,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     seg = reading.segment
     for i, tok in enumerate(seg.raw):
-        if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
+        if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
+                or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
             continue
         if stem(tok) in known_words or canonical(tok) in known_words or tok in _UNITS or tok in _WORD_NUMBERS:
             continue
@@ -429,6 +436,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words that say how many, never what ("show me all logs").
+_QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
 _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit"}
 

@@ -29,6 +29,9 @@ _QUESTION_START = re.compile(
     r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any|should"
     r"|shall)\b", re.I)
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
+#: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
+_TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
+               "hour", "minute", "month", "year", "time", "end", "start"}
 _WHY = re.compile(r"^\s*why\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
@@ -58,7 +61,7 @@ def action_words(catalog: Catalog) -> set[str]:
             if first:
                 firsts[first] = firsts.get(first, 0) + 1
     nouns = {canonical(tok) for tool in catalog.tools for tok in tool["name"].split("_")[1:]}
-    out = words | {w for w in firsts if w not in nouns}
+    out = words | {w for w, n in firsts.items() if w not in nouns or n >= 2}
     catalog._action_words = out  # type: ignore[attr-defined]
     return out
 
@@ -362,7 +365,7 @@ class SegmentPlanner:
         """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
         covered = self._busy(seg, mentions)
         for i, tok in enumerate(seg.raw[1:], 1):
-            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha():
+            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS:
                 continue
             if stem(tok) in self.catalog.vocabulary or canonical(tok) in self.catalog.vocabulary or tok in self.kinds:
                 continue
