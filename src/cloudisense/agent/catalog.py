@@ -38,7 +38,7 @@ PHRASES: dict[str, str] = {
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
-    "backed up": "backup",
+    "backed up": "backup", "get rid of": "delete",
 }
 
 #: Single-word synonyms, applied after stemming.
