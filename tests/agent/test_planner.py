@@ -316,6 +316,9 @@ async def test_conditions_become_when_over_declared_result_fields(demo: tuple[Pl
     # The field is one the intent declares for its result.
     fields = {f.path for f in result_fields(registry.get("target_status").describe()["result"])}
     assert "state" in fields
+    unless = await OfflinePlanner().plan("restart redis unless it's running", ctx)
+    assert [s.intent for s in unless.steps] == ["target_status", "restart_target"]
+    assert unless.steps[1].when == '${s1.data.state} != "running"'
     # A condition nothing can check is a question, never an unconditional action.
     vague = await OfflinePlanner().plan("restart redis if it feels sluggish", ctx)
     assert vague.outcome == "clarify" and not vague.steps

@@ -119,6 +119,8 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     if not m:
         return None
     op = ">" if re.fullmatch(_GREATER, m.group("op").strip()) else "<"
+    if _NOT.search(low[:m.start()]):
+        op = "<=" if op == ">" else ">="  # "not above 90" / "unless it is above 90"
     rest = low[m.end():]
     nums = [q for q in quantities(rest)]
     pct = re.match(r"\s*(\d+(?:\.\d+)?)\s*(?:%|percent)", rest)
@@ -173,7 +175,7 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     return None
 
 
-_IF = re.compile(r"(?:^|,?\s+)(?:only\s+if|if|in\s+case|whenever)\s+", re.I)
+_IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
 
 
 def split_condition(segment: str) -> tuple[str, str | None]:
@@ -183,6 +185,8 @@ def split_condition(segment: str) -> tuple[str, str | None]:
                           segment[:m.start()], re.I):
         return segment, None
     before, after = segment[:m.start()].strip(" ,"), segment[m.end():].strip(" ,.?")
+    if m.group("word").lower() == "unless":
+        after = f"not {after}"  # "unless it's running" is "if it's not running"
     if not before:
         # "if the backup failed, start a new one"
         cond, _, action = after.partition(",")
