@@ -202,7 +202,7 @@ class SegmentPlanner:
             content = [t for t in self.catalog.tokens(text) if t != "?"]
             if is_question(text) and any(t in self.catalog.vocabulary for t in content) or _WHY.search(text):
                 return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="no action answers that question",
-                            question=self._unclear_question())
+                            question=self._unclear_question(text))
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
         unknown = [d for d in drafts if d.unknown]
@@ -247,10 +247,20 @@ class SegmentPlanner:
         return Plan(steps=plan_steps, outcome="execute", confidence=round(confidence, 3), reason=why or None,
                     strategy=strategy)
 
-    def _unclear_question(self) -> str:
-        reads = [t for t in self.catalog.tools if t.get("risk") == "read" and not t.get("refusal")]
-        return ("I can't tell that from here. I can check things such as "
-                + "; ".join(t["name"].replace("_", " ") for t in reads[:6]) + ". What should I look at?")
+    def _unclear_question(self, text: str) -> str:
+        """What to ask when no single action answers a question: the nearest things that can be checked."""
+        usable = [t for t in self.catalog.tools if t.get("risk") == "read" and not t.get("refusal")]
+        near = [t for t, _ in self.catalog.search(text, 12) if t in usable]
+        if not near:
+            # One read from each module, the modules with the most to read first.
+            by_module: dict[str, list[dict[str, Any]]] = {}
+            for t in usable:
+                by_module.setdefault(str(t.get("module", "")), []).append(t)
+            near = [tools[0] for tools in sorted(by_module.values(), key=len, reverse=True)]
+        reads = near
+        said = [str((t.get("examples") or [t["name"].replace("_", " ")])[0]) for t in reads[:4]]
+        return ("I can't tell that by myself. I can check things such as: " + "; ".join(f'"{e}"' for e in said)
+                + ". What should I look at?")
 
     # --- conditions -----------------------------------------------------------------------------
 
