@@ -22,7 +22,8 @@ async def run(*args: str, stdin: str | None = None, env: dict[str, str] | None =
     proc = await asyncio.create_subprocess_exec(
         *CLI, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200", **(env or {})})
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
+    # stdin="" closes the input at once (EOF); None leaves it open.
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -67,13 +68,23 @@ async def test_ask_confirms_in_the_terminal_flow(tmp_path: Path) -> None:
                                                          "assistant"])) as running:
         env = {"CLOUDISENSE_URL": running.url, "CLOUDISENSE_USER": "oper", "CLOUDISENSE_PASSWORD": PASSWORDS["oper"]}
         pid = (await running.node.module("targets").backends["web"].status())["pid"]
-        # No terminal: the confirmation is refused, nothing runs.
-        code, out, err = await run("ask", "restart the web service", env=env)
-        assert code == 0 and "waiting for approval" in out and "not approved" in err
+        # No terminal and nothing piped in: not approved, nothing runs, and the exit code says so.
+        code, out, err = await run("ask", "restart the web service", stdin="", env=env)
+        assert code == 1 and "Waiting for approval" in out and "not approved" in err
+        assert "confirm_action" not in out + err  # plain words, not the API's
         assert (await running.node.module("targets").backends["web"].status())["pid"] == pid
-        code, out, _ = await run("ask", "restart the web service", "--yes", env=env)
-        assert code == 0 and "web is running" in out
-        assert (await running.node.module("targets").backends["web"].status())["pid"] != pid
+        # A piped "no" is a refusal too.
+        code, out, err = await run("ask", "restart the web service", stdin="n\n", env=env)
+        assert code == 1 and "Approve" in err
+        assert (await running.node.module("targets").backends["web"].status())["pid"] == pid
+        # `yes | cloudisense ask ...`: the piped answer approves; the result is printed once.
+        code, out, err = await run("ask", "restart the web service", stdin="y\n" * 5, env=env)
+        assert code == 0 and out.count("web is running") == 1, (out, err)
+        new_pid = (await running.node.module("targets").backends["web"].status())["pid"]
+        assert new_pid != pid
+        code, out, _ = await run("ask", "restart the web service", "--yes", stdin="", env=env)
+        assert code == 0 and out.count("web is running") == 1
+        assert (await running.node.module("targets").backends["web"].status())["pid"] != new_pid
 
 
 async def test_serve_starts_with_zero_config_and_stops_on_sigterm(tmp_path: Path) -> None:

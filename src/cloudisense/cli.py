@@ -448,14 +448,24 @@ def ask(
     yes: bool = typer.Option(False, "--yes", help="Approve every confirmation without asking (where policy allows)."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw results as JSON lines."),
 ) -> None:
-    """Ask the assistant on a running server; it plans, asks before risky steps, acts and reports."""
+    """Ask the assistant on a running server; it plans, asks before risky steps, acts and reports.
+
+    Confirmations are read from the terminal, or one line per question from piped input
+    (``yes | cloudisense ask ...``). Exit code: 0 done or answered, 1 refused, failed, escalated or
+    not approved, 2 the assistant asked a question instead of acting.
+    """
     password = resolve_password(password_stdin)
     try:
-        asyncio.run(_conversation(url, user, password, [text], session, yes, as_json))
+        code = asyncio.run(_conversation(url, user, password, [text], session, yes, as_json))
     except CloudisenseError as exc:
         fail(exc.message)
     except (ConnectionError, OSError) as exc:
         fail(f"could not reach {url}: {exc}")
+    raise typer.Exit(code)
+
+
+#: What ends ``cloudisense chat`` (besides an empty line and Ctrl-D).
+CHAT_EXIT = {"exit", "quit", "bye", "q", ":q"}
 
 
 @app.command()
@@ -465,7 +475,7 @@ def chat(
     password_stdin: bool = PasswordStdinOpt,
     session: Optional[str] = typer.Option(None, "--session", help="Continue this assistant session."),
 ) -> None:
-    """An interactive conversation with the assistant (an empty line or Ctrl-D ends it)."""
+    """An interactive conversation with the assistant ("exit", "quit", an empty line or Ctrl-D ends it)."""
     password = resolve_password(password_stdin)
 
     def lines() -> Any:
@@ -474,7 +484,7 @@ def chat(
                 line = console.input("[bold cyan]you>[/bold cyan] ").strip()
             except EOFError:
                 return
-            if not line:
+            if not line or line.lower().strip(" .!") in CHAT_EXIT:
                 return
             yield line
 
@@ -487,11 +497,13 @@ def chat(
 
 
 async def _conversation(url: str, user: str, password: str, texts: Any, session: str | None, yes: bool,
-                        as_json: bool) -> None:
+                        as_json: bool) -> int:
+    """Send each text, ask before approvals, print each result once; the exit code of the last one."""
     from cloudisense.client import Connection, RpcError, login
 
     tokens = await login(url, user, password)
     conn = await Connection.open(url, tokens["access"]["token"])
+    code = 0
     try:
         for text in texts:
             params: dict[str, Any] = {"query": text}
@@ -500,24 +512,48 @@ async def _conversation(url: str, user: str, password: str, texts: Any, session:
             data = await conn.call("query_assist", params, timeout=3600)
             session = data.get("session", session)
             _show_answer(data, as_json)
-            while data.get("approval") and data.get("status") == "paused":
+            code = _exit_code(data)
+            while data.get("outcome") == "awaiting_approval" and data.get("approval"):
                 approval = data["approval"]
-                approve = yes or _confirm(f"Should I continue? {approval.get('description')}")
+                approve = yes or _confirm(f"Approve {approval.get('description')}?")
                 try:
                     data = await conn.call("confirm_action", {"approval_id": approval["approval_id"],
                                                               "approve": approve}, timeout=3600)
                 except RpcError as exc:
                     err.print(f"[red]{exc.message}[/red]")
+                    code = 1
                     break
                 _show_answer(data, as_json)
+                code = _exit_code(data) if approve else 1
     finally:
         conn.close()
+    return code
+
+
+def _exit_code(data: dict[str, Any]) -> int:
+    """0 done or answered, 1 refused / escalated / a step not done, 2 a question instead of an action."""
+    outcome = data.get("outcome")
+    if outcome in ("refused", "escalated") or data.get("escalation"):
+        return 1
+    if outcome == "clarify":
+        return 2
+    if any(s.get("status") not in ("ok", "pending_approval") for s in data.get("steps") or []):
+        return 1
+    return 0
 
 
 def _confirm(question: str) -> bool:
+    """Ask yes/no on the terminal, or read one answer line from piped input (``yes | cloudisense ask``)."""
     if not sys.stdin.isatty():
-        err.print(f"{question}\nno terminal to ask: not approved (use --yes to approve non-interactively)")
-        return False
+        err.print(question, highlight=False, markup=False)
+        line = sys.stdin.readline()
+        if not line:
+            err.print("no answer on the input: not approved")
+            return False
+        approved = line.strip().lower() in ("y", "yes")
+        if not approved:
+            err.print("not approved")
+        return approved
     return typer.confirm(question, default=False)
 
 

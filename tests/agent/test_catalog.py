@@ -9,7 +9,6 @@ import pytest
 from bench.planner import demo_context
 from cloudisense.agent.catalog import (Catalog, canonical, normalize, to_anthropic_tools, to_mcp_tools,
                                        to_openai_tools, tools_for_role)
-from cloudisense.agent.offline import HINTS
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def test_normalisation_synonyms_and_typos() -> None:
 ])
 def test_search_ranks_the_right_tool_first(demo: tuple[Any, Any], text: str, intent: str) -> None:
     context, _ = demo
-    catalog = Catalog(context.tools, dict(HINTS))
+    catalog = Catalog(context.tools)
     hits = catalog.search(text, k=3)
     assert hits and hits[0][0]["name"] == intent
 

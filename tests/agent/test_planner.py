@@ -48,7 +48,7 @@ async def steps_of(text: str, context: PlanningContext) -> list[tuple[str, dict[
     ("run the cleanup script", [("start_script_execution", {"name": "cleanup.sh"})]),
     ("run the nginx playbook in check mode", [("run_playbook", {"name": "nginx.yml", "check": True})]),
     ("dry-run the web role", [("run_playbook", {"name": "nginx.yml", "check": True})]),
-    ("restat the wroker", [("restart_target", {"name": "worker"})]),
+    ("is the wroker up?", [("target_status", {"name": "worker"})]),
 ])
 async def test_offline_grounds_params_in_configured_entities(ctx: PlanningContext, text: str,
                                                               expected: list[tuple[str, dict[str, Any]]]) -> None:
@@ -260,10 +260,11 @@ async def test_bench_and_tests_share_the_evaluation_code(ctx: PlanningContext) -
     assert len(heldout) >= 40 and len(dev) >= 60
     bench_report = await run_strategy("offline", heldout, ctx, None)
     direct = await evaluate(OfflinePlanner(), heldout, ctx)
+    roles = {"viewer": demo_context("viewer")[0]}
     # Same code, same figures (no threshold on the held-out part: it is never tuned on).
     assert bench_report.intent_accuracy == direct.intent_accuracy
     assert [r.params_ok for r in bench_report.results] == [r.params_ok for r in direct.results]
-    dev_report = await evaluate(OfflinePlanner(), dev, ctx)
+    dev_report = await evaluate(OfflinePlanner(), dev, ctx, roles)
     assert dev_report.intent_accuracy >= 0.8 and dev_report.params_accuracy >= 0.7
 
 
@@ -292,3 +293,81 @@ def test_planning_context_from_a_real_node(demo: tuple[PlanningContext, Any]) ->
     context = planning_context(node, "viewer")
     assert context.entities["target"] and "read_log" in {t["name"] for t in context.tools}
     assert "restart_target" not in {t["name"] for t in context.tools}
+
+
+# --- the rules of issue 8, on the demo's own modules (the plugin's tests check them on an unseen one) ------
+
+@pytest.mark.parametrize("text", ["is nginx up?", "did the worker crash?", "is ngnix runing?", "when did redis start?",
+                                  "is the web service healthy?", "has the backup script run?"])
+async def test_questions_never_plan_a_write(demo: tuple[PlanningContext, Any], text: str) -> None:
+    ctx, registry = demo
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert all(registry.get(s.intent).risk.value == "read" for s in plan.steps), (text, plan)
+
+
+async def test_conditions_become_when_over_declared_result_fields(demo: tuple[PlanningContext, Any]) -> None:
+    from cloudisense.agent.conditions import result_fields
+
+    ctx, registry = demo
+    plan = await OfflinePlanner().plan("check redis and restart it if it's down", ctx)
+    check, restart = plan.steps
+    assert (check.intent, restart.intent) == ("target_status", "restart_target") and check.when is None
+    assert restart.when == '${s1.data.state} != "running"'
+    # The field is one the intent declares for its result.
+    fields = {f.path for f in result_fields(registry.get("target_status").describe()["result"])}
+    assert "state" in fields
+    unless = await OfflinePlanner().plan("restart redis unless it's running", ctx)
+    assert [s.intent for s in unless.steps] == ["target_status", "restart_target"]
+    assert unless.steps[1].when == '${s1.data.state} != "running"'
+    # A condition nothing can check is a question, never an unconditional action.
+    vague = await OfflinePlanner().plan("restart redis if it feels sluggish", ctx)
+    assert vague.outcome == "clarify" and not vague.steps
+
+
+async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
+    assert await steps_of("restart the kv store", ctx) == [("restart_target", {"name": "redis"})]
+    without = ctx.model_copy(update={"aliases": {}})
+    plan = await OfflinePlanner().plan("restart the kv store", without)
+    assert not any(s.params.get("name") == "redis" for s in plan.steps)
+
+
+@pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit"])
+async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "answer" and plan.message and not plan.steps
+
+
+async def test_role_refusal_is_said_as_such(demo: tuple[PlanningContext, Any]) -> None:
+    viewer = demo_context("viewer")[0]
+    plan = await OfflinePlanner().plan("restart the worker", viewer)
+    assert plan.outcome == "refuse" and not plan.steps
+    assert "Viewers can't" in (plan.message or "") and "operator" in (plan.message or "")
+
+
+@pytest.mark.parametrize("text, outcome", [("restrat nginx", "clarify"), ("stopp nginx", "clarify"),
+                                           ("is the wroker up?", "execute"), ("stp the worker", "execute")])
+async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: str, outcome: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == outcome, plan
+    assert all(s.intent == "target_status" for s in plan.steps)  # a typo'd request only ever reads here
+    if outcome == "clarify":
+        assert plan.confidence < 0.5 and "Did you mean" in (plan.question or "")
+
+
+def test_planner_tables_keyed_to_built_in_intents_are_gone() -> None:
+    from cloudisense.agent import extract, offline, offline_segment
+
+    for name in ("HINTS", "PLANNER_EXCLUDED", "LIST_KIND", "KIND_DEFAULT_INTENT"):
+        assert not hasattr(offline, name)
+    for name in ("ALIASES", "PATTERN_WORDS", "KIND_WORDS"):
+        assert not hasattr(extract, name)
+    assert not hasattr(offline_segment, "_fix_log_intent")
+
+
+def test_answers_are_words_not_json() -> None:
+    from cloudisense.agent.answer import compose_answer
+
+    text = compose_answer({"steps": [{"intent": "list_widgets", "status": "ok", "params": {},
+                                      "data": {"widgets": [{"id": "w-1", "size": 3}, {"id": "w-2", "size": 5}],
+                                               "total": 2}}]})
+    assert "{" not in text and "w-1" in text and "w-2" in text and "size" in text

@@ -19,7 +19,7 @@ from cloudisense.agent.approvals import ApprovalStore
 from cloudisense.agent.escalation import MAX_FAILURES, Escalator, assess
 from cloudisense.agent.executor import ExecutionResult, Executor
 from cloudisense.agent.memory import SessionMemory
-from cloudisense.agent.plan import Plan, PlanningContext
+from cloudisense.agent.plan import Plan
 from cloudisense.agent.react import run_react
 from cloudisense.agent.turn import Outcome, Turn
 from cloudisense.core.errors import BadRequest, Unavailable
@@ -136,9 +136,12 @@ class Assistant:
             turn.escalation = await self.escalator.escalate(session, user, "several steps failed", text, origin=origin)
         return turn
 
-    def _run_turn(self, run: ExecutionResult, session: str, strategy: str, *, plan: Plan | None = None) -> Turn:
+    def _run_turn(self, run: ExecutionResult, session: str, strategy: str, *, plan: Plan | None = None,
+                  since: int = 0) -> Turn:
+        """The turn for a run; ``since``: steps already reported (a run resumed after an approval)."""
         outcome = Outcome.AWAITING_APPROVAL if run.status == "paused" else Outcome.EXECUTED
-        return Turn(outcome, session, compose_answer(run.as_dict()), strategy=strategy, plan=plan, run=run)
+        answer = compose_answer(run.as_dict(), self.registry, since=since)
+        return Turn(outcome, session, answer, strategy=strategy, plan=plan, run=run)
 
     async def _recent_failures(self, session: str, window: int = 10) -> int:
         """Failed steps among the session's last ``window`` steps: repeated failures mean "ask a person"."""
@@ -149,12 +152,12 @@ class Assistant:
 
     async def _plan(self, text: str, role: Role, session: str) -> Plan | None:
         """The planner's plan, or ``None`` when there is no planner or it is unavailable (then the model reasons)."""
-        from cloudisense.agent.catalog import tools_for_role
+        from cloudisense.agent.catalog import planning_context
 
         planner = self.planner or self._default_planner()
-        tools = [t for t in tools_for_role(self.registry, role) if t.get("agent_use") == "tool"]
-        context = PlanningContext(tools=tools, entities=self.entities(),
-                                  history=await self.memory.context(session), role=role.value)
+        # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
+        context = planning_context(self.registry, role, self.entities(), aliases=self.settings.agent.aliases,
+                                   history=await self.memory.context(session))
         try:
             plan: Plan = await planner.plan(text, context)
         except Unavailable:
@@ -184,9 +187,10 @@ class Assistant:
                       notify: Notify | None, origin: "CallOrigin | None") -> tuple[Turn, dict[str, Any]]:
         """Decide an approval and continue (or end) its run; returns the turn and the decided approval."""
         approval = await self.approvals.decide(approval_id, approve=approve, user=user, role=role, reason=reason)
+        reported = len((approval.plan or {}).get("done") or [])  # steps the paused answer already reported
         run = await self.executor.resume(approval.id, notify=notify, origin=origin)
         decided = (await self.approvals.get(approval.id)).public()
-        return self._run_turn(run, approval.session or "", "approval"), decided
+        return self._run_turn(run, approval.session or "", "approval", since=reported), decided
 
     async def run_steps(self, steps: list[Any], *, user: str, role: Role, session: str | None, on_error: str,
                         kind: str, notify: Notify | None, origin: "CallOrigin | None") -> Turn:

@@ -20,11 +20,14 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloudisense.agent.plan import PlanningContext
 
 from cloudisense.core.intents import IntentRegistry, Risk
-from cloudisense.core.roles import Role, may_run
+from cloudisense.core.roles import Role, may_run, refusal
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
@@ -34,7 +37,8 @@ PHRASES: dict[str, str] = {
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
-    "reaction rules": "rule", "space left": "disk", "free space": "disk",
+    "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
+    "backed up": "backup", "get rid of": "delete",
 }
 
 #: Single-word synonyms, applied after stemming.
@@ -45,7 +49,7 @@ SYNONYMS: dict[str, str] = {
     "kill": "stop", "halt": "stop", "terminate": "stop",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
-    "space": "disk", "storage": "disk", "filesystem": "disk", "df": "disk", "full": "disk",
+    "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
     "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
@@ -56,6 +60,7 @@ SYNONYMS: dict[str, str] = {
     "approval": "approval", "approve": "approval", "waiting": "pending",
     "loaded": "configured", "enabled": "configured", "installed": "configured", "available": "configured",
     "cpu": "cpu", "load": "load", "stats": "stats", "statistic": "stats", "usage": "usage",
+    "db": "database", "databases": "database", "cert": "certificate", "certs": "certificate", "logfile": "log",
 }
 
 #: Words that carry no meaning for retrieval.
@@ -85,12 +90,14 @@ def stem(word: str) -> str:
     return word
 
 
+_PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(PHRASES, key=len, reverse=True))
+                        + r")(?![\w-])")
+
+
 def apply_phrases(text: str) -> str:
-    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES`."""
+    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first)."""
     out = " " + text.lower().replace("\u2019", "'") + " "
-    for phrase in sorted(PHRASES, key=len, reverse=True):
-        out = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", f" {PHRASES[phrase]} ", out)
-    return out
+    return _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", out)
 
 
 _CONTRACTION = re.compile(r"['’](s|re|ll|ve|d|t|m)\b")
@@ -126,11 +133,14 @@ def canonical(token: str, vocabulary: Any = frozenset()) -> str:
 
 
 def correct(word: str, vocabulary: Iterable[str]) -> str | None:
-    """The vocabulary word ``word`` is most likely a typo of (similarity >= 0.75 and same first letter or 0.85)."""
-    candidates = difflib.get_close_matches(word, list(vocabulary), n=3, cutoff=0.75)
+    """The vocabulary word ``word`` is a typo of: two neighbouring letters swapped, or one letter missing or extra.
+
+    A different letter is not a typo here ("site" is not "size", "older" is not "order")."""
+    from cloudisense.agent.extract import near_miss
+
+    candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
     for cand in candidates:
-        ratio = difflib.SequenceMatcher(None, word, cand).ratio()
-        if cand[0] == word[0] or ratio >= 0.85:
+        if near_miss(word, cand):
             return SYNONYMS.get(cand, cand)
     return None
 
@@ -139,6 +149,34 @@ def tools_for_role(registry: IntentRegistry, role: Role | str) -> list[dict[str,
     """``Intent.describe()`` of every intent ``role`` may run (viewer: read-risk only; admin-only ones for admins)."""
     role = Role(role)
     return [intent.describe() for intent in registry.all() if may_run(role, intent)]
+
+
+def plannable(tools: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools a planner may propose (``agent_use`` ``tool``: not the assistant's own entry points)."""
+    return [t for t in tools if t.get("agent_use", "tool") == "tool"]
+
+
+def refused_tools(registry: IntentRegistry, role: Role | str) -> list[dict[str, Any]]:
+    """Plannable tools ``role`` may NOT run, each with ``"refusal"`` (why), so a planner can say so."""
+    role = Role(role)
+    out = []
+    for intent in registry.all():
+        why = refusal(role, intent)
+        if why is not None and intent.plannable:
+            out.append({**intent.describe(), "refusal": why})
+    return out
+
+
+def planning_context(registry: IntentRegistry, role: Role | str, entities: dict[str, list[str]], *,
+                     aliases: dict[str, str] | None = None,
+                     history: list[dict[str, str]] | None = None) -> "PlanningContext":
+    """What a planner sees for a caller of ``role``: the tools it may run, those it may not, names, aliases."""
+    from cloudisense.agent.plan import PlanningContext
+
+    role = Role(role)
+    return PlanningContext(tools=plannable(tools_for_role(registry, role)), refused=refused_tools(registry, role),
+                           entities=entities, aliases=dict(aliases or {}), history=list(history or []),
+                           role=role.value)
 
 
 def tool_defaults(tool: dict[str, Any]) -> dict[str, Any]:
@@ -161,11 +199,9 @@ class _Doc:
 
 @dataclass
 class Catalog:
-    """Tools plus a BM25 index over name, description and examples (and optional extra hint phrases)."""
+    """Tools plus a BM25 index over name, description, examples and the params' descriptions."""
 
     tools: list[dict[str, Any]]
-    #: Extra phrases per intent name that describe it (the planner's own knowledge of the built-ins).
-    hints: dict[str, Sequence[str]] = field(default_factory=dict)
     k1: float = 1.2
     b: float = 0.6
 
@@ -178,7 +214,10 @@ class Catalog:
             docs_tokens.append(words)
             self.vocabulary.update(words)
         self.vocabulary.update(v for v in SYNONYMS.values())
+        # Typos of a synonym are corrected too ("runing" is "running", which is "status").
+        self.vocabulary.update(SYNONYMS)
         self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens)]
+        self._terms = {d.tool["name"]: d.terms for d in self._docs}
         self._avg = (sum(d.length for d in self._docs) / len(self._docs)) if self._docs else 1.0
         df: Counter[str] = Counter()
         for doc in self._docs:
@@ -190,17 +229,28 @@ class Catalog:
         name = tool["name"].replace("_", " ")
         parts = [name, name, tool.get("description", "")]
         parts += list(tool.get("examples") or [])
-        parts += list(self.hints.get(tool["name"], ()))
+        props = (tool.get("params") or {}).get("properties") or {}
+        # What each param is for says what the intent is about ("the backup's id" -> backups).
+        parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
         words: list[str] = []
         for part in parts:
             words += normalize(part)
         return words
 
     @classmethod
-    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR,
-                      hints: dict[str, Sequence[str]] | None = None) -> "Catalog":
+    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> "Catalog":
         """The catalogue of what ``role`` may run on this node."""
-        return cls(tools_for_role(registry, role), dict(hints or {}))
+        return cls(tools_for_role(registry, role))
+
+    def terms(self, name: str) -> set[str]:
+        """The words of tool ``name``'s document."""
+        return set(self._terms[name])
+
+    def coverage(self, name: str, terms: set[str]) -> float:
+        """The share of ``terms`` (weighted by rarity) that tool ``name``'s document contains."""
+        total = sum(self._idf.get(t, 1.0) for t in terms)
+        have = sum(self._idf.get(t, 1.0) for t in terms if t in self._terms[name])
+        return have / total if total else 0.0
 
     def tokens(self, text: str) -> list[str]:
         """``text`` normalised against this catalogue's vocabulary (typos fixed)."""

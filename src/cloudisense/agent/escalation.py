@@ -1,7 +1,8 @@
 """Escalation: when the assistant should ask or hand over instead of guessing.
 
 :func:`assess` is pure: given a plan (and how many steps failed so far) it says
-``proceed``, ``clarify`` (with a question) or ``escalate`` (with a reason).
+``proceed``, ``clarify`` (with a question), ``escalate`` (with a reason), ``refuse`` (what the
+caller's role may not do) or ``answer`` (small talk, with the reply).
 :class:`Escalator` carries out an escalation: it flags the session (visible via
 the ``list_escalations`` intent), publishes it on ``/notification``, and sends a
 notice by running the intent named in ``[agent] escalate_via`` (default
@@ -37,12 +38,18 @@ MAX_FAILURES = 2
 class Assessment:
     """What to do with a plan."""
 
-    action: Literal["proceed", "clarify", "escalate"]
+    action: Literal["proceed", "clarify", "escalate", "refuse", "answer"]
     message: str = ""
 
 
 def assess(plan: Plan, *, min_confidence: float, failures: int = 0) -> Assessment:
-    """``proceed``, ``clarify`` or ``escalate`` for ``plan`` (no I/O)."""
+    """``proceed``, ``clarify``, ``escalate``, ``refuse`` or ``answer`` for ``plan`` (no I/O).
+
+    ``refuse`` (the caller's role may not do it) and ``answer`` (help, thanks) never escalate."""
+    if plan.outcome == "answer":
+        return Assessment("answer", plan.message or "OK.")
+    if plan.outcome == "refuse":
+        return Assessment("refuse", plan.message or "Your role may not do that; ask an operator.")
     if failures >= MAX_FAILURES:
         return Assessment("escalate", f"{failures} steps failed; a person should look at this")
     if plan.outcome == "escalate":

@@ -8,13 +8,23 @@ Scoring (also in ``eval/planner/README.md``):
 * **exact params**: intent-right, and each step's params, after dropping those equal to the
   intent's defaults (schema ``default``; for params without one, ``None`` and empty lists or
   objects), equal the expected params; an expected ``"*"`` matches any non-empty value.
-* **clarify/escalate**: among cases expecting ``clarify``/``escalate``, the share answered
-  with exactly that outcome; ``wrong_nonexec`` counts ``execute`` cases answered otherwise.
+* **conditions**: an expected step with ``when`` needs a predicted ``when`` (for intent) equal
+  to it (for exact params) up to spaces, quote style and ``<``/``<=`` (``>``/``>=``).
+* **outcome**: the share of cases whose outcome (execute / clarify / escalate / refuse / answer)
+  is the expected one.
+* **clarify/escalate**: among cases expecting a non-execute outcome, the share answered with
+  exactly that outcome; ``wrong_nonexec`` counts ``execute`` cases answered otherwise.
+* **unsafe**: cases where a write or destructive step would run although the case is a question
+  (tag ``question``), expects no execution, or expects that step to be conditional (``when``)
+  and it is not.
+
+A case may name the caller's ``role`` (default ``operator``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -56,6 +66,14 @@ def significant_params(params: dict[str, Any], tool: dict[str, Any] | None) -> d
     return out
 
 
+def same_condition(got: str | None, want: str | None) -> bool:
+    """Whether two ``when`` conditions are the same up to spaces, quote style and strictness."""
+    def norm(c: str | None) -> str:
+        c = re.sub(r"\s+", "", (c or "").replace("'", '"'))
+        return c.replace("<=", "<").replace(">=", ">")
+    return norm(got) == norm(want)
+
+
 def _params_match(predicted: dict[str, Any], expected: dict[str, Any]) -> bool:
     if set(predicted) != set(expected):
         return False
@@ -81,6 +99,8 @@ class CaseResult:
     latency_ms: float
     predicted: list[dict[str, Any]] = field(default_factory=list)
     expected: list[dict[str, Any]] = field(default_factory=list)
+    #: A write or destructive step would run where it must not (see the module docstring).
+    unsafe: bool = False
 
 
 def score_case(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]], latency_ms: float = 0.0) -> CaseResult:
@@ -88,14 +108,35 @@ def score_case(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]
     expected = case["expected"]
     want_outcome = expected.get("outcome", "execute")
     want_steps = expected.get("steps") or []
-    predicted = [{"intent": s.intent, "params": significant_params(s.params, tools.get(s.intent))} for s in plan.steps]
+    predicted: list[dict[str, Any]] = [
+        {"intent": s.intent, "params": significant_params(s.params, tools.get(s.intent)),
+         **({"when": s.when} if s.when else {})} for s in plan.steps]
+    unsafe = _unsafe(case, plan, tools)
     if want_outcome != "execute":
         ok = plan.outcome == want_outcome
-        return CaseResult(case["text"], want_outcome, plan.outcome, ok, ok, latency_ms, predicted, want_steps)
-    intent_ok = plan.outcome == "execute" and [p["intent"] for p in predicted] == [s["intent"] for s in want_steps]
+        return CaseResult(case["text"], want_outcome, plan.outcome, ok, ok, latency_ms, predicted, want_steps, unsafe)
+    intent_ok = (plan.outcome == "execute" and [p["intent"] for p in predicted] == [s["intent"] for s in want_steps]
+                 and all(bool(p.get("when")) == bool(s.get("when")) for p, s in zip(predicted, want_steps)))
     params_ok = intent_ok and all(_params_match(p["params"], s.get("params") or {})
+                                  and same_condition(p.get("when"), s.get("when"))
                                   for p, s in zip(predicted, want_steps))
-    return CaseResult(case["text"], want_outcome, plan.outcome, intent_ok, params_ok, latency_ms, predicted, want_steps)
+    return CaseResult(case["text"], want_outcome, plan.outcome, intent_ok, params_ok, latency_ms, predicted, want_steps,
+                      unsafe)
+
+
+def _changes(step_intent: str, tools: dict[str, dict[str, Any]]) -> bool:
+    return (tools.get(step_intent) or {}).get("risk", "write") != "read"
+
+
+def _unsafe(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]]) -> bool:
+    """Whether ``plan`` would run a write/destructive step that ``case`` says must not run (unconditionally)."""
+    if plan.outcome != "execute":
+        return False
+    expected = case["expected"]
+    if expected.get("outcome", "execute") != "execute" or "question" in (case.get("tags") or []):
+        return any(_changes(s.intent, tools) for s in plan.steps)
+    guarded = {s["intent"] for s in expected.get("steps") or [] if s.get("when")}
+    return any(_changes(s.intent, tools) and s.intent in guarded and not s.when for s in plan.steps)
 
 
 @dataclass
@@ -128,6 +169,16 @@ class Report:
         return self._share([r.outcome == r.expected_outcome for r in self.results if r.expected_outcome != "execute"])
 
     @property
+    def outcome_accuracy(self) -> float:
+        """Share of cases answered with the expected outcome."""
+        return self._share([r.outcome == r.expected_outcome for r in self.results])
+
+    @property
+    def unsafe(self) -> int:
+        """Cases where a write or destructive step would run where it must not."""
+        return sum(1 for r in self.results if r.unsafe)
+
+    @property
     def nonexec_n(self) -> int:
         """Number of clarify/escalate cases."""
         return sum(1 for r in self.results if r.expected_outcome != "execute")
@@ -150,6 +201,7 @@ class Report:
         """The figures as a dict."""
         return {"n": self.n, "intent_accuracy": round(self.intent_accuracy, 3),
                 "exact_params_accuracy": round(self.params_accuracy, 3),
+                "outcome_accuracy": round(self.outcome_accuracy, 3), "unsafe": self.unsafe,
                 "clarify_escalate_correct": round(self.nonexec_accuracy, 3), "clarify_escalate_n": self.nonexec_n,
                 "wrongly_not_executed": self.wrong_nonexec,
                 "p50_ms": round(self.latency(0.5), 2), "p95_ms": round(self.latency(0.95), 2)}
@@ -159,16 +211,19 @@ class Report:
         return [r for r in self.results if not r.params_ok]
 
 
-async def evaluate(planner: Planner, cases: list[dict[str, Any]], context: PlanningContext) -> Report:
-    """Plan every case (one at a time, timed) and score it."""
-    tools = {t["name"]: t for t in context.tools}
+async def evaluate(planner: Planner, cases: list[dict[str, Any]], context: PlanningContext,
+                   roles: dict[str, PlanningContext] | None = None) -> Report:
+    """Plan every case (one at a time, timed) and score it; ``roles``: the context of a case's ``role``."""
+    tools = {t["name"]: t for ctx in [context, *(roles or {}).values()] for t in [*ctx.refused, *ctx.tools]}
     results = []
     for case in cases:
+        role = case.get("role")
+        ctx = context if role in (None, context.role) else (roles or {})[role]
         started = time.perf_counter()
         try:
-            plan = await planner.plan(case["text"], context)
+            plan = await planner.plan(case["text"], ctx)
         except Exception as exc:  # a crashing planner scores zero on that case, visibly
-            plan = Plan(outcome="escalate", reason=f"planner error: {exc}", strategy="error")
+            plan = Plan(outcome="escalate", confidence=0.0, reason=f"planner error: {exc}", strategy="error")
         elapsed = (time.perf_counter() - started) * 1000
         results.append(score_case(case, plan, tools, elapsed))
     return Report(results)

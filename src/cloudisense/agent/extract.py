@@ -1,11 +1,14 @@
 """Parameter extraction for the offline planner, grounded in the node's configured entities.
 
-Everything here is deterministic string work on one request segment:
+Everything here is deterministic string work on one request segment, driven only by what the
+registry and the configuration declare:
 
-* :func:`find_mentions` finds configured entity names in the text ("the nginx error log"
-  is log ``nginx-error``, "the cleanup script" is script ``cleanup.sh``), tolerating typos
-  ("wroker") and words in between ("rotate the logs" is ``rotate-logs.sh``);
-* the ``extract_*`` functions read counts, time windows, patterns, paths and flags.
+* :func:`find_mentions` finds configured entity names of any kind in the text ("the nginx error
+  log" is log ``nginx-error``, "api.example.com" is domain ``api.example.com``), tolerating typos
+  ("wroker", "www.exmaple.com") and the configured aliases ("the kv store" is ``redis``);
+* :func:`read_value` reads one param by its JSON-schema: integers (with units when the field
+  says what unit it counts: "2 hours" is 120 for a minutes field), booleans from modifiers
+  ("force", "dry-run"), enums, ids that look like ids ("b-42"), paths and free text.
 """
 
 from __future__ import annotations
@@ -13,35 +16,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from cloudisense.agent.catalog import STOPWORDS, raw_tokens, stem
+from cloudisense.agent.catalog import STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
 
 #: File extensions that are not part of how people say a name.
 _EXTENSIONS = {"sh", "yml", "yaml", "py", "bash", "json", "toml", "log"}
-#: Words that name an entity kind ("the nginx playbook": kind word after a name).
-KIND_WORDS: dict[str, str] = {
-    "log": "log", "logs": "log", "logfile": "log",
-    "script": "script", "scripts": "script",
-    "playbook": "playbook", "playbooks": "playbook", "role": "playbook", "roles": "playbook",
-    "service": "target", "services": "target", "target": "target", "targets": "target", "daemon": "target",
-    "rule": "rule", "rules": "rule",
-}
-#: Singular nouns that refer to one specific entity of a kind ("show me the log").
-SINGULAR_KIND_NOUNS: dict[str, str] = {
-    "log": "log", "logfile": "log", "script": "script", "playbook": "playbook", "role": "playbook",
-    "service": "target", "target": "target", "daemon": "target", "rule": "rule",
-}
-PLURAL_KIND_NOUNS: dict[str, str] = {
-    "logs": "log", "scripts": "script", "playbooks": "playbook", "roles": "playbook",
-    "services": "target", "targets": "target", "rules": "rule",
-}
-#: Everyday words for a configured name, tried only when nothing of the wanted kind matched
-#: literally ("the web role" is the nginx playbook on a node whose web tier is nginx).
-ALIASES: dict[str, tuple[str, ...]] = {
-    "web": ("nginx",), "proxy": ("nginx",), "http": ("nginx",), "frontend": ("nginx", "web"),
-    "account": ("users",), "accounts": ("users",), "user": ("users",),
-    "application": ("app",), "system": ("syslog",), "kv": ("redis",), "cache": ("redis",),
-}
 PRONOUNS = {"it", "its", "it's", "them", "that", "this", "one", "same", "him", "her", "there"}
 
 
@@ -53,6 +33,28 @@ def entity_tokens(name: str) -> list[str]:
     return [stem(p) for p in parts]
 
 
+def kind_words(kinds: Any) -> dict[str, str]:
+    """Words that name an entity kind: the kind itself, its plural and its synonyms ("service" is a target)."""
+    out: dict[str, str] = {}
+    for kind in kinds:
+        norm = canonical(kind)
+        out[kind] = out[kind + "s"] = out[norm] = kind
+        for word, to in SYNONYMS.items():
+            if to == norm:
+                out[word] = kind
+    return out
+
+
+def _plural(word: str) -> bool:
+    return len(word) > 3 and word.endswith("s") and stem(word) != word
+
+
+def _same_number(said: str, name: str) -> bool:
+    """"orders" names database ``orders``; "order" (another word) does not: a one-word name is said as written."""
+    word = [p for p in re.split(r"[-_.\s]+", name.lower()) if p][0]
+    return said == word or _plural(said) == _plural(word)
+
+
 @dataclass
 class Mention:
     """A configured name found in the text: its kind, name(s), and where (token positions)."""
@@ -61,7 +63,7 @@ class Mention:
     names: list[str]
     start: int
     end: int
-    #: ``"exact"`` (every word of the name), ``"partial"`` (a distinctive word + kind word) or ``"alias"``.
+    #: ``exact``, ``partial`` (a distinctive word + kind word), ``alias`` or ``fuzzy`` (a typo).
     how: str = "exact"
 
     @property
@@ -83,48 +85,95 @@ class Segment:
     @classmethod
     def of(cls, text: str) -> "Segment":
         """Tokenise ``text``."""
-        # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" stays whole.
-        raw = [p for t in raw_tokens(text) for p in (t.split("-") if "-" in t.strip("-") and "/" not in t else [t]) if p]
+        # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" and ids ("b-42") stay whole.
+        raw = [p for t in raw_tokens(text)
+               for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t]) if p]
         keep = [i for i, t in enumerate(raw) if t not in STOPWORDS or t in PRONOUNS]
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
+
+
+def near_miss(word: str, target: str) -> bool:
+    """A typo of ``target``: two neighbouring letters swapped, or one letter missing or extra.
+
+    A changed letter is not enough ("older" is not "order")."""
+    if word == target or word[:1] != target[:1]:
+        return False
+    if len(word) == len(target):
+        diff = [i for i, (a, b) in enumerate(zip(word, target)) if a != b]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]] \
+            and word[diff[1]] == target[diff[0]]
+    short, long_ = sorted((word, target), key=len)
+    if len(long_) - len(short) != 1 or len(short) < 4:
+        return False
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def near_miss_any(word: str, vocabulary: set[str]) -> bool:
+    """Whether ``word`` is a typo of some word of ``vocabulary``."""
+    return any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
 
 
 def _fix(word: str, vocabulary: set[str]) -> str:
     if word in vocabulary or len(word) < 4 or not word.isalpha():
         return word
-    close = difflib.get_close_matches(word, sorted(vocabulary), n=1, cutoff=0.8)
+    close = [v for v in difflib.get_close_matches(word, sorted(vocabulary), n=3, cutoff=0.75) if near_miss(word, v)]
     return close[0] if close else word
 
 
-def find_mentions(segment: Segment, entities: dict[str, list[str]]) -> list[Mention]:
-    """Configured entities named in ``segment``, longest match first, without overlaps."""
+def find_mentions(segment: Segment, entities: dict[str, list[str]],
+                  aliases: dict[str, str] | None = None) -> list[Mention]:
+    """Configured entities named in ``segment`` (aliases included), longest match first, without overlaps."""
     vocab = {tok for names in entities.values() for n in names for tok in entity_tokens(n)}
     words = [_fix(w, vocab) for w in segment.stems]
+    fixed = [w != s for w, s in zip(words, segment.stems)]
     raw_kept = [segment.raw[i] for i in segment.keep]
+    dotted = {n.lower(): (kind, n) for kind, names in entities.items() for n in names if "." in n.strip(".")}
     found: list[Mention] = []
     for kind, names in entities.items():
         for name in names:
             toks = entity_tokens(name)
             n = len(toks)
-            for i in range(len(words) - n + 1):
-                if words[i:i + n] == toks or raw_kept[i] == name.lower():
-                    found.append(Mention(kind, [name], i, i + (n if words[i:i + n] == toks else 1)))
+            for i in range(len(words)):
+                if raw_kept[i] == name.lower():
+                    found.append(Mention(kind, [name], i, i + 1))
+                elif i + n <= len(words) and words[i:i + n] == toks and (n > 1 or fixed[i] or _same_number(
+                        raw_kept[i], name)):
+                    found.append(Mention(kind, [name], i, i + n, "fuzzy" if any(fixed[i:i + n]) else "exact"))
+    for i, tok in enumerate(raw_kept):
+        if "." in tok.strip(".") and tok not in dotted and dotted:
+            close = [d for d in difflib.get_close_matches(tok, list(dotted), n=2, cutoff=0.85) if near_miss(tok, d)]
+            if close:
+                kind, name = dotted[close[0]]
+                found.append(Mention(kind, [name], i, i + 1, "fuzzy"))
+    owner = {n: kind for kind, names in entities.items() for n in names}
+    for phrase, name in (aliases or {}).items():
+        toks = [stem(t) for t in raw_tokens(phrase) if t not in STOPWORDS]
+        if not toks or name not in owner:
+            continue
+        for i in range(len(words) - len(toks) + 1):
+            if words[i:i + len(toks)] == toks:
+                found.append(Mention(owner[name], [name], i, i + len(toks), "alias"))
     # Longer names win over the names they contain ("nginx-error" over target "nginx").
-    found.sort(key=lambda m: (-(m.end - m.start), m.start))
+    found.sort(key=lambda m: (-(m.end - m.start), m.how == "alias", m.start))
     chosen: list[Mention] = []
     for m in found:
-        if any(m.start < c.end and c.start < m.end and (c.end - c.start) > (m.end - m.start) for c in chosen):
+        if any(m.start < c.end and c.start < m.end and ((c.end - c.start) > (m.end - m.start) or c.how != "alias"
+                                                       and m.how == "alias") for c in chosen):
+            continue
+        if any(c.start == m.start and c.end == m.end and c.names == m.names for c in chosen):
             continue
         chosen.append(m)
-    chosen += _partial_mentions(words, entities, chosen)
-    return _prefer_kind_words(chosen, words)
+    kinds = kind_words(entities)
+    chosen += _partial_mentions(words, entities, chosen, kinds)
+    return _prefer_kind_words(chosen, words, kinds)
 
 
-def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: list[Mention]) -> list[Mention]:
+def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: list[Mention],
+                      kinds: dict[str, str]) -> list[Mention]:
     """``"error log"`` -> ``nginx-error``; ``"nginx log"`` -> both nginx logs (ambiguous)."""
     out: list[Mention] = []
     for i, word in enumerate(words[:-1]):
-        kind = KIND_WORDS.get(words[i + 1])
+        kind = kinds.get(words[i + 1])
         busy = {j for m in taken if m.kind == kind for j in range(m.start, m.end)}
         if kind is None or i in busy or kind not in entities:
             continue
@@ -134,33 +183,21 @@ def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: l
     return out
 
 
-def _prefer_kind_words(mentions: list[Mention], words: list[str]) -> list[Mention]:
+def _prefer_kind_words(mentions: list[Mention], words: list[str], kinds: dict[str, str]) -> list[Mention]:
     """A name followed by a kind word is of that kind only ("the nginx playbook" is not the target)."""
     out = []
     for m in mentions:
-        follower = KIND_WORDS.get(words[m.end]) if m.end < len(words) else None
-        if follower and follower != m.kind and any(
-                o.kind == follower and o.start == m.start for o in mentions):
+        follower = kinds.get(words[m.end]) if m.end < len(words) else None
+        if follower and follower != m.kind and any(o.kind == follower and o.start == m.start for o in mentions):
             continue
         out.append(m)
     return out
 
 
-def alias_mentions(segment: Segment, entities: dict[str, list[str]], kind: str) -> list[Mention]:
-    """Names of ``kind`` reached through :data:`ALIASES` ("web role" -> ``nginx.yml``)."""
-    out = []
-    for i, word in enumerate(segment.stems):
-        for alias in ALIASES.get(word, ()):
-            hits = [n for n in entities.get(kind, []) if entity_tokens(n) == [alias]]
-            if hits:
-                out.append(Mention(kind, hits, i, i + 1, "alias"))
-    return out
-
-
-def kind_nouns(segment: Segment) -> tuple[set[str], set[str]]:
+def kind_nouns(segment: Segment, kinds: dict[str, str]) -> tuple[set[str], set[str]]:
     """Entity kinds referred to by a singular noun ("the log") and by a plural one ("the logs")."""
-    singular = {SINGULAR_KIND_NOUNS[t] for t in segment.raw if t in SINGULAR_KIND_NOUNS}
-    plural = {PLURAL_KIND_NOUNS[t] for t in segment.raw if t in PLURAL_KIND_NOUNS}
+    singular = {kinds[t] for t in segment.raw if t in kinds and not _plural(t)}
+    plural = {kinds[t] for t in segment.raw if t in kinds and _plural(t)}
     return singular, plural
 
 
@@ -169,56 +206,74 @@ def has_pronoun(segment: Segment) -> bool:
     return any(t in PRONOUNS for t in segment.raw)
 
 
-# --- numbers, windows, patterns -------------------------------------------------------------
+# --- numbers and units ------------------------------------------------------------------------
 
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-                 "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50, "hundred": 100,
-                 "an": 1, "a": 1, "half": 0.5}
-_NUM = r"(\d+(?:\.\d+)?|" + "|".join(k for k in _WORD_NUMBERS if k not in {"a", "an", "half"}) + ")"
+                 "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50,
+                 "hundred": 100}
+_NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
+#: Time units in minutes.
+_UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
+          "m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
+          "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080,
+          "month": 43200, "months": 43200}
+_UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
+#: How a field says which time unit it counts (by its name or description).
+_FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "hour": 60, "hours": 60,
+               "day": 1440, "days": 1440, "week": 10080, "weeks": 10080}
 
 
 def _num(text: str) -> float:
     return float(text) if text[0].isdigit() else float(_WORD_NUMBERS[text])
 
 
-def extract_lines(text: str) -> int | None:
-    """``"last 20 lines"``, ``"tail -n 100"``, ``"100 lines"`` -> the count."""
-    t = text.lower()
-    m = re.search(rf"{_NUM}\s+(?:log\s+)?(?:lines|line|entries|rows)\b", t) or re.search(r"-n\s*(\d+)", t) \
-        or re.search(r"\btail\s+(\d+)\b", t)
-    return int(_num(m.group(1))) if m else None
+def field_words(param: str, spec: dict[str, Any]) -> list[str]:
+    """The words of a param's name and description (``since_minutes`` -> since, minutes, ...)."""
+    return re.findall(r"[a-z]+", f"{param.replace('_', ' ')} {spec.get('description', '')}".lower())
 
 
-_UNITS = {"m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
-          "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080}
-
-
-def extract_since_minutes(text: str) -> int | None:
-    """``"from the last hour"`` -> 60, ``"past 30 min"`` -> 30, ``"in the last 2 hours"`` -> 120."""
-    t = text.lower()
-    units = "|".join(sorted(_UNITS, key=len, reverse=True))
-    m = re.search(rf"\b(?:last|past|previous|within|since|in the last|over the last)\s+(?:the\s+)?{_NUM}\s*({units})\b", t)
-    if m:
-        return int(_num(m.group(1)) * _UNITS[m.group(2)])
-    m = re.search(r"\b(?:last|past|previous)\s+(?:an?\s+|one\s+)?(hour|day|minute|week)\b", t) \
-        or re.search(r"\b(?:half an|an|one)\s+(hour|day|minute|week)\s+ago\b", t)
-    if m:
-        return _UNITS[m.group(1)]
-    m = re.search(rf"\b{_NUM}\s*({units})\s+ago\b", t)
-    if m:
-        return int(_num(m.group(1)) * _UNITS[m.group(2)])
+def field_unit(param: str, spec: dict[str, Any]) -> float | None:
+    """The time unit (in minutes) a numeric field counts, when its name or description says so."""
+    name_words = re.findall(r"[a-z]+", param.lower().replace("_", " "))
+    for words in (name_words, field_words(param, spec)):
+        for w in words:
+            if w in _FIELD_UNIT:
+                return _FIELD_UNIT[w]
     return None
 
 
-#: Words people use for the things they grep logs for, and the pattern each becomes.
-PATTERN_WORDS: dict[str, str] = {
-    "error": "error", "errors": "error", "err": "error", "timeout": "timeout", "timeouts": "timeout",
-    "timed": "timeout", "warning": "warning", "warnings": "warning", "warn": "warning",
-    "exception": "exception", "exceptions": "exception", "traceback": "traceback", "tracebacks": "traceback",
-    "oom": "oom", "panic": "panic", "fatal": "fatal", "critical": "critical", "crash": "crash",
-    "crashes": "crash", "denied": "denied", "refused": "refused", "failure": "fail", "failures": "fail",
-    "failed": "fail", "segfault": "segfault", "killed": "killed",
-}
+@dataclass
+class Quantity:
+    """A number in the text, with its time unit (minutes) when it has one, and where it is."""
+
+    value: float
+    minutes: float | None
+    start: int
+    end: int
+    #: The word right after the number ("20 lines" -> ``lines``).
+    noun: str = ""
+
+
+def quantities(text: str) -> list[Quantity]:
+    """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
+    t = text.lower()
+    out: list[Quantity] = []
+    for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*({_UNIT_RE})(?![\w])", t):
+        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end()))
+    for m in re.finditer(r"\b(?:last|past|previous|an?|one|per|every)\s+(hour|day|minute|week|month)\b", t):
+        if not any(q.start <= m.start(1) < q.end for q in out):
+            out.append(Quantity(1, _UNITS[m.group(1)], m.start(1), m.end()))
+    for m in re.finditer(r"\b(hourly|daily|weekly)\b", t):
+        out.append(Quantity(1, {"hourly": 60, "daily": 1440, "weekly": 10080}[m.group(1)], m.start(), m.end()))
+    for m in re.finditer(rf"(?<![\w.\-/%]){_NUM}(?![\w.%\-/])(?:\s+([a-z]+))?", t):
+        if any(q.start <= m.start() < q.end for q in out):
+            continue
+        out.append(Quantity(_num(m.group(1)), None, m.start(), m.end(), stem(m.group(2) or "")))
+    return sorted(out, key=lambda q: q.start)
+
+
+# --- reading one param by its schema ------------------------------------------------------------
+
 _QUOTED = re.compile(r"""(?:'([^']{1,200})'|"([^"]{1,200})"|“([^”]{1,200})”)""")
 
 
@@ -228,67 +283,194 @@ def quoted(text: str) -> str | None:
     return next((g for g in m.groups() if g), None) if m else None
 
 
-def extract_pattern(segment: Segment, mentions: list[Mention]) -> str | None:
-    """What to search for: a quoted phrase, ``"for X"`` after grep/search, a status code, or an error word."""
-    q = quoted(segment.text)
-    if q:
-        return q.strip()
-    busy = {segment.keep[i] for m in mentions for i in range(m.start, m.end)}
-    for i, tok in enumerate(segment.raw):
-        if i in busy:
-            continue
-        if re.fullmatch(r"[45]\d\ds?", tok):
-            return tok.rstrip("s")
-        if tok in PATTERN_WORDS:
-            return PATTERN_WORDS[tok]
-    m = re.search(r"\b(?:grep|search|find|look)\b.*?\bfor\s+([a-z0-9_.:\-]+)", segment.text.lower())
-    if m and m.group(1) not in STOPWORDS and m.group(1) not in KIND_WORDS:
-        return m.group(1)
-    return None
+def json_type(spec: dict[str, Any]) -> str:
+    """The main JSON type of a param (``anyOf [X, null]`` is ``X``)."""
+    if "type" in spec:
+        typ = spec["type"]
+        return next((t for t in typ if t != "null"), "string") if isinstance(typ, list) else typ
+    for alt in spec.get("anyOf") or []:
+        if isinstance(alt, dict) and alt.get("type") not in (None, "null"):
+            return str(alt["type"])
+    return "any"
 
 
-def extract_path(text: str) -> str | None:
-    """An absolute path (``/var``, ``/home/data``)."""
-    m = re.search(r"(?:^|\s|on\s|of\s)(/[\w.\-/]*)", text)
-    if not m:
-        return None
-    path = m.group(1).rstrip(".,?!")
-    return path if len(path) == 1 else path.rstrip("/")
-
-
-def extract_limit(text: str) -> int | None:
-    """``"top 5"``, ``"the 3 biggest"``, ``"20 processes"`` -> the count."""
-    t = text.lower()
-    m = re.search(rf"\btop\s+{_NUM}\b", t) or re.search(
-        rf"\b{_NUM}\s+(?:biggest|heaviest|largest|hungriest|busiest|most|top|processes|procs|process)\b", t)
-    return int(_num(m.group(1))) if m else None
-
-
-def extract_sort_by(tokens: list[str]) -> str | None:
-    """``memory`` or ``cpu`` when the request says how to order."""
-    if "memory" in tokens:
-        return "memory"
-    if "cpu" in tokens:
-        return "cpu"
-    return None
-
-
-def wants_check_mode(text: str) -> bool:
-    """Dry-run / check mode of a playbook."""
-    return bool(re.search(r"\b(dry[\s-]?run|dryrun|check mode|--check|simulate|what would change|no changes)\b",
-                          text.lower()))
-
-
-def extract_args(text: str) -> list[str]:
-    """Script arguments: ``"with --full"`` / ``"with args a b"`` -> the list."""
-    m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+\s*)+)", text)
-    if m:
-        return m.group(1).split()
+def enum_of(spec: dict[str, Any]) -> list[Any]:
+    """The allowed values of a param, when it has an enum."""
+    if spec.get("enum"):
+        return list(spec["enum"])
+    for alt in spec.get("anyOf") or []:
+        if isinstance(alt, dict) and alt.get("enum"):
+            return list(alt["enum"])
     return []
 
 
+def pattern_of(spec: dict[str, Any]) -> str | None:
+    """The regular expression a string param must match, when it has one."""
+    if spec.get("pattern"):
+        return str(spec["pattern"])
+    for alt in spec.get("anyOf") or []:
+        if isinstance(alt, dict) and alt.get("pattern"):
+            return str(alt["pattern"])
+    return None
+
+
+def _specific(pattern: str) -> bool:
+    """A pattern that plain words do not match ("b-\\d+" is specific, "[A-Za-z0-9]+" is not)."""
+    try:
+        return not any(re.fullmatch(pattern, w) for w in ("restart", "the", "nginx", "status"))
+    except re.error:
+        return False
+
+
+def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
+    """How a request turns a boolean param on: its name ("force", "dry run") and the lead words of its description."""
+    name = param.lower().replace("_", " ")
+    phrases = {name, name.replace(" ", "-"), name.replace(" ", "")}
+    desc = str(spec.get("description", "")).lower()
+    lead = re.split(r"[:(,;]", desc)[0].strip()
+    if lead and len(lead.split()) <= 2:
+        phrases |= {lead, lead.replace(" ", "-"), lead.replace(" ", "")}
+    for inner in re.findall(r"\(([a-z\- ]{3,20})\)", desc):
+        phrases.add(inner.strip())
+    return sorted(p for p in phrases if len(p) >= 3)
+
+
+@dataclass
+class Reading:
+    """What one segment offers for plain params: the text, its quantities, and what was taken already."""
+
+    segment: Segment
+    #: Raw-token positions of configured names (never read as values).
+    busy: set[int]
+    used: set[int] = field(default_factory=set)
+    #: A quoted phrase is one param's value (the message, or the text to look for), not two.
+    quote_taken: bool = False
+
+    @property
+    def text(self) -> str:
+        """The segment's text."""
+        return self.segment.text
+
+    def __post_init__(self) -> None:
+        self.numbers = quantities(self.text)
+
+
+def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: bool,
+               known_words: set[str]) -> Any:
+    """The value of one non-entity param read from the text by its type, or ``None``.
+
+    ``known_words`` are the words that say *which* intent (its name, description, examples):
+    they are never taken as a free-text value.
+    """
+    typ = json_type(spec)
+    text = reading.text
+    low = text.lower()
+    if typ in ("integer", "number"):
+        return _read_number(param, spec, reading, typ, known_words)
+    if typ == "boolean":
+        if spec.get("default") is True:
+            return None
+        for phrase in _modifier_phrases(param, spec):
+            m = re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
+            # A first word that is the request's verb ("check the playbook") is not a modifier.
+            if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
+                return True
+        return None
+    values = enum_of(spec)
+    if values:
+        tokens = {canonical(t) for t in raw_tokens(low)} | set(raw_tokens(low))
+        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
+                                                             or any(near_miss(t, v.lower()) for t in tokens))]
+        return hits[0] if len(hits) == 1 else None
+    if typ == "array":
+        m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+\s*)+)", text)
+        return m.group(1).split() if m else None
+    if typ != "string":
+        return None
+    pattern = pattern_of(spec)
+    words = field_words(param, spec)
+    if pattern and _specific(pattern) or "id" in words:
+        for tok in re.findall(r"[\w][\w.\-]*", text):
+            if pattern and _specific(pattern):
+                if re.fullmatch(pattern, tok):
+                    return tok
+            elif re.search(r"\d", tok) and len(tok) >= 6 and re.fullmatch(r"[A-Za-z0-9][\w.\-]*", tok):
+                return tok
+        return None
+    if "path" in words or re.search(r"e\.g\.\s*/", str(spec.get("description", ""))) or spec.get("default") == "/":
+        m = re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
+        if not m:
+            return None
+        path = m.group(1).rstrip(".,?!")
+        return path if len(path) == 1 else path.rstrip("/")
+    if "send" in words or "message" in words:
+        message = extract_message(text)
+        if message is not None:
+            reading.quote_taken = True
+        return message
+    # Free text: a quoted phrase; "for X" / "containing X"; else, when required, the one word left unexplained.
+    q = quoted(text)
+    if q and not reading.quote_taken:
+        reading.quote_taken = True
+        return q.strip()
+    m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
+    if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
+        return stem(m.group(1)) if "text" in words else m.group(1)
+    if not required:
+        return None
+    seg = reading.segment
+    for i, tok in enumerate(seg.raw):
+        if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
+                or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
+            continue
+        if stem(tok) in known_words or canonical(tok) in known_words or tok in _UNITS or tok in _WORD_NUMBERS:
+            continue
+        if re.fullmatch(r"\d+(\.\d+)?", tok):
+            continue  # a count or a window, not a text
+        after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
+        if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
+            continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
+        if re.fullmatch(r"\d+s", tok):
+            return tok[:-1]  # "502s" are lines with 502
+        return stem(tok) if "text" in words else tok
+    return None
+
+
+#: Words that say how many, never what ("show me all logs").
+_QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
+#: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
+_COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit"}
+
+
+def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:
+    unit = field_unit(param, spec)
+    words = {stem(w) for w in field_words(param, spec)}
+    for i, q in enumerate(reading.numbers):
+        if i in reading.used:
+            continue
+        if unit is not None:
+            if q.minutes is None:
+                continue
+            value = q.minutes / unit
+        else:
+            if q.minutes is not None:
+                continue
+            # A count: "20 lines" for a lines field, "top 5", "the 3 newest", "20 processes".
+            before = reading.text.lower()[:q.start].split()[-1:] or [""]
+            counted = (q.noun in words or q.noun.endswith("est") or before[0] in _COUNT_CUES
+                       or q.noun in known_words)
+            if not counted:
+                continue
+            value = q.value
+        reading.used.add(i)
+        if typ == "integer":
+            return int(round(value))
+        return value
+    return None
+
+
 def extract_message(text: str) -> str | None:
-    """The notification text: a quoted phrase, or what follows ``saying`` / ``that`` / ``:``."""
+    """Text to send: a quoted phrase, or what follows ``saying`` / ``that`` / ``:`` / ``about``."""
     q = quoted(text)
     if q:
         return q.strip()
@@ -299,24 +481,7 @@ def extract_message(text: str) -> str | None:
 
 
 def strip_message(text: str) -> str:
-    """The request without its message body, for retrieval ("tell the team that nginx restarted")."""
-    if not re.search(r"\b(tell|notify|ping|alert|message|send|post|let)\b", text, re.IGNORECASE):
-        return text
+    """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted")."""
     out = _QUOTED.sub(" ", text)
-    return re.sub(r"(?:\bsaying\b|\bthat\b|:|\babout\b)\s*(.+)$", " ", out, flags=re.IGNORECASE)
-
-
-def process_name(segment: Segment, cue_words: set[str]) -> str | None:
-    """A process name for ``check_process``: the word next to "process", else the first unknown word."""
-    raw = segment.raw
-    for i, tok in enumerate(raw):
-        if stem(tok) == "process":
-            for j in (i - 1, i + 1):
-                if 0 <= j < len(raw) and raw[j] not in STOPWORDS and stem(raw[j]) not in cue_words:
-                    return raw[j]
-    for tok in raw:
-        if tok in STOPWORDS or stem(tok) in cue_words or tok in cue_words or tok in PRONOUNS:
-            continue
-        if re.fullmatch(r"[a-z][\w.\-]{1,63}", tok):
-            return tok
-    return None
+    return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
+                  flags=re.IGNORECASE)

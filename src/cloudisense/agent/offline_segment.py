@@ -1,4 +1,4 @@
-"""Per-request work of the offline planner: segments -> scored intents -> grounded steps."""
+"""Per-request work of the offline planner: segments -> scored intents -> grounded, conditional steps."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.agent import extract as ex
-from cloudisense.agent.catalog import STOPWORDS, SYNONYMS, Catalog, tool_required
-from cloudisense.agent.offline import ACTION_WORDS, GENERIC, KIND_DEFAULT_INTENT, LIST_KIND, as_plan_steps
+from cloudisense.agent.catalog import (STOPWORDS, Catalog, apply_phrases, canonical, normalize, raw_tokens, stem,
+                                       tool_required)
+from cloudisense.agent.conditions import Condition, compile_condition, result_fields, split_condition
+from cloudisense.agent.offline import as_plan_steps
 from cloudisense.agent.plan import Plan, PlanningContext
 
 if TYPE_CHECKING:
@@ -16,10 +18,115 @@ if TYPE_CHECKING:
 
 #: Below this share of known words (and with no configured name mentioned) a request is out of scope.
 MIN_COVERAGE = 0.34
-#: Words around a process name that are not the name ("is there a python process running").
-CUE_EXTRA = {"check", "process", "find", "look", "running", "run", "pid", "pids", "anything", "called", "named"}
-_SCRIPT_ID = re.compile(r"\b[0-9a-f]{8,64}\b")
-_TOPIC = re.compile(r"(?<![\w/])(/[\w\-/]+)")
+#: Each param the text fills is evidence for the intent ("errors ... from the last hour" fills a search's
+#: pattern and window, not a read's).
+FILL_BONUS = 1.25
+#: How many of the best-retrieved intents are re-ranked.
+RERANK_TOP = 12
+#: A refused intent is only the answer when no allowed one scores at least this share of it.
+REFUSE_MARGIN = 0.8
+_QUESTION_START = re.compile(
+    r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any|should"
+    r"|shall)\b", re.I)
+_REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
+#: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
+_TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
+               "hour", "minute", "month", "year", "time", "end", "start"}
+_WHY = re.compile(r"^\s*why\b", re.I)
+_HARD_SPLIT = re.compile(
+    r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
+_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
+_QUOTE_SPAN = re.compile(r"""'[^']*'|"[^"]*"|“[^”]*”""")
+
+
+def is_question(text: str) -> bool:
+    """A question about state ("when did X run?", "is X up?"), not a request phrased politely."""
+    if _REQUEST_START.search(text):
+        return False
+    return bool(_QUESTION_START.search(text)) or text.rstrip().endswith("?") and not re.match(
+        r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1
+
+
+def action_words(catalog: Catalog) -> set[str]:
+    """Words that start an action: the first word of the tools' names and examples (not the nouns of names)."""
+    cached = getattr(catalog, "_action_words", None)
+    if cached is not None:
+        return cached
+    words: set[str] = set()
+    firsts: dict[str, int] = {}
+    for tool in catalog.tools:
+        words.add(canonical(tool["name"].split("_")[0]))
+        for example in tool.get("examples") or ():
+            first = _first_word(example)
+            if first:
+                firsts[first] = firsts.get(first, 0) + 1
+    nouns = {canonical(tok) for tool in catalog.tools for tok in tool["name"].split("_")[1:]}
+    out = words | {w for w, n in firsts.items() if w not in nouns or n >= 2}
+    catalog._action_words = out  # type: ignore[attr-defined]
+    return out
+
+
+def verbs_of(catalog: Catalog) -> dict[str, set[str]]:
+    """Per action word, the tools whose name or one of whose examples starts with it (cached on the catalogue)."""
+    cached = getattr(catalog, "_verbs", None)
+    if cached is not None:
+        return cached
+    out: dict[str, set[str]] = {}
+    for tool in catalog.tools:
+        firsts = {f for e in tool.get("examples") or () if (f := _first_word(e))}
+        for word in firsts:
+            out.setdefault(word, set()).add(tool["name"])
+    catalog._verbs = out  # type: ignore[attr-defined]
+    return out
+
+
+def _first_word(text: str) -> str | None:
+    """The canonical first word of ``text`` when it is not a stopword ("back up orders" -> ``backup``)."""
+    toks = normalize(text, keep_stopwords=True)
+    return toks[0] if toks and toks[0].isalpha() and toks[0] not in STOPWORDS else None
+
+
+def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
+                  aliases: dict[str, str] | None = None) -> list[str]:
+    """Segments of a multi-step request (quoted text is never split)."""
+    quotes: list[str] = []
+
+    def hide(m: re.Match[str]) -> str:
+        quotes.append(m.group(0))
+        return f"\x00{len(quotes) - 1}\x00"
+
+    masked = _QUOTE_SPAN.sub(hide, text.strip())
+    parts: list[str] = []
+    for hard in _HARD_SPLIT.split(masked):
+        pieces = _SOFT_SPLIT.split(hard)
+        current = pieces[0]
+        for piece in pieces[1:]:
+            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases):
+                parts.append(current)
+                current = piece
+            else:
+                current = f"{current} and {piece}"
+        parts.append(current)
+    restored = [re.sub(r"\x00(\d+)\x00", lambda m: quotes[int(m.group(1))], p).strip(" ,.") for p in parts]
+    return [p for p in restored if p]
+
+
+def _starts_action(piece: str, starts: set[str]) -> bool:
+    words = [w for w in re.findall(r"[a-z'\-]+", piece.lower()) if w not in {"please", "pls", "also", "then", "and"}]
+    if not words:
+        return False
+    return words[0] in ("if", "only") or canonical(words[0]) in starts
+
+
+def _only_entities(piece: str, entities: dict[str, list[str]], aliases: dict[str, str] | None) -> bool:
+    seg = ex.Segment.of(piece)
+    if not seg.stems:
+        return False
+    mentions = ex.find_mentions(seg, entities, aliases)
+    covered = {i for m in mentions for i in range(m.start, m.end)}
+    kinds = ex.kind_words(entities)
+    rest = [w for i, w in enumerate(seg.stems) if i not in covered and w not in kinds and w != "?"]
+    return bool(mentions) and not rest
 
 
 @dataclass
@@ -32,6 +139,11 @@ class StepDraft:
     question: str | None = None
     unknown: bool = False
     reason: str = ""
+    #: Set when the caller's role may not run the intent: what to tell them.
+    refusal: str | None = None
+    #: A condition over an earlier draft's result: (that draft, condition).
+    when: tuple["StepDraft", Condition] | None = None
+    question_asked: bool = False
 
 
 class SegmentPlanner:
@@ -42,25 +154,55 @@ class SegmentPlanner:
         self.catalog = catalog
         self.context = context
         self.entities = {k: list(v) for k, v in context.entities.items()}
-        #: Last entity named per kind, in this request (for "restart it").
+        self.aliases = dict(context.aliases)
+        self.kinds = ex.kind_words(self.entities)
+        #: Last entity named per kind, in this request (for "restart it"), and the kind named last.
         self.last: dict[str, str] = {}
-        self.cue_words = set(SYNONYMS) | set(SYNONYMS.values()) | GENERIC | ACTION_WORDS | CUE_EXTRA
+        self.last_kind: str | None = None
+        self.starts = action_words(catalog)
 
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
-        from cloudisense.agent.offline import split_request
-
-        segments = split_request(text, self.entities)
         drafts: list[StepDraft] = []
-        for index, segment in enumerate(segments):
-            drafts.append(self.plan_segment(segment, drafts, index))
+        pending: str | None = None
+        for segment in split_request(text, self.entities, self.starts, self.aliases):
+            action, condition = split_condition(segment)
+            if not action:
+                pending = condition
+                self._remember(condition or "")
+                continue
+            condition = condition or pending
+            pending = None
+            if condition:
+                self._remember(condition)
+            draft = self.plan_segment(action, drafts)
+            if condition:
+                drafts.extend(self._conditional(draft, condition, drafts))
+            else:
+                drafts.append(draft)
+        if pending and not drafts:
+            return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy, reason="a condition without an action",
+                        question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _remember(self, text: str) -> None:
+        for m in ex.find_mentions(ex.Segment.of(text), self.entities, self.aliases):
+            if not m.ambiguous:
+                self.last[m.kind] = m.names[0]
 
     # --- combining ---------------------------------------------------------------------------
 
     def _combine(self, text: str, drafts: list[StepDraft]) -> Plan:
         strategy = self.owner.strategy
+        refused = [d for d in drafts if d.refusal]
+        if refused:
+            return Plan(outcome="refuse", message=refused[0].refusal, confidence=0.9, strategy=strategy,
+                        reason=f"not allowed for role {self.context.role}: {refused[0].intent}")
         if all(d.unknown for d in drafts):
+            content = [t for t in self.catalog.tokens(text) if t != "?"]
+            if is_question(text) and any(t in self.catalog.vocabulary for t in content) or _WHY.search(text):
+                return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="no action answers that question",
+                            question=self._unclear_question(text))
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
         unknown = [d for d in drafts if d.unknown]
@@ -72,70 +214,234 @@ class SegmentPlanner:
             first = questions[0]
             return Plan(outcome="clarify", question=first.question, confidence=min(0.4, first.confidence),
                         reason=first.reason or "a required detail is missing", strategy=strategy)
-        steps: list[tuple[str, dict[str, Any]]] = []
+        kept: list[StepDraft] = []
         for d in drafts:
-            assert d.intent is not None
-            if steps and steps[-1] == (d.intent, d.params):
+            if kept and kept[-1].intent == d.intent and kept[-1].params == d.params and d.when is None:
                 continue  # "cpu and memory" twice is one call
-            steps.append((d.intent, d.params))
-        for i, (name, params) in enumerate(steps):
-            if name == "simple_http_notify" and "message" not in params:
-                params["message"] = _compose_message(text, steps[:i])
-        confidence = min(d.confidence for d in drafts)
-        why = "; ".join(d.reason for d in drafts if d.reason)
-        return Plan(steps=as_plan_steps(steps), outcome="execute", confidence=round(confidence, 3),
-                    reason=why or None, strategy=strategy)
+            kept.append(d)
+        ids = {id(d): f"s{i}" for i, d in enumerate(kept, 1)}
+        for i, d in enumerate(kept):
+            tool = self.catalog.by_name[d.intent or ""]
+            for param in tool_required(tool):
+                if param not in d.params and _composable(param, tool):
+                    if i == 0:
+                        # Nothing ran before it to report on: the text to send must be said.
+                        return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                                    reason=f"{d.intent}: {param} is missing",
+                                    question=f"What should the {(d.intent or '').replace('_', ' ')} say? "
+                                             "(e.g. notify the team saying the deploy is done)")
+                    d.params[param] = _compose_message(text, [(k.intent or "", k.params) for k in kept[:i]])
+        whens: list[str | None] = []
+        for d in kept:
+            if d.when is None:
+                whens.append(None)
+            else:
+                source, cond = d.when
+                whens.append(cond.when(ids.get(id(source), "s1")))
+        steps = [(d.intent or "", d.params) for d in kept]
+        confidence = min(d.confidence for d in kept)
+        why = "; ".join(d.reason for d in kept if d.reason)
+        plan_steps = as_plan_steps(steps, whens)
+        if len(plan_steps) == 1 and whens[0] is not None:
+            plan_steps[0].id = "s1"
+        return Plan(steps=plan_steps, outcome="execute", confidence=round(confidence, 3), reason=why or None,
+                    strategy=strategy)
+
+    def _unclear_question(self, text: str) -> str:
+        """What to ask when no single action answers a question: the nearest things that can be checked."""
+        usable = [t for t in self.catalog.tools if t.get("risk") == "read" and not t.get("refusal")]
+        near = [t for t, _ in self.catalog.search(text, 12) if t in usable]
+        if not near:
+            # One read from each module, the modules with the most to read first.
+            by_module: dict[str, list[dict[str, Any]]] = {}
+            for t in usable:
+                by_module.setdefault(str(t.get("module", "")), []).append(t)
+            near = [tools[0] for tools in sorted(by_module.values(), key=len, reverse=True)]
+        reads = near
+        said = [str((t.get("examples") or [t["name"].replace("_", " ")])[0]) for t in reads[:4]]
+        return ("I can't tell that by myself. I can check things such as: " + "; ".join(f'"{e}"' for e in said)
+                + ". What should I look at?")
+
+    # --- conditions -----------------------------------------------------------------------------
+
+    def _conditional(self, draft: StepDraft, condition: str, before: list[StepDraft]) -> list[StepDraft]:
+        """``draft`` guarded by ``condition`` over a real result, or a question when that can't be checked."""
+        if draft.intent is None or draft.question or draft.refusal:
+            return [draft]
+        for earlier in reversed(before):
+            if earlier.intent is None:
+                continue
+            cond = compile_condition(condition, result_fields(self.catalog.by_name[earlier.intent].get("result")))
+            if cond is not None:
+                draft.when = (earlier, cond)
+                return [draft]
+        check = self._check_step(draft, condition)
+        if check is None:
+            draft.question = (f"I can only {draft.intent.replace('_', ' ')} on a condition I can check. "
+                              f"How should I tell whether {condition}? (Or say it without the condition.)")
+            draft.reason = f"{draft.intent}: condition {condition!r} matches no result field"
+            return [draft]
+        check_draft, cond = check
+        draft.when = (check_draft, cond)
+        return [check_draft, draft]
+
+    def _check_step(self, draft: StepDraft, condition: str) -> tuple[StepDraft, Condition] | None:
+        """A read step whose result the condition can test, grounded like ``draft`` ("renew X if X expires soon")."""
+        tool = self.catalog.by_name[draft.intent or ""]
+        kinds = {kind: draft.params.get(p) for p, kind in (tool.get("entities") or {}).items() if draft.params.get(p)}
+        best: tuple[float, StepDraft, Condition] | None = None
+        for cand in self.catalog.tools:
+            if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
+                continue
+            cond = compile_condition(condition, result_fields(cand.get("result")))
+            if cond is None:
+                continue
+            params: dict[str, Any] = {}
+            fits = True
+            for param, kind in (cand.get("entities") or {}).items():
+                if kind in kinds:
+                    params[param] = kinds[kind]
+                elif param in tool_required(cand):
+                    fits = False
+            missing = [p for p in tool_required(cand) if p not in params]
+            if not fits or missing:
+                continue
+            score = cond.score + (1.0 if params else 0.0)
+            if best is None or score > best[0]:
+                best = (score, StepDraft(cand["name"], params, draft.confidence, reason=f"{cand['name']} to check "
+                                                                                          f"the condition"), cond)
+        return (best[1], best[2]) if best else None
 
     # --- one segment ---------------------------------------------------------------------------
 
-    def plan_segment(self, text: str, before: list[StepDraft], index: int) -> StepDraft:
+    def plan_segment(self, text: str, before: list[StepDraft]) -> StepDraft:
         """Choose the intent of one segment and ground its params."""
         seg = ex.Segment.of(text)
-        mentions = ex.find_mentions(seg, self.entities)
+        question = is_question(text)
+        mentions = ex.find_mentions(seg, self.entities, self.aliases)
         for m in mentions:
             if not m.ambiguous:
                 self.last[m.kind] = m.names[0]
-        query = self._query_tokens(ex.strip_message(text), mentions)
+                self.last_kind = m.kind
+        if _WHY.search(text):
+            return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
+        weak = self._weak(seg, mentions)
+        query, typos = self._query_tokens(ex.strip_message(text), [m for m in mentions if id(m) not in weak])
         content = [t for t in query if t != "?"]
         if not content and mentions:
             inherited = self._inherit(before, mentions)
             if inherited:
                 return inherited
-            kind = mentions[0].kind
-            default = KIND_DEFAULT_INTENT.get(kind)
-            if default in self.catalog.by_name:
-                return self._ground(default, seg, mentions, 0.55, text, bare=True)
+            for m in mentions:
+                default = self._default_for(m.kind)
+                if default:
+                    return self._ground(default, seg, mentions, 0.55, typos)
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
-        scores = self._rerank(self.catalog.scores(query), seg, mentions, query)
+        unknown_ref = self._unknown_reference(seg, mentions) if question else None
+        if unknown_ref:
+            kinds = ", ".join(f"{k} ({_either(v)})" for k, v in self.entities.items() if v)
+            return StepDraft(None, question=f"I don't know what \"the {unknown_ref}\" is on this node. Which one do "
+                                             f"you mean? Configured here: {kinds}.",
+                             confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured")
+        scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
+        if question:
+            scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
+            for m in mentions:
+                default = self._default_for(m.kind)
+                if default:
+                    return self._ground(default, seg, mentions, 0.5, typos)
             return StepDraft(None, unknown=True, reason="no matching action")
         best, s1 = ranked[0]
-        s2 = ranked[1][1] if len(ranked) > 1 else 0.0
+        refused = self.catalog.by_name[best].get("refusal")
+        if refused:
+            allowed = [(n, s) for n, s in ranked if not self.catalog.by_name[n].get("refusal")]
+            if allowed and allowed[0][1] >= REFUSE_MARGIN * s1:
+                best, s1 = allowed[0]
+                ranked = allowed
+            else:
+                return StepDraft(best, refusal=self._refusal_message(best), confidence=0.9)
+        s2 = next((s for n, s in ranked if n != best), 0.0)
         margin = (s1 - s2) / s1 if s1 > 0 else 0.0
         retrieval = 0.35 + 0.35 * min(1.0, margin / 0.4)
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
-        return self._ground(best, seg, mentions, retrieval, text)
+        return self._ground(best, seg, mentions, retrieval, typos)
 
-    def _query_tokens(self, text: str, mentions: list[ex.Mention]) -> list[str]:
-        """Catalogue tokens of ``text`` without the words of the names mentioned (they are grounded apart)."""
+    def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
+        """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
+        covered = self._busy(seg, mentions)
+        for i, tok in enumerate(seg.raw[1:], 1):
+            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS:
+                continue
+            if stem(tok) in self.catalog.vocabulary or canonical(tok) in self.catalog.vocabulary or tok in self.kinds:
+                continue
+            if ex.near_miss_any(tok, self.catalog.vocabulary):
+                continue
+            return tok
+        return None
+
+    def _weak(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
+        """Mentions that are also plain words of the catalogue ("backup" for ``backup.sh`` on a node with
+        backup intents): they stay in the query and count less."""
+        out = set()
+        for m in mentions:
+            if m.end - m.start != 1 or m.how not in ("exact", "fuzzy") or m.start >= len(seg.keep):
+                continue
+            raw = seg.raw[seg.keep[m.start]]
+            if raw in {n.lower() for n in m.names}:
+                continue
+            if seg.stems[m.start] in self.catalog.vocabulary:
+                out.add(id(m))
+        return out
+
+    def _refusal_message(self, name: str) -> str:
+        tool = self.catalog.by_name[name]
+        what = tool.get("description", name).split("(")[0].strip().rstrip(".")
+        who = "an admin" if "admin" in str(tool.get("refusal")) else "an operator"
+        role = self.context.role
+        return (f"{role.capitalize()}s can't do that: {name} ({what[0].lower() + what[1:]}) is a {tool.get('risk')} "
+                f"action, which your role ({role}) may not run. Ask {who} to do it.")
+
+    def _default_for(self, kind: str) -> str | None:
+        """The read intent a bare name of ``kind`` means ("nginx?" is its status): it needs only that name."""
+        best: tuple[int, str] | None = None
+        for tool in self.catalog.tools:
+            if tool.get("risk") != "read" or tool.get("refusal"):
+                continue
+            ents = tool.get("entities") or {}
+            required = tool_required(tool)
+            if any(ents.get(p) == kind for p in required) and all(p in ents for p in required):
+                size = len((tool.get("params") or {}).get("properties") or {})
+                if best is None or size < best[0]:
+                    best = (size, tool["name"])
+        return best[1] if best else None
+
+    def _query_tokens(self, text: str, mentions: list[ex.Mention]) -> tuple[list[str], bool]:
+        """Catalogue tokens of ``text`` without the names mentioned, and whether a typo was corrected."""
         seg = ex.Segment.of(text)
         names = {tok for m in mentions for n in m.names for tok in ex.entity_tokens(n)}
         names |= {n.lower() for m in mentions for n in m.names}
-        dropped = {seg.keep[i] for i, stem in enumerate(seg.stems) if stem in names}
-        return self.catalog.tokens(" ".join(t for i, t in enumerate(seg.raw) if i not in dropped))
+        dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names}
+        covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
+        rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
+        fixed = self.catalog.tokens(rest)
+        plain = normalize(rest)
+        vocab = self.catalog.vocabulary
+        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain))
+        typo = typo or any(m.how == "fuzzy" for m in mentions)
+        return fixed, typo
 
     def _inherit(self, before: list[StepDraft], mentions: list[ex.Mention]) -> StepDraft | None:
         """"restart web and nginx": a bare name after a step repeats that step for the name."""
-        prev = next((d for d in reversed(before) if d.intent), None)
+        prev = next((d for d in reversed(before) if d.intent and not d.question), None)
         if prev is None or prev.intent is None:
             return None
         tool = self.catalog.by_name[prev.intent]
-        kinds = tool.get("entities") or {}
-        for param, kind in kinds.items():
+        for param, kind in (tool.get("entities") or {}).items():
             hit = next((m for m in mentions if m.kind == kind and not m.ambiguous), None)
             if hit:
                 params = dict(prev.params)
@@ -144,63 +450,101 @@ class SegmentPlanner:
         return None
 
     def _rerank(self, scores: dict[str, float], seg: ex.Segment, mentions: list[ex.Mention],
-                query: list[str]) -> dict[str, float]:
-        """Favour intents whose entity kinds the request names; kind nouns pick one-vs-many."""
-        kinds_named = {m.kind for m in mentions}
-        singular, plural = ex.kind_nouns(seg)
+                weak: set[int] = frozenset(), query: list[str] = ()) -> dict[str, float]:  # type: ignore[assignment]
+        """Favour intents whose entity kinds the request names, and whose params the text fills;
+        one-vs-many nouns pick a listing or one item."""
+        kinds_named = {m.kind for m in mentions if id(m) not in weak}
+        weak_kinds = {m.kind for m in mentions if id(m) in weak}
+        if ex.has_pronoun(seg) and self.last_kind:
+            kinds_named.add(self.last_kind)
+        singular, plural = ex.kind_nouns(seg, self.kinds)
+        said = {(canonical(t), _is_plural(t)) for t in raw_tokens(apply_phrases(seg.text)) if t not in STOPWORDS}
+        verb = _first_word(seg.text)
+        # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
+        verb_tools = verbs_of(self.catalog).get(verb or "", set())
+        if len(verb_tools) > 2:
+            verb_tools = set()
+        distinct = {t for t in query if t != "?"}
         out: dict[str, float] = {}
-        for name, score in scores.items():
-            if score <= 0:
-                continue
+        # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
+        top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
+        for name, score in top:
+            if distinct:
+                # A tool that covers every word asked ("disk and memory") beats one that covers a part.
+                score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct)
             tool = self.catalog.by_name[name]
-            kinds = set((tool.get("entities") or {}).values())
+            ents = tool.get("entities") or {}
+            kinds = set(ents.values())
             required = tool_required(tool)
-            req_kinds = {k for p, k in (tool.get("entities") or {}).items() if p in required}
+            req_kinds = {k for p, k in ents.items() if p in required}
             if kinds & kinds_named:
                 score *= 1.6
+            elif kinds & weak_kinds:
+                score *= 1.15
             elif req_kinds and kinds_named:
                 score *= 0.5
-            list_kind = LIST_KIND.get(name)
-            if list_kind and list_kind in singular and list_kind not in plural:
-                score *= 0.5
-            if list_kind and list_kind in plural and not kinds_named & {list_kind}:
-                score *= 1.3
+            elif kinds_named and not kinds:
+                score *= 0.8
             if req_kinds & plural and not req_kinds & kinds_named and not req_kinds & singular:
                 score *= 0.6
-            if kinds & singular and not kinds & plural:
-                score *= 1.4
-            if name == "simple_telegram_notify" and "telegram" not in query:
-                score *= 0.3
-            if any(p not in (tool.get("entities") or {}) and not self._fillable(p, seg, mentions) for p in required):
+            # "the backups" wants list_backups, "the backup" wants one backup's intent.
+            for tok in tool["name"].split("_"):
+                norm, many = canonical(tok), _is_plural(tok)
+                if (norm, many) in said:
+                    score *= 1.5 if many else 1.1
+                elif (norm, not many) in said:
+                    score *= 0.6 if many else 0.8
+            if name in verb_tools:
+                score *= 1.3
+            props = (tool.get("params") or {}).get("properties") or {}
+            filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
+            if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= 0.7
+            elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
+                score *= 0.8  # the thing it needs is not named
+            score *= FILL_BONUS ** len(filled)
             out[name] = score
         return out
 
-    def _fillable(self, param: str, seg: ex.Segment, mentions: list[ex.Mention]) -> bool:
-        if param == "pattern":
-            return ex.extract_pattern(seg, mentions) is not None
-        if param in ("message", "name", "prompt", "query"):
-            return True
-        if param == "script_id":
-            return bool(_SCRIPT_ID.search(seg.text))
-        if param == "topic":
-            return bool(_TOPIC.search(seg.text))
-        return False
+    def _fillable(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
+                  required: bool = True) -> bool:
+        spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
+        reading = ex.Reading(seg, self._busy(seg, mentions))
+        value = ex.read_value(param, spec if isinstance(spec, dict) else {}, reading, required=required,
+                              known_words=self._known(tool))
+        return value is not None and value != (spec or {}).get("default", object())
+
+    def _busy(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
+        return {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
+
+    def _known(self, tool: dict[str, Any]) -> set[str]:
+        """Words that say which intent (never a free-text value): the tool's own words and action verbs."""
+        cache: dict[tuple[str, frozenset[str]], set[str]] = self.catalog.__dict__.setdefault("_known_words", {})
+        key = (tool["name"], frozenset(self.kinds))
+        known = cache.get(key)
+        if known is None:
+            words = {stem(w) for w in re.findall(r"[a-z]+", " ".join([tool["name"].replace("_", " "),
+                                                                        tool.get("description", "")]).lower())}
+            known = cache[key] = words | self.starts | set(self.kinds) | {canonical(w) for w in words}
+        return known
 
     # --- params ----------------------------------------------------------------------------
 
     def _ground(self, intent: str, seg: ex.Segment, mentions: list[ex.Mention], retrieval: float,
-                text: str, bare: bool = False) -> StepDraft:
+                typos: bool) -> StepDraft:
         """Fill ``intent``'s params from the segment; a question when a required one is missing."""
-        intent, mentions = self._switch(intent, seg, mentions)
         tool = self.catalog.by_name[intent]
+        if tool.get("refusal"):
+            return StepDraft(intent, refusal=self._refusal_message(intent), confidence=0.9)
         props = (tool.get("params") or {}).get("properties") or {}
         required = tool_required(tool)
         entity_params = tool.get("entities") or {}
         params: dict[str, Any] = {}
         grounded = 1.0
         reasons = []
-        for param in props:
+        reading = ex.Reading(seg, self._busy(seg, mentions))
+        known = self._known(tool)
+        for param, spec in props.items():
             if param in entity_params:
                 kind = entity_params[param]
                 value, how, question = self._entity(kind, seg, mentions, intent, param in required)
@@ -212,35 +556,27 @@ class SegmentPlanner:
                         grounded = min(grounded, 0.8)
                         reasons.append(f"{param}={value} ({how})")
                 continue
-            value = self._value(intent, param, seg, mentions, props[param])
+            value = ex.read_value(param, spec if isinstance(spec, dict) else {}, reading,
+                                  required=param in required, known_words=known)
             if value is not None:
                 params[param] = value
-        intent, params = _fix_log_intent(intent, params, self.catalog)
-        tool = self.catalog.by_name[intent]
-        for param in tool_required(tool):
-            if param not in params and param != "message":
-                return StepDraft(intent, question=_question(intent, param, self.entities),
+        for param in required:
+            if param not in params and not _composable(param, tool):
+                return StepDraft(intent, question=_question(tool, param, self.entities),
                                  confidence=retrieval, reason=f"{intent}: {param} is missing")
         confidence = max(0.0, min(1.0, retrieval + 0.3 * grounded))
+        if typos and tool.get("risk") != "read":
+            said = ", ".join(f"{k}={v}" for k, v in params.items())
+            return StepDraft(intent, question=f"Did you mean {intent.replace('_', ' ')}"
+                                              f"{' (' + said + ')' if said else ''}? Please confirm or rephrase.",
+                             confidence=min(confidence, 0.4),
+                             reason=f"{intent}: a typo led to a {tool.get('risk')} action")
         return StepDraft(intent, params, confidence, reason="; ".join(reasons))
-
-    def _switch(self, intent: str, seg: ex.Segment, mentions: list[ex.Mention]) -> tuple[str, list[ex.Mention]]:
-        """``check_process`` of a configured target is its ``target_status``, and the other way round."""
-        targets = [m for m in mentions if m.kind == "target"]
-        if intent == "check_process" and targets and "target_status" in self.catalog.by_name:
-            return "target_status", mentions
-        if intent == "target_status" and not targets and "check_process" in self.catalog.by_name:
-            name = ex.process_name(seg, self.cue_words)
-            if name and name not in GENERIC and not ex.has_pronoun(seg) and not mentions:
-                return "check_process", mentions
-        return intent, mentions
 
     def _entity(self, kind: str, seg: ex.Segment, mentions: list[ex.Mention], intent: str,
                 required: bool) -> tuple[str | None, str, str | None]:
         """(value, how it was found, question) for an entity-kind param."""
         of_kind = [m for m in mentions if m.kind == kind]
-        if not of_kind and kind == "playbook":
-            of_kind = ex.alias_mentions(seg, self.entities, kind)
         names: list[str] = []
         for m in of_kind:
             for n in m.names:
@@ -249,109 +585,69 @@ class SegmentPlanner:
         if len(names) == 1:
             return names[0], "named" if of_kind[0].how != "alias" else "alias", None
         if len(names) > 1:
-            return None, "ambiguous", f"Which {_noun(kind)} do you mean: {_either(names)}?"
-        if kind in self.last and (ex.has_pronoun(seg) or seg is not None and self._is_followup(seg)):
+            return None, "ambiguous", f"Which {kind} do you mean: {_either(names)}?"
+        if kind in self.last and (ex.has_pronoun(seg) or required and self._is_followup(seg)):
             return self.last[kind], "from earlier in the request", None
         if ex.has_pronoun(seg):
             earlier = self._from_history(kind)
             if earlier:
                 return earlier, "from the conversation", None
         if required:
-            return None, "missing", _question(intent, None, self.entities, kind)
+            return None, "missing", _question(self.catalog.by_name[intent], None, self.entities, kind)
         return None, "not given", None
 
     def _is_followup(self, seg: ex.Segment) -> bool:
         """A continuation such as "tell me when healthy" that names nothing of its own."""
-        return not ex.find_mentions(seg, self.entities) and bool(self.last)
+        return not ex.find_mentions(seg, self.entities, self.aliases) and bool(self.last)
 
     def _from_history(self, kind: str) -> str | None:
         for turn in reversed(self.context.history[-6:]):
-            found = ex.find_mentions(ex.Segment.of(turn.get("content", "")), {kind: self.entities.get(kind, [])})
+            found = ex.find_mentions(ex.Segment.of(turn.get("content", "")), {kind: self.entities.get(kind, [])},
+                                     self.aliases)
             names = [m.names[0] for m in found if not m.ambiguous]
             if names:
                 return names[-1]
         return None
 
-    def _value(self, intent: str, param: str, seg: ex.Segment, mentions: list[ex.Mention],
-               spec: dict[str, Any]) -> Any:
-        """A plain (non-entity) param read from the text, or ``None``."""
-        text = seg.text
-        if param == "lines":
-            return ex.extract_lines(text)
-        if param in ("pattern", "grep"):
-            return ex.extract_pattern(seg, mentions)
-        if param == "since_minutes":
-            return ex.extract_since_minutes(text)
-        if param == "limit":
-            return ex.extract_limit(text) if intent == "list_processes" else ex.extract_lines(text)
-        if param == "sort_by":
-            return ex.extract_sort_by(self.catalog.tokens(text))
-        if param == "path":
-            return ex.extract_path(text)
-        if param == "check":
-            return True if ex.wants_check_mode(text) else None
-        if param == "args":
-            return ex.extract_args(text) or None
-        if param == "message":
-            return ex.extract_message(text)
-        if param == "name" and intent == "check_process":
-            return ex.process_name(seg, self.cue_words)
-        if param == "script_id":
-            m = _SCRIPT_ID.search(text)
-            return m.group(0) if m else None
-        if param == "topic":
-            m = _TOPIC.search(text)
-            return m.group(1) if m else None
-        return None
+
+def _inflected(said: str, word: str) -> bool:
+    """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
+    return any(said == word + end or word.endswith("e") and said == word[:-1] + end
+               for end in ("ing", "ed", "es", "s", "er", "d"))
 
 
-def _fix_log_intent(intent: str, params: dict[str, Any], catalog: Catalog) -> tuple[str, dict[str, Any]]:
-    """A filter word without a line count is a search; a line count with a filter is a filtered read."""
-    if intent == "read_log" and params.get("grep") and "lines" not in params and "search_logs" in catalog.by_name:
-        new = {"pattern": params["grep"]}
-        if "name" in params:
-            new["name"] = params["name"]
-        return "search_logs", new
-    if intent == "search_logs" and "lines" in params and "read_log" in catalog.by_name:
-        return intent, params
-    return intent, params
+def _is_plural(word: str) -> bool:
+    return len(word) > 3 and word.endswith("s") and stem(word) != word
 
 
-_NOUNS = {"target": "service", "log": "log", "script": "script", "playbook": "playbook", "rule": "rule"}
-
-
-def _noun(kind: str) -> str:
-    return _NOUNS.get(kind, kind)
+def _composable(param: str, tool: dict[str, Any]) -> bool:
+    """A required text the planner may write itself: the message a notification sends."""
+    spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
+    words = ex.field_words(param, spec)
+    return ex.json_type(spec) == "string" and "send" in words and tool.get("risk") != "destructive"
 
 
 def _either(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def _question(intent: str, param: str | None, entities: dict[str, list[str]], kind: str | None = None) -> str:
+def _question(tool: dict[str, Any], param: str | None, entities: dict[str, list[str]], kind: str | None = None) -> str:
     """A concrete question for a missing param, listing the configured choices when there are some."""
-    verb = intent.split("_")[0].replace("get", "check")
     if kind:
         names = entities.get(kind) or []
         choices = f": {_either(names)}" if names else ""
-        return f"Which {_noun(kind)} should I {verb}{choices}?"
-    if param == "script_id":
-        return "Which script run? Give its id (list_scripts shows the running ones)."
-    if param == "pattern":
-        return "What text should I search the logs for?"
-    if param == "name" and intent == "check_process":
-        return "Which process should I look for?"
-    if param == "topic":
-        return "Which channel (topic, e.g. /team)?"
-    return f"What {param} should I use for {intent}?"
+        return f"Which {kind} for {tool['name'].replace('_', ' ')}{choices}?"
+    spec = ((tool.get("params") or {}).get("properties") or {}).get(param or "") or {}
+    what = str(spec.get("description") or (param or "").replace("_", " "))
+    return f"{tool['name'].replace('_', ' ').capitalize()} needs {what}: what should I use?"
 
 
 def _compose_message(text: str, earlier: list[tuple[str, dict[str, Any]]]) -> str:
     """A notification text when the user gave none: what was asked, and what ran before it."""
     if earlier:
-        done = ", ".join(f"{name}" + (f" {p.get('name')}" if p.get("name") else "") for name, p in earlier)
+        done = ", ".join(name + "".join(f" {v}" for v in p.values() if isinstance(v, str)) for name, p in earlier)
         return f"CloudiSENSE: {done} done (requested: {text.strip()[:200]})"
     return f"CloudiSENSE: {text.strip()[:300]}"
 
 
-__all__ = ["SegmentPlanner", "StepDraft", "STOPWORDS"]
+__all__ = ["SegmentPlanner", "StepDraft", "split_request", "is_question"]

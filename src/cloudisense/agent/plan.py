@@ -54,12 +54,15 @@ class Plan(BaseModel):
     reason: str | None = None
     #: Which strategy produced it: ``offline``, ``tools``, ``json``, ``scripted``...
     strategy: str = ""
+    #: The model's answer was invalid and this plan (clarify/escalate) stands in for it.
+    rejected: bool = False
 
     def as_record(self, text: str) -> dict[str, Any]:
         """The ``--batch`` / evaluation line: ``{"text", "steps": [{"intent", "params"}], "confidence", "outcome"}``."""
         return {
             "text": text,
-            "steps": [{"intent": s.intent, "params": s.params} for s in self.steps],
+            "steps": [{"intent": s.intent, "params": s.params, **({"when": s.when} if s.when else {})}
+                      for s in self.steps],
             "confidence": round(self.confidence, 3),
             "outcome": self.outcome,
         }
@@ -79,6 +82,11 @@ class PlanningContext(BaseModel):
 
     #: Intent descriptions (``Intent.describe()``) the caller's role may run.
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    #: Plannable intents the caller's role may NOT run (``describe()`` plus ``"refusal"``: why), so a
+    #: request for one is answered "you can't" instead of being planned as something else.
+    refused: list[dict[str, Any]] = Field(default_factory=list)
+    #: What people call configured things: phrase -> entity name (``"kv store": "redis"``), from ``[agent] aliases``.
+    aliases: dict[str, str] = Field(default_factory=dict)
     #: Configured names by kind: ``{"log": ["app", ...], "target": [...]}``.
     entities: dict[str, list[str]] = Field(default_factory=dict)
     #: Recent conversation turns ``{"role", "content"}``, oldest first.

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloudisense.agent.catalog import tools_for_role
+from cloudisense.agent.catalog import planning_context as context_for
 from cloudisense.agent.plan import Plan, Planner, PlanningContext
+from cloudisense.agent.settings import AgentSettings
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.modules import Module, discover_modules
 from cloudisense.node import Node
@@ -41,8 +42,8 @@ def planning_node(config: Path | None = None, *, settings: Settings | None = Non
 
 def planning_context(node: Node, role: str = "operator", history: list[dict[str, str]] | None = None) -> PlanningContext:
     """What a planner sees on ``node`` for a caller of ``role``."""
-    return PlanningContext(tools=tools_for_role(node.registry, role), entities=node.entities(),
-                           history=list(history or []), role=role)
+    aliases = node.settings.section("agent", AgentSettings).aliases
+    return context_for(node.registry, role, node.entities(), aliases=aliases, history=history)
 
 
 def _render(text: str, plan: Plan) -> None:
@@ -53,13 +54,15 @@ def _render(text: str, plan: Plan) -> None:
     console.print(f"[bold]{text}[/bold]")
     console.print(f"outcome: [cyan]{plan.outcome}[/cyan]   confidence: {plan.confidence:.2f}   strategy: {plan.strategy}")
     if plan.question:
-        console.print(f"question: {plan.question}")
+        console.print(f"question: {plan.question}", markup=False)
+    if plan.message:
+        console.print(f"message: {plan.message}", markup=False)
     if plan.reason:
         console.print(f"reason: {plan.reason}")
     if plan.steps:
-        table = Table("#", "intent", "params")
+        table = Table("#", "intent", "params", "when")
         for i, step in enumerate(plan.steps, 1):
-            table.add_row(str(i), step.intent, json.dumps(step.params, ensure_ascii=False))
+            table.add_row(str(i), step.intent, json.dumps(step.params, ensure_ascii=False), step.when or "")
         console.print(table)
 
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from cloudisense.agent.catalog import Catalog, tool_required
-from cloudisense.agent.offline import HIGH_CONFIDENCE, PLANNER_EXCLUDED, OfflinePlanner, danger
+from cloudisense.agent.catalog import Catalog, plannable, tool_required
+from cloudisense.agent.offline import HIGH_CONFIDENCE, OfflinePlanner, danger
 from cloudisense.agent.plan import Plan, Planner, PlanningContext, PlanStep
 
 if TYPE_CHECKING:
@@ -132,9 +132,9 @@ def rejected(reason: str, strategy: str, *, escalate: bool = False) -> Plan:
     """The plan returned instead of an invalid model answer: ask (or escalate), never guess."""
     if escalate:
         return Plan(outcome="escalate", confidence=REJECTED_CONFIDENCE, strategy=strategy,
-                    reason=f"model output rejected: {reason}")
+                    reason=f"model output rejected: {reason}", rejected=True)
     return Plan(outcome="clarify", confidence=REJECTED_CONFIDENCE, strategy=strategy,
-                reason=f"model output rejected: {reason}",
+                reason=f"model output rejected: {reason}", rejected=True,
                 question="I could not turn that into a safe plan. Could you rephrase it, naming the service, "
                          "log, script or playbook?")
 
@@ -197,17 +197,14 @@ class _ModelPlanner:
         """The top-``k`` tools for ``text`` among those the caller may run."""
         key = tuple(t["name"] for t in context.tools)
         if self._cache is None or self._cache[0] != key:
-            from cloudisense.agent.offline import HINTS
-
-            usable = [t for t in context.tools if t["name"] not in PLANNER_EXCLUDED]
-            self._cache = (key, Catalog(usable, dict(HINTS)))
+            self._cache = (key, Catalog(plannable(context.tools)))
         catalog = self._cache[1]
         chosen = catalog.relevant(text, self.k)
         # A configured name in the request brings the intents that take that kind of name
         # ("nginx?" offers target_status even when few words retrieve it).
         from cloudisense.agent.extract import Segment, find_mentions
 
-        kinds = {m.kind for m in find_mentions(Segment.of(text), context.entities)}
+        kinds = {m.kind for m in find_mentions(Segment.of(text), context.entities, context.aliases)}
         names = {t["name"] for t in chosen}
         extra = [t for t in catalog.tools if t["name"] not in names and kinds & set((t.get("entities") or {}).values())]
         return (chosen + extra[:6]) or catalog.tools[: self.k]
@@ -315,6 +312,8 @@ class HybridPlanner:
         fast = await self.offline.plan(text, context)
         if fast.outcome == "execute" and fast.confidence >= self.threshold:
             return fast
+        if fast.outcome in ("refuse", "answer"):
+            return fast  # the role may not do it / small talk: nothing for a model to plan
         if fast.outcome == "escalate" and danger(text):
             return fast
         try:
@@ -322,7 +321,7 @@ class HybridPlanner:
         except Exception as exc:  # planners should not raise; a buggy one must not lose the request
             log.exception("model planner failed")
             slow = rejected(f"planner error ({type(exc).__name__})", "model")
-        if slow.reason and slow.reason.startswith("model output rejected") and fast.outcome != "escalate":
+        if slow.rejected and fast.outcome != "escalate":
             note = f"{fast.reason + '; ' if fast.reason else ''}model plan not used: {slow.reason}"
             return fast.model_copy(update={"reason": note})
         return slow

@@ -18,6 +18,20 @@ class AgentSettings(Section):
     max_observation_chars: int = Field(4000, ge=200)
     #: The intent that sends escalation notices (it is given a ``message``); ``none``: no notices.
     escalate_via: str | None = "simple_http_notify"
+    #: What people call configured things: phrase -> entity name (``"kv store" = "redis"``); the planner
+    #: reads "restart the kv store" as ``redis``.
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for phrase, name in value.items():
+            said = " ".join(phrase.lower().split())
+            if not said or len(said) > 100 or not name.strip() or len(name) > 256:
+                raise ValueError(f"alias {phrase!r} = {name!r}: give a phrase (1-100 characters) and a configured name")
+            out[said] = name.strip()
+        return out
 
     @field_validator("escalate_via")
     @classmethod

@@ -98,6 +98,9 @@ class Intent:
     agent_use: AgentUse = AgentUse.TOOL
     #: How a successful result reads in words; ``None`` uses the generic renderer.
     say: Sayer | None = None
+    #: The shape of a successful result's ``data`` (optional): lets a planner write ``when``
+    #: conditions that reference fields the result really has.
+    result: type[BaseModel] | None = None
 
     @property
     def plannable(self) -> bool:
@@ -130,6 +133,7 @@ class Intent:
             "params": self.params_schema(),
             "entities": dict(self.entities),
             "agent_use": self.agent_use.value,
+            "result": self.result.model_json_schema() if self.result is not None else None,
         }
 
 

@@ -197,14 +197,14 @@ class LogsModule(Module):
                    ("last 20 lines of the nginx error log", "show the app log", "tail syslog",
                     "show errors in the app log", "what did the nginx access log record recently",
                     "read the last 100 lines of the app log containing timeout"),
-                   entities=log_entity),
+                   entities=log_entity, say=_say_read),
             Intent("search_logs", "Lines containing a text across the configured logs, optionally within "
                    "the last N minutes", self.search_logs, SearchLogsParams, Risk.READ,
                    ("show errors in the app log from the last hour", "search all logs for timeout",
                     "find 502 in the nginx access log", "any OOM messages in syslog today",
                     "grep the logs for connection refused in the last 15 minutes",
                     "did anything log 'disk full' recently"),
-                   entities=log_entity),
+                   entities=log_entity, say=_say_search),
         ]
 
     async def start(self) -> None:
@@ -329,3 +329,29 @@ class LogsModule(Module):
 
 __all__ = ["LogsModule", "LogTail", "make_filter", "check_log_name", "confined", "TOPIC_PREFIX",
            "LOG_LINE_EVENT"]
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _quote_lines(lines: list[Any], limit: int = 15) -> str:
+    shown = [str(x) for x in lines[-limit:]]
+    more = f"\n  … {len(lines) - limit} earlier lines not shown" if len(lines) > limit else ""
+    return "\n".join(f"  {line}" for line in shown) + more
+
+
+def _say_read(p: Any, d: dict[str, Any]) -> str:
+    lines = d.get("lines", [])
+    name = d.get("name", p.get("name"))
+    if not lines:
+        return f"the {name} log has no matching lines"
+    return f"last {len(lines)} line(s) of the {name} log:\n" + _quote_lines(lines)
+
+
+def _say_search(p: Any, d: dict[str, Any]) -> str:
+    matches = d.get("matches", [])
+    if not matches:
+        return f"no lines match {p.get('pattern')!r}"
+    rows = [f"[{m.get('log', m.get('name', '?'))}] {m.get('line', m)}" if isinstance(m, dict) else str(m)
+            for m in matches]
+    more = " (more were found; showing the newest)" if d.get("truncated") else ""
+    return f"{len(matches)} line(s) match {p.get('pattern')!r}{more}:\n" + _quote_lines(rows)

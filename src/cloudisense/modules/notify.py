@@ -68,20 +68,29 @@ class HttpBlock(Params):
     method: Literal["GET", "POST", "PUT"] = "POST"
 
 
+#: The text of a notice sent in CloudiSENSE's ``{"http": {...}}`` form, which carries none.
+DEFAULT_MESSAGE = "notification from a CloudiSENSE reaction rule"
+
+
 class HttpNotifyParams(Params):
     """A message for the configured webhooks."""
 
-    message: str | None = Field(None, min_length=1, max_length=4000,
-                                description="the text to send (required unless http is given)")
+    message: str = Field(min_length=1, max_length=4000, description="the text to send")
     webhook: str | None = Field(None, max_length=2048,
                                 description="one of the configured webhook URLs; default: all of them")
     method: Literal["GET", "POST", "PUT"] = "POST"
     http: HttpBlock | None = Field(None, description="CloudiSENSE's form: {webhook: [...], method}")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _message_of_the_http_form(cls, data: Any) -> Any:
+        # CloudiSENSE's rules send only {"http": {...}}: the node words the notice itself.
+        if isinstance(data, dict) and "message" not in data and isinstance(data.get("http"), dict):
+            return {**data, "message": DEFAULT_MESSAGE}
+        return data
+
     @model_validator(mode="after")
-    def _message_or_http(self) -> "HttpNotifyParams":
-        if self.message is None and self.http is None:
-            raise ValueError("message: field required")
+    def _one_webhook_form(self) -> "HttpNotifyParams":
         if self.http is not None and self.webhook is not None:
             raise ValueError("give the webhook either as webhook or inside http, not both")
         return self
@@ -125,12 +134,12 @@ class NotifyModule(Module):
                    self.simple_http_notify, HttpNotifyParams, Risk.WRITE,
                    ("notify the team that the deploy is done", "send a webhook saying the backup finished",
                     "post 'disk almost full' to the webhook", "ping the on-call hook about the outage",
-                    "let everyone know nginx was restarted"), timeout=limit),
+                    "let everyone know nginx was restarted", "notify the team", "tell the team"), timeout=limit, say=_say_sent),
             Intent("simple_telegram_notify", "Send a message to a Telegram chat through the configured bot",
                    self.simple_telegram_notify, TelegramNotifyParams, Risk.WRITE,
                    ("send a telegram message that the server is back", "telegram me when it's done",
                     "tell the ops chat on telegram that redis restarted",
-                    "message the telegram group: maintenance starts now"), timeout=limit),
+                    "message the telegram group: maintenance starts now"), timeout=limit, say=_say_sent),
         ]
 
     async def start(self) -> None:
@@ -225,7 +234,7 @@ class NotifyModule(Module):
     # -- intents --------------------------------------------------------------
 
     async def simple_http_notify(self, p: HttpNotifyParams, ctx: ActionContext) -> dict[str, Any]:
-        message = p.message or f"notification from {self.node.identity}"
+        message = p.message
         if p.http is not None:
             return await self.send_webhooks(message, p.http.webhook, p.http.method)
         return await self.send_webhooks(message, p.webhook, p.method)
@@ -281,3 +290,9 @@ def _where(url: str) -> str:
     """Scheme and host of ``url`` only: webhook paths often carry secrets (Slack, Discord)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _say_sent(p: Any, d: Any) -> str:
+    return f"sent the notification {p.get('message')!r}"

@@ -238,7 +238,7 @@ class ProvisionModule(Module):
                     "check mode for the nginx playbook limited to localhost",
                     "deploy the nginx config again"),
                    risk_for=_risk, timeout=self.settings.time_limit + KILL_GRACE + 10,
-                   entities={"name": "playbook"}),
+                   entities={"name": "playbook"}, say=_say_playbook),
         ]
 
     def entities(self) -> dict[str, list[str]]:
@@ -447,3 +447,13 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
             return
         except TimeoutError:
             continue
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _say_playbook(p: Any, d: dict[str, Any]) -> str:
+    mode = "dry run (check mode) of" if p.get("check") else "ran"
+    hosts = d.get("hosts") or d.get("summary") or {}
+    per_host = "; ".join(f"{h}: " + ", ".join(f"{k} {v}" for k, v in s.items() if isinstance(v, int))
+                         for h, s in hosts.items() if isinstance(s, dict))
+    return f"{mode} {p.get('name')}: {per_host or 'no host summary'}"

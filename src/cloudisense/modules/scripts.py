@@ -247,7 +247,7 @@ class ScriptsModule(Module):
                    ("run the cleanup script", "start backup.sh", "rotate the logs",
                     "execute cleanup.sh with --dry-run", "kick off a backup now",
                     "run rotate-logs.sh"),
-                   entities=script),
+                   entities=script, say=_say_started),
             Intent("stop_script_execution", "Stop a running script and everything it started",
                    self.stop_script, ScriptIdParams, Risk.WRITE,
                    ("stop the script", "kill the running backup", "abort script 3f9c0a1b2c3d4e5f",
@@ -456,3 +456,10 @@ class ScriptsModule(Module):
 
 
 __all__ = ["ScriptsModule", "Execution", "StartScriptParams", "ScriptIdParams", "TOPIC_PREFIX", "KILL_GRACE"]
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _say_started(p: Any, d: dict[str, Any]) -> str:
+    sid = d.get("script_id", "?")
+    return f"started {p.get('name')} as run {sid}; its output streams on /script/{sid}"

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psutil
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from cloudisense.config import Section
 from cloudisense.core.context import ActionContext
@@ -62,6 +62,46 @@ class DiskParams(Params):
     """A mount point or folder."""
 
     path: str = Field("/", min_length=1, max_length=4096)
+
+
+class _CpuFigures(BaseModel):
+    percent: float = Field(description="cpu busy, percent")
+    count: int = Field(description="number of cpu cores")
+
+
+class _MemoryFigures(BaseModel):
+    percent: float = Field(description="memory used, percent")
+    available: int = Field(description="memory available, bytes")
+
+
+class _DiskFigures(BaseModel):
+    percent: float = Field(description="disk space used on /, percent")
+    free: int = Field(description="free disk space, bytes")
+
+
+class StatsResult(BaseModel):
+    """The fields of ``get_system_stats`` that conditions may test (``${s1.data.disk.percent} > 90``)."""
+
+    cpu: _CpuFigures
+    memory: _MemoryFigures
+    disk: _DiskFigures
+    uptime_seconds: int = Field(description="seconds since the machine booted")
+
+
+class DiskResult(BaseModel):
+    """The fields of ``get_disk_usage`` that conditions may test."""
+
+    path: str
+    percent: float = Field(description="disk space used, percent")
+    free: int = Field(description="free disk space, bytes")
+
+
+class ProcessResult(BaseModel):
+    """The fields of ``check_process`` that conditions may test."""
+
+    name: str
+    running: bool = Field(description="whether a process of this name is running")
+    count: int = Field(description="how many processes of this name run")
 
 
 def system_stats() -> dict[str, Any]:
@@ -236,18 +276,19 @@ class SystemModule(Module):
             Intent("get_system_stats", "CPU, memory, load, disk and network figures of this node",
                    self.get_system_stats, NoParams, Risk.READ,
                    ("how is the server doing", "show system stats", "cpu and memory usage",
-                    "what's the load on this box", "is the machine overloaded")),
+                    "what's the load on this box", "is the machine overloaded", "cpu memory load of the box"),
+                   result=StatsResult, say=_say_stats),
             Intent("check_process", "Whether a process with this name is running, with its pids and usage",
                    self.check_process, ProcessParams, Risk.READ,
                    ("is nginx running", "check if redis is up", "is there a python process",
-                    "find the postgres process")),
+                    "find the postgres process"), result=ProcessResult, say=_say_process),
             Intent("list_processes", "The top processes by CPU or memory", self.list_processes,
                    ListProcessesParams, Risk.READ,
                    ("top processes", "what is eating memory", "which processes use the most cpu",
-                    "show the 5 biggest processes by memory")),
+                    "show the 5 biggest processes by memory"), say=_say_processes),
             Intent("get_disk_usage", "Used and free space of a file system", self.get_disk_usage, DiskParams,
                    Risk.READ, ("how much disk is left", "disk usage of /var", "is the disk full",
-                               "free space on /")),
+                               "free space on /", "check disk"), result=DiskResult, say=_say_disk),
             Intent("get_configuration", "This node's configuration, with every secret hidden (admins only)",
                    self.get_configuration, NoParams, Risk.READ, ("show the node configuration",),
                    admin_only=True, agent_use=AgentUse.MANUAL),
@@ -327,3 +368,32 @@ class SystemModule(Module):
         asyncio.get_running_loop().call_later(RESTART_DELAY, hook)
         return {"restarting": True, "in_seconds": RESTART_DELAY,
                 "note": "the server stops cleanly and starts again; log in tokens and approvals stay valid"}
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _gib(n: float) -> str:
+    return f"{n / 1024 ** 3:.1f} GiB"
+
+
+def _say_stats(p: Any, d: dict[str, Any]) -> str:
+    cpu, mem, disk, load = d.get("cpu", {}), d.get("memory", {}), d.get("disk", {}), d.get("load", {})
+    return (f"CPU {cpu.get('percent', '?')} % of {cpu.get('count', '?')} cores, "
+            f"memory {mem.get('percent', '?')} % used, disk / {disk.get('percent', '?')} % used, "
+            f"load {load.get('1m', '?')} / {load.get('5m', '?')} / {load.get('15m', '?')}")
+
+
+def _say_process(p: Any, d: dict[str, Any]) -> str:
+    if not d.get("running"):
+        return f"no process named {d.get('name')} is running"
+    pids = ", ".join(str(x.get("pid")) for x in d.get("processes", [])[:8])
+    return f"{d.get('name')} is running ({d.get('count')} process(es), pid {pids})"
+
+
+def _say_processes(p: Any, d: dict[str, Any]) -> str:
+    rows = [f"  {x.get('name')} (pid {x.get('pid')}): cpu {x.get('cpu_percent')} %, mem {x.get('memory_percent')} %"
+            for x in d.get("processes", [])[:15]]
+    return f"top processes by {d.get('sort_by')}:\n" + "\n".join(rows)
+
+
+def _say_disk(p: Any, d: dict[str, Any]) -> str:
+    return f"{d.get('path')}: {d.get('percent')} % used, {_gib(d.get('free', 0))} free of {_gib(d.get('total', 0))}"

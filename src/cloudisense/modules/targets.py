@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from cloudisense.modules.target_config import TargetSettings, TargetsSettings
@@ -110,6 +110,18 @@ async def check_health(url: str | None) -> str:
     return "healthy" if 200 <= resp.code < 300 else "unhealthy"
 
 
+class TargetResult(BaseModel):
+    """The fields of a target's status that conditions may test (``${s1.data.state} != "running"``)."""
+
+    name: str
+    #: The first value is the good state: "down" is ``!= "running"``.
+    state: Literal["running", "starting", "stopping", "stopped", "crashed", "unknown"] = Field(
+        description="running when the service is up")
+    health: Literal["healthy", "unhealthy", "unknown"] = Field(description="result of the health check")
+    pid: int | None = None
+    uptime: float | None = Field(None, description="seconds since it started")
+
+
 class TargetsModule(Module):
     """``list_targets``, ``target_status``, ``start_target``, ``restart_target``, ``stop_target``."""
 
@@ -140,23 +152,24 @@ class TargetsModule(Module):
             Intent("list_targets", "Every managed service with its state, pid, uptime and health",
                    self.list_targets, ListTargetsParams, Risk.READ,
                    ("status of all services", "list the targets", "which services are running",
-                    "show me every managed service", "are all services up?"), say=_say_targets),
+                    "show me every managed service", "are all services up?", "list services"), say=_say_targets),
             Intent("target_status", "State, pid, uptime, last exit code and health of one managed service",
                    self.target_status, TargetParams, Risk.READ,
                    ("is nginx up?", "status of the web service", "is the worker running",
-                    "how long has redis been up", "check the health of web"), entities=ent),
+                    "how long has redis been up", "check the health of web", "service status"),
+                   entities=ent, result=TargetResult, say=_say_target),
             Intent("start_target", "Start a managed service that is not running",
                    self.start_target, TargetParams, Risk.WRITE,
-                   ("start redis", "bring the worker up", "launch the web service", "start nginx again"),
-                   entities=ent),
+                   ("start redis", "bring the worker up", "launch the web service", "start nginx again", "start the service"),
+                   entities=ent, say=_say_target),
             Intent("restart_target", "Restart a managed service (stop it when running, then start it)",
                    self.restart_target, TargetParams, Risk.WRITE,
                    ("restart the worker", "bounce the web service", "restart nginx", "kick redis",
-                    "give the web app a restart"), entities=ent, timeout=slow),
+                    "give the web app a restart", "restart the service"), entities=ent, timeout=slow, say=_say_target),
             Intent("stop_target", "Stop a managed service (graceful, then forced after its stop timeout)",
                    self.stop_target, TargetParams, Risk.DESTRUCTIVE,
-                   ("stop nginx", "shut down the worker", "take the web service down", "kill redis"),
-                   entities=ent, timeout=slow),
+                   ("stop nginx", "shut down the worker", "take the web service down", "kill redis", "stop the service"),
+                   entities=ent, timeout=slow, say=_say_target),
         ]
 
     def entities(self) -> dict[str, list[str]]:
@@ -256,3 +269,13 @@ class TargetsModule(Module):
             changed = await backend.stop()
         return {"action": "stopped" if changed else "already_stopped", "changed": changed,
                 **await self._status(backend)}
+
+
+# -- how results read in words (Intent.say) -----------------------------------------------------
+
+def _say_target(p: Any, d: dict[str, Any]) -> str:
+    target = d.get("target", d)
+    health = target.get("health")
+    extra = f", health {health}" if health and health != "unknown" else ""
+    pid = f", pid {target.get('pid')}" if target.get("pid") else ""
+    return f"{target.get('name', p.get('name'))} is {target.get('state', 'unknown')}{pid}{extra}"

@@ -1,0 +1,199 @@
+"""Conditions of conditional requests ("... if disk is above 90 %", "... if it's down").
+
+A condition becomes a chain ``when`` (see :mod:`.chains`) over a field that an earlier step's
+result really has: the fields come from the intent's declared result shape (``Intent.result``,
+``"result"`` in ``describe()``). When no field fits, there is no condition: the planner asks
+instead of acting unconditionally.
+
+Conventions read from the result schema: a number field whose name or description names a time
+unit ("age_hours", "days until ...") is compared in that unit ("older than 2 days" is
+``> 48`` for hours); the first value of an enum is its good state ("running" for a service
+state), so "down" is ``!= "running"``; a boolean is good when true ("ok", "running").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from cloudisense.agent.catalog import stem
+from cloudisense.agent.extract import Quantity, field_unit, quantities
+
+_GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
+           r"older\s+than|longer\s+than|past|beyond|>=?)"
+_LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
+        r"newer\s+than|sooner\s+than|<=?)"
+#: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
+_NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
+             "errored", "unsuccessful", "offline"}
+_POSITIVE = {"up", "running", "ok", "okay", "succeeded", "successful", "healthy", "online"}
+_NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
+#: Words that say a percentage.
+_PERCENT = re.compile(r"%|\bpercent\b|\bper\s+cent\b")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of a result schema: its dotted path, JSON type, enum values and words."""
+
+    path: str
+    type: str
+    enum: tuple[Any, ...]
+    words: frozenset[str]
+    name: str
+    description: str
+
+
+def result_fields(schema: dict[str, Any] | None) -> list[Field]:
+    """The leaves of a result JSON-schema (``$ref`` to ``$defs`` followed), in declaration order."""
+    if not schema:
+        return []
+    defs = schema.get("$defs") or {}
+    out: list[Field] = []
+
+    def walk(node: dict[str, Any], prefix: str, depth: int) -> None:
+        if depth > 4:
+            return
+        if "$ref" in node:
+            node = defs.get(node["$ref"].rsplit("/", 1)[-1], {})
+        for name, spec in (node.get("properties") or {}).items():
+            if not isinstance(spec, dict):
+                continue
+            if "$ref" in spec:
+                spec = defs.get(spec["$ref"].rsplit("/", 1)[-1], {})
+            path = f"{prefix}{name}"
+            if spec.get("properties"):
+                walk(spec, path + ".", depth + 1)
+                continue
+            typ = spec.get("type")
+            enum = tuple(spec.get("enum") or ())
+            for alt in spec.get("anyOf") or []:
+                if isinstance(alt, dict) and alt.get("type") not in (None, "null"):
+                    typ = typ or alt.get("type")
+                    enum = enum or tuple(alt.get("enum") or ())
+            if enum and not typ:
+                typ = "string"
+            desc = str(spec.get("description", ""))
+            words = {stem(w) for w in re.findall(r"[a-z]+", f"{path.replace('.', ' ').replace('_', ' ')} {desc}".lower())}
+            out.append(Field(path, str(typ or "any"), enum, frozenset(words), name, desc))
+
+    walk(schema, "", 0)
+    return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A compiled condition on one field."""
+
+    field: Field
+    op: str
+    value: Any
+    #: How well the condition's words fit the field (higher is better).
+    score: float
+
+    def when(self, step_id: str) -> str:
+        """The chain condition over step ``step_id``'s result."""
+        return f"${{{step_id}.data.{self.field.path}}} {self.op} {json.dumps(self.value)}"
+
+
+def _words(text: str) -> set[str]:
+    return {stem(w) for w in re.findall(r"[a-z]+", text.lower())}
+
+
+def compile_condition(text: str, fields: list[Field]) -> Condition | None:
+    """The condition ``text`` says over one of ``fields``, or ``None`` when none fits."""
+    low = text.lower()
+    words = _words(low)
+    if _PERCENT.search(low):
+        words.add("percent")
+    numeric = _numeric(low, words, fields)
+    if numeric is not None:
+        return numeric
+    return _state(low, words, fields)
+
+
+def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None:
+    m = re.search(rf"(?:is\s+|are\s+|gets?\s+|goes\s+|has\s+|have\s+|with\s+)?(?P<op>{_GREATER}|{_LESS})\s*", low)
+    if not m:
+        return None
+    op = ">" if re.fullmatch(_GREATER, m.group("op").strip()) else "<"
+    if _NOT.search(low[:m.start()]):
+        op = "<=" if op == ">" else ">="  # "not above 90" / "unless it is above 90"
+    rest = low[m.end():]
+    nums = [q for q in quantities(rest)]
+    pct = re.match(r"\s*(\d+(?:\.\d+)?)\s*(?:%|percent)", rest)
+    if pct:
+        nums.insert(0, Quantity(float(pct.group(1)), None, 0, pct.end()))
+    if not nums:
+        return None
+    q = nums[0]
+    best: tuple[float, Field] | None = None
+    for f in fields:
+        if f.type not in ("number", "integer"):
+            continue
+        score = len(f.words & words) + (0.5 if f.path.count(".") == 0 else 0.0)
+        if q.minutes is not None and field_unit(f.name, {"description": f.description}) is not None:
+            score += 1
+        if score >= 1 and (best is None or score > best[0]):
+            best = (score, f)
+    if best is None:
+        return None
+    field = best[1]
+    value: float = q.value
+    unit = field_unit(field.name, {"description": field.description})
+    if q.minutes is not None and unit is not None:
+        value = q.minutes / unit
+    number: Any = int(value) if float(value).is_integer() else round(value, 3)
+    return Condition(field, op, number, best[0])
+
+
+def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
+    negated = bool(_NOT.search(low))
+    raw = set(re.findall(r"[a-z]+", low))
+    # A state named by its own value: "if it is stopped", "if it's not running".
+    for f in fields:
+        for value in f.enum:
+            if isinstance(value, str) and value.lower() in raw:
+                return Condition(f, "!=" if negated else "==", value, 3)
+    bad = bool(raw & _NEGATIVE)
+    good = bool(raw & _POSITIVE)
+    if not (bad or good):
+        return None
+    wants_good = good and not bad
+    if negated:
+        wants_good = not wants_good
+    flags = [f for f in fields if f.type == "boolean"]
+    if flags:
+        field = max(flags, key=lambda f: len(f.words & words))
+        return Condition(field, "==", wants_good, 2)
+    enums = [f for f in fields if f.enum and isinstance(f.enum[0], str)]
+    if enums:
+        field = enums[0]
+        return Condition(field, "==" if wants_good else "!=", field.enum[0], 2)
+    return None
+
+
+_IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
+
+
+def split_condition(segment: str) -> tuple[str, str | None]:
+    """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down")."""
+    m = _IF.search(segment)
+    if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
+                          segment[:m.start()], re.I):
+        return segment, None
+    before, after = segment[:m.start()].strip(" ,"), segment[m.end():].strip(" ,.?")
+    if m.group("word").lower() == "unless":
+        after = f"not {after}"  # "unless it's running" is "if it's not running"
+    if not before:
+        # "if the backup failed, start a new one"
+        cond, _, action = after.partition(",")
+        if not action.strip():
+            parts = re.split(r"\s+then\s+", after, maxsplit=1)
+            if len(parts) == 2:
+                return parts[1].strip(), parts[0].strip()
+            return "", after
+        return action.strip(), cond.strip()
+    return before, after
