@@ -209,7 +209,9 @@ async def test_rpc_success_and_error_shapes(node: Running) -> None:
     # The exact bytes on the wire decode to the same keys: no extra fields, ints not floats.
     await ws.send({"type": "rpc", "requestid": "raw-1", "intent": "list_channels"})
     raw = await asyncio.wait_for(ws.conn.read_message(), 10)
-    assert isinstance(raw, str) and '"timestamp": ' in raw and '"requestid": "raw-1"' in raw
+    assert isinstance(raw, str)
+    wire = json.loads(raw)
+    assert wire["requestid"] == "raw-1" and type(wire["timestamp"]) is int and type(wire["code"]) is int
     ws.close()
 
 

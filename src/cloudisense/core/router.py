@@ -115,6 +115,9 @@ class MessageRouter:
             if kind != "rpc":
                 raise BadRequest(f"unknown message type {protocol.short_repr(kind)}; clients send type 'rpc'")
             request = protocol.parse_rpc(decoded)
+        except protocol.BadFrame as exc:
+            await self._answer(client, protocol.error(exc.requestid, exc.code, exc.message))
+            return
         except CloudisenseError as exc:
             await self._answer(client, protocol.error(rid, exc.code, exc.message))
             return
