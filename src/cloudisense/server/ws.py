@@ -34,8 +34,8 @@ class WebSocketClient(Client):
     and never stalls others.
 
     Backpressure: a request counts as pending from the frame's arrival until its
-    answer is on the socket (Tornado's write future resolved), and every byte
-    handed to Tornado counts as unwritten until then. While pending requests
+    answer is handed to Tornado, and from then its bytes (like every event's) count
+    as unwritten until the socket has taken them (Tornado's write future resolved). While pending requests
     reach ``max_pending`` or unwritten bytes reach ``max_unwritten``, the socket
     is not read (:meth:`RpcSocket.on_message` returns :meth:`paused`, which
     Tornado awaits before reading the next frame); a peer that stays over the
@@ -128,7 +128,9 @@ class WebSocketClient(Client):
             # Events queued before this response go out first (a stream's last deltas before its result).
             if not self._events.empty():
                 self._flush_queued_events()
-            await self._write(text)
+            # Not awaited (a loop turn per request saved): the answer's bytes count as unwritten
+            # until the socket takes them, and that bound pauses reading (see the class docstring).
+            self._write(text)
         except WebSocketClosedError:
             self._closed = True
 
