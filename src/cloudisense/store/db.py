@@ -50,10 +50,7 @@ class Database:
 
     async def migrate(self, namespace: str, steps: Sequence[str]) -> None:
         """Apply the not yet applied ``steps`` (SQL scripts, in order) of ``namespace``."""
-        async with self.conn.execute(
-            "SELECT version FROM schema_versions WHERE namespace = ?", (namespace,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self.fetchone("SELECT version FROM schema_versions WHERE namespace = ?", (namespace,))
         current = row[0] if row else 0
         for version, script in enumerate(steps, start=1):
             if version <= current:
@@ -73,11 +70,16 @@ class Database:
         return cur.lastrowid or 0
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        """All rows of a query."""
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        """All rows of a query.
+
+        Read in one step, so no statement stays open between two awaits: an open read would
+        hold a snapshot, and a write of this connection queued meanwhile would then fail with
+        "database is locked" (SQLITE_BUSY_SNAPSHOT, no waiting) whenever the audit writer's
+        own connection had committed since.
+        """
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        """The first row of a query, or ``None``."""
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        """The first row of a query, or ``None`` (read in one step, see :meth:`fetchall`)."""
+        rows = await self.conn.execute_fetchall(sql, params)
+        return next(iter(rows), None)
