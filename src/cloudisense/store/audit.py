@@ -69,7 +69,7 @@ def redact(value: Any) -> Any:
 
 
 
-_COLUMNS = ("id", "ts", "user", "role", "client_kind", "client_id", "requestid", "parent_requestid", "intent",
+_COLUMNS = ("ts", "user", "role", "client_kind", "client_id", "requestid", "parent_requestid", "intent",
             "params", "outcome", "code", "message", "duration_ms", "decision", "rule")
 _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _FINISH = ("UPDATE audit SET outcome = ?, code = ?, message = ?, duration_ms = ?, decision = ?, rule = ?"
@@ -94,8 +94,8 @@ Row = tuple[Any, ...]
 Op = tuple[str, Row]
 
 
-def _row(audit_id: int, rec: AuditRecord) -> Row:
-    return (audit_id, rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid,
+def _row(rec: AuditRecord) -> Row:
+    return (rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid,
             rec.parent_requestid, rec.intent, dumps(rec.params), rec.outcome, rec.code, rec.message,
             rec.duration_ms, rec.decision, rec.rule)
 
@@ -118,20 +118,19 @@ class AuditLog:
     the lock and retries row by row, so one bad row fails only its own request. The fast
     connection does not checkpoint by itself (that can mean an fsync); the worker thread
     runs a passive checkpoint every :data:`CHECKPOINT_EVERY` commits. Reads use the
-    node's shared connection (WAL: readers never wait for the writer). Row ids are handed
-    out here, so :meth:`begin` can return the id its :meth:`finish` updates.
+    node's shared connection (WAL: readers never wait for the writer). Each insert hands
+    its row id back, so :meth:`begin` can return the id its :meth:`finish` updates.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._batch: list[Op] = []
-        self._batch_done: asyncio.Future[dict[int, BaseException]] | None = None
+        self._batch_done: asyncio.Future[list[int | BaseException]] | None = None
         self._wake: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._fast: sqlite3.Connection | None = None
         self._conn: sqlite3.Connection | None = None
-        self._last_id = 0
         self._commits = 0
         self._checkpoint: asyncio.Future[Any] | None = None
 
@@ -140,10 +139,6 @@ class AuditLog:
         await self._db.migrate("audit", MIGRATIONS)
         await self._db.execute("UPDATE audit SET outcome = ?, code = 500, message = ? WHERE outcome = ?",
                                (INTERRUPTED, INTERRUPTED_MESSAGE, STARTED))
-        row = await self._db.fetchone(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM audit), 0),"
-            " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0))")
-        self._last_id = int(row[0]) if row else 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect, 30.0)
         self._fast = self._connect(0.0)
@@ -182,24 +177,21 @@ class AuditLog:
 
     async def record(self, rec: AuditRecord) -> None:
         """Store ``rec``; returns once it is committed."""
-        self._last_id += 1
         # Serialised here, so a record that can't be encoded fails only its own request.
-        await self._submit((_INSERT, _row(self._last_id, self._prepare(rec))))
+        await self._submit((_INSERT, _row(self._prepare(rec))))
 
     async def begin(self, rec: AuditRecord) -> int:
         """Store ``rec`` as :data:`STARTED` before its action runs; returns the row id for :meth:`finish`."""
         rec.outcome, rec.code = STARTED, STARTED_CODE
-        self._last_id += 1
-        audit_id = self._last_id
-        await self._submit((_INSERT, _row(audit_id, self._prepare(rec))))
-        return audit_id
+        return await self._submit((_INSERT, _row(self._prepare(rec))))
 
     async def finish(self, audit_id: int, rec: AuditRecord) -> None:
         """Replace the :data:`STARTED` row ``audit_id`` with the outcome in ``rec``; returns once committed."""
         await self._submit((_FINISH, (rec.outcome, rec.code, rec.message, rec.duration_ms, rec.decision, rec.rule,
                                       audit_id)))
 
-    async def _submit(self, op: Op) -> None:
+    async def _submit(self, op: Op) -> int:
+        """Queue ``op`` for the next batch; its row id once committed (or its error)."""
         if self._writer is None or self._writer.done():
             raise RuntimeError("the audit writer is not running")
         if self._batch_done is None:
@@ -209,9 +201,10 @@ class AuditLog:
         batch.append(op)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
-        failures = await done
-        if index in failures:
-            raise failures[index]
+        result = (await done)[index]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -224,21 +217,21 @@ class AuditLog:
             self._batch, self._batch_done = [], None
             assert done is not None
             try:
-                failures = self._write_fast(batch)
-                if failures is None:
-                    failures = await loop.run_in_executor(self._thread, self._write, batch)
+                results = self._write_fast(batch)
+                if results is None:
+                    results = await loop.run_in_executor(self._thread, self._write, batch)
             except BaseException as exc:  # never leave a request waiting on a batch
-                done.set_result({i: exc for i in range(len(batch))})
+                done.set_result([exc] * len(batch))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            done.set_result(failures)
+            done.set_result(results)
             self._commits += 1
             if self._commits % CHECKPOINT_EVERY == 0 and (self._checkpoint is None or self._checkpoint.done()):
                 self._checkpoint = loop.run_in_executor(self._thread, self._run_checkpoint)
 
-    def _write_fast(self, batch: list[Op]) -> dict[int, BaseException] | None:
-        """The batch in one transaction on the loop's connection; ``None`` when the worker must do it."""
+    def _write_fast(self, batch: list[Op]) -> list[int | BaseException] | None:
+        """The batch in one transaction on the loop's connection (row ids); ``None`` when the worker must do it."""
         conn = self._fast
         assert conn is not None
         try:
@@ -246,10 +239,9 @@ class AuditLog:
         except sqlite3.OperationalError:
             return None
         try:
-            for sql, row in batch:
-                conn.execute(sql, row)
+            ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
             conn.execute("COMMIT")
-            return {}
+            return ids
         except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -263,30 +255,29 @@ class AuditLog:
         except sqlite3.Error:
             log.warning("audit: WAL checkpoint failed", exc_info=True)
 
-    def _write(self, batch: list[Op]) -> dict[int, BaseException]:
-        """(Writer thread) the batch in one transaction, else op by op; the failures by index."""
+    def _write(self, batch: list[Op]) -> list[int | BaseException]:
+        """(Writer thread) the batch in one transaction, else op by op; a row id or an error per op."""
         conn = self._conn
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for sql, row in batch:
-                conn.execute(sql, row)
+            ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
             conn.execute("COMMIT")
-            return {}
+            return ids
         except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         # After a failed group commit: each op alone, so one bad row fails only its own request.
-        failures: dict[int, BaseException] = {}
-        for index, (sql, row) in enumerate(batch):
+        results: list[int | BaseException] = []
+        for sql, row in batch:
             try:
                 try:
-                    conn.execute(sql, row)
+                    results.append(conn.execute(sql, row).lastrowid or 0)
                 except UnicodeEncodeError:
-                    conn.execute(sql, _printable(row))
+                    results.append(conn.execute(sql, _printable(row)).lastrowid or 0)
             except Exception as exc:
-                failures[index] = exc
-        return failures
+                results.append(exc)
+        return results
 
     async def query(self, limit: int = 50, intent: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
         """Newest records first, optionally for one intent or user."""
