@@ -118,7 +118,7 @@ class LoginLimiter:
         if entry is None:
             return 0.0
         count, last = entry
-        if now - last >= self._window or last <= unlocked_at:
+        if now - last >= self._window or last < unlocked_at:
             del self._failures[key]
             return 0.0
         if count < self._max:
@@ -134,7 +134,7 @@ class LoginLimiter:
         wait = self._wait(_key(username, address), self._clock(), unlocked_at)
         if wait > 0:
             raise TooManyRequests(f"too many failed logins for this user from this address; try again in "
-                                  f"{math.ceil(wait)} s (an admin can clear this with: cloudisense user unlock NAME)")
+                                  f"{math.ceil(wait - 1e-6)} s (an admin can clear this with: cloudisense user unlock NAME)")
 
     def failed(self, username: str, address: str) -> None:
         """Count one failure of this user at this address."""
