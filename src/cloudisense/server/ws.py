@@ -35,9 +35,9 @@ class WebSocketClient(Client):
 
     Backpressure: a request counts as pending from the frame's arrival until its
     answer is handed to Tornado, and from then its bytes (like every event's) count
-    as unwritten until the socket has taken them (Tornado's write future resolved). While pending requests
-    reach ``max_pending`` or unwritten bytes reach ``max_unwritten``, the socket
-    is not read (:meth:`RpcSocket.on_message` returns :meth:`paused`, which
+    as unwritten until the socket has taken them (Tornado's write future resolved).
+    While pending requests reach ``max_pending`` or unwritten bytes reach
+    ``max_unwritten``, the socket is not read (:meth:`RpcSocket.on_message` returns :meth:`paused`, which
     Tornado awaits before reading the next frame); a peer that stays over the
     byte limit for ``stall_timeout`` seconds is closed with code 1008.
     """
@@ -53,7 +53,7 @@ class WebSocketClient(Client):
         self.max_pending = max_pending
         self.max_unwritten = max_unwritten
         self.stall_timeout = stall_timeout
-        #: Requests read whose answer is not yet on the socket.
+        #: Requests read whose answer is not yet handed to Tornado.
         self.pending = 0
         #: Bytes handed to Tornado and not yet taken by the socket.
         self.unwritten = 0
