@@ -16,6 +16,9 @@ sends the same frame to both:
 
 "1 client" is one connection sending a request, waiting for its answer, and so on.
 "N clients" is N connections doing that at once. Prints a table; asserts nothing.
+
+``--before DIR`` also measures the node from another source tree in the same alternating
+rounds (an older version: ``git archive <commit> src | tar -x -C DIR``, then ``--before DIR/src``).
 """
 
 from __future__ import annotations
@@ -86,10 +89,11 @@ async def serve_node(data_dir: str) -> None:
 # -- load generator ------------------------------------------------------------------------
 
 
-def start(kind: str, data_dir: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start a server process; returns it and what it printed (port, token)."""
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--data-dir", data_dir],
-                            stdout=subprocess.PIPE, text=True)
+def start(kind: str, data_dir: str, source: str | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start a server process (``source``: import cloudisense from there); returns it and what it printed."""
+    env = {**os.environ, "PYTHONPATH": source} if source else None
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "node" if kind == "before" else kind,
+                             "--data-dir", data_dir], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -135,21 +139,22 @@ async def measure(url: str, clients: int, seconds: float, check: bool) -> float:
     return sum(counts) / elapsed
 
 
-async def run(seconds: float, many: int, rounds: int) -> None:
+async def run(seconds: float, many: int, rounds: int, before: str | None = None) -> None:
     """Measure echo and node in alternating rounds (so both see the same machine load), print medians."""
     import statistics
 
+    kinds = ["echo", "node"] + (["before"] if before else [])
     samples: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {kind: start(kind, str(Path(tmp) / kind)) for kind in ("echo", "node")}
+        servers = {kind: start(kind, str(Path(tmp) / kind), before if kind == "before" else None) for kind in kinds}
         try:
             urls = {}
             for kind, (_, info) in servers.items():
-                urls[kind] = f"ws://127.0.0.1:{info['port']}/ws" + (f"?token={info['token']}" if kind == "node" else "")
+                urls[kind] = f"ws://127.0.0.1:{info['port']}/ws" + (f"?token={info['token']}" if kind != "echo" else "")
             for _ in range(rounds):
                 for clients in (1, many):
-                    for kind in ("echo", "node"):
-                        rate = await measure(urls[kind], clients, seconds, check=kind == "node")
+                    for kind in kinds:
+                        rate = await measure(urls[kind], clients, seconds, check=kind != "echo")
                         samples.setdefault((kind, clients), []).append(rate)
         finally:
             for proc, _ in servers.values():
@@ -157,12 +162,17 @@ async def run(seconds: float, many: int, rounds: int) -> None:
                 proc.wait(10)
     print(f"RPC round trips per second (median of {rounds} alternating rounds of {seconds:g} s, "
           f"intent {INTENT}, {os.cpu_count()} CPUs)")
-    print(f"{'clients':>8} | {'tornado echo':>12} | {'cloudisense':>12} | {'ratio':>6}")
-    print("-" * 49)
+    extra = f" | {'before':>8} | {'ratio':>6}" if before else ""
+    print(f"{'clients':>8} | {'tornado echo':>12} | {'cloudisense':>12} | {'ratio':>6}{extra}")
+    print("-" * (49 + len(extra)))
     for clients in (1, many):
         echo = statistics.median(samples[("echo", clients)])
         node = statistics.median(samples[("node", clients)])
-        print(f"{clients:>8} | {echo:>12,.0f} | {node:>12,.0f} | {node / echo:>6.2f}")
+        line = f"{clients:>8} | {echo:>12,.0f} | {node:>12,.0f} | {node / echo:>6.2f}"
+        if before:
+            old = statistics.median(samples[("before", clients)])
+            line += f" | {old:>8,.0f} | {old / echo:>6.2f}"
+        print(line)
 
 
 def main() -> None:
@@ -171,6 +181,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients of the second figure")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
+    parser.add_argument("--before", help="also measure the node imported from this source folder (an older version)")
     parser.add_argument("--serve", choices=["echo", "node"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,7 +190,7 @@ def main() -> None:
     elif args.serve == "node":
         asyncio.run(serve_node(args.data_dir))
     else:
-        asyncio.run(run(args.seconds, args.clients, args.rounds))
+        asyncio.run(run(args.seconds, args.clients, args.rounds, args.before))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.errors import CloudisenseError
@@ -31,9 +33,21 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (or CLOU
 DataDirOpt = typer.Option(None, "--data-dir", help="Data folder (or CLOUDISENSE_DATA_DIR).")
 
 
+#: Terminal control sequences (CSI, OSC, other escapes) and C0/C1 control characters except tab
+#: and newline: text from logs, models and alerts must not move the cursor, retitle the
+#: terminal or hide what precedes it.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?"
+                      r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: Any) -> Text:
+    """``value`` as literal terminal text: never rich markup, control sequences removed."""
+    return Text(_CONTROL.sub("", str(value)))
+
+
 def fail(message: str, code: int = 1) -> None:
-    """Print an error in plain words and exit."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print an error in plain words and exit (the message may quote data: printed literally)."""
+    err.print(Text.assemble(("error: ", "red"), plain(message)), highlight=False)
     raise typer.Exit(code)
 
 
@@ -193,6 +207,40 @@ def user_passwd(
     settings = settings_from(config, data_dir)
     _with_users(settings, lambda users: users.set_password(name, client_credential(password)))
     console.print(f"password of {name} changed")
+
+
+@user_app.command("unlock")
+def user_unlock(
+    name: str,
+    config: Optional[Path] = ConfigOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Forgive a user's failed logins (every address), also on a running node."""
+    from cloudisense.store.db import Database
+    from cloudisense.store.logins import LoginUnlocks
+
+    settings = settings_from(config, data_dir)
+
+    async def unlock() -> bool:
+        db = Database(settings.db_path)
+        await db.open()
+        try:
+            from cloudisense.store.users import UserStore
+
+            users = UserStore(db)
+            await users.start()
+            if await users.get(name) is None:
+                return False
+            unlocks = LoginUnlocks(db)
+            await unlocks.start()
+            await unlocks.unlock(name)
+            return True
+        finally:
+            await db.close()
+
+    if not asyncio.run(unlock()):
+        fail(f"no user {name!r}; cloudisense user list shows the users")
+    console.print(f"failed logins of {name} forgiven: {name} may log in again at once", markup=False)
 
 
 @user_app.command("list")
@@ -520,7 +568,7 @@ async def _conversation(url: str, user: str, password: str, texts: Any, session:
                     data = await conn.call("confirm_action", {"approval_id": approval["approval_id"],
                                                               "approve": approve}, timeout=3600)
                 except RpcError as exc:
-                    err.print(f"[red]{exc.message}[/red]")
+                    err.print(plain(exc.message), style="red", highlight=False)
                     code = 1
                     break
                 _show_answer(data, as_json)
@@ -561,7 +609,8 @@ def _show_answer(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, default=str))
         return
-    console.print(f"[bold green]assistant>[/bold green] {data.get('answer') or data.get('question') or ''}",
+    # The answer quotes logs and model text: literal text, never markup.
+    console.print(Text.assemble(("assistant> ", "bold green"), plain(data.get("answer") or data.get("question") or "")),
                   highlight=False)
 
 

@@ -72,6 +72,11 @@ class ServerSettings(Section):
     max_inflight_per_client: int = Field(256, ge=1)
     #: Events queued per client before new ones are dropped (and counted).
     client_queue_size: int = Field(1000, ge=1)
+    #: Bytes written to a connection but not yet taken by its peer above which the server stops
+    #: reading that connection's requests until they drain (backpressure on a slow reader).
+    max_unwritten_bytes: int = Field(4_194_304, ge=65_536)
+    #: A connection whose unwritten bytes stay above the limit this many seconds is closed (1008).
+    write_stall_timeout: float = Field(60.0, gt=0, description="seconds")
     #: Serve the browser dashboard at ``/``.
     dashboard: bool = True
 

@@ -16,6 +16,7 @@ from cloudisense.core.pubsub import PubSub
 from cloudisense.core.router import MessageRouter
 from cloudisense.store.audit import AuditLog
 from cloudisense.store.db import Database
+from cloudisense.store.logins import LoginUnlocks
 from cloudisense.store.users import User, UserStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Node:
         self.db = Database(settings.db_path)
         self.audit = AuditLog(self.db)
         self.users = UserStore(self.db)
+        self.unlocks = LoginUnlocks(self.db)
         self.registry = IntentRegistry()
         self.pubsub = PubSub(self.identity, on_drop=self.metrics.dropped.inc)
         self.router = MessageRouter(self)
@@ -113,6 +115,7 @@ class Node:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.open()
         await self.users.start()
+        await self.unlocks.start()
         await self.audit.start()
         self.load_modules()
         for module in self.modules.values():

@@ -88,15 +88,20 @@ async def _malformed_logins(base: str) -> None:
 async def test_rate_limit_is_not_bypassed_by_case_or_spaces(running: Running) -> None:
     base = running.url
     limit = running.node.settings.auth.login_max_failures
+    clock = [1000.0]  # frozen: the backoff after the last failure must not pass during the test
+    running.node.login_limiter = LoginLimiter(limit, running.node.settings.auth.login_window, clock=lambda: clock[0])
     for _ in range(limit):
         assert (await authorize(base, f"username=oper&password={client_credential('wrong')}")).code == 401
+    assert (await authorize(base, f"username=oper&password={client_credential('wrong')}")).code == 429
+    clock[0] += 2.0  # past the first backoff (1 s): one more failure doubles it
+    assert (await authorize(base, f"username=oper&password={client_credential('wrong')}")).code == 401
     # Variants are other (non-existent) accounts: they can't log in as oper, even with its password.
     good = client_credential(PASSWORDS["oper"])
     for variant in ("Oper", "OPER", " oper", "oper ", "oper\t", "ｏｐｅｒ"):
         resp = await authorize(base, json.dumps({"username": variant, "password": good}), "application/json")
         assert resp.code in (401, 429), variant
         assert "access" not in resp.body.decode()
-    # And oper itself stays locked for the window even with the right password.
+    # And oper itself waits out its backoff at this address even with the right password.
     locked = await authorize(base, f"username=oper&password={good}")
     assert locked.code == 429
 
@@ -105,7 +110,7 @@ def test_login_limiter_memory_is_bounded_for_long_names() -> None:
     limiter = LoginLimiter(max_failures=3, window_seconds=60)
     for i in range(50):
         limiter.failed(f"{i}" + "x" * 1_000_000, f"10.0.0.{i}")
-    assert max(len(key) for key in limiter._failures) <= 200
+    assert max(len(name) + len(address) for name, address in limiter._failures) <= 200
 
 
 async def test_refresh_needs_a_refresh_token_and_rereads_the_role(running: Running) -> None:

@@ -5,11 +5,17 @@ of what will run, who asked, and the rest of the plan so the executor can
 continue after a restart. States::
 
     pending ──approve──► approved ──consume (once)──► consumed
-       │ └──reject──► rejected
-       └──ttl──► expired
+       │ └──reject──► rejected        │
+       └──ttl──► expired ◄────────────┘ node restarted before it ran, or ttl passed unconsumed
 
 Consumption is one atomic ``UPDATE ... WHERE status = 'approved'``: an approval
-confirmed twice still runs once.
+confirmed twice still runs once. Approval and consumption are two commits (the
+decision, then the gate's consume just before the action runs), so an approval can
+be left ``approved`` by a crash between them: nothing ran then. :meth:`ApprovalStore.start`
+marks such approvals ``expired`` with a reason that says so (they are never run later
+by surprise), and :meth:`ApprovalStore.expire_due` expires an approved one not consumed
+before its expiry. Once consumed, the action's own audit row (``started`` before it runs)
+tells whether it finished.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ MIGRATIONS = [
     CREATE INDEX approvals_session ON approvals(session);
     """
 ]
+
+
+#: Reasons given to approvals expired after they were approved (nothing ran in either case).
+RESTARTED = "the node restarted after the approval and before the action ran; nothing ran: ask again"
+UNCONSUMED = "approved but not run before the approval expired; nothing ran: ask again"
 
 
 def canonical(params: dict[str, Any]) -> str:
@@ -112,9 +123,14 @@ class ApprovalStore:
         self.ttl = ttl
         self._clock = clock
 
-    async def start(self) -> None:
-        """Create the table if needed."""
+    async def start(self) -> list[str]:
+        """Create the table if needed; expire approvals a stopped node left approved but not run (their ids)."""
         await self._db.migrate("approvals", MIGRATIONS)
+        rows = await self._db.fetchall("SELECT id FROM approvals WHERE status = 'approved'")
+        if rows:
+            await self._db.execute(
+                "UPDATE approvals SET status = 'expired', reason = ? WHERE status = 'approved'", (RESTARTED,))
+        return [r["id"] for r in rows]
 
     async def create(self, *, requester: str, requester_role: str, intent: str, params: dict[str, Any],
                      risk: str, description: str, rule: str | None = None, session: str | None = None,
@@ -156,13 +172,16 @@ class ApprovalStore:
         return [_row(r) for r in rows]
 
     async def expire_due(self) -> list[str]:
-        """Mark pending approvals past their expiry as ``expired``; returns their ids."""
+        """Mark pending (and approved but never consumed) approvals past their expiry ``expired``; their ids."""
         now = self._clock()
-        rows = await self._db.fetchall("SELECT id FROM approvals WHERE status = 'pending' AND expires <= ?", (now,))
+        rows = await self._db.fetchall(
+            "SELECT id FROM approvals WHERE status IN ('pending', 'approved') AND expires <= ?", (now,))
         if rows:
             await self._db.execute(
-                "UPDATE approvals SET status = 'expired', decided_at = ? WHERE status = 'pending' AND expires <= ?",
-                (now, now))
+                "UPDATE approvals SET status = 'expired', decided_at = COALESCE(decided_at, ?),"
+                " reason = CASE status WHEN 'approved' THEN ? ELSE reason END"
+                " WHERE status IN ('pending', 'approved') AND expires <= ?",
+                (now, UNCONSUMED, now))
         return [r["id"] for r in rows]
 
     async def decide(self, approval_id: str, *, approve: bool, user: str, role: Role | str,

@@ -83,8 +83,11 @@ class SessionMemory:
                 if row["user"] != user and not admin:
                     raise Forbidden(f"session {session} belongs to another user; start a new session")
                 return session
-            await self._db.execute("INSERT INTO agent_sessions (id, user, created, updated) VALUES (?, ?, ?, ?)",
-                                   (session, user, now, now))
+            # Concurrent first requests of one session race here: the loser must not fail.
+            await self._db.execute("INSERT INTO agent_sessions (id, user, created, updated) VALUES (?, ?, ?, ?)"
+                                   " ON CONFLICT(id) DO NOTHING", (session, user, now, now))
+            if await self.owner(session) != user and not admin:
+                raise Forbidden(f"session {session} belongs to another user; start a new session")
             return session
         sid = new_session_id()
         await self._db.execute("INSERT INTO agent_sessions (id, user, created, updated) VALUES (?, ?, ?, ?)",

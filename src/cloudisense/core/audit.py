@@ -21,17 +21,27 @@ class AuditRecord:
     requestid: str | None
     intent: str
     params: dict[str, Any]
-    outcome: str  # "success" | "error" | "denied" | "pending_approval"
+    #: "success" | "error" | "denied" | "pending_approval"; "started" while a write or destructive
+    #: action runs, "interrupted" when the node stopped before it finished.
+    outcome: str
     code: int
     message: str | None
     duration_ms: float
     decision: str | None = None
     rule: str | None = None
     ts: float = 0.0
+    #: The request a sub-call ran for (``CallOrigin.requestid``), else ``None``.
+    parent_requestid: str | None = None
 
 
 class AuditSink(Protocol):
-    """Where audit records go; ``record`` returns once the record is durable."""
+    """Where audit records go; every method returns once what it wrote is durable."""
 
     async def record(self, record: AuditRecord) -> None:
-        """Persist ``record``."""
+        """Persist ``record`` (a request that changed nothing, or was refused)."""
+
+    async def begin(self, record: AuditRecord) -> int:
+        """Persist ``record`` as started, before its action runs; returns an id for :meth:`finish`."""
+
+    async def finish(self, audit_id: int, record: AuditRecord) -> None:
+        """Replace the started record ``audit_id`` with the outcome in ``record``."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -89,44 +89,76 @@ class TokenService:
 #: Usernames are at most 64 characters; a longer one is counted under its first this many, so a
 #: spray of megabyte-long names can't fill memory (the key count is bounded separately).
 MAX_KEY_CHARS = 128
+#: Keys kept before expired ones are pruned (and, if still over, the oldest dropped).
+MAX_KEYS = 100_000
 
 
 class LoginLimiter:
-    """Counts failed logins per user and per address in a sliding window."""
+    """Slows down password guessing without letting anyone lock out the real owner.
 
-    def __init__(self, max_failures: int, window_seconds: float) -> None:
+    Failures are counted per (username, address) pair, so guesses from one address never
+    slow down the same user logging in from another. The first ``max_failures`` failures
+    of a pair are free; each further one makes the pair wait twice as long as the one
+    before (1 s, 2 s, 4 s, ... at most ``window`` seconds) before its next attempt. A pair
+    with no failure for ``window`` seconds starts over, and a good login clears it.
+    An admin clears every pair of a user with :meth:`unlock` (``cloudisense user unlock``).
+    Attempts refused while waiting are not counted, so waiting never grows by itself.
+    """
+
+    def __init__(self, max_failures: int, window_seconds: float, clock: Any = time.time) -> None:
         self._max = max_failures
         self._window = window_seconds
-        self._failures: dict[str, deque[float]] = {}
+        self._clock = clock
+        #: key -> (failures, time of the last failure)
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and q[0] <= now - self._window:
-            q.popleft()
-        return q
+    def _wait(self, key: tuple[str, str], now: float, unlocked_at: float) -> float:
+        """Seconds ``key`` must still wait (0: may try now)."""
+        entry = self._failures.get(key)
+        if entry is None:
+            return 0.0
+        count, last = entry
+        if now - last >= self._window or last < unlocked_at:
+            del self._failures[key]
+            return 0.0
+        if count < self._max:
+            return 0.0
+        delay = min(float(self._window), 2.0 ** (count - self._max))
+        return max(0.0, last + delay - now)
 
-    def check(self, username: str, address: str) -> None:
-        """Raise :class:`TooManyRequests` while either key is over the limit."""
-        now = time.monotonic()
-        for key in _keys(username, address):
-            q = self._recent(key, now)
-            if len(q) >= self._max:
-                wait = int(q[0] + self._window - now) + 1
-                raise TooManyRequests(f"too many failed logins; try again in {wait} s")
+    def check(self, username: str, address: str, unlocked_at: float = 0.0) -> None:
+        """Raise :class:`TooManyRequests` while this user must wait at this address.
+
+        ``unlocked_at``: epoch seconds of the user's last admin unlock (failures before it are forgiven).
+        """
+        wait = self._wait(_key(username, address), self._clock(), unlocked_at)
+        if wait > 0:
+            raise TooManyRequests(f"too many failed logins for this user from this address; try again in "
+                                  f"{math.ceil(wait - 1e-6)} s (an admin can clear this with: cloudisense user unlock NAME)")
 
     def failed(self, username: str, address: str) -> None:
-        """Count one failure for both keys."""
-        now = time.monotonic()
-        for key in _keys(username, address):
-            self._recent(key, now).append(now)
-        if len(self._failures) > 100_000:  # bound memory under a spray of names
-            self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+        """Count one failure of this user at this address."""
+        now = self._clock()
+        key = _key(username, address)
+        count, _ = self._failures.get(key, (0, now))
+        self._failures[key] = (count + 1, now)
+        if len(self._failures) > MAX_KEYS:  # bound memory under a spray of names and addresses
+            self._failures = {k: v for k, v in self._failures.items() if now - v[1] < self._window}
+            while len(self._failures) > MAX_KEYS:
+                del self._failures[next(iter(self._failures))]  # oldest first (insertion order)
 
-    def succeeded(self, username: str) -> None:
-        """A good login clears that user's count (not the address's)."""
-        self._failures.pop(_keys(username, "")[0], None)
+    def succeeded(self, username: str, address: str) -> None:
+        """A good login clears that user's count at that address."""
+        self._failures.pop(_key(username, address), None)
+
+    def unlock(self, username: str) -> int:
+        """Forget every failure of ``username`` (any address); how many addresses were waiting."""
+        keys = [k for k in self._failures if k[0] == username[:MAX_KEY_CHARS]]
+        for k in keys:
+            del self._failures[k]
+        return len(keys)
 
 
-def _keys(username: str, address: str) -> tuple[str, str]:
-    """The limiter's keys for one attempt (long names cut, see :data:`MAX_KEY_CHARS`)."""
-    return f"user:{username[:MAX_KEY_CHARS]}", f"addr:{address[:MAX_KEY_CHARS]}"
+def _key(username: str, address: str) -> tuple[str, str]:
+    """The limiter's key for one attempt (long names cut, see :data:`MAX_KEY_CHARS`)."""
+    return username[:MAX_KEY_CHARS], address[:MAX_KEY_CHARS]

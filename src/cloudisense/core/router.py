@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from cloudisense.core import protocol
 from cloudisense.core.clients import Client
 from cloudisense.core.context import ActionContext, CallOrigin
-from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout
+from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, TooManyRequests, Unavailable
 from cloudisense.core.intents import Intent, IntentRegistry, Risk
 from cloudisense.core.audit import AuditRecord
 from cloudisense.core.roles import refusal
@@ -115,6 +115,9 @@ class MessageRouter:
             if kind != "rpc":
                 raise BadRequest(f"unknown message type {protocol.short_repr(kind)}; clients send type 'rpc'")
             request = protocol.parse_rpc(decoded)
+        except protocol.BadFrame as exc:
+            await self._answer(client, protocol.error(exc.requestid, exc.code, exc.message))
+            return
         except CloudisenseError as exc:
             await self._answer(client, protocol.error(rid, exc.code, exc.message))
             return
@@ -154,6 +157,7 @@ class MessageRouter:
         verdict: Verdict | None = None
         outcome = "error"
         audit = True
+        audit_id: int | None = None
         if client.inflight >= self.node.settings.server.max_inflight_per_client:
             await self._answer(client, protocol.error(request.requestid, 429, "too many requests in flight on this connection"))
             return
@@ -178,6 +182,10 @@ class MessageRouter:
                 outcome = "pending_approval"
                 response = protocol.success(request.requestid, protocol.to_jsonable(verdict.data), code=202)
             else:
+                if risk is not Risk.READ:
+                    # Intent to act is durable before acting: a crash mid-action leaves a "started"
+                    # row (marked "interrupted" at the next start), never an action without a record.
+                    audit_id = await self._begin(request, client, intent_name, params_for_audit, verdict, origin)
                 data = await self._run(intent, params, client, request, origin)
                 outcome = "success"
                 response = protocol.success(request.requestid, data)
@@ -191,9 +199,31 @@ class MessageRouter:
             client.inflight -= 1
         elapsed = time.perf_counter() - started
         if audit:
-            await self._audit(request, client, intent_name, params_for_audit, outcome, response, elapsed, verdict)
+            record = AuditRecord(
+                user=client.user, role=client.role.value, client_kind=client.kind, client_id=client.id,
+                requestid=request.requestid, intent=intent_name, params=params_for_audit, outcome=outcome,
+                code=int(response["code"]), message=response.get("message"), duration_ms=elapsed * 1000,
+                decision=verdict.decision if verdict else None, rule=verdict.rule if verdict else None,
+                parent_requestid=origin.requestid if origin is not None else None,
+            )
+            await self._audit(record, audit_id, response)
         self._count(intent_name if audit else "(unknown)", response, elapsed)
         await self._answer(client, response)
+
+    async def _begin(self, request: protocol.RpcRequest, client: Client, intent: str, params: dict[str, Any],
+                     verdict: Verdict | None, origin: CallOrigin | None) -> int:
+        """Write the "started" audit row; :class:`Unavailable` (nothing runs) when it can't be."""
+        record = AuditRecord(
+            user=client.user, role=client.role.value, client_kind=client.kind, client_id=client.id,
+            requestid=request.requestid, intent=intent, params=params, outcome="started", code=102, message=None,
+            duration_ms=0.0, decision=verdict.decision if verdict else None, rule=verdict.rule if verdict else None,
+            parent_requestid=origin.requestid if origin is not None else None,
+        )
+        try:
+            return await self.node.audit.begin(record)
+        except Exception:
+            log.exception("audit write failed before %s; it did not run", intent)
+            raise Unavailable(f"audit log unavailable, so {intent} did not run; see the server log") from None
 
     async def _consult_gates(self, call: Call) -> Verdict | None:
         last: Verdict | None = None
@@ -226,20 +256,19 @@ class MessageRouter:
             raise RequestTimeout(f"{intent.name} did not finish within {limit:g} s") from None
         return protocol.to_jsonable(result)
 
-    async def _audit(self, request: protocol.RpcRequest, client: Client, intent: str, params: dict[str, Any],
-                     outcome: str, response: dict[str, Any], elapsed: float, verdict: Verdict | None) -> None:
-        record = AuditRecord(
-            user=client.user, role=client.role.value, client_kind=client.kind, client_id=client.id,
-            requestid=request.requestid, intent=intent, params=params, outcome=outcome,
-            code=int(response["code"]), message=response.get("message"), duration_ms=elapsed * 1000,
-            decision=verdict.decision if verdict else None, rule=verdict.rule if verdict else None,
-        )
+    async def _audit(self, record: AuditRecord, audit_id: int | None, response: dict[str, Any]) -> None:
+        # No timer here (one per request is measurable): the audit sink bounds its own waits
+        # (store/audit.py: the loop's connection never waits for a lock, the worker's waits 30 s).
         try:
-            await self.node.audit.record(record)
+            if audit_id is None:
+                await self.node.audit.record(record)
+            else:
+                await self.node.audit.finish(audit_id, record)
         except Exception:
-            log.exception("audit write failed for %s", intent)
+            log.exception("audit write failed for %s (outcome %s)", record.intent, record.outcome)
             response.clear()
-            response.update(protocol.error(request.requestid, 500, "audit log unavailable; the action's outcome is in the server log"))
+            response.update(protocol.error(record.requestid, 500,
+                                           "audit log unavailable; the action's outcome is in the server log"))
 
     def _count(self, intent: str, response: dict[str, Any], elapsed: float) -> None:
         self.node.metrics.request_done(intent, response["status"], response["code"], elapsed)

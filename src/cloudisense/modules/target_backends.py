@@ -36,6 +36,8 @@ ADOPTED_POLL = 0.5
 #: a target that needs one sets it in its ``env`` table.
 _SECRET_ENV = re.compile(r"^(CLOUDISENSE_.*|OPENAI_API_KEY|ANTHROPIC_API_KEY)$")
 _RUNNING = ("starting", "running", "stopping")
+#: Environment variable naming the pid file of the target a process was started for.
+TARGET_MARKER = "CLOUDISENSE_TARGET_PID_FILE"
 
 
 def _group_alive(pgid: int) -> bool:
@@ -67,7 +69,10 @@ class ProcessBackend:
     * the pid is also written to ``<data_dir>/targets/<name>.pid`` (JSON: pid, create_time,
       argv). A node that starts again finds the file: when the same process (same pid
       *and* start time, so a reused pid is not mistaken for it) still runs, it is adopted
-      — reported as running, polled for exit, stoppable — otherwise the stale file is removed;
+      — reported as running, polled for exit, stoppable — otherwise the stale file is removed.
+      The file is written just after the spawn, so every process also carries
+      ``CLOUDISENSE_TARGET_PID_FILE`` (the file's path) in its environment from before the
+      fork: a node killed between the spawn and the file finds it by that mark and adopts it;
     * stop sends SIGTERM to the whole group, and SIGKILL to whatever is left after
       ``stop_timeout``;
     * an exit that nobody asked for is ``crashed`` (or ``stopped`` for exit code 0); the
@@ -115,7 +120,23 @@ class ProcessBackend:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.match(k)}
         env.update(self.settings.env)
+        # Set before the fork: a process whose pid file was never written (the node died between
+        # spawning it and writing the file) is still found and adopted by the next start.
+        env[TARGET_MARKER] = str(self.pid_file.resolve())
         return env
+
+    def _find_orphan(self) -> psutil.Process | None:
+        """A live group leader started for this target (by its marker) that no pid file names."""
+        marker = str(self.pid_file.resolve())
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid == os.getpid() or os.getpgid(proc.pid) != proc.pid:
+                    continue  # targets run in their own session: the leader's pid is the group id
+                if proc.environ().get(TARGET_MARKER) == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                    return proc
+            except (psutil.Error, OSError):
+                continue
+        return None
 
     def _set_state(self, state: str) -> None:
         self._state = state
@@ -246,24 +267,18 @@ class ProcessBackend:
         }
 
     async def recover(self) -> None:
-        """Adopt the process a previous node left running, or remove its stale pid file."""
+        """Adopt the process a previous node left running (by pid file, else by marker), or clean up."""
+        proc = await self._from_pid_file()
+        if proc is None:
+            proc = await asyncio.to_thread(self._find_orphan)
+            if proc is None:
+                return
+            log.warning("target %s: found pid %d started by a previous node that never recorded it",
+                        self.name, proc.pid)
+        pid = proc.pid
         try:
-            info = json.loads(self.pid_file.read_text(encoding="utf-8"))
-            pid, create_time = int(info["pid"]), float(info["create_time"])
-        except FileNotFoundError:
-            return
-        except (ValueError, KeyError, TypeError, OSError):
-            log.warning("target %s: unreadable pid file %s removed", self.name, self.pid_file)
-            self._remove_pid_file()
-            return
-        try:
-            proc = psutil.Process(pid)
-            alive = proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - create_time) < 1.0
+            create_time = proc.create_time()
         except psutil.Error:
-            alive = False
-        if not alive:
-            log.info("target %s: stale pid file (pid %d is gone) removed", self.name, pid)
-            self._remove_pid_file()
             return
         self._pid, self._adopted, self._exit_code, self._stopping = pid, True, None, False
         self._started_wall = create_time
@@ -272,6 +287,32 @@ class ProcessBackend:
         log.info("target %s: adopted pid %d left running by a previous node", self.name, pid)
         self._set_state("running")
         self._watcher = asyncio.create_task(self._watch_adopted(proc), name=f"target-{self.name}")
+        try:
+            self._write_pid_file(proc.cmdline())
+        except (OSError, psutil.Error) as exc:
+            log.warning("target %s: could not write %s: %s", self.name, self.pid_file, exc)
+
+    async def _from_pid_file(self) -> psutil.Process | None:
+        """The live process the pid file names (same start time), else ``None`` (a stale file is removed)."""
+        try:
+            info = json.loads(self.pid_file.read_text(encoding="utf-8"))
+            pid, create_time = int(info["pid"]), float(info["create_time"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError):
+            log.warning("target %s: unreadable pid file %s removed", self.name, self.pid_file)
+            self._remove_pid_file()
+            return None
+        try:
+            proc = psutil.Process(pid)
+            alive = proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - create_time) < 1.0
+        except psutil.Error:
+            alive = False
+        if not alive:
+            log.info("target %s: stale pid file (pid %d is gone) removed", self.name, pid)
+            self._remove_pid_file()
+            return None
+        return proc
 
     async def shutdown(self) -> None:
         """The node stops: so do the processes it supervises."""

@@ -90,7 +90,7 @@ class AuthorizeHandler(JsonHandler):
         username, credential = self.field("username"), self.field("password")
         address = self.request.remote_ip or "?"
         try:
-            self.node.login_limiter.check(username, address)
+            self.node.login_limiter.check(username, address, await self.node.unlocks.unlocked_at(username))
             user = await self.node.users.verify(username, credential) if username and credential else None
             if user is None:
                 self.node.login_limiter.failed(username, address)
@@ -103,7 +103,7 @@ class AuthorizeHandler(JsonHandler):
             self.node.metrics.logins.labels("failed").inc()
             self.fail(exc)
             return
-        self.node.login_limiter.succeeded(username)
+        self.node.login_limiter.succeeded(username, address)
         self.node.metrics.logins.labels("success").inc()
         self.reply(200, {"status": "success", "code": 200, "data": self.node.tokens.issue_pair(user.username, user.role)})
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from cloudisense.core import protocol
@@ -28,19 +30,28 @@ WS_CLIENT_KINDS = ("websocket", "mcp", "langchain")
 
 
 class WebSocketClient(Client):
-    """A browser or script on a WebSocket.
+    """A browser or script on a WebSocket, with bounded memory whatever the peer does.
 
     Responses are written at once, after any events still queued for the client
     (so an RPC's progress events always precede its response); events go through
     a bounded queue drained by one writer task, which sends whatever is waiting
     as one JSON array, so a slow reader only ever loses its own events (counted)
     and never stalls others.
+
+    Backpressure: a request counts as pending from the frame's arrival until its
+    answer is handed to Tornado, and from then its bytes (like every event's) count
+    as unwritten until the socket has taken them (Tornado's write future resolved).
+    While pending requests reach ``max_pending`` or unwritten bytes reach
+    ``max_unwritten``, the socket is not read (:meth:`RpcSocket.on_message` returns :meth:`paused`, which
+    Tornado awaits before reading the next frame); a peer that stays over the
+    byte limit for ``stall_timeout`` seconds is closed with code 1008.
     """
 
     kind = "websocket"
 
-    def __init__(self, handler: "RpcSocket", user: str, role: Role, queue_size: int,
-                 kind: str = "websocket") -> None:
+    def __init__(self, handler: "RpcSocket", user: str, role: Role, queue_size: int, *,
+                 kind: str = "websocket", max_pending: int = 256, max_unwritten: int = 4 << 20,
+                 stall_timeout: float = 60.0) -> None:
         # Set before the base class builds the client id from the kind.
         self.kind = kind
         self.policy_applies = kind in AUTOMATED_KINDS
@@ -48,6 +59,14 @@ class WebSocketClient(Client):
         self._handler = handler
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
         self._closed = False
+        self.max_pending = max_pending
+        self.max_unwritten = max_unwritten
+        self.stall_timeout = stall_timeout
+        #: Requests read whose answer is not yet handed to Tornado.
+        self.pending = 0
+        #: Bytes handed to Tornado and not yet taken by the socket.
+        self.unwritten = 0
+        self._resume: asyncio.Future[None] | None = None
         self._writer = asyncio.create_task(self._write_events(), name=f"ws-events-{self.id}")
 
     @property
@@ -55,31 +74,81 @@ class WebSocketClient(Client):
         return self._closed
 
     def close(self) -> None:
-        """Stop the writer; called when the socket closes."""
+        """Stop the writer and release a paused reader; called when the socket closes."""
         self._closed = True
         self._writer.cancel()
+        self._wake()
+
+    @property
+    def saturated(self) -> bool:
+        """Whether reading must wait: too many pending requests or too many unwritten bytes."""
+        return self.pending >= self.max_pending or self.unwritten >= self.max_unwritten
+
+    async def paused(self) -> None:
+        """Wait until the connection may be read again (closing it if its peer stopped reading)."""
+        while self.saturated and not self._closed:
+            self._resume = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(self.stall_timeout):
+                    await self._resume
+            except TimeoutError:
+                if self.unwritten >= self.max_unwritten:
+                    log.warning("closing %s (%s): it has not read its answers for %g s",
+                                self.id, self.user, self.stall_timeout)
+                    self._handler.close(1008, "not reading its answers; reconnect and read what you ask for")
+                    return
+            finally:
+                self._resume = None
+
+    def _wake(self) -> None:
+        if self._resume is not None and not self._resume.done() and (self._closed or not self.saturated):
+            self._resume.set_result(None)
+
+    def request_done(self) -> None:
+        """One pending request fully answered."""
+        self.pending -= 1
+        self._wake()
+
+    def _write(self, text: str) -> "asyncio.Future[None]":
+        """Hand ``text`` to Tornado, counting it as unwritten until the socket takes it."""
+        fut = self._handler.write_message(text)  # raises WebSocketClosedError when closed
+        size = len(text)
+        self.unwritten += size
+
+        def written(done: "asyncio.Future[None]") -> None:
+            self.unwritten -= size
+            # Retrieve the outcome here, so a write that failed at close is no "never retrieved" error.
+            if not done.cancelled() and done.exception() is not None:
+                self._closed = True
+            self._wake()
+
+        fut.add_done_callback(written)
+        return fut
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._closed:
             return
         try:
-            text = json.dumps(message, default=str, allow_nan=False)
+            text = protocol.dumps(message)
         except (ValueError, TypeError, RecursionError):  # still one answer per request
             log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
-            text = json.dumps(protocol.error(message.get("requestid"), 500, "the result could not be encoded as JSON"))
+            text = protocol.dumps(protocol.error(message.get("requestid"), 500, "the result could not be encoded as JSON"))
         try:
             # Events queued before this response go out first (a stream's last deltas before its result).
-            self._flush_queued_events()
-            await self._handler.write_message(text)
+            if not self._events.empty():
+                self._flush_queued_events()
+            # Not awaited (a loop turn per request saved): the answer's bytes count as unwritten
+            # until the socket takes them, and that bound pauses reading (see the class docstring).
+            self._write(text)
         except WebSocketClosedError:
             self._closed = True
 
     def _flush_queued_events(self) -> None:
-        """Write what waits in the event queue now (Tornado buffers writes in order)."""
+        """Write what waits in the event queue now (Tornado buffers writes in order; at most the queue's size)."""
         while not self._events.empty():
             text = self._next_frame([])
             if text is not None:
-                self._handler.write_message(text)
+                self._write(text)
 
     def _next_frame(self, batch: list[dict[str, Any]]) -> str | None:
         """``batch`` topped up from the queue (up to EVENT_BATCH) as one frame; ``None`` if none encodes."""
@@ -106,8 +175,10 @@ class WebSocketClient(Client):
             if text is None:
                 continue
             try:
-                await self._handler.write_message(text)
-            except WebSocketClosedError:
+                # Awaited: the next batch waits until this one is on the socket, so events wait in
+                # the bounded queue (and are dropped there) rather than in Tornado's buffer.
+                await self._write(text)
+            except (WebSocketClosedError, StreamClosedError):
                 self._closed = True
                 return
 
@@ -115,12 +186,12 @@ class WebSocketClient(Client):
 def _encode_events(batch: list[dict[str, Any]]) -> str | None:
     """One event as an object, several as an array; events that can't be encoded are left out."""
     try:
-        return json.dumps(batch[0] if len(batch) == 1 else batch, default=str, allow_nan=False)
+        return protocol.dumps(batch[0] if len(batch) == 1 else batch)
     except (ValueError, TypeError, RecursionError):
         good = []
         for event in batch:
             try:
-                json.dumps(event, default=str, allow_nan=False)
+                protocol.dumps(event)
                 good.append(event)
             except (ValueError, TypeError, RecursionError):
                 log.warning("event on %s could not be encoded as JSON; dropped", event.get("topic"))
@@ -171,19 +242,33 @@ class RpcSocket(WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         assert self._user is not None
-        self.client = WebSocketClient(self, self._user.username, self._user.role,
-                                      self.node.settings.server.client_queue_size, kind=self._kind)
+        s = self.node.settings.server
+        self.client = WebSocketClient(self, self._user.username, self._user.role, s.client_queue_size,
+                                      kind=self._kind, max_pending=s.max_inflight_per_client,
+                                      max_unwritten=s.max_unwritten_bytes, stall_timeout=s.write_stall_timeout)
         self.node.metrics.clients.inc()
 
-    def on_message(self, message: str | bytes) -> None:
-        if self.client is None:
-            return
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        client = self.client
+        if client is None:
+            return None
         if isinstance(message, bytes):
             message = message.decode("utf-8", errors="replace")
-        # One task per message: requests on one connection run concurrently.
-        task = asyncio.create_task(self.node.router.handle_messages(message, self.client))
+        # One task per message: requests on one connection run concurrently, up to the bound below.
+        client.pending += 1
+        task = asyncio.create_task(self._handle(client, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Returning an awaitable makes Tornado wait for it before reading the next frame.
+        return client.paused() if client.saturated else None
+
+    async def _handle(self, client: WebSocketClient, message: str | bytes) -> None:
+        try:
+            await self.node.router.handle_messages(message, client)
+        except Exception:  # the router answers every request itself; this is a bug, never silent
+            log.exception("request handling failed on %s", client.id)
+        finally:
+            client.request_done()
 
     def on_close(self) -> None:
         if self.client is None:

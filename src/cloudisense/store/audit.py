@@ -1,19 +1,25 @@
 """The audit log: every executed intent, committed before its response leaves.
 
-Writes are group-committed: concurrent requests put their records on a queue,
+Writes are group-committed: concurrent requests put their records in a batch,
 one writer inserts whatever is waiting in a single transaction, and each
-request's ``record()`` returns only after the commit that holds its row.
+request's ``record()`` returns only after the commit that holds its row. Writes and
+destructive actions get a ``started`` row before they run (:meth:`AuditLog.begin`),
+updated with the outcome after (:meth:`AuditLog.finish`): one row per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
 from cloudisense.core.audit import AuditRecord
+from cloudisense.core.protocol import dumps
 from cloudisense.store.db import Database
 
 MIGRATIONS = [
@@ -37,7 +43,11 @@ MIGRATIONS = [
     );
     CREATE INDEX audit_intent ON audit(intent);
     CREATE INDEX audit_ts ON audit(ts);
+    """,
+    # Sub-calls (chain and assistant steps, approved actions) name the request they ran for.
     """
+    ALTER TABLE audit ADD COLUMN parent_requestid TEXT;
+    """,
 ]
 
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "api-key", "apikey", "authorization",
@@ -59,19 +69,35 @@ def redact(value: Any) -> Any:
 
 
 
-_INSERT = (
-    "INSERT INTO audit (ts, user, role, client_kind, client_id, requestid, intent, params,"
-    " outcome, code, message, duration_ms, decision, rule)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_COLUMNS = ("ts", "user", "role", "client_kind", "client_id", "requestid", "parent_requestid", "intent",
+            "params", "outcome", "code", "message", "duration_ms", "decision", "rule")
+_INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_FINISH = ("UPDATE audit SET outcome = ?, code = ?, message = ?, duration_ms = ?, decision = ?, rule = ?"
+           " WHERE id = ?")
+
+#: The outcome of a row written before a write or destructive action runs; replaced by the
+#: action's outcome after it. One still ``started`` when the node starts again is marked
+#: :data:`INTERRUPTED`: the node stopped while the action ran, so its effect is unknown.
+STARTED = "started"
+STARTED_CODE = 102
+INTERRUPTED = "interrupted"
+INTERRUPTED_MESSAGE = ("the node stopped while this action ran: it may have been done in part; "
+                       "check the state of what it acted on")
+
+#: Commits of the fast connection between two passive WAL checkpoints.
+CHECKPOINT_EVERY = 500
+
+log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+#: One statement of a batch: the SQL (``_INSERT`` or ``_FINISH``) and its values.
+Op = tuple[str, Row]
 
 
 def _row(rec: AuditRecord) -> Row:
-    return (rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid, rec.intent,
-            json.dumps(rec.params, default=str), rec.outcome, rec.code, rec.message, rec.duration_ms,
-            rec.decision, rec.rule)
+    return (rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid,
+            rec.parent_requestid, rec.intent, dumps(rec.params), rec.outcome, rec.code, rec.message,
+            rec.duration_ms, rec.decision, rec.rule)
 
 
 def _printable(row: Row) -> Row:
@@ -80,23 +106,55 @@ def _printable(row: Row) -> Row:
 
 
 class AuditLog:
-    """Group-committing writer and reader of the ``audit`` table."""
+    """Group-committing writer and reader of the ``audit`` table.
+
+    Rows and updates queued during one turn of the event loop are one batch, committed
+    in one transaction; each caller returns once the commit holding its row is done.
+    Writes use two connections of their own. The fast one commits on the event loop
+    itself: a small WAL commit without fsync (``synchronous=NORMAL``) costs less than
+    the hop to a thread and back, which is most of a request's latency. It never waits
+    for a lock (busy timeout 0): when another connection holds the write lock, or a batch
+    fails, the batch goes to the second connection on a worker thread, which waits for
+    the lock and retries row by row, so one bad row fails only its own request. The fast
+    connection does not checkpoint by itself (that can mean an fsync); the worker thread
+    runs a passive checkpoint every :data:`CHECKPOINT_EVERY` commits. Reads use the
+    node's shared connection (WAL: readers never wait for the writer). Each insert hands
+    its row id back, so :meth:`begin` can return the id its :meth:`finish` updates.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._queue: asyncio.Queue[tuple[Row, asyncio.Future[None]]] = asyncio.Queue()
+        self._batch: list[Op] = []
+        self._batch_done: asyncio.Future[list[int | BaseException]] | None = None
+        self._wake: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._fast: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._commits = 0
+        self._checkpoint: asyncio.Future[Any] | None = None
 
     async def start(self) -> None:
-        """Create the table if needed and start the writer."""
+        """Create or migrate the table, mark rows left ``started`` as interrupted, start the writer."""
         await self._db.migrate("audit", MIGRATIONS)
+        await self._db.execute("UPDATE audit SET outcome = ?, code = 500, message = ? WHERE outcome = ?",
+                               (INTERRUPTED, INTERRUPTED_MESSAGE, STARTED))
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect, 30.0)
+        self._fast = self._connect(0.0)
+        self._fast.execute("PRAGMA wal_autocheckpoint=0")
         self._writer = asyncio.create_task(self._write_loop(), name="audit-writer")
 
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._db.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+        conn.execute("PRAGMA synchronous=NORMAL")  # as the main connection: durable against process crashes
+        return conn
+
     async def stop(self) -> None:
-        """Flush what is queued, then stop the writer."""
+        """Flush what is queued, then stop the writer and close its connections."""
         if self._writer is None:
             return
-        while not self._queue.empty():
+        while self._batch or (self._batch_done is not None and not self._batch_done.done()):
             await asyncio.sleep(0.01)
         self._writer.cancel()
         try:
@@ -104,48 +162,122 @@ class AuditLog:
         except asyncio.CancelledError:
             pass
         self._writer = None
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+        assert self._thread is not None and self._conn is not None and self._fast is not None
+        self._fast.close()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        self._thread.shutdown(wait=True)
+        self._thread, self._conn, self._fast = None, None, None
+
+    def _prepare(self, rec: AuditRecord) -> AuditRecord:
+        rec.ts = rec.ts or time.time()
+        rec.params = redact(rec.params)
+        return rec
 
     async def record(self, rec: AuditRecord) -> None:
         """Store ``rec``; returns once it is committed."""
-        rec.ts = rec.ts or time.time()
-        rec.params = redact(rec.params)
         # Serialised here, so a record that can't be encoded fails only its own request.
-        row = _row(rec)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((row, done))
-        await done
+        await self._submit((_INSERT, _row(self._prepare(rec))))
+
+    async def begin(self, rec: AuditRecord) -> int:
+        """Store ``rec`` as :data:`STARTED` before its action runs; returns the row id for :meth:`finish`."""
+        rec.outcome, rec.code = STARTED, STARTED_CODE
+        return await self._submit((_INSERT, _row(self._prepare(rec))))
+
+    async def finish(self, audit_id: int, rec: AuditRecord) -> None:
+        """Replace the :data:`STARTED` row ``audit_id`` with the outcome in ``rec``; returns once committed."""
+        await self._submit((_FINISH, (rec.outcome, rec.code, rec.message, rec.duration_ms, rec.decision, rec.rule,
+                                      audit_id)))
+
+    async def _submit(self, op: Op) -> int:
+        """Queue ``op`` for the next batch; its row id once committed (or its error)."""
+        if self._writer is None or self._writer.done():
+            raise RuntimeError("the audit writer is not running")
+        if self._batch_done is None:
+            self._batch_done = asyncio.get_running_loop().create_future()
+        batch, done = self._batch, self._batch_done
+        index = len(batch)
+        batch.append(op)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        result = (await done)[index]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < 500:
-                batch.append(self._queue.get_nowait())
+            if not self._batch:
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+            batch, done = self._batch, self._batch_done
+            self._batch, self._batch_done = [], None
+            assert done is not None
             try:
-                await self._db.conn.executemany(_INSERT, [row for row, _ in batch])
-                await self._db.conn.commit()
-            except Exception:
-                await self._db.conn.rollback()
-                await self._write_one_by_one(batch)
+                results = self._write_fast(batch)
+                if results is None:
+                    results = await loop.run_in_executor(self._thread, self._write, batch)
+            except BaseException as exc:  # never leave a request waiting on a batch
+                done.set_result([exc] * len(batch))
+                if not isinstance(exc, Exception):
+                    raise
                 continue
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+            done.set_result(results)
+            self._commits += 1
+            if self._commits % CHECKPOINT_EVERY == 0 and (self._checkpoint is None or self._checkpoint.done()):
+                self._checkpoint = loop.run_in_executor(self._thread, self._run_checkpoint)
 
-    async def _write_one_by_one(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
-        """After a failed group commit: each row alone, so one bad row fails only its own request."""
-        for row, fut in batch:
+    def _write_fast(self, batch: list[Op]) -> list[int | BaseException] | None:
+        """The batch in one transaction on the loop's connection (row ids); ``None`` when the worker must do it."""
+        conn = self._fast
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # fails at once (busy timeout 0) if another connection writes
+        except sqlite3.OperationalError:
+            return None
+        try:
+            ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
+            conn.execute("COMMIT")
+            return ids
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return None
+
+    def _run_checkpoint(self) -> None:
+        """(Writer thread) copy the WAL back into the database without blocking anyone."""
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            log.warning("audit: WAL checkpoint failed", exc_info=True)
+
+    def _write(self, batch: list[Op]) -> list[int | BaseException]:
+        """(Writer thread) the batch in one transaction, else op by op; a row id or an error per op."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
+            conn.execute("COMMIT")
+            return ids
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        # After a failed group commit: each op alone, so one bad row fails only its own request.
+        results: list[int | BaseException] = []
+        for sql, row in batch:
             try:
                 try:
-                    await self._db.conn.execute(_INSERT, row)
+                    results.append(conn.execute(sql, row).lastrowid or 0)
                 except UnicodeEncodeError:
-                    await self._db.conn.execute(_INSERT, _printable(row))
-                await self._db.conn.commit()
-            except Exception as exc:  # a failed commit must fail the request that waited on it
-                if not fut.done():
-                    fut.set_exception(exc)
-                continue
-            if not fut.done():
-                fut.set_result(None)
+                    results.append(conn.execute(sql, _printable(row)).lastrowid or 0)
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def query(self, limit: int = 50, intent: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
         """Newest records first, optionally for one intent or user."""
@@ -164,7 +296,8 @@ class AuditLog:
         out = []
         for row in rows:
             item = dict(row)
-            item["params"] = json.loads(item["params"])
+            # Rows written before non-finite numbers were refused may hold Infinity: read it as text.
+            item["params"] = json.loads(item["params"], parse_constant=str)
             out.append(item)
         return out
 

@@ -24,7 +24,11 @@ class Database:
     async def open(self) -> None:
         """Open (creating the folder and file if needed) and switch to WAL."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await aiosqlite.connect(self.path)
+        # Autocommit: each statement is its own transaction, committed when it ends. The connection
+        # is shared by every coroutine of the node, so a transaction spanning awaits would mix
+        # unrelated requests anyway; autocommit holds the write lock only for one statement and
+        # makes a write one hop to the database thread instead of two (execute, commit).
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         self._conn.row_factory = aiosqlite.Row
         await self._conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable in WAL mode against process crashes; only power loss can drop the last commits.
@@ -33,7 +37,6 @@ class Database:
         await self._conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_versions (namespace TEXT PRIMARY KEY, version INTEGER NOT NULL)"
         )
-        await self._conn.commit()
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -50,34 +53,33 @@ class Database:
 
     async def migrate(self, namespace: str, steps: Sequence[str]) -> None:
         """Apply the not yet applied ``steps`` (SQL scripts, in order) of ``namespace``."""
-        async with self.conn.execute(
-            "SELECT version FROM schema_versions WHERE namespace = ?", (namespace,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self.fetchone("SELECT version FROM schema_versions WHERE namespace = ?", (namespace,))
         current = row[0] if row else 0
         for version, script in enumerate(steps, start=1):
             if version <= current:
                 continue
-            await self.conn.executescript(script)
-            await self.conn.execute(
-                "INSERT INTO schema_versions (namespace, version) VALUES (?, ?) "
-                "ON CONFLICT(namespace) DO UPDATE SET version = excluded.version",
-                (namespace, version),
-            )
-            await self.conn.commit()
+            # One transaction per step: a crash mid-migration leaves the previous version, not half of this one.
+            name = namespace.replace("'", "''")
+            await self.conn.executescript(
+                f"BEGIN;\n{script}\n;INSERT INTO schema_versions (namespace, version) VALUES ('{name}', {int(version)})"
+                " ON CONFLICT(namespace) DO UPDATE SET version = excluded.version;\nCOMMIT;")
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement and commit; returns the last row id."""
+        """Run one statement (committed when it ends: autocommit); returns the last row id."""
         cur = await self.conn.execute(sql, params)
-        await self.conn.commit()
         return cur.lastrowid or 0
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        """All rows of a query."""
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        """All rows of a query.
+
+        Read in one step, so no statement stays open between two awaits: an open read would
+        hold a snapshot, and a write of this connection queued meanwhile would then fail with
+        "database is locked" (SQLITE_BUSY_SNAPSHOT, no waiting) whenever the audit writer's
+        own connection had committed since.
+        """
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        """The first row of a query, or ``None``."""
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        """The first row of a query, or ``None`` (read in one step, see :meth:`fetchall`)."""
+        rows = await self.conn.execute_fetchall(sql, params)
+        return next(iter(rows), None)
