@@ -63,7 +63,7 @@ async def run(rounds: int, plans: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "app.log").write_text("2024-05-01 10:00:00 INFO started\n")
         settings = load_settings(None, environ={}, overrides={
-            "data_dir": tmp, "identity": "bench", "modules": ["pubsub", "system", "audit", "logs", "agent"],
+            "data_dir": tmp, "identity": "bench", "modules": ["pubsub", "system", "audit", "logs", "assistant"],
             "server": {"dashboard": False}, "system": {"stats_interval": 60},
             "logs": {"files": {"app": str(Path(tmp) / "app.log")}},
         })

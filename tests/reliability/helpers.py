@@ -38,7 +38,7 @@ def write_config(folder: Path) -> Path:
     config.write_text(f'''data_dir = "{folder / 'data'}"
 identity = "crash-node"
 log_level = "warning"
-modules = ["pubsub", "audit", "system", "targets", "agent"]
+modules = ["pubsub", "audit", "system", "targets", "assistant"]
 [server]
 dashboard = false
 [agent]

@@ -20,7 +20,7 @@ async def test_approved_but_not_run_is_expired_with_a_reason(tmp_path: Path) -> 
         paused = await oper.call("agent_execute", {"steps": [{"intent": "restart_target", "params": {"name": "web"}}]})
         approval = paused["approval"]["approval_id"]
         # The decision is committed, and the node dies before the gate consumes it.
-        await running.node.module("agent").approvals.decide(approval, approve=True, user="oper", role="operator")
+        await running.node.module("assistant").approvals.decide(approval, approve=True, user="oper", role="operator")
         oper.close()
     async with serving(settings) as running:
         oper = await running.connect("oper")

@@ -147,12 +147,11 @@ def build_server(backend_for: BackendFor, *, name: str = "cloudisense") -> Serve
         resources = [types.Resource(uri=f.uri, name=f.name, description=f.description, mime_type="application/x-ndjson")
                      for f in feeds]
         if logs:
-            listed = await backend.request("list_logs", {})
+            listed = await backend.request("list_logs", {"details": True})
             for item in (listed.get("data") or {}).get("logs", []) if listed.get("status") == "success" else []:
                 resources.append(types.Resource(
                     uri=LOG_TEMPLATE.format(name=item["name"]), name=f"log-{item['name']}", mime_type="text/plain",
-                    description=f"The last {LOG_LINES} lines of the log {item['name']} ({item['path']})",
-                    size=item.get("size")))
+                    description=f"The last {LOG_LINES} lines of the log {item['name']}", size=item.get("size")))
         return types.ListResourcesResult(resources=resources)
 
     async def list_templates(ctx: ServerRequestContext[Any, Any],
