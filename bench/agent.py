@@ -71,8 +71,8 @@ async def run(rounds: int, plans: int) -> None:
         await node.start()
         try:
             client = InProcessClient(node.router, "bench", Role.OPERATOR, kind="bench")
-            from cloudisense.agent.offline import OfflinePlanner
-            from cloudisense.agent.plan_cli import planning_context
+            from cloudisense.assistant.offline import OfflinePlanner
+            from cloudisense.assistant.plan_cli import planning_context
 
             planner = OfflinePlanner()
             context = planning_context(node, "operator")

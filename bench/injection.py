@@ -180,7 +180,7 @@ def _legit_call(case: dict[str, Any], script_ids: dict[str, str]) -> tuple[tuple
 
 async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, policy: Path = DEMO_POLICY) -> dict[str, Any]:
     """Run every case against one real server in ``work``; returns the figures and per-case details."""
-    from cloudisense.agent.policy import load_policy
+    from cloudisense.assistant.policy import load_policy
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
     from cloudisense.core.clients import InProcessClient

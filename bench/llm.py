@@ -131,7 +131,7 @@ async def run_websocket(runs: int, max_tokens: int) -> None:
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
     from cloudisense.node import Node
-    from cloudisense.agent.chat import CHAT_SYSTEM_PROMPT as SYSTEM_PROMPT
+    from cloudisense.assistant.chat import CHAT_SYSTEM_PROMPT as SYSTEM_PROMPT
     from cloudisense.server.app import Server
     from cloudisense.core.roles import Role
     from cloudisense.store.users import client_credential

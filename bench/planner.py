@@ -30,10 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cloudisense.agent.evaluation import Report, evaluate, load_cases  # noqa: E402
-from cloudisense.agent.offline import OfflinePlanner  # noqa: E402
-from cloudisense.agent.plan import PlanningContext  # noqa: E402
-from cloudisense.agent.plan_cli import planning_context, planning_node  # noqa: E402
+from cloudisense.assistant.evaluation import Report, evaluate, load_cases  # noqa: E402
+from cloudisense.assistant.offline import OfflinePlanner  # noqa: E402
+from cloudisense.assistant.plan import PlanningContext  # noqa: E402
+from cloudisense.assistant.plan_cli import planning_context, planning_node  # noqa: E402
 from cloudisense.config import load_settings  # noqa: E402
 
 DEMO = ROOT / "examples" / "demo" / "cloudisense.toml"
@@ -85,7 +85,7 @@ async def run_strategy(name: str, cases: list[dict[str, Any]], context: Planning
     """Evaluate one strategy on ``cases``."""
     if name == "offline":
         return await evaluate(OfflinePlanner(), cases, context, roles)
-    from cloudisense.agent.planner import JsonSchemaPlanner
+    from cloudisense.assistant.planner import JsonSchemaPlanner
 
     if name == "scripted":
         from cloudisense.llm.testing import ScriptedModel

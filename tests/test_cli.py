@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.agent.conftest import agent_settings, serving
+from tests.assistant.conftest import agent_settings, serving
 from tests.conftest import PASSWORDS
 
 CLI = [sys.executable, "-m", "cloudisense.cli"]

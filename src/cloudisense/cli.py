@@ -447,7 +447,7 @@ def plan(
     role: str = typer.Option("operator", "--role", help="Plan as this role (viewer, operator, admin)."),
 ) -> None:
     """Plan a request on the configured node without executing anything."""
-    from cloudisense.agent.plan_cli import plan_command
+    from cloudisense.assistant.plan_cli import plan_command
 
     try:
         code = plan_command(config, text, batch, as_json, role=role)
@@ -475,7 +475,7 @@ def policy_check(
     role: str = typer.Option("operator", "--role", help="Caller's role (viewer, operator, admin)."),
 ) -> None:
     """Explain what the policy decides for the assistant calling INTENT with these params."""
-    from cloudisense.agent.policy_cli import policy_check_command
+    from cloudisense.assistant.policy_cli import policy_check_command
 
     try:
         policy_check_command(config, intent, params or [], role, echo=lambda line: console.print(line, highlight=False))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from cloudisense.agent.approvals import ApprovalStore
+from cloudisense.assistant.approvals import ApprovalStore
 from cloudisense.core.roles import Role
 from cloudisense.store.db import Database
 from cloudisense.store.users import UserStore, client_credential

@@ -14,7 +14,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from cloudisense.client import login
 from cloudisense.config import Settings
-from tests.agent.conftest import MODULES, agent_settings, audit_rows, running_pid, serving
+from tests.assistant.conftest import MODULES, agent_settings, audit_rows, running_pid, serving
 from tests.conftest import PASSWORDS, Running
 
 __all__ = ["audit_rows", "interop_settings", "mcp_http", "running_pid", "serving", "token_of"]

@@ -12,7 +12,7 @@ from cloudisense.client import RpcError
 from cloudisense.llm import ChatRequest, register
 from cloudisense.llm.registry import clear_cache
 from cloudisense.llm.testing import ScriptedModel
-from tests.agent.conftest import agent_settings, serving
+from tests.assistant.conftest import agent_settings, serving
 
 MODULES = ["pubsub", "audit", "system", "targets", "logs", "assistant"]
 

@@ -2,7 +2,7 @@
 
 The plugin (``tests/plugin/cloudisense_backups``: backups and TLS certificates) brings only its own
 declarations: descriptions, examples, typed params, entities and result shapes. Nothing in
-``cloudisense.agent`` knows its intents; these tests check the planner rules hold on it anyway.
+``cloudisense.assistant`` knows its intents; these tests check the planner rules hold on it anyway.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from cloudisense.agent.catalog import planning_context
-from cloudisense.agent.chains import evaluate as evaluate_condition
-from cloudisense.agent.evaluation import evaluate, load_cases
-from cloudisense.agent.offline import OfflinePlanner
-from cloudisense.agent.plan import PlanningContext
+from cloudisense.assistant.catalog import planning_context
+from cloudisense.assistant.chains import evaluate as evaluate_condition
+from cloudisense.assistant.evaluation import evaluate, load_cases
+from cloudisense.assistant.offline import OfflinePlanner
+from cloudisense.assistant.plan import PlanningContext
 from cloudisense.core.modules import discover_modules
 from cloudisense.node import Node
 from tests.conftest import make_settings, start_server
@@ -43,7 +43,7 @@ def plan(node: Node, text: str, role: str = "operator") -> Any:
 
 def test_the_entry_point_brings_the_module(installed_plugin: str) -> None:
     assert installed_plugin in discover_modules()
-    import cloudisense.agent as agent_package
+    import cloudisense.assistant as agent_package
 
     # Nothing about the plugin in the planner's code: its knowledge comes from the registry only.
     for source in Path(agent_package.__file__).parent.glob("*.py"):

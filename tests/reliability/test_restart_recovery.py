@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cloudisense.modules.target_backends import TARGET_MARKER
-from tests.agent.conftest import agent_settings, serving
+from tests.assistant.conftest import agent_settings, serving
 
 SLEEP = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
 

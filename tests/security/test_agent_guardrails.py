@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cloudisense.agent.executor import AgentClient
+from cloudisense.assistant.executor import AgentClient
 from cloudisense.llm.testing import ScriptedModel, tool_call
 from cloudisense.core.roles import Role
-from tests.agent.conftest import MODULES, agent_settings, audit_rows, running_pid, serving, until
+from tests.assistant.conftest import MODULES, agent_settings, audit_rows, running_pid, serving, until
 from tests.conftest import Running
 
 RESTART = [{"id": "restart", "intent": "restart_target", "params": {"name": "web"}}]

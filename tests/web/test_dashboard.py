@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import agent_settings, serving
+from tests.assistant.conftest import agent_settings, serving
 from tests.conftest import PASSWORDS, Running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

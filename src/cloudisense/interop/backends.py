@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.websocket import WebSocketClosedError
 
-from cloudisense.agent.answer import render_step
+from cloudisense.assistant.answer import render_step
 from cloudisense.client import Connection, login
 from cloudisense.core import protocol
 from cloudisense.core.clients import AUTOMATED_KINDS, InProcessClient

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel
 
-from cloudisense.agent.catalog import to_openai_tools
+from cloudisense.assistant.catalog import to_openai_tools
 from cloudisense.core.errors import NotFound
 from cloudisense.core.roles import Role
 from cloudisense.interop.backends import Backend, RouterBackend, WebSocketBackend, callable_tools, outcome_text

@@ -33,7 +33,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from cloudisense import __version__
-from cloudisense.agent.catalog import to_mcp_tools
+from cloudisense.assistant.catalog import to_mcp_tools
 from cloudisense.interop.backends import Backend, callable_tools, outcome_text
 
 

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cloudisense.agent.catalog import stem
-from cloudisense.agent.extract import Quantity, field_unit, quantities
+from cloudisense.assistant.catalog import stem
+from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
            r"older\s+than|longer\s+than|past|beyond|>=?)"

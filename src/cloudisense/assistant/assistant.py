@@ -3,7 +3,7 @@
 :class:`Assistant` takes the router's registry, the session memory, the approval
 store, the executor (which acts through the router), the escalator, the model
 access and the settings. :meth:`Assistant.ask` turns one request into a typed
-:class:`~cloudisense.agent.turn.Turn`: plan (offline planner first), then execute,
+:class:`~cloudisense.assistant.turn.Turn`: plan (offline planner first), then execute,
 ask, refuse, answer, escalate, or reason with the model (ReAct).
 """
 
@@ -14,14 +14,14 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cloudisense.agent.answer import compose_answer
-from cloudisense.agent.approvals import ApprovalStore
-from cloudisense.agent.escalation import MAX_FAILURES, Escalator, assess
-from cloudisense.agent.executor import ExecutionResult, Executor
-from cloudisense.agent.memory import SessionMemory
-from cloudisense.agent.plan import Plan
-from cloudisense.agent.react import run_react
-from cloudisense.agent.turn import Outcome, Turn
+from cloudisense.assistant.answer import compose_answer
+from cloudisense.assistant.approvals import ApprovalStore
+from cloudisense.assistant.escalation import MAX_FAILURES, Escalator, assess
+from cloudisense.assistant.executor import ExecutionResult, Executor
+from cloudisense.assistant.memory import SessionMemory
+from cloudisense.assistant.plan import Plan
+from cloudisense.assistant.react import run_react
+from cloudisense.assistant.turn import Outcome, Turn
 from cloudisense.core.errors import BadRequest, Unavailable
 from cloudisense.core.roles import Role, may_run
 
@@ -60,7 +60,7 @@ class Assistant:
         self.identity = settings.identity
         #: The model for ReAct and the hybrid planner (budgeted); ``None`` offline. Tests may set it.
         self.provider: Any = None
-        #: A :class:`~cloudisense.agent.plan.Planner`; built on first use unless set (tests do).
+        #: A :class:`~cloudisense.assistant.plan.Planner`; built on first use unless set (tests do).
         self.planner: Any = None
 
     async def open_session(self, session: str | None, user: str, role: Role) -> str:
@@ -152,7 +152,7 @@ class Assistant:
 
     async def _plan(self, text: str, role: Role, session: str) -> Plan | None:
         """The planner's plan, or ``None`` when there is no planner or it is unavailable (then the model reasons)."""
-        from cloudisense.agent.catalog import planning_context
+        from cloudisense.assistant.catalog import planning_context
 
         planner = self.planner or self._default_planner()
         # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
@@ -171,8 +171,8 @@ class Assistant:
 
     def _default_planner(self) -> Any:
         """The offline planner, or the hybrid (offline fast path, then the model) when a model is set."""
-        from cloudisense.agent.offline import OfflinePlanner
-        from cloudisense.agent.planner import choose_planner
+        from cloudisense.assistant.offline import OfflinePlanner
+        from cloudisense.assistant.planner import choose_planner
 
         try:
             self.planner = choose_planner(self.settings, self.registry, provider=self.provider)

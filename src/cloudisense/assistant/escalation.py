@@ -18,8 +18,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from cloudisense.agent.memory import SessionMemory
-from cloudisense.agent.plan import Plan
+from cloudisense.assistant.memory import SessionMemory
+from cloudisense.assistant.plan import Plan
 from cloudisense.core.clients import InProcessClient
 from cloudisense.core.roles import Role
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cloudisense.agent.catalog import Catalog, plannable, tool_required
-from cloudisense.agent.plan import Plan, PlanningContext, PlanStep
+from cloudisense.assistant.catalog import Catalog, plannable, tool_required
+from cloudisense.assistant.plan import Plan, PlanningContext, PlanStep
 
 HIGH_CONFIDENCE = 0.7
 
@@ -131,7 +131,7 @@ class OfflinePlanner:
         if not catalog.tools:
             return Plan(outcome="escalate", confidence=0.9, reason="no actions are available to your role",
                         strategy=self.strategy)
-        from cloudisense.agent.offline_segment import SegmentPlanner
+        from cloudisense.assistant.offline_segment import SegmentPlanner
 
         return SegmentPlanner(self, catalog, context).run(text)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cloudisense.agent.plan import PlanningContext
+    from cloudisense.assistant.plan import PlanningContext
 
 from cloudisense.core.intents import IntentRegistry, Risk
 from cloudisense.core.roles import Role, may_run, refusal
@@ -136,7 +136,7 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
     """The vocabulary word ``word`` is a typo of: two neighbouring letters swapped, or one letter missing or extra.
 
     A different letter is not a typo here ("site" is not "size", "older" is not "order")."""
-    from cloudisense.agent.extract import near_miss
+    from cloudisense.assistant.extract import near_miss
 
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
     for cand in candidates:
@@ -171,7 +171,7 @@ def planning_context(registry: IntentRegistry, role: Role | str, entities: dict[
                      aliases: dict[str, str] | None = None,
                      history: list[dict[str, str]] | None = None) -> "PlanningContext":
     """What a planner sees for a caller of ``role``: the tools it may run, those it may not, names, aliases."""
-    from cloudisense.agent.plan import PlanningContext
+    from cloudisense.assistant.plan import PlanningContext
 
     role = Role(role)
     return PlanningContext(tools=plannable(tools_for_role(registry, role)), refused=refused_tools(registry, role),

@@ -3,7 +3,7 @@
 The model sees the tools relevant to the question (retrieved from the intent
 catalogue, filtered by the caller's role), calls them, and reads their
 observations (each capped at ``max_observation_chars``). Every call goes through
-the :class:`~cloudisense.agent.executor.Executor`, hence the router, the caller's
+the :class:`~cloudisense.assistant.executor.Executor`, hence the router, the caller's
 role and the policy gate: a model that was talked into ``stop_target`` by a log
 line gets a refusal or an approval request, never a side door. Limits: a step
 count, a token budget, and two failed steps (then escalate).
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from cloudisense.agent.executor import ExecutionResult, Executor, StepResult, summarize
-from cloudisense.agent.memory import SessionMemory
+from cloudisense.assistant.executor import ExecutionResult, Executor, StepResult, summarize
+from cloudisense.assistant.memory import SessionMemory
 from cloudisense.core.intents import AgentUse
 from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 from cloudisense.core.context import CallOrigin
@@ -72,7 +72,7 @@ class ReactResult:
 
 def select_tools(registry: "IntentRegistry", question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
     """Intent descriptions relevant to ``question`` that ``role`` may run and a model may call."""
-    from cloudisense.agent.catalog import Catalog, tools_for_role
+    from cloudisense.assistant.catalog import Catalog, tools_for_role
 
     # Leave out what a model may never call before retrieval, so it cannot crowd out real tools.
     catalog = Catalog([t for t in tools_for_role(registry, role) if t.get("agent_use") == AgentUse.TOOL.value])

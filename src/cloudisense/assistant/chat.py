@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cloudisense.core.errors import Unavailable
 
 if TYPE_CHECKING:
-    from cloudisense.agent.memory import SessionMemory
+    from cloudisense.assistant.memory import SessionMemory
     from cloudisense.config import LLMSettings
     from cloudisense.store.db import Database
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from bench.planner import EVAL, demo_context, run_strategy
-from cloudisense.agent.evaluation import evaluate, load_cases, score_case, significant_params
-from cloudisense.agent.offline import OfflinePlanner
-from cloudisense.agent.plan import Plan, PlanningContext, PlanStep
-from cloudisense.agent.plan_cli import plan_command, planning_context
-from cloudisense.agent.planner import (HybridPlanner, JsonSchemaPlanner, ToolCallingPlanner, choose_planner,
+from cloudisense.assistant.evaluation import evaluate, load_cases, score_case, significant_params
+from cloudisense.assistant.offline import OfflinePlanner
+from cloudisense.assistant.plan import Plan, PlanningContext, PlanStep
+from cloudisense.assistant.plan_cli import plan_command, planning_context
+from cloudisense.assistant.planner import (HybridPlanner, JsonSchemaPlanner, ToolCallingPlanner, choose_planner,
                                        plan_json_schema)
 from cloudisense.config import load_settings
 from cloudisense.llm.testing import ScriptedModel, tool_call
@@ -286,7 +286,7 @@ def test_plan_command_batch_prints_one_json_plan_per_line(tmp_path: Path, capsys
 
 def test_planning_context_from_a_real_node(demo: tuple[PlanningContext, Any]) -> None:
     _, registry = demo
-    from cloudisense.agent.plan_cli import planning_node
+    from cloudisense.assistant.plan_cli import planning_node
 
     node = planning_node(DEMO_CONFIG, settings=load_settings(DEMO_CONFIG, environ={}, overrides={
         "auth": {"jwt_secret": "t" * 40}, "modules": ["system", "logs", "targets"]}))
@@ -306,7 +306,7 @@ async def test_questions_never_plan_a_write(demo: tuple[PlanningContext, Any], t
 
 
 async def test_conditions_become_when_over_declared_result_fields(demo: tuple[PlanningContext, Any]) -> None:
-    from cloudisense.agent.conditions import result_fields
+    from cloudisense.assistant.conditions import result_fields
 
     ctx, registry = demo
     plan = await OfflinePlanner().plan("check redis and restart it if it's down", ctx)
@@ -355,7 +355,7 @@ async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: s
 
 
 def test_planner_tables_keyed_to_built_in_intents_are_gone() -> None:
-    from cloudisense.agent import extract, offline, offline_segment
+    from cloudisense.assistant import extract, offline, offline_segment
 
     for name in ("HINTS", "PLANNER_EXCLUDED", "LIST_KIND", "KIND_DEFAULT_INTENT"):
         assert not hasattr(offline, name)
@@ -365,7 +365,7 @@ def test_planner_tables_keyed_to_built_in_intents_are_gone() -> None:
 
 
 def test_answers_are_words_not_json() -> None:
-    from cloudisense.agent.answer import compose_answer
+    from cloudisense.assistant.answer import compose_answer
 
     text = compose_answer({"steps": [{"intent": "list_widgets", "status": "ok", "params": {},
                                       "data": {"widgets": [{"id": "w-1", "size": 3}, {"id": "w-2", "size": 5}],

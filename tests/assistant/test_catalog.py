@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bench.planner import demo_context
-from cloudisense.agent.catalog import (Catalog, canonical, normalize, to_anthropic_tools, to_mcp_tools,
+from cloudisense.assistant.catalog import (Catalog, canonical, normalize, to_anthropic_tools, to_mcp_tools,
                                        to_openai_tools, tools_for_role)
 
 

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.agent.conftest import SLEEPER, agent_settings, audit_rows, running_pid, serving
+from tests.assistant.conftest import SLEEPER, agent_settings, audit_rows, running_pid, serving
 from tests.conftest import PASSWORDS, Running
 from tests.test_cli import run
 

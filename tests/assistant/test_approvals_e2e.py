@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.client import Connection
-from tests.agent.conftest import agent_settings, audit_rows, running_pid, serving, until
+from tests.assistant.conftest import agent_settings, audit_rows, running_pid, serving, until
 from tests.conftest import Running
 
 PLAN = [

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cloudisense.agent.approvals import ApprovalStore
-from cloudisense.agent.executor import AgentClient, RunState
-from cloudisense.agent.policy import PolicyEngine
+from cloudisense.assistant.approvals import ApprovalStore
+from cloudisense.assistant.executor import AgentClient, RunState
+from cloudisense.assistant.policy import PolicyEngine
 from cloudisense.core.intents import AgentUse
 from cloudisense.core.router import Call, Verdict
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudisense.agent.catalog import STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
+from cloudisense.assistant.catalog import STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
 
 #: File extensions that are not part of how people say a name.
 _EXTENSIONS = {"sh", "yml", "yaml", "py", "bash", "json", "toml", "log"}

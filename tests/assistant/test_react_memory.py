@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cloudisense.agent.memory import Turn, summarize_turns
-from cloudisense.agent.plan import Plan, PlanStep
-from cloudisense.agent.escalation import assess
+from cloudisense.assistant.memory import Turn, summarize_turns
+from cloudisense.assistant.plan import Plan, PlanStep
+from cloudisense.assistant.escalation import assess
 from cloudisense.llm.testing import ScriptedModel, ScriptedTurn, tool_call
 from cloudisense.llm.base import Usage
-from tests.agent.conftest import agent_settings, serving
+from tests.assistant.conftest import agent_settings, serving
 
 
 async def test_react_over_websocket_with_limits(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudisense.agent.catalog import tool_defaults, tool_required
-from cloudisense.agent.plan import Plan, Planner, PlanningContext
+from cloudisense.assistant.catalog import tool_defaults, tool_required
+from cloudisense.assistant.plan import Plan, Planner, PlanningContext
 
 ANY = "*"
 

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
-from cloudisense.agent.module import AssistantModule
-from cloudisense.agent.policy import load_policy
+from cloudisense.assistant.module import AssistantModule
+from cloudisense.assistant.policy import load_policy
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.node import Node
 from cloudisense.modules.audit import AuditModule
-from tests.agent.conftest import DEMO_POLICY
+from tests.assistant.conftest import DEMO_POLICY
 from tests.conftest import make_settings
 
 

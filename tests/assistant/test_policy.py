@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudisense.agent import chains
-from cloudisense.agent.policy import load_policy, parse_policy
-from cloudisense.agent.policy_cli import parse_kv, policy_check_command
+from cloudisense.assistant import chains
+from cloudisense.assistant.policy import load_policy, parse_policy
+from cloudisense.assistant.policy_cli import parse_kv, policy_check_command
 from cloudisense.core.errors import ConfigError
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"

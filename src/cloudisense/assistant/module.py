@@ -3,7 +3,7 @@
 Intents (all owned here; the planner never proposes any of them as a step):
 
 * ``query_assist {query, session}`` (the existing client's), ``agent_ask {query, session, mode}``
-  — one request in plain words: plan, act within policy, answer (a :class:`~cloudisense.agent.turn.Turn`).
+  — one request in plain words: plan, act within policy, answer (a :class:`~cloudisense.assistant.turn.Turn`).
 * ``chat_llm {prompt, context, params}`` — one model turn; text deltas stream to the asking
   client as ``llm_delta`` events on ``/llm/<session>``, then the response carries the text and usage.
 * ``intent_chain {steps, on_error}`` — ordered steps with ids, references and ``when``
@@ -31,16 +31,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from cloudisense.agent.approvals import ApprovalStore
-from cloudisense.agent.assistant import Assistant
-from cloudisense.agent.chat import ModelAccess, chat_turn
-from cloudisense.agent.escalation import Escalator
-from cloudisense.agent.executor import Executor
-from cloudisense.agent.gate import PolicyGate
-from cloudisense.agent.memory import SessionMemory
-from cloudisense.agent.plan import PlanStep
-from cloudisense.agent.policy import assistant_policy
-from cloudisense.agent.settings import AgentSettings
+from cloudisense.assistant.approvals import ApprovalStore
+from cloudisense.assistant.assistant import Assistant
+from cloudisense.assistant.chat import ModelAccess, chat_turn
+from cloudisense.assistant.escalation import Escalator
+from cloudisense.assistant.executor import Executor
+from cloudisense.assistant.gate import PolicyGate
+from cloudisense.assistant.memory import SessionMemory
+from cloudisense.assistant.plan import PlanStep
+from cloudisense.assistant.policy import assistant_policy
+from cloudisense.assistant.settings import AgentSettings
 from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest

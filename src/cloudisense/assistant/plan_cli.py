@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloudisense.agent.catalog import planning_context as context_for
-from cloudisense.agent.plan import Plan, Planner, PlanningContext
-from cloudisense.agent.settings import AgentSettings
+from cloudisense.assistant.catalog import planning_context as context_for
+from cloudisense.assistant.plan import Plan, Planner, PlanningContext
+from cloudisense.assistant.settings import AgentSettings
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.modules import Module, discover_modules
 from cloudisense.node import Node
@@ -77,7 +77,7 @@ def plan_command(config: Path | None, text: str | None, batch: Path | None, as_j
     ``--batch`` prints one JSON line per request (``Plan.as_record``); a single request is
     printed as a table, or as JSON with ``as_json``.
     """
-    from cloudisense.agent.planner import choose_planner
+    from cloudisense.assistant.planner import choose_planner
 
     if (text is None) == (batch is None):
         print("give either a request or --batch FILE", file=sys.stderr)

@@ -11,10 +11,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cloudisense.agent.escalation import Escalation
-    from cloudisense.agent.executor import ExecutionResult
-    from cloudisense.agent.plan import Plan
-    from cloudisense.agent.react import ReactResult
+    from cloudisense.assistant.escalation import Escalation
+    from cloudisense.assistant.executor import ExecutionResult
+    from cloudisense.assistant.plan import Plan
+    from cloudisense.assistant.react import ReactResult
 
 
 class Outcome(StrEnum):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.client import Connection
-from tests.agent.conftest import agent_settings, audit_rows, serving
+from tests.assistant.conftest import agent_settings, audit_rows, serving
 
 
 async def _chain_events(conn: Connection, count: int) -> list[dict[str, Any]]:

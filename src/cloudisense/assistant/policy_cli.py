@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cloudisense.agent.policy import Decision, assistant_policy
+from cloudisense.assistant.policy import Decision, assistant_policy
 from cloudisense.config import load_settings
 from cloudisense.core import protocol
 from cloudisense.core.errors import BadRequest

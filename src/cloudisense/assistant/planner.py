@@ -1,6 +1,6 @@
-"""Planners behind the :class:`~cloudisense.agent.plan.Planner` protocol.
+"""Planners behind the :class:`~cloudisense.assistant.plan.Planner` protocol.
 
-* :class:`~cloudisense.agent.offline.OfflinePlanner`: no model (re-exported here).
+* :class:`~cloudisense.assistant.offline.OfflinePlanner`: no model (re-exported here).
 * :class:`ToolCallingPlanner`: native tool calling (OpenAI, Anthropic) through an llmcore provider.
 * :class:`JsonSchemaPlanner`: JSON-schema-constrained output (local models): the Plan schema with
   ``intent`` restricted to the retrieved intents' names.
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from cloudisense.agent.catalog import Catalog, plannable, tool_required
-from cloudisense.agent.offline import HIGH_CONFIDENCE, OfflinePlanner, danger
-from cloudisense.agent.plan import Plan, Planner, PlanningContext, PlanStep
+from cloudisense.assistant.catalog import Catalog, plannable, tool_required
+from cloudisense.assistant.offline import HIGH_CONFIDENCE, OfflinePlanner, danger
+from cloudisense.assistant.plan import Plan, Planner, PlanningContext, PlanStep
 
 if TYPE_CHECKING:
     from cloudisense.config import Settings
@@ -202,7 +202,7 @@ class _ModelPlanner:
         chosen = catalog.relevant(text, self.k)
         # A configured name in the request brings the intents that take that kind of name
         # ("nginx?" offers target_status even when few words retrieve it).
-        from cloudisense.agent.extract import Segment, find_mentions
+        from cloudisense.assistant.extract import Segment, find_mentions
 
         kinds = {m.kind for m in find_mentions(Segment.of(text), context.entities, context.aliases)}
         names = {t["name"] for t in chosen}

@@ -6,15 +6,15 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cloudisense.agent import extract as ex
-from cloudisense.agent.catalog import (STOPWORDS, Catalog, apply_phrases, canonical, normalize, raw_tokens, stem,
+from cloudisense.assistant import extract as ex
+from cloudisense.assistant.catalog import (STOPWORDS, Catalog, apply_phrases, canonical, normalize, raw_tokens, stem,
                                        tool_required)
-from cloudisense.agent.conditions import Condition, compile_condition, result_fields, split_condition
-from cloudisense.agent.offline import as_plan_steps
-from cloudisense.agent.plan import Plan, PlanningContext
+from cloudisense.assistant.conditions import Condition, compile_condition, result_fields, split_condition
+from cloudisense.assistant.offline import as_plan_steps
+from cloudisense.assistant.plan import Plan, PlanningContext
 
 if TYPE_CHECKING:
-    from cloudisense.agent.offline import OfflinePlanner
+    from cloudisense.assistant.offline import OfflinePlanner
 
 #: Below this share of known words (and with no configured name mentioned) a request is out of scope.
 MIN_COVERAGE = 0.34

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudisense.agent import chains
-from cloudisense.agent.approvals import Approval, ApprovalStore
-from cloudisense.agent.memory import SessionMemory
-from cloudisense.agent.plan import Plan, PlanStep
+from cloudisense.assistant import chains
+from cloudisense.assistant.approvals import Approval, ApprovalStore
+from cloudisense.assistant.memory import SessionMemory
+from cloudisense.assistant.plan import Plan, PlanStep
 from cloudisense.core.clients import AGENT_KIND, AUTOMATED_KINDS, InProcessClient
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.errors import Conflict
