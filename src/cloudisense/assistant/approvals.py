@@ -20,6 +20,7 @@ tells whether it finished.
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 import time
@@ -171,7 +172,8 @@ class ApprovalStore:
         rows = await self._db.fetchall(sql + " ORDER BY created DESC LIMIT ?", (*args, limit))
         return [_row(r) for r in rows]
 
-    async def expire_due(self) -> list[str]:
+    # builtins.list: in this class's annotations ``list`` is the method above.
+    async def expire_due(self) -> builtins.list[str]:
         """Mark pending (and approved but never consumed) approvals past their expiry ``expired``; their ids."""
         now = self._clock()
         rows = await self._db.fetchall(
@@ -220,7 +222,7 @@ class ApprovalStore:
         await self._db.conn.commit()
         return cur.rowcount == 1
 
-    async def consumed_for(self, intent: str, params: dict[str, Any]) -> list[Approval]:
+    async def consumed_for(self, intent: str, params: dict[str, Any]) -> builtins.list[Approval]:
         """Consumed approvals covering this exact call (for audits and property tests)."""
         rows = await self._db.fetchall(
             "SELECT * FROM approvals WHERE status = 'consumed' AND intent = ? AND params = ?",

@@ -21,6 +21,7 @@ from cloudisense.assistant.executor import ExecutionResult, Executor
 from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.plan import Plan
 from cloudisense.assistant.react import run_react
+from cloudisense.assistant.settings import agent_settings
 from cloudisense.assistant.turn import Outcome, Turn
 from cloudisense.core.errors import BadRequest, Unavailable
 from cloudisense.core.roles import Role, may_run
@@ -101,7 +102,7 @@ class Assistant:
             await self.memory.add_message(session, "assistant", message)
             outcome = Outcome.ANSWERED if plan.outcome == "answer" else Outcome.REFUSED
             return Turn(outcome, session, message, strategy=plan.strategy, plan=plan)
-        verdict = assess(plan, min_confidence=self.settings.agent.min_confidence)
+        verdict = assess(plan, min_confidence=agent_settings(self.settings).min_confidence)
         if verdict.action == "proceed":
             run = await self.executor.run(plan, user=user, role=role, session=session, notify=notify, origin=origin)
             turn = self._run_turn(run, session, plan.strategy, plan=plan)
@@ -156,7 +157,7 @@ class Assistant:
 
         planner = self.planner or self._default_planner()
         # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
-        context = planning_context(self.registry, role, self.entities(), aliases=self.settings.agent.aliases,
+        context = planning_context(self.registry, role, self.entities(), aliases=agent_settings(self.settings).aliases,
                                    history=await self.memory.context(session))
         try:
             plan: Plan = await planner.plan(text, context)

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from cloudisense.assistant.catalog import Catalog, plannable, tool_required
 from cloudisense.assistant.offline import HIGH_CONFIDENCE, OfflinePlanner, danger
 from cloudisense.assistant.plan import Plan, Planner, PlanningContext, PlanStep
+from cloudisense.assistant.settings import agent_settings
 
 if TYPE_CHECKING:
     from cloudisense.config import Settings
@@ -347,4 +348,4 @@ def choose_planner(settings: "Settings", registry: "IntentRegistry | None" = Non
         model = ToolCallingPlanner(provider, registry)
     else:
         model = JsonSchemaPlanner(provider, registry)
-    return HybridPlanner(model, OfflinePlanner(), threshold=max(HIGH_CONFIDENCE, settings.agent.min_confidence))
+    return HybridPlanner(model, OfflinePlanner(), threshold=max(HIGH_CONFIDENCE, agent_settings(settings).min_confidence))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudisense.assistant.executor import ExecutionResult, Executor, StepResult, summarize
 from cloudisense.assistant.memory import SessionMemory
+from cloudisense.assistant.settings import agent_settings
 from cloudisense.core.intents import AgentUse
 from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 from cloudisense.core.context import CallOrigin
@@ -98,7 +99,7 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
                     origin: CallOrigin | None = None) -> ReactResult:
     """Answer ``question`` with a reason-act-observe loop; every action runs through ``executor``."""
     node = executor.node
-    settings = node.settings.agent
+    settings = agent_settings(node.settings)
     steps_limit = max_steps or settings.max_steps
     cap = max_observation_chars or settings.max_observation_chars
     offered = tools if tools is not None else select_tools(node.registry, question, role)

@@ -80,7 +80,7 @@ class TokenService:
         if payload.get("typ") != kind:
             raise Unauthorized(f"not an {kind} token")
         try:
-            role = Role(payload.get("role"))
+            role = Role(payload.get("role", ""))
         except ValueError:
             raise Unauthorized("invalid token") from None
         return Claims(str(payload["sub"]), role, kind, int(payload.get("iat", 0)) * 1000, int(payload["exp"]) * 1000)

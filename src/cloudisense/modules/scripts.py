@@ -364,8 +364,8 @@ class ScriptsModule(Module):
             self._publish(run, "script_output", {"script_id": run.script_id, "stream": label, "lines": batch})
 
     async def _supervise(self, run: Execution) -> None:
-        assert run.proc is not None and run.proc.stdout is not None and run.proc.stderr is not None
         proc = run.proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(self._read_stream(run, proc.stdout, "stdout")),
                    asyncio.create_task(self._read_stream(run, proc.stderr, "stderr"))]
         limit = self.settings.time_limit

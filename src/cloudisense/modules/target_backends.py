@@ -144,6 +144,7 @@ class ProcessBackend:
 
     def _write_pid_file(self, argv: list[str]) -> None:
         assert self._pid is not None
+        create_time: float | None
         try:
             create_time = psutil.Process(self._pid).create_time()
         except psutil.Error:
