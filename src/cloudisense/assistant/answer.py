@@ -79,7 +79,7 @@ def render_data(intent: str, data: Any) -> str:
     return f"{title}:\n" + "\n".join(lines)
 
 
-def _say(intent: str, params: dict[str, Any], data: Any, registry: "IntentRegistry | None") -> str:
+def _say(intent: str, params: dict[str, Any], data: Any, registry: IntentRegistry | None) -> str:
     found = registry.find(intent) if registry is not None else None
     if found is not None and found.say is not None:
         try:
@@ -97,7 +97,7 @@ def _readable(text: str) -> str:
     return _REF.sub(lambda m: m.group(1).replace(".", " ").replace("_", " "), text).replace("'", "")
 
 
-def render_step(step: Mapping[str, Any], registry: "IntentRegistry | None" = None) -> str:
+def render_step(step: Mapping[str, Any], registry: IntentRegistry | None = None) -> str:
     """One line (or block) about one step's real outcome."""
     intent, status, params = step.get("intent", "?"), step.get("status"), step.get("params") or {}
     if status == "ok":
@@ -113,7 +113,7 @@ def render_step(step: Mapping[str, Any], registry: "IntentRegistry | None" = Non
     return f"{intent} failed: {step.get('message')}"
 
 
-def compose_answer(result: Mapping[str, Any], registry: "IntentRegistry | None" = None, since: int = 0) -> str:
+def compose_answer(result: Mapping[str, Any], registry: IntentRegistry | None = None, since: int = 0) -> str:
     """The answer to the user for an executed plan (``ExecutionResult.as_dict()``).
 
     ``since``: steps before this index were already reported (a run resumed after an approval).

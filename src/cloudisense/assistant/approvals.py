@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cloudisense.core.errors import Conflict, Forbidden, NotFound
-from cloudisense.store.db import Database
 from cloudisense.core.roles import Role
+from cloudisense.store.db import Database
 
 Status = Literal["pending", "approved", "rejected", "expired", "consumed"]
 

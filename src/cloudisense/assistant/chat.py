@@ -50,7 +50,7 @@ Delta = Callable[[str], None]
 class ModelAccess:
     """Budgeted access to the configured model (``[llm]``) and to models named per request."""
 
-    def __init__(self, settings: "LLMSettings", db: "Database", metrics_registry: Any = None) -> None:
+    def __init__(self, settings: LLMSettings, db: Database, metrics_registry: Any = None) -> None:
         from cloudisense.llm import UsageLedger
 
         self.settings = settings
@@ -101,7 +101,7 @@ class ModelAccess:
             (rec.at, rec.session_id, rec.user_id, rec.provider, rec.model, rec.input_tokens, rec.output_tokens))
 
 
-async def chat_turn(service: Any, memory: "SessionMemory", session: str, user: str, prompt: str, *,
+async def chat_turn(service: Any, memory: SessionMemory, session: str, user: str, prompt: str, *,
                     context: dict[str, Any], model: str | None, temperature: float | None,
                     max_tokens: int | None, on_delta: Delta) -> dict[str, Any]:
     """One model turn with the session's history; text deltas go to ``on_delta`` as they arrive."""

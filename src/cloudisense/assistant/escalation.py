@@ -89,7 +89,7 @@ class Escalation:
 class Escalator:
     """Flags sessions and notifies people, through the router."""
 
-    def __init__(self, router: "MessageRouter", pubsub: "PubSub", memory: SessionMemory, *, identity: str,
+    def __init__(self, router: MessageRouter, pubsub: PubSub, memory: SessionMemory, *, identity: str,
                  via_intent: str | None) -> None:
         self.memory = memory
         self.identity = identity
@@ -99,7 +99,7 @@ class Escalator:
                                        policy_applies=True)
 
     async def escalate(self, session: str, user: str, reason: str, request: str = "",
-                       origin: "CallOrigin | None" = None) -> Escalation:
+                       origin: CallOrigin | None = None) -> Escalation:
         """Flag ``session``, publish it, and send the notice (a failed notice never hides the flag)."""
         await self.memory.flag(session, reason)
         await self.memory.add(session, "event", "assistant", f"escalated: {reason}")

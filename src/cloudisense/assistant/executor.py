@@ -156,7 +156,7 @@ def summarize(result: ExecutionResult) -> str:
 class Executor:
     """Runs plans and chains through the router (see the module docstring)."""
 
-    def __init__(self, node: "Node", approvals: ApprovalStore, *, memory: SessionMemory | None = None,
+    def __init__(self, node: Node, approvals: ApprovalStore, *, memory: SessionMemory | None = None,
                  max_observation_chars: int | None = None) -> None:
         self.node = node
         self.approvals = approvals

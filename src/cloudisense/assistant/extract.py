@@ -83,7 +83,7 @@ class Segment:
     stems: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, text: str) -> "Segment":
+    def of(cls, text: str) -> Segment:
         """Tokenise ``text``."""
         # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" and ids ("b-42") stay whole.
         raw = [p for t in raw_tokens(text)
@@ -157,8 +157,8 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
     found.sort(key=lambda m: (-(m.end - m.start), m.how == "alias", m.start))
     chosen: list[Mention] = []
     for m in found:
-        if any(m.start < c.end and c.start < m.end and ((c.end - c.start) > (m.end - m.start) or c.how != "alias"
-                                                       and m.how == "alias") for c in chosen):
+        if any(m.start < c.end and c.start < m.end and ((c.end - c.start) > (m.end - m.start) or (c.how != "alias"
+                                                       and m.how == "alias")) for c in chosen):
             continue
         if any(c.start == m.start and c.end == m.end and c.names == m.names for c in chosen):
             continue
@@ -389,7 +389,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     pattern = pattern_of(spec)
     words = field_words(param, spec)
-    if pattern and _specific(pattern) or "id" in words:
+    if (pattern and _specific(pattern)) or "id" in words:
         for tok in re.findall(r"[\w][\w.\-]*", text):
             if pattern and _specific(pattern):
                 if re.fullmatch(pattern, tok):

@@ -34,8 +34,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OfflinePlanner", "ToolCallingPlanner", "JsonSchemaPlanner", "HybridPlanner", "choose_planner",
-           "validate_model_plan", "plan_json_schema", "InvalidPlan"]
+__all__ = [
+    "HybridPlanner",
+    "InvalidPlan",
+    "JsonSchemaPlanner",
+    "OfflinePlanner",
+    "ToolCallingPlanner",
+    "choose_planner",
+    "plan_json_schema",
+    "validate_model_plan",
+]
 
 #: Confidence given to a plan rebuilt from a rejected model answer.
 REJECTED_CONFIDENCE = 0.1
@@ -66,7 +74,7 @@ def _entity_problem(tool: dict[str, Any], params: dict[str, Any], entities: dict
     return None
 
 
-def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: "IntentRegistry | None") -> dict[str, Any]:
+def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: IntentRegistry | None) -> dict[str, Any]:
     """Validated params (as given, without added defaults); :class:`InvalidPlan` when they do not fit."""
     intent = registry.find(tool["name"]) if registry is not None else None
     if intent is not None:
@@ -89,7 +97,7 @@ def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: "Inten
 
 
 def validate_model_plan(candidate: Any, context: PlanningContext, offered: list[dict[str, Any]],
-                        registry: "IntentRegistry | None" = None, strategy: str = "model") -> Plan:
+                        registry: IntentRegistry | None = None, strategy: str = "model") -> Plan:
     """Check a model's plan (a dict, or a :class:`Plan`) and return a safe :class:`Plan`.
 
     Raises :class:`InvalidPlan` with the reason; callers turn that into :func:`rejected`.
@@ -186,7 +194,7 @@ class _ModelPlanner:
 
     strategy = "model"
 
-    def __init__(self, provider: Any, registry: "IntentRegistry | None" = None, k: int = 8,
+    def __init__(self, provider: Any, registry: IntentRegistry | None = None, k: int = 8,
                  max_tokens: int | None = None) -> None:
         self.provider = provider
         self.registry = registry
@@ -328,7 +336,7 @@ class HybridPlanner:
         return slow
 
 
-def choose_planner(settings: "Settings", registry: "IntentRegistry | None" = None,
+def choose_planner(settings: Settings, registry: IntentRegistry | None = None,
                    provider: Any = None) -> Planner:
     """The planner for ``settings.llm``: offline when no provider is configured, else hybrid.
 

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from cloudisense.assistant.executor import ExecutionResult, Executor, StepResult, summarize
 from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.settings import agent_settings
-from cloudisense.core.intents import AgentUse
-from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 from cloudisense.core.context import CallOrigin
+from cloudisense.core.intents import AgentUse
 from cloudisense.core.roles import Role
+from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 
 if TYPE_CHECKING:
     from cloudisense.core.intents import IntentRegistry
@@ -71,7 +71,7 @@ class ReactResult:
                            "message": s.message, "rule": s.rule} for s in self.steps]}
 
 
-def select_tools(registry: "IntentRegistry", question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
+def select_tools(registry: IntentRegistry, question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
     """Intent descriptions relevant to ``question`` that ``role`` may run and a model may call."""
     from cloudisense.assistant.catalog import Catalog, tools_for_role
 

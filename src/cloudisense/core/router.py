@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ValidationError
 
 from cloudisense.core import protocol
+from cloudisense.core.audit import AuditRecord
 from cloudisense.core.clients import Client
 from cloudisense.core.context import ActionContext, CallOrigin
-from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, TooManyRequests, Unavailable
+from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, Unavailable
 from cloudisense.core.intents import Intent, IntentRegistry, Risk
-from cloudisense.core.audit import AuditRecord
 from cloudisense.core.roles import refusal
 
 if TYPE_CHECKING:
@@ -56,12 +56,12 @@ class Verdict:
     data: Any = None
 
     @staticmethod
-    def allow(rule: str | None = None) -> "Verdict":
+    def allow(rule: str | None = None) -> Verdict:
         """Run it."""
         return Verdict("allow", rule)
 
     @staticmethod
-    def deny(reason: str, rule: str | None = None) -> "Verdict":
+    def deny(reason: str, rule: str | None = None) -> Verdict:
         """Refuse it with ``reason``."""
         return Verdict("deny", rule, reason)
 
@@ -85,7 +85,7 @@ class Remote(Protocol):
 class MessageRouter:
     """Classifies, checks, dispatches and answers."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.registry: IntentRegistry = node.registry
         self.gates: list[Gate] = []

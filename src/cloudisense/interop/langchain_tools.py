@@ -55,7 +55,7 @@ def make_tool(backend: Backend, description: dict[str, Any], args_schema: type[B
     )
 
 
-async def node_tools(node: "Node", user: str, role: Role | str | None = None) -> list[StructuredTool]:
+async def node_tools(node: Node, user: str, role: Role | str | None = None) -> list[StructuredTool]:
     """Tools acting for ``user`` on ``node`` in this process (``role``: default the user's stored role)."""
     if role is None:
         record = await node.users.get(user)

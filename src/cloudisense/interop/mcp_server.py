@@ -36,7 +36,6 @@ from cloudisense import __version__
 from cloudisense.assistant.catalog import to_mcp_tools
 from cloudisense.interop.backends import Backend, callable_tools, outcome_text
 
-
 #: Resolves the backend (the node as the caller's user) for one MCP request.
 BackendFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[Backend]]
 

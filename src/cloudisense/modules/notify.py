@@ -90,7 +90,7 @@ class HttpNotifyParams(Params):
         return data
 
     @model_validator(mode="after")
-    def _one_webhook_form(self) -> "HttpNotifyParams":
+    def _one_webhook_form(self) -> HttpNotifyParams:
         if self.http is not None and self.webhook is not None:
             raise ValueError("give the webhook either as webhook or inside http, not both")
         return self

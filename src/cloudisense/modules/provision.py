@@ -42,8 +42,7 @@ from pydantic import Field, field_validator
 
 from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
-from cloudisense.core.errors import (ActionFailed, BadRequest, Conflict, Forbidden, NotFound, RequestTimeout,
-                                     Unavailable)
+from cloudisense.core.errors import ActionFailed, BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import TopicProvider

@@ -41,8 +41,8 @@ from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Conflict, NotFound, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.modules.rules_model import RULE_ID_PATTERN, Rule, matches, next_fire, render, sample_rule
 from cloudisense.core.roles import Role
+from cloudisense.modules.rules_model import RULE_ID_PATTERN, Rule, matches, next_fire, render, sample_rule
 
 log = logging.getLogger(__name__)
 

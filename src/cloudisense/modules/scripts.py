@@ -455,7 +455,7 @@ class ScriptsModule(Module):
                 kill_group(run.pid, signal.SIGKILL)
 
 
-__all__ = ["ScriptsModule", "Execution", "StartScriptParams", "ScriptIdParams", "TOPIC_PREFIX", "KILL_GRACE"]
+__all__ = ["KILL_GRACE", "TOPIC_PREFIX", "Execution", "ScriptIdParams", "ScriptsModule", "StartScriptParams"]
 
 
 # -- how results read in words (Intent.say) -----------------------------------------------------

@@ -21,8 +21,8 @@ from typing import Any
 
 import psutil
 
-from cloudisense.modules.target_config import TargetSettings
 from cloudisense.core.errors import ActionFailed, BadRequest, Conflict, Unavailable
+from cloudisense.modules.target_config import TargetSettings
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,12 @@ from typing import Any, Literal, Protocol
 from pydantic import AliasChoices, BaseModel, Field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from cloudisense.modules.target_config import TargetSettings, TargetsSettings
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import NotFound
 from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.modules.target_backends import ProcessBackend, SystemdBackend
+from cloudisense.modules.target_config import TargetSettings, TargetsSettings
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from cloudisense.core import protocol
 from cloudisense.core.clients import AUTOMATED_KINDS, Client
 from cloudisense.core.errors import Unauthorized
-from cloudisense.node import Node
 from cloudisense.core.roles import Role
+from cloudisense.node import Node
 from cloudisense.store.users import User
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class WebSocketClient(Client):
 
     kind = "websocket"
 
-    def __init__(self, handler: "RpcSocket", user: str, role: Role, queue_size: int, *,
+    def __init__(self, handler: RpcSocket, user: str, role: Role, queue_size: int, *,
                  kind: str = "websocket", max_pending: int = 256, max_unwritten: int = 4 << 20,
                  stall_timeout: float = 60.0) -> None:
         # Set before the base class builds the client id from the kind.
@@ -109,13 +109,13 @@ class WebSocketClient(Client):
         self.pending -= 1
         self._wake()
 
-    def _write(self, text: str) -> "asyncio.Future[None]":
+    def _write(self, text: str) -> asyncio.Future[None]:
         """Hand ``text`` to Tornado, counting it as unwritten until the socket takes it."""
         fut = self._handler.write_message(text)  # raises WebSocketClosedError when closed
         size = len(text)
         self.unwritten += size
 
-        def written(done: "asyncio.Future[None]") -> None:
+        def written(done: asyncio.Future[None]) -> None:
             self.unwritten -= size
             # Retrieve the outcome here, so a write that failed at close is no "never retrieved" error.
             if not done.cancelled() and done.exception() is not None:
