@@ -273,10 +273,7 @@ def load_settings(
         source = str(path)
     tree = _merge(tree, _env_overrides(env))
     tree = _merge(tree, overrides or {})
-    if path is not None:
-        config_dir = path.resolve().parent
-    else:
-        config_dir = None
+    config_dir = path.resolve().parent if path is not None else None
     for key, value in tree.items():
         if key not in Settings.model_fields and not isinstance(value, dict):
             raise ConfigError(f"invalid configuration ({source} + environment):\n  {key}: unknown key "

@@ -52,7 +52,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "\n".join(f"  {_cell(r)}" for r in rows[:MAX_ROWS])
     cells = [[_label(c) for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows[:MAX_ROWS]]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  " + "  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in cells]
+    lines = ["  " + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
     more = f"\n  … and {len(rows) - MAX_ROWS} more" if len(rows) > MAX_ROWS else ""
     return "\n".join(lines) + more
 

@@ -216,7 +216,7 @@ class Catalog:
         self.vocabulary.update(v for v in SYNONYMS.values())
         # Typos of a synonym are corrected too ("runing" is "running", which is "status").
         self.vocabulary.update(SYNONYMS)
-        self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens)]
+        self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens, strict=True)]
         self._terms = {d.tool["name"]: d.terms for d in self._docs}
         self._avg = (sum(d.length for d in self._docs) / len(self._docs)) if self._docs else 1.0
         df: Counter[str] = Counter()

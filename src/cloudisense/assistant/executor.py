@@ -208,7 +208,7 @@ class Executor:
                               message=f"approval {approval.id} was {approval.status}"
                               + (f" by {approval.decided_by}" if approval.decided_by else "")
                               + (f": {approval.reason}" if approval.reason else ""))
-            return await self._finish(status, done + [step], state, index + 1, notify, approval)
+            return await self._finish(status, [*done, step], state, index + 1, notify, approval)
         if approval.status != "approved":
             raise Conflict(f"approval {approval.id} is {approval.status}; only an approved approval can be resumed"
                            + (" (it already ran once)" if approval.status == "consumed" else ""))
@@ -221,7 +221,7 @@ class Executor:
         await self._after_step(step, state, notify)
         state.done = [asdict(s) for s in done] + [asdict(step)]
         if step.status != "ok" and state.on_error == "stop":
-            return await self._finish("failed", done + [step], state, index + 1, notify)
+            return await self._finish("failed", [*done, step], state, index + 1, notify)
         state.index = index + 1
         return await self._run_from(state, notify, origin)
 

@@ -51,7 +51,7 @@ def _plural(word: str) -> bool:
 
 def _same_number(said: str, name: str) -> bool:
     """"orders" names database ``orders``; "order" (another word) does not: a one-word name is said as written."""
-    word = [p for p in re.split(r"[-_.\s]+", name.lower()) if p][0]
+    word = [p for p in re.split(r"[-_.\s]+", name.lower()) if p][0]  # noqa: RUF015 - IndexError, not StopIteration
     return said == word or _plural(said) == _plural(word)
 
 
@@ -99,7 +99,7 @@ def near_miss(word: str, target: str) -> bool:
     if word == target or word[:1] != target[:1]:
         return False
     if len(word) == len(target):
-        diff = [i for i, (a, b) in enumerate(zip(word, target)) if a != b]
+        diff = [i for i, (a, b) in enumerate(zip(word, target, strict=True)) if a != b]
         return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]] \
             and word[diff[1]] == target[diff[0]]
     short, long_ = sorted((word, target), key=len)
@@ -125,7 +125,7 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
     """Configured entities named in ``segment`` (aliases included), longest match first, without overlaps."""
     vocab = {tok for names in entities.values() for n in names for tok in entity_tokens(n)}
     words = [_fix(w, vocab) for w in segment.stems]
-    fixed = [w != s for w, s in zip(words, segment.stems)]
+    fixed = [w != s for w, s in zip(words, segment.stems, strict=True)]
     raw_kept = [segment.raw[i] for i in segment.keep]
     dotted = {n.lower(): (kind, n) for kind, names in entities.items() for n in names if "." in n.strip(".")}
     found: list[Mention] = []
@@ -464,7 +464,7 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             value = q.value
         reading.used.add(i)
         if typ == "integer":
-            return int(round(value))
+            return round(value)
         return value
     return None
 

@@ -439,7 +439,7 @@ class SegmentPlanner:
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
-        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain))
+        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain, strict=False))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
 

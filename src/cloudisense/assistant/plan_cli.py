@@ -87,7 +87,7 @@ def plan_command(config: Path | None, text: str | None, batch: Path | None, as_j
     planner = choose_planner(node.settings, node.registry)
     if batch is not None:
         lines = [ln.strip() for ln in batch.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        for line, plan in zip(lines, asyncio.run(_plan_all(planner, context, lines))):
+        for line, plan in zip(lines, asyncio.run(_plan_all(planner, context, lines)), strict=True):
             print(json.dumps(plan.as_record(line), ensure_ascii=False))
         return 0
     assert text is not None

@@ -243,7 +243,7 @@ class ToolCallingPlanner(_ModelPlanner):
         except Exception as exc:
             log.warning("tool-calling planner: model call failed: %s", exc)
             return rejected(f"the model could not be reached ({type(exc).__name__})", self.strategy)
-        for name, args, error in calls:
+        for name, args, _error in calls:
             if name == "ask_user":
                 question = str(args.get("question") or "").strip()[:500] or "Could you say more?"
                 return Plan(outcome="clarify", question=question, confidence=0.5, strategy=self.strategy,

@@ -64,7 +64,7 @@ def map_sdk_error(
             partial_text=partial_text,
         )
     kw: dict[str, Any] = {"provider": provider, "status": status, "started": False}
-    if isinstance(exc, sdk.APITimeoutError) or isinstance(exc, TimeoutError):
+    if isinstance(exc, (sdk.APITimeoutError, TimeoutError)):
         return ProviderTimeout(f"{provider} did not answer in time (after retries): {detail}", **kw)
     if isinstance(exc, sdk.APIConnectionError):
         return ProviderUnavailable(f"cannot reach {provider} (after retries): {detail}", **kw)

@@ -300,9 +300,8 @@ class FileFollower:
     def poll(self) -> list[str]:
         """The complete lines written since the last poll, in order."""
         budget = MAX_POLL_BYTES
-        if self._fd is None:
-            if not self._open_current(at_end=False):
-                return self._take()
+        if self._fd is None and not self._open_current(at_end=False):
+            return self._take()
         # Look at the path before draining: whatever the old file got up to now is read below.
         try:
             st = os.stat(self.path)
@@ -310,13 +309,13 @@ class FileFollower:
         except OSError:
             current = None  # renamed away and not recreated yet: keep reading the old file
         budget -= self._read_new(budget)
-        if current is not None and current != self._ident and self._fd is not None:
-            # Rotated: the old file is finished once drained; its unterminated last line is a line.
-            if self._pos >= os.fstat(self._fd).st_size:
-                self._flush_partial()
-                self.close()
-                if self._open_current(at_end=False):
-                    self._read_new(budget)
+        # Rotated: the old file is finished once drained; its unterminated last line is a line.
+        if (current is not None and current != self._ident and self._fd is not None
+                and self._pos >= os.fstat(self._fd).st_size):
+            self._flush_partial()
+            self.close()
+            if self._open_current(at_end=False):
+                self._read_new(budget)
         return self._take()
 
     def _take(self) -> list[str]:

@@ -379,7 +379,7 @@ class ScriptsModule(Module):
                 await asyncio.wait({waiter}, timeout=min(FLUSH_INTERVAL, remaining) if remaining > 0 else FLUSH_INTERVAL)
                 self._flush(run)
             # Give the pipes a moment to drain; a child that keeps them open is left to itself.
-            done, pending = await asyncio.wait(readers, timeout=1.0)
+            _, pending = await asyncio.wait(readers, timeout=1.0)
             for task in pending:
                 task.cancel()
         except asyncio.CancelledError:  # the node is stopping
