@@ -123,7 +123,8 @@ def compose_answer(result: Mapping[str, Any], registry: IntentRegistry | None = 
     approval = result.get("approval") or {}
     paused = result.get("status") == "paused" and bool(approval)
     if paused:
-        parts.append(f"Waiting for approval before: {approval.get('description')} (approval {approval.get('approval_id')}).")
+        parts.append(f"Waiting for approval before: {approval.get('description')} "
+                     f"(approval {approval.get('approval_id')}).")
     not_run = [s.get("intent", "?") for s in result.get("not_run") or []]
     if not_run:
         parts.append(("Then, once approved: " if paused else "Not run: ") + ", ".join(not_run))

@@ -195,7 +195,8 @@ class ApprovalStore:
         if approval.status == "expired":
             raise Conflict(f"approval {approval_id} expired before it was decided; ask the assistant again")
         if approval.status != "pending":
-            raise Conflict(f"approval {approval_id} is already {approval.status} (by {approval.decided_by or 'nobody'})")
+            raise Conflict(f"approval {approval_id} is already {approval.status} "
+                           f"(by {approval.decided_by or 'nobody'})")
         status = "approved" if approve else "rejected"
         now = self._clock()
         # The status guard makes two concurrent decisions race safely: only one UPDATE changes the row.

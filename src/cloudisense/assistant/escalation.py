@@ -106,7 +106,8 @@ class Escalator:
         self._pubsub.publish("/notification", "assistant_escalation",
                              {"session": session, "user": user, "reason": reason, "request": request[:500]})
         if self.via_intent is None:
-            return Escalation(session, reason, notified=False, error="escalation notices are off ([agent] escalate_via)")
+            return Escalation(session, reason, notified=False,
+                              error="escalation notices are off ([agent] escalate_via)")
         message = (f"[cloudisense {self.identity}] assistant needs a person (session {session}, user {user}): "
                    f"{reason}" + (f" — request: {request[:300]}" if request else ""))
         response = await self._client.call(self.via_intent, {"message": message}, origin=origin)

@@ -87,7 +87,8 @@ class Segment:
         """Tokenise ``text``."""
         # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" and ids ("b-42") stay whole.
         raw = [p for t in raw_tokens(text)
-               for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t]) if p]
+               for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t])
+               if p]
         keep = [i for i, t in enumerate(raw) if t not in STOPWORDS or t in PRONOUNS]
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
 

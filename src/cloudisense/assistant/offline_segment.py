@@ -189,8 +189,8 @@ class SegmentPlanner:
             else:
                 drafts.append(draft)
         if pending and not drafts:
-            return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy, reason="a condition without an action",
-                        question=f"What should I do if {pending}?")
+            return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
+                        reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
 
     def _remember(self, text: str) -> None:
@@ -209,13 +209,14 @@ class SegmentPlanner:
         if all(d.unknown for d in drafts):
             content = [t for t in self.catalog.tokens(text) if t != "?"]
             if (is_question(text) and any(t in self.catalog.vocabulary for t in content)) or _WHY.search(text):
-                return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="no action answers that question",
-                            question=self._unclear_question(text))
+                return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                            reason="no action answers that question", question=self._unclear_question(text))
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
         unknown = [d for d in drafts if d.unknown]
         if unknown:
-            return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="part of the request matches no action",
+            return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                        reason="part of the request matches no action",
                         question="I can only do part of that. Which of the node's actions did you mean for the rest?")
         questions = [d for d in drafts if d.question]
         if questions:

@@ -81,7 +81,8 @@ def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: Intent
         try:
             model = intent.params.model_validate(params)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}"
+                                 for e in exc.errors())
             raise InvalidPlan(f"{tool['name']}: bad params: {problems}") from None
         return model.model_dump(mode="json", exclude_unset=True)
     # No registry: the schema's own keys and required list (the router validates fully later).
@@ -356,4 +357,5 @@ def choose_planner(settings: Settings, registry: IntentRegistry | None = None,
         model = ToolCallingPlanner(provider, registry)
     else:
         model = JsonSchemaPlanner(provider, registry)
-    return HybridPlanner(model, OfflinePlanner(), threshold=max(HIGH_CONFIDENCE, agent_settings(settings).min_confidence))
+    threshold = max(HIGH_CONFIDENCE, agent_settings(settings).min_confidence)
+    return HybridPlanner(model, OfflinePlanner(), threshold=threshold)

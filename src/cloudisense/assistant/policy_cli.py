@@ -38,7 +38,8 @@ def parse_kv(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def policy_check(config: Path | None, intent: str, kv_params: Sequence[str], role: str = "operator") -> tuple[Decision, list[str]]:
+def policy_check(config: Path | None, intent: str, kv_params: Sequence[str],
+                 role: str = "operator") -> tuple[Decision, list[str]]:
     """The decision and explanation lines for calling ``intent`` with ``kv_params`` as ``role``."""
     from cloudisense.node import Node
 

@@ -66,7 +66,8 @@ class ReactResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON for the wire."""
         return {"answer": self.answer, "reply": self.reply(), "stopped": self.stopped, "failures": self.failures,
-                "approvals": self.approvals, "usage": {"input": self.usage.input_tokens, "output": self.usage.output_tokens},
+                "approvals": self.approvals,
+                "usage": {"input": self.usage.input_tokens, "output": self.usage.output_tokens},
                 "steps": [{"intent": s.intent, "params": s.params, "status": s.status, "code": s.code,
                            "message": s.message, "rule": s.rule} for s in self.steps]}
 
@@ -141,7 +142,8 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
 
 
 async def _act(executor: Executor, call: Any, user: str, role: Role | str, session: str | None, cap: int,
-               result: ReactResult, notify: Callable[[str, dict[str, Any]], None] | None, origin: CallOrigin | None = None) -> str:
+               result: ReactResult, notify: Callable[[str, dict[str, Any]], None] | None,
+               origin: CallOrigin | None = None) -> str:
     """Run one tool call through the executor; returns the observation text for the model."""
     index = len(result.steps)
     if not call.ok:

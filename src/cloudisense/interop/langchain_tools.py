@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 KIND = "langchain"
 
 
-def make_tool(backend: Backend, description: dict[str, Any], args_schema: type[BaseModel] | dict[str, Any]) -> StructuredTool:
+def make_tool(backend: Backend, description: dict[str, Any],
+              args_schema: type[BaseModel] | dict[str, Any]) -> StructuredTool:
     """One intent (``Intent.describe()``) as a tool that runs it through ``backend``."""
     name = description["name"]
     # The same tool text the assistant's catalogue gives model providers (description, risk, examples).

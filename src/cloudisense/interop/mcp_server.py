@@ -97,7 +97,8 @@ def tool_result(intent: str, params: dict[str, Any], response: dict[str, Any]) -
     if response.get("status") != "success":
         return types.CallToolResult(content=content, is_error=True)
     data = response.get("data")
-    return types.CallToolResult(content=content, structured_content=data if isinstance(data, dict) else {"result": data})
+    structured = data if isinstance(data, dict) else {"result": data}
+    return types.CallToolResult(content=content, structured_content=structured)
 
 
 def _records_text(items: list[Any]) -> str:

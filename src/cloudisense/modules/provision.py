@@ -383,7 +383,8 @@ class ProvisionModule(Module):
         except TimeoutError:
             status = "timeout"
             raise RequestTimeout(f"{p.name} did not finish within {self.settings.time_limit:g} s and was killed "
-                                 f"(see {topic} for its output); raise [provision] time_limit if it needs longer") from None
+                                 f"(see {topic} for its output); "
+                                 "raise [provision] time_limit if it needs longer") from None
         finally:
             if proc.returncode is None:
                 await _kill(proc)

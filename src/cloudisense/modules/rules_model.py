@@ -101,8 +101,10 @@ class _Strict(BaseModel):
 class PayloadTrigger(_Strict):
     """Fire when the value at ``key`` in a published event meets ``condition`` against ``content``."""
 
-    key: str = Field(min_length=1, max_length=256, description="dotted path into the event, e.g. data.system.cpu.percent")
-    content: Any = Field(validation_alias=AliasChoices("content", "on-content"), description="the value to compare with")
+    key: str = Field(min_length=1, max_length=256,
+                     description="dotted path into the event, e.g. data.system.cpu.percent")
+    content: Any = Field(validation_alias=AliasChoices("content", "on-content"),
+                         description="the value to compare with")
     condition: Condition = Field("equals", validation_alias=AliasChoices("condition", "on-condition"))
 
     @model_validator(mode="after")

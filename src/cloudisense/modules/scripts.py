@@ -376,7 +376,8 @@ class ScriptsModule(Module):
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 and run.stop_reason is None:
                     await self._terminate(run, f"time limit of {limit:g} s reached")
-                await asyncio.wait({waiter}, timeout=min(FLUSH_INTERVAL, remaining) if remaining > 0 else FLUSH_INTERVAL)
+                pause = min(FLUSH_INTERVAL, remaining) if remaining > 0 else FLUSH_INTERVAL
+                await asyncio.wait({waiter}, timeout=pause)
                 self._flush(run)
             # Give the pipes a moment to drain; a child that keeps them open is left to itself.
             _, pending = await asyncio.wait(readers, timeout=1.0)
@@ -395,7 +396,8 @@ class ScriptsModule(Module):
             run.finished = time.time()
             run.killed = run.stop_reason is not None
             if run.reason is None:
-                run.reason = run.stop_reason or ("exited" if run.exit_code == 0 else f"exited with code {run.exit_code}")
+                exited = "exited" if run.exit_code == 0 else f"exited with code {run.exit_code}"
+                run.reason = run.stop_reason or exited
             self._publish(run, "script_stop", self._stop_data(run))
             run.done.set()
             self._trim()

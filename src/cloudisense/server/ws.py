@@ -132,7 +132,8 @@ class WebSocketClient(Client):
             text = protocol.dumps(message)
         except (ValueError, TypeError, RecursionError):  # still one answer per request
             log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
-            text = protocol.dumps(protocol.error(message.get("requestid"), 500, "the result could not be encoded as JSON"))
+            text = protocol.dumps(protocol.error(message.get("requestid"), 500,
+                                                 "the result could not be encoded as JSON"))
         try:
             # Events queued before this response go out first (a stream's last deltas before its result).
             if not self._events.empty():
@@ -221,7 +222,8 @@ class RpcSocket(WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         kind = self.get_query_argument("client", "websocket")
         if kind not in WS_CLIENT_KINDS:
-            self._refuse(400, f"unknown client kind {protocol.short_repr(kind)}; use one of {', '.join(WS_CLIENT_KINDS)}")
+            self._refuse(400, f"unknown client kind {protocol.short_repr(kind)}; "
+                              f"use one of {', '.join(WS_CLIENT_KINDS)}")
             return
         self._kind = kind
         try:
