@@ -184,9 +184,9 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
     from cloudisense.core.clients import InProcessClient
+    from cloudisense.core.roles import Role
     from cloudisense.node import Node
     from cloudisense.server.app import Server
-    from cloudisense.core.roles import Role
     from cloudisense.store.users import client_credential
 
     cases = cases if cases is not None else load_cases()

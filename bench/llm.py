@@ -126,14 +126,13 @@ async def run_websocket(runs: int, max_tokens: int) -> None:
     """Time to first delta over the WebSocket vs the direct call's first token, same prompt and model."""
     import tempfile
     import uuid
-    from pathlib import Path
 
+    from cloudisense.assistant.chat import CHAT_SYSTEM_PROMPT as SYSTEM_PROMPT
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
-    from cloudisense.node import Node
-    from cloudisense.assistant.chat import CHAT_SYSTEM_PROMPT as SYSTEM_PROMPT
-    from cloudisense.server.app import Server
     from cloudisense.core.roles import Role
+    from cloudisense.node import Node
+    from cloudisense.server.app import Server
     from cloudisense.store.users import client_credential
 
     data_dir = tempfile.mkdtemp(prefix="cloudisense-bench-")

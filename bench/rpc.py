@@ -67,9 +67,9 @@ async def serve_node(data_dir: str) -> None:
     import logging
 
     from cloudisense.config import load_settings
+    from cloudisense.core.roles import Role
     from cloudisense.node import Node
     from cloudisense.server.app import Server
-    from cloudisense.core.roles import Role
     from cloudisense.store.users import client_credential
 
     logging.basicConfig(level=logging.WARNING)

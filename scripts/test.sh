@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Install everything (system packages included) and run the whole test suite.
+# Install everything (system packages included), lint and type check src/, and run the whole test suite.
 # Usage: ./scripts/test.sh [pytest options]
 source "$(dirname "$0")/_setup.sh"
 need_apt mosquitto:mosquitto chromium:chromium
 install_project "all,test"
+# Both stop the run (set -e) before pytest when they find anything.
+echo "==> lint (ruff check src)"
+.venv/bin/ruff check src
+echo "==> type check (mypy src)"
+# python -m: runs the venv's mypy even when the venv was copied (its scripts' shebangs are absolute).
+.venv/bin/python -m mypy
 echo "==> running the test suite"
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -14,9 +14,9 @@ import pytest
 from cloudisense.client import Connection, RpcError, login
 from cloudisense.config import Settings, load_settings
 from cloudisense.core.modules import Module
+from cloudisense.core.roles import Role
 from cloudisense.node import Node
 from cloudisense.server.app import Server
-from cloudisense.core.roles import Role
 from cloudisense.store.users import client_credential
 
 PASSWORDS = {"admin": "admin-pass-1", "oper": "oper-pass-1", "viewer": "viewer-pass-1"}

@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -51,7 +51,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def settings_from(config: Optional[Path], data_dir: Optional[Path] = None, **overrides: Any) -> Settings:
+def settings_from(config: Path | None, data_dir: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the file, the environment and CLI flags, or a plain-words exit."""
     extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
@@ -90,10 +90,10 @@ def read_secret_stdin() -> str:
 
 @app.command()
 def serve(
-    config: Optional[Path] = ConfigOpt,
-    data_dir: Optional[Path] = DataDirOpt,
-    host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (0 picks a free one)."),
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (0 picks a free one)."),
 ) -> None:
     """Start the server."""
     server_over = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -108,9 +108,9 @@ def serve(
 
 
 async def _serve(settings: Settings) -> None:
+    from cloudisense.core.roles import Role
     from cloudisense.node import Node
     from cloudisense.server.app import Server
-    from cloudisense.core.roles import Role
     from cloudisense.store.users import client_credential, generate_password
 
     # Handlers first: a SIGTERM that arrives as soon as we say "listening" still stops cleanly.
@@ -175,8 +175,8 @@ def user_add(
     name: str,
     role: str = typer.Option("operator", help="admin, operator or viewer."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
-    config: Optional[Path] = ConfigOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
 ) -> None:
     """Create a user (prompts for the password unless --password-stdin)."""
     from cloudisense.core.roles import Role
@@ -197,8 +197,8 @@ def user_add(
 def user_passwd(
     name: str,
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
-    config: Optional[Path] = ConfigOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
 ) -> None:
     """Change a user's password."""
     from cloudisense.store.users import client_credential
@@ -212,8 +212,8 @@ def user_passwd(
 @user_app.command("unlock")
 def user_unlock(
     name: str,
-    config: Optional[Path] = ConfigOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
 ) -> None:
     """Forgive a user's failed logins (every address), also on a running node."""
     from cloudisense.store.db import Database
@@ -246,8 +246,8 @@ def user_unlock(
 @user_app.command("list")
 def user_list(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
-    config: Optional[Path] = ConfigOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
 ) -> None:
     """List users and roles."""
     settings = settings_from(config, data_dir)
@@ -277,7 +277,7 @@ def _prompt_new_password() -> str:
 
 @app.command()
 def intents(
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="JSON with params schemas and examples."),
 ) -> None:
     """List the intents this node offers."""
@@ -325,8 +325,8 @@ def rpc(
     url: str = UrlOpt,
     user: str = UserOpt,
     password_stdin: bool = PasswordStdinOpt,
-    node: Optional[str] = typer.Option(None, "--node", help="serviceId: run on another node."),
-    follow: Optional[float] = typer.Option(None, "--follow", help="Keep printing events for N seconds."),
+    node: str | None = typer.Option(None, "--node", help="serviceId: run on another node."),
+    follow: float | None = typer.Option(None, "--follow", help="Keep printing events for N seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw rpc_response."),
 ) -> None:
     """Log in, call one intent, print the response."""
@@ -385,7 +385,7 @@ PasswordFileOpt = typer.Option(None, "--password-file", envvar="CLOUDISENSE_PASS
                                help="File holding the password (or CLOUDISENSE_PASSWORD_FILE).")
 
 
-def mcp_password(password_file: Optional[Path]) -> str:
+def mcp_password(password_file: Path | None) -> str:
     """From CLOUDISENSE_PASSWORD or a password file; stdin is the MCP channel, so never a prompt."""
     if os.environ.get("CLOUDISENSE_PASSWORD"):
         return os.environ["CLOUDISENSE_PASSWORD"]
@@ -405,7 +405,7 @@ def mcp_password(password_file: Optional[Path]) -> str:
 def mcp(
     url: str = UrlOpt,
     user: str = UserOpt,
-    password_file: Optional[Path] = PasswordFileOpt,
+    password_file: Path | None = PasswordFileOpt,
 ) -> None:
     """Serve MCP over stdio (for desktop clients and IDEs), calling the node at --url as --user."""
     try:
@@ -440,10 +440,10 @@ def mcp(
 
 @app.command()
 def plan(
-    text: Optional[str] = typer.Argument(None, help="The request, e.g. \"restart the worker\"."),
-    config: Optional[Path] = ConfigOpt,
+    text: str | None = typer.Argument(None, help="The request, e.g. \"restart the worker\"."),
+    config: Path | None = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
-    batch: Optional[Path] = typer.Option(None, "--batch", help="One request per line; prints one JSON plan per line."),
+    batch: Path | None = typer.Option(None, "--batch", help="One request per line; prints one JSON plan per line."),
     role: str = typer.Option("operator", "--role", help="Plan as this role (viewer, operator, admin)."),
 ) -> None:
     """Plan a request on the configured node without executing anything."""
@@ -470,8 +470,8 @@ app.add_typer(policy_app, name="policy")
 @policy_app.command("check")
 def policy_check(
     intent: str = typer.Argument(..., help="Intent name, e.g. restart_target."),
-    params: Optional[list[str]] = typer.Argument(None, help="key=value params (JSON values: check=true)."),
-    config: Optional[Path] = ConfigOpt,
+    params: list[str] | None = typer.Argument(None, help="key=value params (JSON values: check=true)."),
+    config: Path | None = ConfigOpt,
     role: str = typer.Option("operator", "--role", help="Caller's role (viewer, operator, admin)."),
 ) -> None:
     """Explain what the policy decides for the assistant calling INTENT with these params."""
@@ -492,7 +492,7 @@ def ask(
     url: str = UrlOpt,
     user: str = UserOpt,
     password_stdin: bool = PasswordStdinOpt,
-    session: Optional[str] = typer.Option(None, "--session", help="Continue this assistant session."),
+    session: str | None = typer.Option(None, "--session", help="Continue this assistant session."),
     yes: bool = typer.Option(False, "--yes", help="Approve every confirmation without asking (where policy allows)."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw results as JSON lines."),
 ) -> None:
@@ -521,7 +521,7 @@ def chat(
     url: str = UrlOpt,
     user: str = UserOpt,
     password_stdin: bool = PasswordStdinOpt,
-    session: Optional[str] = typer.Option(None, "--session", help="Continue this assistant session."),
+    session: str | None = typer.Option(None, "--session", help="Continue this assistant session."),
 ) -> None:
     """An interactive conversation with the assistant ("exit", "quit", an empty line or Ctrl-D ends it)."""
     password = resolve_password(password_stdin)

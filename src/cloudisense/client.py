@@ -53,7 +53,7 @@ class Connection:
 
     @classmethod
     async def open(cls, base_url: str, token: str, *, client_kind: str | None = None,
-                   **kwargs: Any) -> "Connection":
+                   **kwargs: Any) -> Connection:
         """Connect to ``/ws`` with an access token (``client_kind``: declare e.g. ``mcp`` for the audit log)."""
         query = {"token": token, **({"client": client_kind} if client_kind else {})}
         ws_url = base_url.replace("http://", "ws://").replace("https://", "wss://") + "/ws?" + urlencode(query)

@@ -23,8 +23,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
-                      ValidationInfo)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+)
 
 from cloudisense.core.errors import ConfigError
 
@@ -265,10 +273,7 @@ def load_settings(
         source = str(path)
     tree = _merge(tree, _env_overrides(env))
     tree = _merge(tree, overrides or {})
-    if path is not None:
-        config_dir = path.resolve().parent
-    else:
-        config_dir = None
+    config_dir = path.resolve().parent if path is not None else None
     for key, value in tree.items():
         if key not in Settings.model_fields and not isinstance(value, dict):
             raise ConfigError(f"invalid configuration ({source} + environment):\n  {key}: unknown key "

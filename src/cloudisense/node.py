@@ -85,7 +85,8 @@ class Node:
             raise ConfigError(f"modules: listed more than once: {', '.join(repeated)}")
         missing = [name for name in wanted if name not in available]
         if missing:
-            raise ConfigError(f"modules: not installed: {', '.join(missing)} (installed: {', '.join(sorted(available))})")
+            raise ConfigError(f"modules: not installed: {', '.join(missing)} "
+                              f"(installed: {', '.join(sorted(available))})")
         self._check_sections(available, wanted)
         for name in wanted:
             cls = available[name]

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.client import Connection
-from tests.assistant.conftest import agent_settings, audit_rows, running_pid, serving, until
-from tests.conftest import Running
+from tests.assistant.conftest import agent_settings, audit_rows, running_pid, serving
 
 PLAN = [
     {"id": "before", "intent": "target_status", "params": {"name": "web"}},

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from bench.planner import demo_context
-from cloudisense.assistant.catalog import (Catalog, canonical, normalize, to_anthropic_tools, to_mcp_tools,
-                                       to_openai_tools, tools_for_role)
+
+from cloudisense.assistant.catalog import (
+    Catalog,
+    canonical,
+    normalize,
+    to_anthropic_tools,
+    to_mcp_tools,
+    to_openai_tools,
+    tools_for_role,
+)
 
 
 @pytest.fixture(scope="module")

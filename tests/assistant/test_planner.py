@@ -7,14 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bench.planner import EVAL, demo_context, run_strategy
+
 from cloudisense.assistant.evaluation import evaluate, load_cases, score_case, significant_params
 from cloudisense.assistant.offline import OfflinePlanner
 from cloudisense.assistant.plan import Plan, PlanningContext, PlanStep
 from cloudisense.assistant.plan_cli import plan_command, planning_context
-from cloudisense.assistant.planner import (HybridPlanner, JsonSchemaPlanner, ToolCallingPlanner, choose_planner,
-                                       plan_json_schema)
+from cloudisense.assistant.planner import (
+    HybridPlanner,
+    JsonSchemaPlanner,
+    ToolCallingPlanner,
+    choose_planner,
+    plan_json_schema,
+)
 from cloudisense.config import load_settings
 from cloudisense.llm.testing import ScriptedModel, tool_call
 

@@ -22,8 +22,8 @@ from cloudisense.assistant.policy import load_policy
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.node import Node
 from cloudisense.modules.audit import AuditModule
+from cloudisense.node import Node
 from tests.assistant.conftest import DEMO_POLICY
 from tests.conftest import make_settings
 

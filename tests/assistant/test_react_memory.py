@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cloudisense.assistant.escalation import assess
 from cloudisense.assistant.memory import Turn, summarize_turns
 from cloudisense.assistant.plan import Plan, PlanStep
-from cloudisense.assistant.escalation import assess
-from cloudisense.llm.testing import ScriptedModel, ScriptedTurn, tool_call
 from cloudisense.llm.base import Usage
+from cloudisense.llm.testing import ScriptedModel, ScriptedTurn, tool_call
 from tests.assistant.conftest import agent_settings, serving
 
 

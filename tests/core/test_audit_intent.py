@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from cloudisense.core.audit import AuditRecord
 from cloudisense.core.auth import LoginLimiter
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, Params, Risk
-from cloudisense.core.audit import AuditRecord
 from cloudisense.store.audit import INTERRUPTED, STARTED, AuditLog
 from cloudisense.store.db import Database
 from tests.conftest import make_settings, start_server

@@ -14,7 +14,6 @@ from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.modules.logs import LogsModule
 from cloudisense.node import Node
-
 from tests.conftest import make_settings, start_server
 
 

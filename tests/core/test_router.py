@@ -18,9 +18,9 @@ from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import NotFound, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.node import Node
-from cloudisense.core.router import Call, Verdict
 from cloudisense.core.roles import Role
+from cloudisense.core.router import Call, Verdict
+from cloudisense.node import Node
 from tests.conftest import make_settings
 from tests.core.helpers import CORE_MODULES, assert_error_shape, assert_success_shape
 

@@ -8,9 +8,17 @@ import pytest
 from pydantic import ValidationError
 
 from cloudisense.core.errors import BadRequest
-from cloudisense.federation.envelope import (Parsed, RequestEnvelope, Topics, cap_role, decode, read_presence,
-                                             topic_forwarded, valid_identity)
 from cloudisense.core.roles import Role
+from cloudisense.federation.envelope import (
+    Parsed,
+    RequestEnvelope,
+    Topics,
+    cap_role,
+    decode,
+    read_presence,
+    topic_forwarded,
+    valid_identity,
+)
 
 
 def test_topic_layout_round_trips() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from cloudisense.client import Connection
 from cloudisense.core.clients import InProcessClient
-from cloudisense.core.router import Call, Verdict
 from cloudisense.core.roles import Role
+from cloudisense.core.router import Call, Verdict
 from tests.conftest import make_settings, start_server
 from tests.federation.conftest import Broker, Pair, bridge, eventually, node_settings
 

@@ -18,8 +18,8 @@ from cloudisense.llm import (
     parse_spec,
     register,
     registered,
+    registry,
 )
-from cloudisense.llm import registry
 from cloudisense.llm.testing import ScriptedModel
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudisense.core.errors import BadRequest
 from cloudisense.modules.logfiles import (
     MAX_LINE_BYTES,
     FileFollower,
@@ -17,7 +18,6 @@ from cloudisense.modules.logfiles import (
     search_file,
 )
 from cloudisense.modules.logs import check_log_name, make_filter
-from cloudisense.core.errors import BadRequest
 
 
 def local(*args: int) -> float:

@@ -10,8 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -332,8 +331,8 @@ async def test_roles_and_bad_input(tmp_path: Path) -> None:
 
 
 def test_entities_and_intent_catalogue(tmp_path: Path) -> None:
-    from cloudisense.node import Node
     from cloudisense.modules.targets import TargetsModule
+    from cloudisense.node import Node
 
     settings = make_settings(tmp_path, targets={"web": {"command": SLEEPER}, "db": {"command": SLEEPER}})
     module = TargetsModule(Node(settings, module_classes={}))

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.assistant.executor import AgentClient
-from cloudisense.llm.testing import ScriptedModel, tool_call
 from cloudisense.core.roles import Role
-from tests.assistant.conftest import MODULES, agent_settings, audit_rows, running_pid, serving, until
-from tests.conftest import Running
+from cloudisense.llm.testing import ScriptedModel, tool_call
+from tests.assistant.conftest import MODULES, agent_settings, audit_rows, running_pid, serving
 
 RESTART = [{"id": "restart", "intent": "restart_target", "params": {"name": "web"}}]
 

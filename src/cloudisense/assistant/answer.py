@@ -52,7 +52,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "\n".join(f"  {_cell(r)}" for r in rows[:MAX_ROWS])
     cells = [[_label(c) for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows[:MAX_ROWS]]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  " + "  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in cells]
+    lines = ["  " + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
     more = f"\n  … and {len(rows) - MAX_ROWS} more" if len(rows) > MAX_ROWS else ""
     return "\n".join(lines) + more
 
@@ -79,7 +79,7 @@ def render_data(intent: str, data: Any) -> str:
     return f"{title}:\n" + "\n".join(lines)
 
 
-def _say(intent: str, params: dict[str, Any], data: Any, registry: "IntentRegistry | None") -> str:
+def _say(intent: str, params: dict[str, Any], data: Any, registry: IntentRegistry | None) -> str:
     found = registry.find(intent) if registry is not None else None
     if found is not None and found.say is not None:
         try:
@@ -97,7 +97,7 @@ def _readable(text: str) -> str:
     return _REF.sub(lambda m: m.group(1).replace(".", " ").replace("_", " "), text).replace("'", "")
 
 
-def render_step(step: Mapping[str, Any], registry: "IntentRegistry | None" = None) -> str:
+def render_step(step: Mapping[str, Any], registry: IntentRegistry | None = None) -> str:
     """One line (or block) about one step's real outcome."""
     intent, status, params = step.get("intent", "?"), step.get("status"), step.get("params") or {}
     if status == "ok":
@@ -113,7 +113,7 @@ def render_step(step: Mapping[str, Any], registry: "IntentRegistry | None" = Non
     return f"{intent} failed: {step.get('message')}"
 
 
-def compose_answer(result: Mapping[str, Any], registry: "IntentRegistry | None" = None, since: int = 0) -> str:
+def compose_answer(result: Mapping[str, Any], registry: IntentRegistry | None = None, since: int = 0) -> str:
     """The answer to the user for an executed plan (``ExecutionResult.as_dict()``).
 
     ``since``: steps before this index were already reported (a run resumed after an approval).
@@ -123,7 +123,8 @@ def compose_answer(result: Mapping[str, Any], registry: "IntentRegistry | None" 
     approval = result.get("approval") or {}
     paused = result.get("status") == "paused" and bool(approval)
     if paused:
-        parts.append(f"Waiting for approval before: {approval.get('description')} (approval {approval.get('approval_id')}).")
+        parts.append(f"Waiting for approval before: {approval.get('description')} "
+                     f"(approval {approval.get('approval_id')}).")
     not_run = [s.get("intent", "?") for s in result.get("not_run") or []]
     if not_run:
         parts.append(("Then, once approved: " if paused else "Not run: ") + ", ".join(not_run))

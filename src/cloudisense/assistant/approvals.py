@@ -20,6 +20,7 @@ tells whether it finished.
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 import time
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cloudisense.core.errors import Conflict, Forbidden, NotFound
-from cloudisense.store.db import Database
 from cloudisense.core.roles import Role
+from cloudisense.store.db import Database
 
 Status = Literal["pending", "approved", "rejected", "expired", "consumed"]
 
@@ -171,7 +172,8 @@ class ApprovalStore:
         rows = await self._db.fetchall(sql + " ORDER BY created DESC LIMIT ?", (*args, limit))
         return [_row(r) for r in rows]
 
-    async def expire_due(self) -> list[str]:
+    # builtins.list: in this class's annotations ``list`` is the method above.
+    async def expire_due(self) -> builtins.list[str]:
         """Mark pending (and approved but never consumed) approvals past their expiry ``expired``; their ids."""
         now = self._clock()
         rows = await self._db.fetchall(
@@ -193,7 +195,8 @@ class ApprovalStore:
         if approval.status == "expired":
             raise Conflict(f"approval {approval_id} expired before it was decided; ask the assistant again")
         if approval.status != "pending":
-            raise Conflict(f"approval {approval_id} is already {approval.status} (by {approval.decided_by or 'nobody'})")
+            raise Conflict(f"approval {approval_id} is already {approval.status} "
+                           f"(by {approval.decided_by or 'nobody'})")
         status = "approved" if approve else "rejected"
         now = self._clock()
         # The status guard makes two concurrent decisions race safely: only one UPDATE changes the row.
@@ -220,7 +223,7 @@ class ApprovalStore:
         await self._db.conn.commit()
         return cur.rowcount == 1
 
-    async def consumed_for(self, intent: str, params: dict[str, Any]) -> list[Approval]:
+    async def consumed_for(self, intent: str, params: dict[str, Any]) -> builtins.list[Approval]:
         """Consumed approvals covering this exact call (for audits and property tests)."""
         rows = await self._db.fetchall(
             "SELECT * FROM approvals WHERE status = 'consumed' AND intent = ? AND params = ?",

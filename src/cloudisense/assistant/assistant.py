@@ -21,6 +21,7 @@ from cloudisense.assistant.executor import ExecutionResult, Executor
 from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.plan import Plan
 from cloudisense.assistant.react import run_react
+from cloudisense.assistant.settings import agent_settings
 from cloudisense.assistant.turn import Outcome, Turn
 from cloudisense.core.errors import BadRequest, Unavailable
 from cloudisense.core.roles import Role, may_run
@@ -48,8 +49,8 @@ def default_session(user: str) -> str:
 class Assistant:
     """Plans, acts through the router, and answers; one instance per node."""
 
-    def __init__(self, *, registry: "IntentRegistry", entities: Entities, memory: SessionMemory,
-                 approvals: ApprovalStore, executor: Executor, escalator: Escalator, settings: "Settings") -> None:
+    def __init__(self, *, registry: IntentRegistry, entities: Entities, memory: SessionMemory,
+                 approvals: ApprovalStore, executor: Executor, escalator: Escalator, settings: Settings) -> None:
         self.registry = registry
         self.entities = entities
         self.memory = memory
@@ -70,7 +71,7 @@ class Assistant:
     # -- one request --------------------------------------------------------------
 
     async def ask(self, text: str, *, user: str, role: Role, session: str, notify: Notify | None = None,
-                  mode: str = "auto", origin: "CallOrigin | None" = None) -> Turn:
+                  mode: str = "auto", origin: CallOrigin | None = None) -> Turn:
         """One request: plan (planner first), then execute, ask, refuse, answer, escalate or reason."""
         if HELP_RE.match(text):
             intro = self.introduction(role)
@@ -94,14 +95,14 @@ class Assistant:
         return await self._react(text, user=user, role=role, session=session, notify=notify, origin=origin)
 
     async def _answer_plan(self, plan: Plan, text: str, *, user: str, role: Role, session: str,
-                           notify: Notify | None, mode: str, origin: "CallOrigin | None") -> Turn | None:
+                           notify: Notify | None, mode: str, origin: CallOrigin | None) -> Turn | None:
         """The turn for ``plan``; ``None`` hands the request to the model (when one is configured)."""
         if plan.outcome in ("answer", "refuse"):
             message = plan.message or plan.reason or "I can't do that."
             await self.memory.add_message(session, "assistant", message)
             outcome = Outcome.ANSWERED if plan.outcome == "answer" else Outcome.REFUSED
             return Turn(outcome, session, message, strategy=plan.strategy, plan=plan)
-        verdict = assess(plan, min_confidence=self.settings.agent.min_confidence)
+        verdict = assess(plan, min_confidence=agent_settings(self.settings).min_confidence)
         if verdict.action == "proceed":
             run = await self.executor.run(plan, user=user, role=role, session=session, notify=notify, origin=origin)
             turn = self._run_turn(run, session, plan.strategy, plan=plan)
@@ -121,7 +122,7 @@ class Assistant:
                     question=verdict.message)
 
     async def _react(self, text: str, *, user: str, role: Role, session: str, notify: Notify | None,
-                     origin: "CallOrigin | None") -> Turn:
+                     origin: CallOrigin | None) -> Turn:
         react = await run_react(self.provider, text, executor=self.executor, user=user, role=role, session=session,
                                 token_budget=self.settings.llm.session_token_budget,
                                 memory=self.memory, notify=notify, origin=origin)
@@ -156,7 +157,7 @@ class Assistant:
 
         planner = self.planner or self._default_planner()
         # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
-        context = planning_context(self.registry, role, self.entities(), aliases=self.settings.agent.aliases,
+        context = planning_context(self.registry, role, self.entities(), aliases=agent_settings(self.settings).aliases,
                                    history=await self.memory.context(session))
         try:
             plan: Plan = await planner.plan(text, context)
@@ -184,7 +185,7 @@ class Assistant:
     # -- approvals and chains -----------------------------------------------------
 
     async def confirm(self, approval_id: str, *, approve: bool, user: str, role: Role, reason: str | None,
-                      notify: Notify | None, origin: "CallOrigin | None") -> tuple[Turn, dict[str, Any]]:
+                      notify: Notify | None, origin: CallOrigin | None) -> tuple[Turn, dict[str, Any]]:
         """Decide an approval and continue (or end) its run; returns the turn and the decided approval."""
         approval = await self.approvals.decide(approval_id, approve=approve, user=user, role=role, reason=reason)
         reported = len((approval.plan or {}).get("done") or [])  # steps the paused answer already reported
@@ -193,7 +194,7 @@ class Assistant:
         return self._run_turn(run, approval.session or "", "approval", since=reported), decided
 
     async def run_steps(self, steps: list[Any], *, user: str, role: Role, session: str | None, on_error: str,
-                        kind: str, notify: Notify | None, origin: "CallOrigin | None") -> Turn:
+                        kind: str, notify: Notify | None, origin: CallOrigin | None) -> Turn:
         """Run given steps (``intent_chain``, ``agent_execute``) and say what happened."""
         run = await self.executor.run(steps, user=user, role=role, session=session, on_error=on_error, kind=kind,
                                       notify=notify, origin=origin)

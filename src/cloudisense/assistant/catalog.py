@@ -169,7 +169,7 @@ def refused_tools(registry: IntentRegistry, role: Role | str) -> list[dict[str, 
 
 def planning_context(registry: IntentRegistry, role: Role | str, entities: dict[str, list[str]], *,
                      aliases: dict[str, str] | None = None,
-                     history: list[dict[str, str]] | None = None) -> "PlanningContext":
+                     history: list[dict[str, str]] | None = None) -> PlanningContext:
     """What a planner sees for a caller of ``role``: the tools it may run, those it may not, names, aliases."""
     from cloudisense.assistant.plan import PlanningContext
 
@@ -216,7 +216,7 @@ class Catalog:
         self.vocabulary.update(v for v in SYNONYMS.values())
         # Typos of a synonym are corrected too ("runing" is "running", which is "status").
         self.vocabulary.update(SYNONYMS)
-        self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens)]
+        self._docs = [_Doc(t, Counter(w), len(w)) for t, w in zip(self.tools, docs_tokens, strict=True)]
         self._terms = {d.tool["name"]: d.terms for d in self._docs}
         self._avg = (sum(d.length for d in self._docs) / len(self._docs)) if self._docs else 1.0
         df: Counter[str] = Counter()
@@ -238,7 +238,7 @@ class Catalog:
         return words
 
     @classmethod
-    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> "Catalog":
+    def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> Catalog:
         """The catalogue of what ``role`` may run on this node."""
         return cls(tools_for_role(registry, role))
 

@@ -43,7 +43,8 @@ def lookup(results: dict[str, dict[str, Any]], ref: str) -> Any:
     step = parts[0]
     if step not in results:
         known = ", ".join(sorted(results)) or "none yet"
-        raise ChainError(f"reference ${{{ref}}} names step {step!r}, which has not run before this one (known: {known})")
+        raise ChainError(f"reference ${{{ref}}} names step {step!r}, which has not run before this one "
+                         f"(known: {known})")
     value: Any = results[step]
     for part in parts[1:]:
         if isinstance(value, dict):

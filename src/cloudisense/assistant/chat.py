@@ -50,7 +50,7 @@ Delta = Callable[[str], None]
 class ModelAccess:
     """Budgeted access to the configured model (``[llm]``) and to models named per request."""
 
-    def __init__(self, settings: "LLMSettings", db: "Database", metrics_registry: Any = None) -> None:
+    def __init__(self, settings: LLMSettings, db: Database, metrics_registry: Any = None) -> None:
         from cloudisense.llm import UsageLedger
 
         self.settings = settings
@@ -61,7 +61,8 @@ class ModelAccess:
         """Create the usage table and load the totals that budgets count against."""
         await self._db.migrate("llm_usage", USAGE_MIGRATIONS)
         sessions = {r[0]: int(r[1]) for r in await self._db.fetchall(
-            "SELECT session, SUM(input_tokens + output_tokens) FROM llm_usage WHERE session IS NOT NULL GROUP BY session")}
+            "SELECT session, SUM(input_tokens + output_tokens) FROM llm_usage"
+            " WHERE session IS NOT NULL GROUP BY session")}
         users = {r[0]: int(r[1]) for r in await self._db.fetchall(
             "SELECT user, SUM(input_tokens + output_tokens) FROM llm_usage WHERE user IS NOT NULL GROUP BY user")}
         self.ledger.load(sessions=sessions, users=users)
@@ -91,7 +92,8 @@ class ModelAccess:
         try:
             return self.service(None)
         except Exception as exc:  # the assistant still works offline; say why the model is not used
-            log.warning("assistant: provider %s unavailable (%s); using the offline planner", self.settings.provider, exc)
+            log.warning("assistant: provider %s unavailable (%s); using the offline planner",
+                        self.settings.provider, exc)
             return None
 
     async def _persist_usage(self, rec: Any) -> None:
@@ -101,7 +103,7 @@ class ModelAccess:
             (rec.at, rec.session_id, rec.user_id, rec.provider, rec.model, rec.input_tokens, rec.output_tokens))
 
 
-async def chat_turn(service: Any, memory: "SessionMemory", session: str, user: str, prompt: str, *,
+async def chat_turn(service: Any, memory: SessionMemory, session: str, user: str, prompt: str, *,
                     context: dict[str, Any], model: str | None, temperature: float | None,
                     max_tokens: int | None, on_delta: Delta) -> dict[str, Any]:
     """One model turn with the session's history; text deltas go to ``on_delta`` as they arrive."""

@@ -76,7 +76,8 @@ def result_fields(schema: dict[str, Any] | None) -> list[Field]:
             if enum and not typ:
                 typ = "string"
             desc = str(spec.get("description", ""))
-            words = {stem(w) for w in re.findall(r"[a-z]+", f"{path.replace('.', ' ').replace('_', ' ')} {desc}".lower())}
+            spoken = f"{path.replace('.', ' ').replace('_', ' ')} {desc}".lower()
+            words = {stem(w) for w in re.findall(r"[a-z]+", spoken)}
             out.append(Field(path, str(typ or "any"), enum, frozenset(words), name, desc))
 
     walk(schema, "", 0)

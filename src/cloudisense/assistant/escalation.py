@@ -89,7 +89,7 @@ class Escalation:
 class Escalator:
     """Flags sessions and notifies people, through the router."""
 
-    def __init__(self, router: "MessageRouter", pubsub: "PubSub", memory: SessionMemory, *, identity: str,
+    def __init__(self, router: MessageRouter, pubsub: PubSub, memory: SessionMemory, *, identity: str,
                  via_intent: str | None) -> None:
         self.memory = memory
         self.identity = identity
@@ -99,14 +99,15 @@ class Escalator:
                                        policy_applies=True)
 
     async def escalate(self, session: str, user: str, reason: str, request: str = "",
-                       origin: "CallOrigin | None" = None) -> Escalation:
+                       origin: CallOrigin | None = None) -> Escalation:
         """Flag ``session``, publish it, and send the notice (a failed notice never hides the flag)."""
         await self.memory.flag(session, reason)
         await self.memory.add(session, "event", "assistant", f"escalated: {reason}")
         self._pubsub.publish("/notification", "assistant_escalation",
                              {"session": session, "user": user, "reason": reason, "request": request[:500]})
         if self.via_intent is None:
-            return Escalation(session, reason, notified=False, error="escalation notices are off ([agent] escalate_via)")
+            return Escalation(session, reason, notified=False,
+                              error="escalation notices are off ([agent] escalate_via)")
         message = (f"[cloudisense {self.identity}] assistant needs a person (session {session}, user {user}): "
                    f"{reason}" + (f" — request: {request[:300]}" if request else ""))
         response = await self._client.call(self.via_intent, {"message": message}, origin=origin)

@@ -103,7 +103,8 @@ class CaseResult:
     unsafe: bool = False
 
 
-def score_case(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]], latency_ms: float = 0.0) -> CaseResult:
+def score_case(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]],
+               latency_ms: float = 0.0) -> CaseResult:
     """Score ``plan`` against ``case`` with the rule of the module docstring."""
     expected = case["expected"]
     want_outcome = expected.get("outcome", "execute")
@@ -116,10 +117,11 @@ def score_case(case: dict[str, Any], plan: Plan, tools: dict[str, dict[str, Any]
         ok = plan.outcome == want_outcome
         return CaseResult(case["text"], want_outcome, plan.outcome, ok, ok, latency_ms, predicted, want_steps, unsafe)
     intent_ok = (plan.outcome == "execute" and [p["intent"] for p in predicted] == [s["intent"] for s in want_steps]
-                 and all(bool(p.get("when")) == bool(s.get("when")) for p, s in zip(predicted, want_steps)))
+                 and all(bool(p.get("when")) == bool(s.get("when"))
+                         for p, s in zip(predicted, want_steps, strict=True)))
     params_ok = intent_ok and all(_params_match(p["params"], s.get("params") or {})
                                   and same_condition(p.get("when"), s.get("when"))
-                                  for p, s in zip(predicted, want_steps))
+                                  for p, s in zip(predicted, want_steps, strict=True))
     return CaseResult(case["text"], want_outcome, plan.outcome, intent_ok, params_ok, latency_ms, predicted, want_steps,
                       unsafe)
 

@@ -30,6 +30,7 @@ from cloudisense.assistant import chains
 from cloudisense.assistant.approvals import Approval, ApprovalStore
 from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.plan import Plan, PlanStep
+from cloudisense.assistant.settings import agent_settings
 from cloudisense.core.clients import AGENT_KIND, AUTOMATED_KINDS, InProcessClient
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.errors import Conflict
@@ -155,12 +156,12 @@ def summarize(result: ExecutionResult) -> str:
 class Executor:
     """Runs plans and chains through the router (see the module docstring)."""
 
-    def __init__(self, node: "Node", approvals: ApprovalStore, *, memory: SessionMemory | None = None,
+    def __init__(self, node: Node, approvals: ApprovalStore, *, memory: SessionMemory | None = None,
                  max_observation_chars: int | None = None) -> None:
         self.node = node
         self.approvals = approvals
         self.memory = memory
-        self.max_observation_chars = max_observation_chars or node.settings.agent.max_observation_chars
+        self.max_observation_chars = max_observation_chars or agent_settings(node.settings).max_observation_chars
 
     async def call(self, intent: str, params: dict[str, Any], *, user: str, role: Role | str,
                    session: str | None = None, kind: str = AGENT_KIND, run_state: RunState | None = None,
@@ -181,7 +182,7 @@ class Executor:
                   notify: Notify | None = None, origin: CallOrigin | None = None) -> ExecutionResult:
         """Run every step in order; pauses at the first step that needs approval."""
         steps = plan.steps if isinstance(plan, Plan) else [PlanStep.model_validate(s) for s in plan]
-        state = RunState(steps=[s.model_dump(exclude_none=True) for s in steps], on_error=on_error,  # type: ignore[arg-type]
+        state = RunState(steps=[s.model_dump(exclude_none=True) for s in steps], on_error=on_error,
                          user=user, role=Role(role), session=session, kind=kind)
         return await self._run_from(state, notify, origin)
 
@@ -207,7 +208,7 @@ class Executor:
                               message=f"approval {approval.id} was {approval.status}"
                               + (f" by {approval.decided_by}" if approval.decided_by else "")
                               + (f": {approval.reason}" if approval.reason else ""))
-            return await self._finish(status, done + [step], state, index + 1, notify, approval)
+            return await self._finish(status, [*done, step], state, index + 1, notify, approval)
         if approval.status != "approved":
             raise Conflict(f"approval {approval.id} is {approval.status}; only an approved approval can be resumed"
                            + (" (it already ran once)" if approval.status == "consumed" else ""))
@@ -220,7 +221,7 @@ class Executor:
         await self._after_step(step, state, notify)
         state.done = [asdict(s) for s in done] + [asdict(step)]
         if step.status != "ok" and state.on_error == "stop":
-            return await self._finish("failed", done + [step], state, index + 1, notify)
+            return await self._finish("failed", [*done, step], state, index + 1, notify)
         state.index = index + 1
         return await self._run_from(state, notify, origin)
 

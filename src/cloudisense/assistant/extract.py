@@ -51,7 +51,7 @@ def _plural(word: str) -> bool:
 
 def _same_number(said: str, name: str) -> bool:
     """"orders" names database ``orders``; "order" (another word) does not: a one-word name is said as written."""
-    word = [p for p in re.split(r"[-_.\s]+", name.lower()) if p][0]
+    word = [p for p in re.split(r"[-_.\s]+", name.lower()) if p][0]  # noqa: RUF015 - IndexError, not StopIteration
     return said == word or _plural(said) == _plural(word)
 
 
@@ -83,11 +83,12 @@ class Segment:
     stems: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, text: str) -> "Segment":
+    def of(cls, text: str) -> Segment:
         """Tokenise ``text``."""
         # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" and ids ("b-42") stay whole.
         raw = [p for t in raw_tokens(text)
-               for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t]) if p]
+               for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t])
+               if p]
         keep = [i for i, t in enumerate(raw) if t not in STOPWORDS or t in PRONOUNS]
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
 
@@ -99,7 +100,7 @@ def near_miss(word: str, target: str) -> bool:
     if word == target or word[:1] != target[:1]:
         return False
     if len(word) == len(target):
-        diff = [i for i, (a, b) in enumerate(zip(word, target)) if a != b]
+        diff = [i for i, (a, b) in enumerate(zip(word, target, strict=True)) if a != b]
         return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]] \
             and word[diff[1]] == target[diff[0]]
     short, long_ = sorted((word, target), key=len)
@@ -125,7 +126,7 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
     """Configured entities named in ``segment`` (aliases included), longest match first, without overlaps."""
     vocab = {tok for names in entities.values() for n in names for tok in entity_tokens(n)}
     words = [_fix(w, vocab) for w in segment.stems]
-    fixed = [w != s for w, s in zip(words, segment.stems)]
+    fixed = [w != s for w, s in zip(words, segment.stems, strict=True)]
     raw_kept = [segment.raw[i] for i in segment.keep]
     dotted = {n.lower(): (kind, n) for kind, names in entities.items() for n in names if "." in n.strip(".")}
     found: list[Mention] = []
@@ -157,8 +158,8 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
     found.sort(key=lambda m: (-(m.end - m.start), m.how == "alias", m.start))
     chosen: list[Mention] = []
     for m in found:
-        if any(m.start < c.end and c.start < m.end and ((c.end - c.start) > (m.end - m.start) or c.how != "alias"
-                                                       and m.how == "alias") for c in chosen):
+        if any(m.start < c.end and c.start < m.end and ((c.end - c.start) > (m.end - m.start) or (c.how != "alias"
+                                                       and m.how == "alias")) for c in chosen):
             continue
         if any(c.start == m.start and c.end == m.end and c.names == m.names for c in chosen):
             continue
@@ -389,7 +390,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     pattern = pattern_of(spec)
     words = field_words(param, spec)
-    if pattern and _specific(pattern) or "id" in words:
+    if (pattern and _specific(pattern)) or "id" in words:
         for tok in re.findall(r"[\w][\w.\-]*", text):
             if pattern and _specific(pattern):
                 if re.fullmatch(pattern, tok):
@@ -464,7 +465,7 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             value = q.value
         reading.used.add(i)
         if typ == "integer":
-            return int(round(value))
+            return round(value)
         return value
     return None
 

@@ -50,7 +50,7 @@ def _short(value: Any) -> str:
 class PolicyGate:
     """Applies a :class:`PolicyEngine` to agent calls and turns ``confirm`` into approvals."""
 
-    def __init__(self, node: "Node", engine: PolicyEngine, approvals: ApprovalStore) -> None:
+    def __init__(self, node: Node, engine: PolicyEngine, approvals: ApprovalStore) -> None:
         self.node = node
         self.engine = engine
         self.approvals = approvals

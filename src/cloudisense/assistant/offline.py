@@ -150,4 +150,4 @@ def as_plan_steps(steps: list[tuple[str, dict[str, Any]]], whens: list[str | Non
     many = len(steps) > 1
     whens = whens or [None] * len(steps)
     return [PlanStep(id=f"s{i}" if many else None, intent=name, params=params, when=when)
-            for i, ((name, params), when) in enumerate(zip(steps, whens), 1)]
+            for i, ((name, params), when) in enumerate(zip(steps, whens, strict=False), 1)]

@@ -7,8 +7,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.assistant import extract as ex
-from cloudisense.assistant.catalog import (STOPWORDS, Catalog, apply_phrases, canonical, normalize, raw_tokens, stem,
-                                       tool_required)
+from cloudisense.assistant.catalog import (
+    STOPWORDS,
+    Catalog,
+    apply_phrases,
+    canonical,
+    normalize,
+    raw_tokens,
+    stem,
+    tool_required,
+)
 from cloudisense.assistant.conditions import Condition, compile_condition, result_fields, split_condition
 from cloudisense.assistant.offline import as_plan_steps
 from cloudisense.assistant.plan import Plan, PlanningContext
@@ -43,8 +51,8 @@ def is_question(text: str) -> bool:
     """A question about state ("when did X run?", "is X up?"), not a request phrased politely."""
     if _REQUEST_START.search(text):
         return False
-    return bool(_QUESTION_START.search(text)) or text.rstrip().endswith("?") and not re.match(
-        r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1
+    return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
+        r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
 
 def action_words(catalog: Catalog) -> set[str]:
@@ -142,14 +150,14 @@ class StepDraft:
     #: Set when the caller's role may not run the intent: what to tell them.
     refusal: str | None = None
     #: A condition over an earlier draft's result: (that draft, condition).
-    when: tuple["StepDraft", Condition] | None = None
+    when: tuple[StepDraft, Condition] | None = None
     question_asked: bool = False
 
 
 class SegmentPlanner:
     """Plans one request, segment by segment, remembering entities for "it"."""
 
-    def __init__(self, owner: "OfflinePlanner", catalog: Catalog, context: PlanningContext) -> None:
+    def __init__(self, owner: OfflinePlanner, catalog: Catalog, context: PlanningContext) -> None:
         self.owner = owner
         self.catalog = catalog
         self.context = context
@@ -181,8 +189,8 @@ class SegmentPlanner:
             else:
                 drafts.append(draft)
         if pending and not drafts:
-            return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy, reason="a condition without an action",
-                        question=f"What should I do if {pending}?")
+            return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
+                        reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
 
     def _remember(self, text: str) -> None:
@@ -200,14 +208,15 @@ class SegmentPlanner:
                         reason=f"not allowed for role {self.context.role}: {refused[0].intent}")
         if all(d.unknown for d in drafts):
             content = [t for t in self.catalog.tokens(text) if t != "?"]
-            if is_question(text) and any(t in self.catalog.vocabulary for t in content) or _WHY.search(text):
-                return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="no action answers that question",
-                            question=self._unclear_question(text))
+            if (is_question(text) and any(t in self.catalog.vocabulary for t in content)) or _WHY.search(text):
+                return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                            reason="no action answers that question", question=self._unclear_question(text))
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
         unknown = [d for d in drafts if d.unknown]
         if unknown:
-            return Plan(outcome="clarify", confidence=0.3, strategy=strategy, reason="part of the request matches no action",
+            return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                        reason="part of the request matches no action",
                         question="I can only do part of that. Which of the node's actions did you mean for the rest?")
         questions = [d for d in drafts if d.question]
         if questions:
@@ -431,7 +440,7 @@ class SegmentPlanner:
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
-        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain))
+        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain, strict=False))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
 
@@ -586,7 +595,7 @@ class SegmentPlanner:
             return names[0], "named" if of_kind[0].how != "alias" else "alias", None
         if len(names) > 1:
             return None, "ambiguous", f"Which {kind} do you mean: {_either(names)}?"
-        if kind in self.last and (ex.has_pronoun(seg) or required and self._is_followup(seg)):
+        if kind in self.last and (ex.has_pronoun(seg) or (required and self._is_followup(seg))):
             return self.last[kind], "from earlier in the request", None
         if ex.has_pronoun(seg):
             earlier = self._from_history(kind)
@@ -612,7 +621,7 @@ class SegmentPlanner:
 
 def _inflected(said: str, word: str) -> bool:
     """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
-    return any(said == word + end or word.endswith("e") and said == word[:-1] + end
+    return any(said == word + end or (word.endswith("e") and said == word[:-1] + end)
                for end in ("ing", "ed", "es", "s", "er", "d"))
 
 
@@ -650,4 +659,4 @@ def _compose_message(text: str, earlier: list[tuple[str, dict[str, Any]]]) -> st
     return f"CloudiSENSE: {text.strip()[:300]}"
 
 
-__all__ = ["SegmentPlanner", "StepDraft", "split_request", "is_question"]
+__all__ = ["SegmentPlanner", "StepDraft", "is_question", "split_request"]

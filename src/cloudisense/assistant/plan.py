@@ -71,7 +71,7 @@ class Plan(BaseModel):
 class Planner(Protocol):
     """Maps a request to a :class:`Plan`."""
 
-    async def plan(self, text: str, context: "PlanningContext") -> Plan:
+    async def plan(self, text: str, context: PlanningContext) -> Plan:
         """Plan ``text`` given what the node offers and what was said before."""
 
 

@@ -40,7 +40,8 @@ def planning_node(config: Path | None = None, *, settings: Settings | None = Non
     return node
 
 
-def planning_context(node: Node, role: str = "operator", history: list[dict[str, str]] | None = None) -> PlanningContext:
+def planning_context(node: Node, role: str = "operator",
+                     history: list[dict[str, str]] | None = None) -> PlanningContext:
     """What a planner sees on ``node`` for a caller of ``role``."""
     aliases = node.settings.section("agent", AgentSettings).aliases
     return context_for(node.registry, role, node.entities(), aliases=aliases, history=history)
@@ -52,7 +53,8 @@ def _render(text: str, plan: Plan) -> None:
 
     console = Console()
     console.print(f"[bold]{text}[/bold]")
-    console.print(f"outcome: [cyan]{plan.outcome}[/cyan]   confidence: {plan.confidence:.2f}   strategy: {plan.strategy}")
+    console.print(f"outcome: [cyan]{plan.outcome}[/cyan]   confidence: {plan.confidence:.2f}   "
+                  f"strategy: {plan.strategy}")
     if plan.question:
         console.print(f"question: {plan.question}", markup=False)
     if plan.message:
@@ -87,7 +89,7 @@ def plan_command(config: Path | None, text: str | None, batch: Path | None, as_j
     planner = choose_planner(node.settings, node.registry)
     if batch is not None:
         lines = [ln.strip() for ln in batch.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        for line, plan in zip(lines, asyncio.run(_plan_all(planner, context, lines))):
+        for line, plan in zip(lines, asyncio.run(_plan_all(planner, context, lines)), strict=True):
             print(json.dumps(plan.as_record(line), ensure_ascii=False))
         return 0
     assert text is not None

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from cloudisense.assistant.catalog import Catalog, plannable, tool_required
 from cloudisense.assistant.offline import HIGH_CONFIDENCE, OfflinePlanner, danger
 from cloudisense.assistant.plan import Plan, Planner, PlanningContext, PlanStep
+from cloudisense.assistant.settings import agent_settings
 
 if TYPE_CHECKING:
     from cloudisense.config import Settings
@@ -33,8 +34,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OfflinePlanner", "ToolCallingPlanner", "JsonSchemaPlanner", "HybridPlanner", "choose_planner",
-           "validate_model_plan", "plan_json_schema", "InvalidPlan"]
+__all__ = [
+    "HybridPlanner",
+    "InvalidPlan",
+    "JsonSchemaPlanner",
+    "OfflinePlanner",
+    "ToolCallingPlanner",
+    "choose_planner",
+    "plan_json_schema",
+    "validate_model_plan",
+]
 
 #: Confidence given to a plan rebuilt from a rejected model answer.
 REJECTED_CONFIDENCE = 0.1
@@ -65,14 +74,15 @@ def _entity_problem(tool: dict[str, Any], params: dict[str, Any], entities: dict
     return None
 
 
-def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: "IntentRegistry | None") -> dict[str, Any]:
+def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: IntentRegistry | None) -> dict[str, Any]:
     """Validated params (as given, without added defaults); :class:`InvalidPlan` when they do not fit."""
     intent = registry.find(tool["name"]) if registry is not None else None
     if intent is not None:
         try:
             model = intent.params.model_validate(params)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}"
+                                 for e in exc.errors())
             raise InvalidPlan(f"{tool['name']}: bad params: {problems}") from None
         return model.model_dump(mode="json", exclude_unset=True)
     # No registry: the schema's own keys and required list (the router validates fully later).
@@ -88,7 +98,7 @@ def _check_params(tool: dict[str, Any], params: dict[str, Any], registry: "Inten
 
 
 def validate_model_plan(candidate: Any, context: PlanningContext, offered: list[dict[str, Any]],
-                        registry: "IntentRegistry | None" = None, strategy: str = "model") -> Plan:
+                        registry: IntentRegistry | None = None, strategy: str = "model") -> Plan:
     """Check a model's plan (a dict, or a :class:`Plan`) and return a safe :class:`Plan`.
 
     Raises :class:`InvalidPlan` with the reason; callers turn that into :func:`rejected`.
@@ -185,7 +195,7 @@ class _ModelPlanner:
 
     strategy = "model"
 
-    def __init__(self, provider: Any, registry: "IntentRegistry | None" = None, k: int = 8,
+    def __init__(self, provider: Any, registry: IntentRegistry | None = None, k: int = 8,
                  max_tokens: int | None = None) -> None:
         self.provider = provider
         self.registry = registry
@@ -234,7 +244,7 @@ class ToolCallingPlanner(_ModelPlanner):
         except Exception as exc:
             log.warning("tool-calling planner: model call failed: %s", exc)
             return rejected(f"the model could not be reached ({type(exc).__name__})", self.strategy)
-        for name, args, error in calls:
+        for name, args, _error in calls:
             if name == "ask_user":
                 question = str(args.get("question") or "").strip()[:500] or "Could you say more?"
                 return Plan(outcome="clarify", question=question, confidence=0.5, strategy=self.strategy,
@@ -327,7 +337,7 @@ class HybridPlanner:
         return slow
 
 
-def choose_planner(settings: "Settings", registry: "IntentRegistry | None" = None,
+def choose_planner(settings: Settings, registry: IntentRegistry | None = None,
                    provider: Any = None) -> Planner:
     """The planner for ``settings.llm``: offline when no provider is configured, else hybrid.
 
@@ -347,4 +357,5 @@ def choose_planner(settings: "Settings", registry: "IntentRegistry | None" = Non
         model = ToolCallingPlanner(provider, registry)
     else:
         model = JsonSchemaPlanner(provider, registry)
-    return HybridPlanner(model, OfflinePlanner(), threshold=max(HIGH_CONFIDENCE, settings.agent.min_confidence))
+    threshold = max(HIGH_CONFIDENCE, agent_settings(settings).min_confidence)
+    return HybridPlanner(model, OfflinePlanner(), threshold=threshold)

@@ -137,8 +137,8 @@ class PolicyEngine:
             if rule.matches(name, params, level, str(role), node, client):
                 return Decision(rule.decision, rule.name, rule.reason or f"rule {rule.name!r} matched")
         decision: DecisionKind = getattr(self.defaults, level.value)
-        return Decision(decision, f"default:{level.value}", f"no rule matched; {level.value} intents default to {decision}",
-                        is_default=True)
+        return Decision(decision, f"default:{level.value}",
+                        f"no rule matched; {level.value} intents default to {decision}", is_default=True)
 
     def explain(self, intent: str, params: dict[str, Any], risk: Risk | str, role: str, node: str,
                 client: str = "agent") -> list[str]:
@@ -188,7 +188,8 @@ def parse_policy(text: str, source: str = "policy") -> PolicyEngine:
     names = [r.name for r in parsed.rule]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"policy file {source}: rule names must be unique (the audit log cites them): {', '.join(dupes)}")
+        raise ConfigError(f"policy file {source}: rule names must be unique (the audit log cites them): "
+                          f"{', '.join(dupes)}")
     return PolicyEngine(parsed.rule, parsed.defaults, source)
 
 

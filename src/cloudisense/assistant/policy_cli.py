@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cloudisense.assistant.policy import Decision, assistant_policy
+from cloudisense.assistant.settings import agent_settings
 from cloudisense.config import load_settings
 from cloudisense.core import protocol
 from cloudisense.core.errors import BadRequest
@@ -37,7 +38,8 @@ def parse_kv(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def policy_check(config: Path | None, intent: str, kv_params: Sequence[str], role: str = "operator") -> tuple[Decision, list[str]]:
+def policy_check(config: Path | None, intent: str, kv_params: Sequence[str],
+                 role: str = "operator") -> tuple[Decision, list[str]]:
     """The decision and explanation lines for calling ``intent`` with ``kv_params`` as ``role``."""
     from cloudisense.node import Node
 
@@ -54,7 +56,8 @@ def policy_check(config: Path | None, intent: str, kv_params: Sequence[str], rol
     except ValidationError as exc:
         raise BadRequest(protocol.describe_validation_error(exc)) from None
     risk = found.effective_risk(params)
-    engine = assistant_policy(settings.agent.policy_file, settings.agent.escalate_via)
+    agent = agent_settings(settings)
+    engine = assistant_policy(agent.policy_file, agent.escalate_via)
     dumped = params.model_dump(mode="json")
     decision = engine.decide(found.name, dumped, risk, role, settings.identity)
     lines = [

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudisense.assistant.executor import ExecutionResult, Executor, StepResult, summarize
 from cloudisense.assistant.memory import SessionMemory
-from cloudisense.core.intents import AgentUse
-from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
+from cloudisense.assistant.settings import agent_settings
 from cloudisense.core.context import CallOrigin
+from cloudisense.core.intents import AgentUse
 from cloudisense.core.roles import Role
+from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
 
 if TYPE_CHECKING:
     from cloudisense.core.intents import IntentRegistry
@@ -65,12 +66,13 @@ class ReactResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON for the wire."""
         return {"answer": self.answer, "reply": self.reply(), "stopped": self.stopped, "failures": self.failures,
-                "approvals": self.approvals, "usage": {"input": self.usage.input_tokens, "output": self.usage.output_tokens},
+                "approvals": self.approvals,
+                "usage": {"input": self.usage.input_tokens, "output": self.usage.output_tokens},
                 "steps": [{"intent": s.intent, "params": s.params, "status": s.status, "code": s.code,
                            "message": s.message, "rule": s.rule} for s in self.steps]}
 
 
-def select_tools(registry: "IntentRegistry", question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
+def select_tools(registry: IntentRegistry, question: str, role: Role | str, k: int = 8) -> list[dict[str, Any]]:
     """Intent descriptions relevant to ``question`` that ``role`` may run and a model may call."""
     from cloudisense.assistant.catalog import Catalog, tools_for_role
 
@@ -98,7 +100,7 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
                     origin: CallOrigin | None = None) -> ReactResult:
     """Answer ``question`` with a reason-act-observe loop; every action runs through ``executor``."""
     node = executor.node
-    settings = node.settings.agent
+    settings = agent_settings(node.settings)
     steps_limit = max_steps or settings.max_steps
     cap = max_observation_chars or settings.max_observation_chars
     offered = tools if tools is not None else select_tools(node.registry, question, role)
@@ -140,7 +142,8 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
 
 
 async def _act(executor: Executor, call: Any, user: str, role: Role | str, session: str | None, cap: int,
-               result: ReactResult, notify: Callable[[str, dict[str, Any]], None] | None, origin: CallOrigin | None = None) -> str:
+               result: ReactResult, notify: Callable[[str, dict[str, Any]], None] | None,
+               origin: CallOrigin | None = None) -> str:
     """Run one tool call through the executor; returns the observation text for the model."""
     index = len(result.steps)
     if not call.ok:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from cloudisense.config import ConfigPath, Section
+from cloudisense.config import ConfigPath, Section, Settings
 
 
 class AgentSettings(Section):
@@ -37,3 +37,8 @@ class AgentSettings(Section):
     @classmethod
     def _none_means_off(cls, value: str | None) -> str | None:
         return None if value in (None, "", "none") else value
+
+
+def agent_settings(settings: Settings) -> AgentSettings:
+    """The typed ``[agent]`` section (the node validates it when it loads the assistant module)."""
+    return settings.section("agent", AgentSettings)

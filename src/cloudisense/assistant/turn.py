@@ -44,11 +44,11 @@ class Turn:
     answer: str
     #: Who produced it: ``offline``, ``hybrid``, ``react``, ``introduction``, ...
     strategy: str = ""
-    plan: "Plan | None" = None
-    run: "ExecutionResult | None" = None
+    plan: Plan | None = None
+    run: ExecutionResult | None = None
     question: str | None = None
-    escalation: "Escalation | None" = None
-    react: "ReactResult | None" = None
+    escalation: Escalation | None = None
+    react: ReactResult | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON answer of the assistant intents (``answer`` is what the existing client shows)."""

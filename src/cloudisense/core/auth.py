@@ -80,7 +80,7 @@ class TokenService:
         if payload.get("typ") != kind:
             raise Unauthorized(f"not an {kind} token")
         try:
-            role = Role(payload.get("role"))
+            role = Role(payload.get("role", ""))
         except ValueError:
             raise Unauthorized("invalid token") from None
         return Claims(str(payload["sub"]), role, kind, int(payload.get("iat", 0)) * 1000, int(payload["exp"]) * 1000)
@@ -134,7 +134,8 @@ class LoginLimiter:
         wait = self._wait(_key(username, address), self._clock(), unlocked_at)
         if wait > 0:
             raise TooManyRequests(f"too many failed logins for this user from this address; try again in "
-                                  f"{math.ceil(wait - 1e-6)} s (an admin can clear this with: cloudisense user unlock NAME)")
+                                  f"{math.ceil(wait - 1e-6)} s "
+                                  "(an admin can clear this with: cloudisense user unlock NAME)")
 
     def failed(self, username: str, address: str) -> None:
         """Count one failure of this user at this address."""

@@ -33,7 +33,7 @@ class CallOrigin:
 class ActionContext:
     """The node, the calling client and the request being served."""
 
-    node: "Node"
+    node: Node
     client: Client
     requestid: str
     intent: str

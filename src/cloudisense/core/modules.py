@@ -45,7 +45,7 @@ class Module:
             raise AttributeError(f"module {self.name} has no settings")
         return self.node.settings.section(self.section_name(), self.settings_model)
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
     def intents(self) -> list[Intent]:

@@ -35,7 +35,7 @@ _ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 ROLE_MAX_RISK = {Role.VIEWER: Risk.READ, Role.OPERATOR: Risk.DESTRUCTIVE, Role.ADMIN: Risk.DESTRUCTIVE}
 
 
-def refusal(role: Role, intent: "Intent", risk: Risk | None = None) -> str | None:
+def refusal(role: Role, intent: Intent, risk: Risk | None = None) -> str | None:
     """Why ``role`` may not run ``intent`` (at ``risk``, default its declared risk); ``None`` if it may."""
     risk = risk or intent.risk
     if intent.admin_only and role != Role.ADMIN:
@@ -45,6 +45,6 @@ def refusal(role: Role, intent: "Intent", risk: Risk | None = None) -> str | Non
     return None
 
 
-def may_run(role: Role, intent: "Intent", risk: Risk | None = None) -> bool:
+def may_run(role: Role, intent: Intent, risk: Risk | None = None) -> bool:
     """Whether ``role`` may run ``intent`` at ``risk`` (default: its declared risk)."""
     return refusal(role, intent, risk) is None

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ValidationError
 
 from cloudisense.core import protocol
+from cloudisense.core.audit import AuditRecord
 from cloudisense.core.clients import Client
 from cloudisense.core.context import ActionContext, CallOrigin
-from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, TooManyRequests, Unavailable
+from cloudisense.core.errors import BadRequest, CloudisenseError, Forbidden, NotFound, RequestTimeout, Unavailable
 from cloudisense.core.intents import Intent, IntentRegistry, Risk
-from cloudisense.core.audit import AuditRecord
 from cloudisense.core.roles import refusal
 
 if TYPE_CHECKING:
@@ -56,12 +56,12 @@ class Verdict:
     data: Any = None
 
     @staticmethod
-    def allow(rule: str | None = None) -> "Verdict":
+    def allow(rule: str | None = None) -> Verdict:
         """Run it."""
         return Verdict("allow", rule)
 
     @staticmethod
-    def deny(reason: str, rule: str | None = None) -> "Verdict":
+    def deny(reason: str, rule: str | None = None) -> Verdict:
         """Refuse it with ``reason``."""
         return Verdict("deny", rule, reason)
 
@@ -85,7 +85,7 @@ class Remote(Protocol):
 class MessageRouter:
     """Classifies, checks, dispatches and answers."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.registry: IntentRegistry = node.registry
         self.gates: list[Gate] = []
@@ -123,7 +123,8 @@ class MessageRouter:
             return
         except Exception:  # a bug in parsing must still answer, and must not kill the caller's task
             log.exception("could not parse a message from %s", client.id)
-            await self._answer(client, protocol.error(rid, 500, "internal error while reading the message; see the server log"))
+            await self._answer(client, protocol.error(rid, 500,
+                                                      "internal error while reading the message; see the server log"))
             return
         await self.handle_request(request, client, origin)
 
@@ -138,7 +139,8 @@ class MessageRouter:
             if target == BROADCAST:
                 await self._dispatch(request, client, origin)
                 return
-            await self._answer(client, protocol.error(request.requestid, 404, f"unknown node {target!r}: federation is off"))
+            await self._answer(client, protocol.error(request.requestid, 404,
+                                                      f"unknown node {target!r}: federation is off"))
             return
         if target == BROADCAST:
             await self.remote.broadcast(request, client)
@@ -159,7 +161,8 @@ class MessageRouter:
         audit = True
         audit_id: int | None = None
         if client.inflight >= self.node.settings.server.max_inflight_per_client:
-            await self._answer(client, protocol.error(request.requestid, 429, "too many requests in flight on this connection"))
+            await self._answer(client, protocol.error(request.requestid, 429,
+                                                      "too many requests in flight on this connection"))
             return
         client.inflight += 1
         try:
@@ -194,7 +197,8 @@ class MessageRouter:
             audit = not isinstance(exc, NotFound) or intent_name in self.registry
         except Exception:
             log.exception("intent %s failed", intent_name)
-            response = protocol.error(request.requestid, 500, f"internal error while running {intent_name}; see the server log")
+            response = protocol.error(request.requestid, 500,
+                                      f"internal error while running {intent_name}; see the server log")
         finally:
             client.inflight -= 1
         elapsed = time.perf_counter() - started

@@ -23,13 +23,30 @@ from pydantic import ValidationError
 
 from cloudisense.core import protocol
 from cloudisense.core.clients import AUTOMATED_KINDS, Client, InProcessClient
-from cloudisense.core.errors import (BadRequest, CloudisenseError, ConfigError, NotFound, RequestTimeout,
-                                     TooManyRequests, Unavailable)
+from cloudisense.core.errors import (
+    BadRequest,
+    CloudisenseError,
+    ConfigError,
+    NotFound,
+    RequestTimeout,
+    TooManyRequests,
+    Unavailable,
+)
 from cloudisense.core.pubsub import TopicProvider, validate_topic
-from cloudisense.federation.envelope import (EventMessage, RequestEnvelope, ResponseEnvelope, Topics, cap_role,
-                                             decode, encode, presence_payload, read_presence, topic_forwarded,
-                                             valid_identity)
 from cloudisense.core.roles import Role
+from cloudisense.federation.envelope import (
+    EventMessage,
+    RequestEnvelope,
+    ResponseEnvelope,
+    Topics,
+    cap_role,
+    decode,
+    encode,
+    presence_payload,
+    read_presence,
+    topic_forwarded,
+    valid_identity,
+)
 
 if TYPE_CHECKING:
     from cloudisense.federation.settings import FederationSettings
@@ -78,7 +95,7 @@ class NodeInfo:
 class MqttBridge:
     """Forwards requests and events between this node and the others on one broker."""
 
-    def __init__(self, node: "Node", settings: "FederationSettings") -> None:
+    def __init__(self, node: Node, settings: FederationSettings) -> None:
         if aiomqtt is None:
             raise ConfigError("[federation] enabled needs aiomqtt: pip install 'cloudisense[federation]'")
         if not valid_identity(node.identity):

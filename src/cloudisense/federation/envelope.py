@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,7 @@ from cloudisense.core.errors import BadRequest
 from cloudisense.core.pubsub import validate_topic
 from cloudisense.core.roles import Role
 
-VERSION = 1
+VERSION: Final = 1
 #: Identities are single MQTT topic levels: no ``/``, ``+``, ``#`` (and none of ``*``, the broadcast id).
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9_.\-@:]{1,64}$")
 _FID = r"^[A-Za-z0-9_\-]{1,64}$"
@@ -193,7 +193,7 @@ def read_presence(payload: bytes | bytearray | str, max_bytes: int) -> Presence 
     if not raw:
         return None
     if raw.strip() in (b"online", b"offline"):
-        return Presence(status=raw.strip().decode())  # type: ignore[arg-type]
+        return Presence(status=raw.strip().decode())
     presence = Presence.model_validate(decode(raw, max_bytes))
     for topic in presence.topics:
         validate_topic(topic)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Risk
 from cloudisense.core.modules import Module
 from cloudisense.federation.settings import FederationSettings
+
+if TYPE_CHECKING:
+    from cloudisense.federation.bridge import MqttBridge
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ class FederationModule(Module):
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
-        self.bridge: Any = None
+        self.bridge: MqttBridge | None = None
 
     def intents(self) -> list[Intent]:
         return [

@@ -38,7 +38,7 @@ class Backend(Protocol):
         """``Intent.describe()`` of every intent this user's role may run on the node."""
 
 
-_described: "weakref.WeakKeyDictionary[IntentRegistry, tuple[int, dict[str, dict[str, Any]]]]" = \
+_described: weakref.WeakKeyDictionary[IntentRegistry, tuple[int, dict[str, dict[str, Any]]]] = \
     weakref.WeakKeyDictionary()
 
 
@@ -96,7 +96,7 @@ def outcome_text(intent: str, params: dict[str, Any], response: dict[str, Any]) 
 class RouterBackend:
     """The node in this process: each call is a fresh in-process client of ``kind``."""
 
-    def __init__(self, node: "Node", user: str, role: Role | str, *, kind: str = "mcp") -> None:
+    def __init__(self, node: Node, user: str, role: Role | str, *, kind: str = "mcp") -> None:
         if kind not in AUTOMATED_KINDS:
             raise ValueError(f"kind must be one of {sorted(AUTOMATED_KINDS)}: the policy must apply to agents")
         self.node = node

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 KIND = "langchain"
 
 
-def make_tool(backend: Backend, description: dict[str, Any], args_schema: type[BaseModel] | dict[str, Any]) -> StructuredTool:
+def make_tool(backend: Backend, description: dict[str, Any],
+              args_schema: type[BaseModel] | dict[str, Any]) -> StructuredTool:
     """One intent (``Intent.describe()``) as a tool that runs it through ``backend``."""
     name = description["name"]
     # The same tool text the assistant's catalogue gives model providers (description, risk, examples).
@@ -55,7 +56,7 @@ def make_tool(backend: Backend, description: dict[str, Any], args_schema: type[B
     )
 
 
-async def node_tools(node: "Node", user: str, role: Role | str | None = None) -> list[StructuredTool]:
+async def node_tools(node: Node, user: str, role: Role | str | None = None) -> list[StructuredTool]:
     """Tools acting for ``user`` on ``node`` in this process (``role``: default the user's stored role)."""
     if role is None:
         record = await node.users.get(user)

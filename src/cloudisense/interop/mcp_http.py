@@ -49,7 +49,7 @@ MAX_SESSIONS = 256
 class NodeTokenVerifier:
     """The SDK's ``TokenVerifier``: a valid, current access token of the node, or nothing."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -65,7 +65,7 @@ class NodeTokenVerifier:
 class McpHttp:
     """The ``/mcp`` endpoint of one node: the MCP server, the SDK's session manager, and their lifetime."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.server = build_server(self._backend_for)
         # Sessions only exist for authenticated users; a bound keeps one user's client from

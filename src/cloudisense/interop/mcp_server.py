@@ -36,7 +36,6 @@ from cloudisense import __version__
 from cloudisense.assistant.catalog import to_mcp_tools
 from cloudisense.interop.backends import Backend, callable_tools, outcome_text
 
-
 #: Resolves the backend (the node as the caller's user) for one MCP request.
 BackendFor = Callable[[ServerRequestContext[Any, Any]], Awaitable[Backend]]
 
@@ -98,7 +97,8 @@ def tool_result(intent: str, params: dict[str, Any], response: dict[str, Any]) -
     if response.get("status") != "success":
         return types.CallToolResult(content=content, is_error=True)
     data = response.get("data")
-    return types.CallToolResult(content=content, structured_content=data if isinstance(data, dict) else {"result": data})
+    structured = data if isinstance(data, dict) else {"result": data}
+    return types.CallToolResult(content=content, structured_content=structured)
 
 
 def _records_text(items: list[Any]) -> str:

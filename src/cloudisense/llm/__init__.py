@@ -52,11 +52,11 @@ from cloudisense.llm.registry import (
 from cloudisense.llm.service import LLMService
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "BaseProvider",
     "BudgetExceeded",
     "ChatRequest",
     "ChatResponse",
-    "ENTRY_POINT_GROUP",
     "FallbackProvider",
     "Finish",
     "FinishReason",

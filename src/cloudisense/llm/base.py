@@ -296,7 +296,7 @@ class BaseProvider(ABC):
         """The whole answer, collected from :meth:`stream`."""
         return await collect(self.stream(request), provider=self.name, model=request.model or self.model)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Nothing to release by default."""
 
     def __repr__(self) -> str:

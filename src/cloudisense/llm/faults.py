@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from types import ModuleType
+from typing import Any
 
 from cloudisense.core.errors import CloudisenseError
 from cloudisense.llm.base import BaseProvider, ChatRequest, ChatResponse, Provider, StreamEvent, collect
@@ -50,7 +51,7 @@ def map_sdk_error(
         return exc
     if isinstance(exc, (TypeError, NameError, AssertionError)):
         # Our own bug (a wrong SDK argument, ...), not the service failing: keep it loud.
-        return exc  # type: ignore[return-value]
+        return exc
     secrets = list(secrets)
     detail = redact(str(exc) or type(exc).__name__, secrets)
     status: int | None = getattr(exc, "status_code", None)
@@ -62,8 +63,8 @@ def map_sdk_error(
             started=True,
             partial_text=partial_text,
         )
-    kw = {"provider": provider, "status": status, "started": False}
-    if isinstance(exc, sdk.APITimeoutError) or isinstance(exc, TimeoutError):
+    kw: dict[str, Any] = {"provider": provider, "status": status, "started": False}
+    if isinstance(exc, (sdk.APITimeoutError, TimeoutError)):
         return ProviderTimeout(f"{provider} did not answer in time (after retries): {detail}", **kw)
     if isinstance(exc, sdk.APIConnectionError):
         return ProviderUnavailable(f"cannot reach {provider} (after retries): {detail}", **kw)

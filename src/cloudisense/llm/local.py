@@ -119,11 +119,11 @@ class LocalModel:
                 chat_format=self.chat_format,
                 verbose=False,
             )
-            if self.chat_format is None and not any(k.startswith("tokenizer.chat_template") for k in llama.metadata):
-                # No template in the file: llama-cpp-python would fall back to llama-2's,
-                # which is wrong for Gemma files such as the shipped model.
-                if str(llama.metadata.get("general.architecture", "")).startswith("gemma"):
-                    llama.chat_format = "gemma"
+            # No template in the file: llama-cpp-python would fall back to llama-2's,
+            # which is wrong for Gemma files such as the shipped model.
+            if (self.chat_format is None and not any(k.startswith("tokenizer.chat_template") for k in llama.metadata)
+                    and str(llama.metadata.get("general.architecture", "")).startswith("gemma")):
+                llama.chat_format = "gemma"
             self._llama = llama
         return self._llama
 
@@ -223,7 +223,7 @@ def to_local_messages(request: ChatRequest) -> list[dict[str, str]]:
     if not turns or turns[0]["role"] != "user":
         turns.insert(0, {"role": "user", "content": ""})
     if system:
-        turns[0]["content"] = "\n\n".join(system + [turns[0]["content"]]).strip()
+        turns[0]["content"] = "\n\n".join([*system, turns[0]["content"]]).strip()
     return turns
 
 

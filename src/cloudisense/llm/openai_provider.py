@@ -37,7 +37,7 @@ from cloudisense.llm.base import (
     Usage,
     UsageEvent,
 )
-from cloudisense.llm.errors import ProviderNotConfigured, StreamInterrupted, ProviderUnavailable
+from cloudisense.llm.errors import ProviderNotConfigured, ProviderUnavailable, StreamInterrupted
 from cloudisense.llm.faults import map_sdk_error
 
 if TYPE_CHECKING:

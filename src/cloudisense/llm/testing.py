@@ -28,7 +28,7 @@ import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from cloudisense.llm.base import (
     BaseProvider,
@@ -58,7 +58,7 @@ class ScriptedTurn:
 
 
 #: What a test may put in a script.
-Turn = Union[str, ToolCall, list[ToolCall], ScriptedTurn, BaseException, Callable[[ChatRequest], Any]]
+Turn = str | ToolCall | list[ToolCall] | ScriptedTurn | BaseException | Callable[[ChatRequest], Any]
 
 _ids = itertools.count(1)
 

@@ -451,7 +451,8 @@ class FilesModule(Module):
         else:
             data = p.content.encode("utf-8", errors="surrogateescape")
         if len(data) > self.settings.max_write_bytes:
-            raise BadRequest(f"the content has {len(data)} bytes; at most {self.settings.max_write_bytes} may be written")
+            raise BadRequest(f"the content has {len(data)} bytes; "
+                             f"at most {self.settings.max_write_bytes} may be written")
         created = await asyncio.to_thread(write_bytes, loc, data, p.update)
         return {"path": loc.public, "size": len(data), "created": created, "updated": not created}
 

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 BLOCK_SIZE = 64 * 1024
@@ -48,7 +48,7 @@ def _tz(text: str | None) -> timezone | None:
     if not text:
         return None
     if text == "Z":
-        return timezone.utc
+        return UTC
     sign = -1 if text[0] == "-" else 1
     digits = text[1:].replace(":", "")
     return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4])))
@@ -103,7 +103,7 @@ def iso(epoch: float | None) -> str | None:
     """``epoch`` as an ISO-8601 string in UTC, or ``None``."""
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _decode(raw: bytes) -> str:
@@ -300,9 +300,8 @@ class FileFollower:
     def poll(self) -> list[str]:
         """The complete lines written since the last poll, in order."""
         budget = MAX_POLL_BYTES
-        if self._fd is None:
-            if not self._open_current(at_end=False):
-                return self._take()
+        if self._fd is None and not self._open_current(at_end=False):
+            return self._take()
         # Look at the path before draining: whatever the old file got up to now is read below.
         try:
             st = os.stat(self.path)
@@ -310,13 +309,13 @@ class FileFollower:
         except OSError:
             current = None  # renamed away and not recreated yet: keep reading the old file
         budget -= self._read_new(budget)
-        if current is not None and current != self._ident and self._fd is not None:
-            # Rotated: the old file is finished once drained; its unterminated last line is a line.
-            if self._pos >= os.fstat(self._fd).st_size:
-                self._flush_partial()
-                self.close()
-                if self._open_current(at_end=False):
-                    self._read_new(budget)
+        # Rotated: the old file is finished once drained; its unterminated last line is a line.
+        if (current is not None and current != self._ident and self._fd is not None
+                and self._pos >= os.fstat(self._fd).st_size):
+            self._flush_partial()
+            self.close()
+            if self._open_current(at_end=False):
+                self._read_new(budget)
         return self._take()
 
     def _take(self) -> list[str]:

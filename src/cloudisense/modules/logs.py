@@ -129,7 +129,7 @@ def confined(path: Path) -> bool:
 class LogTail:
     """One live tail: a follower polled off the event loop, publishing ``log_line`` batches."""
 
-    def __init__(self, module: "LogsModule", name: str, path: Path) -> None:
+    def __init__(self, module: LogsModule, name: str, path: Path) -> None:
         self.module = module
         self.name = name
         self.topic = TOPIC_PREFIX + name
@@ -327,8 +327,15 @@ class LogsModule(Module):
             await tail.stop()
 
 
-__all__ = ["LogsModule", "LogTail", "make_filter", "check_log_name", "confined", "TOPIC_PREFIX",
-           "LOG_LINE_EVENT"]
+__all__ = [
+    "LOG_LINE_EVENT",
+    "TOPIC_PREFIX",
+    "LogTail",
+    "LogsModule",
+    "check_log_name",
+    "confined",
+    "make_filter",
+]
 
 
 # -- how results read in words (Intent.say) -----------------------------------------------------

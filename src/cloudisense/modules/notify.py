@@ -90,7 +90,7 @@ class HttpNotifyParams(Params):
         return data
 
     @model_validator(mode="after")
-    def _one_webhook_form(self) -> "HttpNotifyParams":
+    def _one_webhook_form(self) -> HttpNotifyParams:
         if self.http is not None and self.webhook is not None:
             raise ValueError("give the webhook either as webhook or inside http, not both")
         return self
@@ -134,7 +134,8 @@ class NotifyModule(Module):
                    self.simple_http_notify, HttpNotifyParams, Risk.WRITE,
                    ("notify the team that the deploy is done", "send a webhook saying the backup finished",
                     "post 'disk almost full' to the webhook", "ping the on-call hook about the outage",
-                    "let everyone know nginx was restarted", "notify the team", "tell the team"), timeout=limit, say=_say_sent),
+                    "let everyone know nginx was restarted", "notify the team", "tell the team"),
+                   timeout=limit, say=_say_sent),
             Intent("simple_telegram_notify", "Send a message to a Telegram chat through the configured bot",
                    self.simple_telegram_notify, TelegramNotifyParams, Risk.WRITE,
                    ("send a telegram message that the server is back", "telegram me when it's done",

@@ -42,8 +42,7 @@ from pydantic import Field, field_validator
 
 from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
-from cloudisense.core.errors import (ActionFailed, BadRequest, Conflict, Forbidden, NotFound, RequestTimeout,
-                                     Unavailable)
+from cloudisense.core.errors import ActionFailed, BadRequest, Conflict, Forbidden, NotFound, RequestTimeout, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import TopicProvider
@@ -384,7 +383,8 @@ class ProvisionModule(Module):
         except TimeoutError:
             status = "timeout"
             raise RequestTimeout(f"{p.name} did not finish within {self.settings.time_limit:g} s and was killed "
-                                 f"(see {topic} for its output); raise [provision] time_limit if it needs longer") from None
+                                 f"(see {topic} for its output); "
+                                 "raise [provision] time_limit if it needs longer") from None
         finally:
             if proc.returncode is None:
                 await _kill(proc)

@@ -97,7 +97,8 @@ class PubSubModule(Module):
     def intents(self) -> list[Intent]:
         return [
             Intent("subscribe_channel", "Receive the events published on a topic", self.subscribe, TopicParams,
-                   Risk.READ, ("subscribe to /stats", "stream the app log", "follow live stats"), agent_use=AgentUse.MANUAL),
+                   Risk.READ, ("subscribe to /stats", "stream the app log", "follow live stats"),
+                   agent_use=AgentUse.MANUAL),
             Intent("unsubscribe_channel", "Stop receiving a topic's events", self.unsubscribe, TopicParams,
                    Risk.READ, ("unsubscribe from /stats", "stop following the app log"), agent_use=AgentUse.MANUAL),
             Intent("publish_channel", "Publish a message on a topic", self.publish, PublishParams, Risk.WRITE,

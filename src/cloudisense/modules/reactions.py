@@ -41,8 +41,8 @@ from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest, Conflict, NotFound, Unavailable
 from cloudisense.core.intents import Intent, NoParams, Params, Risk
 from cloudisense.core.modules import Module
-from cloudisense.modules.rules_model import RULE_ID_PATTERN, Rule, matches, next_fire, render, sample_rule
 from cloudisense.core.roles import Role
+from cloudisense.modules.rules_model import RULE_ID_PATTERN, Rule, matches, next_fire, render, sample_rule
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class WriteRuleParams(Params):
     """A rule to store."""
 
     rule_data: dict[str, Any] | str = Field(description="the rule as a JSON object (or JSON text)")
-    update: bool = Field(False, description="replace an existing rule of the same id (a new rule is created either way)")
+    update: bool = Field(False,
+                         description="replace an existing rule of the same id (a new rule is created either way)")
 
 
 @dataclass
@@ -218,11 +219,13 @@ class ReactionsModule(Module):
         if intent is None:
             hints = self.node.registry.suggest(rule.response.intent)
             hint = f"; did you mean {', '.join(hints)}?" if hints else ""
-            raise BadRequest(f"invalid rule: response.intent {rule.response.intent!r} is not an intent of this node{hint}")
+            raise BadRequest(f"invalid rule: response.intent {rule.response.intent!r} "
+                             f"is not an intent of this node{hint}")
         try:
             params = intent.params.model_validate(render(rule.response.parameters, None))
         except ValidationError as exc:
-            raise BadRequest("invalid rule: " + protocol.describe_validation_error(exc, "response.parameters")) from None
+            problems = protocol.describe_validation_error(exc, "response.parameters")
+            raise BadRequest("invalid rule: " + problems) from None
         # The intent's module may check the parameters against its configuration too (notify: only
         # configured webhooks), so such a rule is refused when written, not each time it fires.
         check = getattr(self.node.module(intent.module), "check_rule_params", None)

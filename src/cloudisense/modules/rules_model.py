@@ -101,12 +101,14 @@ class _Strict(BaseModel):
 class PayloadTrigger(_Strict):
     """Fire when the value at ``key`` in a published event meets ``condition`` against ``content``."""
 
-    key: str = Field(min_length=1, max_length=256, description="dotted path into the event, e.g. data.system.cpu.percent")
-    content: Any = Field(validation_alias=AliasChoices("content", "on-content"), description="the value to compare with")
+    key: str = Field(min_length=1, max_length=256,
+                     description="dotted path into the event, e.g. data.system.cpu.percent")
+    content: Any = Field(validation_alias=AliasChoices("content", "on-content"),
+                         description="the value to compare with")
     condition: Condition = Field("equals", validation_alias=AliasChoices("condition", "on-condition"))
 
     @model_validator(mode="after")
-    def _check_content(self) -> "PayloadTrigger":
+    def _check_content(self) -> PayloadTrigger:
         if self.condition in _COMPARE and _number(self.content) is None:
             raise ValueError(f"condition {self.condition} needs a numeric content, got {self.content!r}")
         if self.condition in ("startswith", "endswith") and not isinstance(self.content, str):
@@ -143,7 +145,7 @@ class Trigger(_Strict):
     evaluator: str | dict[str, str] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Trigger":
+    def _exactly_one(self) -> Trigger:
         if (self.on_payload_object is None) == (self.on_time_object is None):
             raise ValueError("trigger needs exactly one of on-payload-object and on-time-object")
         pattern = self.evaluator_pattern
@@ -178,7 +180,7 @@ class RuleResponse(_Strict):
     sleep: int | None = Field(None, ge=0, le=7 * 24 * 3600 * 1000)
 
     @model_validator(mode="after")
-    def _sleep(self) -> "RuleResponse":
+    def _sleep(self) -> RuleResponse:
         if self.behaviour == "sleepy" and not self.sleep:
             raise ValueError("a sleepy response needs sleep (milliseconds to rest after firing)")
         return self
@@ -197,7 +199,7 @@ class Rule(_Strict):
     _source: dict[str, Any] | None = PrivateAttr(None)
 
     @classmethod
-    def parse(cls, data: dict[str, Any]) -> "Rule":
+    def parse(cls, data: dict[str, Any]) -> Rule:
         """Validate ``data`` (either format) and remember CloudiSENSE's format to write it back as is."""
         rule = cls.model_validate(data)
         if _uses_cloudisense_keys(data.get("trigger")) or _uses_cloudisense_keys(data.get("response")):
@@ -220,7 +222,7 @@ class Rule(_Strict):
             raise ValueError(f"listen-to {value!r} must be a topic such as /stats, or {TIME_TOPIC}") from None
 
     @model_validator(mode="after")
-    def _trigger_fits(self) -> "Rule":
+    def _trigger_fits(self) -> Rule:
         timed = self.listen_to == TIME_TOPIC
         if timed and self.trigger.on_time_object is None:
             raise ValueError(f"a rule listening to {TIME_TOPIC} needs an on-time-object trigger")

@@ -364,8 +364,8 @@ class ScriptsModule(Module):
             self._publish(run, "script_output", {"script_id": run.script_id, "stream": label, "lines": batch})
 
     async def _supervise(self, run: Execution) -> None:
-        assert run.proc is not None and run.proc.stdout is not None and run.proc.stderr is not None
         proc = run.proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(self._read_stream(run, proc.stdout, "stdout")),
                    asyncio.create_task(self._read_stream(run, proc.stderr, "stderr"))]
         limit = self.settings.time_limit
@@ -376,10 +376,11 @@ class ScriptsModule(Module):
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 and run.stop_reason is None:
                     await self._terminate(run, f"time limit of {limit:g} s reached")
-                await asyncio.wait({waiter}, timeout=min(FLUSH_INTERVAL, remaining) if remaining > 0 else FLUSH_INTERVAL)
+                pause = min(FLUSH_INTERVAL, remaining) if remaining > 0 else FLUSH_INTERVAL
+                await asyncio.wait({waiter}, timeout=pause)
                 self._flush(run)
             # Give the pipes a moment to drain; a child that keeps them open is left to itself.
-            done, pending = await asyncio.wait(readers, timeout=1.0)
+            _, pending = await asyncio.wait(readers, timeout=1.0)
             for task in pending:
                 task.cancel()
         except asyncio.CancelledError:  # the node is stopping
@@ -395,7 +396,8 @@ class ScriptsModule(Module):
             run.finished = time.time()
             run.killed = run.stop_reason is not None
             if run.reason is None:
-                run.reason = run.stop_reason or ("exited" if run.exit_code == 0 else f"exited with code {run.exit_code}")
+                exited = "exited" if run.exit_code == 0 else f"exited with code {run.exit_code}"
+                run.reason = run.stop_reason or exited
             self._publish(run, "script_stop", self._stop_data(run))
             run.done.set()
             self._trim()
@@ -455,7 +457,7 @@ class ScriptsModule(Module):
                 kill_group(run.pid, signal.SIGKILL)
 
 
-__all__ = ["ScriptsModule", "Execution", "StartScriptParams", "ScriptIdParams", "TOPIC_PREFIX", "KILL_GRACE"]
+__all__ = ["KILL_GRACE", "TOPIC_PREFIX", "Execution", "ScriptIdParams", "ScriptsModule", "StartScriptParams"]
 
 
 # -- how results read in words (Intent.say) -----------------------------------------------------

@@ -21,8 +21,8 @@ from typing import Any
 
 import psutil
 
-from cloudisense.modules.target_config import TargetSettings
 from cloudisense.core.errors import ActionFailed, BadRequest, Conflict, Unavailable
+from cloudisense.modules.target_config import TargetSettings
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class ProcessBackend:
 
     def _write_pid_file(self, argv: list[str]) -> None:
         assert self._pid is not None
+        create_time: float | None
         try:
             create_time = psutil.Process(self._pid).create_time()
         except psutil.Error:
@@ -177,7 +178,8 @@ class ProcessBackend:
                 *argv, cwd=str(cwd) if cwd else None, env=self._env(), stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         except FileNotFoundError:
-            raise ActionFailed(f"target {self.name}: program not found: {argv[0]}; fix targets.{self.name}.command") from None
+            raise ActionFailed(f"target {self.name}: program not found: {argv[0]}; "
+                               f"fix targets.{self.name}.command") from None
         except OSError as exc:
             raise ActionFailed(f"target {self.name}: could not start {argv[0]}: {exc.strerror or exc}") from None
         finally:
@@ -373,7 +375,8 @@ class SystemdBackend:
             out, err = await asyncio.wait_for(proc.communicate(), _SYSTEMCTL_TIMEOUT)
         except TimeoutError:
             _signal_group(proc.pid, signal.SIGKILL)
-            raise ActionFailed(f"systemctl {args[0]} {self.name} did not finish within {_SYSTEMCTL_TIMEOUT:g} s") from None
+            raise ActionFailed(f"systemctl {args[0]} {self.name} did not finish "
+                               f"within {_SYSTEMCTL_TIMEOUT:g} s") from None
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def _change(self, verb: str) -> None:

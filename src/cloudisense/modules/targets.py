@@ -31,12 +31,12 @@ from typing import Any, Literal, Protocol
 from pydantic import AliasChoices, BaseModel, Field
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from cloudisense.modules.target_config import TargetSettings, TargetsSettings
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import NotFound
 from cloudisense.core.intents import Intent, Params, Risk
 from cloudisense.core.modules import Module
 from cloudisense.modules.target_backends import ProcessBackend, SystemdBackend
+from cloudisense.modules.target_config import TargetSettings, TargetsSettings
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ class TargetsModule(Module):
                    entities=ent, result=TargetResult, say=_say_target),
             Intent("start_target", "Start a managed service that is not running",
                    self.start_target, TargetParams, Risk.WRITE,
-                   ("start redis", "bring the worker up", "launch the web service", "start nginx again", "start the service"),
+                   ("start redis", "bring the worker up", "launch the web service", "start nginx again",
+                    "start the service"),
                    entities=ent, say=_say_target),
             Intent("restart_target", "Restart a managed service (stop it when running, then start it)",
                    self.restart_target, TargetParams, Risk.WRITE,
@@ -168,7 +169,8 @@ class TargetsModule(Module):
                     "give the web app a restart", "restart the service"), entities=ent, timeout=slow, say=_say_target),
             Intent("stop_target", "Stop a managed service (graceful, then forced after its stop timeout)",
                    self.stop_target, TargetParams, Risk.DESTRUCTIVE,
-                   ("stop nginx", "shut down the worker", "take the web service down", "kill redis", "stop the service"),
+                   ("stop nginx", "shut down the worker", "take the web service down", "kill redis",
+                    "stop the service"),
                    entities=ent, timeout=slow, say=_say_target),
         ]
 

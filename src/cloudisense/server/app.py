@@ -12,8 +12,16 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RedirectHandler, RequestHandler, StaticFileHandler
 
 from cloudisense.node import Node
-from cloudisense.server.http import (AuthorizeHandler, DownloadHandler, FileReadHandler, FileWriteHandler,
-                                     HealthHandler, LogDownloadHandler, MetricsHandler, RefreshHandler)
+from cloudisense.server.http import (
+    AuthorizeHandler,
+    DownloadHandler,
+    FileReadHandler,
+    FileWriteHandler,
+    HealthHandler,
+    LogDownloadHandler,
+    MetricsHandler,
+    RefreshHandler,
+)
 from cloudisense.server.ws import RpcSocket
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"

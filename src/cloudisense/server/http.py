@@ -105,7 +105,8 @@ class AuthorizeHandler(JsonHandler):
             return
         self.node.login_limiter.succeeded(username, address)
         self.node.metrics.logins.labels("success").inc()
-        self.reply(200, {"status": "success", "code": 200, "data": self.node.tokens.issue_pair(user.username, user.role)})
+        pair = self.node.tokens.issue_pair(user.username, user.role)
+        self.reply(200, {"status": "success", "code": 200, "data": pair})
 
 
 class RefreshHandler(JsonHandler):
@@ -239,7 +240,8 @@ class DownloadHandler(RequestHandler):
         except OSError as exc:
             log.warning("download of %s failed: %s", grant.name, exc.strerror)
         await self.node.audit.record(AuditRecord(
-            user=grant.user, role=grant.role, client_kind="http", client_id=self.request.remote_ip or "?", requestid=None,
+            user=grant.user, role=grant.role, client_kind="http", client_id=self.request.remote_ip or "?",
+            requestid=None,
             intent="download", params={"file": grant.name, "bytes": sent}, outcome="success", code=200,
             message=None, duration_ms=(time.monotonic() - started) * 1000, ts=time.time()))
         self.finish()

@@ -14,8 +14,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from cloudisense.core import protocol
 from cloudisense.core.clients import AUTOMATED_KINDS, Client
 from cloudisense.core.errors import Unauthorized
-from cloudisense.node import Node
 from cloudisense.core.roles import Role
+from cloudisense.node import Node
 from cloudisense.store.users import User
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class WebSocketClient(Client):
 
     kind = "websocket"
 
-    def __init__(self, handler: "RpcSocket", user: str, role: Role, queue_size: int, *,
+    def __init__(self, handler: RpcSocket, user: str, role: Role, queue_size: int, *,
                  kind: str = "websocket", max_pending: int = 256, max_unwritten: int = 4 << 20,
                  stall_timeout: float = 60.0) -> None:
         # Set before the base class builds the client id from the kind.
@@ -109,13 +109,13 @@ class WebSocketClient(Client):
         self.pending -= 1
         self._wake()
 
-    def _write(self, text: str) -> "asyncio.Future[None]":
+    def _write(self, text: str) -> asyncio.Future[None]:
         """Hand ``text`` to Tornado, counting it as unwritten until the socket takes it."""
         fut = self._handler.write_message(text)  # raises WebSocketClosedError when closed
         size = len(text)
         self.unwritten += size
 
-        def written(done: "asyncio.Future[None]") -> None:
+        def written(done: asyncio.Future[None]) -> None:
             self.unwritten -= size
             # Retrieve the outcome here, so a write that failed at close is no "never retrieved" error.
             if not done.cancelled() and done.exception() is not None:
@@ -132,7 +132,8 @@ class WebSocketClient(Client):
             text = protocol.dumps(message)
         except (ValueError, TypeError, RecursionError):  # still one answer per request
             log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
-            text = protocol.dumps(protocol.error(message.get("requestid"), 500, "the result could not be encoded as JSON"))
+            text = protocol.dumps(protocol.error(message.get("requestid"), 500,
+                                                 "the result could not be encoded as JSON"))
         try:
             # Events queued before this response go out first (a stream's last deltas before its result).
             if not self._events.empty():
@@ -221,7 +222,8 @@ class RpcSocket(WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         kind = self.get_query_argument("client", "websocket")
         if kind not in WS_CLIENT_KINDS:
-            self._refuse(400, f"unknown client kind {protocol.short_repr(kind)}; use one of {', '.join(WS_CLIENT_KINDS)}")
+            self._refuse(400, f"unknown client kind {protocol.short_repr(kind)}; "
+                              f"use one of {', '.join(WS_CLIENT_KINDS)}")
             return
         self._kind = kind
         try:

@@ -25,8 +25,8 @@ MAX_DIFF = 65536
 
 
 def _parts(result: Any) -> tuple[str, str, dict[str, Any]]:
-    host = getattr(result, "host", None) or getattr(result, "_host")
-    task = getattr(result, "task", None) or getattr(result, "_task")
+    host = getattr(result, "host", None) or result._host
+    task = getattr(result, "task", None) or result._task
     res = getattr(result, "result", None)
     if res is None:
         res = getattr(result, "_result", {})
