@@ -157,3 +157,16 @@ async def test_chat_exits_on_quit(tmp_path: Path) -> None:
                                                                    "CLOUDISENSE_PASSWORD": PASSWORDS["viewer"]},
                                  stdin="")
         assert code == 1 and "Viewers can't" in out
+
+
+async def test_which_services_are_running_answers_with_their_states(tmp_path: Path) -> None:
+    # list_targets answers the existing client with names only; the assistant asks for the details.
+    async with operator_node(tmp_path) as (running, _):
+        viewer = await running.connect("viewer")
+        out = await viewer.call("query_assist", {"query": "which services are running"})
+        assert out["outcome"] == "executed" and out["steps"][0]["params"]["details"] is True
+        plain(out["answer"])
+        assert "redis running" in out["answer"] and "worker running" in out["answer"], out["answer"]
+        names = await viewer.call("list_targets", {})
+        assert all(isinstance(n, str) for n in names) and {"redis", "worker"} <= set(names)
+        viewer.close()

@@ -168,6 +168,8 @@ class Assistant:
                 intent = self.registry.find(step.intent)
                 if intent is not None and not intent.may_be_step:
                     raise BadRequest(f"the planner proposed {step.intent} as a step; the assistant never plans itself")
+                if intent is not None and intent.assistant_params:
+                    step.params = {**intent.assistant_params, **step.params}
         return plan
 
     def _default_planner(self) -> Any:

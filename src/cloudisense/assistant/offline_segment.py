@@ -496,12 +496,13 @@ class SegmentPlanner:
                 score *= 0.8
             if req_kinds & plural and not req_kinds & kinds_named and not req_kinds & singular:
                 score *= 0.6
-            # "the backups" wants list_backups, "the backup" wants one backup's intent.
+            # "the backups" wants list_backups, "the backup" wants one backup's intent; a tool that
+            # can take one such thing as a param ("search_logs" over the app log) is not a listing.
             for tok in tool["name"].split("_"):
                 norm, many = canonical(tok), _is_plural(tok)
                 if (norm, many) in said:
                     score *= 1.5 if many else 1.1
-                elif (norm, not many) in said:
+                elif (norm, not many) in said and not (many and norm in kinds):
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3

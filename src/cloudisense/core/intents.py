@@ -98,6 +98,9 @@ class Intent:
     agent_use: AgentUse = AgentUse.TOOL
     #: How a successful result reads in words; ``None`` uses the generic renderer.
     say: Sayer | None = None
+    #: Params the assistant adds to a planned step of this intent (what the planner left unsaid
+    #: wins): e.g. the richer read of a result whose default shape is the existing client's.
+    assistant_params: dict[str, Any] = field(default_factory=dict)
     #: The shape of a successful result's ``data`` (optional): lets a planner write ``when``
     #: conditions that reference fields the result really has.
     result: type[BaseModel] | None = None
