@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
-                      ValidationInfo)
+                      ValidationInfo, model_validator)
 
 from cloudisense.core.errors import ConfigError
 
@@ -135,6 +135,13 @@ class LLMSettings(Section):
     session_token_budget: int = Field(0, ge=0)
     user_token_budget: int = Field(0, ge=0)
     providers: ProviderSettings = Field(default_factory=ProviderSettings)
+    #: The node's data dir (set by :class:`Settings`; pulled models live in ``<data_dir>/models``).
+    _data_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def data_dir(self) -> Path:
+        """The node's data dir (the default one for settings built on their own)."""
+        return self._data_dir if self._data_dir is not None else _default_data_dir()
 
 
 def _default_data_dir() -> Path:
@@ -158,6 +165,11 @@ class Settings(BaseModel):
     cors: CorsSettings = Field(default_factory=CorsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     _config_dir: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _share_data_dir(self) -> "Settings":
+        self.llm._data_dir = self.data_dir
+        return self
 
     @property
     def db_path(self) -> Path:
