@@ -284,8 +284,8 @@ def status(data_dir: Path, catalogue: dict[str, KnownModel] | None = None) -> li
 
 
 def catalogue_override() -> dict[str, KnownModel] | None:
-    """A catalogue from ``CLOUDISENSE_MODEL_CATALOGUE`` (a JSON file; tests only), else None."""
-    path = os.environ.get("CLOUDISENSE_MODEL_CATALOGUE")
+    """A catalogue from ``_CLOUDISENSE_MODEL_CATALOGUE`` (a JSON file; tests only), else None."""
+    path = os.environ.get("_CLOUDISENSE_MODEL_CATALOGUE")
     if not path:
         return None
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
