@@ -112,7 +112,8 @@ class ProviderSettings(Section):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     ollama_host: str | None = None
-    #: Path of a GGUF file for the ``local`` provider; default: the model shipped on PyPI.
+    #: Path of a GGUF file for the ``local`` provider; default: the model pulled into the data dir
+    #: (``cloudisense model pull``), else the model shipped on PyPI.
     local_model_path: ConfigPath | None = None
     local_context: int = Field(4096, ge=256)
     local_threads: int | None = None
