@@ -168,7 +168,7 @@ class Settings(BaseModel):
     _config_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _share_data_dir(self) -> "Settings":
+    def _share_data_dir(self) -> Settings:
         self.llm._data_dir = self.data_dir
         return self
 

@@ -78,7 +78,7 @@ def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env["PIP_CONFIG_FILE"] = os.devnull
     env["COLUMNS"] = "200"
     return subprocess.run([sys.executable, "-m", "cloudisense.cli", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          check=False, capture_output=True, text=True, env=env, timeout=120)
 
 
 def pull(data_dir: Path, wheels: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -184,7 +184,7 @@ def pip_download(requirements: Sequence[str], dest: Path, pip_args: Sequence[str
            "--disable-pip-version-check", "-d", str(dest), *pip_args, *requirements]
     try:
         # pip's own progress (its stdout) goes to our stderr; its errors are kept for the message.
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr if show_output else subprocess.DEVNULL,
+        result = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, stdout=sys.stderr if show_output else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise ModelError(f"could not run pip: {exc}") from exc
