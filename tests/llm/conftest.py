@@ -29,8 +29,10 @@ _SDK_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No real keys or endpoints from the environment, and no provider cached across tests."""
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No real keys or endpoints from the environment, no provider cached across tests, and no
+    model pulled into the user's data dir (plain ``local`` stays the shipped model)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
     for name in _SDK_ENV:
         monkeypatch.delenv(name, raising=False)
     # Anthropic's SDK may look for credential profiles on disk; point it at nothing.

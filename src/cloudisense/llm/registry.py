@@ -165,7 +165,7 @@ def _fingerprint(settings: LLMSettings) -> str:
 
     data = settings.model_dump(mode="python")
     env = {k: os.environ.get(k) for k in _ENV_KEYS}
-    blob = json.dumps([data, env], default=reveal, sort_keys=True)
+    blob = json.dumps([data, env, str(settings.data_dir)], default=reveal, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
