@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from cloudisense.assistant.approvals import ApprovalStore
 from cloudisense.core.roles import Role
@@ -109,7 +109,7 @@ async def test_restart_self_restarts_a_real_server_and_keeps_sessions_and_approv
         async def up() -> bool:
             try:
                 resp = await AsyncHTTPClient().fetch(url + "/healthz", raise_error=False, request_timeout=2)
-            except OSError:  # not listening (yet, or again)
+            except (OSError, HTTPClientError):  # not listening (yet, or again), or still shutting down
                 return False
             return resp.code == 200
         await until(up, timeout=60)
