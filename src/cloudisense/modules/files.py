@@ -31,6 +31,7 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -222,15 +223,19 @@ def lstat_in(parent: int, loc: Located) -> os.stat_result:
         raise NotFound(f"no file or folder {loc.public}") from None
 
 
+def require_kind(st: os.stat_result, loc: Located, is_kind: Callable[[int], bool], not_it: str) -> None:
+    """Refuse a link, then an entry that is not of the wanted kind (``not_it`` ends the message)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
+    if not is_kind(st.st_mode):
+        raise BadRequest(f"{loc.public} {not_it}")
+
+
 def open_file(loc: Located) -> int:
     """A read descriptor of a regular file (no link anywhere on its path)."""
     parent = open_dir(loc, loc.parts[:-1])
     try:
-        st = lstat_in(parent, loc)
-        if stat.S_ISLNK(st.st_mode):
-            raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
-        if not stat.S_ISREG(st.st_mode):
-            raise BadRequest(f"{loc.public} is not a regular file")
+        require_kind(lstat_in(parent, loc), loc, stat.S_ISREG, "is not a regular file")
         try:
             fd = os.open(loc.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
         except OSError as exc:
@@ -271,10 +276,7 @@ def write_bytes(loc: Located, data: bytes, update: bool) -> bool:
         except FileNotFoundError:
             st = None
         if st is not None:
-            if stat.S_ISLNK(st.st_mode):
-                raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
-            if not stat.S_ISREG(st.st_mode):
-                raise BadRequest(f"{loc.public} is not a regular file")
+            require_kind(st, loc, stat.S_ISREG, "is not a regular file")
             if not update:
                 raise Conflict(f"{loc.public} exists; pass update=true to replace it")
         tmp = f".cs-{secrets.token_hex(6)}.tmp"
@@ -464,11 +466,7 @@ class FilesModule(Module):
         def delete() -> None:
             parent = open_dir(loc, loc.parts[:-1])
             try:
-                st = lstat_in(parent, loc)
-                if stat.S_ISLNK(st.st_mode):
-                    raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
-                if not stat.S_ISREG(st.st_mode):
-                    raise BadRequest(f"{loc.public} is not a file; use delete_folder for folders")
+                require_kind(lstat_in(parent, loc), loc, stat.S_ISREG, "is not a file; use delete_folder for folders")
                 os.unlink(loc.name, dir_fd=parent)
             finally:
                 os.close(parent)
@@ -486,11 +484,7 @@ class FilesModule(Module):
         def delete() -> None:
             parent = open_dir(loc, loc.parts[:-1])
             try:
-                st = lstat_in(parent, loc)
-                if stat.S_ISLNK(st.st_mode):
-                    raise Forbidden(f"{loc.public} is a symbolic link; links are refused")
-                if not stat.S_ISDIR(st.st_mode):
-                    raise BadRequest(f"{loc.public} is not a folder; use delete_file for files")
+                require_kind(lstat_in(parent, loc), loc, stat.S_ISDIR, "is not a folder; use delete_file for files")
                 try:
                     os.rmdir(loc.name, dir_fd=parent)
                 except OSError as exc:

@@ -232,20 +232,9 @@ class AuditLog:
 
     def _write_fast(self, batch: list[Op]) -> list[int | BaseException] | None:
         """The batch in one transaction on the loop's connection (row ids); ``None`` when the worker must do it."""
-        conn = self._fast
-        assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # fails at once (busy timeout 0) if another connection writes
-        except sqlite3.OperationalError:
-            return None
-        try:
-            ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
-            conn.execute("COMMIT")
-            return ids
-        except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return None
+        assert self._fast is not None
+        # BEGIN IMMEDIATE fails at once here (busy timeout 0) if another connection writes.
+        return _group_commit(self._fast, batch)
 
     def _run_checkpoint(self) -> None:
         """(Writer thread) copy the WAL back into the database without blocking anyone."""
@@ -259,14 +248,9 @@ class AuditLog:
         """(Writer thread) the batch in one transaction, else op by op; a row id or an error per op."""
         conn = self._conn
         assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
-            conn.execute("COMMIT")
+        ids = _group_commit(conn, batch)
+        if ids is not None:
             return ids
-        except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
         # After a failed group commit: each op alone, so one bad row fails only its own request.
         results: list[int | BaseException] = []
         for sql, row in batch:
@@ -305,3 +289,16 @@ class AuditLog:
 def record_as_dict(rec: AuditRecord) -> dict[str, Any]:
     """Plain dict of a record (for tests and logs)."""
     return asdict(rec)
+
+
+def _group_commit(conn: sqlite3.Connection, batch: list[Op]) -> list[int | BaseException] | None:
+    """The batch in one transaction (a row id per op), or ``None`` after a rollback when any part failed."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        ids: list[int | BaseException] = [conn.execute(sql, row).lastrowid or 0 for sql, row in batch]
+        conn.execute("COMMIT")
+        return ids
+    except Exception:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return None
