@@ -152,6 +152,8 @@ class StepDraft:
     #: A condition over an earlier draft's result: (that draft, condition).
     when: tuple[StepDraft, Condition] | None = None
     question_asked: bool = False
+    #: The question holds back a write or destructive action (see ``Plan.held``).
+    held: bool = False
 
 
 class SegmentPlanner:
@@ -222,7 +224,8 @@ class SegmentPlanner:
         if questions:
             first = questions[0]
             return Plan(outcome="clarify", question=first.question, confidence=min(0.4, first.confidence),
-                        reason=first.reason or "a required detail is missing", strategy=strategy)
+                        reason=first.reason or "a required detail is missing", strategy=strategy,
+                        held=first.held)
         kept: list[StepDraft] = []
         for d in drafts:
             if kept and kept[-1].intent == d.intent and kept[-1].params == d.params and d.when is None:
@@ -579,7 +582,7 @@ class SegmentPlanner:
             said = ", ".join(f"{k}={v}" for k, v in params.items())
             return StepDraft(intent, question=f"Did you mean {intent.replace('_', ' ')}"
                                               f"{' (' + said + ')' if said else ''}? Please confirm or rephrase.",
-                             confidence=min(confidence, 0.4),
+                             confidence=min(confidence, 0.4), held=True,
                              reason=f"{intent}: a typo led to a {tool.get('risk')} action")
         return StepDraft(intent, params, confidence, reason="; ".join(reasons))
 

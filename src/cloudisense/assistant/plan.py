@@ -56,6 +56,9 @@ class Plan(BaseModel):
     strategy: str = ""
     #: The model's answer was invalid and this plan (clarify/escalate) stands in for it.
     rejected: bool = False
+    #: The planner recognised a write or destructive action but asks first (the request had a
+    #: typo): a hybrid planner must not hand such a request to a model that might just act.
+    held: bool = False
 
     def as_record(self, text: str) -> dict[str, Any]:
         """The ``--batch`` / evaluation line: ``{"text", "steps": [{"intent", "params"}], "confidence", "outcome"}``."""
