@@ -152,7 +152,7 @@ class StepDraft:
     #: A condition over an earlier draft's result: (that draft, condition).
     when: tuple[StepDraft, Condition] | None = None
     question_asked: bool = False
-    #: The question holds back a write or destructive action (see ``Plan.held``).
+    #: The question asks for what only the operator can give (see ``Plan.held``).
     held: bool = False
 
 
@@ -211,7 +211,7 @@ class SegmentPlanner:
         if all(d.unknown for d in drafts):
             content = [t for t in self.catalog.tokens(text) if t != "?"]
             if (is_question(text) and any(t in self.catalog.vocabulary for t in content)) or _WHY.search(text):
-                return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                return Plan(outcome="clarify", confidence=0.3, strategy=strategy, held=True,
                             reason="no action answers that question", question=self._unclear_question(text))
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
@@ -238,7 +238,7 @@ class SegmentPlanner:
                 if param not in d.params and _composable(param, tool):
                     if i == 0:
                         # Nothing ran before it to report on: the text to send must be said.
-                        return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                        return Plan(outcome="clarify", confidence=0.3, strategy=strategy, held=True,
                                     reason=f"{d.intent}: {param} is missing",
                                     question=f"What should the {(d.intent or '').replace('_', ' ')} say? "
                                              "(e.g. notify the team saying the deploy is done)")
@@ -562,7 +562,8 @@ class SegmentPlanner:
                 kind = entity_params[param]
                 value, how, question = self._entity(kind, seg, mentions, intent, param in required)
                 if question:
-                    return StepDraft(intent, question=question, confidence=retrieval, reason=f"{intent}: {how}")
+                    return StepDraft(intent, question=question, confidence=retrieval, reason=f"{intent}: {how}",
+                                     held=True)
                 if value is not None:
                     params[param] = value
                     if how != "named":
@@ -576,7 +577,7 @@ class SegmentPlanner:
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
-                                 confidence=retrieval, reason=f"{intent}: {param} is missing")
+                                 confidence=retrieval, reason=f"{intent}: {param} is missing", held=True)
         confidence = max(0.0, min(1.0, retrieval + 0.3 * grounded))
         if typos and tool.get("risk") != "read":
             said = ", ".join(f"{k}={v}" for k, v in params.items())

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from cloudisense.assistant.catalog import Catalog, plannable, tool_required
-from cloudisense.assistant.offline import HIGH_CONFIDENCE, OfflinePlanner, danger
+from cloudisense.assistant.conditions import split_condition
+from cloudisense.assistant.offline import HIGH_CONFIDENCE, OfflinePlanner
+from cloudisense.assistant.offline_segment import is_question
 from cloudisense.assistant.plan import Plan, Planner, PlanningContext, PlanStep
 from cloudisense.assistant.settings import agent_settings
 
@@ -579,10 +581,15 @@ class CallPlanner(_ModelPlanner):
 
 
 class HybridPlanner:
-    """The offline planner as the fast path; the model only when that is not a confident ``execute``.
+    """The offline planner as the fast path; the model only for what that is unsure of.
 
-    A request the escalation rules catch is escalated without asking the model. When the model
-    fails or its answer is rejected, the offline plan stands (its reason says so).
+    The model is asked only when the offline plan is a low-confidence ``execute`` or a clarifying
+    question that is not ``held`` (see :attr:`Plan.held`); escalations, refusals, small talk and
+    held questions stand. Its plan replaces the offline one only when it is an ``execute`` that
+    the offline rules would allow: no write or destructive step for a question, no condition
+    dropped (the call format has none). Otherwise, and when the model fails or its answer is
+    rejected, the offline plan stands (its reason says why). So the hybrid is never less safe than
+    the offline planner, and only differs where the offline planner was unsure.
     """
 
     def __init__(self, model: Planner, offline: OfflinePlanner | None = None,
@@ -596,19 +603,32 @@ class HybridPlanner:
         fast = await self.offline.plan(text, context)
         if fast.outcome == "execute" and fast.confidence >= self.threshold:
             return fast
-        if fast.outcome in ("refuse", "answer"):
-            return fast  # the role may not do it / small talk: nothing for a model to plan
-        if fast.held or (fast.outcome == "escalate" and danger(text)):
-            return fast  # a typo'd write, or something dangerous: the model must not turn it into an action
+        if fast.outcome in ("refuse", "answer", "escalate") or fast.held:
+            return fast  # not the model's to change: the role, small talk, out of scope, operator's detail
         try:
             slow = await self.model.plan(text, context)
         except Exception as exc:  # planners should not raise; a buggy one must not lose the request
             log.exception("model planner failed")
             slow = rejected(f"planner error ({type(exc).__name__})", "model")
-        if slow.rejected and fast.outcome != "escalate":
-            note = f"{fast.reason + '; ' if fast.reason else ''}model plan not used: {slow.reason}"
-            return fast.model_copy(update={"reason": note})
-        return slow
+        objection = self._objection(text, slow, context)
+        if objection is None:
+            return slow
+        note = f"{fast.reason + '; ' if fast.reason else ''}model plan not used: {objection}"
+        return fast.model_copy(update={"reason": note})
+
+    @staticmethod
+    def _objection(text: str, slow: Plan, context: PlanningContext) -> str | None:
+        """Why the model's plan must not replace the offline one (None: it may)."""
+        if slow.rejected:
+            return slow.reason or "rejected"
+        if slow.outcome != "execute":
+            return f"the model answered {slow.outcome}, the offline answer stands"
+        risks = {t["name"]: t.get("risk") for t in context.tools}
+        if is_question(text) and any(risks.get(s.intent) not in (None, "read") for s in slow.steps):
+            return "a question must not plan a write"
+        if split_condition(text)[1] is not None:
+            return "the request has a condition the model's plan cannot carry"
+        return None
 
 
 def choose_planner(settings: Settings, registry: IntentRegistry | None = None,
