@@ -136,3 +136,25 @@ def test_choose_planner_uses_the_call_planner_for_local(tmp_path: Any) -> None:
                                                           "llm": {"provider": "local"}})
     planner = choose_planner(settings, provider=ScriptedModel([]))
     assert isinstance(planner, HybridPlanner) and isinstance(planner.model, CallPlanner)
+
+
+async def test_hybrid_keeps_the_offline_plan_where_a_model_plan_would_be_worse(
+        demo: tuple[PlanningContext, Any]) -> None:
+    context, registry = demo
+    # Out of scope for the offline planner: escalated without asking the model.
+    model = ScriptedModel([])
+    assert (await HybridPlanner(CallPlanner(model, registry)).plan("what's the weather in paris", context)).outcome \
+        == "escalate"
+    assert model.requests == []
+    # A required detail the request lacks: the offline question stands (held), no model guess.
+    held = await HybridPlanner(CallPlanner(model, registry)).plan("restart it", context)
+    assert held.outcome == "clarify" and held.held and model.requests == []
+    # The model is asked, but its plan would write for a question / drop a condition / only ask.
+    hybrid = HybridPlanner(CallPlanner(ScriptedModel(['restart_target(name="redis")'] * 2 + ['ask("Which?")']),
+                                       registry), threshold=1.01)
+    question = await hybrid.plan("is redis healthy?", context)
+    assert question.strategy == "offline" and "a question must not plan a write" in (question.reason or "")
+    conditional = await hybrid.plan("restart redis if it is down", context)
+    assert conditional.strategy == "offline" and "condition" in (conditional.reason or "")
+    asked = await hybrid.plan("restart redis", context)
+    assert asked.strategy == "offline" and asked.outcome == "execute"

@@ -135,7 +135,8 @@ def signature(tool: dict[str, Any]) -> str:
     for param, spec in props.items():
         word = kinds.get(param) or _type_word(spec if isinstance(spec, dict) else {})
         args.append(f"{param}: {word}" + ("" if param in required else " = ..."))
-    description = str(tool.get("description") or "").split(". ")[0].rstrip(".")
+    # The first clause says what it does; the rest (how, caveats) costs prompt tokens a plan doesn't need.
+    description = re.split(r"\. |; | \(|: ", str(tool.get("description") or ""))[0].rstrip(".")
     examples = list(tool.get("examples") or [])[:1]
     hint = f'. e.g. "{examples[0]}"' if examples else ""
     return f"{tool['name']}({', '.join(args)})  # {description}{hint}"

@@ -525,12 +525,12 @@ class CallPlanner(_ModelPlanner):
     strategy = "local"
 
     def __init__(self, provider: Any, registry: IntentRegistry | None = None, k: int = 4,
-                 max_tokens: int | None = 96, shots: int = 2) -> None:
+                 max_tokens: int | None = 96, shots: int = 1) -> None:
         super().__init__(provider, registry, k=k, max_tokens=max_tokens, shots=shots)
 
     def offered(self, text: str, context: PlanningContext) -> list[dict[str, Any]]:
-        """The ``k`` most relevant tools plus at most two that take a kind of name the request mentions."""
-        return super().offered(text, context)[: self.k + 2]
+        """The ``k`` most relevant tools plus one that takes a kind of name the request mentions."""
+        return super().offered(text, context)[: self.k + 1]
 
     def system_prompt(self, context: PlanningContext, offered: list[dict[str, Any]] | None = None) -> str:
         """Fixed instructions and names, then the offered tools as signatures."""
