@@ -150,11 +150,13 @@ async def test_hybrid_keeps_the_offline_plan_where_a_model_plan_would_be_worse(
     held = await HybridPlanner(CallPlanner(model, registry)).plan("restart it", context)
     assert held.outcome == "clarify" and held.held and model.requests == []
     # The model is asked, but its plan would write for a question / drop a condition / only ask.
-    hybrid = HybridPlanner(CallPlanner(ScriptedModel(['restart_target(name="redis")'] * 2 + ['ask("Which?")']),
-                                       registry), threshold=1.01)
+    model = ScriptedModel(['restart_target(name="redis")', 'ask("Which?")', 'restart_target(name="redis")'])
+    hybrid = HybridPlanner(CallPlanner(model, registry), threshold=1.01)
     question = await hybrid.plan("is redis healthy?", context)
     assert question.strategy == "offline" and "a question must not plan a write" in (question.reason or "")
-    conditional = await hybrid.plan("restart redis if it is down", context)
-    assert conditional.strategy == "offline" and "condition" in (conditional.reason or "")
     asked = await hybrid.plan("restart redis", context)
     assert asked.strategy == "offline" and asked.outcome == "execute"
+    fewer = await hybrid.plan("restart redis and then tell the team", context)
+    assert fewer.strategy == "offline" and "leaves out a step" in (fewer.reason or "")
+    conditional = await hybrid.plan("restart redis if it is down", context)  # conditions: offline only
+    assert conditional.strategy == "offline" and len(model.requests) == 3

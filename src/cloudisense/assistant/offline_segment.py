@@ -356,7 +356,7 @@ class SegmentPlanner:
             kinds = ", ".join(f"{k} ({_either(v)})" for k, v in self.entities.items() if v)
             return StepDraft(None, question=f"I don't know what \"the {unknown_ref}\" is on this node. Which one do "
                                              f"you mean? Configured here: {kinds}.",
-                             confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured")
+                             confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured", held=True)
         scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}

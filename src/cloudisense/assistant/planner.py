@@ -584,10 +584,11 @@ class HybridPlanner:
     """The offline planner as the fast path; the model only for what that is unsure of.
 
     The model is asked only when the offline plan is a low-confidence ``execute`` or a clarifying
-    question that is not ``held`` (see :attr:`Plan.held`); escalations, refusals, small talk and
-    held questions stand. Its plan replaces the offline one only when it is an ``execute`` that
-    the offline rules would allow: no write or destructive step for a question, no condition
-    dropped (the call format has none). Otherwise, and when the model fails or its answer is
+    question that is not ``held`` (see :attr:`Plan.held`) and the request has no condition (the
+    call format has none); escalations, refusals, small talk and held questions stand. Its plan
+    replaces the offline one only when it is an ``execute`` that the offline rules would allow
+    (no write or destructive step for a question) and that leaves out none of the offline plan's
+    steps. Otherwise, and when the model fails or its answer is
     rejected, the offline plan stands (its reason says why). So the hybrid is never less safe than
     the offline planner, and only differs where the offline planner was unsure.
     """
@@ -605,19 +606,21 @@ class HybridPlanner:
             return fast
         if fast.outcome in ("refuse", "answer", "escalate") or fast.held:
             return fast  # not the model's to change: the role, small talk, out of scope, operator's detail
+        if split_condition(text)[1] is not None:
+            return fast  # a condition: only the offline planner's plans carry one (``when``)
         try:
             slow = await self.model.plan(text, context)
         except Exception as exc:  # planners should not raise; a buggy one must not lose the request
             log.exception("model planner failed")
             slow = rejected(f"planner error ({type(exc).__name__})", "model")
-        objection = self._objection(text, slow, context)
+        objection = self._objection(text, slow, fast, context)
         if objection is None:
             return slow
         note = f"{fast.reason + '; ' if fast.reason else ''}model plan not used: {objection}"
         return fast.model_copy(update={"reason": note})
 
     @staticmethod
-    def _objection(text: str, slow: Plan, context: PlanningContext) -> str | None:
+    def _objection(text: str, slow: Plan, fast: Plan, context: PlanningContext) -> str | None:
         """Why the model's plan must not replace the offline one (None: it may)."""
         if slow.rejected:
             return slow.reason or "rejected"
@@ -626,8 +629,8 @@ class HybridPlanner:
         risks = {t["name"]: t.get("risk") for t in context.tools}
         if is_question(text) and any(risks.get(s.intent) not in (None, "read") for s in slow.steps):
             return "a question must not plan a write"
-        if split_condition(text)[1] is not None:
-            return "the request has a condition the model's plan cannot carry"
+        if fast.outcome == "execute" and len(slow.steps) < len(fast.steps):
+            return "the model's plan leaves out a step of the request"
         return None
 
 
