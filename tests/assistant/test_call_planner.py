@@ -160,3 +160,18 @@ async def test_hybrid_keeps_the_offline_plan_where_a_model_plan_would_be_worse(
     assert fewer.strategy == "offline" and "leaves out a step" in (fewer.reason or "")
     conditional = await hybrid.plan("restart redis if it is down", context)  # conditions: offline only
     assert conditional.strategy == "offline" and len(model.requests) == 3
+
+
+async def test_optional_flags_and_numbers_the_request_does_not_give_are_dropped(
+        plugin: tuple[PlanningContext, Any]) -> None:
+    context, registry = plugin
+    database = context.entities["database"][0]
+    answers = [f'start_backup(database="{database}", full=True)', 'list_processes(sort_by="cpu", limit=1)',
+               'list_processes(sort_by="cpu", limit=3)']
+    planner = CallPlanner(ScriptedModel(answers), registry)
+    fresh = await planner.plan(f"make a fresh backup of {database}", context)
+    assert fresh.steps[0].params == {"database": database}
+    hogging = await planner.plan("what's hogging the cpu", context)
+    assert hogging.steps[0].params == {"sort_by": "cpu"}
+    top3 = await planner.plan("the 3 busiest processes", context)
+    assert top3.steps[0].params == {"sort_by": "cpu", "limit": 3}

@@ -126,7 +126,7 @@ async def test_offline_is_deterministic(ctx: PlanningContext) -> None:
 async def test_tool_calling_planner_valid_call(demo: tuple[PlanningContext, Any]) -> None:
     ctx, registry = demo
     model = ScriptedModel([tool_call("read_log", {"name": "nginx-error", "lines": 20})])
-    plan = await ToolCallingPlanner(model, registry).plan("nginx errors pls", ctx)
+    plan = await ToolCallingPlanner(model, registry).plan("20 nginx errors pls", ctx)
     assert plan.outcome == "execute" and plan.strategy == "tools"
     assert [(s.intent, s.params) for s in plan.steps] == [("read_log", {"name": "nginx-error", "lines": 20})]
     offered = {t.name for t in model.requests[0].tools}

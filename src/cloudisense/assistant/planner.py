@@ -122,9 +122,10 @@ def ungrounded_value(tool: dict[str, Any], params: dict[str, Any], text: str,
     A model that writes a backup id the operator never gave, or picks a configured database
     for one the operator named but the node does not have, has guessed: ask instead. An
     optional param it guessed is dropped from ``params`` (the intent's default applies: "any
-    timeouts in the logs?" searches every log, not one the model picked). Free text (values
-    with spaces, e.g. a notification message) and numbers (units are converted) pass; enum
-    values are the schema's own.
+    timeouts in the logs?" searches every log, not one the model picked; an optional flag whose
+    name the request does not use, or a number where the request has none, goes too). Free text
+    (values with spaces, e.g. a notification message) and numbers where the request has one
+    (units are converted) pass; enum values are the schema's own.
     """
     from cloudisense.assistant.extract import Segment, find_mentions
 
@@ -146,6 +147,14 @@ def ungrounded_value(tool: dict[str, Any], params: dict[str, Any], text: str,
                 continue
             names = ", ".join(context.entities.get(kind) or []) or "none are configured"
             return f"Which {kind} do you mean? Configured: {names}.", f"{param}={value!r} was not named"
+        if isinstance(value, (bool, int, float)):
+            # An optional flag or number the request gives no sign of ("make a fresh backup" is not
+            # full=True, "what's hogging the cpu" is not limit=1) is dropped: the default applies.
+            said_it = (any(part in lowered for part in param.split("_") if len(part) >= 3) if isinstance(value, bool)
+                       else any(c.isdigit() for c in said))
+            if param not in required and not said_it:
+                del params[param]
+            continue
         if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
             continue
         spec = props.get(param)
@@ -580,6 +589,12 @@ class CallPlanner(_ModelPlanner):
             return rejected(str(exc), self.strategy)
 
 
+def _named_values(plan: Plan, context: PlanningContext) -> set[str]:
+    """The configured names a plan's steps use."""
+    names = {n for values in context.entities.values() for n in values}
+    return {v for s in plan.steps for v in s.params.values() if isinstance(v, str) and v in names}
+
+
 class HybridPlanner:
     """The offline planner as the fast path; the model only for what that is unsure of.
 
@@ -631,6 +646,8 @@ class HybridPlanner:
             return "a question must not plan a write"
         if fast.outcome == "execute" and len(slow.steps) < len(fast.steps):
             return "the model's plan leaves out a step of the request"
+        if fast.outcome == "execute" and not _named_values(fast, context) <= _named_values(slow, context):
+            return "the model's plan leaves out a configured name the request gives"
         return None
 
 
