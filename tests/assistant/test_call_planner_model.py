@@ -70,3 +70,16 @@ async def test_real_model_never_invents_a_backup_id(provider: Any) -> None:
     plan = await planner.plan(text, context)
     _check(plan, planner, text, context)
     assert not any("backup_id" in s.params for s in plan.steps)  # none given: a question, never a guess
+
+
+async def test_real_model_through_the_llm_service_the_assistant_uses(provider: Any) -> None:
+    """What a node with ``provider = "local:..."`` runs: budgets and accounting around the model keep the grammar."""
+    from cloudisense.llm.service import LLMService
+
+    context, registry = demo_context()
+    service = LLMService(provider.settings, provider=provider)
+    planner = CallPlanner(service, registry)
+    text = "bounce the kv store"
+    plan = await planner.plan(text, context)
+    _check(plan, planner, text, context)
+    assert not plan.rejected, plan.reason
