@@ -6,14 +6,18 @@ also loads the test-only plugin module of ``tests/plugin`` (backups and TLS cert
 the planner has never seen), and prints figures per module, strategy and set:
 
     .venv/bin/python bench/planner.py                 # offline + scripted
-    .venv/bin/python bench/planner.py --local 10      # also the real local model on 10 cases per set
+    .venv/bin/python bench/planner.py --model qwen2.5-coder-1.5b   # also the hybrid with a pulled model
     .venv/bin/python bench/planner.py --failures      # list the offline planner's misses on dev
 
 Strategies: ``offline`` (no model); ``scripted`` (the JSON-schema planner fed by a scripted
 model that answers each case with the expected plan: it measures the validation and plumbing
-path, not a model's skill, so its accuracy is an upper bound); ``local`` (the JSON-schema
-planner on the small shipped gemma model through llama-cpp-python: slow and weak; opt-in).
-Pure figures, no assertions.
+path, not a model's skill, so its accuracy is an upper bound); ``hybrid:MODEL`` (what a node
+with ``provider = "local:MODEL"`` runs: the offline planner first, the local model through
+llama-cpp-python, as function calls under a grammar, for what the offline planner is unsure
+of; the model must have been pulled with ``cloudisense model pull MODEL``). For the hybrid the
+bench also prints how many cases went to the model, the model calls' p50 / p95, and how many
+final plans hold an invented value (a string that is neither in the request nor a configured
+name). Pure figures, no assertions.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +98,50 @@ async def run_strategy(name: str, cases: list[dict[str, Any]], context: Planning
 
         model = ScriptedModel([expected_plan_json(c) for c in cases])
         return await evaluate(JsonSchemaPlanner(model, registry), cases, context, roles)
-    if name == "local":
-        from cloudisense.llm.registry import get_provider
-
-        settings = load_settings(DEMO, environ={}, overrides={"llm": {"provider": "local", "max_tokens": 256,
-                                                                       "temperature": 0.0}})
-        provider = get_provider("local", settings.llm)
-        return await evaluate(JsonSchemaPlanner(provider, registry), cases, context, roles)
+    if name.startswith("hybrid:"):
+        return await evaluate(model_planner(name.split(":", 1)[1], registry), cases, context, roles)
     raise ValueError(f"unknown strategy {name!r}")
+
+
+class TimedModel:
+    """The model half of the hybrid, timed: every call's seconds and plan are kept."""
+
+    def __init__(self, planner: Any) -> None:
+        self.planner = planner
+        self.calls: list[tuple[float, Any]] = []
+
+    async def plan(self, text: str, context: PlanningContext) -> Any:
+        """Plan with the model and record how long it took."""
+        started = time.perf_counter()
+        plan = await self.planner.plan(text, context)
+        self.calls.append((time.perf_counter() - started, plan))
+        return plan
+
+
+def model_planner(model: str, registry: Any) -> Any:
+    """``HybridPlanner(CallPlanner(local:model))`` with the model timed (``planner.model.calls``)."""
+    from cloudisense.assistant.planner import CallPlanner, HybridPlanner
+    from cloudisense.llm.registry import get_provider
+
+    settings = load_settings(None, environ={k: v for k, v in os.environ.items() if k == "XDG_DATA_HOME"},
+                             overrides={"llm": {"provider": f"local:{model}", "temperature": 0.0}})
+    provider = get_provider(f"local:{model}", settings.llm)
+    return HybridPlanner(TimedModel(CallPlanner(provider, registry)))
+
+
+def invented(report: Report, context: PlanningContext) -> int:
+    """Final plans with a string value that is neither in the request nor a configured name."""
+    names = {n.lower() for values in context.entities.values() for n in values}
+    count = 0
+    for r in report.results:
+        values = [v for s in r.predicted for v in (s.get("params") or {}).values() if isinstance(v, str)]
+        count += any(v.strip() and " " not in v.strip() and v.lower() not in r.text.lower() and v.lower() not in names
+                     for v in values)
+    return count
+
+
+def _percentile(values: list[float], share: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(share * len(values)))] if values else 0.0
 
 
 def _row(module: str, strategy: str, part: str, report: Report) -> str:
@@ -113,14 +155,14 @@ def _row(module: str, strategy: str, part: str, report: Report) -> str:
 async def main(argv: list[str] | None = None) -> int:
     """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--local", type=int, nargs="?", const=8, default=0,
-                        help="also run the local gemma model on the first N cases of each set (default 8)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help="also run the hybrid planner with this pulled local model (repeatable)")
     parser.add_argument("--no-scripted", action="store_true", help="skip the scripted-model strategy")
     parser.add_argument("--failures", action="store_true", help="list the offline planner's misses on dev")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON lines")
     args = parser.parse_args(argv)
 
-    strategies = ["offline"] + ([] if args.no_scripted else ["scripted"]) + (["local"] if args.local else [])
+    strategies = ["offline"] + ([] if args.no_scripted else ["scripted"]) + [f"hybrid:{m}" for m in args.model]
     header = False
     for module, folder, plugin in (("demo", EVAL, False), ("plugin", EVAL / "plugin", True)):
         context, roles, registry = contexts(plugin)
@@ -133,14 +175,25 @@ async def main(argv: list[str] | None = None) -> int:
             header = True
         for strategy in strategies:
             for part, cases in sets.items():
-                subset = cases[: args.local] if strategy == "local" else cases
+                planner: Any = None
                 try:
-                    report = await run_strategy(strategy, subset, context, registry, roles)
+                    if strategy.startswith("hybrid:"):
+                        planner = model_planner(strategy.split(":", 1)[1], registry)
+                        report = await evaluate(planner, cases, context, roles)
+                    else:
+                        report = await run_strategy(strategy, cases, context, registry, roles)
                 except Exception as exc:  # an unavailable strategy is reported, not fatal
                     print(f"{module:7} {strategy:9} {part:8} unavailable: {exc}")
                     break
-                print(json.dumps({"module": module, "strategy": strategy, "set": part, **report.summary()})
-                      if args.json else _row(module, strategy, part, report))
+                extra: dict[str, Any] = {}
+                if planner is not None:
+                    seconds = [t for t, _ in planner.model.calls]
+                    extra = {"model_calls": len(seconds), "model_p50_s": round(_percentile(seconds, 0.5), 2),
+                             "model_p95_s": round(_percentile(seconds, 0.95), 2),
+                             "invented": invented(report, context)}
+                print(json.dumps({"module": module, "strategy": strategy, "set": part, **report.summary(), **extra})
+                      if args.json else _row(module, strategy, part, report)
+                      + ("".join(f"  {k}={v}" for k, v in extra.items()) if extra else ""))
                 if args.failures and strategy == "offline" and part == "dev":
                     for r in report.failures():
                         print(f"   MISS {r.text!r}: got {r.outcome} {r.predicted} want {r.expected_outcome} "

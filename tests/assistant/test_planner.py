@@ -126,7 +126,7 @@ async def test_offline_is_deterministic(ctx: PlanningContext) -> None:
 async def test_tool_calling_planner_valid_call(demo: tuple[PlanningContext, Any]) -> None:
     ctx, registry = demo
     model = ScriptedModel([tool_call("read_log", {"name": "nginx-error", "lines": 20})])
-    plan = await ToolCallingPlanner(model, registry).plan("nginx errors pls", ctx)
+    plan = await ToolCallingPlanner(model, registry).plan("20 nginx errors pls", ctx)
     assert plan.outcome == "execute" and plan.strategy == "tools"
     assert [(s.intent, s.params) for s in plan.steps] == [("read_log", {"name": "nginx-error", "lines": 20})]
     offered = {t.name for t in model.requests[0].tools}
@@ -175,8 +175,11 @@ async def test_json_schema_planner(demo: tuple[PlanningContext, Any]) -> None:
     plan = await JsonSchemaPlanner(model, registry).plan("restart the worker and check it", ctx)
     assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["restart_target", "target_status"]
     schema = model.requests[0].response_schema
-    enum = schema["properties"]["steps"]["items"]["properties"]["intent"]["enum"]
-    assert "restart_target" in enum and "chat_llm" not in enum and len(enum) <= 14
+    offered = [option["properties"]["intent"]["const"] for option in schema["properties"]["steps"]["items"]["anyOf"]]
+    assert "restart_target" in offered and "chat_llm" not in offered and len(offered) <= 6
+    restart = next(o for o in schema["properties"]["steps"]["items"]["anyOf"]
+                   if o["properties"]["intent"]["const"] == "restart_target")
+    assert restart["properties"]["params"]["properties"]["name"]["enum"] == sorted(ctx.entities["target"])
 
 
 @pytest.mark.parametrize("answer, why", [
@@ -202,9 +205,16 @@ async def test_model_failure_does_not_raise(ctx: PlanningContext) -> None:
     assert plan.outcome == "clarify" and "could not be reached" in (plan.reason or "")
 
 
-def test_plan_schema_restricts_intents() -> None:
-    schema = plan_json_schema(["read_log", "list_logs"])
-    assert schema["properties"]["steps"]["items"]["properties"]["intent"]["enum"] == ["list_logs", "read_log"]
+def test_plan_schema_restricts_intents_and_names(ctx: PlanningContext) -> None:
+    tools = [t for t in ctx.tools if t["name"] in ("read_log", "list_logs")]
+    schema = plan_json_schema(tools, ctx.entities)
+    options = schema["properties"]["steps"]["items"]["anyOf"]
+    assert sorted(o["properties"]["intent"]["const"] for o in options) == ["list_logs", "read_log"]
+    read_log = next(o for o in options if o["properties"]["intent"]["const"] == "read_log")
+    params = read_log["properties"]["params"]
+    assert params["additionalProperties"] is False and params["required"] == ["name"]
+    assert params["properties"]["name"]["enum"] == sorted(ctx.entities["log"])
+    assert params["properties"]["lines"] == {"type": "integer"}
     assert schema["additionalProperties"] is False
 
 
@@ -221,11 +231,33 @@ async def test_hybrid_asks_the_model_when_unsure_and_keeps_offline_on_bad_output
     answer = json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "redis"}}]})
     model = ScriptedModel([answer, "garbage"])
     hybrid = HybridPlanner(JsonSchemaPlanner(model))
-    plan = await hybrid.plan("restart it", ctx)
+    plan = await hybrid.plan("hmm, redis", ctx)
     assert plan.strategy == "json" and plan.steps[0].params == {"name": "redis"}
-    fallback = await hybrid.plan("restart it", ctx)
-    assert fallback.strategy == "offline" and fallback.outcome == "clarify" and "model plan not used" in fallback.reason
+    fallback = await hybrid.plan("hmm, redis", ctx)
+    assert fallback.strategy == "offline" and "model plan not used" in (fallback.reason or "")
     model.assert_all_used()
+
+
+async def test_model_values_the_request_does_not_give_become_a_question(demo: tuple[PlanningContext, Any]) -> None:
+    ctx, registry = demo
+    guessed = json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "worker"}}]})
+    plan = await JsonSchemaPlanner(ScriptedModel([guessed]), registry).plan("restart it", ctx)
+    assert plan.outcome == "clarify" and not plan.steps and "Which target" in (plan.question or "")
+    # The same answer after the operator named the worker is the plan.
+    named = ctx.model_copy(update={"history": [{"role": "user", "content": "is the worker up?"}]})
+    plan = await JsonSchemaPlanner(ScriptedModel([guessed]), registry).plan("restart it", named)
+    assert plan.outcome == "execute" and plan.steps[0].params == {"name": "worker"}
+    # An optional name the model picked is dropped: the intent's default (every log) applies.
+    picked = json.dumps({"outcome": "execute", "steps": [{"intent": "search_logs",
+                                                          "params": {"pattern": "timeout", "name": "syslog"}}]})
+    plan = await JsonSchemaPlanner(ScriptedModel([picked]), registry).plan("any timeouts lately?", ctx)
+    assert plan.outcome == "execute" and plan.steps[0].params == {"pattern": "timeout"}
+
+
+async def test_hybrid_keeps_a_typo_hold_away_from_the_model(ctx: PlanningContext) -> None:
+    model = ScriptedModel([])
+    plan = await HybridPlanner(JsonSchemaPlanner(model)).plan("restat redis", ctx)
+    assert plan.outcome == "clarify" and plan.held and model.requests == []
 
 
 async def test_hybrid_never_sends_dangerous_requests_to_the_model(ctx: PlanningContext) -> None:

@@ -152,6 +152,8 @@ class StepDraft:
     #: A condition over an earlier draft's result: (that draft, condition).
     when: tuple[StepDraft, Condition] | None = None
     question_asked: bool = False
+    #: The question asks for what only the operator can give (see ``Plan.held``).
+    held: bool = False
 
 
 class SegmentPlanner:
@@ -209,7 +211,7 @@ class SegmentPlanner:
         if all(d.unknown for d in drafts):
             content = [t for t in self.catalog.tokens(text) if t != "?"]
             if (is_question(text) and any(t in self.catalog.vocabulary for t in content)) or _WHY.search(text):
-                return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                return Plan(outcome="clarify", confidence=0.3, strategy=strategy, held=True,
                             reason="no action answers that question", question=self._unclear_question(text))
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
@@ -222,7 +224,8 @@ class SegmentPlanner:
         if questions:
             first = questions[0]
             return Plan(outcome="clarify", question=first.question, confidence=min(0.4, first.confidence),
-                        reason=first.reason or "a required detail is missing", strategy=strategy)
+                        reason=first.reason or "a required detail is missing", strategy=strategy,
+                        held=first.held)
         kept: list[StepDraft] = []
         for d in drafts:
             if kept and kept[-1].intent == d.intent and kept[-1].params == d.params and d.when is None:
@@ -235,7 +238,7 @@ class SegmentPlanner:
                 if param not in d.params and _composable(param, tool):
                     if i == 0:
                         # Nothing ran before it to report on: the text to send must be said.
-                        return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
+                        return Plan(outcome="clarify", confidence=0.3, strategy=strategy, held=True,
                                     reason=f"{d.intent}: {param} is missing",
                                     question=f"What should the {(d.intent or '').replace('_', ' ')} say? "
                                              "(e.g. notify the team saying the deploy is done)")
@@ -353,7 +356,7 @@ class SegmentPlanner:
             kinds = ", ".join(f"{k} ({_either(v)})" for k, v in self.entities.items() if v)
             return StepDraft(None, question=f"I don't know what \"the {unknown_ref}\" is on this node. Which one do "
                                              f"you mean? Configured here: {kinds}.",
-                             confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured")
+                             confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured", held=True)
         scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
@@ -559,7 +562,8 @@ class SegmentPlanner:
                 kind = entity_params[param]
                 value, how, question = self._entity(kind, seg, mentions, intent, param in required)
                 if question:
-                    return StepDraft(intent, question=question, confidence=retrieval, reason=f"{intent}: {how}")
+                    return StepDraft(intent, question=question, confidence=retrieval, reason=f"{intent}: {how}",
+                                     held=True)
                 if value is not None:
                     params[param] = value
                     if how != "named":
@@ -573,13 +577,13 @@ class SegmentPlanner:
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
-                                 confidence=retrieval, reason=f"{intent}: {param} is missing")
+                                 confidence=retrieval, reason=f"{intent}: {param} is missing", held=True)
         confidence = max(0.0, min(1.0, retrieval + 0.3 * grounded))
         if typos and tool.get("risk") != "read":
             said = ", ".join(f"{k}={v}" for k, v in params.items())
             return StepDraft(intent, question=f"Did you mean {intent.replace('_', ' ')}"
                                               f"{' (' + said + ')' if said else ''}? Please confirm or rephrase.",
-                             confidence=min(confidence, 0.4),
+                             confidence=min(confidence, 0.4), held=True,
                              reason=f"{intent}: a typo led to a {tool.get('risk')} action")
         return StepDraft(intent, params, confidence, reason="; ".join(reasons))
 

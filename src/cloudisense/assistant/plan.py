@@ -56,6 +56,11 @@ class Plan(BaseModel):
     strategy: str = ""
     #: The model's answer was invalid and this plan (clarify/escalate) stands in for it.
     rejected: bool = False
+    #: The planner's question stands: it asks what only the operator can give (a required detail
+    #: the request lacks: which service? which backup?), confirms a write with a typo, or answers
+    #: a question no action answers (a diagnosis). A hybrid planner does not hand such a request
+    #: to a model, which could only guess.
+    held: bool = False
 
     def as_record(self, text: str) -> dict[str, Any]:
         """The ``--batch`` / evaluation line: ``{"text", "steps": [{"intent", "params"}], "confidence", "outcome"}``."""

@@ -186,7 +186,9 @@ class ChatRequest:
 
     ``temperature`` / ``max_tokens`` default to ``[llm]`` settings when None;
     ``model`` overrides the model named in the provider spec. ``response_schema``
-    asks for a JSON answer matching that JSON-schema (structured output).
+    asks for a JSON answer matching that JSON-schema (structured output); ``grammar``
+    (GBNF text) constrains the answer to a grammar, which only the in-process ``local``
+    provider can do (others refuse a request that carries one).
     ``session_id`` / ``user_id`` are never sent to the model: they are what
     token budgets and usage accounting are kept by (see :mod:`.budget`).
     """
@@ -194,6 +196,7 @@ class ChatRequest:
     messages: list[Message]
     tools: list[ToolSpec] = field(default_factory=list)
     response_schema: dict[str, Any] | None = None
+    grammar: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     model: str | None = None
@@ -260,13 +263,14 @@ async def collect(events: AsyncIterable[StreamEvent], *, provider: str = "", mod
 class BaseProvider(ABC):
     """Shared behaviour: capability checks before streaming, ``complete`` built on ``stream``.
 
-    Subclasses set ``supports_tools`` / ``supports_response_schema`` and implement
+    Subclasses set ``supports_tools`` / ``supports_response_schema`` / ``supports_grammar`` and implement
     :meth:`_stream`.
     """
 
     name: str = "base"
     supports_tools: bool = True
     supports_response_schema: bool = True
+    supports_grammar: bool = False
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -279,6 +283,8 @@ class BaseProvider(ABC):
             raise UnsupportedFeature(
                 f"provider {self.name!r} cannot produce structured output (response_schema)"
             )
+        if request.grammar is not None and not self.supports_grammar:
+            raise UnsupportedFeature(f"provider {self.name!r} cannot follow a grammar; only the local provider can")
         if not request.messages:
             raise BadRequest("a chat request needs at least one message")
 

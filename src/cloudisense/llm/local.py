@@ -19,6 +19,8 @@ Structured output and tools: small models need a grammar to stay valid.
 
 * ``response_schema``: generation is constrained by a GBNF grammar built from the
   JSON-schema (``LlamaGrammar.from_json_schema``); the JSON text streams out.
+* ``grammar``: GBNF text used as is (``LlamaGrammar.from_string``), e.g. the assistant's
+  call-syntax plans (:mod:`cloudisense.assistant.call_grammar`).
 * ``tools``: there is no native tool calling. The tools are described in the
   prompt, and the output is constrained to one JSON object, either
   ``{"tool": "<name>", "arguments": {...}}`` (``arguments`` constrained by that
@@ -86,6 +88,13 @@ def _grammar(schema_json: str) -> Any:
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _gbnf(grammar: str) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(grammar, verbose=False)
 
 
 class LocalModel:
@@ -297,6 +306,7 @@ class LocalProvider(BaseProvider):
     """In-process llama.cpp inference (see the module docstring)."""
 
     name = "local"
+    supports_grammar = True
 
     def __init__(self, model: str, settings: LLMSettings) -> None:
         providers = settings.providers
@@ -314,7 +324,9 @@ class LocalProvider(BaseProvider):
             "stream": True,
         }
         schema = tool_schema(request.tools, request.response_schema) if request.tools else request.response_schema
-        if schema is not None:
+        if request.grammar is not None:
+            kwargs["grammar"] = _gbnf(request.grammar)
+        elif schema is not None:
             kwargs["grammar"] = _grammar(json.dumps(schema, sort_keys=True))
         return kwargs
 

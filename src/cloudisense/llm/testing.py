@@ -77,6 +77,7 @@ class ScriptedModel(BaseProvider):
     """A provider that plays back scripted turns (see the module docstring)."""
 
     name = "scripted"
+    supports_grammar = True  # it follows nothing, but agent-logic tests send what the local model gets
 
     def __init__(self, turns: Iterable[Turn] = (), *, model: str = "scripted", chunk_size: int = 4) -> None:
         super().__init__(model)
