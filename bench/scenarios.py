@@ -205,8 +205,9 @@ async def inject(demo: DemoNode, steps: list[dict[str, Any]]) -> None:
                 await asyncio.gather(*(asyncio.to_thread(_get, url, timeout) for _ in range(int(step.get("times", 1)))))
             elif "wait_log" in step:
                 path = Path(demo.node.settings.section("logs", _logs_model()).files[step["wait_log"]])
-                await _until(lambda: path.exists() and step["contains"] in path.read_text(errors="replace"),
-                             float(step.get("timeout", 20)))
+                if not await _until(lambda: path.exists() and step["contains"] in path.read_text(errors="replace"),
+                                    float(step.get("timeout", 20))):
+                    raise RuntimeError(f"the fault did not show: {step['wait_log']} never said {step['contains']!r}")
             else:
                 raise ValueError(f"unknown inject step {step}")
     finally:

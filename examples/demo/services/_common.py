@@ -5,6 +5,7 @@ when set, which tests use to keep files in their temporary folder); a log path o
 that folder is refused at start-up.
 
 Fault knobs (for the fault scenarios in ``eval/scenarios/``): write ``var/faults/<service>.json``
+(``<service>``: the script's name without ``.py``: ``webapp``, ``kv``)
 (``{"mode": "...", ...}``) and send the service's process SIGUSR1. The service reads the file,
 removes it and behaves faulty until it stops, so a restart clears the fault, like a real leak or
 deadlock. The modes each service knows are in its docstring; an unknown mode is ignored.

@@ -139,7 +139,7 @@ def main() -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()  # shutdown() waits for serve_forever
 
     on_stop(shutdown)
-    on_fault("web", lambda knob: FAULT.update(knob))
+    on_fault("webapp", lambda knob: FAULT.update(knob))
     APP_LOG.write(app_line("INFO", "web", f"listening on http://{args.host}:{server.server_address[1]}"))
     print(f"listening on {args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever(poll_interval=0.2)

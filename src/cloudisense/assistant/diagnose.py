@@ -63,6 +63,11 @@ OPEN_RE = re.compile(
 STATUS_RE = re.compile(r"(?i)^\s*(is|are)\s+(?P<subject>.+?)\s+(up|running|ok|okay|healthy|working|alive|down|"
                        r"reachable|fine)\W*$")
 STATE_SCORE = {"crashed": 4.0, "stopped": 3.5, "unhealthy": 3.5}
+#: Words that make a question about what serves web requests: targets with a health URL weigh more.
+HTTP_WORDS = re.compile(r"(?i)\b(site|website|page|pages|web|request|requests|users?|http|url|5\d\d|load(ing)?)\b")
+#: Words that say what kind of trouble is asked about: log lines of that kind weigh more.
+ASKED_KIND = {"slow": re.compile(r"(?i)\b(slow|latency|lag|takes? (long|ages)|timing out)\b"),
+              "error": re.compile(r"(?i)\b(errors?|failing|fail(s|ed)?|5\d\d|broken)\b")}
 
 
 @dataclass
@@ -200,7 +205,7 @@ class Diagnoser:
                 folders[folder] = (sum(s for _, s in files) / 1e6, limit, sorted(files, key=lambda f: -f[1]))
         audit = await check("get_audit_log", {"limit": 30})
         condensed = condense(lines, settings.token_budget)
-        findings, facts = self._weigh(targets, stats, lines, folders, audit, components, focus)
+        findings, facts = self._weigh(question, targets, stats, lines, folders, audit, components, focus)
         return Diagnosis(question, checks, findings, facts, condensed.text(), condensed.tokens,
                          focus=focus, focus_line=focus_line)
 
@@ -209,7 +214,7 @@ class Diagnoser:
 
         return render_step({"intent": intent, "status": "ok", "params": params, "data": data}, self.node.registry)
 
-    def _weigh(self, targets: list[dict[str, Any]], stats: Any, lines: list[LogLine],
+    def _weigh(self, question: str, targets: list[dict[str, Any]], stats: Any, lines: list[LogLine],
                folders: dict[str, tuple[float, float, list[tuple[str, int]]]], audit: Any,
                components: Components, focus: str | None) -> tuple[list[Finding], list[str]]:
         """Findings per component, strongest first, and the plain facts checked."""
@@ -239,11 +244,19 @@ class Diagnoser:
                 f.state, f.score = f"{name} is running but does not answer its health check", STATE_SCORE["unhealthy"]
         if states:
             facts.append("targets: " + ", ".join(states))
+        asked = {kind for kind, words in ASKED_KIND.items() if words.search(question)}
         for group in group_lines(lines, components):
             owner = group.component or group.log
-            f = finding(owner, "target" if owner in components.targets else "log")
-            f.groups.append(group)
-            f.score += group.weight
+            finding(owner, "target" if owner in components.targets else "log").groups.append(group)
+        for f in findings.values():
+            # The strongest group counts fully; more groups add less (one event is often logged twice).
+            weights = sorted((g.weight * (1.5 if g.kind in asked else 1.0) for g in f.groups), reverse=True)
+            f.score += sum(w * d for w, d in zip(weights, (1.0, 0.3), strict=False)) + 0.1 * sum(weights[2:])
+        if HTTP_WORDS.search(question):
+            serving = {name for name, url in components_urls(self._target_settings()).items() if url}
+            for f in findings.values():
+                if f.component in serving:
+                    f.score *= 1.5
         for folder, (mb, limit, files) in folders.items():
             facts.append(f"folder {folder}: {mb:.1f} MB (limit {limit:g} MB)")
             if mb > limit:
@@ -265,15 +278,17 @@ class Diagnoser:
         cpu = (stats.get("cpu") or {}).get("percent")
         memory = (stats.get("memory") or {}).get("percent")
         disk = stats.get("disk") or {}
-        figures = [("CPU", cpu, 95.0), ("memory", memory, 90.0), (f"disk {disk.get('path', '/')}", disk.get("percent"), 90.0)]
+        # One CPU sample says little (a busy moment); memory and disk levels last.
+        figures = [("CPU", cpu, 95.0, 1.0), ("memory", memory, 90.0, 2.0),
+                   (f"disk {disk.get('path', '/')}", disk.get("percent"), 90.0, 2.5)]
         said = []
-        for label, value, limit in figures:
+        for label, value, limit, weight in figures:
             if isinstance(value, (int, float)):
                 said.append(f"{label} {value:.0f} %")
                 if value >= limit:
                     f = finding(label.split()[0], "system")
                     f.figures.append(f"{label} is at {value:.0f} % (above {limit:.0f} %)")
-                    f.score += 2.0
+                    f.score += weight
         return ["system: " + ", ".join(said)] if said else []
 
     def _plan_fix(self, f: Finding) -> None:
@@ -332,6 +347,11 @@ class Diagnoser:
             requester=user, requester_role=role.value, intent=intent.name, params=params.model_dump(mode="json"),
             risk=risk.value, description=description, rule=rule, session=session, plan=state.model_dump(mode="json"))
         return approval.public()
+
+
+def components_urls(targets: dict[str, Any]) -> dict[str, str | None]:
+    """Each target's configured health URL (``None`` without one)."""
+    return {name: getattr(t, "health_url", None) for name, t in targets.items()}
 
 
 def _recent_actions(audit: Any) -> dict[str, str]:

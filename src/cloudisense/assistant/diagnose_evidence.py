@@ -21,6 +21,7 @@ PROBLEM_PATTERN = (r"(?i)\b(error|err|crit(ical)?|fatal|fail(ed|ure|s)?|refused|
 _HTTP_STATUS = re.compile(r"\"[A-Z]+ [^\"]*\" (?P<status>\d{3}) ")
 _ERRORISH = re.compile(r"(?i)\b(error|err|crit(ical)?|fatal|fail(ed|ure|s)?|refused|refusing|timed out|timeout|"
                        r"exhausted|unreachable|cannot|invalid|exception|traceback|panic|killed|oom|max number)\b")
+_SLOW = re.compile(r"(?i)\bslow\b|response time|latency|took \d")
 _SETTING = re.compile(r"(?i)\b(invalid setting|unknown setting|cannot start|config(uration)? error|not valid json)\b")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _NUMBER = re.compile(r"\d+(\.\d+)?")
@@ -29,6 +30,7 @@ _PORT = re.compile(r"(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]):(\d{2,
 _STAMP = re.compile(r"^\s*(\[[^\]]{8,40}\]\s*|\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?\S*\s*|"
                     r"[A-Z][a-z]{2}\s+\d{1,2}\s\d\d:\d\d:\d\d\s*)")
 TOKEN_CHARS = 4
+KIND_WEIGHT = {"setting": 2.0, "error": 1.0, "slow": 0.8, "warning": 0.4, "symptom": 0.3}
 
 
 def tokens(text: str) -> int:
@@ -67,14 +69,13 @@ class LineGroup:
     count: int = 1
     #: The component these lines point at (see :func:`attribute`), ``None`` when none is known.
     component: str | None = None
-    #: ``error``, ``warning``, ``symptom`` (an HTTP status line: the effect, not the cause) or ``setting``.
+    #: ``setting``, ``error``, ``slow``, ``warning`` or ``symptom`` (an HTTP status line: the effect, not the cause).
     kind: str = "warning"
 
     @property
     def weight(self) -> float:
-        """How much this group says something is wrong (errors more than warnings, symptoms least)."""
-        base = {"setting": 1.5, "error": 1.0, "warning": 0.6, "symptom": 0.3}[self.kind]
-        return base * (1 + min(self.count, 64).bit_length() / 2)
+        """How much this group says something is wrong (a bad setting most, symptoms least; more lines, more)."""
+        return KIND_WEIGHT[self.kind] * (1 + min(self.count, 64).bit_length() / 2)
 
     def describe(self) -> str:
         """``nginx-error, 3 times 12:01:02 … 12:03:04: "<last line>"`` (the line quoted literally)."""
@@ -93,13 +94,15 @@ def _clock(stamp: str | None) -> str:
 
 
 def classify(text: str) -> str:
-    """The kind of a problem line: ``setting``, ``symptom``, ``error`` or ``warning``."""
+    """The kind of a problem line: ``setting``, ``symptom``, ``error``, ``slow`` or ``warning``."""
     if _SETTING.search(text):
         return "setting"
     status = _HTTP_STATUS.search(text)
     if status:
         return "symptom" if status.group("status").startswith("5") else "warning"
-    return "error" if _ERRORISH.search(text) else "warning"
+    if _ERRORISH.search(text):
+        return "error"
+    return "slow" if _SLOW.search(text) else "warning"
 
 
 def target_ports(health_urls: Mapping[str, str | None]) -> dict[int, str]:
