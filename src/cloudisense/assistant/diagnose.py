@@ -265,27 +265,28 @@ class Diagnoser:
                 f.figures.append(f"the {folder} folder holds {mb:.1f} MB, above its limit of {limit:g} MB "
                                  f"(largest: {biggest})")
                 f.score += 3.0
-        facts.extend(self._system_facts(stats, finding))
+        facts.extend(self._system_facts(stats, finding, slow="slow" in asked))
         ranked = sorted(findings.values(), key=lambda f: -(f.score * (1.5 if f.component == focus else 1.0)))
         ranked = [f for f in ranked if f.score >= 0.9]
         for f in ranked:
             self._plan_fix(f)
         return ranked, facts
 
-    def _system_facts(self, stats: Any, finding: Callable[..., Finding]) -> list[str]:
+    def _system_facts(self, stats: Any, finding: Callable[..., Finding], *, slow: bool) -> list[str]:
         if not isinstance(stats, dict):
             return []
         cpu = (stats.get("cpu") or {}).get("percent")
         memory = (stats.get("memory") or {}).get("percent")
         disk = stats.get("disk") or {}
-        # One CPU sample says little (a busy moment); memory and disk levels last.
-        figures = [("CPU", cpu, 95.0, 1.0), ("memory", memory, 90.0, 2.0),
+        # One CPU sample says little (a busy moment): it is a cause only when slowness is asked
+        # about. Memory and disk levels last.
+        figures = [("CPU", cpu, 95.0, 1.2 if slow else 0.0), ("memory", memory, 90.0, 2.0),
                    (f"disk {disk.get('path', '/')}", disk.get("percent"), 90.0, 2.5)]
         said = []
         for label, value, limit, weight in figures:
             if isinstance(value, (int, float)):
                 said.append(f"{label} {value:.0f} %")
-                if value >= limit:
+                if value >= limit and weight:
                     f = finding(label.split()[0], "system")
                     f.figures.append(f"{label} is at {value:.0f} % (above {limit:.0f} %)")
                     f.score += weight
@@ -373,7 +374,7 @@ def render(d: Diagnosis, approval: dict[str, Any] | None) -> str:
     out: list[str] = []
     top = d.top
     if d.focus_line:
-        out.append(d.focus_line + ("." if top is None or top.component != d.focus else ""))
+        out.append(d.focus_line.rstrip(".") + ".")
     if top is None:
         out.append("I found nothing wrong" + (" elsewhere" if d.focus_line else "") + ".")
         out.extend(f"  {literal(fact, 400)}" for fact in d.facts)

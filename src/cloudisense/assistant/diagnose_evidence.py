@@ -168,7 +168,8 @@ def attribute(line: LogLine, components: Components) -> str | None:
     """
     body = _STAMP.sub("", line.text)
     reporter = components.of_log(line.log)
-    head = re.match(r"\s*(?:[A-Z]+\s+)?([\w.-]+):", body)
+    # "ERROR web: ..." (level and source) or syslog's "host program[pid]: ...".
+    head = re.match(r"\s*(?:[A-Z]+\s+)?([\w.-]+):", body) or re.match(r"\s*\S+\s+([\w.-]+)\[\d+\]:", body)
     named = components.mentioned(body)
     if head is not None and head.group(1).lower() in {t.lower() for t in components.targets}:
         reporter = next(t for t in components.targets if t.lower() == head.group(1).lower())
