@@ -91,7 +91,7 @@ class Finding:
         parts = [self.state] if self.state else []
         strongest = max(self.groups, key=lambda g: g.weight, default=None)
         if strongest is not None:
-            parts.append(f"its logs show {strongest.describe()}" if self.state
+            parts.append(f"the logs show {strongest.describe()}" if self.state
                          else f"{self.component}: {strongest.describe()}")
         parts.extend(self.figures if not self.state and not self.groups else [])
         return "; ".join(parts) or f"{self.component} looks wrong"
