@@ -150,6 +150,19 @@ class Assistant:
                                                      origin=origin)
         approval = await self.diagnoser.propose(diagnosis, user=user, role=role, session=session)
         answer = render(diagnosis, approval)
+        react = None
+        if self.provider is not None:
+            from cloudisense.assistant.diagnose import model_reading
+
+            try:
+                react = await model_reading(self.provider, diagnosis, answer, executor=self.executor, user=user,
+                                            role=role, session=session, notify=notify, origin=origin,
+                                            token_budget=self.settings.llm.session_token_budget)
+            except Exception as exc:  # the built-in answer stands on its own; the model only adds
+                log.warning("the model's reading of an investigation failed: %s", exc)
+            else:
+                diagnosis.checks.extend(react.steps)
+                answer += f"\nThe model's reading (check it against the evidence above): {react.answer.strip()}"
         if notify is not None:
             notify("assist_delta", {"session": session, "text": answer})
             if approval is not None:
@@ -158,7 +171,9 @@ class Assistant:
         run = ExecutionResult("paused" if approval else "completed", diagnosis.checks, session=session,
                               approval=approval, summary=answer)
         outcome = Outcome.AWAITING_APPROVAL if approval else Outcome.ANSWERED
-        return Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis)
+        turn = Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis)
+        turn.usage = (react.usage.input_tokens, react.usage.output_tokens) if react is not None else None
+        return turn
 
     def _run_turn(self, run: ExecutionResult, session: str, strategy: str, *, plan: Plan | None = None,
                   since: int = 0) -> Turn:

@@ -407,6 +407,46 @@ def _checked(d: Diagnosis) -> str:
     return ", ".join(done) + f"; log evidence condensed to {d.evidence_tokens} tokens." if done else "nothing"
 
 
+class ReadOnlyExecutor:
+    """The executor as the model sees it during an investigation: read tools only, everything else refused.
+
+    The model's tool calls still go through the router (roles, audit, policy gate); this only makes
+    sure an investigation never asks for a change, whatever a log line talked the model into.
+    """
+
+    def __init__(self, executor: Executor, allowed: set[str]) -> None:
+        self.executor = executor
+        self.node = executor.node
+        self.memory = None
+        self.allowed = allowed
+
+    async def call(self, intent: str, params: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """One read through the router, or a refusal for anything else."""
+        if intent not in self.allowed:
+            return {"status": "error", "code": 403,
+                    "message": f"{intent} is not a read check; an investigation only reads"}
+        return await self.executor.call(intent, params, **kwargs)
+
+    def _record(self, *args: Any) -> StepResult:
+        return self.executor._record(*args)
+
+
+async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: Executor, user: str, role: Role,
+                        session: str | None, notify: Notify | None, origin: CallOrigin | None,
+                        token_budget: int = 0) -> Any:
+    """Let the model look further with read tools (ReAct, at most 3 steps) and give its reading."""
+    from cloudisense.assistant.react import run_react, select_tools
+
+    tools = [t for t in select_tools(executor.node.registry, d.question, role) if t.get("risk") == Risk.READ.value]
+    prompt = (f"Operator's question: {d.question}\n\nThe node's built-in checks concluded:\n"
+              f"{answer.split('Checked:')[0].strip()}\n\n{evidence_prompt(d)}\n\n"
+              "You may call the read tools for more evidence. Then answer in at most four sentences: the likely "
+              "cause, the evidence that shows it, and how sure you are.")
+    return await run_react(provider, prompt, executor=ReadOnlyExecutor(executor, {t["name"] for t in tools}),  # type: ignore[arg-type]
+                           user=user, role=role, session=session, tools=tools, max_steps=3,
+                           token_budget=token_budget, notify=notify, origin=origin)
+
+
 def evidence_prompt(d: Diagnosis) -> str:
     """The condensed evidence for a model prompt, the log text marked as untrusted data."""
     facts = "\n".join(d.facts)

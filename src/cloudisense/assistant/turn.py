@@ -52,6 +52,8 @@ class Turn:
     react: ReactResult | None = None
     #: For an open question: what the investigation found.
     diagnosis: Diagnosis | None = None
+    #: Model tokens (input, output) an investigation used, when a model added its reading.
+    usage: tuple[int, int] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON answer of the assistant intents (``answer`` is what the existing client shows)."""
@@ -73,4 +75,6 @@ class Turn:
             out["diagnosis"] = {"found": top is not None, "component": top.component if top else None,
                                 "cause": top.cause() if top else None, "confidence": self.diagnosis.confidence(),
                                 "fix": top.fix if top else [], "evidence_tokens": self.diagnosis.evidence_tokens}
+            if self.usage is not None:
+                out["usage"] = {"input": self.usage[0], "output": self.usage[1]}
         return out
