@@ -10,8 +10,12 @@ scenario's health check. Pure figures, no assertions:
     .venv/bin/python bench/scenarios.py                    # offline (built-in checks), dev and held-out
     .venv/bin/python bench/scenarios.py --set dev --only d-web-stopped-502 --show
 
-Strategies: ``offline`` (the built-in investigation, no model). Times are wall-clock seconds from the
-question to the answer, on this machine, in this run.
+Strategies: ``offline`` (the built-in investigation, no model); any model provider the node accepts
+(``--strategy local:qwen2.5-coder-0.5b``, ``--strategy openai:gpt-4o-mini``): the built-in
+investigation, then the model may read more (ReAct, read tools only) and adds its reading. The
+judged likely cause and the proposed fix are the built-in ones either way; with a model the figures
+show what it costs in time and tokens. Times are wall-clock seconds from the question to the
+answer, on this machine, in this run; tokens are the condensed evidence plus the model's tokens.
 """
 
 from __future__ import annotations
@@ -102,10 +106,13 @@ class DemoNode:
 
 
 @asynccontextmanager
-async def demo_node(folder: Path) -> AsyncIterator[DemoNode]:
+async def demo_node(folder: Path, provider: str | None = None) -> AsyncIterator[DemoNode]:
     """A real server on port 0 serving a fresh demo copy; every target up before it is handed out."""
     config, ports = demo_copy(folder)
-    settings = load_settings(config, environ={}, overrides={"server": {"port": 0}, "data_dir": str(folder / "data")})
+    overrides: dict[str, Any] = {"server": {"port": 0}, "data_dir": str(folder / "data")}
+    if provider:
+        overrides["llm"] = {"provider": provider}
+    settings = load_settings(config, environ={}, overrides=overrides)
     node = Node(settings)
     server = Server(node)
     port = await server.start(host="127.0.0.1", port=0)
@@ -305,9 +312,9 @@ def judge(scenario: dict[str, Any], answer: str) -> dict[str, bool]:
     }
 
 
-async def run_scenario(scenario: dict[str, Any], folder: Path) -> Outcome:
+async def run_scenario(scenario: dict[str, Any], folder: Path, provider: str | None = None) -> Outcome:
     """Inject, ask, judge, approve the fix, check health."""
-    async with demo_node(folder) as demo:
+    async with demo_node(folder, provider) as demo:
         await inject(demo, scenario["inject"])
         conn = await demo.connect("oper")
         try:
@@ -327,8 +334,9 @@ async def run_scenario(scenario: dict[str, Any], folder: Path) -> Outcome:
                                 timeout=120)
                 fixed = await _until(lambda: healthy(demo, scenario["health"]), 30)
             checks["mitigation"] = fixed
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
             tokens = int((data.get("diagnosis") or {}).get("evidence_tokens") or 0) + \
-                int(sum((data.get("usage") or {}).values()) if isinstance(data.get("usage"), dict) else 0)
+                int(usage.get("input", 0)) + int(usage.get("output", 0))
         finally:
             conn.close()
     return Outcome(scenario["id"], checks, seconds, tokens, answer, events)
@@ -352,13 +360,27 @@ def report(name: str, strategy: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The figures as an aligned table."""
-    head = f"{'set':8} {'strategy':9} {'n':>3} {'detect':>7} {'locate':>7} {'cause':>7} {'mitig':>7} " \
+    head = f"{'set':8} {'strategy':26} {'n':>3} {'detect':>7} {'locate':>7} {'cause':>7} {'mitig':>7} " \
            f"{'median s':>9} {'p95 s':>7} {'tokens':>7}"
     print(head)
     for r in rows:
-        print(f"{r['set']:8} {r['strategy']:9} {r['scenarios']:>3} {r['detection']:>7.0%} {r['localization']:>7.0%} "
+        print(f"{r['set']:8} {r['strategy']:26} {r['scenarios']:>3} {r['detection']:>7.0%} {r['localization']:>7.0%} "
               f"{r['root_cause']:>7.0%} {r['mitigation']:>7.0%} {r['median_s']:>9.1f} {r['p95_s']:>7.1f} "
               f"{r['tokens']:>7.0f}")
+
+
+def pulled(provider: str) -> str:
+    """``local:<catalogue name>`` as the file ``cloudisense model pull`` put in the user's data dir.
+
+    Each scenario's node has a fresh data dir, so a model pulled for the user is named by its path.
+    """
+    from cloudisense.config import _default_data_dir
+    from cloudisense.llm import models
+
+    kind, _, name = provider.partition(":")
+    if kind != "local" or name not in models.CATALOGUE:
+        return provider
+    return f"local:{models.verified_path(_default_data_dir(), name)}"
 
 
 async def main() -> None:
@@ -367,23 +389,28 @@ async def main() -> None:
     ap.add_argument("--set", choices=("dev", "heldout", "both"), default="both")
     ap.add_argument("--only", action="append", default=[], help="scenario id (repeatable)")
     ap.add_argument("--show", action="store_true", help="print each answer")
+    ap.add_argument("--strategy", action="append", default=[],
+                    help="offline (default) or a provider such as local:qwen2.5-coder-0.5b (repeatable)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
+    logging.getLogger("cloudisense.assistant").setLevel(logging.WARNING)
     rows = []
-    for name in (("dev", "heldout") if args.set == "both" else (args.set,)):
-        outcomes = []
-        for scenario in load_scenarios(name):
-            if args.only and scenario["id"] not in args.only:
-                continue
-            with tempfile.TemporaryDirectory(prefix="scenario-") as tmp:
-                outcome = await run_scenario(scenario, Path(tmp))
-            outcomes.append(outcome)
-            marks = " ".join(f"{c}={'yes' if outcome.checks.get(c) else 'no'}" for c in CHECKS)
-            print(f"{name:8} {outcome.id:24} {marks}  {outcome.seconds:.1f}s", flush=True)
-            if args.show:
-                print("    " + outcome.answer.replace("\n", "\n    "))
-        if outcomes:
-            rows.append(report(name, "offline", outcomes))
+    for strategy in args.strategy or ["offline"]:
+        provider = None if strategy == "offline" else pulled(strategy)
+        for name in (("dev", "heldout") if args.set == "both" else (args.set,)):
+            outcomes = []
+            for scenario in load_scenarios(name):
+                if args.only and scenario["id"] not in args.only:
+                    continue
+                with tempfile.TemporaryDirectory(prefix="scenario-") as tmp:
+                    outcome = await run_scenario(scenario, Path(tmp), provider)
+                outcomes.append(outcome)
+                marks = " ".join(f"{c}={'yes' if outcome.checks.get(c) else 'no'}" for c in CHECKS)
+                print(f"{name:8} {strategy:10} {outcome.id:24} {marks}  {outcome.seconds:.1f}s", flush=True)
+                if args.show:
+                    print("    " + outcome.answer.replace("\n", "\n    "))
+            if outcomes:
+                rows.append(report(name, strategy, outcomes))
     print()
     print_table(rows)
 

@@ -434,16 +434,18 @@ class ReadOnlyExecutor:
 async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: Executor, user: str, role: Role,
                         session: str | None, notify: Notify | None, origin: CallOrigin | None,
                         token_budget: int = 0) -> Any:
-    """Let the model look further with read tools (ReAct, at most 3 steps) and give its reading."""
+    """Let the model look further with read tools (ReAct, at most 2 steps) and give its reading."""
     from cloudisense.assistant.react import run_react, select_tools
 
-    tools = [t for t in select_tools(executor.node.registry, d.question, role) if t.get("risk") == Risk.READ.value]
-    prompt = (f"Operator's question: {d.question}\n\nThe node's built-in checks concluded:\n"
-              f"{answer.split('Checked:')[0].strip()}\n\n{evidence_prompt(d)}\n\n"
+    # Few tools and a short prompt: on two CPU cores prompt length is most of a local model's time.
+    tools = [t for t in select_tools(executor.node.registry, d.question, role, k=4) if t.get("risk") == Risk.READ.value]
+    concluded = next((line for line in answer.splitlines() if line.startswith("Likely cause:")), "nothing wrong found")
+    prompt = (f"Operator's question: {d.question}\n\nThe node's built-in checks concluded: {concluded}\n\n"
+              f"{evidence_prompt(d)}\n\n"
               "You may call the read tools for more evidence. Then answer in at most four sentences: the likely "
               "cause, the evidence that shows it, and how sure you are.")
     return await run_react(provider, prompt, executor=ReadOnlyExecutor(executor, {t["name"] for t in tools}),  # type: ignore[arg-type]
-                           user=user, role=role, session=session, tools=tools, max_steps=3,
+                           user=user, role=role, session=session, tools=tools, max_steps=2,
                            token_budget=token_budget, notify=notify, origin=origin)
 
 
