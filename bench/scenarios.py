@@ -149,7 +149,7 @@ async def wait_healthy(demo: DemoNode, timeout: float = 30) -> None:
 def _get(url: str, timeout: float) -> tuple[int, float]:
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the demo copy's own address
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             resp.read()
             return resp.status, time.monotonic() - started
     except urllib.error.HTTPError as exc:
@@ -189,7 +189,7 @@ async def inject(demo: DemoNode, steps: list[dict[str, Any]]) -> None:
                     pass  # a broken setting makes the restart fail: that is the fault
             elif "kill" in step:
                 os.kill(await _pid(conn, step["kill"]), signal.SIGKILL)
-                await _until(lambda: _state(conn, step["kill"], "crashed"), 10)
+                await _until(lambda name=step["kill"]: _state(conn, name, "crashed"), 10)
             elif "fault" in step:
                 knob = {k: v for k, v in step.items() if k != "fault"}
                 faults = demo.folder / "var" / "faults"
@@ -212,7 +212,9 @@ async def inject(demo: DemoNode, steps: list[dict[str, Any]]) -> None:
                 await asyncio.gather(*(asyncio.to_thread(_get, url, timeout) for _ in range(int(step.get("times", 1)))))
             elif "wait_log" in step:
                 path = Path(demo.node.settings.section("logs", _logs_model()).files[step["wait_log"]])
-                if not await _until(lambda: path.exists() and step["contains"] in path.read_text(errors="replace"),
+                text = step["contains"]
+                if not await _until(lambda path=path, text=text: path.exists()
+                                    and text in path.read_text(errors="replace"),
                                     float(step.get("timeout", 20))):
                     raise RuntimeError(f"the fault did not show: {step['wait_log']} never said {step['contains']!r}")
             else:
@@ -249,8 +251,9 @@ async def healthy(demo: DemoNode, checks: list[dict[str, Any]]) -> bool:
     try:
         for check in checks:
             if "http" in check:
-                status, took = await asyncio.to_thread(_get, demo.fill(check["http"]), float(check.get("within", 2)) + 1)
-                if status != check.get("status", 200) or took > float(check.get("within", 2)):
+                within = float(check.get("within", 2))
+                status, took = await asyncio.to_thread(_get, demo.fill(check["http"]), within + 1)
+                if status != check.get("status", 200) or took > within:
                     return False
             elif "kv" in check:
                 host, _, port = demo.fill(check["kv"]).rpartition(":")
@@ -345,7 +348,7 @@ async def run_scenario(scenario: dict[str, Any], folder: Path, provider: str | N
 def p95(values: list[float]) -> float:
     """The 95th percentile (nearest rank)."""
     ordered = sorted(values)
-    return ordered[max(0, int(round(0.95 * len(ordered) + 0.5)) - 1)] if ordered else 0.0
+    return ordered[max(0, round(0.95 * len(ordered) + 0.5) - 1)] if ordered else 0.0
 
 
 def report(name: str, strategy: str, outcomes: list[Outcome]) -> dict[str, Any]:

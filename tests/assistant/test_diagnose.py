@@ -46,23 +46,29 @@ def test_what_does_not_fit_the_budget_is_cut_and_said() -> None:
     lines = [line(f"ERROR web: failure kind {chr(97 + i)} " + "x" * 80) for i in range(20)]
     out = condense(lines, budget=120)
     assert out.tokens <= 120 and out.cut_groups > 0
-    assert out.text().endswith(f"[{out.cut_lines} more line(s) of {out.cut_groups} other kind(s) cut to keep within budget]")
+    said = f"[{out.cut_lines} more line(s) of {out.cut_groups} other kind(s) cut to keep within budget]"
+    assert out.text().endswith(said)
     assert "failure kind a" in out.text() and "failure kind t" in out.text()  # first and last survive any budget
 
 
 def test_signature_ignores_time_stamps_and_numbers() -> None:
-    assert signature("2026-12-01T12:00:01 ERROR worker: job 7 failed") == signature("2026-12-01T12:09:59 ERROR worker: job 8 failed")
-    assert signature("Dec  1 12:00:01 demo worker[12]: job 1 done") == signature("Dec  1 13:00:01 demo worker[99]: job 2 done")
+    same = signature("2026-12-01T12:00:01 ERROR worker: job 7 failed")
+    assert same == signature("2026-12-01T12:09:59 ERROR worker: job 8 failed")
+    same = signature("Dec  1 12:00:01 demo worker[12]: job 1 done")
+    assert same == signature("Dec  1 13:00:01 demo worker[99]: job 2 done")
 
 
 @pytest.mark.parametrize(("log", "text", "component"), [
     ("app", "2026-12-01T12:00:01 ERROR worker: job 3 failed: connection refused by redis at 127.0.0.1:8082", "redis"),
-    ("syslog", "Dec  1 12:00:01 demo worker[123]: job 3 failed: connection refused by redis at 127.0.0.1:8082", "redis"),
-    ("nginx-error", '2026/12/01 12:00:01 [error] 1#0: *5 connect() failed (111: Connection refused) while connecting to '
+    ("syslog", "Dec  1 12:00:01 demo worker[123]: job 3 failed: connection refused by redis at 127.0.0.1:8082",
+     "redis"),
+    ("nginx-error", '2026/12/01 12:00:01 [error] 1#0: *5 connect() failed (111: Connection refused) while '
+                    'connecting to '
                     'upstream, client: 127.0.0.1, request: "GET / HTTP/1.1", upstream: "http://127.0.0.1:8081/", '
                     'host: "127.0.0.1:8080"', "web"),
     ("nginx-access", '127.0.0.1 - - [01/Dec/2026:12:00:01 +0000] "GET / HTTP/1.1" 502 52 "-" "curl"', "nginx"),
-    ("app", "2026-12-01T12:00:01 ERROR worker: cannot start: invalid setting interval=-5 in files/worker.json", "worker"),
+    ("app", "2026-12-01T12:00:01 ERROR worker: cannot start: invalid setting interval=-5 in files/worker.json",
+     "worker"),
     ("app", "2026-12-01T12:00:01 ERROR billing: the kv store is gone", "redis"),
 ])
 def test_a_line_points_at_whom_it_blames_else_at_who_reports_it(log: str, text: str, component: str) -> None:

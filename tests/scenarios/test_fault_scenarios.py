@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bench.scenarios import demo_node, healthy, inject, judge, load_scenarios, run_scenario
 
 DEV = {s["id"]: s for s in load_scenarios("dev")}

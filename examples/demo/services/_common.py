@@ -13,8 +13,8 @@ deadlock. The modes each service knows are in its docstring; an unknown mode is 
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import signal
 import sys
 import threading

@@ -61,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         if self._faulty(url.path):
             return
@@ -80,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"error": "not found"}')
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if urlsplit(self.path).path != "/hook":
             self._send(404, b'{"error": "not found"}')
             return
@@ -98,9 +98,9 @@ class Handler(BaseHTTPRequestHandler):
         APP_LOG.write(app_line("INFO", "web", f"webhook received from {node}: {message[:500]!r}"))
         self._send(200, b'{"ok": true}')
 
-    do_PUT = do_POST  # noqa: N815 - webhooks may use PUT
+    do_PUT = do_POST
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         print(f"{self.address_string()} {format % args}", flush=True)
 
 

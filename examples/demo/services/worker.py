@@ -48,10 +48,12 @@ def load_settings(path: str | None) -> dict[str, float | int]:
     for key, value in given.items():
         if key == "interval":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"invalid setting interval={value!r} in {path}: expected a number of seconds above 0")
+                raise ValueError(f"invalid setting interval={value!r} in {path}: "
+                                 "expected a number of seconds above 0")
         elif key == "batch_size":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-                raise ValueError(f"invalid setting batch_size={value!r} in {path}: expected a whole number from 1 to 1000")
+                raise ValueError(f"invalid setting batch_size={value!r} in {path}: "
+                                 "expected a whole number from 1 to 1000")
         else:
             raise ValueError(f"unknown setting {key!r} in {path}")
         settings[key] = value
@@ -107,7 +109,8 @@ def main() -> None:
             app.write(app_line("ERROR", "worker", f"job {job} failed: {problem}"))
             sys_log.write(syslog_line(f"job {job} failed: {problem}"))
         elif random.random() < 0.1:
-            app.write(app_line("WARNING", "worker", f"job {job} slow: {took * 10:.2f}s (queue depth {random.randint(20, 90)})"))
+            depth = random.randint(20, 90)
+            app.write(app_line("WARNING", "worker", f"job {job} slow: {took * 10:.2f}s (queue depth {depth})"))
             sys_log.write(syslog_line(f"job {job} slow"))
         else:
             app.write(app_line("INFO", "worker", f"job {job} done in {took:.2f}s"))

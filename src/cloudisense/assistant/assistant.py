@@ -63,7 +63,7 @@ class Assistant:
         self.provider: Any = None
         #: A :class:`~cloudisense.assistant.plan.Planner`; built on first use unless set (tests do).
         self.planner: Any = None
-        #: The investigation of open questions (a :class:`~cloudisense.assistant.diagnose.Diagnoser`); set by the module.
+        #: The investigation of open questions (:class:`~cloudisense.assistant.diagnose.Diagnoser`), set by the module.
         self.diagnoser: Any = None
 
     async def open_session(self, session: str | None, user: str, role: Role) -> str:

@@ -38,7 +38,7 @@ from cloudisense.assistant.diagnose_evidence import (
     target_ports,
     tokens,
 )
-from cloudisense.assistant.executor import ExecutionResult, RunState, StepResult
+from cloudisense.assistant.executor import RunState, StepResult
 from cloudisense.assistant.settings import agent_settings
 from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.intents import AgentUse, Risk
@@ -227,7 +227,7 @@ class Diagnoser:
         actions = _recent_actions(audit)
         states = []
         for t in targets:
-            name, state, health = t.get("name"), t.get("state"), t.get("health")
+            name, state, health = str(t.get("name")), t.get("state"), t.get("health")
             states.append(f"{name} {state}" + (f" ({health})" if health not in (None, "unknown") else ""))
             if state == "crashed":
                 code = t.get("exit_code")
@@ -304,7 +304,6 @@ class Diagnoser:
                      {"intent": "target_status", "params": {"name": f.component}}]
         elif f.kind == "folder":
             if settings.cleanup_script:
-                root, _, path = f.component.partition("/")
                 f.fix = [{"intent": "start_script_execution", "params": {"name": settings.cleanup_script}}]
             else:
                 f.no_fix = "no cleanup script is configured ([agent.diagnose] cleanup_script): free space by hand"
@@ -313,7 +312,8 @@ class Diagnoser:
 
     # -- the proposal -----------------------------------------------------------------
 
-    async def propose(self, diagnosis: Diagnosis, *, user: str, role: Role, session: str | None) -> dict[str, Any] | None:
+    async def propose(self, diagnosis: Diagnosis, *, user: str, role: Role,
+                      session: str | None) -> dict[str, Any] | None:
         """An approval for the likely cause's fix, or ``None`` (no fix, the role may not, or the policy denies it).
 
         The policy is asked first, as it would be for the assistant's own call: a fix it denies is
@@ -438,7 +438,8 @@ async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: E
     from cloudisense.assistant.react import run_react, select_tools
 
     # Few tools and a short prompt: on two CPU cores prompt length is most of a local model's time.
-    tools = [t for t in select_tools(executor.node.registry, d.question, role, k=4) if t.get("risk") == Risk.READ.value]
+    offered = select_tools(executor.node.registry, d.question, role, k=4)
+    tools = [t for t in offered if t.get("risk") == Risk.READ.value]
     concluded = next((line for line in answer.splitlines() if line.startswith("Likely cause:")), "nothing wrong found")
     prompt = (f"Operator's question: {d.question}\n\nThe node's built-in checks concluded: {concluded}\n\n"
               f"{evidence_prompt(d)}\n\n"
@@ -456,4 +457,4 @@ def evidence_prompt(d: Diagnosis) -> str:
             f"<<<\n{d.evidence}\n>>>")
 
 
-__all__ = ["Diagnoser", "Diagnosis", "Finding", "OPEN_RE", "STATUS_RE", "evidence_prompt", "render", "tokens"]
+__all__ = ["OPEN_RE", "STATUS_RE", "Diagnoser", "Diagnosis", "Finding", "evidence_prompt", "render", "tokens"]

@@ -142,9 +142,9 @@ class Components:
             for match in pattern.finditer(text):
                 found.append((match.start(), target))
         for match in _PORT.finditer(text):
-            target = self.ports.get(int(match.group(1)))
-            if target:
-                found.append((match.start(), target))
+            owner = self.ports.get(int(match.group(1)))
+            if owner:
+                found.append((match.start(), owner))
         out: list[str] = []
         for _, target in sorted(found):
             if target not in out:
