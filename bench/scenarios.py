@@ -56,6 +56,8 @@ DEMO = ROOT / "examples" / "demo"
 SCENARIOS = ROOT / "eval" / "scenarios"
 DEMO_PORTS = (8080, 8081, 8082)
 CHECKS = ("detection", "localization", "root_cause", "mitigation")
+#: Seconds an answer may take before the scenario counts as missed.
+ANSWER_TIMEOUT = 600.0
 
 
 def free_port() -> int:
@@ -322,7 +324,11 @@ async def run_scenario(scenario: dict[str, Any], folder: Path, provider: str | N
         conn = await demo.connect("oper")
         try:
             started = time.monotonic()
-            data = await conn.call("query_assist", {"query": scenario["question"]}, timeout=300)
+            try:
+                data = await conn.call("query_assist", {"query": scenario["question"]}, timeout=ANSWER_TIMEOUT)
+            except TimeoutError:  # counted as a miss on every check, at the time limit
+                return Outcome(scenario["id"], dict.fromkeys(CHECKS, False), ANSWER_TIMEOUT, 0,
+                               f"no answer within {ANSWER_TIMEOUT:.0f} s")
             seconds = time.monotonic() - started
             answer = str(data.get("answer", ""))
             checks = judge(scenario, answer)
