@@ -172,3 +172,33 @@ async def test_with_a_model_it_may_read_more_but_never_change_anything(tmp_path)
         assert statuses["read_log"] == "ok" and statuses["stop_target"] == "denied"
         assert "The model's reading (check it against the evidence above): The app log shows" in out["answer"]
         assert await audit_rows(running, "stop_target") == []
+
+
+DENY_RESTARTS = """
+[[rule]]
+name = "no-restarts"
+intent = "restart_target"
+decision = "deny"
+reason = "restarts are done by the on-call person"
+"""
+
+
+@pytest.mark.parametrize(("user", "policy", "said"), [
+    ("viewer", None, "your role (viewer) may not run restart_target; ask an operator or admin"),
+    ("oper", DENY_RESTARTS, "the policy does not let me restart_target (restarts are done by the on-call person)"),
+])
+async def test_a_fix_the_role_or_the_policy_does_not_allow_is_said_not_proposed(  # type: ignore[no-untyped-def]
+        tmp_path, user: str, policy: str | None, said: str) -> None:
+    from tests.assistant.conftest import DEMO_POLICY, agent_settings, serving
+
+    async with serving(agent_settings(tmp_path, policy=policy or DEMO_POLICY)) as running:
+        admin = await running.connect("admin")
+        await admin.call("stop_target", {"name": "web"})
+        admin.close()
+        conn = await running.connect(user)
+        out = await conn.call("query_assist", {"query": "what's wrong with web?"})
+        conn.close()
+        assert out["outcome"] == "answered" and not out.get("approval"), out
+        assert "Likely cause: web is stopped" in out["answer"]
+        assert f"No fix proposed: {said}" in out["answer"]
+        assert await running.node.module("assistant").approvals.list() == []
