@@ -107,11 +107,18 @@ async def test_typo_question_reads_and_never_writes(tmp_path: Path) -> None:
 async def test_unclear_questions_are_clarified_not_answered_with_json(tmp_path: Path) -> None:
     async with operator_node(tmp_path) as (running, received):
         oper = await running.connect("oper")
-        for text in ("why is the site slow?", "is the site up?"):
-            out = await oper.call("query_assist", {"query": text})
-            assert out["outcome"] == "clarify" and not out.get("steps"), (text, out)
-            plain(out["answer"])
+        # No alias says what "the site" is here: asked, not guessed.
+        out = await oper.call("query_assist", {"query": "is the site up?"})
+        assert out["outcome"] == "clarify" and not out.get("steps"), out
+        plain(out["answer"])
+        # An open question is investigated with reads only (issue 14), and answered in words.
+        out = await oper.call("query_assist", {"query": "why is the site slow?"})
+        assert out["strategy"] == "diagnose" and out["outcome"] in ("answered", "awaiting_approval"), out
+        assert out["steps"] and all(running.node.registry.get(s["intent"]).risk.value == "read"
+                                    for s in out["steps"]), out["steps"]
+        plain(out["answer"])
         assert received == []
+        assert await audit_rows(running, "restart_target") == []
         oper.close()
 
 

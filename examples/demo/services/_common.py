@@ -3,10 +3,17 @@
 The demo services write only below the demo folder's ``var/`` (or below ``$DEMO_VAR_DIR``
 when set, which tests use to keep files in their temporary folder); a log path outside
 that folder is refused at start-up.
+
+Fault knobs (for the fault scenarios in ``eval/scenarios/``): write ``var/faults/<service>.json``
+(``<service>``: the script's name without ``.py``: ``webapp``, ``kv``)
+(``{"mode": "...", ...}``) and send the service's process SIGUSR1. The service reads the file,
+removes it and behaves faulty until it stops, so a restart clears the fault, like a real leak or
+deadlock. The modes each service knows are in its docstring; an unknown mode is ignored.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -77,3 +84,19 @@ def on_stop(callback: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def on_fault(service: str, apply: Callable[[dict[str, object]], None]) -> None:
+    """On SIGUSR1, read and remove ``var/faults/<service>.json`` and pass its object to ``apply``."""
+
+    def handler(signum: int, frame: object) -> None:
+        path = var_root() / "faults" / f"{service}.json"
+        try:
+            knob = json.loads(path.read_text(encoding="utf-8"))
+            path.unlink()
+        except (OSError, ValueError):
+            return  # no knob, or not JSON: nothing changes
+        if isinstance(knob, dict):
+            apply(knob)
+
+    signal.signal(signal.SIGUSR1, handler)

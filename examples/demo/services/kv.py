@@ -4,6 +4,9 @@ Commands: ``PING`` -> ``+PONG``, ``SET k v`` -> ``+OK``, ``GET k`` -> ``$<len>``
 ``$-1``, ``DEL k`` -> ``:1``/``:0``, ``QUIT``. Answers end with CRLF like redis's.
 
     python kv.py --port 8082
+
+Fault knob (see ``_common.py``): ``{"mode": "maxclients"}`` every command is answered
+``-ERR max number of clients reached`` and the connection closed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+
+from _common import on_fault
 
 MAX_LINE = 65536
 
@@ -20,9 +25,13 @@ class Store:
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        #: The injected fault (``_common.on_fault``); empty when healthy.
+        self.fault: dict[str, object] = {}
 
     def answer(self, line: str) -> tuple[str, bool]:
         """The reply to one command line, and whether to close the connection."""
+        if self.fault.get("mode") == "maxclients":
+            return "-ERR max number of clients reached", True
         parts = line.split(" ", 2)
         cmd = parts[0].upper()
         if cmd == "PING":
@@ -71,6 +80,7 @@ async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    on_fault("kv", store.fault.update)
     print(f"kv listening on {host}:{server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await stop.wait()

@@ -4,6 +4,10 @@ Routes: ``GET /health`` (200), ``GET /`` (a page), ``GET /slow?seconds=N`` (slee
 10 s), ``POST /hook`` (accepts webhook JSON and logs it). Every ``--interval`` seconds it
 writes an application log line (now and then a WARNING or ERROR) to ``--log``.
 
+Fault knobs (see ``_common.py``): ``{"mode": "hang"}`` every request, ``/health`` included, blocks
+(a deadlock); ``{"mode": "slow", "ms": 2500}`` every page but ``/health`` answers late;
+``{"mode": "errors"}`` pages answer 500 (the database connection pool is exhausted).
+
     python webapp.py --port 8081 --log var/log/app.log
 """
 
@@ -17,11 +21,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from _common import LineLog, app_line, on_stop
+from _common import LineLog, app_line, on_fault, on_stop
 
 PAGE = b"<!doctype html><title>demo web</title><h1>CloudiSENSE demo web app</h1><p>It works.</p>\n"
 MAX_HOOK_BYTES = 65536
 APP_LOG: LineLog
+#: The injected fault (``_common.on_fault``): ``{"mode": ...}``; empty when healthy.
+FAULT: dict[str, object] = {}
+POOL_SIZE = 20
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,8 +43,28 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def _faulty(self, path: str) -> bool:
+        """Apply the injected fault; ``True`` when the request was answered by it."""
+        mode = FAULT.get("mode")
+        if mode == "hang":
+            threading.Event().wait()  # blocks this request's thread for good, like a deadlock
+        if path == "/health":
+            return False  # a shallow health check: only a hang reaches it
+        if mode == "slow":
+            ms = float(FAULT.get("ms", 2500))  # type: ignore[arg-type]
+            time.sleep(ms / 1000)
+            APP_LOG.write(app_line("WARNING", "web", f"slow request: GET {path} took {ms:.0f}ms"))
+        elif mode == "errors":
+            APP_LOG.write(app_line("ERROR", "web", f"database connection pool exhausted ({POOL_SIZE} of {POOL_SIZE} "
+                                                   f"in use); GET {path} answered 500"))
+            self._send(500, b'{"error": "internal server error"}')
+            return True
+        return False
+
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if self._faulty(url.path):
+            return
         if url.path == "/health":
             self._send(200, b'{"status": "ok"}')
         elif url.path == "/":
@@ -53,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"error": "not found"}')
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if urlsplit(self.path).path != "/hook":
             self._send(404, b'{"error": "not found"}')
             return
@@ -71,9 +98,9 @@ class Handler(BaseHTTPRequestHandler):
         APP_LOG.write(app_line("INFO", "web", f"webhook received from {node}: {message[:500]!r}"))
         self._send(200, b'{"ok": true}')
 
-    do_PUT = do_POST  # noqa: N815 - webhooks may use PUT
+    do_PUT = do_POST
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         print(f"{self.address_string()} {format % args}", flush=True)
 
 
@@ -112,6 +139,7 @@ def main() -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()  # shutdown() waits for serve_forever
 
     on_stop(shutdown)
+    on_fault("webapp", lambda knob: FAULT.update(knob))
     APP_LOG.write(app_line("INFO", "web", f"listening on http://{args.host}:{server.server_address[1]}"))
     print(f"listening on {args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever(poll_interval=0.2)

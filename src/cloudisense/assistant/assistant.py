@@ -63,6 +63,8 @@ class Assistant:
         self.provider: Any = None
         #: A :class:`~cloudisense.assistant.plan.Planner`; built on first use unless set (tests do).
         self.planner: Any = None
+        #: The investigation of open questions (:class:`~cloudisense.assistant.diagnose.Diagnoser`), set by the module.
+        self.diagnoser: Any = None
 
     async def open_session(self, session: str | None, user: str, role: Role) -> str:
         """The one session rule: the named session if it is the user's (or the caller is admin), else theirs."""
@@ -79,6 +81,8 @@ class Assistant:
             await self.memory.add_message(session, "assistant", intro["text"])
             return Turn(Outcome.ANSWERED, session, intro["text"], strategy="introduction")
         await self.memory.add_message(session, "user", text)
+        if mode == "auto" and self.diagnoser is not None and self.diagnoser.wants(text):
+            return await self.diagnose(text, user=user, role=role, session=session, notify=notify, origin=origin)
         if mode == "react" and self.provider is None:
             raise Unavailable("mode react needs a model provider: set [llm] provider (e.g. openai:gpt-4o-mini)")
         plan = None if mode == "react" else await self._plan(text, role, session)
@@ -135,6 +139,40 @@ class Assistant:
         turn = Turn(outcome, session, react.reply(), strategy="react", react=react)
         if react.stopped == "failures":
             turn.escalation = await self.escalator.escalate(session, user, "several steps failed", text, origin=origin)
+        return turn
+
+    async def diagnose(self, text: str, *, user: str, role: Role, session: str, notify: Notify | None,
+                       origin: CallOrigin | None) -> Turn:
+        """An open question: a read-only investigation, then the likely cause and a fix to approve."""
+        from cloudisense.assistant.diagnose import render
+
+        diagnosis = await self.diagnoser.investigate(text, user=user, role=role, session=session, notify=notify,
+                                                     origin=origin)
+        approval = await self.diagnoser.propose(diagnosis, user=user, role=role, session=session)
+        answer = render(diagnosis, approval)
+        react = None
+        if self.provider is not None:
+            from cloudisense.assistant.diagnose import model_reading
+
+            try:
+                react = await model_reading(self.provider, diagnosis, answer, executor=self.executor, user=user,
+                                            role=role, session=session, notify=notify, origin=origin,
+                                            token_budget=self.settings.llm.session_token_budget)
+            except Exception as exc:  # the built-in answer stands on its own; the model only adds
+                log.warning("the model's reading of an investigation failed: %s", exc)
+            else:
+                diagnosis.checks.extend(react.steps)
+                answer += f"\nThe model's reading (check it against the evidence above): {react.answer.strip()}"
+        if notify is not None:
+            notify("assist_delta", {"session": session, "text": answer})
+            if approval is not None:
+                notify("approval_required", {**approval, "summary": answer})
+        await self.memory.add_message(session, "assistant", answer)
+        run = ExecutionResult("paused" if approval else "completed", diagnosis.checks, session=session,
+                              approval=approval, summary=answer)
+        outcome = Outcome.AWAITING_APPROVAL if approval else Outcome.ANSWERED
+        turn = Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis)
+        turn.usage = (react.usage.input_tokens, react.usage.output_tokens) if react is not None else None
         return turn
 
     def _run_turn(self, run: ExecutionResult, session: str, strategy: str, *, plan: Plan | None = None,

@@ -34,6 +34,7 @@ from pydantic import Field, field_validator
 from cloudisense.assistant.approvals import ApprovalStore
 from cloudisense.assistant.assistant import Assistant
 from cloudisense.assistant.chat import ModelAccess, chat_turn
+from cloudisense.assistant.diagnose import Diagnoser
 from cloudisense.assistant.escalation import Escalator
 from cloudisense.assistant.executor import Executor
 from cloudisense.assistant.gate import PolicyGate
@@ -161,6 +162,7 @@ class AssistantModule(Module):
         self.assistant = Assistant(registry=node.registry, entities=node.entities, memory=self.memory,
                                    approvals=self.approvals, executor=self.executor, escalator=self.escalator,
                                    settings=node.settings)
+        self.assistant.diagnoser = Diagnoser(self.executor, self.approvals, self.policy)
         self._sweeper: asyncio.Task[None] | None = None
 
     def intents(self) -> list[Intent]:

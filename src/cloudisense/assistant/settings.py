@@ -7,6 +7,28 @@ from pydantic import Field, field_validator
 from cloudisense.config import ConfigPath, Section, Settings
 
 
+class DiagnoseSettings(Section):
+    """What the read-only investigation of open questions checks and how much it keeps."""
+
+    #: Folders to watch: a files root label, optionally with a path below it (``logs``,
+    #: ``demo/reports``) -> the size in MB above which the folder counts as too full.
+    folder_limits: dict[str, float] = Field(default_factory=dict)
+    #: The script (in the scripts folder) that frees space in those folders; proposed when one is too full.
+    cleanup_script: str | None = Field(None, max_length=255)
+    #: How far back log searches look, in minutes.
+    window_minutes: int = Field(60, ge=1, le=1440)
+    #: Tokens (about 4 characters each) the condensed evidence may use in all.
+    token_budget: int = Field(1500, ge=100, le=50_000)
+
+    @field_validator("folder_limits")
+    @classmethod
+    def _check_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        for folder, mb in value.items():
+            if not folder.strip() or mb <= 0:
+                raise ValueError(f"folder limit {folder!r} = {mb!r}: give a files root label and a size in MB above 0")
+        return value
+
+
 class AgentSettings(Section):
     """The assistant: planning, policy, approvals, escalation."""
 
@@ -21,6 +43,8 @@ class AgentSettings(Section):
     #: What people call configured things: phrase -> entity name (``"kv store" = "redis"``); the planner
     #: reads "restart the kv store" as ``redis``.
     aliases: dict[str, str] = Field(default_factory=dict)
+    #: The investigation of open questions ("why is the site slow?").
+    diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
 
     @field_validator("aliases")
     @classmethod

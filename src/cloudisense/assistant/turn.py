@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cloudisense.assistant.diagnose import Diagnosis
     from cloudisense.assistant.escalation import Escalation
     from cloudisense.assistant.executor import ExecutionResult
     from cloudisense.assistant.plan import Plan
@@ -49,6 +50,10 @@ class Turn:
     question: str | None = None
     escalation: Escalation | None = None
     react: ReactResult | None = None
+    #: For an open question: what the investigation found.
+    diagnosis: Diagnosis | None = None
+    #: Model tokens (input, output) an investigation used, when a model added its reading.
+    usage: tuple[int, int] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON answer of the assistant intents (``answer`` is what the existing client shows)."""
@@ -65,4 +70,11 @@ class Turn:
             out["question"] = self.question
         if self.escalation is not None:
             out["escalation"] = self.escalation.to_wire()
+        if self.diagnosis is not None:
+            top = self.diagnosis.top
+            out["diagnosis"] = {"found": top is not None, "component": top.component if top else None,
+                                "cause": top.cause() if top else None, "confidence": self.diagnosis.confidence(),
+                                "fix": top.fix if top else [], "evidence_tokens": self.diagnosis.evidence_tokens}
+            if self.usage is not None:
+                out["usage"] = {"input": self.usage[0], "output": self.usage[1]}
         return out
