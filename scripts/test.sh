@@ -2,7 +2,7 @@
 # Install everything (system packages included), lint and type check src/, and run the whole test suite.
 # Usage: ./scripts/test.sh [pytest options]
 source "$(dirname "$0")/_setup.sh"
-need_apt mosquitto:mosquitto chromium:chromium
+need_apt mosquitto:mosquitto chromium:chromium prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 install_project "all,test"
 # Both stop the run (set -e) before pytest when they find anything.
 echo "==> lint (ruff check src)"
