@@ -56,8 +56,7 @@ class RulesSettings(Section):
     folder: ConfigPath | None = None
     #: At most this many firings of one rule per minute (loop guard).
     max_firings_per_minute: int = Field(30, ge=1)
-    #: Seconds a data-driven rule without a cooldown or behaviour of its own waits after firing before
-    #: it fires again (0: CloudiSENSE's "normal", every matching event fires).
+    #: Seconds a data-driven rule with no cooldown or behaviour of its own waits after firing (0: fire on every match).
     default_cooldown: float = Field(0.0, ge=0, le=7 * 24 * 3600)
 
 REACTIONS_TOPIC = "/reactions"
