@@ -56,8 +56,9 @@ class RulesSettings(Section):
     folder: ConfigPath | None = None
     #: At most this many firings of one rule per minute (loop guard).
     max_firings_per_minute: int = Field(30, ge=1)
-    #: Seconds a data-driven rule with no cooldown or behaviour of its own waits after firing (0: fire on every match).
-    default_cooldown: float = Field(0.0, ge=0, le=7 * 24 * 3600)
+    default_cooldown: float = Field(0.0, ge=0, le=7 * 24 * 3600, description=(
+        "seconds a data-driven rule with no cooldown or behaviour of its own waits after firing "
+        "(0: it fires on every matching event)"))
 
 REACTIONS_TOPIC = "/reactions"
 #: The system user rule responses act as (recorded in the audit log).
