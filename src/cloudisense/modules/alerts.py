@@ -67,7 +67,7 @@ class SilenceAlertParams(AlertIdParams):
     """An alert to silence."""
 
     minutes: float = Field(60, ge=0, le=7 * 24 * 60, description="how long to mute it (0 lifts the silence)")
-    reason: str | None = Field(None, max_length=500)
+    reason: str | None = Field(None, max_length=500, description="a message saying why (maintenance, a deploy)")
 
 
 class QueryMetricsParams(Params):
@@ -112,7 +112,6 @@ class AlertsModule(Module):
                                   f"(configured: {', '.join(sorted(logs)) or 'none'})")
 
     def intents(self) -> list[Intent]:
-        ent = {"id": "alert"}
         found = [
             Intent("list_alerts", "Alerts of this node and from Prometheus: firing by default, or resolved or all, "
                    "by severity, source or acknowledgement", self.list_alerts, ListAlertsParams, Risk.READ,
@@ -122,17 +121,17 @@ class AlertsModule(Module):
             Intent("get_alert", "One alert in full: what fired, when, how often, its evidence and who acknowledged it",
                    self.get_alert, AlertIdParams, Risk.READ,
                    ("show alert 3", "details of alert 12", "what is alert 5 about", "tell me more about alert 2"),
-                   entities=ent, say=_say_alert),
+                   say=_say_alert),
             Intent("ack_alert", "Acknowledge an alert: someone has seen it and is on it", self.ack_alert,
                    AckAlertParams, Risk.WRITE,
                    ("acknowledge alert 3", "ack alert 7", "I'm looking at alert 2",
                     "ack alert 4 with note restarting web"),
-                   entities=ent, say=_say_alert),
+                   say=_say_alert),
             Intent("silence_alert", "Silence an alert for some minutes: no notifications while it lasts (0 lifts it)",
                    self.silence_alert, SilenceAlertParams, Risk.WRITE,
                    ("silence alert 3 for 30 minutes", "mute alert 5 for an hour", "snooze alert 2",
                     "unsilence alert 4", "silence alert 6 for 10 minutes because of maintenance"),
-                   entities=ent, say=_say_alert),
+                   say=_say_alert),
         ]
         if self.settings.prometheus_url:
             found.append(Intent(
@@ -143,9 +142,6 @@ class AlertsModule(Module):
                             "run promql rate(cloudisense_requests_total[5m])", "is the node scraped by prometheus"),
                 say=_say_query, timeout=self.settings.prometheus_timeout + 5))
         return found
-
-    def entities(self) -> dict[str, list[str]]:
-        return {"alert": [str(a.id) for a in self.book.active.values()]}
 
     def http_routes(self) -> list[tuple[str, type, dict[str, Any]]]:
         """``POST /alerts/alertmanager``."""

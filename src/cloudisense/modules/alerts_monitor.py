@@ -115,8 +115,6 @@ class Monitor:
         for rule in self.settings.stats:
             if self._fp_stat(rule) in self.book.active:
                 self._stats[rule.name].firing = True
-        for name, state in dict(getattr(self.targets, "states", {}) or {}).items():
-            self._history[name] = _TargetHistory(state=str(state.get("state", "unknown")))
         for lrule in self.settings.logs:
             follower = FileFollower(self._log_path(lrule.log), allow=self._log_allowed)
             follower.open(at_end=True)  # lines written before the node started are history, not a burst
@@ -126,6 +124,15 @@ class Monitor:
                 state.firing = True
                 state.hits.append(time.monotonic())
             self._logs.append(state)
+
+    def _hist(self, name: str) -> _TargetHistory:
+        """What the monitor knows of target ``name``; first from the targets module's last known state
+        (a target adopted or left stopped at start publishes no state change)."""
+        hist = self._history.get(name)
+        if hist is None:
+            known = (getattr(self.targets, "states", None) or {}).get(name) or {}
+            hist = self._history[name] = _TargetHistory(state=str(known.get("state", "unknown")))
+        return hist
 
     def close(self) -> None:
         """Release the followed files."""
@@ -170,7 +177,7 @@ class Monitor:
                 await self._check_stat(rule, data["system"])
         elif message["topic"] == TARGETS_TOPIC and isinstance(data.get("name"), str):
             now = time.monotonic()
-            hist = self._history.setdefault(data["name"], _TargetHistory())
+            hist = self._hist(data["name"])
             state = str(data.get("state"))
             if state != hist.state:
                 hist.changes.append(now)
@@ -228,18 +235,17 @@ class Monitor:
         self._health_due = now + self.settings.health_interval
         names = sorted({n for r in rules for n in self.target_names(r)})
         backends = getattr(self.targets, "backends", {})
-        checked = [n for n in names if self._history.get(n, _TargetHistory()).state == "running"
-                   and backends[n].settings.health_url]
+        checked = [n for n in names if self._hist(n).state == "running" and backends[n].settings.health_url]
         results = await asyncio.gather(*(self._health(backends[n].settings.health_url) for n in checked))
         for name, result in zip(checked, results, strict=True):
-            hist = self._history.setdefault(name, _TargetHistory())
+            hist = self._hist(name)
             hist.failed_checks = hist.failed_checks + 1 if result == "unhealthy" else 0
 
     async def _check_targets(self) -> None:
         now = time.monotonic()
         for rule in self.settings.targets:
             for name in self.target_names(rule):
-                hist = self._history.setdefault(name, _TargetHistory())
+                hist = self._hist(name)
                 for window in (hist.crashes, hist.changes):
                     while window and now - window[0] > max(r.window for r in self.settings.targets):
                         window.popleft()
