@@ -290,3 +290,35 @@ def test_bad_alert_rules_stop_the_node_naming_the_problem(tmp_path: Path, alerts
     with pytest.raises(ConfigError) as info:
         Node(settings).load_modules()
     assert message in str(info.value)
+
+
+async def test_failing_health_checks_and_flapping_raise_alerts(tmp_path: Path) -> None:
+    from tests.modules.test_targets import free_port
+
+    port, site = free_port(), tmp_path / "site"
+    site.mkdir()
+    targets = {"web": {"command": ["{python}", "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                   "--directory", str(site)],
+                       "autostart": True, "health_url": f"http://127.0.0.1:{port}/ok.txt", "health_wait": 0,
+                       "log": str(tmp_path / "web.out")}}
+    rules = [{"name": "web-unhealthy", "target": "web", "condition": "unhealthy", "count": 2},
+             {"name": "web-flapping", "target": "web", "condition": "flapping", "count": 4, "window": 600,
+              "severity": "warning"}]
+    async with node(tmp_path, {"targets": rules, "health_interval": 0.2}, targets=targets) as r:
+        conn, events = await watch(r, "oper")
+        # /ok.txt does not exist yet: the health check answers 404, again and again (from before we listen).
+        fired = await until(lambda: _firing(conn, "web-unhealthy"))
+        assert "failed 2 health checks in a row" in fired["summary"]
+        (site / "ok.txt").write_text("ok")
+        resolved = await events.wait("/alerts", kind("alert_resolved", id=fired["id"]))
+        assert "answers its health check again" in resolved["data"]["details"]["resolution"]
+        for _ in range(2):  # each restart is stopping, stopped, starting, running
+            await conn.call("restart_target", {"name": "web"})
+        flapping = await events.wait("/alerts", kind("alert_firing", rule="web-flapping"))
+        assert flapping["data"]["severity"] == "warning" and flapping["data"]["details"]["changes"] >= 4
+        conn.close()
+
+
+async def _firing(conn: Connection, rule: str) -> dict[str, Any] | None:
+    alerts = (await conn.call("list_alerts", {}))["alerts"]
+    return next((a for a in alerts if a["rule"] == rule), None)
