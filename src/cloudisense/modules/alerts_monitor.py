@@ -288,12 +288,11 @@ class Monitor:
     async def _check_log(self, state: _LogState) -> None:
         rule, now = state.rule, time.monotonic()
         lines = await asyncio.to_thread(state.follower.poll)
-        new = 0
-        for line in lines:
-            if state.regex.search(line[:4096]):
-                new += 1
-                state.hits.append(now)
-                state.sample.append(clip(line))
+        search = state.regex.search
+        matched = [line for line in lines if search(line, 0, 4096)]  # a huge line is judged by its start
+        new = len(matched)
+        state.hits.extend([now] * new)
+        state.sample.extend(clip(line) for line in matched[-SAMPLE_LINES:])  # only the kept ones are cleaned
         state.total += new
         while state.hits and now - state.hits[0] > rule.window:
             state.hits.popleft()
