@@ -141,7 +141,10 @@ class Monitor:
 
     def on_event(self, message: dict[str, Any]) -> None:
         """Pub/sub listener: keep what the rules look at, decide later on the monitor's task."""
-        if message.get("topic") in (STATS_TOPIC, TARGETS_TOPIC) and "identity" not in message:
+        topic = message.get("topic")
+        # Only what some rule reads, and only this node's own events (federation forwards others').
+        wanted = (topic == STATS_TOPIC and self.settings.stats) or (topic == TARGETS_TOPIC and self.settings.targets)
+        if wanted and "identity" not in message:
             self._inbox.append(message)
             self._wake.set()
 
