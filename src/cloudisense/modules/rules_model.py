@@ -30,7 +30,10 @@ CloudiSENSE's own format is accepted beside it and written back exactly as given
   expression (``"regex-pattern"`` or ``{"regex": "..."}``) must also be found in the value at ``key``;
 - ``on-time-object.recurring: false`` fires once, at the next matching time;
 - ``response.behaviour``: ``normal`` (default), ``once`` (fires once until the rule is written or
-  reloaded again) or ``sleepy`` (after firing, rests ``response.sleep`` milliseconds).
+  reloaded again) or ``sleepy`` (after firing, rests ``response.sleep`` milliseconds);
+- ``response.cooldown`` (ours, seconds): after firing, matching events are suppressed (counted)
+  for that long, so a lasting condition fires once per cooldown; without one, a data-driven rule
+  of behaviour ``normal``/unset gets ``[rules] default_cooldown``.
 
 ``key`` is a dotted path into the published event message (``data.system.cpu.percent``, ``name``,
 ``topic``, ``meta.from``; list items by index: ``data.items.0``). String values of the response
@@ -178,6 +181,9 @@ class RuleResponse(_Strict):
         None, validation_alias=AliasChoices("behaviour", "behavior"))
     #: Milliseconds a ``sleepy`` rule rests after firing.
     sleep: int | None = Field(None, ge=0, le=7 * 24 * 3600 * 1000)
+    #: Seconds after a firing during which the rule does not fire again (events that match meanwhile
+    #: are counted as ``suppressed``): a condition that lasts fires once per cooldown.
+    cooldown: float | None = Field(None, ge=0, le=7 * 24 * 3600)
 
     @model_validator(mode="after")
     def _sleep(self) -> RuleResponse:

@@ -75,6 +75,7 @@ def make_app(node: Node, mcp: Any = None) -> Application:
         (r"/log/download/(static|dynamic)", LogDownloadHandler, {"node": node}),
         (r"/download/([A-Za-z0-9_\-]{16,64})", DownloadHandler, {"node": node}),
     ]
+    routes += [route for module in node.modules.values() for route in module.http_routes()]
     if mcp is not None:
         from cloudisense.interop.mcp_http import MCP_PATH, AsgiHandler
 
