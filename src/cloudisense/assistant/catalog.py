@@ -204,9 +204,12 @@ class Catalog:
     tools: list[dict[str, Any]]
     k1: float = 1.2
     b: float = 0.6
+    #: Configured entity names: in an example they are an instance ("restart *nginx*"), not words of the intent.
+    names: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.by_name = {t["name"]: t for t in self.tools}
+        self._names_re = _names_pattern(self.names)
         self.vocabulary: set[str] = set()
         docs_tokens: list[list[str]] = []
         for tool in self.tools:
@@ -228,7 +231,8 @@ class Catalog:
     def _doc_words(self, tool: dict[str, Any]) -> list[str]:
         name = tool["name"].replace("_", " ")
         parts = [name, name, tool.get("description", "")]
-        parts += list(tool.get("examples") or [])
+        examples = [str(e) for e in tool.get("examples") or ()]
+        parts += [self._names_re.sub(" ", e.lower()) for e in examples] if self._names_re else examples
         props = (tool.get("params") or {}).get("properties") or {}
         # What each param is for says what the intent is about ("the backup's id" -> backups).
         parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
@@ -285,6 +289,22 @@ class Catalog:
                 chosen.append(self.by_name[name])
                 names.add(name)
         return chosen
+
+
+def _names_pattern(names: Iterable[str]) -> re.Pattern[str] | None:
+    """How configured names are written or said in a sentence ("nginx-error", "nginx error"), as one regex."""
+    forms: set[str] = set()
+    for name in names:
+        low = name.lower()
+        forms.add(re.escape(low))
+        parts = [p for p in re.split(r"[-_.\s]+", low) if p]
+        if len(parts) > 1 and parts[-1] in ("sh", "yml", "yaml", "py", "json", "toml", "log"):
+            parts = parts[:-1]
+        if parts:
+            forms.add(r"\s+".join(re.escape(p) for p in parts))
+    if not forms:
+        return None
+    return re.compile(r"(?<![\w.\-/])(?:" + "|".join(sorted(forms, key=len, reverse=True)) + r")(?![\w\-/]|\.\w)")
 
 
 def _tool_text(tool: dict[str, Any], with_examples: bool) -> str:

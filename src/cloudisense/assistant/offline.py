@@ -100,16 +100,18 @@ class OfflinePlanner:
         #: Catalogues by tool set (one per role seen): building one takes tens of milliseconds.
         self._cache: dict[Any, Catalog] = {}
 
-    def catalog(self, tools: list[dict[str, Any]], refused: list[dict[str, Any]] = ()) -> Catalog:  # type: ignore[assignment]
+    def catalog(self, tools: list[dict[str, Any]], refused: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                entities: dict[str, list[str]] | None = None) -> Catalog:
         """The (cached) catalogue of the plannable ``tools`` plus the ``refused`` ones (marked ``"refusal"``)."""
         usable = plannable(tools) + [t for t in plannable(refused) if t.get("refusal")]
-        key = tuple((t["name"], t.get("description"), len(t.get("examples") or ()), bool(t.get("refusal")))
-                    for t in usable)
+        names = frozenset(n for values in (entities or {}).values() for n in values)
+        key = (tuple((t["name"], t.get("description"), len(t.get("examples") or ()), bool(t.get("refusal")))
+                     for t in usable), names)
         catalog = self._cache.get(key)
         if catalog is None:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
-            catalog = self._cache[key] = Catalog(usable)
+            catalog = self._cache[key] = Catalog(usable, names=names)
         return catalog
 
     async def plan(self, text: str, context: PlanningContext) -> Plan:
@@ -127,7 +129,7 @@ class OfflinePlanner:
         reason = danger(text)
         if reason:
             return Plan(outcome="escalate", confidence=0.9, reason=f"escalated: {reason}", strategy=self.strategy)
-        catalog = self.catalog(context.tools, context.refused)
+        catalog = self.catalog(context.tools, context.refused, context.entities)
         if not catalog.tools:
             return Plan(outcome="escalate", confidence=0.9, reason="no actions are available to your role",
                         strategy=self.strategy)

@@ -434,7 +434,8 @@ class SegmentPlanner:
         seg = ex.Segment.of(text)
         names = {tok for m in mentions for n in m.names for tok in ex.entity_tokens(n)}
         names |= {n.lower() for m in mentions for n in m.names}
-        dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names}
+        # A word of a name said apart from it ("errors in the nginx error log") is a word of the request.
+        dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names and seg.raw[seg.keep[i]] in names}
         covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
         fixed = self.catalog.tokens(rest)
