@@ -39,6 +39,9 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "backed up": "backup", "get rid of": "delete",
+    # How often: one word for every way of saying a frequency ("once a day" is "every day").
+    "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
+    "daily": "every day", "hourly": "every hour", "nightly": "every night", "weekly": "every week",
 }
 
 #: Single-word synonyms, applied after stemming.

@@ -253,6 +253,18 @@ class Quantity:
     end: int
     #: The word right after the number ("20 lines" -> ``lines``).
     noun: str = ""
+    #: A frequency ("every 6 hours", "once a day", "daily"), not a duration or an age.
+    every: bool = False
+
+
+_EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$")
+#: Words of a field that counts the time between two runs ("minutes between two automatic backups").
+_INTERVAL_WORDS = {"between", "interval", "every", "often", "frequency", "period"}
+
+
+def is_interval(param: str, spec: dict[str, Any]) -> bool:
+    """Whether a numeric field counts the time between repeated runs (it takes "every 6 hours", "daily")."""
+    return bool(_INTERVAL_WORDS & set(field_words(param, spec)))
 
 
 def quantities(text: str) -> list[Quantity]:
@@ -260,12 +272,18 @@ def quantities(text: str) -> list[Quantity]:
     t = text.lower()
     out: list[Quantity] = []
     for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*({_UNIT_RE})(?![\w])", t):
-        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end()))
-    for m in re.finditer(r"\b(?:last|past|previous|an?|one|per|every)\s+(hour|day|minute|week|month)\b", t):
-        if not any(q.start <= m.start(1) < q.end for q in out):
-            out.append(Quantity(1, _UNITS[m.group(1)], m.start(1), m.end()))
-    for m in re.finditer(r"\b(hourly|daily|weekly)\b", t):
-        out.append(Quantity(1, {"hourly": 60, "daily": 1440, "weekly": 10080}[m.group(1)], m.start(), m.end()))
+        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
+                            every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month)\b", t):
+        if not any(q.start <= m.start(2) < q.end for q in out):
+            times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
+            every = m.group(1) in ("per", "every", "each") or bool(times)
+            # "twice a day" runs every 12 hours.
+            share = {"twice": 0.5, "thrice": 1 / 3}.get(times.group(1) if times else "", 1.0)
+            out.append(Quantity(1, _UNITS[m.group(2)] * share, m.start(2), m.end(), every=every))
+    for m in re.finditer(r"\b(hourly|daily|nightly|weekly)\b", t):
+        out.append(Quantity(1, {"hourly": 60, "daily": 1440, "nightly": 1440, "weekly": 10080}[m.group(1)],
+                            m.start(), m.end(), every=True))
     for m in re.finditer(rf"(?<![\w.\-/%]){_NUM}(?![\w.%\-/])(?:\s+([a-z]+))?", t):
         if any(q.start <= m.start() < q.end for q in out):
             continue
@@ -313,6 +331,14 @@ def pattern_of(spec: dict[str, Any]) -> str | None:
         if isinstance(alt, dict) and alt.get("pattern"):
             return str(alt["pattern"])
     return None
+
+
+def distinctive(param: str, spec: dict[str, Any]) -> bool:
+    """A param whose value, once read, says which intent: an id of a declared shape ("b-42"), an interval."""
+    pattern = pattern_of(spec)
+    if json_type(spec) == "string" and pattern and _specific(pattern):
+        return True
+    return json_type(spec) in ("integer", "number") and is_interval(param, spec)
 
 
 def _specific(pattern: str) -> bool:
@@ -446,9 +472,10 @@ _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail
 def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:
     unit = field_unit(param, spec)
     words = {stem(w) for w in field_words(param, spec)}
+    interval = is_interval(param, spec)
     for i, q in enumerate(reading.numbers):
-        if i in reading.used:
-            continue
+        if i in reading.used or (unit is not None and q.every != interval):
+            continue  # "every 6 hours" is how often, never how old or how far back
         if unit is not None:
             if q.minutes is None:
                 continue

@@ -29,6 +29,12 @@ MIN_COVERAGE = 0.34
 #: Each param the text fills is evidence for the intent ("errors ... from the last hour" fills a search's
 #: pattern and window, not a read's).
 FILL_BONUS = 1.25
+#: A filled required param is stronger evidence ("errors" fills a search's pattern, a read has no such need).
+REQUIRED_BONUS = 1.4
+#: A value only one kind of param takes ("b-40" matches a backup id's pattern; "every 6 hours" an interval).
+DISTINCT_BONUS = 2.0
+#: A required param the text does not fill (and the planner can't compose) makes the intent less likely.
+MISSING_PENALTY = 0.7
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -475,6 +481,7 @@ class SegmentPlanner:
         if len(verb_tools) > 2:
             verb_tools = set()
         distinct = {t for t in query if t != "?"}
+        repeated = any(q.every for q in ex.quantities(seg.text))
         out: dict[str, float] = {}
         # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
         top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
@@ -510,10 +517,14 @@ class SegmentPlanner:
             props = (tool.get("params") or {}).get("properties") or {}
             filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
-                score *= 0.7
+                score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
                 score *= 0.8  # the thing it needs is not named
-            score *= FILL_BONUS ** len(filled)
+            if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
+                score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
+            for p in filled:
+                spec = props.get(p) if isinstance(props.get(p), dict) else {}
+                score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
         return out
 
