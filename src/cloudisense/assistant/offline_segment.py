@@ -158,6 +158,8 @@ class StepDraft:
     #: A condition over an earlier draft's result: (that draft, condition).
     when: tuple[StepDraft, Condition] | None = None
     question_asked: bool = False
+    #: The required param the text did not give, when that is why there is a question.
+    missing: str | None = None
 
 
 class SegmentPlanner:
@@ -362,6 +364,9 @@ class SegmentPlanner:
                              confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured")
         scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
+            about = self._state_of_action(scores, mentions)
+            if about:
+                return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
@@ -384,7 +389,26 @@ class SegmentPlanner:
         retrieval = 0.35 + 0.35 * min(1.0, margin / 0.4)
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
-        return self._ground(best, seg, mentions, retrieval, typos)
+        draft = self._ground(best, seg, mentions, retrieval, typos)
+        if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
+            # "is there an nginx process": the name said is a configured thing, so ask about that thing.
+            for m in mentions:
+                default = self._default_for(m.kind) if not m.ambiguous and id(m) not in weak else None
+                if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
+                    return self._ground(default, seg, mentions, 0.55, typos)
+        return draft
+
+    def _state_of_action(self, scores: dict[str, float], mentions: list[ex.Mention]) -> str | None:
+        """A question about an action ("did the restore of orders work?") asks for the state of the thing it
+        acts on: the read intent for the named thing's kind, never the action."""
+        best = max(scores.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        if best is None or best[1] <= 0 or self.catalog.by_name[best[0]].get("risk") == "read":
+            return None
+        kinds = set((self.catalog.by_name[best[0]].get("entities") or {}).values())
+        for m in mentions:
+            if m.kind in kinds and not m.ambiguous:
+                return self._default_for(m.kind)
+        return None
 
     def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
         """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
@@ -585,7 +609,7 @@ class SegmentPlanner:
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
-                                 confidence=retrieval, reason=f"{intent}: {param} is missing")
+                                 confidence=retrieval, reason=f"{intent}: {param} is missing", missing=param)
         confidence = max(0.0, min(1.0, retrieval + 0.3 * grounded))
         if typos and tool.get("risk") != "read":
             said = ", ".join(f"{k}={v}" for k, v in params.items())
