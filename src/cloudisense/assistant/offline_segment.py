@@ -12,6 +12,7 @@ from cloudisense.assistant.catalog import (
     Catalog,
     apply_phrases,
     canonical,
+    correct,
     normalize,
     raw_tokens,
     stem,
@@ -94,9 +95,9 @@ def verbs_of(catalog: Catalog) -> dict[str, set[str]]:
     return out
 
 
-def _first_word(text: str) -> str | None:
+def _first_word(text: str, vocabulary: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
     """The canonical first word of ``text`` when it is not a stopword ("back up orders" -> ``backup``)."""
-    toks = normalize(text, keep_stopwords=True)
+    toks = normalize(text, vocabulary, keep_stopwords=True)
     return toks[0] if toks and toks[0].isalpha() and toks[0] not in STOPWORDS else None
 
 
@@ -433,7 +434,9 @@ class SegmentPlanner:
             raw = seg.raw[seg.keep[m.start]]
             if raw in {n.lower() for n in m.names}:
                 continue
-            if seg.stems[m.start] in self.catalog.vocabulary:
+            word = seg.stems[m.start]
+            if word in self.catalog.vocabulary or (m.how == "fuzzy" and correct(word, self.catalog.vocabulary)):
+                # "bakup billing-db" is a typo of the verb "backup", not of the script backup.sh.
                 out.add(id(m))
         return out
 
@@ -499,7 +502,7 @@ class SegmentPlanner:
             kinds_named.add(self.last_kind)
         singular, plural = ex.kind_nouns(seg, self.kinds)
         said = {(canonical(t), _is_plural(t)) for t in raw_tokens(apply_phrases(seg.text)) if t not in STOPWORDS}
-        verb = _first_word(seg.text)
+        verb = _first_word(seg.text, self.catalog.vocabulary)
         # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
         verb_tools = verbs_of(self.catalog).get(verb or "", set())
         if len(verb_tools) > 2:
