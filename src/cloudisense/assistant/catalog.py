@@ -51,6 +51,11 @@ SYNONYMS: dict[str, str] = {
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
+    "hogging": "top", "hog": "top", "hogs": "top",
+    # Irregular past tenses ("who ran", "what went wrong") and the words for a result.
+    "ran": "run", "went": "go", "began": "start",
+    # Who did something: the people of the audit trail.
+    "people": "who", "someone": "who", "somebody": "who", "anyone": "who", "anybody": "who", "whoever": "who",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
     "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
     "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
@@ -73,7 +78,7 @@ STOPWORDS = frozenset(
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
     "have has had they them their then so if as".split()
-) - {"show", "all", "any"}
+) - {"show", "all", "any", "who"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
 
