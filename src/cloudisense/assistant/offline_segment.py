@@ -35,7 +35,7 @@ REQUIRED_BONUS = 1.4
 #: A value only one kind of param takes ("b-40" matches a backup id's pattern; "every 6 hours" an interval).
 DISTINCT_BONUS = 2.0
 #: A required param the text does not fill (and the planner can't compose) makes the intent less likely.
-MISSING_PENALTY = 0.7
+MISSING_PENALTY = 0.6
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
