@@ -258,10 +258,10 @@ class Catalog:
         """The words of tool ``name``'s document."""
         return set(self._terms[name])
 
-    def coverage(self, name: str, terms: set[str]) -> float:
-        """The share of ``terms`` (weighted by rarity) that tool ``name``'s document contains."""
+    def coverage(self, name: str, terms: set[str], explained: set[str] = frozenset()) -> float:  # type: ignore[assignment]
+        """The share of ``terms`` (weighted by rarity) that tool ``name``'s document contains (or ``explained``)."""
         total = sum(self._idf.get(t, 1.0) for t in terms)
-        have = sum(self._idf.get(t, 1.0) for t in terms if t in self._terms[name])
+        have = sum(self._idf.get(t, 1.0) for t in terms if t in self._terms[name] or t in explained)
         return have / total if total else 0.0
 
     def tokens(self, text: str) -> list[str]:

@@ -372,6 +372,10 @@ class Reading:
     used: set[int] = field(default_factory=set)
     #: A quoted phrase is one param's value (the message, or the text to look for), not two.
     quote_taken: bool = False
+    #: Words of the catalogue: they say what to do, so they are never guessed to be a name.
+    vocabulary: set[str] | frozenset[str] = frozenset()
+    #: Declared id patterns of the catalogue ("b-\d+"): a token of that shape is that id, not another name.
+    id_patterns: tuple[re.Pattern[str], ...] = ()
 
     @property
     def text(self) -> str:
@@ -454,6 +458,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
+        if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
+                                    or any(p.fullmatch(tok) for p in reading.id_patterns)):
+            continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")

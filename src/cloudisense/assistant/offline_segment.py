@@ -31,7 +31,7 @@ MIN_COVERAGE = 0.34
 #: pattern and window, not a read's).
 FILL_BONUS = 1.25
 #: A filled required param is stronger evidence ("errors" fills a search's pattern, a read has no such need).
-REQUIRED_BONUS = 1.4
+REQUIRED_BONUS = 1.6
 #: A value only one kind of param takes ("b-40" matches a backup id's pattern; "every 6 hours" an interval).
 DISTINCT_BONUS = 2.0
 #: A required param the text does not fill (and the planner can't compose) makes the intent less likely.
@@ -512,14 +512,26 @@ class SegmentPlanner:
         out: dict[str, float] = {}
         # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
         top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
+        # The intents that take a thing the request names are candidates however few of its words they share.
+        chosen = {n for n, _ in top}
+        floor = 0.1 * top[0][1] if top else 0.0
+        top += [(t["name"], max(scores.get(t["name"], 0.0), floor)) for t in self.catalog.tools
+                if t["name"] not in chosen and kinds_named & set((t.get("entities") or {}).values())]
         for name, score in top:
-            if distinct:
-                # A tool that covers every word asked ("disk and memory") beats one that covers a part.
-                score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct)
             tool = self.catalog.by_name[name]
+            props = (tool.get("params") or {}).get("properties") or {}
             ents = tool.get("entities") or {}
-            kinds = set(ents.values())
             required = tool_required(tool)
+            values = {p: v for p in props if p not in ents
+                      and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
+            filled = set(values)
+            if distinct:
+                # A tool that covers every word asked ("disk and memory") beats one that covers a part; a
+                # word one of its params takes ("warnings" as the text to look for) is covered by it.
+                explained = {canonical(w) for v in values.values() if isinstance(v, str)
+                             for w in re.findall(r"[a-z0-9]+", v.lower())}
+                score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct, explained)
+            kinds = set(ents.values())
             req_kinds = {k for p, k in ents.items() if p in required}
             if kinds & kinds_named:
                 score *= 1.6
@@ -541,8 +553,6 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
-            props = (tool.get("params") or {}).get("properties") or {}
-            filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
@@ -555,13 +565,38 @@ class SegmentPlanner:
             out[name] = score
         return out
 
-    def _fillable(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
-                  required: bool = True) -> bool:
+    def _fill_value(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
+                    required: bool = True) -> Any:
+        """The value the text gives ``param`` of ``tool`` (``None``: none, or only its default)."""
         spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
-        reading = ex.Reading(seg, self._busy(seg, mentions))
+        reading = self._reading(seg, mentions)
         value = ex.read_value(param, spec if isinstance(spec, dict) else {}, reading, required=required,
                               known_words=self._known(tool))
-        return value is not None and value != (spec or {}).get("default", object())
+        return None if value == (spec or {}).get("default", object()) else value
+
+    def _reading(self, seg: ex.Segment, mentions: list[ex.Mention]) -> ex.Reading:
+        return ex.Reading(seg, self._busy(seg, mentions), vocabulary=self._described(),
+                          id_patterns=self._id_patterns())
+
+    def _described(self) -> set[str]:
+        """Words of the tools' names and descriptions (not their examples, which name instances such as
+        "python"): what the node's actions are about (cached on the catalogue)."""
+        cached = self.catalog.__dict__.get("_described")
+        if cached is None:
+            cached = self.catalog.__dict__["_described"] = {
+                w for t in self.catalog.tools
+                for w in normalize(f"{t['name'].replace('_', ' ')} {t.get('description', '')}")}
+        return cached
+
+    def _id_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """The specific id patterns the catalogue's params declare (cached on the catalogue)."""
+        cached = self.catalog.__dict__.get("_id_patterns")
+        if cached is None:
+            found = {ex.pattern_of(spec) for t in self.catalog.tools
+                     for p, spec in ((t.get("params") or {}).get("properties") or {}).items()
+                     if isinstance(spec, dict) and ex.distinctive(p, spec) and ex.json_type(spec) == "string"}
+            cached = self.catalog.__dict__["_id_patterns"] = tuple(re.compile(p) for p in sorted(found) if p)
+        return cached
 
     def _busy(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
         return {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
@@ -591,7 +626,7 @@ class SegmentPlanner:
         params: dict[str, Any] = {}
         grounded = 1.0
         reasons = []
-        reading = ex.Reading(seg, self._busy(seg, mentions))
+        reading = self._reading(seg, mentions)
         known = self._known(tool)
         for param, spec in props.items():
             if param in entity_params:
