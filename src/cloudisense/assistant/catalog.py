@@ -39,6 +39,9 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "backed up": "backup", "get rid of": "delete",
+    # Verbs that say to do *something* about a thing, but not what.
+    "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
+    "do something about": "handle",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
     "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
     "daily": "every day", "hourly": "every hour", "nightly": "every night", "weekly": "every week",

@@ -390,7 +390,12 @@ class SegmentPlanner:
         retrieval = 0.35 + 0.35 * min(1.0, margin / 0.4)
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
+        vague = None if any(not m.ambiguous for m in mentions) else self._vague(content, ranked, question, typos)
+        if vague:
+            return vague
         draft = self._ground(best, seg, mentions, retrieval, typos)
+        if not mentions and self._out_of_scope(content, draft):
+            return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
             # "is there an nginx process": the name said is a configured thing, so ask about that thing.
             for m in mentions:
@@ -398,6 +403,32 @@ class SegmentPlanner:
                 if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
+
+    def _out_of_scope(self, content: list[str], draft: StepDraft) -> bool:
+        """Most of what the request is about (its words after the verb) is unknown to every intent and is
+        no value of the chosen one's params ("play some music", "create a new aws account")."""
+        about = [t for t in content[1:] if t not in self.starts and t != "?"]
+        explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
+                     for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
+        unknown = [t for t in about if t not in self.catalog.vocabulary and not t.isdigit() and t not in explained
+                   and not any(p.fullmatch(t) for p in self._id_patterns())
+                   and not ex.near_miss_any(t, self.catalog.vocabulary)]
+        return bool(unknown) and 2 * len(unknown) > len(about)
+
+    def _vague(self, content: list[str], ranked: list[tuple[str, float]], question: bool,
+               typos: bool) -> StepDraft | None:
+        """A verb no intent knows ("handle the certificates") over a thing that has both reads and changes:
+        which one is meant is a question, never a guess."""
+        if question or typos or not content or content[0] in self.catalog.vocabulary or not content[0].isalpha():
+            return None
+        best, top = ranked[0]
+        nouns = _name_nouns(best)
+        options = [n for n, sc in ranked[:6] if sc >= 0.3 * top and (n == best or nouns & _name_nouns(n))]
+        if not any(self.catalog.by_name[n].get("risk") != "read" for n in options):
+            return None
+        said = [str((self.catalog.by_name[n].get("examples") or [n.replace("_", " ")])[0]) for n in options[:4]]
+        return StepDraft(None, question="What should I do? For example: " + "; ".join(f'"{e}"' for e in said) + ".",
+                         confidence=0.3, reason=f"'{content[0]}' says no action of this node")
 
     def _state_of_action(self, scores: dict[str, float], mentions: list[ex.Mention]) -> str | None:
         """A question about an action ("did the restore of orders work?") asks for the state of the thing it
@@ -692,6 +723,11 @@ class SegmentPlanner:
             if names:
                 return names[-1]
         return None
+
+
+def _name_nouns(name: str) -> set[str]:
+    """What an intent's name is about (``renew_cert`` -> ``{"certificate"}``)."""
+    return {canonical(tok) for tok in name.split("_")[1:]}
 
 
 def _inflected(said: str, word: str) -> bool:
