@@ -38,7 +38,7 @@ PHRASES: dict[str, str] = {
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
-    "backed up": "backup", "get rid of": "delete",
+    "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle",
@@ -54,6 +54,9 @@ SYNONYMS: dict[str, str] = {
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
+    # Whether something worked is its result, good or bad.
+    "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",
+    "succeeded": "result", "success": "result", "successful": "result", "outcome": "result",
     "hogging": "top", "hog": "top", "hogs": "top",
     # Irregular past tenses ("who ran", "what went wrong") and the words for a result.
     "ran": "run", "went": "go", "began": "start",
@@ -247,6 +250,10 @@ class Catalog:
         props = (tool.get("params") or {}).get("properties") or {}
         # What each param is for says what the intent is about ("the backup's id" -> backups).
         parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
+        # What its result tells ("hours since the last backup finished") is what a question about it asks.
+        result = (tool.get("result") or {}).get("properties") or {}
+        parts += [f"{key.replace('_', ' ')} {spec.get('description', '')}" for key, spec in result.items()
+                  if isinstance(spec, dict)]
         words: list[str] = []
         for part in parts:
             words += normalize(part)

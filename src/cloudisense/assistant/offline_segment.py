@@ -47,6 +47,7 @@ _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\
 #: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
                "hour", "minute", "month", "year", "time", "end", "start"}
+_QUANTIFIERS = {"any", "all", "every", "each"}
 _WHY = re.compile(r"^\s*why\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
@@ -177,6 +178,8 @@ class SegmentPlanner:
         self.last: dict[str, str] = {}
         self.last_kind: str | None = None
         self.starts = action_words(catalog)
+        #: Whether the segment being planned is a question about state.
+        self._question = False
 
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
@@ -335,7 +338,7 @@ class SegmentPlanner:
     def plan_segment(self, text: str, before: list[StepDraft]) -> StepDraft:
         """Choose the intent of one segment and ground its params."""
         seg = ex.Segment.of(text)
-        question = is_question(text)
+        question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
         for m in mentions:
             if not m.ambiguous:
@@ -407,7 +410,8 @@ class SegmentPlanner:
     def _out_of_scope(self, content: list[str], draft: StepDraft) -> bool:
         """Most of what the request is about (its words after the verb) is unknown to every intent and is
         no value of the chosen one's params ("play some music", "create a new aws account")."""
-        about = [t for t in content[1:] if t not in self.starts and t != "?"]
+        # After the verb; a question's verb is not its first word ("which backups failed?").
+        about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
         unknown = [t for t in about if t not in self.catalog.vocabulary and not t.isdigit() and t not in explained
@@ -423,7 +427,7 @@ class SegmentPlanner:
             return None
         best, top = ranked[0]
         nouns = _name_nouns(best)
-        options = [n for n, sc in ranked[:6] if sc >= 0.3 * top and (n == best or nouns & _name_nouns(n))]
+        options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n))]
         if not any(self.catalog.by_name[n].get("risk") != "read" for n in options):
             return None
         said = [str((self.catalog.by_name[n].get("examples") or [n.replace("_", " ")])[0]) for n in options[:4]]
@@ -532,7 +536,10 @@ class SegmentPlanner:
         if ex.has_pronoun(seg) and self.last_kind:
             kinds_named.add(self.last_kind)
         singular, plural = ex.kind_nouns(seg, self.kinds)
-        said = {(canonical(t), _is_plural(t)) for t in raw_tokens(apply_phrases(seg.text)) if t not in STOPWORDS}
+        spoken = raw_tokens(apply_phrases(seg.text))
+        # "any backup" speaks of the backups.
+        said = {(canonical(t), _is_plural(t) or (i > 0 and spoken[i - 1] in _QUANTIFIERS))
+                for i, t in enumerate(spoken) if t not in STOPWORDS}
         verb = _first_word(seg.text, self.catalog.vocabulary)
         # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
         verb_tools = verbs_of(self.catalog).get(verb or "", set())
@@ -540,6 +547,9 @@ class SegmentPlanner:
             verb_tools = set()
         distinct = {t for t in query if t != "?"}
         repeated = any(q.every for q in ex.quantities(seg.text))
+        words = set(seg.raw)
+        about_many = bool(words & _QUANTIFIERS) or any(
+            p for n, p in said if p and any(n in _name_nouns(t["name"]) for t in self.catalog.tools))
         out: dict[str, float] = {}
         # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
         top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
@@ -587,7 +597,8 @@ class SegmentPlanner:
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
-                score *= 0.8  # the thing it needs is not named
+                # The one thing it needs is not named; "any backup" / "our certificates" asks about many.
+                score *= 0.5 if about_many else 0.8
             if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
                 score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
             for p in filled:
