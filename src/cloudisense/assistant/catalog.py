@@ -31,7 +31,7 @@ from cloudisense.core.roles import Role, may_run, refusal
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
-    "kick off": "run", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
+    "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "shutdown": "stop", "take down": "stop",
     "turn off": "stop", "tell me when": "status", "let me know when": "status", "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
@@ -143,7 +143,8 @@ def canonical(token: str, vocabulary: Any = frozenset()) -> str:
         return SYNONYMS[base]
     if not vocabulary or base in vocabulary or token in vocabulary or len(base) < 4 or not base.isalpha():
         return base
-    return correct(base, vocabulary) or base
+    # "stauts" is a typo of "status" as said, not of its stem.
+    return correct(base, vocabulary) or (correct(token, vocabulary) if token != base else None) or base
 
 
 def correct(word: str, vocabulary: Iterable[str]) -> str | None:
@@ -251,9 +252,10 @@ class Catalog:
         # What each param is for says what the intent is about ("the backup's id" -> backups).
         parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
         # What its result tells ("hours since the last backup finished") is what a question about it asks.
-        result = (tool.get("result") or {}).get("properties") or {}
-        parts += [f"{key.replace('_', ' ')} {spec.get('description', '')}" for key, spec in result.items()
-                  if isinstance(spec, dict)]
+        from cloudisense.assistant.conditions import result_fields
+
+        parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
+                  for f in result_fields(tool.get("result"))]
         words: list[str] = []
         for part in parts:
             words += normalize(part)

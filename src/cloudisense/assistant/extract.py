@@ -86,11 +86,17 @@ class Segment:
     def of(cls, text: str) -> Segment:
         """Tokenise ``text``."""
         # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" and ids ("b-42") stay whole.
-        raw = [p for t in raw_tokens(text)
+        raw = [_bare(p) if "-" in t else p for t in raw_tokens(text)
                for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t])
                if p]
         keep = [i for i, t in enumerate(raw) if t not in STOPWORDS or t in PRONOUNS]
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
+
+
+def _bare(part: str) -> str:
+    """A word of a hyphenated name without its file extension ("logs.sh" of "rotate-logs.sh" is "logs")."""
+    head, dot, ext = part.rpartition(".")
+    return head if dot and ext in _EXTENSIONS and head.isalpha() else part
 
 
 def near_miss(word: str, target: str) -> bool:
@@ -461,6 +467,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
                                     or any(p.fullmatch(tok) for p in reading.id_patterns)):
             continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
+        if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
+            continue  # a typo of a word of what to do ("shwo me the app log")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
