@@ -154,6 +154,8 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
     from cloudisense.assistant.extract import near_miss
 
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
+    # Two letters swapped is the likelier typo ("stauts" is "status", not "stats").
+    candidates.sort(key=lambda c: len(c) != len(word))
     for cand in candidates:
         if near_miss(word, cand):
             return SYNONYMS.get(cand, cand)

@@ -374,6 +374,13 @@ class SegmentPlanner:
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
+            kind_tools = [(t["name"], 1.0) for m in mentions if not m.ambiguous for t in self.catalog.tools
+                          if m.kind in set((t.get("entities") or {}).values()) and not t.get("refusal")]
+            # The intents of the kind the name has most of first ("nginx" is a target before a playbook).
+            kind_tools.sort(key=lambda nt: -sum(1 for n, _ in kind_tools if _name_nouns(n) & _name_nouns(nt[0])))
+            vague = self._vague(content, kind_tools, question, typos, True) if kind_tools else None
+            if vague:
+                return vague
             for m in mentions:
                 default = self._default_for(m.kind)
                 if default:
@@ -393,7 +400,9 @@ class SegmentPlanner:
         retrieval = 0.35 + 0.35 * min(1.0, margin / 0.4)
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
-        vague = None if any(not m.ambiguous for m in mentions) else self._vague(content, ranked, question, typos)
+        # "fix nginx": a thing named, and nothing but an unknown verb to say what to do with it.
+        named = any(not m.ambiguous for m in mentions)
+        vague = None if named and len(content) > 1 else self._vague(content, ranked, question, typos, named)
         if vague:
             return vague
         draft = self._ground(best, seg, mentions, retrieval, typos)
@@ -420,14 +429,18 @@ class SegmentPlanner:
         return bool(unknown) and 2 * len(unknown) > len(about)
 
     def _vague(self, content: list[str], ranked: list[tuple[str, float]], question: bool,
-               typos: bool) -> StepDraft | None:
+               typos: bool, named: bool = False) -> StepDraft | None:
         """A verb no intent knows ("handle the certificates") over a thing that has both reads and changes:
         which one is meant is a question, never a guess."""
         if question or typos or not content or content[0] in self.catalog.vocabulary or not content[0].isalpha():
             return None
-        best, top = ranked[0]
+        best, _ = ranked[0]
         nouns = _name_nouns(best)
-        options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n))]
+        kinds = set((self.catalog.by_name[best].get("entities") or {}).values())
+        options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n) or (
+            named and kinds & set((self.catalog.by_name[n].get("entities") or {}).values())))]
+        if named and len(options) < 2:
+            options = [n for n, _ in ranked[:6]]
         if not any(self.catalog.by_name[n].get("risk") != "read" for n in options):
             return None
         said = [str((self.catalog.by_name[n].get("examples") or [n.replace("_", " ")])[0]) for n in options[:4]]
@@ -443,7 +456,17 @@ class SegmentPlanner:
         kinds = set((self.catalog.by_name[best[0]].get("entities") or {}).values())
         for m in mentions:
             if m.kind in kinds and not m.ambiguous:
-                return self._default_for(m.kind)
+                # No state to read for that kind ("did the cleanup script run?"): the record of actions run.
+                return self._default_for(m.kind) or self._action_record()
+        return None
+
+    def _action_record(self) -> str | None:
+        """The read intent that lists the actions run on the node, found by its params: it filters by intent."""
+        for tool in self.catalog.tools:
+            props = (tool.get("params") or {}).get("properties") or {}
+            if tool.get("risk") == "read" and not tool.get("refusal") and any(
+                    "intent" in ex.field_words(p, s) for p, s in props.items() if isinstance(s, dict)):
+                return str(tool["name"])
         return None
 
     def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
