@@ -16,6 +16,7 @@ lower case, light stemming, phrase and word synonyms ("bounce" is "restart",
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections import Counter
@@ -89,6 +90,7 @@ STOPWORDS = frozenset(
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A deliberately light English stemmer: plurals and a few suffixes."""
     if len(word) <= 3 or not word.isalpha():
@@ -153,6 +155,22 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
     A different letter is not a typo here ("site" is not "size", "older" is not "order")."""
     from cloudisense.assistant.extract import near_miss
 
+    key = (word, id(vocabulary), len(vocabulary) if isinstance(vocabulary, (set, frozenset, dict)) else -1)
+    if key[2] >= 0 and key in _CORRECT_MEMO:
+        return _CORRECT_MEMO[key]
+    if len(_CORRECT_MEMO) > 50_000:
+        _CORRECT_MEMO.clear()
+    found = _correct(word, vocabulary, near_miss)
+    if key[2] >= 0:
+        _CORRECT_MEMO[key] = found
+    return found
+
+
+#: ``correct`` answers by (word, vocabulary): the catalogues' vocabularies live as long as their catalogue.
+_CORRECT_MEMO: dict[tuple[str, int, int], str | None] = {}
+
+
+def _correct(word: str, vocabulary: Iterable[str], near_miss: Any) -> str | None:
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
     # Two letters swapped is the likelier typo ("stauts" is "status", not "stats").
     candidates.sort(key=lambda c: len(c) != len(word))

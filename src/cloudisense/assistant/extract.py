@@ -14,6 +14,7 @@ registry and the configuration declare:
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +28,24 @@ PRONOUNS = {"it", "its", "it's", "them", "that", "this", "one", "same", "him", "
 
 def entity_tokens(name: str) -> list[str]:
     """How a configured name is spoken: ``rotate-logs.sh`` -> ``["rotate", "log"]``."""
+    return list(_entity_tokens(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _entity_tokens(name: str) -> tuple[str, ...]:
     parts = [p for p in re.split(r"[-_.\s]+", name.lower()) if p]
     if len(parts) > 1 and parts[-1] in _EXTENSIONS:
         parts = parts[:-1]
-    return [stem(p) for p in parts]
+    return tuple(stem(p) for p in parts)
 
 
 def kind_words(kinds: Any) -> dict[str, str]:
     """Words that name an entity kind: the kind itself, its plural and its synonyms ("service" is a target)."""
+    return dict(_kind_words(tuple(kinds)))
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_words(kinds: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out: dict[str, str] = {}
     for kind in kinds:
         norm = canonical(kind)
@@ -42,7 +53,7 @@ def kind_words(kinds: Any) -> dict[str, str]:
         for word, to in SYNONYMS.items():
             if to == norm:
                 out[word] = kind
-    return out
+    return tuple(out.items())
 
 
 def _plural(word: str) -> bool:
@@ -115,9 +126,21 @@ def near_miss(word: str, target: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
-def near_miss_any(word: str, vocabulary: set[str]) -> bool:
+#: ``near_miss_any`` answers by (word, vocabulary): difflib is the slow part of planning, and the same
+#: catalogue vocabularies are asked about the same words again and again.
+_NEAR_MISS_MEMO: dict[tuple[str, int, int], bool] = {}
+
+
+def near_miss_any(word: str, vocabulary: set[str] | frozenset[str]) -> bool:
     """Whether ``word`` is a typo of some word of ``vocabulary``."""
-    return any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
+    key = (word, id(vocabulary), len(vocabulary))
+    hit = _NEAR_MISS_MEMO.get(key)
+    if hit is None:
+        if len(_NEAR_MISS_MEMO) > 50_000:
+            _NEAR_MISS_MEMO.clear()
+        hit = _NEAR_MISS_MEMO[key] = any(
+            near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
+    return hit
 
 
 def _fix(word: str, vocabulary: set[str]) -> str:
@@ -249,7 +272,7 @@ def field_unit(param: str, spec: dict[str, Any]) -> float | None:
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Quantity:
     """A number in the text, with its time unit (minutes) when it has one, and where it is."""
 
@@ -275,6 +298,12 @@ def is_interval(param: str, spec: dict[str, Any]) -> bool:
 
 def quantities(text: str) -> list[Quantity]:
     """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
+    return list(_quantities(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _quantities(text: str) -> tuple[Quantity, ...]:
+    """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
     t = text.lower()
     out: list[Quantity] = []
     for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*({_UNIT_RE})(?![\w])", t):
@@ -294,7 +323,7 @@ def quantities(text: str) -> list[Quantity]:
         if any(q.start <= m.start() < q.end for q in out):
             continue
         out.append(Quantity(_num(m.group(1)), None, m.start(), m.end(), stem(m.group(2) or "")))
-    return sorted(out, key=lambda q: q.start)
+    return tuple(sorted(out, key=lambda q: q.start))
 
 
 # --- reading one param by its schema ------------------------------------------------------------

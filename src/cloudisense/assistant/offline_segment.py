@@ -98,7 +98,9 @@ def verbs_of(catalog: Catalog) -> dict[str, set[str]]:
 
 def _first_word(text: str, vocabulary: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
     """The canonical first word of ``text`` when it is not a stopword ("back up orders" -> ``backup``)."""
-    toks = normalize(text, vocabulary, keep_stopwords=True)
+    toks = normalize(text, keep_stopwords=True)[:1]
+    if toks and vocabulary and toks[0] not in vocabulary:
+        toks = [canonical(toks[0], vocabulary)]  # only the first word is corrected: that is all it reads
     return toks[0] if toks and toks[0].isalpha() and toks[0] not in STOPWORDS else None
 
 
