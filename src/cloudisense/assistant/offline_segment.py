@@ -119,7 +119,8 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
         for piece in pieces[1:]:
-            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases):
+            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases) or _another_of_kind(
+                    piece, current, entities, aliases):
                 parts.append(current)
                 current = piece
             else:
@@ -134,6 +135,18 @@ def _starts_action(piece: str, starts: set[str]) -> bool:
     if not words:
         return False
     return words[0] in ("if", "only") or canonical(words[0]) in starts
+
+
+def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
+                     aliases: dict[str, str] | None) -> bool:
+    """"orders backups and the billing-db backup status": each side names its own thing of one kind."""
+    here = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(piece), entities, aliases)
+            if not m.ambiguous}
+    if not here:
+        return False
+    before = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(current), entities, aliases)
+              if not m.ambiguous}
+    return any(k == kind and n != name for kind, name in here for k, n in before)
 
 
 def _only_entities(piece: str, entities: dict[str, list[str]], aliases: dict[str, str] | None) -> bool:
