@@ -38,7 +38,7 @@ PHRASES: dict[str, str] = {
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
-    "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
+    "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
@@ -80,7 +80,7 @@ SYNONYMS: dict[str, str] = {
 
 #: Words that carry no meaning for retrieval.
 STOPWORDS = frozenset(
-    "a an the this that these those my our your me us i you we it its is are was be been am do does did "
+    "a an the this that these those my our your me us i you we it its is are was were be been am do does did "
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "

@@ -485,6 +485,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if not required:
         return None
     seg = reading.segment
+    first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
     for i, tok in enumerate(seg.raw):
         if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
                 or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
@@ -493,6 +494,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
+        if i == first and i + 1 < len(seg.raw) and seg.raw[i + 1] in _DETERMINERS:
+            continue  # the verb of "open the log", not what to look for
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
                                     or any(p.fullmatch(tok) for p in reading.id_patterns)):
             continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
@@ -507,6 +510,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words that start a noun phrase: the word before one is its verb.
+_DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "this", "that", "these", "those"}
 #: Words that say how many, never what ("show me all logs").
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").

@@ -547,7 +547,8 @@ class SegmentPlanner:
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
-        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain, strict=False))
+        typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
+                   for f, p in zip(fixed, plain, strict=False))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
 
@@ -622,6 +623,8 @@ class SegmentPlanner:
                 score *= 0.8
             if req_kinds & plural and not req_kinds & kinds_named and not req_kinds & singular:
                 score *= 0.6
+            elif req_kinds & singular and not kinds_named:
+                score *= 1.3  # "the log": one thing of the kind it takes (which one is then asked)
             # "the backups" wants list_backups, "the backup" wants one backup's intent; a tool that
             # can take one such thing as a param ("search_logs" over the app log) is not a listing.
             for tok in tool["name"].split("_"):
