@@ -43,6 +43,7 @@ PHRASES: dict[str, str] = {
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle",
+    "look at": "check", "have a look at": "check", "take a look at": "check",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
     "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
     "daily": "every day", "hourly": "every hour", "nightly": "every night", "weekly": "every week",
@@ -65,7 +66,7 @@ SYNONYMS: dict[str, str] = {
     "people": "who", "someone": "who", "somebody": "who", "anyone": "who", "anybody": "who", "whoever": "who",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
     "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
-    "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
+    "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
     "webhook": "notify", "hook": "notify", "team": "notify", "channel": "notify",

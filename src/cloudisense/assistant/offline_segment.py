@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from cloudisense.assistant import extract as ex
 from cloudisense.assistant.catalog import (
     STOPWORDS,
+    SYNONYMS,
     Catalog,
     apply_phrases,
     canonical,
@@ -668,7 +669,7 @@ class SegmentPlanner:
         if cached is None:
             cached = self.catalog.__dict__["_described"] = {
                 w for t in self.catalog.tools
-                for w in normalize(f"{t['name'].replace('_', ' ')} {t.get('description', '')}")}
+                for w in normalize(f"{t['name'].replace('_', ' ')} {t.get('description', '')}")} | set(SYNONYMS)
         return cached
 
     def _id_patterns(self) -> tuple[re.Pattern[str], ...]:
