@@ -158,8 +158,9 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
         for value in f.enum:
             if isinstance(value, str) and value.lower() in raw:
                 return Condition(f, "!=" if negated else "==", value, 3)
-    bad = bool(raw & _NEGATIVE)
-    good = bool(raw & _POSITIVE)
+    states = _state_words(low)
+    bad = bool(states & _NEGATIVE)
+    good = bool(states & _POSITIVE)
     if not (bad or good):
         return None
     wants_good = good and not bad
@@ -174,6 +175,19 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
         field = enums[0]
         return Condition(field, "==" if wants_good else "!=", field.enum[0], 2)
     return None
+
+
+#: Words after which "up" / "down" say a state ("it's down", "if it goes down"); after another verb they are
+#: a particle of an idiom ("if it acts up", "if it messes up") that says no checkable state.
+_STATE_VERBS = {"is", "are", "was", "were", "be", "been", "being", "s", "t", "isn", "isnt", "wasn", "aren", "not",
+                "still", "stays", "stay", "goes", "go", "went", "gone", "comes", "came", "back", "it", "its"}
+
+
+def _state_words(low: str) -> set[str]:
+    """The words of ``low`` that may say a state: "up" and "down" only after a verb of being or becoming."""
+    words = re.findall(r"[a-z]+", low)
+    return {w for i, w in enumerate(words)
+            if w not in ("up", "down") or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
 _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)

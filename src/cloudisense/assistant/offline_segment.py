@@ -418,7 +418,8 @@ class SegmentPlanner:
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
         # "fix nginx": a thing named, and nothing but an unknown verb to say what to do with it.
         named = any(not m.ambiguous for m in mentions)
-        vague = None if named and len(content) > 1 else self._vague(content, ranked, question, typos, named)
+        said = [t for t in content if t not in self.kinds]
+        vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
         if vague:
             return vague
         draft = self._ground(best, seg, mentions, retrieval, typos)
