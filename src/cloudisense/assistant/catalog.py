@@ -68,7 +68,7 @@ SYNONYMS: dict[str, str] = {
     "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
     "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
-    "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
+    "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
     "webhook": "notify", "hook": "notify", "team": "notify", "channel": "notify",
     "execute": "run", "exec": "run", "launch": "run", "trigger": "run", "apply": "run",
     "provision": "playbook", "role": "playbook", "ansible": "playbook", "playbooks": "playbook",

@@ -373,6 +373,19 @@ class SegmentPlanner:
                 default = self._default_for(m.kind)
                 if default:
                     return self._ground(default, seg, mentions, 0.55, typos)
+            for m in mentions:
+                action = self._said_as_action(m, seg)
+                if action:
+                    return self._ground(action, seg, mentions, 0.55, typos)
+            named = next((m for m in mentions if not m.ambiguous), None)
+            if named is not None:
+                # A bare name with nothing to read about it ("backup.sh"): what to do with it is a question.
+                acting = [t for t in self.catalog.tools if named.kind in set((t.get("entities") or {}).values())
+                          and not t.get("refusal")]
+                said = [str((t.get("examples") or [t["name"].replace("_", " ")])[0]) for t in acting[:4]]
+                return StepDraft(None, question=f"What should I do with {named.names[0]}?"
+                                 + (" For example: " + "; ".join(f'"{e}"' for e in said) + "." if said else ""),
+                                 confidence=0.3, reason=f"{named.names[0]} named with nothing to do")
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
@@ -432,6 +445,16 @@ class SegmentPlanner:
                 if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
+
+    def _said_as_action(self, mention: ex.Mention, seg: ex.Segment) -> str | None:
+        """A name that is itself a verb phrase, said alone ("rotate the logs" is script ``rotate-logs.sh``):
+        the one intent that acts on that kind of thing, when there is exactly one."""
+        if mention.ambiguous or mention.start >= len(seg.stems) or canonical(seg.stems[mention.start]) not in self.starts:
+            return None
+        acting = [t["name"] for t in self.catalog.tools if t.get("risk") != "read" and not t.get("refusal")
+                  and any(self.catalog.by_name[t["name"]]["entities"].get(p) == mention.kind
+                          for p in tool_required(t) if p in (t.get("entities") or {}))]
+        return acting[0] if len(acting) == 1 else None
 
     def _out_of_scope(self, content: list[str], draft: StepDraft) -> bool:
         """Most of what the request is about (its words after the verb) is unknown to every intent and is
