@@ -479,6 +479,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if q and not reading.quote_taken:
         reading.quote_taken = True
         return q.strip()
+    # "limited to web1" for a ``limit`` field: its name said, then the value.
+    named = re.search(rf"\b{re.escape(param.lower().split('_')[0])}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)",
+                      low) if not required and len(param) >= 4 else None
+    if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
+        return named.group(1)
     m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)

@@ -121,7 +121,7 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         current = pieces[0]
         for piece in pieces[1:]:
             if _starts_action(piece, starts) or _only_entities(piece, entities, aliases) or _another_of_kind(
-                    piece, current, entities, aliases):
+                    piece, current, entities, aliases) or _another_object(piece, current, starts):
                 parts.append(current)
                 current = piece
             else:
@@ -136,6 +136,13 @@ def _starts_action(piece: str, starts: set[str]) -> bool:
     if not words:
         return False
     return words[0] in ("if", "only") or canonical(words[0]) in starts
+
+
+def _another_object(piece: str, current: str, starts: set[str]) -> bool:
+    """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
+    first = re.findall(r"[a-z']+", piece.lower())[:1]
+    return bool(first) and first[0] in ("the", "my", "our") and _starts_action(current, starts) and bool(
+        re.search(r"\b(the|my|our)\s+\w+", current.lower()))
 
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
@@ -326,6 +333,10 @@ class SegmentPlanner:
         """A read step whose result the condition can test, grounded like ``draft`` ("renew X if X expires soon")."""
         tool = self.catalog.by_name[draft.intent or ""]
         kinds = {kind: draft.params.get(p) for p, kind in (tool.get("entities") or {}).items() if draft.params.get(p)}
+        # What the condition names is what to check ("notify the team if the worker is down").
+        for m in ex.find_mentions(ex.Segment.of(condition), self.entities, self.aliases):
+            if not m.ambiguous:
+                kinds.setdefault(m.kind, m.names[0])
         best: tuple[float, StepDraft, Condition] | None = None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
