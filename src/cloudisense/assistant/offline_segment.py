@@ -388,15 +388,15 @@ class SegmentPlanner:
                 action = self._said_as_action(m, seg)
                 if action:
                     return self._ground(action, seg, mentions, 0.55, typos)
-            named = next((m for m in mentions if not m.ambiguous), None)
-            if named is not None:
+            bare = next((m for m in mentions if not m.ambiguous), None)
+            if bare is not None:
                 # A bare name with nothing to read about it ("backup.sh"): what to do with it is a question.
-                acting = [t for t in self.catalog.tools if named.kind in set((t.get("entities") or {}).values())
+                acting = [t for t in self.catalog.tools if bare.kind in set((t.get("entities") or {}).values())
                           and not t.get("refusal")]
                 said = [str((t.get("examples") or [t["name"].replace("_", " ")])[0]) for t in acting[:4]]
-                return StepDraft(None, question=f"What should I do with {named.names[0]}?"
+                return StepDraft(None, question=f"What should I do with {bare.names[0]}?"
                                  + (" For example: " + "; ".join(f'"{e}"' for e in said) + "." if said else ""),
-                                 confidence=0.3, reason=f"{named.names[0]} named with nothing to do")
+                                 confidence=0.3, reason=f"{bare.names[0]} named with nothing to do")
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
@@ -460,7 +460,9 @@ class SegmentPlanner:
     def _said_as_action(self, mention: ex.Mention, seg: ex.Segment) -> str | None:
         """A name that is itself a verb phrase, said alone ("rotate the logs" is script ``rotate-logs.sh``):
         the one intent that acts on that kind of thing, when there is exactly one."""
-        if mention.ambiguous or mention.start >= len(seg.stems) or canonical(seg.stems[mention.start]) not in self.starts:
+        if mention.ambiguous or mention.start >= len(seg.stems):
+            return None
+        if canonical(seg.stems[mention.start]) not in self.starts:
             return None
         acting = [t["name"] for t in self.catalog.tools if t.get("risk") != "read" and not t.get("refusal")
                   and any(self.catalog.by_name[t["name"]]["entities"].get(p) == mention.kind
@@ -679,7 +681,7 @@ class SegmentPlanner:
             if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
                 score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
             for p in filled:
-                spec = props.get(p) if isinstance(props.get(p), dict) else {}
+                spec = props[p] if isinstance(props.get(p), dict) else {}
                 score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
         return out
@@ -711,10 +713,11 @@ class SegmentPlanner:
         """The specific id patterns the catalogue's params declare (cached on the catalogue)."""
         cached = self.catalog.__dict__.get("_id_patterns")
         if cached is None:
-            found = {ex.pattern_of(spec) for t in self.catalog.tools
+            found: set[str] = {pattern for t in self.catalog.tools
                      for p, spec in ((t.get("params") or {}).get("properties") or {}).items()
-                     if isinstance(spec, dict) and ex.distinctive(p, spec) and ex.json_type(spec) == "string"}
-            cached = self.catalog.__dict__["_id_patterns"] = tuple(re.compile(p) for p in sorted(found) if p)
+                     if isinstance(spec, dict) and ex.distinctive(p, spec) and ex.json_type(spec) == "string"
+                     and (pattern := ex.pattern_of(spec))}
+            cached = self.catalog.__dict__["_id_patterns"] = tuple(re.compile(p) for p in sorted(found))
         return cached
 
     def _busy(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
