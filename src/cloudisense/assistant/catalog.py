@@ -42,7 +42,8 @@ PHRASES: dict[str, str] = {
     "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
-    "do something about": "handle",
+    "do something about": "handle", "help me with": "handle",
+    "give me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
     "look at": "check", "have a look at": "check", "take a look at": "check",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
     "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
@@ -59,6 +60,7 @@ SYNONYMS: dict[str, str] = {
     # Whether something worked is its result, good or bad.
     "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",
     "succeeded": "result", "success": "result", "successful": "result", "outcome": "result",
+    "use": "usage", "uses": "usage", "using": "usage", "used": "usage",
     "hogging": "top", "hog": "top", "hogs": "top",
     # Irregular past tenses ("who ran", "what went wrong") and the words for a result.
     "ran": "run", "went": "go", "began": "start",

@@ -49,7 +49,8 @@ _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
                "hour", "minute", "month", "year", "time", "end", "start"}
 _QUANTIFIERS = {"any", "all", "every", "each"}
-_WHY = re.compile(r"^\s*why\b", re.I)
+#: A diagnosis, not one action: "why is the site slow?", "what's wrong with the server?".
+_WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
@@ -485,7 +486,8 @@ class SegmentPlanner:
                typos: bool, named: bool = False) -> StepDraft | None:
         """A verb no intent knows ("handle the certificates") over a thing that has both reads and changes:
         which one is meant is a question, never a guess."""
-        if question or typos or not content or content[0] in self.catalog.vocabulary or not content[0].isalpha():
+        if question or typos or not content or not content[0].isalpha() or (
+                content[0] in self.catalog.vocabulary and content[0] != "handle"):
             return None
         best, _ = ranked[0]
         nouns = _name_nouns(best)
@@ -494,7 +496,8 @@ class SegmentPlanner:
             named and kinds & set((self.catalog.by_name[n].get("entities") or {}).values())))]
         if named and len(options) < 2:
             options = [n for n, _ in ranked[:6]]
-        if not any(self.catalog.by_name[n].get("risk") != "read" for n in options):
+        # "handle" is how the catalogue spells every verb that says to do *something* ("take care of").
+        if content[0] != "handle" and not any(self.catalog.by_name[n].get("risk") != "read" for n in options):
             return None
         said = [str((self.catalog.by_name[n].get("examples") or [n.replace("_", " ")])[0]) for n in options[:4]]
         return StepDraft(None, question="What should I do? For example: " + "; ".join(f'"{e}"' for e in said) + ".",
