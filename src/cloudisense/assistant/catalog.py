@@ -38,7 +38,7 @@ PHRASES: dict[str, str] = {
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
-    "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
+    "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup", "back it up": "backup it", "back them up": "backup them",
     "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",

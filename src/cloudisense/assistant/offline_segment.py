@@ -37,6 +37,8 @@ REQUIRED_BONUS = 1.6
 DISTINCT_BONUS = 2.0
 #: A required param the text does not fill (and the planner can't compose) makes the intent less likely.
 MISSING_PENALTY = 0.6
+#: An intent that takes no param of the kind of thing the request names.
+NOT_TAKING_NAMED = 0.6
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -661,7 +663,7 @@ class SegmentPlanner:
             elif req_kinds and kinds_named:
                 score *= 0.5
             elif kinds_named and not kinds:
-                score *= 0.8
+                score *= NOT_TAKING_NAMED  # it can't take the thing the request names
             if req_kinds & plural and not req_kinds & kinds_named and not req_kinds & singular:
                 score *= 0.6
             elif req_kinds & singular and not kinds_named:
