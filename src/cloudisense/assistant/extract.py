@@ -441,6 +441,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # A first word that is the request's verb ("check the playbook") is not a modifier.
             if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
                 return True
+        # "the logs with their sizes": what the flag adds, asked for ("true: also each file's path, size ...").
+        desc = str(spec.get("description", "")).lower()
+        if desc.startswith("true:"):
+            adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 4 and w not in STOPWORDS}
+            for m in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
+                if stem(m.group(1)) in adds:
+                    return True
         return None
     values = enum_of(spec)
     if values:
