@@ -61,7 +61,7 @@ SYNONYMS: dict[str, str] = {
     "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",
     "succeeded": "result", "success": "result", "successful": "result", "outcome": "result",
     "use": "usage", "uses": "usage", "using": "usage", "used": "usage",
-    "hogging": "top", "hog": "top", "hogs": "top",
+    "most": "top", "hogging": "top", "hog": "top", "hogs": "top",
     # Irregular past tenses ("who ran", "what went wrong") and the words for a result.
     "ran": "run", "went": "go", "began": "start",
     # Who did something: the people of the audit trail.
@@ -89,7 +89,7 @@ STOPWORDS = frozenset(
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
     "have has had they them their then so if as".split()
-) - {"show", "all", "any", "who"}
+) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
 

@@ -188,6 +188,8 @@ class StepDraft:
     question_asked: bool = False
     #: The required param the text did not give, when that is why there is a question.
     missing: str | None = None
+    #: The segment it was planned from.
+    text: str = ""
 
 
 class SegmentPlanner:
@@ -222,7 +224,12 @@ class SegmentPlanner:
             if condition:
                 self._remember(condition)
             draft = self.plan_segment(action, drafts)
+            draft.text = action
             if condition:
+                if ex.has_pronoun(ex.Segment.of(condition)) and drafts and drafts[-1].text and not ex.find_mentions(
+                        ex.Segment.of(drafts[-1].text), self.entities, self.aliases):
+                    # "check memory and notify the team if it's above 90%": "it" is what was checked.
+                    condition = f"{condition} ({drafts[-1].text})"
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
                 drafts.append(draft)
@@ -411,7 +418,7 @@ class SegmentPlanner:
                              confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured")
         scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
-            about = self._state_of_action(scores, mentions)
+            about = self._state_of_action(scores, mentions, query)
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
@@ -505,7 +512,8 @@ class SegmentPlanner:
         return StepDraft(None, question="What should I do? For example: " + "; ".join(f'"{e}"' for e in said) + ".",
                          confidence=0.3, reason=f"'{content[0]}' says no action of this node")
 
-    def _state_of_action(self, scores: dict[str, float], mentions: list[ex.Mention]) -> str | None:
+    def _state_of_action(self, scores: dict[str, float], mentions: list[ex.Mention],
+                         query: list[str] = ()) -> str | None:  # type: ignore[assignment]
         """A question about an action ("did the restore of orders work?") asks for the state of the thing it
         acts on: the read intent for the named thing's kind, never the action."""
         best = max(scores.items(), key=lambda kv: (kv[1], kv[0]), default=None)
@@ -514,6 +522,8 @@ class SegmentPlanner:
         kinds = set((self.catalog.by_name[best[0]].get("entities") or {}).values())
         for m in mentions:
             if m.kind in kinds and not m.ambiguous:
+                if "who" in query:
+                    return self._action_record()  # "did anyone restart redis?" asks who did what
                 # No state to read for that kind ("did the cleanup script run?"): the record of actions run.
                 return self._default_for(m.kind) or self._action_record()
         return None
