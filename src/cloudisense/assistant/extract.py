@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudisense.assistant.catalog import STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
+from cloudisense.assistant.catalog import _PHRASE_RE, STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
 
 #: File extensions that are not part of how people say a name.
 _EXTENSIONS = {"sh", "yml", "yaml", "py", "bash", "json", "toml", "log"}
@@ -498,6 +498,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     seg = reading.segment
     first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
+    # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
+    phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
     for i, tok in enumerate(seg.raw):
         if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
                 or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
@@ -506,6 +508,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
+        if tok in phrased:
+            continue
         if i == first and i + 1 < len(seg.raw) and seg.raw[i + 1] in _DETERMINERS:
             continue  # the verb of "open the log", not what to look for
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
