@@ -384,7 +384,12 @@ class SegmentPlanner:
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
         weak = self._weak(seg, mentions)
-        query, typos = self._query_tokens(ex.strip_message(text), [m for m in mentions if id(m) not in weak])
+        asked = ex.strip_message(text)
+        for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
+            unlisted = self._unlisted_name(kind, seg, "", "")
+            if unlisted:
+                asked = re.sub(rf"(?<![\w-]){re.escape(unlisted)}(?![\w-])", " ", asked, flags=re.I)
+        query, typos = self._query_tokens(asked, [m for m in mentions if id(m) not in weak])
         content = [t for t in query if t != "?"]
         if not content and mentions:
             inherited = self._inherit(before, mentions)
@@ -624,6 +629,8 @@ class SegmentPlanner:
         """Favour intents whose entity kinds the request names, and whose params the text fills;
         one-vs-many nouns pick a listing or one item."""
         kinds_named = {m.kind for m in mentions if id(m) not in weak}
+        kinds_named |= {k for k in set(self.kinds.values()) if not self.entities.get(k)
+                        and self._unlisted_name(k, seg, "", "")}
         weak_kinds = {m.kind for m in mentions if id(m) in weak}
         if ex.has_pronoun(seg) and self.last_kind:
             kinds_named.add(self.last_kind)
@@ -768,7 +775,7 @@ class SegmentPlanner:
         for param, spec in props.items():
             if param in entity_params:
                 kind = entity_params[param]
-                value, how, question = self._entity(kind, seg, mentions, intent, param in required)
+                value, how, question = self._entity(kind, seg, mentions, intent, param in required, param)
                 if question:
                     return StepDraft(intent, question=question, confidence=retrieval, reason=f"{intent}: {how}")
                 if value is not None:
@@ -795,8 +802,12 @@ class SegmentPlanner:
         return StepDraft(intent, params, confidence, reason="; ".join(reasons))
 
     def _entity(self, kind: str, seg: ex.Segment, mentions: list[ex.Mention], intent: str,
-                required: bool) -> tuple[str | None, str, str | None]:
+                required: bool, param: str = "") -> tuple[str | None, str, str | None]:
         """(value, how it was found, question) for an entity-kind param."""
+        if not self.entities.get(kind):
+            said = self._unlisted_name(kind, seg, intent, param)
+            if said:
+                return said, "named", None
         of_kind = [m for m in mentions if m.kind == kind]
         names: list[str] = []
         for m in of_kind:
@@ -816,6 +827,31 @@ class SegmentPlanner:
         if required:
             return None, "missing", _question(self.catalog.by_name[intent], None, self.entities, kind)
         return None, "not given", None
+
+    def _unlisted_name(self, kind: str, seg: ex.Segment, intent: str, param: str) -> str | None:
+        """The name of a thing of a kind the configuration lists none of ("the high-cpu rule" on a node whose
+        rules are files): a token right before or after the kind word that fits the param's pattern."""
+        tool = self.catalog.by_name.get(intent) or {}
+        spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
+        pattern = ex.pattern_of(spec) if isinstance(spec, dict) else None
+        described = self._described()
+        raw = raw_tokens(seg.text)  # unsplit: "high-cpu" is one name
+        for i, tok in enumerate(raw):
+            if self.kinds.get(tok) != kind:
+                continue
+            for j in (i - 1, i + 1):
+                if not 0 <= j < len(raw):
+                    continue
+                cand = raw[j]
+                if cand in STOPWORDS or cand in self.kinds or canonical(cand) in described or not re.search(r"[-\d]", cand):
+                    continue
+                try:
+                    if pattern and not re.fullmatch(pattern, cand):
+                        continue
+                except re.error:
+                    continue
+                return cand
+        return None
 
     def _is_followup(self, seg: ex.Segment) -> bool:
         """A continuation such as "tell me when healthy" that names nothing of its own."""
