@@ -153,3 +153,20 @@ def test_up_and_down_say_a_state_only_after_a_verb_of_being(node: PlanningContex
     assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["target_status", "restart_target"]
     assert plan.steps[1].when == when
     # "if it acts up" is an idiom: no state to check, so a question (see above), never "if it is up".
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("reload the high-cpu rule", [("reload_rule", {"rule_id": "high-cpu"})]),
+    ("what does rule nightly-backup do", [("read_rule", {"rule_id": "nightly-backup"})]),
+])
+def test_a_thing_the_configuration_does_not_list_is_named_by_its_id(node: PlanningContext, text: str,
+                                                                   expected: list[tuple[str, Any]]) -> None:
+    # The demo node lists no rules (they are files): the id next to the kind word is the rule.
+    assert not node.entities.get("rule")
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+def test_a_question_whether_someone_acted_reads_the_record_of_actions(node: PlanningContext) -> None:
+    plan = plan_of("did anyone restart redis today?", node)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["get_audit_log"], plan
