@@ -150,7 +150,7 @@ def _another_object(piece: str, current: str, starts: set[str]) -> bool:
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
                      aliases: dict[str, str] | None) -> bool:
-    """"orders backups and the billing-db backup status": each side names its own thing of one kind."""
+    """"show the web service status and the worker status": each side names its own thing of one kind."""
     here = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(piece), entities, aliases)
             if not m.ambiguous}
     if not here:
@@ -567,7 +567,7 @@ class SegmentPlanner:
                 continue
             word = seg.stems[m.start]
             if word in self.catalog.vocabulary or (m.how == "fuzzy" and correct(word, self.catalog.vocabulary)):
-                # "bakup billing-db" is a typo of the verb "backup", not of the script backup.sh.
+                # "bakup orders" is a typo of the verb "backup", not a fuzzy name of a script backup.sh.
                 out.add(id(m))
         return out
 
