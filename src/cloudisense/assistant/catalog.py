@@ -38,7 +38,8 @@ PHRASES: dict[str, str] = {
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
-    "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup", "back it up": "backup it", "back them up": "backup them",
+    "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
+    "back it up": "backup it", "back them up": "backup them",
     "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
@@ -159,19 +160,22 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
     A different letter is not a typo here ("site" is not "size", "older" is not "order")."""
     from cloudisense.assistant.extract import near_miss
 
-    key = (word, id(vocabulary), len(vocabulary) if isinstance(vocabulary, (set, frozenset, dict)) else -1)
-    if key[2] >= 0 and key in _CORRECT_MEMO:
-        return _CORRECT_MEMO[key]
+    if not isinstance(vocabulary, (set, frozenset, dict)):
+        return _correct(word, vocabulary, near_miss)
+    key = (word, id(vocabulary), len(vocabulary))
+    hit = _CORRECT_MEMO.get(key)
+    if hit is not None and hit[0] is vocabulary:
+        return hit[1]
     if len(_CORRECT_MEMO) > 50_000:
         _CORRECT_MEMO.clear()
     found = _correct(word, vocabulary, near_miss)
-    if key[2] >= 0:
-        _CORRECT_MEMO[key] = found
+    _CORRECT_MEMO[key] = (vocabulary, found)
     return found
 
 
-#: ``correct`` answers by (word, vocabulary): the catalogues' vocabularies live as long as their catalogue.
-_CORRECT_MEMO: dict[tuple[str, int, int], str | None] = {}
+#: ``correct`` answers by (word, vocabulary). Each entry holds its vocabulary, so that object stays alive
+#: and its id can't be reused by another one while the entry exists.
+_CORRECT_MEMO: dict[tuple[str, int, int], tuple[Any, str | None]] = {}
 
 
 def _correct(word: str, vocabulary: Iterable[str], near_miss: Any) -> str | None:

@@ -128,19 +128,21 @@ def near_miss(word: str, target: str) -> bool:
 
 #: ``near_miss_any`` answers by (word, vocabulary): difflib is the slow part of planning, and the same
 #: catalogue vocabularies are asked about the same words again and again.
-_NEAR_MISS_MEMO: dict[tuple[str, int, int], bool] = {}
+#: Each entry holds its vocabulary, so that object's id can't be reused while the entry exists.
+_NEAR_MISS_MEMO: dict[tuple[str, int, int], tuple[Any, bool]] = {}
 
 
 def near_miss_any(word: str, vocabulary: set[str] | frozenset[str]) -> bool:
     """Whether ``word`` is a typo of some word of ``vocabulary``."""
     key = (word, id(vocabulary), len(vocabulary))
     hit = _NEAR_MISS_MEMO.get(key)
-    if hit is None:
-        if len(_NEAR_MISS_MEMO) > 50_000:
-            _NEAR_MISS_MEMO.clear()
-        hit = _NEAR_MISS_MEMO[key] = any(
-            near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
-    return hit
+    if hit is not None and hit[0] is vocabulary:
+        return hit[1]
+    if len(_NEAR_MISS_MEMO) > 50_000:
+        _NEAR_MISS_MEMO.clear()
+    found = any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
+    _NEAR_MISS_MEMO[key] = (vocabulary, found)
+    return found
 
 
 def _fix(word: str, vocabulary: set[str]) -> str:

@@ -843,8 +843,10 @@ class SegmentPlanner:
                 if not 0 <= j < len(raw):
                     continue
                 cand = raw[j]
-                if cand in STOPWORDS or cand in self.kinds or canonical(cand) in described or not re.search(r"[-\d]", cand):
+                if cand in STOPWORDS or cand in self.kinds or canonical(cand) in described:
                     continue
+                if not re.search(r"[-\d]", cand):
+                    continue  # an id has a hyphen or a digit ("high-cpu", "r2"); a plain word is a word
                 try:
                     if pattern and not re.fullmatch(pattern, cand):
                         continue
