@@ -170,3 +170,11 @@ def test_a_thing_the_configuration_does_not_list_is_named_by_its_id(node: Planni
 def test_a_question_whether_someone_acted_reads_the_record_of_actions(node: PlanningContext) -> None:
     plan = plan_of("did anyone restart redis today?", node)
     assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["get_audit_log"], plan
+
+
+@pytest.mark.parametrize("text", ["check whether the worker is up and restart it if not",
+                                  "if the worker is down restart it"])
+def test_if_not_and_a_condition_without_a_comma_stay_conditional(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["target_status", "restart_target"], plan
+    assert plan.steps[1].when == '${s1.data.state} != "running"'

@@ -193,8 +193,11 @@ def _state_words(low: str) -> set[str]:
 _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
 
 
-def split_condition(segment: str) -> tuple[str, str | None]:
-    """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down")."""
+def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
+    """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down").
+
+    ``starts`` are the words that start an action: "if redis is down start it" has no comma, and the
+    action begins at the first of them after the condition's own words."""
     m = _IF.search(segment)
     if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
                           segment[:m.start()], re.I):
@@ -209,6 +212,12 @@ def split_condition(segment: str) -> tuple[str, str | None]:
             parts = re.split(r"\s+then\s+", after, maxsplit=1)
             if len(parts) == 2:
                 return parts[1].strip(), parts[0].strip()
+            words = after.split()
+            for i in range(2, len(words)):
+                said = " ".join(words[:i]).lower()
+                # The condition must say a state first ("redis is down"), not only name a thing ("the backup").
+                if words[i].lower() in starts and re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said):
+                    return " ".join(words[i:]), " ".join(words[:i])
             return "", after
         return action.strip(), cond.strip()
     return before, after

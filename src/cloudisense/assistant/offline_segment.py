@@ -51,6 +51,10 @@ _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
                "hour", "minute", "month", "year", "time", "end", "start"}
 _QUANTIFIERS = {"any", "all", "every", "each"}
+#: A condition that only says "the opposite of the step before" ("... and start it if not").
+_NEGATED_BEFORE = {"not", "it's not", "it is not", "it isn't", "its not", "isn't", "not so", "it's not up"}
+#: Words that start examples without being verbs ("last 20 lines of ...", "top processes").
+_NOT_VERBS = {"top", "last", "first", "latest", "newest", "recent", "next", "previous"}
 #: A diagnosis, not one action: "why is the site slow?", "what's wrong with the server?".
 _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
@@ -81,7 +85,7 @@ def action_words(catalog: Catalog) -> set[str]:
             if first:
                 firsts[first] = firsts.get(first, 0) + 1
     nouns = {canonical(tok) for tool in catalog.tools for tok in tool["name"].split("_")[1:]}
-    out = words | {w for w, n in firsts.items() if w not in nouns or n >= 2}
+    out = (words | {w for w, n in firsts.items() if w not in nouns or n >= 2}) - _NOT_VERBS
     catalog._action_words = out  # type: ignore[attr-defined]
     return out
 
@@ -214,7 +218,10 @@ class SegmentPlanner:
         drafts: list[StepDraft] = []
         pending: str | None = None
         for segment in split_request(text, self.entities, self.starts, self.aliases):
-            action, condition = split_condition(segment)
+            action, condition = split_condition(segment, self.starts)
+            if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
+                # "check whether redis is up and start it if not": the opposite of what was checked.
+                condition = f"not {drafts[-1].text}"
             if not action:
                 pending = condition
                 self._remember(condition or "")
