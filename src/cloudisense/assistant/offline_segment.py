@@ -711,6 +711,8 @@ class SegmentPlanner:
                 score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
             for p in filled:
                 spec = props[p] if isinstance(props.get(p), dict) else {}
+                if p not in required and ex.enum_of(spec) and "default" in spec:
+                    continue  # "memory" as a sort order is a word of the request already counted, not more evidence
                 score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
         return out
