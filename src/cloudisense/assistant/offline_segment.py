@@ -448,6 +448,15 @@ class SegmentPlanner:
                 if default:
                     return self._ground(default, seg, mentions, 0.5, typos)
             return StepDraft(None, unknown=True, reason="no matching action")
+        if len(ranked) > 1 and ranked[1][1] >= 0.97 * ranked[0][1]:
+            # A near tie: the intent whose name's verb is just "show" reads what was asked ("what's in the app log"
+            # reads it), unless the request says the other intent's own verb ("download").
+            asked_words = set(query)
+            first, second = ranked[0][0], ranked[1][0]
+            if (canonical(second.split("_")[0]) == "show" and canonical(first.split("_")[0]) not in asked_words
+                    and self.catalog.by_name[first].get("risk") == "read"
+                    and self.catalog.by_name[second].get("risk") == "read"):
+                ranked[0], ranked[1] = ranked[1], ranked[0]
         best, s1 = ranked[0]
         refused = self.catalog.by_name[best].get("refusal")
         if refused:
