@@ -382,13 +382,15 @@ async def test_role_refusal_is_said_as_such(demo: tuple[PlanningContext, Any]) -
 
 
 @pytest.mark.parametrize("text, outcome", [("restrat nginx", "clarify"), ("stopp nginx", "clarify"),
-                                           ("is the wroker up?", "execute"), ("stp the worker", "execute")])
+                                           ("is the wroker up?", "execute"), ("stp the worker", "clarify")])
 async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: str, outcome: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == outcome, plan
     assert all(s.intent == "target_status" for s in plan.steps)  # a typo'd request only ever reads here
     if outcome == "clarify":
-        assert plan.confidence < 0.5 and "Did you mean" in (plan.question or "")
+        # "stp" is too short to be read as "stop": a verb no intent knows, so the planner asks what to do.
+        assert plan.confidence < 0.5
+        assert "Did you mean" in (plan.question or "") or "What should I do" in (plan.question or "")
 
 
 def test_planner_tables_keyed_to_built_in_intents_are_gone() -> None:

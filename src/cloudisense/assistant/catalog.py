@@ -16,6 +16,7 @@ lower case, light stemming, phrase and word synonyms ("bounce" is "restart",
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections import Counter
@@ -31,14 +32,23 @@ from cloudisense.core.roles import Role, may_run, refusal
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
-    "kick off": "run", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
+    "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "shutdown": "stop", "take down": "stop",
     "turn off": "stop", "tell me when": "status", "let me know when": "status", "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
-    "reaction rules": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
-    "backed up": "backup", "get rid of": "delete",
+    "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
+    "back it up": "backup it", "back them up": "backup them",
+    "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    # Verbs that say to do *something* about a thing, but not what.
+    "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
+    "do something about": "handle", "help me with": "handle",
+    "give me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
+    "look at": "check", "have a look at": "check", "take a look at": "check",
+    # How often: one word for every way of saying a frequency ("once a day" is "every day").
+    "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
+    "daily": "every day", "hourly": "every hour", "nightly": "every night", "weekly": "every week",
 }
 
 #: Single-word synonyms, applied after stemming.
@@ -48,11 +58,21 @@ SYNONYMS: dict[str, str] = {
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
+    # Whether something worked is its result, good or bad.
+    "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",
+    "succeeded": "result", "success": "result", "successful": "result", "outcome": "result",
+    "use": "usage", "uses": "usage", "using": "usage", "used": "usage",
+    "most": "top", "hogging": "top", "hog": "top", "hogs": "top",
+    # Irregular past tenses ("who ran", "what went wrong") and the words for a result.
+    "ran": "run", "went": "go", "began": "start",
+    # Who did something: the people of the audit trail.
+    "people": "who", "someone": "who", "somebody": "who", "anyone": "who", "anybody": "who", "whoever": "who",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
     "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
-    "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
+    "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
-    "notify": "notify", "ping": "notify", "alert": "notify", "inform": "notify", "message": "notify",
+    "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify",
+    "inform": "notify", "message": "notify",
     "webhook": "notify", "hook": "notify", "team": "notify", "channel": "notify",
     "execute": "run", "exec": "run", "launch": "run", "trigger": "run", "apply": "run",
     "provision": "playbook", "role": "playbook", "ansible": "playbook", "playbooks": "playbook",
@@ -65,16 +85,17 @@ SYNONYMS: dict[str, str] = {
 
 #: Words that carry no meaning for retrieval.
 STOPWORDS = frozenset(
-    "a an the this that these those my our your me us i you we it its is are was be been am do does did "
+    "a an the this that these those my our your me us i you we it its is are was were be been am do does did "
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
     "have has had they them their then so if as".split()
-) - {"show", "all", "any"}
+) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A deliberately light English stemmer: plurals and a few suffixes."""
     if len(word) <= 3 or not word.isalpha():
@@ -129,7 +150,8 @@ def canonical(token: str, vocabulary: Any = frozenset()) -> str:
         return SYNONYMS[base]
     if not vocabulary or base in vocabulary or token in vocabulary or len(base) < 4 or not base.isalpha():
         return base
-    return correct(base, vocabulary) or base
+    # "stauts" is a typo of "status" as said, not of its stem.
+    return correct(base, vocabulary) or (correct(token, vocabulary) if token != base else None) or base
 
 
 def correct(word: str, vocabulary: Iterable[str]) -> str | None:
@@ -138,7 +160,28 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
     A different letter is not a typo here ("site" is not "size", "older" is not "order")."""
     from cloudisense.assistant.extract import near_miss
 
+    if not isinstance(vocabulary, (set, frozenset, dict)):
+        return _correct(word, vocabulary, near_miss)
+    key = (word, id(vocabulary), len(vocabulary))
+    hit = _CORRECT_MEMO.get(key)
+    if hit is not None and hit[0] is vocabulary:
+        return hit[1]
+    if len(_CORRECT_MEMO) > 50_000:
+        _CORRECT_MEMO.clear()
+    found = _correct(word, vocabulary, near_miss)
+    _CORRECT_MEMO[key] = (vocabulary, found)
+    return found
+
+
+#: ``correct`` answers by (word, vocabulary). Each entry holds its vocabulary, so that object stays alive
+#: and its id can't be reused by another one while the entry exists.
+_CORRECT_MEMO: dict[tuple[str, int, int], tuple[Any, str | None]] = {}
+
+
+def _correct(word: str, vocabulary: Iterable[str], near_miss: Any) -> str | None:
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
+    # Two letters swapped is the likelier typo ("stauts" is "status", not "stats").
+    candidates.sort(key=lambda c: len(c) != len(word))
     for cand in candidates:
         if near_miss(word, cand):
             return SYNONYMS.get(cand, cand)
@@ -204,9 +247,12 @@ class Catalog:
     tools: list[dict[str, Any]]
     k1: float = 1.2
     b: float = 0.6
+    #: Configured entity names: in an example they are an instance ("restart *nginx*"), not words of the intent.
+    names: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.by_name = {t["name"]: t for t in self.tools}
+        self._names_re = _names_pattern(self.names)
         self.vocabulary: set[str] = set()
         docs_tokens: list[list[str]] = []
         for tool in self.tools:
@@ -228,10 +274,16 @@ class Catalog:
     def _doc_words(self, tool: dict[str, Any]) -> list[str]:
         name = tool["name"].replace("_", " ")
         parts = [name, name, tool.get("description", "")]
-        parts += list(tool.get("examples") or [])
+        examples = [str(e) for e in tool.get("examples") or ()]
+        parts += [self._names_re.sub(" ", e.lower()) for e in examples] if self._names_re else examples
         props = (tool.get("params") or {}).get("properties") or {}
         # What each param is for says what the intent is about ("the backup's id" -> backups).
         parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
+        # What its result tells ("hours since the last backup finished") is what a question about it asks.
+        from cloudisense.assistant.conditions import result_fields
+
+        parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
+                  for f in result_fields(tool.get("result"))]
         words: list[str] = []
         for part in parts:
             words += normalize(part)
@@ -246,10 +298,10 @@ class Catalog:
         """The words of tool ``name``'s document."""
         return set(self._terms[name])
 
-    def coverage(self, name: str, terms: set[str]) -> float:
-        """The share of ``terms`` (weighted by rarity) that tool ``name``'s document contains."""
+    def coverage(self, name: str, terms: set[str], explained: set[str] = frozenset()) -> float:  # type: ignore[assignment]
+        """The share of ``terms`` (weighted by rarity) that tool ``name``'s document contains (or ``explained``)."""
         total = sum(self._idf.get(t, 1.0) for t in terms)
-        have = sum(self._idf.get(t, 1.0) for t in terms if t in self._terms[name])
+        have = sum(self._idf.get(t, 1.0) for t in terms if t in self._terms[name] or t in explained)
         return have / total if total else 0.0
 
     def tokens(self, text: str) -> list[str]:
@@ -285,6 +337,22 @@ class Catalog:
                 chosen.append(self.by_name[name])
                 names.add(name)
         return chosen
+
+
+def _names_pattern(names: Iterable[str]) -> re.Pattern[str] | None:
+    """How configured names are written or said in a sentence ("nginx-error", "nginx error"), as one regex."""
+    forms: set[str] = set()
+    for name in names:
+        low = name.lower()
+        forms.add(re.escape(low))
+        parts = [p for p in re.split(r"[-_.\s]+", low) if p]
+        if len(parts) > 1 and parts[-1] in ("sh", "yml", "yaml", "py", "json", "toml", "log"):
+            parts = parts[:-1]
+        if parts:
+            forms.add(r"\s+".join(re.escape(p) for p in parts))
+    if not forms:
+        return None
+    return re.compile(r"(?<![\w.\-/])(?:" + "|".join(sorted(forms, key=len, reverse=True)) + r")(?![\w\-/]|\.\w)")
 
 
 def _tool_text(tool: dict[str, Any], with_examples: bool) -> str:

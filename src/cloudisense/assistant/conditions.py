@@ -158,8 +158,9 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
         for value in f.enum:
             if isinstance(value, str) and value.lower() in raw:
                 return Condition(f, "!=" if negated else "==", value, 3)
-    bad = bool(raw & _NEGATIVE)
-    good = bool(raw & _POSITIVE)
+    states = _state_words(low)
+    bad = bool(states & _NEGATIVE)
+    good = bool(states & _POSITIVE)
     if not (bad or good):
         return None
     wants_good = good and not bad
@@ -176,11 +177,27 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     return None
 
 
+#: Words after which "up" / "down" say a state ("it's down", "if it goes down"); after another verb they are
+#: a particle of an idiom ("if it acts up", "if it messes up") that says no checkable state.
+_STATE_VERBS = {"is", "are", "was", "were", "be", "been", "being", "s", "t", "isn", "isnt", "wasn", "aren", "not",
+                "still", "stays", "stay", "goes", "go", "went", "gone", "comes", "came", "back", "it", "its"}
+
+
+def _state_words(low: str) -> set[str]:
+    """The words of ``low`` that may say a state: "up" and "down" only after a verb of being or becoming."""
+    words = re.findall(r"[a-z]+", low)
+    return {w for i, w in enumerate(words)
+            if w not in ("up", "down") or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
+
+
 _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
 
 
-def split_condition(segment: str) -> tuple[str, str | None]:
-    """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down")."""
+def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
+    """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down").
+
+    ``starts`` are the words that start an action: "if redis is down start it" has no comma, and the
+    action begins at the first of them after the condition's own words."""
     m = _IF.search(segment)
     if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
                           segment[:m.start()], re.I):
@@ -195,6 +212,12 @@ def split_condition(segment: str) -> tuple[str, str | None]:
             parts = re.split(r"\s+then\s+", after, maxsplit=1)
             if len(parts) == 2:
                 return parts[1].strip(), parts[0].strip()
+            words = after.split()
+            for i in range(2, len(words)):
+                said = " ".join(words[:i]).lower()
+                # The condition must say a state first ("redis is down"), not only name a thing ("the backup").
+                if words[i].lower() in starts and re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said):
+                    return " ".join(words[i:]), " ".join(words[:i])
             return "", after
         return action.strip(), cond.strip()
     return before, after

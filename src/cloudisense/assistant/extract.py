@@ -14,11 +14,12 @@ registry and the configuration declare:
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudisense.assistant.catalog import STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
+from cloudisense.assistant.catalog import _PHRASE_RE, STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
 
 #: File extensions that are not part of how people say a name.
 _EXTENSIONS = {"sh", "yml", "yaml", "py", "bash", "json", "toml", "log"}
@@ -27,14 +28,24 @@ PRONOUNS = {"it", "its", "it's", "them", "that", "this", "one", "same", "him", "
 
 def entity_tokens(name: str) -> list[str]:
     """How a configured name is spoken: ``rotate-logs.sh`` -> ``["rotate", "log"]``."""
+    return list(_entity_tokens(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _entity_tokens(name: str) -> tuple[str, ...]:
     parts = [p for p in re.split(r"[-_.\s]+", name.lower()) if p]
     if len(parts) > 1 and parts[-1] in _EXTENSIONS:
         parts = parts[:-1]
-    return [stem(p) for p in parts]
+    return tuple(stem(p) for p in parts)
 
 
 def kind_words(kinds: Any) -> dict[str, str]:
     """Words that name an entity kind: the kind itself, its plural and its synonyms ("service" is a target)."""
+    return dict(_kind_words(tuple(kinds)))
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_words(kinds: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out: dict[str, str] = {}
     for kind in kinds:
         norm = canonical(kind)
@@ -42,7 +53,7 @@ def kind_words(kinds: Any) -> dict[str, str]:
         for word, to in SYNONYMS.items():
             if to == norm:
                 out[word] = kind
-    return out
+    return tuple(out.items())
 
 
 def _plural(word: str) -> bool:
@@ -86,11 +97,17 @@ class Segment:
     def of(cls, text: str) -> Segment:
         """Tokenise ``text``."""
         # "rotate-logs" and "nginx-error" are matched word by word; "backup.sh" and ids ("b-42") stay whole.
-        raw = [p for t in raw_tokens(text)
+        raw = [_bare(p) if "-" in t else p for t in raw_tokens(text)
                for p in (t.split("-") if "-" in t.strip("-") and "/" not in t and not re.search(r"\d", t) else [t])
                if p]
         keep = [i for i, t in enumerate(raw) if t not in STOPWORDS or t in PRONOUNS]
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
+
+
+def _bare(part: str) -> str:
+    """A word of a hyphenated name without its file extension ("logs.sh" of "rotate-logs.sh" is "logs")."""
+    head, dot, ext = part.rpartition(".")
+    return head if dot and ext in _EXTENSIONS and head.isalpha() else part
 
 
 def near_miss(word: str, target: str) -> bool:
@@ -109,9 +126,23 @@ def near_miss(word: str, target: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
-def near_miss_any(word: str, vocabulary: set[str]) -> bool:
+#: ``near_miss_any`` answers by (word, vocabulary): difflib is the slow part of planning, and the same
+#: catalogue vocabularies are asked about the same words again and again.
+#: Each entry holds its vocabulary, so that object's id can't be reused while the entry exists.
+_NEAR_MISS_MEMO: dict[tuple[str, int, int], tuple[Any, bool]] = {}
+
+
+def near_miss_any(word: str, vocabulary: set[str] | frozenset[str]) -> bool:
     """Whether ``word`` is a typo of some word of ``vocabulary``."""
-    return any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
+    key = (word, id(vocabulary), len(vocabulary))
+    hit = _NEAR_MISS_MEMO.get(key)
+    if hit is not None and hit[0] is vocabulary:
+        return hit[1]
+    if len(_NEAR_MISS_MEMO) > 50_000:
+        _NEAR_MISS_MEMO.clear()
+    found = any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
+    _NEAR_MISS_MEMO[key] = (vocabulary, found)
+    return found
 
 
 def _fix(word: str, vocabulary: set[str]) -> str:
@@ -243,7 +274,7 @@ def field_unit(param: str, spec: dict[str, Any]) -> float | None:
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Quantity:
     """A number in the text, with its time unit (minutes) when it has one, and where it is."""
 
@@ -253,24 +284,48 @@ class Quantity:
     end: int
     #: The word right after the number ("20 lines" -> ``lines``).
     noun: str = ""
+    #: A frequency ("every 6 hours", "once a day", "daily"), not a duration or an age.
+    every: bool = False
+
+
+_EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$")
+#: Words of a field that counts the time between two runs ("minutes between two automatic backups").
+_INTERVAL_WORDS = {"between", "interval", "every", "often", "frequency", "period"}
+
+
+def is_interval(param: str, spec: dict[str, Any]) -> bool:
+    """Whether a numeric field counts the time between repeated runs (it takes "every 6 hours", "daily")."""
+    return bool(_INTERVAL_WORDS & set(field_words(param, spec)))
 
 
 def quantities(text: str) -> list[Quantity]:
     """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
+    return list(_quantities(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _quantities(text: str) -> tuple[Quantity, ...]:
+    """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
     t = text.lower()
     out: list[Quantity] = []
     for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*({_UNIT_RE})(?![\w])", t):
-        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end()))
-    for m in re.finditer(r"\b(?:last|past|previous|an?|one|per|every)\s+(hour|day|minute|week|month)\b", t):
-        if not any(q.start <= m.start(1) < q.end for q in out):
-            out.append(Quantity(1, _UNITS[m.group(1)], m.start(1), m.end()))
-    for m in re.finditer(r"\b(hourly|daily|weekly)\b", t):
-        out.append(Quantity(1, {"hourly": 60, "daily": 1440, "weekly": 10080}[m.group(1)], m.start(), m.end()))
+        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
+                            every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month)\b", t):
+        if not any(q.start <= m.start(2) < q.end for q in out):
+            times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
+            every = m.group(1) in ("per", "every", "each") or bool(times)
+            # "twice a day" runs every 12 hours.
+            share = {"twice": 0.5, "thrice": 1 / 3}.get(times.group(1) if times else "", 1.0)
+            out.append(Quantity(1, _UNITS[m.group(2)] * share, m.start(2), m.end(), every=every))
+    for m in re.finditer(r"\b(hourly|daily|nightly|weekly)\b", t):
+        out.append(Quantity(1, {"hourly": 60, "daily": 1440, "nightly": 1440, "weekly": 10080}[m.group(1)],
+                            m.start(), m.end(), every=True))
     for m in re.finditer(rf"(?<![\w.\-/%]){_NUM}(?![\w.%\-/])(?:\s+([a-z]+))?", t):
         if any(q.start <= m.start() < q.end for q in out):
             continue
         out.append(Quantity(_num(m.group(1)), None, m.start(), m.end(), stem(m.group(2) or "")))
-    return sorted(out, key=lambda q: q.start)
+    return tuple(sorted(out, key=lambda q: q.start))
 
 
 # --- reading one param by its schema ------------------------------------------------------------
@@ -315,6 +370,14 @@ def pattern_of(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def distinctive(param: str, spec: dict[str, Any]) -> bool:
+    """A param whose value, once read, says which intent: an id of a declared shape ("b-42"), an interval."""
+    pattern = pattern_of(spec)
+    if json_type(spec) == "string" and pattern and _specific(pattern):
+        return True
+    return json_type(spec) in ("integer", "number") and is_interval(param, spec)
+
+
 def _specific(pattern: str) -> bool:
     """A pattern that plain words do not match ("b-\\d+" is specific, "[A-Za-z0-9]+" is not)."""
     try:
@@ -346,6 +409,10 @@ class Reading:
     used: set[int] = field(default_factory=set)
     #: A quoted phrase is one param's value (the message, or the text to look for), not two.
     quote_taken: bool = False
+    #: Words of the catalogue: they say what to do, so they are never guessed to be a name.
+    vocabulary: set[str] | frozenset[str] = frozenset()
+    #: Declared id patterns of the catalogue ("b-\d+"): a token of that shape is that id, not another name.
+    id_patterns: tuple[re.Pattern[str], ...] = ()
 
     @property
     def text(self) -> str:
@@ -376,6 +443,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # A first word that is the request's verb ("check the playbook") is not a modifier.
             if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
                 return True
+        # "the logs with their sizes": what the flag adds, asked for ("true: also each file's path, size ...").
+        desc = str(spec.get("description", "")).lower()
+        if desc.startswith("true:"):
+            adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 4 and w not in STOPWORDS}
+            for m in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
+                if stem(m.group(1)) in adds:
+                    return True
         return None
     values = enum_of(spec)
     if values:
@@ -414,12 +488,20 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if q and not reading.quote_taken:
         reading.quote_taken = True
         return q.strip()
+    # "limited to web1" for a ``limit`` field: its name said, then the value.
+    named = re.search(rf"\b{re.escape(param.lower().split('_')[0])}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)",
+                      low) if not required and len(param) >= 4 else None
+    if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
+        return named.group(1)
     m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
         return None
     seg = reading.segment
+    first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
+    # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
+    phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
     for i, tok in enumerate(seg.raw):
         if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
                 or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
@@ -428,6 +510,15 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
+        if tok in phrased:
+            continue
+        if i == first and i + 1 < len(seg.raw) and seg.raw[i + 1] in _DETERMINERS:
+            continue  # the verb of "open the log", not what to look for
+        if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
+                                    or any(p.fullmatch(tok) for p in reading.id_patterns)):
+            continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
+        if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
+            continue  # a typo of a word of what to do ("shwo me the app log")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
@@ -437,6 +528,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words that start a noun phrase: the word before one is its verb.
+_DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "this", "that", "these", "those"}
 #: Words that say how many, never what ("show me all logs").
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
@@ -446,9 +539,10 @@ _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail
 def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:
     unit = field_unit(param, spec)
     words = {stem(w) for w in field_words(param, spec)}
+    interval = is_interval(param, spec)
     for i, q in enumerate(reading.numbers):
-        if i in reading.used:
-            continue
+        if i in reading.used or (unit is not None and q.every != interval):
+            continue  # "every 6 hours" is how often, never how old or how far back
         if unit is not None:
             if q.minutes is None:
                 continue

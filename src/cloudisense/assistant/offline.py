@@ -12,13 +12,20 @@ How a request becomes a plan (deterministic, about a millisecond):
 3. **Split** into segments on sequencing words ("then", ";", "after that") and on "and" / ","
    when what follows starts with an action verb (the first words of the intents' examples) or
    is only an entity; each segment's "if ..." clause is its condition.
-4. Per segment, **retrieval** (BM25 over each tool's name, description, examples and params'
-   descriptions, see :mod:`.catalog`), re-ranked by the entities the segment names and by
-   one-vs-many nouns ("the backup" vs "the backups"). A question about state ("when did X
-   run?", "is X up?") only ever picks a read intent. A best match the caller's role may not
-   run is answered with ``refuse``.
+4. Per segment, **retrieval** (BM25 over each tool's name, description, examples without the
+   configured names they mention, params' descriptions and result fields, see :mod:`.catalog`),
+   re-ranked by the entities the segment names, by one-vs-many nouns ("the backup" vs "the
+   backups", "any backup"), and by what the text fills: a value of a declared id pattern
+   ("b-42") or a frequency ("once a day") says which intent more than a free word does. A
+   question about state ("when did X run?", "is X up?") only ever picks a read intent; a
+   question about an action ("did the restore of orders work?") reads the state of the thing
+   it acts on (or the record of actions run). A best match the caller's role may not run is
+   answered with ``refuse``. What the request is about being unknown to every intent ("play
+   some music") is out of scope; a verb no intent knows over a thing with reads and changes
+   ("handle the certificates", "fix nginx") is a question.
 5. **Parameters** read by type from the schema (:mod:`.extract`); "it" refers to the last
-   entity of the wanted kind named earlier in the request or in the conversation.
+   entity of the wanted kind named earlier in the request or in the conversation. A guessed
+   free name is never a word of the actions, a typo of one, or another thing's declared id.
 6. **Conditions** ("if disk is above 90 %") become a ``when`` over a field of an earlier (or
    an added read) step's declared result (:mod:`.conditions`); no such field: ``clarify``.
 7. **Outcome**: ``clarify`` when a required param is missing or ambiguous, when a typo led to a
@@ -42,7 +49,7 @@ _SHELL = re.compile(
     r"(\brm\s+-\w*[rf]|\bmkfs\b|\bdd\s+if=|\bchmod\s+(-r\s+)?[0-7]{3}|:\(\)\s*\{|\bsudo\b|>\s*/dev/[sh]d|\bshred\b"
     r"|\bfdisk\b|\bdrop\s+(table|database|schema)\b|\btruncate\s+table\b|\bcurl\b.*\|\s*(ba)?sh\b)", re.I)
 _DESTRUCTIVE = {"delete", "remove", "wipe", "destroy", "drop", "erase", "format", "reformat", "nuke", "purge",
-                "terminate", "trash", "shred", "uninstall", "obliterate"}
+                "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop"}
 #: Objects that make a destructive verb sweeping ("every", "all", "the fleet", "the disks").
 _SWEEPING = {"all", "every", "everything", "entire", "whole", "fleet", "servers", "hosts", "machines",
              "databases", "disk", "disks", "cluster", "prod", "production", "filesystem", "vms", "instances",
@@ -100,16 +107,18 @@ class OfflinePlanner:
         #: Catalogues by tool set (one per role seen): building one takes tens of milliseconds.
         self._cache: dict[Any, Catalog] = {}
 
-    def catalog(self, tools: list[dict[str, Any]], refused: list[dict[str, Any]] = ()) -> Catalog:  # type: ignore[assignment]
+    def catalog(self, tools: list[dict[str, Any]], refused: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                entities: dict[str, list[str]] | None = None) -> Catalog:
         """The (cached) catalogue of the plannable ``tools`` plus the ``refused`` ones (marked ``"refusal"``)."""
         usable = plannable(tools) + [t for t in plannable(refused) if t.get("refusal")]
-        key = tuple((t["name"], t.get("description"), len(t.get("examples") or ()), bool(t.get("refusal")))
-                    for t in usable)
+        names = frozenset(n for values in (entities or {}).values() for n in values)
+        key = (tuple((t["name"], t.get("description"), len(t.get("examples") or ()), bool(t.get("refusal")))
+                     for t in usable), names)
         catalog = self._cache.get(key)
         if catalog is None:
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
-            catalog = self._cache[key] = Catalog(usable)
+            catalog = self._cache[key] = Catalog(usable, names=names)
         return catalog
 
     async def plan(self, text: str, context: PlanningContext) -> Plan:
@@ -127,7 +136,7 @@ class OfflinePlanner:
         reason = danger(text)
         if reason:
             return Plan(outcome="escalate", confidence=0.9, reason=f"escalated: {reason}", strategy=self.strategy)
-        catalog = self.catalog(context.tools, context.refused)
+        catalog = self.catalog(context.tools, context.refused, context.entities)
         if not catalog.tools:
             return Plan(outcome="escalate", confidence=0.9, reason="no actions are available to your role",
                         strategy=self.strategy)

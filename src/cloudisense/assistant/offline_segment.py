@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from cloudisense.assistant import extract as ex
 from cloudisense.assistant.catalog import (
     STOPWORDS,
+    SYNONYMS,
     Catalog,
     apply_phrases,
     canonical,
+    correct,
     normalize,
     raw_tokens,
     stem,
@@ -29,6 +31,14 @@ MIN_COVERAGE = 0.34
 #: Each param the text fills is evidence for the intent ("errors ... from the last hour" fills a search's
 #: pattern and window, not a read's).
 FILL_BONUS = 1.25
+#: A filled required param is stronger evidence ("errors" fills a search's pattern, a read has no such need).
+REQUIRED_BONUS = 1.6
+#: A value only one kind of param takes ("b-40" matches a backup id's pattern; "every 6 hours" an interval).
+DISTINCT_BONUS = 2.0
+#: A required param the text does not fill (and the planner can't compose) makes the intent less likely.
+MISSING_PENALTY = 0.6
+#: An intent that takes no param of the kind of thing the request names.
+NOT_TAKING_NAMED = 0.6
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -40,7 +50,13 @@ _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\
 #: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
                "hour", "minute", "month", "year", "time", "end", "start"}
-_WHY = re.compile(r"^\s*why\b", re.I)
+_QUANTIFIERS = {"any", "all", "every", "each"}
+#: A condition that only says "the opposite of the step before" ("... and start it if not").
+_NEGATED_BEFORE = {"not", "it's not", "it is not", "it isn't", "its not", "isn't", "not so", "it's not up"}
+#: Words that start examples without being verbs ("last 20 lines of ...", "top processes").
+_NOT_VERBS = {"top", "last", "first", "latest", "newest", "recent", "next", "previous"}
+#: A diagnosis, not one action: "why is the site slow?", "what's wrong with the server?".
+_WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
@@ -69,7 +85,7 @@ def action_words(catalog: Catalog) -> set[str]:
             if first:
                 firsts[first] = firsts.get(first, 0) + 1
     nouns = {canonical(tok) for tool in catalog.tools for tok in tool["name"].split("_")[1:]}
-    out = words | {w for w, n in firsts.items() if w not in nouns or n >= 2}
+    out = (words | {w for w, n in firsts.items() if w not in nouns or n >= 2}) - _NOT_VERBS
     catalog._action_words = out  # type: ignore[attr-defined]
     return out
 
@@ -88,9 +104,11 @@ def verbs_of(catalog: Catalog) -> dict[str, set[str]]:
     return out
 
 
-def _first_word(text: str) -> str | None:
+def _first_word(text: str, vocabulary: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
     """The canonical first word of ``text`` when it is not a stopword ("back up orders" -> ``backup``)."""
-    toks = normalize(text, keep_stopwords=True)
+    toks = normalize(text, keep_stopwords=True)[:1]
+    if toks and vocabulary and toks[0] not in vocabulary:
+        toks = [canonical(toks[0], vocabulary)]  # only the first word is corrected: that is all it reads
     return toks[0] if toks and toks[0].isalpha() and toks[0] not in STOPWORDS else None
 
 
@@ -109,7 +127,8 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
         for piece in pieces[1:]:
-            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases):
+            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases) or _another_of_kind(
+                    piece, current, entities, aliases) or _another_object(piece, current, starts):
                 parts.append(current)
                 current = piece
             else:
@@ -124,6 +143,25 @@ def _starts_action(piece: str, starts: set[str]) -> bool:
     if not words:
         return False
     return words[0] in ("if", "only") or canonical(words[0]) in starts
+
+
+def _another_object(piece: str, current: str, starts: set[str]) -> bool:
+    """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
+    first = re.findall(r"[a-z']+", piece.lower())[:1]
+    return bool(first) and first[0] in ("the", "my", "our") and _starts_action(current, starts) and bool(
+        re.search(r"\b(the|my|our)\s+\w+", current.lower()))
+
+
+def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
+                     aliases: dict[str, str] | None) -> bool:
+    """"show the web service status and the worker status": each side names its own thing of one kind."""
+    here = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(piece), entities, aliases)
+            if not m.ambiguous}
+    if not here:
+        return False
+    before = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(current), entities, aliases)
+              if not m.ambiguous}
+    return any(k == kind and n != name for kind, name in here for k, n in before)
 
 
 def _only_entities(piece: str, entities: dict[str, list[str]], aliases: dict[str, str] | None) -> bool:
@@ -154,6 +192,10 @@ class StepDraft:
     question_asked: bool = False
     #: The question asks for what only the operator can give (see ``Plan.held``).
     held: bool = False
+    #: The required param the text did not give, when that is why there is a question.
+    missing: str | None = None
+    #: The segment it was planned from.
+    text: str = ""
 
 
 class SegmentPlanner:
@@ -170,13 +212,18 @@ class SegmentPlanner:
         self.last: dict[str, str] = {}
         self.last_kind: str | None = None
         self.starts = action_words(catalog)
+        #: Whether the segment being planned is a question about state.
+        self._question = False
 
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
         for segment in split_request(text, self.entities, self.starts, self.aliases):
-            action, condition = split_condition(segment)
+            action, condition = split_condition(segment, self.starts)
+            if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
+                # "check whether redis is up and start it if not": the opposite of what was checked.
+                condition = f"not {drafts[-1].text}"
             if not action:
                 pending = condition
                 self._remember(condition or "")
@@ -186,7 +233,12 @@ class SegmentPlanner:
             if condition:
                 self._remember(condition)
             draft = self.plan_segment(action, drafts)
+            draft.text = action
             if condition:
+                if ex.has_pronoun(ex.Segment.of(condition)) and drafts and drafts[-1].text and not ex.find_mentions(
+                        ex.Segment.of(drafts[-1].text), self.entities, self.aliases):
+                    # "check memory and notify the team if it's above 90%": "it" is what was checked.
+                    condition = f"{condition} ({drafts[-1].text})"
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
                 drafts.append(draft)
@@ -301,6 +353,10 @@ class SegmentPlanner:
         """A read step whose result the condition can test, grounded like ``draft`` ("renew X if X expires soon")."""
         tool = self.catalog.by_name[draft.intent or ""]
         kinds = {kind: draft.params.get(p) for p, kind in (tool.get("entities") or {}).items() if draft.params.get(p)}
+        # What the condition names is what to check ("notify the team if the worker is down").
+        for m in ex.find_mentions(ex.Segment.of(condition), self.entities, self.aliases):
+            if not m.ambiguous:
+                kinds.setdefault(m.kind, m.names[0])
         best: tuple[float, StepDraft, Condition] | None = None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
@@ -329,7 +385,7 @@ class SegmentPlanner:
     def plan_segment(self, text: str, before: list[StepDraft]) -> StepDraft:
         """Choose the intent of one segment and ground its params."""
         seg = ex.Segment.of(text)
-        question = is_question(text)
+        question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
         for m in mentions:
             if not m.ambiguous:
@@ -338,7 +394,12 @@ class SegmentPlanner:
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
         weak = self._weak(seg, mentions)
-        query, typos = self._query_tokens(ex.strip_message(text), [m for m in mentions if id(m) not in weak])
+        asked = ex.strip_message(text)
+        for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
+            unlisted = self._unlisted_name(kind, seg, "", "")
+            if unlisted:
+                asked = re.sub(rf"(?<![\w-]){re.escape(unlisted)}(?![\w-])", " ", asked, flags=re.I)
+        query, typos = self._query_tokens(asked, [m for m in mentions if id(m) not in weak])
         content = [t for t in query if t != "?"]
         if not content and mentions:
             inherited = self._inherit(before, mentions)
@@ -348,6 +409,19 @@ class SegmentPlanner:
                 default = self._default_for(m.kind)
                 if default:
                     return self._ground(default, seg, mentions, 0.55, typos)
+            for m in mentions:
+                action = self._said_as_action(m, seg)
+                if action:
+                    return self._ground(action, seg, mentions, 0.55, typos)
+            bare = next((m for m in mentions if not m.ambiguous), None)
+            if bare is not None:
+                # A bare name with nothing to read about it ("backup.sh"): what to do with it is a question.
+                acting = [t for t in self.catalog.tools if bare.kind in set((t.get("entities") or {}).values())
+                          and not t.get("refusal")]
+                said = [str((t.get("examples") or [t["name"].replace("_", " ")])[0]) for t in acting[:4]]
+                return StepDraft(None, question=f"What should I do with {bare.names[0]}?"
+                                 + (" For example: " + "; ".join(f'"{e}"' for e in said) + "." if said else ""),
+                                 confidence=0.3, reason=f"{bare.names[0]} named with nothing to do", held=True)
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
@@ -359,14 +433,33 @@ class SegmentPlanner:
                              confidence=0.3, reason=f"'the {unknown_ref}' names nothing configured", held=True)
         scores = self._rerank(self.catalog.scores(query), seg, mentions, weak, query)
         if question:
+            about = self._state_of_action(scores, mentions, query)
+            if about:
+                return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
+            kind_tools = [(t["name"], 1.0) for m in mentions if not m.ambiguous for t in self.catalog.tools
+                          if m.kind in set((t.get("entities") or {}).values()) and not t.get("refusal")]
+            # The intents of the kind the name has most of first ("nginx" is a target before a playbook).
+            kind_tools.sort(key=lambda nt: -sum(1 for n, _ in kind_tools if _name_nouns(n) & _name_nouns(nt[0])))
+            vague = self._vague(content, kind_tools, question, typos, True) if kind_tools else None
+            if vague:
+                return vague
             for m in mentions:
                 default = self._default_for(m.kind)
                 if default:
                     return self._ground(default, seg, mentions, 0.5, typos)
             return StepDraft(None, unknown=True, reason="no matching action")
+        if len(ranked) > 1 and ranked[1][1] >= 0.97 * ranked[0][1]:
+            # A near tie: the intent whose name's verb is just "show" reads what was asked ("what's in the app log"
+            # reads it), unless the request says the other intent's own verb ("download").
+            asked_words = set(query)
+            first, second = ranked[0][0], ranked[1][0]
+            if (canonical(second.split("_")[0]) == "show" and canonical(first.split("_")[0]) not in asked_words
+                    and self.catalog.by_name[first].get("risk") == "read"
+                    and self.catalog.by_name[second].get("risk") == "read"):
+                ranked[0], ranked[1] = ranked[1], ranked[0]
         best, s1 = ranked[0]
         refused = self.catalog.by_name[best].get("refusal")
         if refused:
@@ -381,7 +474,92 @@ class SegmentPlanner:
         retrieval = 0.35 + 0.35 * min(1.0, margin / 0.4)
         if len(known) < len(content):
             retrieval -= 0.1 * (len(content) - len(known)) / len(content)
-        return self._ground(best, seg, mentions, retrieval, typos)
+        # "fix nginx": a thing named, and nothing but an unknown verb to say what to do with it.
+        named = any(not m.ambiguous for m in mentions)
+        said = [t for t in content if t not in self.kinds]
+        vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
+        if vague:
+            return vague
+        draft = self._ground(best, seg, mentions, retrieval, typos)
+        if not mentions and self._out_of_scope(content, draft):
+            return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
+        if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
+            # "is there an nginx process": the name said is a configured thing, so ask about that thing.
+            for m in mentions:
+                default = self._default_for(m.kind) if not m.ambiguous and id(m) not in weak else None
+                if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
+                    return self._ground(default, seg, mentions, 0.55, typos)
+        return draft
+
+    def _said_as_action(self, mention: ex.Mention, seg: ex.Segment) -> str | None:
+        """A name that is itself a verb phrase, said alone ("rotate the logs" is script ``rotate-logs.sh``):
+        the one intent that acts on that kind of thing, when there is exactly one."""
+        if mention.ambiguous or mention.start >= len(seg.stems):
+            return None
+        if canonical(seg.stems[mention.start]) not in self.starts:
+            return None
+        acting = [t["name"] for t in self.catalog.tools if t.get("risk") != "read" and not t.get("refusal")
+                  and any(self.catalog.by_name[t["name"]]["entities"].get(p) == mention.kind
+                          for p in tool_required(t) if p in (t.get("entities") or {}))]
+        return acting[0] if len(acting) == 1 else None
+
+    def _out_of_scope(self, content: list[str], draft: StepDraft) -> bool:
+        """Most of what the request is about (its words after the verb) is unknown to every intent and is
+        no value of the chosen one's params ("play some music", "create a new aws account")."""
+        # After the verb; a question's verb is not its first word ("which backups failed?").
+        about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
+        explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
+                     for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
+        unknown = [t for t in about if t not in self.catalog.vocabulary and not t.isdigit() and t not in explained
+                   and not any(p.fullmatch(t) for p in self._id_patterns())
+                   and not ex.near_miss_any(t, self.catalog.vocabulary)]
+        return bool(unknown) and 2 * len(unknown) > len(about)
+
+    def _vague(self, content: list[str], ranked: list[tuple[str, float]], question: bool,
+               typos: bool, named: bool = False) -> StepDraft | None:
+        """A verb no intent knows ("handle the certificates") over a thing that has both reads and changes:
+        which one is meant is a question, never a guess."""
+        if question or typos or not content or not content[0].isalpha() or (
+                content[0] in self.catalog.vocabulary and content[0] != "handle"):
+            return None
+        best, _ = ranked[0]
+        nouns = _name_nouns(best)
+        kinds = set((self.catalog.by_name[best].get("entities") or {}).values())
+        options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n) or (
+            named and kinds & set((self.catalog.by_name[n].get("entities") or {}).values())))]
+        if named and len(options) < 2:
+            options = [n for n, _ in ranked[:6]]
+        # "handle" is how the catalogue spells every verb that says to do *something* ("take care of").
+        if content[0] != "handle" and not any(self.catalog.by_name[n].get("risk") != "read" for n in options):
+            return None
+        said = [str((self.catalog.by_name[n].get("examples") or [n.replace("_", " ")])[0]) for n in options[:4]]
+        return StepDraft(None, question="What should I do? For example: " + "; ".join(f'"{e}"' for e in said) + ".",
+                         confidence=0.3, reason=f"'{content[0]}' says no action of this node", held=True)
+
+    def _state_of_action(self, scores: dict[str, float], mentions: list[ex.Mention],
+                         query: list[str] = ()) -> str | None:  # type: ignore[assignment]
+        """A question about an action ("did the restore of orders work?") asks for the state of the thing it
+        acts on: the read intent for the named thing's kind, never the action."""
+        best = max(scores.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        if best is None or best[1] <= 0 or self.catalog.by_name[best[0]].get("risk") == "read":
+            return None
+        kinds = set((self.catalog.by_name[best[0]].get("entities") or {}).values())
+        for m in mentions:
+            if m.kind in kinds and not m.ambiguous:
+                if "who" in query:
+                    return self._action_record()  # "did anyone restart redis?" asks who did what
+                # No state to read for that kind ("did the cleanup script run?"): the record of actions run.
+                return self._default_for(m.kind) or self._action_record()
+        return None
+
+    def _action_record(self) -> str | None:
+        """The read intent that lists the actions run on the node, found by its params: it filters by intent."""
+        for tool in self.catalog.tools:
+            props = (tool.get("params") or {}).get("properties") or {}
+            if tool.get("risk") == "read" and not tool.get("refusal") and any(
+                    "intent" in ex.field_words(p, s) for p, s in props.items() if isinstance(s, dict)):
+                return str(tool["name"])
+        return None
 
     def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
         """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
@@ -406,7 +584,9 @@ class SegmentPlanner:
             raw = seg.raw[seg.keep[m.start]]
             if raw in {n.lower() for n in m.names}:
                 continue
-            if seg.stems[m.start] in self.catalog.vocabulary:
+            word = seg.stems[m.start]
+            if word in self.catalog.vocabulary or (m.how == "fuzzy" and correct(word, self.catalog.vocabulary)):
+                # "bakup orders" is a typo of the verb "backup", not a fuzzy name of a script backup.sh.
                 out.add(id(m))
         return out
 
@@ -437,13 +617,15 @@ class SegmentPlanner:
         seg = ex.Segment.of(text)
         names = {tok for m in mentions for n in m.names for tok in ex.entity_tokens(n)}
         names |= {n.lower() for m in mentions for n in m.names}
-        dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names}
+        # A word of a name said apart from it ("errors in the nginx error log") is a word of the request.
+        dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names and seg.raw[seg.keep[i]] in names}
         covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
-        typo = any(f != p and p not in vocab and not _inflected(p, f) for f, p in zip(fixed, plain, strict=False))
+        typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
+                   for f, p in zip(fixed, plain, strict=False))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
 
@@ -466,28 +648,49 @@ class SegmentPlanner:
         """Favour intents whose entity kinds the request names, and whose params the text fills;
         one-vs-many nouns pick a listing or one item."""
         kinds_named = {m.kind for m in mentions if id(m) not in weak}
+        kinds_named |= {k for k in set(self.kinds.values()) if not self.entities.get(k)
+                        and self._unlisted_name(k, seg, "", "")}
         weak_kinds = {m.kind for m in mentions if id(m) in weak}
         if ex.has_pronoun(seg) and self.last_kind:
             kinds_named.add(self.last_kind)
         singular, plural = ex.kind_nouns(seg, self.kinds)
-        said = {(canonical(t), _is_plural(t)) for t in raw_tokens(apply_phrases(seg.text)) if t not in STOPWORDS}
-        verb = _first_word(seg.text)
+        spoken = raw_tokens(apply_phrases(seg.text))
+        # "any backup" speaks of the backups.
+        said = {(canonical(t), _is_plural(t) or (i > 0 and spoken[i - 1] in _QUANTIFIERS))
+                for i, t in enumerate(spoken) if t not in STOPWORDS}
+        verb = _first_word(seg.text, self.catalog.vocabulary)
         # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
         verb_tools = verbs_of(self.catalog).get(verb or "", set())
         if len(verb_tools) > 2:
             verb_tools = set()
         distinct = {t for t in query if t != "?"}
+        repeated = any(q.every for q in ex.quantities(seg.text))
+        words = set(seg.raw)
+        about_many = bool(words & _QUANTIFIERS) or any(
+            p for n, p in said if p and any(n in _name_nouns(t["name"]) for t in self.catalog.tools))
         out: dict[str, float] = {}
         # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
         top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
+        # The intents that take a thing the request names are candidates however few of its words they share.
+        chosen = {n for n, _ in top}
+        floor = 0.1 * top[0][1] if top else 0.0
+        top += [(t["name"], max(scores.get(t["name"], 0.0), floor)) for t in self.catalog.tools
+                if t["name"] not in chosen and kinds_named & set((t.get("entities") or {}).values())]
         for name, score in top:
-            if distinct:
-                # A tool that covers every word asked ("disk and memory") beats one that covers a part.
-                score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct)
             tool = self.catalog.by_name[name]
+            props = (tool.get("params") or {}).get("properties") or {}
             ents = tool.get("entities") or {}
-            kinds = set(ents.values())
             required = tool_required(tool)
+            values = {p: v for p in props if p not in ents
+                      and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
+            filled = set(values)
+            if distinct:
+                # A tool that covers every word asked ("disk and memory") beats one that covers a part; a
+                # word one of its params takes ("warnings" as the text to look for) is covered by it.
+                explained = {canonical(w) for v in values.values() if isinstance(v, str)
+                             for w in re.findall(r"[a-z0-9]+", v.lower())}
+                score *= 0.6 + 0.4 * self.catalog.coverage(name, distinct, explained)
+            kinds = set(ents.values())
             req_kinds = {k for p, k in ents.items() if p in required}
             if kinds & kinds_named:
                 score *= 1.6
@@ -496,9 +699,11 @@ class SegmentPlanner:
             elif req_kinds and kinds_named:
                 score *= 0.5
             elif kinds_named and not kinds:
-                score *= 0.8
+                score *= NOT_TAKING_NAMED  # it can't take the thing the request names
             if req_kinds & plural and not req_kinds & kinds_named and not req_kinds & singular:
                 score *= 0.6
+            elif req_kinds & singular and not kinds_named:
+                score *= 1.3  # "the log": one thing of the kind it takes (which one is then asked)
             # "the backups" wants list_backups, "the backup" wants one backup's intent; a tool that
             # can take one such thing as a param ("search_logs" over the app log) is not a listing.
             for tok in tool["name"].split("_"):
@@ -509,23 +714,54 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
-            props = (tool.get("params") or {}).get("properties") or {}
-            filled = {p for p in props if p not in ents and self._fillable(tool, p, seg, mentions, p in required)}
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
-                score *= 0.7
+                score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
-                score *= 0.8  # the thing it needs is not named
-            score *= FILL_BONUS ** len(filled)
+                # The one thing it needs is not named; "any backup" / "our certificates" asks about many.
+                score *= 0.5 if about_many else 0.8
+            if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
+                score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
+            for p in filled:
+                spec = props[p] if isinstance(props.get(p), dict) else {}
+                if p not in required and ex.enum_of(spec) and "default" in spec:
+                    continue  # "memory" as a sort order is a word of the request already counted, not more evidence
+                score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
         return out
 
-    def _fillable(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
-                  required: bool = True) -> bool:
+    def _fill_value(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
+                    required: bool = True) -> Any:
+        """The value the text gives ``param`` of ``tool`` (``None``: none, or only its default)."""
         spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
-        reading = ex.Reading(seg, self._busy(seg, mentions))
+        reading = self._reading(seg, mentions)
         value = ex.read_value(param, spec if isinstance(spec, dict) else {}, reading, required=required,
                               known_words=self._known(tool))
-        return value is not None and value != (spec or {}).get("default", object())
+        return None if value == (spec or {}).get("default", object()) else value
+
+    def _reading(self, seg: ex.Segment, mentions: list[ex.Mention]) -> ex.Reading:
+        return ex.Reading(seg, self._busy(seg, mentions), vocabulary=self._described(),
+                          id_patterns=self._id_patterns())
+
+    def _described(self) -> set[str]:
+        """Words of the tools' names and descriptions (not their examples, which name instances such as
+        "python"): what the node's actions are about (cached on the catalogue)."""
+        cached = self.catalog.__dict__.get("_described")
+        if cached is None:
+            cached = self.catalog.__dict__["_described"] = {
+                w for t in self.catalog.tools
+                for w in normalize(f"{t['name'].replace('_', ' ')} {t.get('description', '')}")} | set(SYNONYMS)
+        return cached
+
+    def _id_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """The specific id patterns the catalogue's params declare (cached on the catalogue)."""
+        cached = self.catalog.__dict__.get("_id_patterns")
+        if cached is None:
+            found: set[str] = {pattern for t in self.catalog.tools
+                     for p, spec in ((t.get("params") or {}).get("properties") or {}).items()
+                     if isinstance(spec, dict) and ex.distinctive(p, spec) and ex.json_type(spec) == "string"
+                     and (pattern := ex.pattern_of(spec))}
+            cached = self.catalog.__dict__["_id_patterns"] = tuple(re.compile(p) for p in sorted(found))
+        return cached
 
     def _busy(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
         return {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
@@ -555,12 +791,12 @@ class SegmentPlanner:
         params: dict[str, Any] = {}
         grounded = 1.0
         reasons = []
-        reading = ex.Reading(seg, self._busy(seg, mentions))
+        reading = self._reading(seg, mentions)
         known = self._known(tool)
         for param, spec in props.items():
             if param in entity_params:
                 kind = entity_params[param]
-                value, how, question = self._entity(kind, seg, mentions, intent, param in required)
+                value, how, question = self._entity(kind, seg, mentions, intent, param in required, param)
                 if question:
                     return StepDraft(intent, question=question, confidence=retrieval, reason=f"{intent}: {how}",
                                      held=True)
@@ -577,7 +813,8 @@ class SegmentPlanner:
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
-                                 confidence=retrieval, reason=f"{intent}: {param} is missing", held=True)
+                                 confidence=retrieval, reason=f"{intent}: {param} is missing", missing=param,
+                                 held=True)
         confidence = max(0.0, min(1.0, retrieval + 0.3 * grounded))
         if typos and tool.get("risk") != "read":
             said = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -588,8 +825,12 @@ class SegmentPlanner:
         return StepDraft(intent, params, confidence, reason="; ".join(reasons))
 
     def _entity(self, kind: str, seg: ex.Segment, mentions: list[ex.Mention], intent: str,
-                required: bool) -> tuple[str | None, str, str | None]:
+                required: bool, param: str = "") -> tuple[str | None, str, str | None]:
         """(value, how it was found, question) for an entity-kind param."""
+        if not self.entities.get(kind):
+            said = self._unlisted_name(kind, seg, intent, param)
+            if said:
+                return said, "named", None
         of_kind = [m for m in mentions if m.kind == kind]
         names: list[str] = []
         for m in of_kind:
@@ -610,6 +851,33 @@ class SegmentPlanner:
             return None, "missing", _question(self.catalog.by_name[intent], None, self.entities, kind)
         return None, "not given", None
 
+    def _unlisted_name(self, kind: str, seg: ex.Segment, intent: str, param: str) -> str | None:
+        """The name of a thing of a kind the configuration lists none of ("the high-cpu rule" on a node whose
+        rules are files): a token right before or after the kind word that fits the param's pattern."""
+        tool = self.catalog.by_name.get(intent) or {}
+        spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
+        pattern = ex.pattern_of(spec) if isinstance(spec, dict) else None
+        described = self._described()
+        raw = raw_tokens(seg.text)  # unsplit: "high-cpu" is one name
+        for i, tok in enumerate(raw):
+            if self.kinds.get(tok) != kind:
+                continue
+            for j in (i - 1, i + 1):
+                if not 0 <= j < len(raw):
+                    continue
+                cand = raw[j]
+                if cand in STOPWORDS or cand in self.kinds or canonical(cand) in described:
+                    continue
+                if not re.search(r"[-\d]", cand):
+                    continue  # an id has a hyphen or a digit ("high-cpu", "r2"); a plain word is a word
+                try:
+                    if pattern and not re.fullmatch(pattern, cand):
+                        continue
+                except re.error:
+                    continue
+                return cand
+        return None
+
     def _is_followup(self, seg: ex.Segment) -> bool:
         """A continuation such as "tell me when healthy" that names nothing of its own."""
         return not ex.find_mentions(seg, self.entities, self.aliases) and bool(self.last)
@@ -622,6 +890,11 @@ class SegmentPlanner:
             if names:
                 return names[-1]
         return None
+
+
+def _name_nouns(name: str) -> set[str]:
+    """What an intent's name is about (``renew_cert`` -> ``{"certificate"}``)."""
+    return {canonical(tok) for tok in name.split("_")[1:]}
 
 
 def _inflected(said: str, word: str) -> bool:

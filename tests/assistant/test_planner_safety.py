@@ -1,0 +1,180 @@
+"""The offline planner's safety rules of issue 8, on request texts written for these tests only.
+
+The rules hold for every module, so each is checked on the demo node and on the node with the
+test-only plugin module (backups and certificates) the planner has never seen: questions never
+plan a write, a typo on a write asks "Did you mean ...?", a vague request or a verb no intent
+knows asks what to do, and what no intent can do escalates. The texts here are not in the
+evaluation sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bench.planner import contexts
+
+from cloudisense.assistant.evaluation import significant_params
+from cloudisense.assistant.extract import quantities
+from cloudisense.assistant.offline import OfflinePlanner
+from cloudisense.assistant.plan import Plan, PlanningContext
+
+
+@pytest.fixture(scope="module")
+def node() -> PlanningContext:
+    """The operator's planning context on the demo node plus the plugin module."""
+    return contexts(plugin=True)[0]
+
+
+def plan_of(text: str, context: PlanningContext) -> Plan:
+    return OfflinePlanner().plan_sync(text, context)
+
+
+def risks(plan: Plan, context: PlanningContext) -> list[str]:
+    tools = {t["name"]: t for t in context.tools}
+    return [str(tools[s.intent]["risk"]) for s in plan.steps]
+
+
+def steps(plan: Plan, context: PlanningContext) -> list[tuple[str, dict[str, Any]]]:
+    tools = {t["name"]: t for t in context.tools}
+    return [(s.intent, significant_params(s.params, tools[s.intent])) for s in plan.steps]
+
+
+@pytest.mark.parametrize("text", [
+    "did the worker restart fine?", "when was nginx last started?", "has the users-db restore finished?",
+    "did someone renew www.example.com?", "is the billing-db backup done yet?", "was the cleanup script run today?",
+    "did the orders backup get deleted?", "is redis stopped?", "did the prune of orders backups go through?",
+])
+def test_questions_about_actions_never_plan_a_write(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome in ("execute", "clarify"), plan
+    assert all(risk == "read" for risk in risks(plan, node)), plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A question about an action asks for the state of the thing it acts on...
+    ("did the restore of billing-db work?", [("backup_status", {"database": "billing-db"})]),
+    ("did the worker restart fine?", [("target_status", {"name": "worker"})]),
+    # ... or, when that kind of thing has no state to read, for the record of the actions run.
+    ("was the cleanup script run today?", [("get_audit_log", {})]),
+])
+def test_a_question_about_an_action_reads_the_state_of_its_thing(node: PlanningContext, text: str,
+                                                                   expected: list[tuple[str, Any]]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("resart the web service", "restart target"), ("strat redis", "start target"), ("stpo nginx", "stop target"),
+    ("renwe the shop.example.org certificate", "renew cert"), ("delte backup b-43", "delete backup"),
+    ("scheudle orders backups every hour", "schedule backups"), ("restroe orders from b-41", "restore backup"),
+    ("bakup users-db", "start backup"),
+])
+def test_a_typo_on_a_write_asks_did_you_mean(node: PlanningContext, text: str, meant: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "clarify" and not plan.steps, plan
+    assert plan.confidence < 0.5
+    assert f"Did you mean {meant}" in (plan.question or "")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("staus of redis", [("target_status", {"name": "redis"})]),
+    ("lsit the backups", [("list_backups", {})]),
+    ("backup stauts for users-db", [("backup_status", {"database": "users-db"})]),
+])
+def test_a_typo_on_a_read_still_reads(node: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+@pytest.mark.parametrize("text", [
+    "deal with the certificates", "sort out the backups", "take care of nginx", "do something about redis",
+    "handle the worker", "fix the web service",
+])
+def test_a_vague_request_asks_what_to_do(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "clarify" and not plan.steps, plan
+    # The question offers concrete things to say, taken from the intents' own examples.
+    assert "What should I do?" in (plan.question or "") and '"' in (plan.question or "")
+
+
+@pytest.mark.parametrize("text", [
+    "renew www.example.com if it looks dodgy", "restore users-db from b-45 if anything seems weird",
+    "restart nginx if it acts up",
+])
+def test_a_condition_nothing_can_check_is_a_question(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "clarify" and not plan.steps, plan
+
+
+@pytest.mark.parametrize("text", ["book a table for two", "order new laptops", "buy concert tickets",
+                                  "translate the weather report to german"])
+def test_what_no_intent_can_do_escalates(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "escalate" and not plan.steps, plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("back up billing-db twice a day", [("schedule_backups", {"database": "billing-db", "interval_minutes": 720})]),
+    ("back up users-db daily", [("schedule_backups", {"database": "users-db", "interval_minutes": 1440})]),
+    ("take a backup of orders every 45 minutes", [("schedule_backups", {"database": "orders",
+                                                                        "interval_minutes": 45})]),
+    # An age is not a frequency: it never fills an interval, and a frequency never fills an age.
+    ("prune orders backups older than a day", [("prune_backups", {"database": "orders", "older_than_days": 1})]),
+    ("remove b-7", [("delete_backup", {"backup_id": "b-7"})]),
+])
+def test_frequencies_and_ids_fill_the_params_made_for_them(node: PlanningContext, text: str,
+                                                          expected: list[tuple[str, Any]]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+def test_a_frequency_is_told_from_a_duration() -> None:
+    assert [q.every for q in quantities("every 6 hours")] == [True]
+    assert [(q.every, q.minutes) for q in quantities("twice a day")] == [(True, 720)]
+    assert [q.every for q in quantities("from the last 2 hours")] == [False]
+    assert [q.every for q in quantities("older than a week")] == [False]
+
+
+def test_a_condition_is_on_the_field_of_the_read_that_covers_every_word(node: PlanningContext) -> None:
+    plan = plan_of("look at disk and memory, then notify the team if disk is over 70%", node)
+    assert plan.outcome == "execute", plan
+    assert [s.intent for s in plan.steps] == ["get_system_stats", "simple_http_notify"]
+    assert plan.steps[1].when == "${s1.data.disk.percent} > 70"
+
+
+@pytest.mark.parametrize("text, when", [
+    ("restart nginx if it's down", '${s1.data.state} != "running"'),
+    ("restart nginx if it goes down", '${s1.data.state} != "running"'),
+    ("restart nginx if it isn't up", '${s1.data.state} != "running"'),
+])
+def test_up_and_down_say_a_state_only_after_a_verb_of_being(node: PlanningContext, text: str, when: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["target_status", "restart_target"]
+    assert plan.steps[1].when == when
+    # "if it acts up" is an idiom: no state to check, so a question (see above), never "if it is up".
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("reload the high-cpu rule", [("reload_rule", {"rule_id": "high-cpu"})]),
+    ("what does rule nightly-backup do", [("read_rule", {"rule_id": "nightly-backup"})]),
+])
+def test_a_thing_the_configuration_does_not_list_is_named_by_its_id(node: PlanningContext, text: str,
+                                                                   expected: list[tuple[str, Any]]) -> None:
+    # The demo node lists no rules (they are files): the id next to the kind word is the rule.
+    assert not node.entities.get("rule")
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+def test_a_question_whether_someone_acted_reads_the_record_of_actions(node: PlanningContext) -> None:
+    plan = plan_of("did anyone restart redis today?", node)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["get_audit_log"], plan
+
+
+@pytest.mark.parametrize("text", ["check whether the worker is up and restart it if not",
+                                  "if the worker is down restart it"])
+def test_if_not_and_a_condition_without_a_comma_stay_conditional(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["target_status", "restart_target"], plan
+    assert plan.steps[1].when == '${s1.data.state} != "running"'
