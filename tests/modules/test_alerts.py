@@ -177,14 +177,14 @@ async def test_a_stat_threshold_below_usage_fires_after_its_duration_and_survive
         conn, events = await watch(r, "viewer", ("/stats", "/alerts"))
         # (It may fire before this connection listens: logging in is slow on a busy machine.)
         alert = await until(lambda: _firing(conn, "mem-used"), timeout=30)
-        firings_seen = len(events.on("/alerts", "alert_firing"))
         # Above the threshold from the first sample on: the alert waited for_seconds before it fired.
         assert alert["first_seen"] - alert["details"]["above_since"] >= 1.0
         assert alert["summary"].startswith("memory at ") and "above 0.01%" in alert["summary"]
         assert alert["details"]["value"] > alert["details"]["above"]
         for _ in range(5):  # the condition lasts: still the one alert, no new events
             await events.wait("/stats", lambda e, n=len(events.on("/stats")): len(events.on("/stats")) > n)
-        assert len(events.on("/alerts", "alert_firing")) == firings_seen <= 1
+        # Its one firing event may arrive before or after the listing above, but never twice.
+        assert len(events.on("/alerts", "alert_firing")) <= 1
         assert (await conn.call("list_alerts", {}))["total"] == 1
         conn.close()
         settings = r.node.settings
