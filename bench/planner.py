@@ -130,11 +130,16 @@ def model_planner(model: str, registry: Any) -> Any:
 
 
 def invented(report: Report, context: PlanningContext) -> int:
-    """Final plans with a string value that is neither in the request nor a configured name."""
+    """Final plans with a string value that is neither in the request, nor a configured name, nor one of
+    its param's listed values (an enum such as ``sort_by: memory``)."""
+    from cloudisense.assistant.planner import has_listed_values
+
     names = {n.lower() for values in context.entities.values() for n in values}
+    props = {t["name"]: (t.get("params") or {}).get("properties") or {} for t in context.tools}
     count = 0
     for r in report.results:
-        values = [v for s in r.predicted for v in (s.get("params") or {}).values() if isinstance(v, str)]
+        values = [v for s in r.predicted for k, v in (s.get("params") or {}).items()
+                  if isinstance(v, str) and not has_listed_values(props.get(s["intent"], {}).get(k) or {})]
         count += any(v.strip() and " " not in v.strip() and v.lower() not in r.text.lower() and v.lower() not in names
                      for v in values)
     return count
@@ -185,12 +190,11 @@ async def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # an unavailable strategy is reported, not fatal
                     print(f"{module:7} {strategy:9} {part:8} unavailable: {exc}")
                     break
-                extra: dict[str, Any] = {}
+                extra: dict[str, Any] = {"invented": invented(report, context)}
                 if planner is not None:
                     seconds = [t for t, _ in planner.model.calls]
                     extra = {"model_calls": len(seconds), "model_p50_s": round(_percentile(seconds, 0.5), 2),
-                             "model_p95_s": round(_percentile(seconds, 0.95), 2),
-                             "invented": invented(report, context)}
+                             "model_p95_s": round(_percentile(seconds, 0.95), 2), **extra}
                 print(json.dumps({"module": module, "strategy": strategy, "set": part, **report.summary(), **extra})
                       if args.json else _row(module, strategy, part, report)
                       + ("".join(f"  {k}={v}" for k, v in extra.items()) if extra else ""))

@@ -175,3 +175,19 @@ async def test_optional_flags_and_numbers_the_request_does_not_give_are_dropped(
     assert hogging.steps[0].params == {"sort_by": "cpu"}
     top3 = await planner.plan("the 3 busiest processes", context)
     assert top3.steps[0].params == {"sort_by": "cpu", "limit": 3}
+
+
+async def test_hybrid_model_is_a_second_opinion_on_an_unsure_offline_plan(demo: tuple[PlanningContext, Any]) -> None:
+    context, registry = demo
+    text = "redis needs a fresh start"
+    unsure = (await HybridPlanner(CallPlanner(ScriptedModel([]), registry)).offline.plan(text, context))
+    assert unsure.outcome == "execute" and unsure.confidence < 1.0
+    (intent,) = [s.intent for s in unsure.steps]
+    other = "restart_target" if intent != "restart_target" else "start_target"
+    model = ScriptedModel([f'{intent}(name="redis")', f'{other}(name="redis")'])
+    hybrid = HybridPlanner(CallPlanner(model, registry), threshold=1.0)
+    agreed = await hybrid.plan(text, context)
+    assert agreed.strategy == "offline" and agreed.confidence == 1.0 and "the model agrees" in (agreed.reason or "")
+    differs = await hybrid.plan(text, context)
+    assert [s.intent for s in differs.steps] == [intent] and differs.confidence == unsure.confidence
+    assert f"planned {other} instead" in (differs.reason or "")

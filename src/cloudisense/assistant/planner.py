@@ -109,7 +109,7 @@ def _said(text: str, context: PlanningContext) -> str:
     return "\n".join([*recent, text])
 
 
-def _closed(spec: dict[str, Any]) -> bool:
+def has_listed_values(spec: dict[str, Any]) -> bool:
     """Whether a param's schema lists its values (an enum, a literal, a referenced enum)."""
     members = [spec, *(m for m in spec.get("anyOf") or [] if isinstance(m, dict))]
     return any(k in m for m in members for k in ("enum", "const", "$ref"))
@@ -158,7 +158,7 @@ def ungrounded_value(tool: dict[str, Any], params: dict[str, Any], text: str,
         if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
             continue
         spec = props.get(param)
-        if _closed(spec if isinstance(spec, dict) else {}) or value.lower() in lowered:
+        if has_listed_values(spec if isinstance(spec, dict) else {}) or value.lower() in lowered:
             continue  # a value of the schema's own (the params model checked it), or said
         if param not in required:
             del params[param]
@@ -589,6 +589,10 @@ class CallPlanner(_ModelPlanner):
             return rejected(str(exc), self.strategy)
 
 
+def _joined(first: str | None, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
 def _named_values(plan: Plan, context: PlanningContext) -> set[str]:
     """The configured names a plan's steps use."""
     names = {n for values in context.entities.values() for n in values}
@@ -600,10 +604,11 @@ class HybridPlanner:
 
     The model is asked only when the offline plan is a low-confidence ``execute`` or a clarifying
     question that is not ``held`` (see :attr:`Plan.held`) and the request has no condition (the
-    call format has none); escalations, refusals, small talk and held questions stand. Its plan
-    replaces the offline one only when it is an ``execute`` that the offline rules would allow
-    (no write or destructive step for a question) and that leaves out none of the offline plan's
-    steps. Otherwise, and when the model fails or its answer is
+    call format has none); escalations, refusals, small talk and held questions stand. For a
+    low-confidence offline plan the model is a second opinion: the same intents make the plan
+    sure, anything else leaves it as it was. For an offline question that is not held, the
+    model's plan is used when it is an ``execute`` the offline rules would allow (no write or
+    destructive step for a question). Otherwise, and when the model fails or its answer is
     rejected, the offline plan stands (its reason says why). So the hybrid is never less safe than
     the offline planner, and only differs where the offline planner was unsure.
     """
@@ -629,10 +634,17 @@ class HybridPlanner:
             log.exception("model planner failed")
             slow = rejected(f"planner error ({type(exc).__name__})", "model")
         objection = self._objection(text, slow, fast, context)
+        if objection is None and fast.outcome == "execute":
+            # The offline planner had a plan, only not a sure one: the model is a second opinion.
+            # Agreeing, it makes the plan sure; disagreeing, it changes nothing (on the dev sets the
+            # offline plan was the right one more often when they differed).
+            if [s.intent for s in slow.steps] == [s.intent for s in fast.steps]:
+                return fast.model_copy(update={"confidence": min(1.0, max(fast.confidence, self.threshold)),
+                                               "reason": _joined(fast.reason, "the model agrees")})
+            objection = "it planned " + ", ".join(s.intent for s in slow.steps) + " instead"
         if objection is None:
             return slow
-        note = f"{fast.reason + '; ' if fast.reason else ''}model plan not used: {objection}"
-        return fast.model_copy(update={"reason": note})
+        return fast.model_copy(update={"reason": _joined(fast.reason, f"model plan not used: {objection}")})
 
     @staticmethod
     def _objection(text: str, slow: Plan, fast: Plan, context: PlanningContext) -> str | None:
