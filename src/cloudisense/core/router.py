@@ -185,7 +185,8 @@ class MessageRouter:
             reason = refusal(client.role, intent, risk)
             if reason is not None:
                 raise Forbidden(reason)
-            verdict = await self._consult_gates(Call(intent, params, risk, client, request, origin))
+            if self.gates:
+                verdict = await self._consult_gates(Call(intent, params, risk, client, request, origin))
             if verdict is not None and verdict.decision == "deny":
                 outcome = "denied"
                 raise Forbidden(f"denied by policy: {verdict.reason or 'not allowed'}")
