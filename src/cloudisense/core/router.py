@@ -112,13 +112,14 @@ class TimeLimits:
         self._running: set[_Limit] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, task: asyncio.Task[Any], seconds: float) -> _Limit:
         """Enforce ``seconds`` on ``task`` from now; :meth:`finish` it when the request is done."""
         loop = asyncio.get_running_loop()
         limit = _Limit(task, loop.time() + seconds)
         self._running.add(limit)
-        if self._timer is None or limit.when < self._timer_when:
+        if self._timer is None or limit.when < self._timer_when or loop is not self._loop:
             self._arm(loop, limit.when)
         return limit
 
@@ -132,7 +133,7 @@ class TimeLimits:
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_when = loop.call_at(when, self._expire), when
+        self._timer, self._timer_when, self._loop = loop.call_at(when, self._expire), when, loop
 
     def _expire(self) -> None:
         self._timer = None
