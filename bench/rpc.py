@@ -298,16 +298,17 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                 ("node-wide permit (semaphore)", await _best_async_us(permit)),
                 ("result to JSON-ready (to_jsonable)", _best_us(lambda: protocol.to_jsonable(data))),
                 ("audit record and its row", _best_us(lambda: _row(node.audit._prepare(record())))),
-                ("metrics (request_done)", _best_us(lambda: node.metrics.request_done(INTENT, "success", 200, 1e-3))),
-                ("answer built and encoded", _best_us(lambda: protocol.dumps(protocol.success(request.requestid, data)))),
-                ("audit row queued and committed alone (a loop turn and a commit)",
-                 await _best_async_us(lambda: node.audit.record(record()), number=2000)),
+                ("metrics (request_done)",
+                 _best_us(lambda: node.metrics.request_done(INTENT, "success", 200, 1e-3))),
+                ("answer built and encoded",
+                 _best_us(lambda: protocol.dumps(protocol.success(request.requestid, data)))),
             ]
             one = [(_INSERT, _row(node.audit._prepare(record())))]
             hundred = one * 100
             rows += [
-                ("  the SQLite commit of 1 row", _best_us(lambda: _group_commit(node.audit._fast, one), number=2000)),
-                ("  the SQLite commit of 100 rows, per row",
+                ("audit: the SQLite commit of 1 row (a lone request)",
+                 _best_us(lambda: _group_commit(node.audit._fast, one), number=2000)),
+                ("audit: the SQLite commit of 100 rows, per row (under load)",
                  _best_us(lambda: _group_commit(node.audit._fast, hundred), number=40) / 100),
             ]
             for concurrency in (1, many):
@@ -318,7 +319,7 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                     for _ in range(n):
                         await router.handle_messages(text, caller)
 
-                async def everyone() -> None:
+                async def everyone(callers: list[Client] = callers) -> None:
                     await asyncio.gather(*(calls(c) for c in callers))
 
                 total = await _best_async_us(everyone, number=1, repeat=5) / (per_caller * concurrency)
@@ -331,7 +332,8 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
             for _ in range(rounds):
                 for clients in (1, many):
                     for kind, (proc, info) in servers.items():
-                        url = f"ws://127.0.0.1:{info['port']}/ws" + (f"?token={info['token']}" if kind != "echo" else "")
+                        token = f"?token={info['token']}" if kind != "echo" else ""
+                        url = f"ws://127.0.0.1:{info['port']}/ws{token}"
                         cpu.setdefault((kind, clients), []).append(
                             await _socket_cpu(url, clients, seconds, proc.pid, kind != "echo"))
         finally:

@@ -54,9 +54,10 @@ class RequestStats(Collector):
         yield requests
         latency = HistogramMetricFamily("cloudisense_request_seconds", "RPC handling time", labels=["intent"])
         for intent, hist in list(self._latency.items()):
-            cumulative, buckets = 0.0, []
-            for bound, n in zip((*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"), hist[:-1], strict=True):
-                cumulative += n
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*(str(float(b)) for b in LATENCY_BUCKETS), "+Inf"), hist[:-1], strict=True):
+                cumulative += count
                 buckets.append((bound, cumulative))
             latency.add_metric([intent], buckets, hist[-1])
         yield latency

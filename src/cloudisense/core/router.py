@@ -89,7 +89,7 @@ class Remote(Protocol):
 class _Limit:
     """One running request's time limit."""
 
-    __slots__ = ("task", "when", "cancelling", "expired")
+    __slots__ = ("cancelling", "expired", "task", "when")
 
     def __init__(self, task: asyncio.Task[Any], when: float) -> None:
         self.task = task

@@ -271,7 +271,7 @@ class RpcSocket(WebSocketHandler):
             log.exception("request handling failed on %s", client.id)
         finally:
             client.request_done()
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
 
     def on_close(self) -> None:
         if self.client is None:
