@@ -19,6 +19,12 @@ sends the same frame to both:
 
 ``--before DIR`` also measures the node from another source tree in the same alternating
 rounds (an older version: ``git archive <commit> src | tar -x -C DIR``, then ``--before DIR/src``).
+
+``--breakdown`` prints where a request's time goes instead: each step of the request path
+timed alone in this process (CPU µs per request, best of several repeats, so other load on
+the machine inflates it least), the whole router path with no socket at 1 and 100
+concurrent callers, and the server process's CPU per round trip over the socket (from
+/proc, Linux) for the echo server and the node, whose difference is the socket side's share.
 """
 
 from __future__ import annotations
@@ -175,6 +181,176 @@ async def run(seconds: float, many: int, rounds: int, before: str | None = None)
         print(line)
 
 
+# -- breakdown ------------------------------------------------------------------------------
+
+
+def _best_us(fn: Any, number: int = 20_000, repeat: int = 5) -> float:
+    """CPU µs per call of ``fn``, best of ``repeat``."""
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.process_time()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.process_time() - began) / number * 1e6)
+    return best
+
+
+async def _best_async_us(make: Any, number: int = 20_000, repeat: int = 5) -> float:
+    """CPU µs per ``await make()``, best of ``repeat``."""
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.process_time()
+        for _ in range(number):
+            await make()
+        best = min(best, (time.process_time() - began) / number * 1e6)
+    return best
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _socket_cpu(url: str, clients: int, seconds: float, pid: int, check: bool) -> float:
+    """Server CPU µs per round trip with ``clients`` connections."""
+    conns = [await websocket_connect(url) for _ in range(clients)]
+    counts = [0] * clients
+    await asyncio.gather(*(one_client(ws, time.perf_counter() + 0.5, counts, n, check) for n, ws in enumerate(conns)))
+    counts = [0] * clients
+    cpu = _server_cpu(pid)
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(ws, began + seconds, counts, n, check) for n, ws in enumerate(conns)))
+    used = _server_cpu(pid) - cpu
+    for ws in conns:
+        ws.close()
+    return used / sum(counts) * 1e6
+
+
+async def breakdown(seconds: float, many: int, rounds: int) -> None:
+    """Print where the time of one ``list_channels`` request goes, in CPU µs."""
+    from cloudisense.config import load_settings
+    from cloudisense.core import protocol
+    from cloudisense.core.audit import AuditRecord
+    from cloudisense.core.clients import Client
+    from cloudisense.core.context import ActionContext
+    from cloudisense.core.intents import NoParams
+    from cloudisense.core.roles import Role
+    from cloudisense.node import Node
+    from cloudisense.store.audit import _INSERT, _group_commit, _row
+
+    class Sink(Client):
+        """A client that encodes its answers, as the WebSocket one does, and keeps nothing."""
+
+        kind = "websocket"
+
+        async def send(self, message: dict[str, Any]) -> None:
+            protocol.dumps(message)
+
+        def push_event(self, event: dict[str, Any]) -> bool:
+            return True
+
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(None, environ={}, overrides={
+            "data_dir": tmp, "identity": "bench", "modules": ["pubsub", "system", "audit"],
+            "server": {"port": 0, "dashboard": False}, "system": {"stats_interval": 60},
+        })
+        node = Node(settings)
+        await node.start()
+        try:
+            text = frame(0)
+            decoded = protocol.decode_frame(text)
+            request = protocol.parse_rpc(decoded)
+            intent = node.registry.get(INTENT)
+            client = Sink(USER, Role.VIEWER)
+            data = {"topics": node.pubsub.topics(), "subscribed": node.pubsub.subscriptions(client)}
+            ctx = ActionContext(node, client, request.requestid, INTENT)
+            router = node.router
+            task = asyncio.current_task()
+            assert task is not None
+
+            def record() -> AuditRecord:
+                return AuditRecord(user=USER, role="viewer", client_kind="websocket", client_id=client.id,
+                                   requestid=request.requestid, intent=INTENT, params={}, outcome="success",
+                                   code=200, message=None, duration_ms=0.1)
+
+            def limit() -> None:
+                router._limits.finish(router._limits.start(task, 30.0))
+
+            async def permit() -> None:
+                async with router._slots:
+                    pass
+
+            async def asyncio_timeout() -> None:
+                async with asyncio.timeout(30.0):
+                    pass
+
+            rows += [
+                ("decode the frame (orjson)", _best_us(lambda: protocol.decode_frame(text))),
+                ("check the envelope (parse_rpc)", _best_us(lambda: protocol.parse_rpc(decoded))),
+                ("find the intent", _best_us(lambda: node.registry.get(INTENT))),
+                ("params validated and dumped (now skipped for NoParams)",
+                 _best_us(lambda: NoParams.model_validate({}).model_dump(mode="json"))),
+                ("run list_channels' handler", await _best_async_us(lambda: intent.handler(NoParams(), ctx))),
+                ("time limit (router.TimeLimits)", _best_us(limit)),
+                ("  the same with asyncio.timeout (before)", await _best_async_us(asyncio_timeout)),
+                ("node-wide permit (semaphore)", await _best_async_us(permit)),
+                ("result to JSON-ready (to_jsonable)", _best_us(lambda: protocol.to_jsonable(data))),
+                ("audit record and its row", _best_us(lambda: _row(node.audit._prepare(record())))),
+                ("metrics (request_done)",
+                 _best_us(lambda: node.metrics.request_done(INTENT, "success", 200, 1e-3))),
+                ("answer built and encoded",
+                 _best_us(lambda: protocol.dumps(protocol.success(request.requestid, data)))),
+            ]
+            one = [(_INSERT, _row(node.audit._prepare(record())))]
+            hundred = one * 100
+            rows += [
+                ("audit: the SQLite commit of 1 row (a lone request)",
+                 _best_us(lambda: _group_commit(node.audit._fast, one), number=2000)),
+                ("audit: the SQLite commit of 100 rows, per row (under load)",
+                 _best_us(lambda: _group_commit(node.audit._fast, hundred), number=40) / 100),
+            ]
+            for concurrency in (1, many):
+                callers = [Sink(USER, Role.VIEWER) for _ in range(concurrency)]
+                per_caller = max(1, 4000 // concurrency)
+
+                async def calls(caller: Client, n: int = per_caller) -> None:
+                    for _ in range(n):
+                        await router.handle_messages(text, caller)
+
+                async def everyone(callers: list[Client] = callers) -> None:
+                    await asyncio.gather(*(calls(c) for c in callers))
+
+                total = await _best_async_us(everyone, number=1, repeat=5) / (per_caller * concurrency)
+                rows.append((f"whole router path, no socket, {concurrency} caller(s)", total))
+        finally:
+            await node.stop()
+        servers = {kind: start(kind, str(Path(tmp) / kind)) for kind in ("echo", "node")}
+        try:
+            cpu: dict[tuple[str, int], list[float]] = {}
+            for _ in range(rounds):
+                for clients in (1, many):
+                    for kind, (proc, info) in servers.items():
+                        token = f"?token={info['token']}" if kind != "echo" else ""
+                        url = f"ws://127.0.0.1:{info['port']}/ws{token}"
+                        cpu.setdefault((kind, clients), []).append(
+                            await _socket_cpu(url, clients, seconds, proc.pid, kind != "echo"))
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(10)
+    for clients in (1, many):
+        echo = min(cpu[("echo", clients)])
+        node_cpu = min(cpu[("node", clients)])
+        rows.append((f"server CPU per round trip, {clients} client(s): echo", echo))
+        rows.append((f"server CPU per round trip, {clients} client(s): node", node_cpu))
+        rows.append(("  node minus echo: the RPC path's share", node_cpu - echo))
+    print(f"Where a {INTENT} request's time goes (CPU µs per request, best of repeats; {os.cpu_count()} CPUs)")
+    for name, us in rows:
+        print(f"{name:<62} {us:8.1f}")
+
+
 def main() -> None:
     """Command line entry."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -182,6 +358,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients of the second figure")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--before", help="also measure the node imported from this source folder (an older version)")
+    parser.add_argument("--breakdown", action="store_true", help="print where a request's time goes instead")
     parser.add_argument("--serve", choices=["echo", "node"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,6 +366,8 @@ def main() -> None:
         asyncio.run(serve_echo())
     elif args.serve == "node":
         asyncio.run(serve_node(args.data_dir))
+    elif args.breakdown:
+        asyncio.run(breakdown(args.seconds, args.clients, args.rounds))
     else:
         asyncio.run(run(args.seconds, args.clients, args.rounds, args.before))
 

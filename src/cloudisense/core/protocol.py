@@ -246,6 +246,14 @@ def _finite(value: Any) -> Any:
 
 def to_jsonable(value: Any) -> Any:
     """Make an action's result JSON-ready (pydantic models are dumped)."""
+    # Exact types first: this walks every result, and most of it is plain JSON already.
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in value]
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, dict):

@@ -258,9 +258,9 @@ class RpcSocket(WebSocketHandler):
             message = message.decode("utf-8", errors="replace")
         # One task per message: requests on one connection run concurrently, up to the bound below.
         client.pending += 1
-        task = asyncio.create_task(self._handle(client, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Held here until done (the loop keeps only weak references); _handle drops it itself,
+        # cheaper than a done callback per request.
+        self._tasks.add(asyncio.create_task(self._handle(client, message)))
         # Returning an awaitable makes Tornado wait for it before reading the next frame.
         return client.paused() if client.saturated else None
 
@@ -271,6 +271,7 @@ class RpcSocket(WebSocketHandler):
             log.exception("request handling failed on %s", client.id)
         finally:
             client.request_done()
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
 
     def on_close(self) -> None:
         if self.client is None:
