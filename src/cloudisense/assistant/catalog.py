@@ -20,15 +20,17 @@ import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from cloudisense.assistant.plan import PlanningContext
 
 from cloudisense.core.intents import IntentRegistry, Risk
 from cloudisense.core.roles import Role, may_run, refusal
+
+T = TypeVar("T")
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
@@ -162,20 +164,34 @@ def correct(word: str, vocabulary: Iterable[str]) -> str | None:
 
     if not isinstance(vocabulary, (set, frozenset, dict)):
         return _correct(word, vocabulary, near_miss)
-    key = (word, id(vocabulary), len(vocabulary))
-    hit = _CORRECT_MEMO.get(key)
-    if hit is not None and hit[0] is vocabulary:
-        return hit[1]
-    if len(_CORRECT_MEMO) > 50_000:
-        _CORRECT_MEMO.clear()
-    found = _correct(word, vocabulary, near_miss)
-    _CORRECT_MEMO[key] = (vocabulary, found)
-    return found
+    return _CORRECT_MEMO.get(word, vocabulary, lambda: _correct(word, vocabulary, near_miss))
 
 
-#: ``correct`` answers by (word, vocabulary). Each entry holds its vocabulary, so that object stays alive
-#: and its id can't be reused by another one while the entry exists.
-_CORRECT_MEMO: dict[tuple[str, int, int], tuple[Any, str | None]] = {}
+class VocabularyMemo(Generic[T]):
+    """Answers by (word, vocabulary object), for the catalogue vocabularies planning asks about again and again.
+
+    A vocabulary is told apart by identity and size; each entry holds its vocabulary, so that object
+    stays alive and its id can't be reused by another one while the entry exists.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._entries: dict[tuple[str, int, int], tuple[Any, T]] = {}
+
+    def get(self, word: str, vocabulary: Any, compute: Callable[[], T]) -> T:
+        """The remembered answer for ``word`` in ``vocabulary``, else ``compute()`` (then remembered)."""
+        key = (word, id(vocabulary), len(vocabulary))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is vocabulary:
+            return hit[1]
+        if len(self._entries) > self.limit:
+            self._entries.clear()
+        found = compute()
+        self._entries[key] = (vocabulary, found)
+        return found
+
+
+_CORRECT_MEMO: VocabularyMemo[str | None] = VocabularyMemo()
 
 
 def _correct(word: str, vocabulary: Iterable[str], near_miss: Any) -> str | None:

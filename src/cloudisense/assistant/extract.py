@@ -19,7 +19,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudisense.assistant.catalog import _PHRASE_RE, STOPWORDS, SYNONYMS, canonical, raw_tokens, stem
+from cloudisense.assistant.catalog import (
+    _PHRASE_RE,
+    STOPWORDS,
+    SYNONYMS,
+    VocabularyMemo,
+    canonical,
+    raw_tokens,
+    stem,
+)
 
 #: File extensions that are not part of how people say a name.
 _EXTENSIONS = {"sh", "yml", "yaml", "py", "bash", "json", "toml", "log"}
@@ -126,23 +134,14 @@ def near_miss(word: str, target: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
-#: ``near_miss_any`` answers by (word, vocabulary): difflib is the slow part of planning, and the same
-#: catalogue vocabularies are asked about the same words again and again.
-#: Each entry holds its vocabulary, so that object's id can't be reused while the entry exists.
-_NEAR_MISS_MEMO: dict[tuple[str, int, int], tuple[Any, bool]] = {}
+#: difflib is the slow part of planning: ``near_miss_any`` remembers its answers.
+_NEAR_MISS_MEMO: VocabularyMemo[bool] = VocabularyMemo()
 
 
 def near_miss_any(word: str, vocabulary: set[str] | frozenset[str]) -> bool:
     """Whether ``word`` is a typo of some word of ``vocabulary``."""
-    key = (word, id(vocabulary), len(vocabulary))
-    hit = _NEAR_MISS_MEMO.get(key)
-    if hit is not None and hit[0] is vocabulary:
-        return hit[1]
-    if len(_NEAR_MISS_MEMO) > 50_000:
-        _NEAR_MISS_MEMO.clear()
-    found = any(near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75))
-    _NEAR_MISS_MEMO[key] = (vocabulary, found)
-    return found
+    return _NEAR_MISS_MEMO.get(word, vocabulary, lambda: any(
+        near_miss(word, v) for v in difflib.get_close_matches(word, list(vocabulary), n=5, cutoff=0.75)))
 
 
 def _fix(word: str, vocabulary: set[str]) -> str:
