@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudisense.assistant.diagnose import OPEN_RE, Diagnosis, Finding, render
+from cloudisense.assistant.diagnose import OPEN_RE, Diagnosis, Finding, render, status_asides
 from cloudisense.assistant.diagnose_evidence import (
     Components,
     LogLine,
@@ -106,6 +106,25 @@ def test_the_answer_gives_cause_evidence_confidence_and_asks_before_fixing() -> 
     assert "{" not in text
     nothing = render(Diagnosis("anything unusual?", [check], [], ["targets: web running"], "", 0), None)
     assert nothing.startswith("I found nothing wrong.") and "Likely cause" not in nothing
+
+
+def test_a_status_question_about_a_healthy_thing_does_not_blame_another_for_log_lines() -> None:
+    group = group_lines([line("2026-12-01T12:00:01 WARNING worker: job 12 slow: 5.44s", log="app")], DEMO)[0]
+    noisy = Finding("worker", score=1.2, groups=[group],
+                    fix=[{"intent": "restart_target", "params": {"name": "worker"}}])
+    findings, asides = status_asides("is nginx up?", "nginx", [noisy])
+    assert findings == [] and asides == [noisy]
+    check = StepResult(0, None, "target_status", {"name": "nginx"}, "ok")
+    text = render(Diagnosis("is nginx up?", [check], findings, [], "", 0, focus="nginx",
+                            focus_line="nginx is running, pid 7, health healthy.", asides=asides), None)
+    assert text.startswith("nginx is running, pid 7, health healthy.\nNothing else is down.")
+    assert "job 12 slow" in text and "Something is wrong" not in text and "Should I continue" not in text
+    # Down, or an open question, or the thing asked about itself: still a finding.
+    down = Finding("web", score=3.5, state="web is stopped")
+    assert status_asides("is nginx up?", "nginx", [down, noisy]) == ([down, noisy], [])
+    assert status_asides("what's wrong with nginx?", "nginx", [noisy]) == ([noisy], [])
+    own = Finding("nginx", score=1.2, groups=[group])
+    assert status_asides("is nginx up?", "nginx", [own]) == ([own], [])
 
 
 def test_a_fix_that_is_not_proposed_says_why() -> None:

@@ -109,6 +109,9 @@ class Diagnosis:
     evidence_tokens: int
     focus: str | None = None
     focus_line: str | None = None
+    #: Log lines seen about other things while answering a status question whose thing is fine:
+    #: said, but not called a fault (see :func:`status_asides`).
+    asides: list[Finding] = field(default_factory=list)
 
     @property
     def top(self) -> Finding | None:
@@ -206,8 +209,9 @@ class Diagnoser:
         audit = await check("get_audit_log", {"limit": 30})
         condensed = condense(lines, settings.token_budget)
         findings, facts = self._weigh(question, targets, stats, lines, folders, audit, components, focus)
+        findings, asides = status_asides(question, focus, findings)
         return Diagnosis(question, checks, findings, facts, condensed.text(), condensed.tokens,
-                         focus=focus, focus_line=focus_line)
+                         focus=focus, focus_line=focus_line, asides=asides)
 
     def _say(self, intent: str, params: dict[str, Any], data: Any) -> str:
         from cloudisense.assistant.answer import render_step
@@ -350,6 +354,21 @@ class Diagnoser:
         return approval.public()
 
 
+def status_asides(question: str, focus: str | None, findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """``(findings, asides)``: for "is X up?" with X fine, log lines about other things are asides.
+
+    Asked whether nginx is up while it runs and answers, an operator wants that answer, not a
+    restart of the worker because it logged a warning. A thing that is down, crashed or failing
+    its health check, or a figure over its limit (disk, a folder), stays a finding.
+    """
+    status_question = STATUS_RE.match(question) is not None and OPEN_RE.match(question) is None
+    if not status_question or focus is None or any(f.component == focus for f in findings):
+        return findings, []
+    if any(f.state or f.figures for f in findings):
+        return findings, []
+    return [], findings
+
+
 def components_urls(targets: dict[str, Any]) -> dict[str, str | None]:
     """Each target's configured health URL (``None`` without one)."""
     return {name: getattr(t, "health_url", None) for name, t in targets.items()}
@@ -375,6 +394,11 @@ def render(d: Diagnosis, approval: dict[str, Any] | None) -> str:
     top = d.top
     if d.focus_line:
         out.append(d.focus_line.rstrip(".") + ".")
+    if top is None and d.asides:
+        out.append("Nothing else is down. Also in the logs (no action proposed): "
+                   + "; ".join(literal(f.cause(), 200) for f in d.asides[:3]) + ".")
+        out.append("Checked: " + _checked(d))
+        return "\n".join(out)
     if top is None:
         out.append("I found nothing wrong" + (" elsewhere" if d.focus_line else "") + ".")
         out.extend(f"  {literal(fact, 400)}" for fact in d.facts)
