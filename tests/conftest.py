@@ -88,3 +88,33 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+class Events:
+    """Every event a connection receives, kept so waiting for one loses no other.
+
+    ``timeout`` is how long :meth:`wait` waits unless a call says otherwise.
+    """
+
+    def __init__(self, conn: Connection, timeout: float) -> None:
+        self.conn = conn
+        self.timeout = timeout
+        self.seen: list[dict[str, Any]] = []
+
+    async def wait(self, topic: str, pred: Callable[[dict[str, Any]], bool] = lambda e: True,
+                   timeout: float | None = None) -> dict[str, Any]:
+        """The first event on ``topic`` (seen before or arriving) that satisfies ``pred``."""
+        for ev in self.seen:
+            if ev["topic"] == topic and pred(ev):
+                return ev
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        while True:
+            ev = await asyncio.wait_for(self.conn.events.get(), max(0.01, deadline - loop.time()))
+            self.seen.append(ev)
+            if ev["topic"] == topic and pred(ev):
+                return ev
+
+    def on(self, topic: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Events seen so far on ``topic`` (of ``meta.event`` ``kind``)."""
+        return [e for e in self.seen if e["topic"] == topic and (kind is None or e["meta"].get("event") == kind)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +42,29 @@ def agent_settings(tmp_path: Path, *, policy: Path | str | None = DEMO_POLICY, m
         else:
             base[key] = value
     return make_settings(tmp_path, **base)
+
+
+@asynccontextmanager
+async def recording_webhook() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A local webhook on a free port: its URL, and the JSON bodies it received, in order."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application, RequestHandler
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(RequestHandler):
+        def post(self) -> None:
+            received.append(json.loads(self.request.body))
+            self.finish({"ok": True})
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    hook = HTTPServer(Application([(r"/hook", Hook)]))
+    hook.add_sockets(sockets)
+    try:
+        yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}/hook", received
+    finally:
+        hook.stop()
 
 
 @asynccontextmanager

@@ -5,13 +5,12 @@ Real targets (sleeper processes), the demo policy, a real webhook receiver, the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.assistant.conftest import SLEEPER, agent_settings, audit_rows, running_pid, serving
+from tests.assistant.conftest import SLEEPER, agent_settings, audit_rows, recording_webhook, running_pid, serving
 from tests.conftest import PASSWORDS, Running
 from tests.test_cli import run
 
@@ -21,30 +20,13 @@ MODULES = ["pubsub", "audit", "system", "targets", "logs", "notify", "assistant"
 @asynccontextmanager
 async def operator_node(tmp_path: Path) -> AsyncIterator[tuple[Running, list[dict[str, Any]]]]:
     """A node like the demo: four services, the demo policy, aliases, a webhook that records what it gets."""
-    from tornado.httpserver import HTTPServer
-    from tornado.netutil import bind_sockets
-    from tornado.web import Application, RequestHandler
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(RequestHandler):
-        def post(self) -> None:
-            received.append(json.loads(self.request.body))
-            self.finish({"ok": True})
-
-    sockets = bind_sockets(0, "127.0.0.1")
-    hook = HTTPServer(Application([(r"/hook", Hook)]))
-    hook.add_sockets(sockets)
-    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/hook"
     sleeper = {"command": SLEEPER, "autostart": True, "stop_timeout": 1}
-    settings = agent_settings(tmp_path, modules=MODULES, notify={"webhooks": [url], "retries": 0},
-                              targets={"worker": sleeper, "redis": sleeper},
-                              agent={"aliases": {"kv store": "redis", "web tier": "nginx"}})
-    try:
+    async with recording_webhook() as (url, received):
+        settings = agent_settings(tmp_path, modules=MODULES, notify={"webhooks": [url], "retries": 0},
+                                  targets={"worker": sleeper, "redis": sleeper},
+                                  agent={"aliases": {"kv store": "redis", "web tier": "nginx"}})
         async with serving(settings) as running:
             yield running, received
-    finally:
-        hook.stop()
 
 
 def plain(answer: str) -> None:

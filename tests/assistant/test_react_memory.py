@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from cloudisense.assistant.memory import Turn, summarize_turns
 from cloudisense.assistant.plan import Plan, PlanStep
 from cloudisense.llm.base import Usage
 from cloudisense.llm.testing import ScriptedModel, ScriptedTurn, tool_call
-from tests.assistant.conftest import agent_settings, serving
+from tests.assistant.conftest import agent_settings, recording_webhook, serving
 
 
 async def test_react_over_websocket_with_limits(tmp_path: Path) -> None:
@@ -108,24 +107,10 @@ class _Planner:
 
 
 async def test_escalation_flags_session_and_notifies(tmp_path: Path) -> None:
-    from tornado.httpserver import HTTPServer
-    from tornado.netutil import bind_sockets
-    from tornado.web import Application, RequestHandler
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(RequestHandler):
-        def post(self) -> None:
-            received.append(json.loads(self.request.body))
-            self.finish({"ok": True})
-
-    sockets = bind_sockets(0, "127.0.0.1")
-    hook = HTTPServer(Application([(r"/hook", Hook)]))
-    hook.add_sockets(sockets)
-    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/hook"
-    settings = agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "logs", "notify", "assistant"],
-                              notify={"webhooks": [url], "retries": 0})
-    try:
+    async with recording_webhook() as (url, received):
+        settings = agent_settings(tmp_path, modules=["pubsub", "audit", "system", "targets", "logs", "notify",
+                                                     "assistant"],
+                                  notify={"webhooks": [url], "retries": 0})
         async with serving(settings) as running:
             agent = running.node.module("assistant")
             conn = await running.connect("oper")
@@ -150,5 +135,3 @@ async def test_escalation_flags_session_and_notifies(tmp_path: Path) -> None:
             esc = await conn.call("agent_ask", {"query": "wipe the db"})
             assert esc["outcome"] == "escalated" and esc["escalation"]["escalated"] is True
             conn.close()
-    finally:
-        hook.stop()

@@ -5,45 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cloudisense.client import Connection, RpcError
+from cloudisense.client import RpcError
 from cloudisense.core.modules import discover_modules
 from cloudisense.modules.rules_model import Rule
-from tests.conftest import Running, make_settings, start_server
+from tests.conftest import Events, Running, make_settings, start_server
 
 DEMO_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo" / "rules"
 CORE = ["pubsub", "system", "audit", "reactions"]
-
-
-class Events:
-    """Keeps every event a connection receives, so waiting for one topic loses no other."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.seen: list[dict[str, Any]] = []
-
-    async def wait(self, topic: str, pred: Callable[[dict[str, Any]], bool] = lambda e: True,
-                   timeout: float = 10) -> dict[str, Any]:
-        """The first event (seen before or arriving) on ``topic`` that satisfies ``pred``."""
-        for ev in self.seen:
-            if ev["topic"] == topic and pred(ev):
-                return ev
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            ev = await asyncio.wait_for(self.conn.events.get(), max(0.01, deadline - loop.time()))
-            self.seen.append(ev)
-            if ev["topic"] == topic and pred(ev):
-                return ev
-
-    def on(self, topic: str) -> list[dict[str, Any]]:
-        """Events seen so far on ``topic``."""
-        return [e for e in self.seen if e["topic"] == topic]
 
 
 def rule(rule_id: str, listen_to: str, trigger: dict[str, Any], intent: str, parameters: dict[str, Any],
@@ -142,7 +116,7 @@ async def test_roles(node: Running) -> None:
 
 async def test_data_rule_fires_through_the_router(node: Running) -> None:
     conn = await node.connect("oper")
-    events = Events(conn)
+    events = Events(conn, timeout=10)
     for topic in ("/in", "/out"):
         await conn.call("create_channel", {"topic": topic})
     for topic in ("/out", "/reactions"):
@@ -175,7 +149,7 @@ async def test_data_rule_fires_through_the_router(node: Running) -> None:
 
 async def test_conditions(node: Running) -> None:
     conn = await node.connect("oper")
-    events = Events(conn)
+    events = Events(conn, timeout=10)
     await conn.call("create_channel", {"topic": "/metrics"})
     await conn.call("create_channel", {"topic": "/hits"})
     await conn.call("subscribe_channel", {"topic": "/hits"})
@@ -208,7 +182,7 @@ async def test_conditions(node: Running) -> None:
 
 async def test_time_rule_fires_on_a_seconds_cron(node: Running) -> None:
     conn = await node.connect("oper")
-    events = Events(conn)
+    events = Events(conn, timeout=10)
     await conn.call("create_channel", {"topic": "/tick"})
     await conn.call("subscribe_channel", {"topic": "/tick"})
     await conn.call("subscribe_channel", {"topic": "/reactions"})
@@ -229,7 +203,7 @@ async def test_time_rule_fires_on_a_seconds_cron(node: Running) -> None:
 
 async def test_loop_guard_rate_limits_a_self_triggering_rule(node: Running) -> None:
     conn = await node.connect("oper")
-    events = Events(conn)
+    events = Events(conn, timeout=10)
     await conn.call("create_channel", {"topic": "/loop"})
     await conn.call("subscribe_channel", {"topic": "/reactions"})
     # Its response publishes on the topic it listens to: without the guard it would never stop.
