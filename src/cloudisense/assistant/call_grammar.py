@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudisense.assistant.catalog import tool_required
+from cloudisense.assistant.extract import non_null
 
 #: Most steps a model plan may have.
 MAX_CALLS = 4
@@ -57,9 +58,7 @@ def _value_rule(spec: dict[str, Any], names: list[str] | None) -> str:
     """The GBNF expression for one param's value."""
     if names:
         return "(" + " | ".join(_quoted(literal(n)) for n in sorted(names) if _plain(n)) + ")"
-    options = [o for o in spec.get("anyOf") or [] if isinstance(o, dict) and o.get("type") != "null"]
-    if len(options) == 1:
-        spec = options[0]
+    spec = non_null(spec)
     if "enum" in spec:
         literals = [literal(v) for v in spec["enum"] if isinstance(v, (int, float, bool)) or _plain(v)]
         if literals:
@@ -143,9 +142,7 @@ def signature(tool: dict[str, Any]) -> str:
 
 
 def _type_word(spec: dict[str, Any]) -> str:
-    options = [o for o in spec.get("anyOf") or [] if isinstance(o, dict) and o.get("type") != "null"]
-    if len(options) == 1:
-        spec = options[0]
+    spec = non_null(spec)
     if "enum" in spec:
         return "|".join(str(v) for v in spec["enum"])
     return {"integer": "int", "number": "float", "boolean": "bool", "array": "list"}.get(str(spec.get("type")), "str")

@@ -338,6 +338,12 @@ def quoted(text: str) -> str | None:
     return next((g for g in m.groups() if g), None) if m else None
 
 
+def non_null(spec: dict[str, Any]) -> dict[str, Any]:
+    """``Optional[X]``'s schema ``X`` (the one member of ``anyOf`` that is not null), else ``spec``."""
+    options = [o for o in spec.get("anyOf") or [] if isinstance(o, dict) and o.get("type") != "null"]
+    return options[0] if len(options) == 1 else spec
+
+
 def json_type(spec: dict[str, Any]) -> str:
     """The main JSON type of a param (``anyOf [X, null]`` is ``X``)."""
     if "type" in spec:

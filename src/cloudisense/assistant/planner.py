@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from cloudisense.assistant.call_grammar import CallSyntaxError, parse_plan, plan_grammar, render_call, signature
 from cloudisense.assistant.catalog import Catalog, plannable, tool_required
 from cloudisense.assistant.conditions import split_condition
+from cloudisense.assistant.extract import Segment, find_mentions, non_null
 from cloudisense.assistant.offline import HIGH_CONFIDENCE, OfflinePlanner
 from cloudisense.assistant.offline_segment import is_question
 from cloudisense.assistant.plan import Plan, Planner, PlanningContext, PlanStep
@@ -127,8 +129,6 @@ def ungrounded_value(tool: dict[str, Any], params: dict[str, Any], text: str,
     (values with spaces, e.g. a notification message) and numbers where the request has one
     (units are converted) pass; enum values are the schema's own.
     """
-    from cloudisense.assistant.extract import Segment, find_mentions
-
     said = _said(text, context)
     lowered = said.lower()
     kinds = tool.get("entities") or {}
@@ -242,9 +242,7 @@ def _param_grammar(spec: dict[str, Any], names: list[str] | None) -> dict[str, A
     """
     if names:
         return {"type": "string", "enum": sorted(names)}
-    options = [o for o in spec.get("anyOf") or [] if isinstance(o, dict) and o.get("type") != "null"]
-    if len(options) == 1:
-        spec = options[0]
+    spec = non_null(spec)
     if "enum" in spec:
         return {"enum": list(spec["enum"])}
     kind = spec.get("type")
@@ -352,8 +350,6 @@ class _ModelPlanner:
         chosen = catalog.relevant(text, self.k)
         # A configured name in the request brings the intents that take that kind of name
         # ("nginx?" offers target_status even when few words retrieve it).
-        from cloudisense.assistant.extract import Segment, find_mentions
-
         kinds = {m.kind for m in find_mentions(Segment.of(text), context.entities, context.aliases)}
         names = {t["name"] for t in chosen}
         extra = [t for t in catalog.tools if t["name"] not in names and kinds & set((t.get("entities") or {}).values())]
@@ -431,7 +427,7 @@ class ToolCallingPlanner(_ModelPlanner):
             return rejected(str(exc), self.strategy)
 
 
-LOCAL_PROMPT = """You plan operations on a server node. Answer with JSON only.
+JSON_PROMPT = """You plan operations on a server node. Answer with JSON only.
 outcome "execute": steps call the tools below in order, params taken from the request.
 outcome "clarify": a needed detail is not in the request; "question" asks for it.
 outcome "escalate": no tool below can do it.
@@ -455,13 +451,12 @@ def _type_word(spec: Any) -> str:
         return "text"
     if "enum" in spec:
         return "|".join(str(v) for v in spec["enum"])
-    options = [o for o in spec.get("anyOf") or [] if isinstance(o, dict) and o.get("type") != "null"]
-    kind = (options[0] if len(options) == 1 else spec).get("type")
+    kind = non_null(spec).get("type")
     return {"integer": "integer", "number": "number", "boolean": "true|false", "array": "list"}.get(str(kind), "text")
 
 
 class JsonSchemaPlanner(_ModelPlanner):
-    """Structured output for local models: a whole plan as JSON under a grammar from the tools' schemas.
+    """Structured output (OpenAI-compatible servers such as Ollama): a whole plan as JSON under the tools' schemas.
 
     The prompt is kept small because prompt tokens dominate a local model's time: the ``k`` most
     relevant tools (one line each, with examples), the configured names, a few worked examples
@@ -482,7 +477,7 @@ class JsonSchemaPlanner(_ModelPlanner):
 
     def system_prompt(self, context: PlanningContext, offered: list[dict[str, Any]] | None = None) -> str:
         """Instructions, configured names and the offered tools, one line each."""
-        return "\n".join([LOCAL_PROMPT.format(entities=_entities_line(context)),
+        return "\n".join([JSON_PROMPT.format(entities=_entities_line(context)),
                           *(_tool_line(t) for t in offered or [])])
 
     def examples(self, offered: list[dict[str, Any]], context: PlanningContext) -> list[tuple[str, str]]:
@@ -543,15 +538,11 @@ class CallPlanner(_ModelPlanner):
 
     def system_prompt(self, context: PlanningContext, offered: list[dict[str, Any]] | None = None) -> str:
         """Fixed instructions and names, then the offered tools as signatures."""
-        from cloudisense.assistant.call_grammar import signature
-
         return "\n".join([CALL_PROMPT.format(entities=_entities_line(context)),
                           *(signature(t) for t in offered or [])])
 
     def examples(self, offered: list[dict[str, Any]], context: PlanningContext) -> list[tuple[str, str]]:
         """Worked examples ``(request, calls)`` for the offered tools."""
-        from cloudisense.assistant.call_grammar import render_call
-
         shots = []
         for text, steps in self.worked_examples(offered, context):
             calls = [render_call(s.intent, s.params) for s in steps]
@@ -561,8 +552,6 @@ class CallPlanner(_ModelPlanner):
 
     async def plan(self, text: str, context: PlanningContext) -> Plan:
         """Ask the model for calls; validate them (never raises on bad output)."""
-        from cloudisense.assistant.call_grammar import CallSyntaxError, parse_plan, plan_grammar
-
         offered = self.offered(text, context)
         try:
             answer, _ = await _ask_model(self.provider, self.system_prompt(context, offered), context, text,
