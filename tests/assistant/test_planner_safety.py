@@ -178,3 +178,17 @@ def test_if_not_and_a_condition_without_a_comma_stay_conditional(node: PlanningC
     plan = plan_of(text, node)
     assert plan.outcome == "execute" and [s.intent for s in plan.steps] == ["target_status", "restart_target"], plan
     assert plan.steps[1].when == '${s1.data.state} != "running"'
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A number right after a word of an id field is that id ("alert 7", "#12") ...
+    ("ack alert 7", [("ack_alert", {"id": 7})]),
+    ("acknowledge alert #12", [("ack_alert", {"id": 12})]),
+    # ... and "show" reads it, whatever the examples of a write say about the same words.
+    ("show alert 4", [("get_alert", {"id": 4})]),
+    # A count is never an id: "the last 5" is how many to list, not alert 5 to silence.
+    ("show the last 5 alerts", [("list_alerts", {"limit": 5})]),
+])
+def test_ids_counts_and_show(node: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan

@@ -557,8 +557,12 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
                 continue
             # A count: "20 lines" for a lines field, "top 5", "the 3 newest", "20 processes".
             before = reading.text.lower()[:q.start].split()[-1:] or [""]
-            counted = (q.noun in words or q.noun.endswith("est") or before[0] in _COUNT_CUES
-                       or q.noun in known_words)
+            # An id: "alert 7", "#7", "number 7": the number right after a word of the id field itself.
+            named_id = "id" in words and (before[0] in ("#", "no", "no.", "number")
+                                          or stem(before[0].lstrip("#")) in words - {"id"})
+            # ... and never a count: "the last 5 alerts" is how many, not alert 5.
+            counted = named_id if "id" in words else (
+                q.noun in words or q.noun.endswith("est") or before[0] in _COUNT_CUES or q.noun in known_words)
             if not counted:
                 continue
             value = q.value

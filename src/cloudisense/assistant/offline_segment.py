@@ -437,6 +437,10 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
+        elif seg.raw and canonical(seg.raw[0]) == "show":
+            # "show alert 4" asks to see something: it never plans a write when a read fits at all.
+            reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
+            scores = reads or scores
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
             kind_tools = [(t["name"], 1.0) for m in mentions if not m.ambiguous for t in self.catalog.tools
