@@ -11,7 +11,8 @@ import pytest
 
 from cloudisense.llm import ChatRequest, Message, TextDelta, ToolCall, ToolSpec, get_provider
 from cloudisense.llm.base import Finish, ToolCallEvent, UsageEvent
-from cloudisense.llm.local import parse_tool_output, to_local_messages, tool_schema
+from cloudisense.llm.errors import ProviderUnavailable
+from cloudisense.llm.local import grammar_schema, parse_tool_output, to_local_messages, tool_schema
 
 STATS = ToolSpec(
     "get_stats",
@@ -52,6 +53,30 @@ def test_tool_output_parsing_is_defensive() -> None:
     schema = tool_schema([STATS], None)
     assert schema["anyOf"][0]["properties"]["tool"] == {"const": "get_stats"}
     assert schema["anyOf"][-1]["required"] == ["answer"]
+
+
+def test_grammar_schema_drops_long_bounds_and_inlines_refs() -> None:
+    # A params model nested in the tools' anyOf: its $defs are relative to it, not to the root.
+    params = {
+        "type": "object",
+        "$defs": {"Block": {"type": "object", "properties": {"url": {"type": "string", "maxLength": 4096}}}},
+        "properties": {
+            "path": {"type": "string", "maxLength": 4096, "pattern": "^[^\\0]+$", "description": "a path"},
+            "code": {"type": "string", "maxLength": 8},
+            "http": {"$ref": "#/$defs/Block"},
+            "pattern": {"type": "string"},  # a property *named* like a keyword stays
+        },
+    }
+    out = grammar_schema(tool_schema([ToolSpec("t", "d", params)], None))
+    args = out["anyOf"][0]["properties"]["arguments"]
+    assert "$defs" not in args and args["properties"]["http"]["properties"]["url"] == {"type": "string"}
+    assert args["properties"]["path"] == {"type": "string"}
+    assert args["properties"]["code"] == {"type": "string", "maxLength": 8}
+    assert args["properties"]["pattern"] == {"type": "string"}
+    # A recursive model is cut off instead of looping.
+    looped = grammar_schema({"$defs": {"N": {"type": "object", "properties": {"next": {"$ref": "#/$defs/N"}}}},
+                             "$ref": "#/$defs/N"})
+    assert json.dumps(looped).count("next") == 8
 
 
 # --- slow: the real shipped model -----------------------------------------------------------------
@@ -178,3 +203,25 @@ async def test_abandoned_stream_frees_the_model(local) -> None:
     response = await local.complete(ChatRequest([Message.user("Hi")], max_tokens=4, temperature=0))
     assert response.finish_reason in ("stop", "length")
     assert time.monotonic() - started < 30  # generous: only guards against a hang, not a timing check
+
+
+@pytest.mark.slow
+def test_every_demo_intent_is_a_grammar_llama_cpp_accepts(local) -> None:
+    # A 4096-long string bound once crashed the process (a NULL grammar sampler): the grammar of
+    # each intent of the demo node, offered as a tool, must be one llama.cpp parses.
+    from bench.planner import demo_context
+
+    from cloudisense.llm.local import _grammar, check_grammar
+
+    llama = local.local.load()
+    context, _ = demo_context()
+    for tool in context.tools:
+        spec = ToolSpec(tool["name"], tool.get("description", ""), tool.get("params") or {"type": "object"})
+        check_grammar(llama, _grammar(json.dumps(tool_schema([spec], None), sort_keys=True)))
+
+
+@pytest.mark.slow
+async def test_a_grammar_llama_cpp_refuses_is_an_error_not_a_crash(local) -> None:
+    request = ChatRequest([Message.user("hi")], grammar="root ::= undefined-rule", max_tokens=4)
+    with pytest.raises(ProviderUnavailable, match="refused the output grammar"):
+        await local.complete(request)

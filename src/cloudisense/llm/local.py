@@ -83,11 +83,51 @@ def default_model_path() -> Path:
     return Path(shipped.assemble())
 
 
+#: Longest string length a grammar spells out; a longer bound is left to validation.
+GRAMMAR_MAX_LENGTH = 200
+#: Schema keywords the grammar does without: checked after generation by whoever validates the output.
+_UNGRAMMATICAL = ("pattern", "format", "title", "description", "examples", "default")
+
+
+def grammar_schema(schema: Any, defs: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    """``schema`` made safe to turn into a llama.cpp grammar.
+
+    llama.cpp spells ``maxLength: 4096`` as 4096 nested optional characters, which its grammar
+    parser refuses, and llama-cpp-python then crashes the process while sampling (seen with
+    ``delete_file``'s path). Long bounds, regex patterns and formats are dropped here: the
+    output is untrusted and validated afterwards anyway. Local ``$ref``s (``#/$defs/X`` of a
+    params model nested in a larger schema) are inlined: the converter resolves them from the
+    root only.
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(item, defs, depth) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    defs = {**(defs or {}), **schema.get("$defs", {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = defs.get(ref.removeprefix("#/$defs/"))
+        # A recursive model is cut off after a few levels: "any object" below that.
+        return grammar_schema(target, defs, depth + 1) if target is not None and depth < 8 else {"type": "object"}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _UNGRAMMATICAL or key == "$defs":
+            continue
+        if key == "properties" and isinstance(value, dict):  # property names are data here, not keywords
+            out[key] = {name: grammar_schema(spec, defs, depth) for name, spec in value.items()}
+        else:
+            out[key] = grammar_schema(value, defs, depth)
+    for bound in ("maxLength", "minLength"):
+        if isinstance(out.get(bound), int) and out[bound] > GRAMMAR_MAX_LENGTH:
+            del out[bound]
+    return out
+
+
 @functools.lru_cache(maxsize=64)
 def _grammar(schema_json: str) -> Any:
     from llama_cpp import LlamaGrammar
 
-    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    return LlamaGrammar.from_json_schema(json.dumps(grammar_schema(json.loads(schema_json))), verbose=False)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,6 +135,29 @@ def _gbnf(grammar: str) -> Any:
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_string(grammar, verbose=False)
+
+
+_GRAMMARS_CHECKED: set[str] = set()
+
+
+def check_grammar(llama: Any, grammar: Any) -> None:
+    """Raise ``ValueError`` when llama.cpp refuses ``grammar``.
+
+    llama-cpp-python does not check: a grammar llama.cpp cannot parse becomes a NULL sampler
+    and the process crashes at the first token. Asked once per grammar object, in the model's
+    worker thread; skipped when this llama-cpp-python has no such internals.
+    """
+    import llama_cpp
+
+    vocab = getattr(getattr(llama, "_model", None), "vocab", None)
+    text, root = getattr(grammar, "_grammar", None), getattr(grammar, "_root", None)
+    if vocab is None or not isinstance(text, str) or not isinstance(root, str) or text in _GRAMMARS_CHECKED:
+        return
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), root.encode("utf-8"))
+    if not sampler:
+        raise ValueError("llama.cpp refused the output grammar (a schema too complex to spell out)")
+    llama_cpp.llama_sampler_free(sampler)
+    _GRAMMARS_CHECKED.add(text)
 
 
 class LocalModel:
@@ -347,6 +410,8 @@ class LocalProvider(BaseProvider):
                 return  # abandoned while queued
             try:
                 llama = self.local.load()
+                if "grammar" in kwargs:
+                    check_grammar(llama, kwargs["grammar"])
                 finish: str | None = None
                 n_out = 0
                 for chunk in llama.create_chat_completion(**kwargs):
