@@ -33,6 +33,11 @@ function emit(ev) {
 
 /** Send one RPC; resolves with the whole rpc_response, rejects with Error(message) carrying .code. */
 export function rpc(intent, params = {}) {
+  return send(intent, params, state.node);
+}
+
+// Subscriptions are always this node's: another node's topics are followed here as /<identity>/<topic>.
+function send(intent, params, node) {
   return new Promise((resolve, reject) => {
     if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
       reject(Object.assign(new Error("not connected to the node: wait a moment or reload"), { code: 0 }));
@@ -41,19 +46,19 @@ export function rpc(intent, params = {}) {
     const requestid = crypto.randomUUID();
     state.pending.set(requestid, { resolve, reject });
     const frame = { type: "rpc", requestid, intent, params };
-    if (state.node) frame.serviceId = state.node;
+    if (node) frame.serviceId = node;
     state.ws.send(JSON.stringify(frame));
   });
 }
 
 export async function subscribe(topic) {
   state.topics.add(topic);
-  return rpc("subscribe_channel", { topic });
+  return send("subscribe_channel", { topic }, null);
 }
 
 export async function unsubscribe(topic) {
   state.topics.delete(topic);
-  return rpc("unsubscribe_channel", { topic });
+  return send("unsubscribe_channel", { topic }, null);
 }
 
 /** Handle events by name ("*": all); returns the function that stops handling. */
@@ -174,7 +179,7 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     document.body.dataset.connected = "yes";
-    for (const topic of state.topics) rpc("subscribe_channel", { topic }).catch(() => {});
+    for (const topic of state.topics) send("subscribe_channel", { topic }, null).catch(() => {});
     for (const handler of state.connectHandlers) handler();
   };
   ws.onclose = () => {

@@ -1,6 +1,6 @@
 // Active alerts: severity, since, count; acknowledge, silence for a while, or ask the assistant why.
-import { askAssistant, canAct, el, fmt, on, onConnect, rpc, subscribe, toast } from "../core.js";
-import { acted, debounce, isUnknownIntent, note, when } from "./common.js";
+import { askAssistant, canAct, el, fmt, on, onConnect, rpc, toast } from "../core.js";
+import { acted, debounce, follow, isUnknownIntent, note, when } from "./common.js";
 
 const SILENCE_CHOICES = [[15, "15 min"], [60, "1 hour"], [240, "4 hours"], [1440, "1 day"]];
 const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 };
@@ -95,7 +95,8 @@ export function mount(section) {
   }
 
   const later = debounce(refresh, 200);
-  on("data_generated", (ev) => { if (ev.topic === "/alerts") later(); });
+  const isAlerts = follow("/alerts");
+  on("data_generated", (ev) => { if (isAlerts(ev)) later(); });
   on("node_changed", refresh);
-  onConnect(() => { subscribe("/alerts").catch(() => {}); refresh(); });
+  onConnect(refresh);
 }

@@ -1,6 +1,6 @@
 // Pending approvals: what will run, where, at what risk and why, with Approve / Reject and a reason.
-import { canAct, confirmAction, el, fmt, me, on, onConnect, rpc, subscribe, toast } from "../core.js";
-import { acted, debounce, isUnknownIntent, note, paramsText, when } from "./common.js";
+import { canAct, confirmAction, el, fmt, me, on, onConnect, rpc, toast } from "../core.js";
+import { acted, debounce, follow, isUnknownIntent, note, paramsText, when } from "./common.js";
 
 export function mount(section) {
   const body = el("div", { class: "approvals" });
@@ -75,5 +75,6 @@ export function mount(section) {
   on("node_changed", refresh);
   // Expiry is shown as "in N min": keep it honest without an event.
   setInterval(refresh, 30000);
-  onConnect(() => { subscribe("/approvals").catch(() => {}); refresh(); });
+  follow("/approvals");
+  onConnect(refresh);
 }

@@ -1,6 +1,6 @@
 // The ChatOps log: what the node's agent observed, proposed, did and concluded, live from /chatops.
-import { el, on, onConnect, rpc, subscribe } from "../core.js";
-import { debounce, isUnknownIntent, note, when } from "./common.js";
+import { el, on, onConnect, rpc } from "../core.js";
+import { debounce, follow, isUnknownIntent, note, when } from "./common.js";
 
 const KEEP = 200;
 const KIND_WORDS = { observed: "observed", proposed: "proposed", did: "did", concluded: "concluded", escalated: "escalated" };
@@ -52,8 +52,9 @@ export function mount(section) {
 
   toolbar.addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
   const later = debounce(refresh, 300);
+  const isChatops = follow("/chatops");
   on("*", (ev) => {
-    if (ev.topic !== "/chatops" || !state.available) return;
+    if (!isChatops(ev) || !state.available) return;
     const isEntry = ev.name === "chatops_entry" || (ev.meta && ev.meta.event === "chatops_entry");
     if (!isEntry || !ev.data) return;
     if (query.value.trim()) { later(); return; }  // the node filters: ask it again
@@ -62,5 +63,5 @@ export function mount(section) {
     render();
   });
   on("node_changed", refresh);
-  onConnect(() => { subscribe("/chatops").catch(() => {}); refresh(); });
+  onConnect(refresh);
 }

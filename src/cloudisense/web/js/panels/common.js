@@ -1,6 +1,6 @@
 // Small helpers the panels share: one place for "not on this node", acting through the policy,
 // debounced refreshes and the local "something was done" signal that refreshes the audit log.
-import { el, fmt, rpc, toast } from "../core.js";
+import { currentNode, el, fmt, on, onConnect, rpc, subscribe, toast, unsubscribe } from "../core.js";
 
 /** Whether an RPC error means the intent does not exist on this node (its module is not loaded). */
 export function isUnknownIntent(err) {
@@ -82,4 +82,27 @@ export function tellOutcome(outcome) {
 export function panelSession(user, panel) {
   const safe = String(user || "user").replace(/[^A-Za-z0-9_.:-]/g, "_").slice(0, 40);
   return `${panel}.${safe}`;
+}
+
+/** ``topic`` of the node the switcher chose: another node's topics are ``/<identity>/<topic>`` here. */
+export function topicOf(topic) {
+  const node = currentNode();
+  return node ? `/${node}${topic}` : topic;
+}
+
+/**
+ * Follow ``topic`` of the chosen node: subscribed on every (re)connect and again, namespaced, when the
+ * node switcher changes node. Returns ``is(ev)``: whether an event is on that topic now.
+ */
+export function follow(topic, onError = () => {}) {
+  let current = null;
+  const change = async () => {
+    const next = topicOf(topic);
+    if (current && current !== next) await unsubscribe(current).catch(() => {});
+    current = next;
+    await subscribe(next).catch(onError);
+  };
+  onConnect(change);
+  on("node_changed", change);
+  return (ev) => ev.topic === current;
 }

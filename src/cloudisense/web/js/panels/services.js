@@ -1,6 +1,6 @@
 // Managed services: state, health, uptime, and start / stop / restart through the node's policy.
-import { canAct, el, fmt, me, on, onConnect, rpc, subscribe } from "../core.js";
-import { actThroughPolicy, acted, debounce, isUnknownIntent, note, panelSession, tellOutcome } from "./common.js";
+import { canAct, el, fmt, me, on, onConnect, rpc } from "../core.js";
+import { actThroughPolicy, acted, debounce, follow, isUnknownIntent, note, panelSession, tellOutcome } from "./common.js";
 
 const ACTIONS = [
   { intent: "start_target", label: "Start", when: (t) => t.state !== "running" && t.state !== "starting" },
@@ -81,7 +81,9 @@ export function mount(section) {
   }
 
   const later = debounce(refresh, 200);
-  on("target_state", (ev) => { if (ev.topic === "/targets") later(); });
+  const isTargets = follow("/targets");
+  follow("/approvals");
+  on("target_state", (ev) => { if (isTargets(ev)) later(); });
   // An approval decided elsewhere (this panel's, the chat's) may have changed a service.
   const settle = (ev) => {
     const id = ev.data && (ev.data.approval_id || (ev.data.decided && ev.data.decided.approval_id));
@@ -100,5 +102,5 @@ export function mount(section) {
       if (t && cell) cell.textContent = uptime(t);
     }
   }, 1000);
-  onConnect(() => { subscribe("/targets").catch(() => {}); subscribe("/approvals").catch(() => {}); refresh(); });
+  onConnect(refresh);
 }

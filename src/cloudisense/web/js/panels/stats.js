@@ -1,6 +1,7 @@
 // Live charts of the node's CPU, memory, disk and network from /stats, with a few minutes of history.
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
-import { el, fmt, on, onConnect, subscribe } from "../core.js";
+import { el, fmt, on } from "../core.js";
+import { follow } from "./common.js";
 
 /** Seconds of history the charts keep (older points are dropped). */
 const HISTORY = 300;
@@ -34,7 +35,7 @@ function formatter(unit) {
   return unit === "pct" ? fmt.pct : fmt.rate;
 }
 
-function makeChart(spec, host) {
+function makeChart(spec, host, color) {
   const fmtValue = formatter(spec.unit);
   const opts = {
     width: Math.max(200, host.clientWidth || 300),
@@ -43,12 +44,13 @@ function makeChart(spec, host) {
     legend: { show: false },
     scales: { x: { time: true }, y: spec.unit === "pct" ? { range: [0, 100] } : { range: (u, min, max) => [0, Math.max(1024, max * 1.2)] } },
     axes: [
-      { stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.2)" }, ticks: { stroke: "rgba(128,128,128,0.3)" } },
-      { stroke: "currentColor", size: 64, grid: { stroke: "rgba(128,128,128,0.2)" },
+      { stroke: color, space: 70, grid: { stroke: "rgba(128,128,128,0.2)" }, ticks: { stroke: "rgba(128,128,128,0.3)" },
+        values: (u, splits) => splits.map((v) => new Date(v * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })) },
+      { stroke: color, size: 64, grid: { stroke: "rgba(128,128,128,0.2)" },
         ticks: { stroke: "rgba(128,128,128,0.3)" }, values: (u, splits) => splits.map((v) => fmtValue(v)) },
     ],
     series: [{}, ...spec.series.map((s, i) => ({ label: s.label, stroke: COLORS[i], width: 2,
-      fill: i === 0 ? "rgba(47,125,225,0.12)" : undefined, value: (u, v) => fmtValue(v) }))],
+      fill: i === 0 ? "rgba(47,125,225,0.12)" : undefined, points: { show: false }, value: (u, v) => fmtValue(v) }))],
   };
   return new uPlot(opts, [[], ...spec.series.map(() => [])], host);
 }
@@ -61,7 +63,7 @@ export function mount(section) {
     const host = el("div", { class: "chart-host", "aria-hidden": "true" });
     const figure = el("figure", { class: "chart", "data-chart": spec.id, "data-points": "0" },
       el("figcaption", {}, el("span", { class: "chart-title" }, spec.title), " ", now, " ", caption), host);
-    return { spec, now, caption, host, figure, plot: null };
+    return { spec, now, caption, host, figure, plot: null, color: "" };
   });
   const status = el("p", { class: "panel-note muted", "data-stats-status": "" }, "Waiting for the first figures…");
   const grid = el("div", { class: "charts" }, ...views.map((v) => v.figure));
@@ -72,16 +74,20 @@ export function mount(section) {
     for (const v of views) {
       const width = v.host.clientWidth;
       if (!width) continue;
-      if (!v.plot) v.plot = makeChart(v.spec, v.host);
-      v.plot.setSize({ width, height: 120 });
+      if (v.plot) v.plot.setSize({ width, height: 120 });
       draw(v);
     }
   });
   for (const v of views) resize.observe(v.host);
 
   function draw(v) {
-    const i = CHARTS.indexOf(v.spec);
-    if (v.plot) v.plot.setData([data.t, ...data.values[i]]);
+    const width = v.host.clientWidth;
+    if (!width) return;  // a hidden tab: drawn once it shows
+    // Canvas text has no CSS colour: the chart is made again when the theme changes the panel's colour.
+    const color = getComputedStyle(v.host).color;
+    if (v.plot && v.color !== color) { v.plot.destroy(); v.plot = null; }
+    if (!v.plot) { v.plot = makeChart(v.spec, v.host, color); v.color = color; v.plot.setSize({ width, height: 120 }); }
+    v.plot.setData([data.t, ...data.values[CHARTS.indexOf(v.spec)]]);
   }
 
   function add(system, tsSeconds) {
@@ -110,9 +116,15 @@ export function mount(section) {
       (host.uptime ? ` · up ${fmt.duration(host.uptime)}` : "");
   }
 
+  const isStats = follow("/stats", (err) => { status.textContent = `No live figures: ${err.message}`; });
   on("data_generated", (ev) => {
-    if (ev.topic !== "/stats" || !ev.data || !ev.data.system) return;
+    if (!isStats(ev) || !ev.data || !ev.data.system) return;
     add(ev.data.system, (Number(ev.data.timestamp) || Date.now()) / 1000);
   });
-  onConnect(() => { subscribe("/stats").catch((err) => { status.textContent = `No live figures: ${err.message}`; }); });
+  on("node_changed", () => {
+    data.t.length = 0;
+    for (const series of data.values) for (const points of series) points.length = 0;
+    status.textContent = "Waiting for the chosen node's figures…";
+    for (const v of views) draw(v);
+  });
 }
