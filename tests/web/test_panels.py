@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.assistant.conftest import agent_settings, serving
-from tests.conftest import PASSWORDS, Running, until
+from tests.conftest import PASSWORDS, Running, make_settings, start_server, until
+from tests.federation.conftest import broker  # noqa: F401 - the real mosquitto fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MODULES = ["pubsub", "audit", "system", "targets", "logs", "alerts", "assistant"]
@@ -270,6 +272,7 @@ async def test_alert_fires_is_acknowledged_silenced_investigated_and_resolves(tm
 
         await alert.locator("[data-ack]").click()
         await p.panel("alerts", "li[data-alert]:has-text('acknowledged by oper')").wait_for()
+        await p.panel("audit", "tr[data-intent='ack_alert'][data-outcome='success']").wait_for()  # what was done
         await alert.locator("[data-silence-for]").select_option("15")
         await alert.locator("[data-silence]").click()
         await p.panel("alerts", "li[data-alert]:has-text('silenced until')").wait_for()
@@ -347,3 +350,89 @@ async def test_phone_layout_shows_every_panel_without_sideways_scroll(tmp_path: 
         await p.shot(f"phone-{scheme}")
         assert await p.axe() == []
         assert p.errors == []
+
+
+async def test_chatops_log_lists_and_follows_entries_as_text(tmp_path: Path, browser: Any) -> None:
+    """The panel against the ``list_chatops`` / ``/chatops`` contract, served here by a stand-in intent
+    (the ChatOps log is built in another branch): entries in order, live ones appended, text only."""
+    from cloudisense.core.context import ActionContext
+    from cloudisense.core.intents import Intent, Params, Risk
+
+    entries = [{"id": 1, "ts": 1_700_000_000.0, "node": "test-node", "kind": "observed", "alert_id": 7,
+                "text": "alert 7 fired: web is stopped", "session": None, "approval_id": None, "data": None},
+               {"id": 2, "ts": 1_700_000_005.0, "node": "test-node", "kind": "proposed", "alert_id": 7,
+                "text": 'restart web <img src=x onerror="window.__pwned = 1">', "session": None,
+                "approval_id": None, "data": None}]
+    asked: list[dict[str, Any]] = []
+
+    class ChatopsParams(Params):
+        limit: int = 50
+        query: str | None = None
+
+    async def list_chatops(p: ChatopsParams, ctx: ActionContext) -> dict[str, Any]:
+        asked.append(p.model_dump(exclude_none=True))
+        found = [e for e in entries if not p.query or p.query.lower() in e["text"].lower()]
+        return {"entries": list(reversed(found))[: p.limit], "total": len(found)}
+
+    async with serving(demo_settings(tmp_path)) as running:
+        running.node.registry.add(Intent("list_chatops", "stand-in of the ChatOps log", list_chatops,
+                                         ChatopsParams, Risk.READ))
+        running.node.pubsub.add_static("/chatops")
+        p = await open_panels(browser, running, "oper")
+        items = p.panel("chatops", "li[data-chatops-entry]")
+        await items.nth(1).wait_for()
+        assert [await items.nth(i).get_attribute("data-kind") for i in range(2)] == ["observed", "proposed"]
+        assert "onerror" in await items.nth(1).text_content()
+        assert await p.panel("chatops", "img").count() == 0 and await p.page.evaluate("window.__pwned === undefined")
+
+        live = {"id": 3, "ts": 1_700_000_010.0, "node": "test-node", "kind": "did", "alert_id": 7,
+                "text": "ran restart_target web", "session": None, "approval_id": None, "data": None}
+        entries.append(live)
+        running.node.pubsub.publish("/chatops", "chatops_entry", live)
+        await p.panel("chatops", "li[data-chatops-entry='3'][data-kind='did']").wait_for()
+        assert await items.count() == 3 and "ran restart_target web" in await items.last.text_content()
+
+        await p.panel("chatops", "[data-chatops-query]").fill("restart")
+        await p.panel("chatops", "[data-chatops-query]").press("Enter")
+        await until(lambda: _count_is(items, 2))
+        assert asked[-1] == {"limit": 50, "query": "restart"}
+        assert p.errors == []
+
+
+async def _count_is(locator: Any, n: int) -> bool:
+    return await locator.count() == n
+
+
+async def test_node_switcher_shows_the_other_nodes_services(tmp_path: Path, browser: Any, broker: Any) -> None:
+    """Two federated nodes on a real mosquitto: choosing node-b makes the panels show node-b."""
+    prefix = f"t{uuid.uuid4().hex[:8]}/cs"
+    a = await start_server(federated(tmp_path, "node-a", broker, prefix, "web"))
+    b = await start_server(federated(tmp_path, "node-b", broker, prefix, "worker"))
+    try:
+        await until(lambda: a.node.module("federation").bridge.knows("node-b"), timeout=15)
+        p = await open_panels(browser, a, "oper")
+        switcher = p.panel("nodes", "[data-node-choice]")
+        await switcher.wait_for()
+        assert await p.page.locator("#panel-nodes").is_visible()
+        assert await p.panel("services", "tr[data-target]").count() == 1  # node-a: web
+        await switcher.select_option("node-b")
+        await p.panel("services", "tr[data-target='worker'][data-state='running']").wait_for()
+        assert await p.panel("services", "tr[data-target='web']").count() == 0
+        # node-b's /stats arrive here as /node-b/stats: the charts fill in again.
+        await until(lambda: _points_at_least(p, 2), timeout=20)
+        await p.shot("node-b")
+        await switcher.select_option("")
+        await p.panel("services", "tr[data-target='web']").wait_for()
+        assert p.errors == []
+    finally:
+        await b.server.stop()
+        await a.server.stop()
+
+
+def federated(tmp_path: Path, identity: str, broker: Any, prefix: str, target: str) -> Any:
+    """A federated test node with one sleeper target."""
+    fed = {"enabled": True, "broker_port": broker.port, "topic_prefix": prefix, "request_timeout": 5.0}
+    sleeper = ["{python}", "-c", "import time\nwhile True: time.sleep(1)"]
+    return make_settings(tmp_path / identity, identity=identity, federation=fed,
+                         modules=["pubsub", "system", "audit", "targets", "federation"],
+                         targets={target: {"command": sleeper, "autostart": True, "stop_timeout": 1}})
