@@ -50,11 +50,11 @@ class AuditModule(Module):
     name = "audit"
 
     def intents(self) -> list[Intent]:
-        return [Intent("get_audit_log", "The newest audit records: who ran which intent, with what outcome, "
-                       "optionally filtered by user, intent, outcome and time",
+        # Description and examples as before the filters: the planner matches requests on them.
+        return [Intent("get_audit_log", "The newest audit records: who ran which intent, with what outcome",
                        self.get_audit_log, AuditParams, Risk.READ,
                        ("show the audit log", "who restarted the web service", "what actions were run recently",
-                        "last 10 audit entries", "which actions were denied", "what did oper do today"))]
+                        "last 10 audit entries"))]
 
     async def get_audit_log(self, p: AuditParams, ctx: ActionContext) -> dict[str, Any]:
         user = p.user
