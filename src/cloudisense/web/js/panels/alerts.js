@@ -98,5 +98,7 @@ export function mount(section) {
   const isAlerts = follow("/alerts");
   on("data_generated", (ev) => { if (isAlerts(ev)) later(); });
   on("node_changed", refresh);
+  // A silenced alert resolves without an event, and "N min ago" ages: look again now and then.
+  setInterval(refresh, 30000);
   onConnect(refresh);
 }
