@@ -344,15 +344,25 @@ class AuditLog:
                 results.append(exc)
         return results
 
-    async def query(self, limit: int = 50, intent: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
-        """Newest records first, optionally for one intent or user."""
+    async def query(self, limit: int = 50, intent: str | None = None, user: str | None = None, *,
+                    outcome: str | None = None, since: float | None = None, until: float | None = None,
+                    exclude_intents: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
+        """Newest records first, optionally of one intent, user and outcome, within ``[since, until]``
+        (epoch seconds), leaving out ``exclude_intents``."""
         where, args = [], []
-        if intent:
-            where.append("intent = ?")
-            args.append(intent)
-        if user:
-            where.append("user = ?")
-            args.append(user)
+        for column, value in (("intent", intent), ("user", user), ("outcome", outcome)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("ts <= ?")
+            args.append(until)
+        if exclude_intents:
+            where.append(f"intent NOT IN ({', '.join('?' for _ in exclude_intents)})")
+            args.extend(exclude_intents)
         sql = "SELECT * FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)

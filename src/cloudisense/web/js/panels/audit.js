@@ -1,0 +1,88 @@
+// The audit log with filters: user, intent, outcome and a time range (non-admins see their own records).
+import { me, on, onConnect, rpc } from "../core.js";
+import { debounce, h, isUnknownIntent, note, onActed, paramsText, when } from "./common.js";
+
+const OUTCOMES = ["success", "error", "denied", "pending_approval", "started", "interrupted"];
+/** The dashboard's own reads: hidden by default so what people and the assistant did stands out. */
+const HOUSEKEEPING = ["list_targets", "list_approvals", "list_alerts", "list_logs", "read_log", "get_audit_log",
+  "list_chatops", "list_nodes", "subscribe_channel", "unsubscribe_channel", "list_channels", "assist_introduction"];
+
+function field(id, label, input) {
+  input.id = id;
+  return h("div", { class: "field" }, h("label", { for: id }, label), input);
+}
+
+/** A ``datetime-local`` value as epoch seconds (local time), or undefined when empty. */
+function epoch(input) {
+  if (!input.value) return undefined;
+  const ms = new Date(input.value).getTime();
+  return Number.isFinite(ms) ? ms / 1000 : undefined;
+}
+
+export function mount(section) {
+  const user = h("input", { type: "text", autocomplete: "off", placeholder: "anyone", dataset: { auditUser: "" } });
+  const intent = h("input", { type: "text", autocomplete: "off", placeholder: "any", dataset: { auditIntent: "" } });
+  const outcome = h("select", { dataset: { auditOutcome: "" } }, h("option", { value: "" }, "any"),
+    ...OUTCOMES.map((o) => h("option", { value: o }, o.replace("_", " "))));
+  const since = h("input", { type: "datetime-local", step: "1", dataset: { auditSince: "" } });
+  const until = h("input", { type: "datetime-local", step: "1", dataset: { auditUntil: "" } });
+  const reads = h("input", { type: "checkbox", id: "audit-hide-reads", checked: true, dataset: { auditHideReads: "" } });
+  const apply = h("button", { type: "submit", class: "primary", dataset: { auditApply: "" } }, "Apply");
+  const reset = h("button", { type: "reset" }, "Clear");
+  const form = h("form", { class: "filters", "aria-label": "audit filters" },
+    field("audit-user", "User", user), field("audit-intent", "Intent", intent), field("audit-outcome", "Outcome", outcome),
+    field("audit-since", "From", since), field("audit-until", "To", until),
+    h("div", { class: "field" }, h("label", { for: "audit-hide-reads" }, reads, " hide dashboard reads")),
+    h("div", { class: "field buttons" }, apply, reset));
+  const status = h("p", { class: "muted", "data-audit-status": "", "aria-live": "polite" });
+  const body = h("div", { class: "audit-rows" });
+  section.append(form, status, body);
+
+  async function refresh() {
+    const self = me();
+    if (self.role !== "admin") {
+      // The node answers non-admins with their own records only: say so instead of offering a filter.
+      user.value = self.user;
+      user.readOnly = true;
+      user.title = "only admins see other users' records";
+    }
+    const params = { limit: 100 };
+    if (user.value.trim()) params.user = user.value.trim();
+    if (intent.value.trim()) params.intent = intent.value.trim();
+    if (outcome.value) params.outcome = outcome.value;
+    const from = epoch(since), to = epoch(until);
+    if (from !== undefined) params.since = from;
+    if (to !== undefined) params.until = to;
+    if (reads.checked) params.exclude_intents = HOUSEKEEPING;
+    let resp;
+    try {
+      resp = await rpc("get_audit_log", params);
+    } catch (err) {
+      if (isUnknownIntent(err)) note(body, "The audit log is not available on this node (no audit module).");
+      status.textContent = isUnknownIntent(err) ? "" : `Could not read the audit log: ${err.message}`;
+      return;
+    }
+    const records = resp.data.records || [];
+    status.textContent = `${records.length} record(s)${records.length === params.limit ? " (the newest shown)" : ""}`;
+    if (!records.length) {
+      body.replaceChildren(h("p", { class: "panel-note muted" }, "No records match these filters."));
+      return;
+    }
+    body.replaceChildren(h("table", { class: "table" },
+      h("thead", {}, h("tr", {}, ...["Time", "User", "Intent", "Outcome", "Details"].map((label) => h("th", { scope: "col" }, label)))),
+      h("tbody", {}, ...records.map((r) => h("tr", { dataset: { auditRow: String(r.id), intent: r.intent, outcome: r.outcome, user: r.user } },
+        h("td", {}, when(r.ts)),
+        h("td", {}, r.user, h("span", { class: "muted" }, ` (${r.role}${r.client_kind !== "websocket" ? `, ${r.client_kind}` : ""})`)),
+        h("td", {}, h("code", {}, r.intent), " ", h("span", { class: "muted" }, paramsText(r.params))),
+        h("td", {}, h("span", { class: `badge outcome-${r.outcome}` }, r.outcome.replace("_", " "))),
+        h("td", { class: "muted" }, [r.message, r.rule ? `rule ${r.rule}` : null].filter(Boolean).join(" · ")))))));
+  }
+
+  form.addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
+  form.addEventListener("reset", () => setTimeout(refresh, 0));
+  const later = debounce(refresh, 500);
+  onActed(later);
+  on("approval_changed", later);
+  on("node_changed", refresh);
+  onConnect(refresh);
+}
