@@ -488,7 +488,8 @@ class AlertResponder:
         if ok:
             ok, note = await self._scripts_done(steps)
         if ok and fix.verify is not None:
-            ok, note = await self.verify(fix.verify, alert, fix.verify_target)
+            ok, checked = await self.verify(fix.verify, alert, fix.verify_target)
+            note = "; ".join(n for n in (note, checked) if n)
         elif ok and not note:
             note = "the steps succeeded (no check is configured for this fix)"
         await self.store.set_outcome(fix_id, "worked" if ok else "failed", note)
@@ -550,8 +551,10 @@ class AlertResponder:
                 rule = StatRule(name="verify", metric=metric, above=float(below), mount=details.get("mount") or "/")
                 value = stat_value(rule, system) if isinstance(system, dict) else None
                 passed = value is not None and value < float(below)
-                last = f"{metric} is at {value:g} % (the level is {float(below):g} %)" if value is not None \
-                    else f"{metric} could not be read"
+                what = f"disk {rule.mount}" if metric == "disk" else metric
+                unit = "" if metric == "load" else " %"
+                last = f"{what} is at {value:g}{unit} (the level is {float(below):g}{unit})" if value is not None \
+                    else f"{what} could not be read"
             if passed:
                 held_since = now if held_since is None else held_since
                 if now - held_since >= check.settle:
