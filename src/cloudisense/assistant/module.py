@@ -241,12 +241,12 @@ class AssistantModule(Module):
                     "search the chatops log for restart"), say=say_entries),
             Intent("autonomy_status", "Whether the agent acts on alerts on its own: its mode, identity and limits",
                    self.autonomy_status, NoParams, Risk.READ,
-                   ("is the agent autonomous", "autonomy status", "how many fixes did the agent run on its own"),
+                   ("is the agent autonomous", "autonomy status", "how many actions did the agent take on its own"),
                    say=say_status),
             Intent("set_autonomy", "Switch the agent off (kill switch), to suggestions only, or autonomous; "
                    "takes effect at once and is kept across restarts", self.set_autonomy, SetAutonomyParams,
                    Risk.WRITE, ("stop autonomy", "turn the agent off", "set autonomy to suggest",
-                                "let the agent fix things on its own"),
+                                "let the agent act on its own"),
                    admin_only=True, agent_use=AgentUse.HUMAN_ONLY, say=say_status),
         ]
 
