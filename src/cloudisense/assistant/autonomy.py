@@ -40,6 +40,7 @@ from cloudisense.assistant.executor import RunState, StepResult
 from cloudisense.assistant.runbooks import Fix, TemplateError
 from cloudisense.assistant.settings import AgentSettings, RunbookCheck
 from cloudisense.core.clients import AGENT_KIND
+from cloudisense.core.errors import ConfigError
 from cloudisense.core.intents import Risk
 from cloudisense.core.roles import Role, may_run
 
@@ -215,12 +216,23 @@ class AlertResponder:
 
     async def start(self) -> None:
         """Load the kept mode, listen to ``/alerts``, start the worker."""
+        self._check_runbooks()
         await self.store.start()
         kept = await self.store.mode()
         if kept is not None and kept[0] in MODES:
             self.mode, self.mode_set_by = kept[0], kept[1]
         self.node.pubsub.add_listener(self._on_event)
         self._task = asyncio.create_task(self._work(), name="alert-responder")
+
+    def _check_runbooks(self) -> None:
+        """A runbook step that names no intent of this node, or one that cannot be a step, stops start-up."""
+        for book in self.settings.runbooks:
+            for step in book.steps:
+                intent = self.node.registry.find(step.intent)
+                if intent is None or not intent.may_be_step:
+                    why = "no such intent" if intent is None else "an assistant intent cannot be a step"
+                    raise ConfigError(f"[[agent.runbooks]] {book.name!r}: step {step.intent!r}: {why} "
+                                      "(`cloudisense intents` lists them)")
 
     async def stop(self) -> None:
         """Stop listening and working."""
@@ -340,7 +352,8 @@ class AlertResponder:
             verify = RunbookCheck(check="target_running")
         return Fix([s for s in top.fix if self._is_action(s["intent"])] or top.fix, verify,
                    f"the investigation (likely cause: {top.cause()})", diagnosis.confidence(),
-                   top.component if verify else None)
+                   top.component if verify else None,
+                   outside_evidence_only=not top.state and not top.figures)
 
     def _is_action(self, intent: str) -> bool:
         found = self.node.registry.find(intent)
@@ -386,6 +399,9 @@ class AlertResponder:
         a = self.identity
         since = time.time() - a.window_minutes * 60
         subject = str(alert["subject"])
+        if fix.outside_evidence_only:
+            # A log line can say anything: text alone never makes the agent change something on its own.
+            return "the only evidence is log lines (text from outside), so a person decides"
         if _CONFIDENCE[fix.confidence] < _CONFIDENCE[a.min_confidence]:
             return f"my confidence is {fix.confidence} (I act on my own from {a.min_confidence})"
         if await self.store.autonomous_since(since) >= a.max_actions:

@@ -82,6 +82,8 @@ class Fix:
     confidence: str = "high"
     #: The target a check looks at, filled in.
     verify_target: str | None = None
+    #: Whether the only evidence for it is text from outside (log lines): then a person decides.
+    outside_evidence_only: bool = False
 
     def words(self) -> str:
         """``restart_target web, then check that web keeps running``."""
