@@ -72,7 +72,7 @@ async def firing(conn: Connection, subject: str) -> dict[str, Any] | None:
     return next((a for a in alerts if a["subject"] == subject), None)
 
 
-async def test_a_killed_target_is_investigated_proposed_approved_verified_and_its_alert_resolves(tmp_path: Path) -> None:
+async def test_a_killed_target_is_investigated_proposed_approved_verified_and_resolved(tmp_path: Path) -> None:
     async with serving(settings(tmp_path)) as r:
         admin = await r.connect("admin")
         await admin.call("subscribe_channel", {"topic": "/chatops"})
@@ -86,7 +86,8 @@ async def test_a_killed_target_is_investigated_proposed_approved_verified_and_it
         said = [e["text"] for e in await entries(admin, alert_id=alert_id)]
         assert said[0].startswith(f"Alert {alert_id} fired (critical, target rule service-down): target web is crashed")
         assert "I investigated" in said[1] and "web crashed (killed by signal 9)" in said[1]
-        event = await events.wait("/chatops", lambda e: e["name"] == "chatops_entry" and e["data"]["kind"] == "proposed")
+        event = await events.wait("/chatops", lambda e: e["name"] == "chatops_entry"
+                                  and e["data"]["kind"] == "proposed")
         assert event["data"] == proposed
         assert not await agent_calls(r, "restart_target")  # nothing ran without a person
 
@@ -125,7 +126,7 @@ async def _resolved(conn: Connection, alert_id: int) -> dict[str, Any] | None:
     return alert if alert["state"] == "resolved" else None
 
 
-async def test_autonomous_with_an_allow_rule_restarts_verifies_and_resolves_with_nobody_approving(tmp_path: Path) -> None:
+async def test_autonomous_with_an_allow_rule_restarts_verifies_and_resolves_unasked(tmp_path: Path) -> None:
     async with serving(settings(tmp_path, policy=ALLOW_RESTART, mode="autonomous", runbooks=[RESTART_WEB])) as r:
         admin = await r.connect("admin")
         os.kill(await running_pid(r, "web"), signal.SIGKILL)

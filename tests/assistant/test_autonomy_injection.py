@@ -132,6 +132,6 @@ async def test_alertmanager_labels_never_smuggle_an_action_and_a_plain_one_is_ha
 async def test_a_runbook_naming_an_unknown_intent_stops_start_up(tmp_path: Path) -> None:
     book = {"name": "typo", "when": {"source": "target"}, "steps": [{"intent": "restart_targe", "params": {}}]}
     cfg = agent_settings(tmp_path, modules=[*MODULES, "alerts"], agent={"runbooks": [book]})
-    with pytest.raises(ConfigError, match="'typo'.*restart_targe.*no such intent"):
+    with pytest.raises(ConfigError, match=r"'typo'.*restart_targe.*no such intent"):
         r = await start_server(cfg)
         await r.server.stop()
