@@ -249,3 +249,24 @@ decision = "allow"
         rows = await agent_calls(r, "start_script_execution")
         assert len(rows) == 1 and rows[0]["rule"] == "cleanup-allow"
         admin.close()
+
+
+async def test_two_alerts_of_one_crash_make_one_proposal_and_a_rejection_runs_nothing(tmp_path: Path) -> None:
+    rules = [*ALERT_RULES, {"name": "web-crash-loop", "target": "web", "condition": "crash_loop", "count": 1}]
+    async with serving(settings(tmp_path, alerts={"targets": rules})) as r:
+        admin = await r.connect("admin")
+        os.kill(await running_pid(r, "web"), signal.SIGKILL)
+        again = await entry(admin, "observed", "is already proposed")
+        proposals = [e for e in await entries(admin) if e["kind"] == "proposed"]
+        assert len(proposals) == 1 and proposals[0]["approval_id"] == again["approval_id"]
+        assert len((await admin.call("list_approvals", {"status": "pending"}))["approvals"]) == 1
+
+        await admin.call("confirm_action", {"approval_id": again["approval_id"], "approve": False, "reason": "later"})
+        said = await entry(admin, "concluded", "nothing ran")
+        assert said["text"] == f"Admin rejected my proposal {again['approval_id']}; nothing ran."
+        assert (await admin.call("target_status", {"name": "web"}))["state"] == "crashed"
+        assert await agent_calls(r, "restart_target") == []
+        # Bad input to the log's intent is a clear error naming the field.
+        err = await error_of(admin, "list_chatops", {"limit": 0})
+        assert err.code == 400 and "limit" in str(err)
+        admin.close()

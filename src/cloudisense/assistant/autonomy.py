@@ -118,8 +118,12 @@ class AutonomyStore:
         return int(await self.db.execute(
             "INSERT INTO agent_fixes (ts, alert_id, rule, subject, intent, how, approval_id, session, plan, outcome)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-            (time.time(), int(alert["id"]), str(alert["rule"]), str(alert["subject"]), fix.steps[0]["intent"], how,
+            (time.time(), int(alert["id"]), str(alert["rule"]), fix_subject(alert, fix), fix.steps[0]["intent"], how,
              approval_id, session, json.dumps(plan, default=str))))
+
+    async def attach_approval(self, fix_id: int, approval_id: str) -> None:
+        """The fix now waits for this approval (a later step needs a person)."""
+        await self.db.execute("UPDATE agent_fixes SET approval_id = ? WHERE id = ?", (approval_id, fix_id))
 
     async def set_outcome(self, fix_id: int, outcome: str, note: str) -> None:
         """``worked``, ``failed``, ``rejected`` or ``expired``."""
@@ -163,6 +167,11 @@ class AutonomyStore:
             "SELECT SUM(outcome = 'worked'), SUM(outcome IN ('worked', 'failed')) FROM agent_fixes"
             " WHERE rule = ? AND intent = ?", (rule, intent))
         return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+
+
+def fix_subject(alert: dict[str, Any], fix: Fix) -> str:
+    """What a fix acts on, for the per-target limit: the target it checks, else the alert's subject."""
+    return fix.verify_target or str(alert["subject"])
 
 
 def _alert_core(alert: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +293,7 @@ class AlertResponder:
                 if what == "alert":
                     await self.handle(data)
                 else:
-                    await self.after_decision(data["decided"], data["steps"])
+                    await self.after_decision(data["decided"], data["steps"], data["paused"])
             except asyncio.CancelledError:
                 raise
             except Exception:  # one alert must not stop the agent
@@ -398,7 +407,7 @@ class AlertResponder:
         """Why the agent must not run this fix on its own now (a limit, low confidence, a fix that did not hold)."""
         a = self.identity
         since = time.time() - a.window_minutes * 60
-        subject = str(alert["subject"])
+        subject = fix_subject(alert, fix)
         if fix.outside_evidence_only:
             # A log line can say anything: text alone never makes the agent change something on its own.
             return "the only evidence is log lines (text from outside), so a person decides"
@@ -426,6 +435,13 @@ class AlertResponder:
         intent = self.node.registry.get(first["intent"])
         params = intent.params.model_validate(first["params"])
         risk = intent.effective_risk(params)
+        wire = params.model_dump(mode="json")
+        waiting = await self.approvals.list(status="pending", requester=self.identity.name, limit=100)
+        same = next((a for a in waiting if a.intent == intent.name and a.params == wire), None)
+        if same is not None:  # two alerts of one cause (down and crash-looping): one proposal
+            await self._entry("observed", f"The fix for alert {alert_id} ({fix.words()}) is already proposed: "
+                              f"approval {same.id} waits for a decision.", alert_id, session, same.id)
+            return
         state = RunState(steps=steps, user=self.identity.name, role=self.role, session=session, kind=AGENT_KIND)
         approval = await self.approvals.create(
             requester=self.identity.name, requester_role=self.role.value, intent=intent.name,
@@ -464,19 +480,25 @@ class AlertResponder:
         await self._entry("did", f"I ran {', '.join(s.intent for s in run.steps)}: {said}", alert_id, session,
                           data={"status": run.status})
         if run.status == "paused" and run.approval:
-            await self.store.set_outcome(fix_id, "failed", "a step waits for approval")
-            await self._entry("proposed", f"A step needs a person: should I continue? (approval "
-                              f"{run.approval['approval_id']}: {run.approval['description']})", alert_id, session,
-                              run.approval["approval_id"])
-            self.node.pubsub.publish(self.approvals_topic, "approval_required", run.approval)
+            await self._wait_for_person(fix_id, run.approval, alert_id, session)
             return
         await self._verify_and_record(fix_id, alert, fix, session, run.steps)
 
-    def decided(self, decided: dict[str, Any], steps: list[StepResult]) -> None:
-        """``confirm_action`` (or the expiry sweep) settled an approval; ``steps``: what its run did."""
-        self._put("decided", {"decided": decided, "steps": steps})
+    async def _wait_for_person(self, fix_id: int, approval: dict[str, Any], alert_id: int, session: str) -> None:
+        """A later step of the fix needs approval: the fix is checked once it is decided and has run."""
+        await self.store.attach_approval(fix_id, approval["approval_id"])
+        await self._entry("proposed", f"The next step needs a person: should I continue? (approval "
+                          f"{approval['approval_id']}: {approval['description']})", alert_id, session,
+                          approval["approval_id"])
+        self.node.pubsub.publish(self.approvals_topic, "approval_required", approval)
 
-    async def after_decision(self, decided: dict[str, Any], steps: list[StepResult]) -> None:
+    def decided(self, decided: dict[str, Any], steps: list[StepResult], paused: dict[str, Any] | None = None) -> None:
+        """``confirm_action`` (or the expiry sweep) settled an approval; ``steps``: what its run did;
+        ``paused``: the next approval when the run stopped again at a later step."""
+        self._put("decided", {"decided": decided, "steps": steps, "paused": paused})
+
+    async def after_decision(self, decided: dict[str, Any], steps: list[StepResult],
+                             paused: dict[str, Any] | None = None) -> None:
         """A person decided one of the agent's proposals: say so, and verify the fix once it ran."""
         approval_id = str(decided.get("approval_id"))
         fix_row = await self.store.by_approval(approval_id)
@@ -486,10 +508,14 @@ class AlertResponder:
         status, by = decided.get("status"), decided.get("decided_by")
         if status != "consumed":
             await self.store.set_outcome(fix_row["id"], str(status), f"{status} by {by}")
-            await self._entry("concluded", f"{by} {status} my proposal {approval_id}; nothing ran.", alert_id,
-                              session, approval_id)
+            who = f"{by} {status} my proposal {approval_id}" if by else f"my proposal {approval_id} {status} undecided"
+            await self._entry("concluded", f"{who[0].upper()}{who[1:]}; nothing ran.", alert_id, session, approval_id)
             return
-        await self._entry("did", f"{by} approved {approval_id}; the fix ran.", alert_id, session, approval_id)
+        said = "; ".join(render_step(asdict(s), self.node.registry) for s in steps) or "nothing was reported"
+        await self._entry("did", f"{by} approved {approval_id}; I ran it: {said}", alert_id, session, approval_id)
+        if paused is not None:
+            await self._wait_for_person(fix_row["id"], paused, alert_id, session)
+            return
         verify = RunbookCheck.model_validate(plan["verify"]) if plan.get("verify") else None
         fix = Fix(plan["steps"], verify, str(plan.get("reason")), verify_target=plan.get("verify_target"))
         await self._verify_and_record(fix_row["id"], plan["alert"], fix, session, steps, approval_id)

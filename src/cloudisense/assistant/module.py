@@ -377,7 +377,9 @@ class AssistantModule(Module):
             p.approval_id, approve=p.approve, user=ctx.user, role=ctx.client.role, reason=p.reason,
             notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=approval.session))
         self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", decided)
-        self.responder.decided(decided, turn.run.steps if turn.run is not None else [])
+        run = turn.run
+        self.responder.decided(decided, run.steps if run is not None else [],
+                               run.approval if run is not None and run.status == "paused" else None)
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
         return {**turn.to_wire(), "decided": decided}
 
