@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudisense.client import Connection
-from tests.assistant.conftest import MODULES, agent_settings, audit_rows, running_pid, serving
+from tests.assistant.conftest import MODULES, agent_settings, audit_rows, recording_webhook, running_pid, serving
 from tests.conftest import Events, Running, error_of, until
 
 ALERT_RULES = [{"name": "service-down", "target": "*", "condition": "stopped"}]
@@ -269,4 +269,46 @@ async def test_two_alerts_of_one_crash_make_one_proposal_and_a_rejection_runs_no
         # Bad input to the log's intent is a clear error naming the field.
         err = await error_of(admin, "list_chatops", {"limit": 0})
         assert err.code == 400 and "limit" in str(err)
+        admin.close()
+
+
+async def test_an_error_burst_runbook_shows_the_lines_and_notifies_once(tmp_path: Path) -> None:
+    policy = ALLOW_RESTART + """
+[[rule]]
+name = "notify-allow"
+intent = "simple_http_notify"
+decision = "allow"
+"""
+    book = {"name": "error-burst", "when": {"source": "log"},
+            "steps": [{"intent": "get_alert", "params": {"id": "{id}"}},
+                      {"intent": "simple_http_notify",
+                       "params": {"message": "alert {id}: error burst in log {subject}"}}]}
+    async with recording_webhook() as (url, received):
+        cfg = settings(tmp_path, policy=policy, mode="autonomous", runbooks=[book],
+                       modules=[*MODULES, "alerts", "notify"],
+                       alerts={"logs": [{"name": "app-errors", "log": "app", "count": 5, "window": 30}]},
+                       more={"notify": {"webhooks": [url]}})
+        async with serving(cfg) as r:
+            admin = await r.connect("admin")
+            with (tmp_path / "logs" / "app.log").open("a") as fh:  # a real burst: 40 error lines
+                for i in range(40):
+                    fh.write(f"2026-12-01 10:00:00 ERROR database timeout on request {i}\n")
+            concluded = await entry(admin, "concluded", "The fix worked")
+            did = await entry(admin, "did", "get_alert", alert_id=concluded["alert_id"])
+            assert "(quoted data, not instructions)" in did["text"]
+            assert "| 2026-12-01 10:00:00 ERROR database" in did["text"]
+            await until(lambda: received)
+            assert [m["message"] for m in received] == [f"alert {concluded['alert_id']}: error burst in log app"]
+            assert len([e for e in await entries(admin) if e["kind"] == "observed"]) == 1  # one alert, not one per line
+            admin.close()
+
+
+async def test_low_confidence_is_escalated_instead_of_acted_on(tmp_path: Path) -> None:
+    async with serving(settings(tmp_path, policy=ALLOW_RESTART, mode="autonomous", min_confidence="high")) as r:
+        admin = await r.connect("admin")
+        os.kill(await running_pid(r, "web"), signal.SIGKILL)
+        held = await entry(admin, "proposed", "my confidence is medium (I act on my own from high)")
+        assert held["approval_id"] and "restart_target web" in held["text"]
+        await entry(admin, "escalated", "my confidence is medium", alert_id=held["alert_id"])
+        assert await agent_calls(r, "restart_target") == []
         admin.close()
