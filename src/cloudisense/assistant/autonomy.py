@@ -125,6 +125,11 @@ class AutonomyStore:
         """The fix now waits for this approval (a later step needs a person)."""
         await self.db.execute("UPDATE agent_fixes SET approval_id = ? WHERE id = ?", (approval_id, fix_id))
 
+    async def settle(self, approval_id: str, status: str) -> None:
+        """A fix whose approval ended unheard (expired, say) takes the approval's status as its outcome."""
+        await self.db.execute("UPDATE agent_fixes SET outcome = ?, note = 'approval ' || ? WHERE approval_id = ?"
+                              " AND outcome = 'pending'", (status, status, approval_id))
+
     async def set_outcome(self, fix_id: int, outcome: str, note: str) -> None:
         """``worked``, ``failed``, ``rejected`` or ``expired``."""
         await self.db.execute("UPDATE agent_fixes SET outcome = ?, note = ? WHERE id = ?", (outcome, note, fix_id))
@@ -255,8 +260,11 @@ class AlertResponder:
         await self.store.set_mode(mode, user)
         self.mode, self.mode_set_by = mode, user
         if mode == "off":
-            while not self._queue.empty():  # alerts waiting to be handled are dropped, not run later
-                self._queue.get_nowait()
+            # Alerts waiting to be handled are dropped, not run later; checks of fixes people approved stay.
+            kept = [item for item in (self._queue.get_nowait() for _ in range(self._queue.qsize()))
+                    if item[0] != "alert"]
+            for item in kept:
+                self._queue.put_nowait(item)
         await self.chatops.add("concluded", f"Autonomy is now {mode} (set by {user}).",
                                data={"mode": mode, "set_by": user})
 
@@ -299,11 +307,6 @@ class AlertResponder:
             except Exception:  # one alert must not stop the agent
                 log.exception("alert responder: could not handle %s", what)
 
-    async def wait_idle(self) -> None:
-        """Until nothing is queued (for tests and a clean stop)."""
-        while not self._queue.empty():
-            await asyncio.sleep(POLL)
-
     # -- one alert -------------------------------------------------------------------------
 
     async def handle(self, alert: dict[str, Any]) -> None:
@@ -317,6 +320,10 @@ class AlertResponder:
         alert_id = int(alert["id"])
         session = await self.memory.open(f"alert-{alert_id}", self.identity.name, admin=True)
         waiting = await self.store.pending_for(alert_id)
+        if waiting is not None and (approval := await self.approvals.get(waiting)).status != "pending":
+            # Expired (or decided) without the agent hearing of it: settle the fix and handle the alert anew.
+            await self.store.settle(waiting, approval.status)
+            waiting = None
         if waiting is not None:
             await self._entry("observed", f"Alert {alert_id} fired again ({alert.get('summary')}); my proposal "
                               f"{waiting} is still waiting for a decision.", alert_id, session, waiting)
