@@ -155,7 +155,7 @@ async def test_a_fix_that_does_not_hold_is_escalated_and_not_retried(tmp_path: P
                                 targets=targets)) as r:
         admin = await r.connect("admin")
         failed = await entry(admin, "concluded", "did not work")
-        assert "web is crashed again after the fix" in failed["text"]
+        assert "web is crashed" in failed["text"]  # "again after the fix", or still after `within`
         await entry(admin, "escalated", "did not work", alert_id=failed["alert_id"])
         flagged = (await admin.call("list_escalations", {}))["escalations"]
         assert any(f"alert-{failed['alert_id']}" == e.get("session") for e in flagged)
@@ -166,12 +166,12 @@ async def test_a_fix_that_does_not_hold_is_escalated_and_not_retried(tmp_path: P
         admin.close()
 
 
-FLAPS = ["{python}", "-c", "import time\ntime.sleep(2.5)\nraise SystemExit(1)"]
+FLAPS = ["{python}", "-c", "import time\ntime.sleep(4)\nraise SystemExit(1)"]
 
 
 async def test_the_per_target_limit_holds_under_a_flapping_target(tmp_path: Path) -> None:
     targets = {"web": {"command": FLAPS, "autostart": True, "stop_timeout": 1}}
-    book = {**RESTART_WEB, "verify": {"check": "target_running", "within": 10, "settle": 1}}
+    book = {**RESTART_WEB, "verify": {"check": "target_running", "within": 10, "settle": 0.5}}
     async with serving(settings(tmp_path, policy=ALLOW_RESTART, mode="autonomous", runbooks=[book],
                                 targets=targets, max_per_target=2)) as r:
         admin = await r.connect("admin")
