@@ -239,9 +239,9 @@ class AssistantModule(Module):
                    "alerts, newest first, searchable", self.list_chatops, ListChatOpsParams, Risk.READ,
                    ("show the chatops log", "what did the agent do", "what did the agent do about alert 3",
                     "search the chatops log for restart"), say=say_entries),
-            Intent("autonomy_status", "Whether the agent acts on alerts on its own: its mode, identity and limits",
+            Intent("autonomy_status", "Autonomy mode (off, suggest, autonomous), identity and hard limits of the alert agent",
                    self.autonomy_status, NoParams, Risk.READ,
-                   ("is the agent autonomous", "autonomy status", "how many actions did the agent take on its own"),
+                   ("is autonomy on", "autonomy status", "what is the autonomy mode", "is the kill switch on"),
                    say=say_status),
             Intent("set_autonomy", "Switch the agent off (kill switch), to suggestions only, or autonomous; "
                    "takes effect at once and is kept across restarts", self.set_autonomy, SetAutonomyParams,
