@@ -87,10 +87,15 @@ class Fix:
 
     def words(self) -> str:
         """``restart_target web, then check that web keeps running``."""
-        steps = ", then ".join(f"{s['intent']} " + " ".join(str(v) for v in s.get("params", {}).values())
+        steps = ", then ".join(f"{s['intent']} " + " ".join(_word(v) for v in s.get("params", {}).values())
                                for s in self.steps)
         return steps.replace(" ,", ",").strip() + (f", then {check_words(self.verify, self.verify_target)}"
                                                    if self.verify else "")
+
+
+def _word(value: Any) -> str:
+    """A param value as it reads in a sentence (a list of arguments as they would be typed)."""
+    return " ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def check_words(check: RunbookCheck, target: str | None) -> str:
