@@ -15,6 +15,9 @@ Intents (all owned here; the planner never proposes any of them as a step):
   paused step once, then the rest of the plan, as the requester (their current role).
 * ``list_approvals``, ``list_escalations``, ``clear_assist_session``, ``assist_introduction``,
   ``llm_usage`` (read).
+* ``list_chatops {limit, query, since, alert_id}`` (read): the agent's ChatOps log (:mod:`chatops`);
+  ``autonomy_status`` (read) and ``set_autonomy {mode}`` (admin only, never the assistant): the
+  agent that answers alerts (:mod:`autonomy`) and its kill switch.
 
 Every entry point uses one session rule (:meth:`Assistant.open_session`). Events go to the
 calling client on ``/assist/<session>`` (``/chain/<requestid>`` for chains without a session):
@@ -33,7 +36,9 @@ from pydantic import Field, field_validator
 
 from cloudisense.assistant.approvals import ApprovalStore
 from cloudisense.assistant.assistant import Assistant
+from cloudisense.assistant.autonomy import AlertResponder, say_status
 from cloudisense.assistant.chat import ModelAccess, chat_turn
+from cloudisense.assistant.chatops import ChatOpsLog, say_entries
 from cloudisense.assistant.diagnose import Diagnoser
 from cloudisense.assistant.escalation import Escalator
 from cloudisense.assistant.executor import Executor
@@ -140,6 +145,23 @@ class ListApprovalsParams(Params):
     limit: int = Field(50, ge=1, le=500)
 
 
+class ListChatOpsParams(Params):
+    """Which ChatOps entries to list (newest first)."""
+
+    limit: int = Field(50, ge=1, le=500)
+    query: str | None = Field(None, min_length=1, max_length=200, description="a plain substring of the text")
+    since: float | None = Field(None, ge=0, description="only entries from this time on (epoch seconds)")
+    alert_id: int | None = Field(None, ge=1, description="only entries about this alert")
+
+
+class SetAutonomyParams(Params):
+    """The agent's mode: off stops it at once (kept across restarts)."""
+
+    mode: Literal["off", "suggest", "autonomous"] = Field(
+        description="off: the agent does nothing on alerts; suggest: it proposes fixes; "
+                    "autonomous: it runs the fixes the policy allows")
+
+
 class AssistantModule(Module):
     """The assistant on a node (see the module docstring)."""
 
@@ -163,6 +185,11 @@ class AssistantModule(Module):
                                    approvals=self.approvals, executor=self.executor, escalator=self.escalator,
                                    settings=node.settings)
         self.assistant.diagnoser = Diagnoser(self.executor, self.approvals, self.policy)
+        self.chatops = ChatOpsLog(node.db, node.pubsub, node.identity)
+        self.responder = AlertResponder(node, settings, executor=self.executor, approvals=self.approvals,
+                                        policy=self.policy, diagnoser=self.assistant.diagnoser,
+                                        escalator=self.escalator, memory=self.memory, chatops=self.chatops,
+                                        approvals_topic=APPROVALS_TOPIC)
         self._sweeper: asyncio.Task[None] | None = None
 
     def intents(self) -> list[Intent]:
@@ -208,6 +235,20 @@ class AssistantModule(Module):
                     "show flagged sessions", "escalations")),
             Intent("llm_usage", "Language model tokens used, per session, user and provider", self.llm_usage,
                    SessionParams, Risk.READ, ("how many tokens did I use", "llm usage", "token budget left")),
+            Intent("list_chatops", "The agent's ChatOps log: what it observed, proposed, did and concluded about "
+                   "alerts, newest first, searchable", self.list_chatops, ListChatOpsParams, Risk.READ,
+                   ("show the chatops log", "what did the agent do", "what did the agent do about alert 3",
+                    "search the chatops log for restart"), say=say_entries),
+            Intent("autonomy_status",
+                   "Autonomy mode (off, suggest, autonomous), identity and hard limits of the alert agent",
+                   self.autonomy_status, NoParams, Risk.READ,
+                   ("is autonomy on", "autonomy status", "what is the autonomy mode", "is the kill switch on"),
+                   say=say_status),
+            Intent("set_autonomy", "Switch the agent off (kill switch), to suggestions only, or autonomous; "
+                   "takes effect at once and is kept across restarts", self.set_autonomy, SetAutonomyParams,
+                   Risk.WRITE, ("stop autonomy", "turn the agent off", "set autonomy to suggest",
+                                "let the agent act on its own"),
+                   admin_only=True, agent_use=AgentUse.HUMAN_ONLY, say=say_status),
         ]
 
     async def start(self) -> None:
@@ -218,9 +259,13 @@ class AssistantModule(Module):
         self.node.router.add_gate(self.gate)
         if self.assistant.provider is None:
             self.assistant.provider = self.model.default_service()
+        await self.chatops.start()
+        await self.responder.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="approval-sweeper")
 
     async def stop(self) -> None:
+        await self.responder.stop()
+        await self.chatops.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:
@@ -246,6 +291,7 @@ class AssistantModule(Module):
         for approval_id in expired:
             approval = await self.approvals.get(approval_id)
             self.node.pubsub.publish(APPROVALS_TOPIC, "approval_expired", approval.public())
+            self.responder.decided(approval.public(), [])
             if approval.session:
                 await self.memory.add(approval.session, "event", "assistant",
                                       f"approval {approval_id} expired; nothing ran: {approval.description}")
@@ -332,6 +378,9 @@ class AssistantModule(Module):
             p.approval_id, approve=p.approve, user=ctx.user, role=ctx.client.role, reason=p.reason,
             notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=approval.session))
         self.node.pubsub.publish(APPROVALS_TOPIC, "approval_decided", decided)
+        run = turn.run
+        self.responder.decided(decided, run.steps if run is not None else [],
+                               run.approval if run is not None and run.status == "paused" else None)
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
         return {**turn.to_wire(), "decided": decided}
 
@@ -343,6 +392,18 @@ class AssistantModule(Module):
     async def list_escalations(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
         user = None if ctx.client.role == Role.ADMIN else ctx.user
         return {"escalations": await self.memory.flagged(user)}
+
+    async def list_chatops(self, p: ListChatOpsParams, ctx: ActionContext) -> dict[str, Any]:
+        entries, total = await self.chatops.search(limit=p.limit, query=p.query, since=p.since, alert_id=p.alert_id)
+        return {"entries": entries, "count": len(entries), "total": total,
+                "filters": p.model_dump(exclude_none=True, exclude={"limit"})}
+
+    async def autonomy_status(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+        return await self.responder.status()
+
+    async def set_autonomy(self, p: SetAutonomyParams, ctx: ActionContext) -> dict[str, Any]:
+        await self.responder.set_mode(p.mode, ctx.user)
+        return await self.responder.status()
 
     async def chat_llm(self, p: ChatParams, ctx: ActionContext) -> dict[str, Any]:
         session = await self.assistant.open_session(p.params.session, ctx.user, ctx.client.role)

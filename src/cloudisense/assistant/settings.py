@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from cloudisense.config import ConfigPath, Section, Settings
 
@@ -29,6 +31,77 @@ class DiagnoseSettings(Section):
         return value
 
 
+#: A user name the agent acts as (audit rows, approvals): letters, digits and ``_.-``.
+AGENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+class RunbookMatch(Section):
+    """Which alerts a runbook is for: globs on the alert's fields (every one that is set must match)."""
+
+    source: str | None = Field(None, max_length=64, description="stats, target, log or alertmanager")
+    rule: str | None = Field(None, max_length=128, description="the alert rule's name, e.g. service-*")
+    subject: str | None = Field(None, max_length=128, description="what the alert is about: a target, a log, a metric")
+    severity: str | None = Field(None, max_length=16)
+
+    @model_validator(mode="after")
+    def _something(self) -> RunbookMatch:
+        if not any((self.source, self.rule, self.subject, self.severity)):
+            raise ValueError("a runbook's `when` needs at least one of source, rule, subject, severity")
+        return self
+
+
+class RunbookStep(Section):
+    """One step: an intent and its params; string params may name the alert's fields as ``{subject}``,
+    ``{rule}``, ``{id}``, ``{severity}``, ``{source}`` or ``{labels.<name>}`` (Alertmanager's labels)."""
+
+    intent: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunbookCheck(Section):
+    """How the agent checks that a fix worked."""
+
+    check: Literal["target_running", "target_healthy", "metric_below"] = Field(
+        description="target_running: the target runs (and stays up for `settle` seconds); target_healthy: it "
+                    "also answers its health URL; metric_below: a figure of get_system_stats is below `below`")
+    target: str = Field("{subject}", max_length=128, description="for target checks (templated like step params)")
+    metric: Literal["cpu", "memory", "disk", "load"] | None = Field(
+        None, description="for metric_below (default: the alert's metric)")
+    below: float | None = Field(None, description="for metric_below (default: the alert's clear_below)")
+    within: float = Field(30.0, gt=0, le=3600, description="seconds the check may take to pass")
+    settle: float = Field(3.0, ge=0, le=600, description="seconds it must keep passing (a target that crashes "
+                                                         "again at once fails)")
+
+
+class Runbook(Section):
+    """A fix for a kind of alert, declared in configuration: no model needed."""
+
+    name: str = Field(pattern=AGENT_NAME)
+    when: RunbookMatch
+    steps: list[RunbookStep] = Field(min_length=1, max_length=10)
+    verify: RunbookCheck | None = None
+
+
+class AutonomySettings(Section):
+    """The node's agent: who it acts as, whether it acts on alerts on its own, and its hard limits."""
+
+    #: The user name the agent's actions carry (audit rows, approvals; only admins decide its approvals).
+    name: str = Field("agent", pattern=AGENT_NAME)
+    #: The role it acts with (roles and the policy apply to it like to anyone).
+    role: Literal["viewer", "operator", "admin"] = "operator"
+    #: off: alerts are not investigated; suggest: investigate and propose each fix as an approval;
+    #: autonomous: run the fixes the policy allows, ask for the rest. ``set_autonomy`` overrides it
+    #: (kept across restarts).
+    mode: Literal["off", "suggest", "autonomous"] = "suggest"
+    #: At most this many fixes the agent runs on its own within `window_minutes`; then it escalates.
+    max_actions: int = Field(5, ge=0, le=1000)
+    #: At most this many of them on one subject (a flapping target is not restarted forever).
+    max_per_target: int = Field(2, ge=0, le=1000)
+    window_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60)
+    #: An investigation's fix below this confidence is escalated instead of run on its own.
+    min_confidence: Literal["low", "medium", "high"] = "medium"
+
+
 class AgentSettings(Section):
     """The assistant: planning, policy, approvals, escalation."""
 
@@ -45,6 +118,10 @@ class AgentSettings(Section):
     aliases: dict[str, str] = Field(default_factory=dict)
     #: The investigation of open questions ("why is the site slow?").
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
+    #: The agent that answers alerts (``[agent.autonomy]``).
+    autonomy: AutonomySettings = Field(default_factory=AutonomySettings)
+    #: Fixes per kind of alert (``[[agent.runbooks]]``), first match wins; other alerts are investigated.
+    runbooks: list[Runbook] = Field(default_factory=list, max_length=100)
 
     @field_validator("aliases")
     @classmethod
