@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudisense.assistant.answer import compose_answer
 from cloudisense.assistant.approvals import ApprovalStore
-from cloudisense.assistant.escalation import MAX_FAILURES, Escalator, assess
+from cloudisense.assistant.escalation import MAX_FAILURES, Escalator, assess, steps_evidence
 from cloudisense.assistant.executor import ExecutionResult, Executor
 from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.plan import Plan
@@ -113,7 +113,7 @@ class Assistant:
             failures = await self._recent_failures(session)
             if failures >= MAX_FAILURES:
                 turn.escalation = await self.escalator.escalate(session, user, f"{failures} steps failed", text,
-                                                                origin=origin)
+                                                                origin=origin, evidence=steps_evidence(run.steps))
             return turn
         if verdict.action == "escalate":
             escalation = await self.escalator.escalate(session, user, verdict.message, text, origin=origin)
@@ -138,7 +138,8 @@ class Assistant:
             outcome = Outcome.ANSWERED
         turn = Turn(outcome, session, react.reply(), strategy="react", react=react)
         if react.stopped == "failures":
-            turn.escalation = await self.escalator.escalate(session, user, "several steps failed", text, origin=origin)
+            turn.escalation = await self.escalator.escalate(session, user, "several steps failed", text, origin=origin,
+                                                            evidence=steps_evidence(react.steps))
         return turn
 
     async def diagnose(self, text: str, *, user: str, role: Role, session: str, notify: Notify | None,

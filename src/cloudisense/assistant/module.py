@@ -35,7 +35,7 @@ from cloudisense.assistant.approvals import ApprovalStore
 from cloudisense.assistant.assistant import Assistant
 from cloudisense.assistant.chat import ModelAccess, chat_turn
 from cloudisense.assistant.diagnose import Diagnoser
-from cloudisense.assistant.escalation import Escalator
+from cloudisense.assistant.escalation import Escalator, check_routes, notice_intents, routes
 from cloudisense.assistant.executor import Executor
 from cloudisense.assistant.gate import PolicyGate
 from cloudisense.assistant.memory import SessionMemory
@@ -151,13 +151,13 @@ class AssistantModule(Module):
         super().__init__(node)
         settings = self.settings
         # Load the policy now: a bad policy file must stop start-up, not the first request.
-        self.policy = assistant_policy(settings.policy_file, settings.escalate_via)
+        self.policy = assistant_policy(settings.policy_file, notice_intents(settings))
         self.approvals = ApprovalStore(node.db, settings.approval_ttl)
         self.memory = SessionMemory(node.db)
         self.model = ModelAccess(node.settings.llm, node.db, node.metrics.registry)
         self.executor = Executor(node, self.approvals, memory=self.memory)
         self.escalator = Escalator(node.router, node.pubsub, self.memory, identity=node.identity,
-                                   via_intent=settings.escalate_via)
+                                   routes=routes(settings), repeat_after=settings.escalation.repeat_after)
         self.gate = PolicyGate(node, self.policy, self.approvals)
         self.assistant = Assistant(registry=node.registry, entities=node.entities, memory=self.memory,
                                    approvals=self.approvals, executor=self.executor, escalator=self.escalator,
@@ -211,6 +211,8 @@ class AssistantModule(Module):
         ]
 
     async def start(self) -> None:
+        # Every module's intents are registered by now: a routed channel that is missing stops start-up.
+        check_routes(self.settings, self.node.registry)
         await self.approvals.start()
         await self.memory.start()
         await self.model.start()

@@ -29,6 +29,30 @@ class DiagnoseSettings(Section):
         return value
 
 
+class EscalationSettings(Section):
+    """Who is paged, and when: the channels of each severity of escalation, and how often one repeats.
+
+    Each list names channels (``webhook``, ``telegram``, ``email``) or notification intents (which are
+    given a ``message``); an empty list pages nobody; a severity left out uses ``[agent] escalate_via``.
+    """
+
+    info: list[str] | None = Field(None, max_length=10)
+    warning: list[str] | None = Field(None, max_length=10)
+    critical: list[str] | None = Field(None, max_length=10)
+    #: Seconds before the same escalation (same alert, or same session and reason) pages again; 0: every time.
+    repeat_after: int = Field(900, ge=0, le=7 * 86400)
+
+    @field_validator("info", "warning", "critical")
+    @classmethod
+    def _check_channels(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        names = [v.strip() for v in value]
+        if any(not n or len(n) > 100 or not n.replace("_", "").replace("-", "").isalnum() for n in names):
+            raise ValueError("name channels (webhook, telegram, email) or notification intents, one word each")
+        return list(dict.fromkeys(names))
+
+
 class AgentSettings(Section):
     """The assistant: planning, policy, approvals, escalation."""
 
@@ -45,6 +69,8 @@ class AgentSettings(Section):
     aliases: dict[str, str] = Field(default_factory=dict)
     #: The investigation of open questions ("why is the site slow?").
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
+    #: Escalation notices by severity (``[agent.escalation]``).
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
 
     @field_validator("aliases")
     @classmethod
