@@ -65,6 +65,9 @@ class Assistant:
         self.planner: Any = None
         #: The investigation of open questions (:class:`~cloudisense.assistant.diagnose.Diagnoser`), set by the module.
         self.diagnoser: Any = None
+        #: The summary of the node's state for model prompts
+        #: (:class:`~cloudisense.assistant.context_summary.ContextSummarizer`), set by the module.
+        self.context: Any = None
 
     async def open_session(self, session: str | None, user: str, role: Role) -> str:
         """The one session rule: the named session if it is the user's (or the caller is admin), else theirs."""
@@ -85,7 +88,7 @@ class Assistant:
             return await self.diagnose(text, user=user, role=role, session=session, notify=notify, origin=origin)
         if mode == "react" and self.provider is None:
             raise Unavailable("mode react needs a model provider: set [llm] provider (e.g. openai:gpt-4o-mini)")
-        plan = None if mode == "react" else await self._plan(text, role, session)
+        plan = None if mode == "react" else await self._plan(text, role, session, user, origin)
         if plan is not None:
             await self.memory.add_plan(session, plan.model_dump(), text)
             turn = await self._answer_plan(plan, text, user=user, role=role, session=session, notify=notify,
@@ -129,7 +132,8 @@ class Assistant:
                      origin: CallOrigin | None) -> Turn:
         react = await run_react(self.provider, text, executor=self.executor, user=user, role=role, session=session,
                                 token_budget=self.settings.llm.session_token_budget,
-                                memory=self.memory, notify=notify, origin=origin)
+                                memory=self.memory, notify=notify, origin=origin,
+                                context=await self.node_context(user, role, session, origin))
         if react.approvals:
             outcome = Outcome.AWAITING_APPROVAL
         elif react.steps:
@@ -158,7 +162,8 @@ class Assistant:
             try:
                 react = await model_reading(self.provider, diagnosis, answer, executor=self.executor, user=user,
                                             role=role, session=session, notify=notify, origin=origin,
-                                            token_budget=self.settings.llm.session_token_budget)
+                                            token_budget=self.settings.llm.session_token_budget,
+                                            context=await self.node_context(user, role, session, origin))
             except Exception as exc:  # the built-in answer stands on its own; the model only adds
                 log.warning("the model's reading of an investigation failed: %s", exc)
             else:
@@ -176,6 +181,16 @@ class Assistant:
         turn.usage = (react.usage.input_tokens, react.usage.output_tokens) if react is not None else None
         return turn
 
+    async def node_context(self, user: str, role: Role, session: str | None, origin: CallOrigin | None) -> str | None:
+        """The summary of the node's state for a model prompt, or ``None`` (no summarizer, or it failed)."""
+        if self.context is None:
+            return None
+        try:
+            return str(await self.context.text(user=user, role=role, session=session, origin=origin))
+        except Exception as exc:  # the model can still answer without it; say why it had none
+            log.warning("the node's context summary could not be made: %s", exc)
+            return None
+
     def _run_turn(self, run: ExecutionResult, session: str, strategy: str, *, plan: Plan | None = None,
                   since: int = 0) -> Turn:
         """The turn for a run; ``since``: steps already reported (a run resumed after an approval)."""
@@ -190,7 +205,8 @@ class Assistant:
 
     # -- planning -----------------------------------------------------------------
 
-    async def _plan(self, text: str, role: Role, session: str) -> Plan | None:
+    async def _plan(self, text: str, role: Role, session: str, user: str,
+                    origin: CallOrigin | None = None) -> Plan | None:
         """The planner's plan, or ``None`` when there is no planner or it is unavailable (then the model reasons)."""
         from cloudisense.assistant.catalog import planning_context
 
@@ -198,6 +214,9 @@ class Assistant:
         # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
         context = planning_context(self.registry, role, self.entities(), aliases=agent_settings(self.settings).aliases,
                                    history=await self.memory.context(session))
+        if self.context is not None:
+            # Gathered only if a model is asked (the offline planner never reads it).
+            context.summary = lambda: self.node_context(user, role, session, origin)
         try:
             plan: Plan = await planner.plan(text, context)
         except Unavailable:

@@ -15,6 +15,8 @@ Intents (all owned here; the planner never proposes any of them as a step):
   paused step once, then the rest of the plan, as the requester (their current role).
 * ``list_approvals``, ``list_escalations``, ``clear_assist_session``, ``assist_introduction``,
   ``llm_usage`` (read).
+* ``node_context {budget}`` (read) — the bounded summary of the node's state that model prompts
+  get (:mod:`~cloudisense.assistant.context_summary`), in plain words.
 
 Every entry point uses one session rule (:meth:`Assistant.open_session`). Events go to the
 calling client on ``/assist/<session>`` (``/chain/<requestid>`` for chains without a session):
@@ -34,6 +36,7 @@ from pydantic import Field, field_validator
 from cloudisense.assistant.approvals import ApprovalStore
 from cloudisense.assistant.assistant import Assistant
 from cloudisense.assistant.chat import ModelAccess, chat_turn
+from cloudisense.assistant.context_summary import ContextSummarizer, StatsHistory
 from cloudisense.assistant.diagnose import Diagnoser
 from cloudisense.assistant.escalation import Escalator, check_routes, notice_intents, routes
 from cloudisense.assistant.executor import Executor
@@ -140,6 +143,13 @@ class ListApprovalsParams(Params):
     limit: int = Field(50, ge=1, le=500)
 
 
+class NodeContextParams(Params):
+    """How long the summary may be."""
+
+    budget: int | None = Field(None, ge=100, le=20_000,
+                               description="tokens (about 4 characters each); default [agent.context] token_budget")
+
+
 class AssistantModule(Module):
     """The assistant on a node (see the module docstring)."""
 
@@ -163,6 +173,9 @@ class AssistantModule(Module):
                                    approvals=self.approvals, executor=self.executor, escalator=self.escalator,
                                    settings=node.settings)
         self.assistant.diagnoser = Diagnoser(self.executor, self.approvals, self.policy)
+        self.stats_history = StatsHistory(settings.context.history_seconds)
+        self.context = ContextSummarizer(self.executor, self.stats_history, settings.context)
+        self.assistant.context = self.context
         self._sweeper: asyncio.Task[None] | None = None
 
     def intents(self) -> list[Intent]:
@@ -208,6 +221,11 @@ class AssistantModule(Module):
                     "show flagged sessions", "escalations")),
             Intent("llm_usage", "Language model tokens used, per session, user and provider", self.llm_usage,
                    SessionParams, Risk.READ, ("how many tokens did I use", "llm usage", "token budget left")),
+            Intent("node_context", "A short summary of this node's state: figures with trends, targets, firing "
+                   "alerts, recent problem log lines, recent actions and top processes", self.node_context,
+                   NodeContextParams, Risk.READ,
+                   ("summarize the state of this node", "give me an overview of the server",
+                    "what is the current state of the node", "node summary"), timeout=60, say=_say_context),
         ]
 
     async def start(self) -> None:
@@ -217,12 +235,14 @@ class AssistantModule(Module):
         await self.memory.start()
         await self.model.start()
         self.node.pubsub.add_static(APPROVALS_TOPIC)
+        self.node.pubsub.add_listener(self.stats_history.on_event)
         self.node.router.add_gate(self.gate)
         if self.assistant.provider is None:
             self.assistant.provider = self.model.default_service()
         self._sweeper = asyncio.create_task(self._sweep(), name="approval-sweeper")
 
     async def stop(self) -> None:
+        self.node.pubsub.remove_listener(self.stats_history.on_event)
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:
@@ -354,9 +374,11 @@ class AssistantModule(Module):
         def on_delta(text: str) -> None:
             ctx.notify_client("llm_delta", topic, {"text": text, "session": session, "requestid": ctx.requestid})
 
+        summary = await self.context.text(user=ctx.user, role=ctx.client.role, session=session,
+                                          origin=ctx.as_origin(session=session))
         return await chat_turn(service, self.memory, session, ctx.user, p.prompt, context=p.context,
                                model=p.params.model, temperature=p.params.temperature,
-                               max_tokens=p.params.max_tokens, on_delta=on_delta)
+                               max_tokens=p.params.max_tokens, on_delta=on_delta, node_context=summary)
 
     async def clear_assist_session(self, p: SessionParams, ctx: ActionContext) -> dict[str, Any]:
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
@@ -379,3 +401,12 @@ class AssistantModule(Module):
             "user": {"id": ctx.user, "used": ledger.user_used(ctx.user), "budget": settings.user_token_budget or None},
             "providers": providers,
         }
+
+    async def node_context(self, p: NodeContextParams, ctx: ActionContext) -> dict[str, Any]:
+        summary = await self.context.summary(user=ctx.user, role=ctx.client.role, origin=ctx.as_origin(),
+                                             budget=p.budget)
+        return summary.to_wire()
+
+
+def _say_context(p: Any, d: dict[str, Any]) -> str:
+    return str(d.get("text") or "no summary")

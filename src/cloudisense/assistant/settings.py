@@ -53,6 +53,23 @@ class EscalationSettings(Section):
         return list(dict.fromkeys(names))
 
 
+class ContextSettings(Section):
+    """The summary of the node's state that every model prompt and investigation gets."""
+
+    #: Tokens (about 4 characters each) the summary may use.
+    token_budget: int = Field(600, ge=100, le=20_000)
+    #: Seconds of ``/stats`` history kept in memory for trends.
+    history_seconds: int = Field(600, ge=10, le=86_400)
+    #: How far back the problem lines of the logs go, in minutes.
+    log_window_minutes: int = Field(30, ge=1, le=1440)
+    #: Top processes listed.
+    processes: int = Field(5, ge=0, le=50)
+    #: Recent actions (audit records of intents that change something) listed.
+    actions: int = Field(8, ge=0, le=100)
+    #: Seconds one summary is reused for the same user and role.
+    max_age: float = Field(5.0, ge=0, le=300)
+
+
 class AgentSettings(Section):
     """The assistant: planning, policy, approvals, escalation."""
 
@@ -71,6 +88,8 @@ class AgentSettings(Section):
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
     #: Escalation notices by severity (``[agent.escalation]``).
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    #: The node's state summarized for model prompts (``[agent.context]``).
+    context: ContextSettings = Field(default_factory=ContextSettings)
 
     @field_validator("aliases")
     @classmethod
