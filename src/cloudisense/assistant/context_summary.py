@@ -99,11 +99,14 @@ class StatsHistory:
         while self.samples and sample.at - self.samples[0].at > self.seconds:
             self.samples.popleft()
 
+    def span(self) -> float:
+        """Seconds between the oldest and the newest sample."""
+        return self.samples[-1].at - self.samples[0].at if self.samples else 0.0
+
     def trends(self) -> list[str]:
-        """``CPU 45 % (rising from 12 % over 2 min; 10-47 %)`` per figure, or ``[]`` with fewer than two samples."""
+        """``CPU 45 % (rising from 12 %, range 10-47 %)`` per figure, or ``[]`` with fewer than two samples."""
         if len(self.samples) < 2:
             return []
-        span = self.samples[-1].at - self.samples[0].at
         out = []
         for label, attr, unit, steady in (("CPU", "cpu", " %", 5.0), ("memory", "memory", " %", 3.0),
                                           ("disk /", "disk", " %", 1.0), ("load", "load", "", 0.3)):
@@ -112,11 +115,11 @@ class StatsHistory:
                 continue
             first, last = values[0], values[-1]
             low, high = min(values), max(values)
-            if abs(last - first) < steady:
-                how = "steady"
+            if abs(last - first) >= steady:
+                how = f"{'rising' if last > first else 'falling'} from {first:.3g}{unit}, "
             else:
-                how = f"{'rising' if last > first else 'falling'} from {first:.3g}{unit}"
-            out.append(f"{label} {last:.3g}{unit} ({how} over {_duration(span)}; range {low:.3g}-{high:.3g}{unit})")
+                how = "varying, " if high - low >= 4 * steady else "steady, "
+            out.append(f"{label} {last:.3g}{unit} ({how}range {low:.3g}-{high:.3g}{unit})")
         return out
 
 
@@ -205,7 +208,11 @@ class ContextSummarizer:
     def _compose(self, g: dict[str, Any], budget: int) -> ContextSummary:
         facts = [f"Node {self.node.identity} at {time.strftime('%H:%M:%S')} (a summary of its state, "
                  f"at most {budget} tokens):"]
-        facts.append("Figures: " + "; ".join(self.history.trends() or _figures(g.get("stats")) or ["not available"]))
+        trends = self.history.trends()
+        if trends:
+            facts.append(f"Figures over the last {_duration(self.history.span())}: " + "; ".join(trends))
+        else:
+            facts.append("Figures: " + "; ".join(_figures(g.get("stats")) or ["not available"]))
         states = _targets(g.get("targets"))
         if states:
             facts.append("Targets: " + ", ".join(states))
@@ -213,18 +220,18 @@ class ContextSummarizer:
                  "actions": self._actions(g.get("audit")), "processes": _processes(g.get("processes"))}
         labels = {"alerts": "Firing alerts", "logs": "Recent problem lines per log (deduplicated, counted)",
                   "actions": "Recent actions and outcomes", "processes": "Top processes by CPU"}
-        # Reserve room for the frame and for the line that says what was cut.
-        used = sum(tokens(f) + 1 for f in facts) + tokens(UNTRUSTED_LABEL) + 8 + 30
-        for name in ORDER:
-            if items[name]:
-                used += tokens(labels[name]) + 2
+        # Room for the line that says what was cut; the frame and each section's label are paid for
+        # by the first item that needs them.
+        used = sum(tokens(f) + 1 for f in facts) + 20
+        frame = tokens(UNTRUSTED_LABEL) + tokens(FENCE_OPEN) + tokens(FENCE_CLOSE) + 3
         kept: dict[str, list[str]] = {name: [] for name in ORDER}
         for share in (FAIR_SHARE, None):  # a fair share for each section first, then the rest in order
             for name in ORDER:
                 for item in items[name][len(kept[name]):]:
                     if share is not None and len(kept[name]) >= share:
                         break
-                    cost = tokens(item) + 2
+                    cost = tokens(item) + 2 + (0 if kept[name] else tokens(labels[name]) + 1)
+                    cost += 0 if any(kept.values()) else frame
                     if used + cost > budget:
                         break
                     kept[name].append(item)
