@@ -78,6 +78,7 @@ async def test_the_summary_holds_the_nodes_state_in_plain_words(tmp_path: Path) 
         # Gathered through the router as the asking user, reads only.
         reads = await running.node.audit.query(intent="search_logs")
         assert reads and reads[0]["client_kind"] == "agent" and reads[0]["user"] == "oper"
+        assert reads[0]["client_id"].startswith("context-") and reads[0]["decision"] == "allow"
 
         # A small budget: within it, and it says what it cut.
         small = await conn.call("node_context", {"budget": 150})

@@ -24,22 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.assistant.diagnose_evidence import PROBLEM_PATTERN, LogLine, group_lines, literal, tokens
 from cloudisense.assistant.escalation import alert_line
+from cloudisense.assistant.executor import AgentClient
+from cloudisense.core.clients import AGENT_KIND
+from cloudisense.core.context import CallOrigin
 from cloudisense.core.intents import AgentUse, Risk
 from cloudisense.core.roles import Role, may_run
 
 if TYPE_CHECKING:
     from cloudisense.assistant.executor import Executor
     from cloudisense.assistant.settings import ContextSettings
-    from cloudisense.core.context import CallOrigin
 
 STATS_TOPIC = "/stats"
+#: Client ids of the summary's reads start with this (audit rows show it).
+CONTEXT_CLIENT = "context"
 FENCE_OPEN = "<<<UNTRUSTED"
 FENCE_CLOSE = "UNTRUSTED>>>"
 UNTRUSTED_LABEL = ("Untrusted data follows (text from logs, alerts, process names and earlier requests): "
@@ -187,14 +192,21 @@ class ContextSummarizer:
                  "alerts": ("list_alerts", {"state": "firing", "limit": 20}),
                  "audit": ("get_audit_log", {"limit": 200})}
 
+        # A sub-call of whatever asked (it never waits for a node-wide permit its caller holds).
+        base = origin or CallOrigin(requestid="", user=user, role=role, client_kind=AGENT_KIND)
+        sub = replace(base, session=session, approval_id=None)
+
         async def read(intent: str, params: dict[str, Any]) -> Any:
             found = self.node.registry.find(intent)
             # Reads only, and only what the role may run: summarizing never changes anything.
             if found is None or found.agent_use is not AgentUse.TOOL or found.risk is not Risk.READ \
                     or not may_run(role, found):
                 return None
-            response = await self.executor.call(intent, params, user=user, role=role, session=session,
-                                                origin=origin)
+            # The assistant's client (policy-gated, audited) whose id says these are the node's own reads,
+            # not calls a model chose (the injection suite tells them apart by it).
+            client = AgentClient(self.node.router, user, role, session=session)
+            client.id = f"{CONTEXT_CLIENT}-{client.id}"
+            response = await client.call(intent, params, requestid=f"context-{uuid.uuid4().hex[:16]}", origin=sub)
             return response.get("data") if response.get("status") == "success" else None
 
         names = list(calls)
