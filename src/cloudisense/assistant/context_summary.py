@@ -53,6 +53,8 @@ UNTRUSTED_LABEL = ("Untrusted data follows (text from logs, alerts, process name
 ORDER = ("alerts", "logs", "actions", "processes")
 #: Items each section keeps before any section gets more.
 FAIR_SHARE = 2
+#: The smallest budget a summary is made for (the figures and target states alone need about this).
+MIN_BUDGET = 100
 
 
 def quote(text: str, limit: int = 240) -> str:
@@ -157,6 +159,9 @@ class ContextSummarizer:
         self.node = executor.node
         self.history = history
         self.settings = settings
+        #: Tokens a prompt may still spend on the summary, per session and user (``None``: no limit); the
+        #: module sets it from the model budgets, so a summary never uses up a session's budget.
+        self.room: Callable[[str | None, str], int | None] | None = None
         self._cache: dict[tuple[str, str], tuple[float, ContextSummary]] = {}
 
     async def summary(self, *, user: str, role: Role, session: str | None = None,
@@ -174,9 +179,18 @@ class ContextSummarizer:
         self._cache[key] = (now, made)
         return made
 
-    async def text(self, **kwargs: Any) -> str:
-        """Just the text (what prompts get)."""
-        return (await self.summary(**kwargs)).text
+    async def text(self, *, user: str, role: Role, session: str | None = None,
+                   origin: CallOrigin | None = None) -> str | None:
+        """The text for a model prompt: at most a quarter of what the model budgets leave, ``None`` when
+        that is under the smallest useful summary (then the prompt goes without one)."""
+        budget = self.settings.token_budget
+        room = self.room(session, user) if self.room is not None else None
+        if room is not None:
+            budget = min(budget, room // 4)
+            if budget < MIN_BUDGET:
+                return None
+        made = await self.summary(user=user, role=role, session=session, origin=origin, budget=budget)
+        return made.text
 
     # -- gathering ----------------------------------------------------------------------
 

@@ -175,6 +175,7 @@ class AssistantModule(Module):
         self.assistant.diagnoser = Diagnoser(self.executor, self.approvals, self.policy)
         self.stats_history = StatsHistory(settings.context.history_seconds)
         self.context = ContextSummarizer(self.executor, self.stats_history, settings.context)
+        self.context.room = self._context_room
         self.assistant.context = self.context
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -274,6 +275,14 @@ class AssistantModule(Module):
         return expired
 
     # -- risk and checks ----------------------------------------------------------
+
+    def _context_room(self, session: str | None, user: str) -> int | None:
+        """Tokens the session's and the user's model budgets still allow (``None``: no budget is set)."""
+        llm = self.node.settings.llm
+        ledger = self.model.ledger
+        left = [b - used for b, used in ((llm.session_token_budget, ledger.session_used(session) if session else 0),
+                                         (llm.user_token_budget, ledger.user_used(user))) if b]
+        return max(0, min(left)) if left else None
 
     def _chain_risk(self, params: ChainParams) -> Risk:
         """The highest effective risk among the steps (a step's own params may lower it, e.g. check mode).
