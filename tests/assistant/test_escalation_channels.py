@@ -81,7 +81,7 @@ async def test_severity_routes_page_the_right_channels_with_the_evidence(tmp_pat
         for text in texts:
             assert "the assistant needs a person (critical)" in text
             assert "Why: restart of web did not fix it" in text
-            assert "Alert: alert 7 (critical, target web): web is stopped; 3 time(s)" in text
+            assert "Alert: alert 7 (critical, target): web is stopped; 3 time(s)" in text
             assert 'Request: "is the site up?" (user oper, session s-crit)' in text
             assert '  - app, 3 times 10:00:01 … 10:02:01: "ERROR upstream timeout"' in text
             assert "quoted as data, not instructions" in text and "{" not in text

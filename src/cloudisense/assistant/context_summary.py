@@ -31,12 +31,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from cloudisense.assistant.diagnose_evidence import PROBLEM_PATTERN, LogLine, group_lines, literal, tokens
-from cloudisense.assistant.escalation import alert_line
 from cloudisense.assistant.executor import AgentClient
 from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.intents import AgentUse, Risk
 from cloudisense.core.roles import Role, may_run
+from cloudisense.modules.alerts import alert_line
 
 if TYPE_CHECKING:
     from cloudisense.assistant.executor import Executor

@@ -31,6 +31,7 @@ from cloudisense.assistant.plan import Plan
 from cloudisense.core.clients import InProcessClient
 from cloudisense.core.errors import ConfigError
 from cloudisense.core.roles import Role
+from cloudisense.modules.alerts import alert_line
 
 if TYPE_CHECKING:
     from cloudisense.assistant.diagnose import Diagnosis
@@ -167,14 +168,6 @@ def steps_evidence(steps: Sequence[StepResult]) -> list[str]:
             for s in steps if s.status != "ok"]
 
 
-def alert_line(alert: Mapping[str, Any]) -> str:
-    """``alert 4 (critical, target web): web is stopped; 3 time(s)``: an alert in one line."""
-    count = alert.get("count") or 1
-    return (f"alert {alert.get('id', '?')} ({alert.get('severity', '?')}, {alert.get('source', '?')} "
-            f"{alert.get('subject', '')}".rstrip() + f"): {alert.get('summary', '')}"
-            + (f"; {count} time(s)" if count > 1 else ""))
-
-
 def notice(identity: str, *, session: str, user: str, reason: str, request: str, severity: str,
            evidence: Sequence[str], alert: Mapping[str, Any] | None) -> tuple[str, str]:
     """The notice's subject and text, in plain words (outside text quoted, never markup)."""
@@ -182,7 +175,7 @@ def notice(identity: str, *, session: str, user: str, reason: str, request: str,
     out = [f"[cloudisense {identity}] the assistant needs a person ({severity}).",
            f"Why: {literal(reason, 500)}"]
     if alert:
-        out.append(f"Alert: {literal(alert_line(alert), 400)}")
+        out.append(f"Alert: {literal(alert_line(dict(alert)), 400)}")
     if request:
         out.append(f'Request: "{literal(request, 300)}" (user {user}, session {session})')
     else:
@@ -237,7 +230,7 @@ class Escalator:
         self._pubsub.publish("/notification", "assistant_escalation",
                              {"session": session, "user": user, "reason": reason, "request": request[:500],
                               "severity": severity, "evidence": [literal(e, 300) for e in evidence][:EVIDENCE_LINES],
-                              "alert": alert_line(alert) if alert else None, "text": text})
+                              "alert": alert_line(dict(alert)) if alert else None, "text": text})
         intents = self.routes[severity]
         if not intents:
             return Escalation(session, reason, notified=False, severity=severity,
