@@ -322,7 +322,41 @@ class AssistantModule(Module):
 
     # -- handlers -----------------------------------------------------------------
 
+    async def _on_other_node(self, query: str, ctx: ActionContext, intent: str,
+                             extra: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer of another node's assistant when ``query`` names that node ("what's wrong on node-b?").
+
+        Each node's agent answers for its own node: the rest of the request goes to that node's
+        ``intent`` through the router (``serviceId``) as the asking user, so that node's roles (capped
+        by its ``max_remote_role``), policy and audit apply there. ``None``: the request is for this node.
+        """
+        from cloudisense.core.clients import InProcessClient
+        from cloudisense.core.errors import CloudisenseError
+        from cloudisense.federation.fleet import named_node
+
+        remote = self.node.router.remote
+        found = named_node(query, remote.knows, self.node.identity) if remote is not None else None
+        if found is None:
+            return None
+        node, rest = found
+        client = InProcessClient(self.node.router, ctx.user, ctx.client.role, kind=ctx.client.kind,
+                                 policy_applies=ctx.client.policy_applies)
+        response = await client.call(intent, {"query": rest, **extra}, service_id=node, origin=ctx.as_origin())
+        if response.get("status") != "success":
+            raise CloudisenseError(f"node {node}: {response.get('message') or 'no answer'}",
+                                   code=int(response.get("code") or 502))
+        data = dict(response.get("data") or {})
+        note = f"Node {node} answered (its assistant checked it):"
+        if data.get("outcome") == "awaiting_approval":
+            note += f" its approval is on node {node}: decide it there (confirm_action with serviceId {node})."
+        data["answer"] = f"{note}\n{data.get('answer') or ''}".rstrip()
+        data["node"] = node
+        return data
+
     async def query_assist(self, p: QueryParams, ctx: ActionContext) -> dict[str, Any]:
+        elsewhere = await self._on_other_node(p.query, ctx, "query_assist", {})
+        if elsewhere is not None:
+            return elsewhere
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
         turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
                                         notify=self.notifier(ctx, f"/assist/{session}"),
@@ -330,6 +364,9 @@ class AssistantModule(Module):
         return turn.to_wire()
 
     async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
+        elsewhere = await self._on_other_node(p.query, ctx, "agent_ask", {"mode": p.mode})
+        if elsewhere is not None:
+            return elsewhere
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
         turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
                                         notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode,

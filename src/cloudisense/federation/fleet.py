@@ -46,14 +46,18 @@ class FleetAlertsParams(Params):
 
 
 async def fleet_alerts(router: Any, identity: str, nodes: Iterable[str], caller: Client,
-                       p: FleetAlertsParams) -> dict[str, Any]:
-    """Each node's alerts (``nodes``: the other online nodes), asked as ``caller``'s user and role."""
+                       p: FleetAlertsParams, origin: Any = None) -> dict[str, Any]:
+    """Each node's alerts (``nodes``: the other online nodes), asked as ``caller``'s user and role.
+
+    ``origin``: the request this is made for (the local call is its sub-call and takes no permit).
+    """
     client = InProcessClient(router, caller.user, caller.role, kind=caller.kind, policy_applies=caller.policy_applies)
     params = p.model_dump(exclude_none=True)
     names = [identity, *sorted(n for n in nodes if n != identity)]
 
     async def ask(node: str) -> dict[str, Any]:
-        response = await client.call("list_alerts", params, service_id=None if node == identity else node)
+        response = await client.call("list_alerts", params, service_id=None if node == identity else node,
+                                     origin=origin)
         if response.get("status") == "success":
             data = response.get("data") or {}
             return {"node": node, "ok": True, "alerts": data.get("alerts", []), "total": data.get("total", 0)}
