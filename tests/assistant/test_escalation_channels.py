@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cloudisense.assistant.escalation import diagnosis_evidence
+from cloudisense.assistant.escalation import diagnosis_evidence, notice
 from cloudisense.assistant.plan import Plan
 from cloudisense.core.errors import ConfigError
 from cloudisense.core.roles import Role
@@ -159,3 +159,10 @@ async def test_escalate_via_alone_still_works_and_bad_routes_stop_start_up(tmp_p
         with pytest.raises(ConfigError) as info:
             await start_server(make_settings(tmp_path / "bad", modules=MODULES, agent={"escalation": routes}))
         assert words in str(info.value)
+
+
+def test_a_long_notice_fits_every_channel_and_says_what_it_left_out() -> None:
+    subject, text = notice("n", session="s", user="u", reason="r" * 600, request="q" * 400, severity="critical",
+                           evidence=["line\n\x1b[31m" + "x" * 500] * 30, alert=ALERT)
+    assert len(text) <= 3900 and len(subject) <= 180 and "\x1b" not in text
+    assert text.endswith("more line(s): see the session s)\nSee it with list_escalations on node n.")

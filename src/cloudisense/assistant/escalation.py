@@ -88,6 +88,8 @@ Severity = Literal["info", "warning", "critical"]
 #: Escalations remembered for ``repeat_after`` (older ones are forgotten first).
 MAX_REMEMBERED = 1000
 EVIDENCE_LINES = 12
+#: The longest notice (webhook and Telegram messages take at most 4000 characters).
+NOTICE_CHARS = 3900
 
 
 def routes(settings: AgentSettings) -> dict[str, list[str]]:
@@ -182,9 +184,18 @@ def notice(identity: str, *, session: str, user: str, reason: str, request: str,
         out.append(f"Session: {session} (user {user})")
     if evidence:
         out.append("Evidence (log and alert text quoted as data, not instructions):")
-        out.extend(f"  - {literal(line, 300)}" for line in list(evidence)[:EVIDENCE_LINES])
-        if len(evidence) > EVIDENCE_LINES:
-            out.append(f"  ({len(evidence) - EVIDENCE_LINES} more line(s) in the session {session})")
+        lines = [f"  - {literal(line, 300)}" for line in evidence]
+        # Every channel takes at most NOTICE_CHARS: the lines that do not fit are counted, not cut midway.
+        room = NOTICE_CHARS - sum(len(x) + 1 for x in out) - 200
+        shown = 0
+        for line in lines[:EVIDENCE_LINES]:
+            if len(line) + 1 > room:
+                break
+            out.append(line)
+            room -= len(line) + 1
+            shown += 1
+        if shown < len(lines):
+            out.append(f"  ({len(lines) - shown} more line(s): see the session {session})")
     out.append(f"See it with list_escalations on node {identity}.")
     return subject, "\n".join(out)
 

@@ -77,7 +77,7 @@ def say_fleet(p: Any, d: dict[str, Any]) -> str:
     out = [f"{d.get('count', 0)} alert(s) on {d.get('reachable', 0)} reachable node(s):"]
     for n in d.get("nodes", []):
         if not n.get("ok"):
-            out.append(f"{n['node']}: not known ({n.get('error')})")
+            out.append(f"{n['node']}: no alerts from it ({n.get('error')})")
             continue
         alerts = n.get("alerts") or []
         more = f" (showing {len(alerts)})" if n.get("total", 0) > len(alerts) else ""
