@@ -218,11 +218,6 @@ class Escalator:
                                        policy_applies=True)
         self._sent: dict[str, float] = {}
 
-    @property
-    def via_intent(self) -> str | None:
-        """The first channel of ``warning`` escalations (the assistant's default severity)."""
-        return next(iter(self.routes["warning"]), None)
-
     async def escalate(self, session: str, user: str, reason: str, request: str = "",
                        origin: CallOrigin | None = None, *, severity: Severity = "warning",
                        evidence: Sequence[str] = (), alert: Mapping[str, Any] | None = None) -> Escalation:
