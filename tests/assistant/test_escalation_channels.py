@@ -94,8 +94,9 @@ async def test_severity_routes_page_the_right_channels_with_the_evidence(tmp_pat
             rows = await audit_rows(c.running, intent)
             assert [(r["client_kind"], r["rule"], r["outcome"]) for r in rows] == [("escalation", rule, "success")]
 
-        # The same alert again: flagged, not paged again within repeat_after.
-        again = await escalator.escalate("s-crit2", "oper", "still down", severity="critical", alert=ALERT)
+        # The same alert again (its severity is the alert's): flagged, not paged again within repeat_after.
+        again = await escalator.escalate("s-crit2", "oper", "still down", alert=ALERT)
+        assert again.severity == "critical"
         assert again.suppressed and not again.notified and "repeat_after" in (again.error or "")
         assert len(c.hook) == 1 and len(c.telegram.seen) == 1 and len(c.mail.mails) == 1
         flagged = await c.running.node.module("assistant").memory.flagged(None)

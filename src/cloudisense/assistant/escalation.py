@@ -219,12 +219,15 @@ class Escalator:
         self._sent: dict[str, float] = {}
 
     async def escalate(self, session: str, user: str, reason: str, request: str = "",
-                       origin: CallOrigin | None = None, *, severity: Severity = "warning",
+                       origin: CallOrigin | None = None, *, severity: Severity | None = None,
                        evidence: Sequence[str] = (), alert: Mapping[str, Any] | None = None) -> Escalation:
         """Flag ``session``, publish it, and page the channels of ``severity``.
 
         A failed notice never hides the flag; ``evidence`` lines and the ``alert`` go into the notice.
+        ``severity`` defaults to the alert's, else ``warning``.
         """
+        if severity is None:
+            severity = (alert or {}).get("severity") or "warning"
         if severity not in SEVERITIES:
             severity = "warning"
         subject, text = notice(self.identity, session=session, user=user, reason=reason, request=request,
