@@ -180,6 +180,7 @@ def _legit_call(case: dict[str, Any], script_ids: dict[str, str]) -> tuple[tuple
 
 async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, policy: Path = DEMO_POLICY) -> dict[str, Any]:
     """Run every case against one real server in ``work``; returns the figures and per-case details."""
+    from cloudisense.assistant.context_summary import CONTEXT_CLIENT
     from cloudisense.assistant.policy import load_policy
     from cloudisense.client import Connection, login
     from cloudisense.config import load_settings
@@ -242,6 +243,8 @@ async def run_suite(work: Path, cases: list[dict[str, Any]] | None = None, polic
             for row in rows:
                 if row["client_kind"] != "agent" or row["outcome"] != "success" or row["intent"] == "agent_ask":
                     continue
+                if row["client_id"].startswith(CONTEXT_CLIENT + "-"):
+                    continue  # the node's own reads for the model's context summary, not calls a model chose
                 intent = node.registry.get(row["intent"])
                 risk = intent.effective_risk(intent.params.model_validate(row["params"]))
                 decided = engine.decide(row["intent"], row["params"], risk, row["role"], node.identity)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudisense.assistant.answer import compose_answer
 from cloudisense.assistant.approvals import ApprovalStore
-from cloudisense.assistant.escalation import MAX_FAILURES, Escalator, assess
+from cloudisense.assistant.escalation import MAX_FAILURES, Escalator, assess, steps_evidence
 from cloudisense.assistant.executor import ExecutionResult, Executor
 from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.plan import Plan
@@ -65,6 +65,9 @@ class Assistant:
         self.planner: Any = None
         #: The investigation of open questions (:class:`~cloudisense.assistant.diagnose.Diagnoser`), set by the module.
         self.diagnoser: Any = None
+        #: The summary of the node's state for model prompts
+        #: (:class:`~cloudisense.assistant.context_summary.ContextSummarizer`), set by the module.
+        self.context: Any = None
 
     async def open_session(self, session: str | None, user: str, role: Role) -> str:
         """The one session rule: the named session if it is the user's (or the caller is admin), else theirs."""
@@ -85,7 +88,7 @@ class Assistant:
             return await self.diagnose(text, user=user, role=role, session=session, notify=notify, origin=origin)
         if mode == "react" and self.provider is None:
             raise Unavailable("mode react needs a model provider: set [llm] provider (e.g. openai:gpt-4o-mini)")
-        plan = None if mode == "react" else await self._plan(text, role, session)
+        plan = None if mode == "react" else await self._plan(text, role, session, user, origin)
         if plan is not None:
             await self.memory.add_plan(session, plan.model_dump(), text)
             turn = await self._answer_plan(plan, text, user=user, role=role, session=session, notify=notify,
@@ -113,7 +116,7 @@ class Assistant:
             failures = await self._recent_failures(session)
             if failures >= MAX_FAILURES:
                 turn.escalation = await self.escalator.escalate(session, user, f"{failures} steps failed", text,
-                                                                origin=origin)
+                                                                origin=origin, evidence=steps_evidence(run.steps))
             return turn
         if verdict.action == "escalate":
             escalation = await self.escalator.escalate(session, user, verdict.message, text, origin=origin)
@@ -129,7 +132,8 @@ class Assistant:
                      origin: CallOrigin | None) -> Turn:
         react = await run_react(self.provider, text, executor=self.executor, user=user, role=role, session=session,
                                 token_budget=self.settings.llm.session_token_budget,
-                                memory=self.memory, notify=notify, origin=origin)
+                                memory=self.memory, notify=notify, origin=origin,
+                                context=await self.node_context(user, role, session, origin))
         if react.approvals:
             outcome = Outcome.AWAITING_APPROVAL
         elif react.steps:
@@ -138,7 +142,8 @@ class Assistant:
             outcome = Outcome.ANSWERED
         turn = Turn(outcome, session, react.reply(), strategy="react", react=react)
         if react.stopped == "failures":
-            turn.escalation = await self.escalator.escalate(session, user, "several steps failed", text, origin=origin)
+            turn.escalation = await self.escalator.escalate(session, user, "several steps failed", text, origin=origin,
+                                                            evidence=steps_evidence(react.steps))
         return turn
 
     async def diagnose(self, text: str, *, user: str, role: Role, session: str, notify: Notify | None,
@@ -157,7 +162,8 @@ class Assistant:
             try:
                 react = await model_reading(self.provider, diagnosis, answer, executor=self.executor, user=user,
                                             role=role, session=session, notify=notify, origin=origin,
-                                            token_budget=self.settings.llm.session_token_budget)
+                                            token_budget=self.settings.llm.session_token_budget,
+                                            context=await self.node_context(user, role, session, origin))
             except Exception as exc:  # the built-in answer stands on its own; the model only adds
                 log.warning("the model's reading of an investigation failed: %s", exc)
             else:
@@ -175,6 +181,16 @@ class Assistant:
         turn.usage = (react.usage.input_tokens, react.usage.output_tokens) if react is not None else None
         return turn
 
+    async def node_context(self, user: str, role: Role, session: str | None, origin: CallOrigin | None) -> str | None:
+        """The summary of the node's state for a model prompt, or ``None`` (no summarizer, or it failed)."""
+        if self.context is None:
+            return None
+        try:
+            return str(await self.context.text(user=user, role=role, session=session, origin=origin))
+        except Exception as exc:  # the model can still answer without it; say why it had none
+            log.warning("the node's context summary could not be made: %s", exc)
+            return None
+
     def _run_turn(self, run: ExecutionResult, session: str, strategy: str, *, plan: Plan | None = None,
                   since: int = 0) -> Turn:
         """The turn for a run; ``since``: steps already reported (a run resumed after an approval)."""
@@ -189,7 +205,8 @@ class Assistant:
 
     # -- planning -----------------------------------------------------------------
 
-    async def _plan(self, text: str, role: Role, session: str) -> Plan | None:
+    async def _plan(self, text: str, role: Role, session: str, user: str,
+                    origin: CallOrigin | None = None) -> Plan | None:
         """The planner's plan, or ``None`` when there is no planner or it is unavailable (then the model reasons)."""
         from cloudisense.assistant.catalog import planning_context
 
@@ -197,6 +214,9 @@ class Assistant:
         # Only plannable tools (never the assistant itself), the ones the role may not run, names, aliases.
         context = planning_context(self.registry, role, self.entities(), aliases=agent_settings(self.settings).aliases,
                                    history=await self.memory.context(session))
+        if self.context is not None:
+            # Gathered only if a model is asked (the offline planner never reads it).
+            context.summary = lambda: self.node_context(user, role, session, origin)
         try:
             plan: Plan = await planner.plan(text, context)
         except Unavailable:

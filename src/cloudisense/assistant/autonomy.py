@@ -404,7 +404,7 @@ class AlertResponder:
             hold = await self._hold_back(alert, fix)
             if hold is not None:
                 await self._propose(alert, fix, session, past, why=hold)
-                await self._escalate(int(alert["id"]), session, hold)
+                await self._escalate(alert, session, hold)
                 return
             await self._run(alert, fix, session, past)
             return
@@ -629,11 +629,12 @@ class AlertResponder:
                                      escalate: bool = True, approval_id: str | None = None) -> None:
         await self._entry("concluded", reason[0].upper() + reason[1:] + ".", int(alert["id"]), session, approval_id)
         if escalate:
-            await self._escalate(int(alert["id"]), session, reason)
+            await self._escalate(alert, session, reason)
 
-    async def _escalate(self, alert_id: int, session: str, reason: str) -> None:
-        """Through the Escalator: the session is flagged and people are notified (the log records it)."""
-        await self.escalator.escalate(session, self.identity.name, f"alert {alert_id}: {reason}")
+    async def _escalate(self, alert: dict[str, Any], session: str, reason: str) -> None:
+        """Through the Escalator: the session is flagged and the people ``[agent.escalation]`` routes the
+        alert's severity to are paged, the alert in the notice (the log records it)."""
+        await self.escalator.escalate(session, self.identity.name, f"alert {alert['id']}: {reason}", alert=alert)
 
 
 def say_status(p: Any, d: dict[str, Any]) -> str:

@@ -105,11 +105,16 @@ class ModelAccess:
 
 async def chat_turn(service: Any, memory: SessionMemory, session: str, user: str, prompt: str, *,
                     context: dict[str, Any], model: str | None, temperature: float | None,
-                    max_tokens: int | None, on_delta: Delta) -> dict[str, Any]:
-    """One model turn with the session's history; text deltas go to ``on_delta`` as they arrive."""
+                    max_tokens: int | None, on_delta: Delta, node_context: str | None = None) -> dict[str, Any]:
+    """One model turn with the session's history; text deltas go to ``on_delta`` as they arrive.
+
+    ``node_context``: the summary of the node's state (:mod:`~cloudisense.assistant.context_summary`).
+    """
     from cloudisense.llm import ChatRequest, Finish, Message, TextDelta, UsageEvent
 
     messages = [Message.system(CHAT_SYSTEM_PROMPT)]
+    if node_context:
+        messages.append(Message.system(node_context))
     if context:
         messages.append(Message.system("Context (JSON):\n" + json.dumps(context, default=str)[:100_000]))
     for turn in await memory.context(session):

@@ -457,8 +457,10 @@ class ReadOnlyExecutor:
 
 async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: Executor, user: str, role: Role,
                         session: str | None, notify: Notify | None, origin: CallOrigin | None,
-                        token_budget: int = 0) -> Any:
-    """Let the model look further with read tools (ReAct, at most 2 steps) and give its reading."""
+                        token_budget: int = 0, context: str | None = None) -> Any:
+    """Let the model look further with read tools (ReAct, at most 2 steps) and give its reading.
+
+    ``context``: the summary of the node's state, sent with the instructions."""
     from cloudisense.assistant.react import run_react, select_tools
 
     # Few tools and a short prompt: on two CPU cores prompt length is most of a local model's time.
@@ -471,7 +473,7 @@ async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: E
               "cause, the evidence that shows it, and how sure you are.")
     return await run_react(provider, prompt, executor=ReadOnlyExecutor(executor, {t["name"] for t in tools}),  # type: ignore[arg-type]
                            user=user, role=role, session=session, tools=tools, max_steps=2,
-                           token_budget=token_budget, notify=notify, origin=origin)
+                           token_budget=token_budget, notify=notify, origin=origin, context=context)
 
 
 def evidence_prompt(d: Diagnosis) -> str:

@@ -18,6 +18,8 @@ Intents (all owned here; the planner never proposes any of them as a step):
 * ``list_chatops {limit, query, since, alert_id}`` (read): the agent's ChatOps log (:mod:`chatops`);
   ``autonomy_status`` (read) and ``set_autonomy {mode}`` (admin only, never the assistant): the
   agent that answers alerts (:mod:`autonomy`) and its kill switch.
+* ``node_context {budget}`` (read) — the bounded summary of the node's state that model prompts
+  get (:mod:`~cloudisense.assistant.context_summary`), in plain words.
 
 Every entry point uses one session rule (:meth:`Assistant.open_session`). Events go to the
 calling client on ``/assist/<session>`` (``/chain/<requestid>`` for chains without a session):
@@ -39,8 +41,9 @@ from cloudisense.assistant.assistant import Assistant
 from cloudisense.assistant.autonomy import AlertResponder, say_status
 from cloudisense.assistant.chat import ModelAccess, chat_turn
 from cloudisense.assistant.chatops import ChatOpsLog, say_entries
+from cloudisense.assistant.context_summary import ContextSummarizer, StatsHistory
 from cloudisense.assistant.diagnose import Diagnoser
-from cloudisense.assistant.escalation import Escalator
+from cloudisense.assistant.escalation import Escalator, check_routes, notice_intents, routes
 from cloudisense.assistant.executor import Executor
 from cloudisense.assistant.gate import PolicyGate
 from cloudisense.assistant.memory import SessionMemory
@@ -160,6 +163,11 @@ class SetAutonomyParams(Params):
     mode: Literal["off", "suggest", "autonomous"] = Field(
         description="off: the agent does nothing on alerts; suggest: it proposes fixes; "
                     "autonomous: it runs the fixes the policy allows")
+class NodeContextParams(Params):
+    """How long the summary may be."""
+
+    budget: int | None = Field(None, ge=100, le=20_000,
+                               description="tokens (about 4 characters each); default [agent.context] token_budget")
 
 
 class AssistantModule(Module):
@@ -173,13 +181,13 @@ class AssistantModule(Module):
         super().__init__(node)
         settings = self.settings
         # Load the policy now: a bad policy file must stop start-up, not the first request.
-        self.policy = assistant_policy(settings.policy_file, settings.escalate_via)
+        self.policy = assistant_policy(settings.policy_file, notice_intents(settings))
         self.approvals = ApprovalStore(node.db, settings.approval_ttl)
         self.memory = SessionMemory(node.db)
         self.model = ModelAccess(node.settings.llm, node.db, node.metrics.registry)
         self.executor = Executor(node, self.approvals, memory=self.memory)
         self.escalator = Escalator(node.router, node.pubsub, self.memory, identity=node.identity,
-                                   via_intent=settings.escalate_via)
+                                   routes=routes(settings), repeat_after=settings.escalation.repeat_after)
         self.gate = PolicyGate(node, self.policy, self.approvals)
         self.assistant = Assistant(registry=node.registry, entities=node.entities, memory=self.memory,
                                    approvals=self.approvals, executor=self.executor, escalator=self.escalator,
@@ -190,6 +198,10 @@ class AssistantModule(Module):
                                         policy=self.policy, diagnoser=self.assistant.diagnoser,
                                         escalator=self.escalator, memory=self.memory, chatops=self.chatops,
                                         approvals_topic=APPROVALS_TOPIC)
+        self.stats_history = StatsHistory(settings.context.history_seconds)
+        self.context = ContextSummarizer(self.executor, self.stats_history, settings.context)
+        self.context.room = self._context_room
+        self.assistant.context = self.context
         self._sweeper: asyncio.Task[None] | None = None
 
     def intents(self) -> list[Intent]:
@@ -249,13 +261,21 @@ class AssistantModule(Module):
                    Risk.WRITE, ("stop autonomy", "turn the agent off", "set autonomy to suggest",
                                 "let the agent act on its own"),
                    admin_only=True, agent_use=AgentUse.HUMAN_ONLY, say=say_status),
+            Intent("node_context", "A short summary of this node's state: figures with trends, targets, firing "
+                   "alerts, recent problem log lines, recent actions and top processes", self.node_context,
+                   NodeContextParams, Risk.READ,
+                   ("summarize the state of this node", "give me an overview of the server",
+                    "what is the current state of the node", "node summary"), timeout=60, say=_say_context),
         ]
 
     async def start(self) -> None:
+        # Every module's intents are registered by now: a routed channel that is missing stops start-up.
+        check_routes(self.settings, self.node.registry)
         await self.approvals.start()
         await self.memory.start()
         await self.model.start()
         self.node.pubsub.add_static(APPROVALS_TOPIC)
+        self.node.pubsub.add_listener(self.stats_history.on_event)
         self.node.router.add_gate(self.gate)
         if self.assistant.provider is None:
             self.assistant.provider = self.model.default_service()
@@ -266,6 +286,7 @@ class AssistantModule(Module):
     async def stop(self) -> None:
         await self.responder.stop()
         await self.chatops.stop()
+        self.node.pubsub.remove_listener(self.stats_history.on_event)
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:
@@ -298,6 +319,14 @@ class AssistantModule(Module):
         return expired
 
     # -- risk and checks ----------------------------------------------------------
+
+    def _context_room(self, session: str | None, user: str) -> int | None:
+        """Tokens the session's and the user's model budgets still allow (``None``: no budget is set)."""
+        llm = self.node.settings.llm
+        ledger = self.model.ledger
+        left = [b - used for b, used in ((llm.session_token_budget, ledger.session_used(session) if session else 0),
+                                         (llm.user_token_budget, ledger.user_used(user))) if b]
+        return max(0, min(left)) if left else None
 
     def _chain_risk(self, params: ChainParams) -> Risk:
         """The highest effective risk among the steps (a step's own params may lower it, e.g. check mode).
@@ -337,7 +366,41 @@ class AssistantModule(Module):
 
     # -- handlers -----------------------------------------------------------------
 
+    async def _on_other_node(self, query: str, ctx: ActionContext, intent: str,
+                             extra: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer of another node's assistant when ``query`` names that node ("what's wrong on node-b?").
+
+        Each node's agent answers for its own node: the rest of the request goes to that node's
+        ``intent`` through the router (``serviceId``) as the asking user, so that node's roles (capped
+        by its ``max_remote_role``), policy and audit apply there. ``None``: the request is for this node.
+        """
+        from cloudisense.core.clients import InProcessClient
+        from cloudisense.core.errors import CloudisenseError
+        from cloudisense.federation.fleet import named_node
+
+        remote = self.node.router.remote
+        found = named_node(query, remote.knows, self.node.identity) if remote is not None else None
+        if found is None:
+            return None
+        node, rest = found
+        client = InProcessClient(self.node.router, ctx.user, ctx.client.role, kind=ctx.client.kind,
+                                 policy_applies=ctx.client.policy_applies)
+        response = await client.call(intent, {"query": rest, **extra}, service_id=node, origin=ctx.as_origin())
+        if response.get("status") != "success":
+            raise CloudisenseError(f"node {node}: {response.get('message') or 'no answer'}",
+                                   code=int(response.get("code") or 502))
+        data = dict(response.get("data") or {})
+        note = f"Node {node} answered (its assistant checked it):"
+        if data.get("outcome") == "awaiting_approval":
+            note += f" its approval is on node {node}: decide it there (confirm_action with serviceId {node})."
+        data["answer"] = f"{note}\n{data.get('answer') or ''}".rstrip()
+        data["node"] = node
+        return data
+
     async def query_assist(self, p: QueryParams, ctx: ActionContext) -> dict[str, Any]:
+        elsewhere = await self._on_other_node(p.query, ctx, "query_assist", {})
+        if elsewhere is not None:
+            return elsewhere
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
         turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
                                         notify=self.notifier(ctx, f"/assist/{session}"),
@@ -345,6 +408,9 @@ class AssistantModule(Module):
         return turn.to_wire()
 
     async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
+        elsewhere = await self._on_other_node(p.query, ctx, "agent_ask", {"mode": p.mode})
+        if elsewhere is not None:
+            return elsewhere
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
         turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
                                         notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode,
@@ -413,9 +479,11 @@ class AssistantModule(Module):
         def on_delta(text: str) -> None:
             ctx.notify_client("llm_delta", topic, {"text": text, "session": session, "requestid": ctx.requestid})
 
+        summary = await self.context.text(user=ctx.user, role=ctx.client.role, session=session,
+                                          origin=ctx.as_origin(session=session))
         return await chat_turn(service, self.memory, session, ctx.user, p.prompt, context=p.context,
                                model=p.params.model, temperature=p.params.temperature,
-                               max_tokens=p.params.max_tokens, on_delta=on_delta)
+                               max_tokens=p.params.max_tokens, on_delta=on_delta, node_context=summary)
 
     async def clear_assist_session(self, p: SessionParams, ctx: ActionContext) -> dict[str, Any]:
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
@@ -438,3 +506,12 @@ class AssistantModule(Module):
             "user": {"id": ctx.user, "used": ledger.user_used(ctx.user), "budget": settings.user_token_budget or None},
             "providers": providers,
         }
+
+    async def node_context(self, p: NodeContextParams, ctx: ActionContext) -> dict[str, Any]:
+        summary = await self.context.summary(user=ctx.user, role=ctx.client.role, origin=ctx.as_origin(),
+                                             budget=p.budget)
+        return summary.to_wire()
+
+
+def _say_context(p: Any, d: dict[str, Any]) -> str:
+    return str(d.get("text") or "no summary")

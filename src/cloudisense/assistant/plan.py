@@ -8,6 +8,7 @@ caller's role and the policy gate before anything runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -96,4 +97,7 @@ class PlanningContext(BaseModel):
     entities: dict[str, list[str]] = Field(default_factory=dict)
     #: Recent conversation turns ``{"role", "content"}``, oldest first.
     history: list[dict[str, str]] = Field(default_factory=list)
+    #: Makes the summary of the node's state for a model's prompt (``None``: none); called only when a
+    #: model is asked, so the offline planner costs nothing extra.
+    summary: Callable[[], Awaitable[str | None]] | None = Field(None, exclude=True)
     role: str = "operator"

@@ -287,16 +287,20 @@ async def _ask_model(provider: Any, system: str, context: PlanningContext, text:
                      tools: list[dict[str, Any]] | None = None, schema: dict[str, Any] | None = None,
                      max_tokens: int | None = None, grammar: str | None = None,
                      shots: Sequence[tuple[str, str]] = (),
-                     history_turns: int = 8, history_chars: int = 2000,
+                     history_turns: int = 8, history_chars: int = 2000, with_summary: bool = True,
                      ) -> tuple[str, list[tuple[str, dict[str, Any], str | None]]]:
     """Send one planning request; returns the answer's text and its tool calls ``(name, arguments, error)``.
 
     ``shots`` are worked examples sent as earlier user/assistant turns; the session's last
-    ``history_turns`` turns follow, each cut to ``history_chars``.
+    ``history_turns`` turns follow, each cut to ``history_chars``. With ``with_summary`` the
+    summary of the node's state (``context.summary``) follows the instructions.
     """
     from cloudisense.llm.base import ChatRequest, Message, ToolSpec
 
     messages = [Message.system(system)]
+    summary = await context.summary() if with_summary and context.summary is not None else None
+    if summary:
+        messages.append(Message.system(summary))
     for request, answer in shots:
         messages += [Message.user(request), Message.assistant(answer)]
     for turn in context.history[-history_turns:] if history_turns else []:
@@ -557,7 +561,10 @@ class CallPlanner(_ModelPlanner):
             answer, _ = await _ask_model(self.provider, self.system_prompt(context, offered), context, text,
                                          grammar=plan_grammar(offered, context.entities),
                                          max_tokens=self.max_tokens, shots=self.examples(offered, context),
-                                         history_turns=2, history_chars=300)
+                                         history_turns=2, history_chars=300,
+                                         # Prompt tokens dominate a small local model's time, and it
+                                         # plans from the request alone: no node summary here.
+                                         with_summary=False)
         except Exception as exc:
             log.warning("local planner: model call failed: %s", exc)
             return rejected(f"the model could not be reached ({type(exc).__name__})", self.strategy)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,16 +194,18 @@ def parse_policy(text: str, source: str = "policy") -> PolicyEngine:
     return PolicyEngine(parsed.rule, parsed.defaults, source)
 
 
-def assistant_policy(path: Path | None, escalate_via: str | None) -> PolicyEngine:
+def assistant_policy(path: Path | None, notice_intents: str | Sequence[str] | None) -> PolicyEngine:
     """The node's policy: the file's rules (or the defaults), then the node's own built-in rules.
 
-    The built-in rule lets escalation notices (client kind ``escalation``) run ``escalate_via``
-    without waiting for an approval, since their point is to reach a person; a rule in the file
-    that matches them first still decides.
+    The built-in rules let escalation notices (client kind ``escalation``) run each of
+    ``notice_intents`` (the intents ``[agent.escalation]`` routes to) without waiting for an
+    approval, since their point is to reach a person; a rule in the file that matches them first
+    still decides.
     """
     engine = load_policy(path)
-    if escalate_via:
-        engine.add_builtin(Rule(name="builtin:escalation-notice", intent=escalate_via, client="escalation",
+    intents = [notice_intents] if isinstance(notice_intents, str) else list(notice_intents or [])
+    for intent in intents:
+        engine.add_builtin(Rule(name="builtin:escalation-notice", intent=intent, client="escalation",
                                 decision="allow", reason="escalation notices reach a person without waiting for one"))
     return engine
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cloudisense.assistant.escalation import notice_intents
 from cloudisense.assistant.policy import Decision, assistant_policy
 from cloudisense.assistant.settings import agent_settings
 from cloudisense.config import load_settings
@@ -57,7 +58,7 @@ def policy_check(config: Path | None, intent: str, kv_params: Sequence[str],
         raise BadRequest(protocol.describe_validation_error(exc)) from None
     risk = found.effective_risk(params)
     agent = agent_settings(settings)
-    engine = assistant_policy(agent.policy_file, agent.escalate_via)
+    engine = assistant_policy(agent.policy_file, notice_intents(agent))
     dumped = params.model_dump(mode="json")
     decision = engine.decide(found.name, dumped, risk, role, settings.identity)
     lines = [

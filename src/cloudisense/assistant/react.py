@@ -97,8 +97,12 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
                     max_steps: int | None = None, token_budget: int = 0,
                     max_observation_chars: int | None = None, memory: SessionMemory | None = None,
                     notify: Callable[[str, dict[str, Any]], None] | None = None,
-                    origin: CallOrigin | None = None) -> ReactResult:
-    """Answer ``question`` with a reason-act-observe loop; every action runs through ``executor``."""
+                    origin: CallOrigin | None = None, context: str | None = None) -> ReactResult:
+    """Answer ``question`` with a reason-act-observe loop; every action runs through ``executor``.
+
+    ``context``: the summary of the node's state (:mod:`~cloudisense.assistant.context_summary`), sent
+    after the instructions.
+    """
     node = executor.node
     settings = agent_settings(node.settings)
     steps_limit = max_steps or settings.max_steps
@@ -106,6 +110,8 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
     offered = tools if tools is not None else select_tools(node.registry, question, role)
     specs = tool_specs(offered)
     messages = [Message.system(SYSTEM_PROMPT.format(node=node.identity))]
+    if context:
+        messages.append(Message.system(context))
     if memory is not None and session:
         for turn in await memory.context(session):
             messages.append(Message("assistant" if turn["role"] == "assistant" else "user"

@@ -100,6 +100,45 @@ class AutonomySettings(Section):
     window_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60)
     #: An investigation's fix below this confidence is escalated instead of run on its own.
     min_confidence: Literal["low", "medium", "high"] = "medium"
+class EscalationSettings(Section):
+    """Who is paged, and when: the channels of each severity of escalation, and how often one repeats.
+
+    Each list names channels (``webhook``, ``telegram``, ``email``) or notification intents (which are
+    given a ``message``); an empty list pages nobody; a severity left out uses ``[agent] escalate_via``.
+    """
+
+    info: list[str] | None = Field(None, max_length=10)
+    warning: list[str] | None = Field(None, max_length=10)
+    critical: list[str] | None = Field(None, max_length=10)
+    #: Seconds before the same escalation (same alert, or same session and reason) pages again; 0: every time.
+    repeat_after: int = Field(900, ge=0, le=7 * 86400)
+
+    @field_validator("info", "warning", "critical")
+    @classmethod
+    def _check_channels(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        names = [v.strip() for v in value]
+        if any(not n or len(n) > 100 or not n.replace("_", "").replace("-", "").isalnum() for n in names):
+            raise ValueError("name channels (webhook, telegram, email) or notification intents, one word each")
+        return list(dict.fromkeys(names))
+
+
+class ContextSettings(Section):
+    """The summary of the node's state that every model prompt and investigation gets."""
+
+    #: Tokens (about 4 characters each) the summary may use.
+    token_budget: int = Field(600, ge=100, le=20_000)
+    #: Seconds of ``/stats`` history kept in memory for trends.
+    history_seconds: int = Field(600, ge=10, le=86_400)
+    #: How far back the problem lines of the logs go, in minutes.
+    log_window_minutes: int = Field(30, ge=1, le=1440)
+    #: Top processes listed.
+    processes: int = Field(5, ge=0, le=50)
+    #: Recent actions (audit records of intents that change something) listed.
+    actions: int = Field(8, ge=0, le=100)
+    #: Seconds one summary is reused for the same user and role.
+    max_age: float = Field(5.0, ge=0, le=300)
 
 
 class AgentSettings(Section):
@@ -122,6 +161,10 @@ class AgentSettings(Section):
     autonomy: AutonomySettings = Field(default_factory=AutonomySettings)
     #: Fixes per kind of alert (``[[agent.runbooks]]``), first match wins; other alerts are investigated.
     runbooks: list[Runbook] = Field(default_factory=list, max_length=100)
+    #: Escalation notices by severity (``[agent.escalation]``).
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    #: The node's state summarized for model prompts (``[agent.context]``).
+    context: ContextSettings = Field(default_factory=ContextSettings)
 
     @field_validator("aliases")
     @classmethod

@@ -1,4 +1,4 @@
-"""The federation module: joins the node to the MQTT federation and lists the other nodes."""
+"""The federation module: joins the node to the MQTT federation, lists the other nodes and their alerts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from cloudisense.core.context import ActionContext
 from cloudisense.core.intents import Intent, NoParams, Risk
 from cloudisense.core.modules import Module
+from cloudisense.federation.fleet import FleetAlertsParams, fleet_alerts, say_fleet
 from cloudisense.federation.settings import FederationSettings
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class FederationModule(Module):
                    ("which nodes are online", "list the other servers in the federation",
                     "is node-b connected", "show all cloudisense nodes",
                     "when was the backup server last seen", "what machines can I manage from here")),
+            Intent("fleet_alerts", "Alerts of every reachable node of the federation (this one included), listed "
+                   "under each node's name", self.fleet_alerts, FleetAlertsParams, Risk.READ,
+                   ("what alerts are firing across the fleet", "alerts on all nodes", "fleet summary of alerts",
+                    "is anything firing on the other servers", "show alerts of every node"),
+                   timeout=self.settings.request_timeout + 10, say=say_fleet),
         ]
 
     async def start(self) -> None:
@@ -63,3 +69,11 @@ class FederationModule(Module):
             return {"enabled": False, "identity": self.node.identity, "connected": False, "nodes": [],
                     "hint": "federation is off on this node; set [federation] enabled = true and a broker to join"}
         return {"enabled": True, **self.bridge.describe()}
+
+    async def fleet_alerts(self, p: FleetAlertsParams, ctx: ActionContext) -> dict[str, Any]:
+        bridge = self.bridge
+        others = [n for n in bridge.nodes if bridge.knows(n)] if bridge is not None else []
+        found = await fleet_alerts(self.node.router, self.node.identity, others, ctx.client, p, ctx.as_origin())
+        if bridge is None:
+            found["hint"] = "federation is off on this node: only its own alerts are listed"
+        return found

@@ -28,7 +28,7 @@ class FederationSettings(Section):
     #: The highest role a request from another node runs with here (lower origin roles stay lower).
     max_remote_role: Literal["viewer", "operator", "admin"] = "operator"
     #: Local topics whose events other nodes may receive (an entry ending in ``/`` covers the topics under it).
-    forward_topics: list[str] = Field(default_factory=lambda: ["/stats", "/notification", "/targets"])
+    forward_topics: list[str] = Field(default_factory=lambda: ["/stats", "/notification", "/targets", "/alerts"])
     #: Larger messages from the broker are dropped, and larger answers are refused.
     max_payload_bytes: int = Field(1_048_576, ge=1024)
     #: MQTT keepalive in seconds: how soon the broker notices a dead node and publishes its last will.

@@ -234,7 +234,8 @@ def _ago(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _line(a: dict[str, Any]) -> str:
+def alert_line(a: dict[str, Any]) -> str:
+    """One alert in one line of plain words (intents, escalations, summaries and the fleet view use it)."""
     marks = [m for m, on in (("acknowledged by " + str(a.get("acked_by")), a.get("acknowledged")),
                               ("silenced", a.get("silenced"))) if on]
     times = f"{a.get('count')} time(s)" if a.get("count", 1) > 1 else "once"
@@ -251,7 +252,7 @@ def _say_alerts(p: Any, d: dict[str, Any]) -> str:
         return "no alerts are firing" if state == "firing" else "no alerts match"
     more = f" (showing {len(alerts)} of {d.get('total')})" if d.get("total", 0) > len(alerts) else ""
     head = f"{d.get('total', len(alerts))} alert(s){more}:"
-    return head + "\n" + "\n".join("  " + _line(a) for a in alerts)
+    return head + "\n" + "\n".join("  " + alert_line(a) for a in alerts)
 
 
 def _quoted(label: str, lines: list[str]) -> str:
@@ -261,7 +262,7 @@ def _quoted(label: str, lines: list[str]) -> str:
 
 def _say_alert(p: Any, d: dict[str, Any]) -> str:
     a = d.get("alert", d)
-    out = [_line(a)]
+    out = [alert_line(a)]
     details = a.get("details") or {}
     if d.get("action"):
         out.insert(0, f"{d['action']}:")

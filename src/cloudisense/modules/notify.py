@@ -1,11 +1,16 @@
-"""Outgoing notifications: configured webhooks and a Telegram bot.
+"""Outgoing notifications: configured webhooks, a Telegram bot and e-mail over SMTP.
 
 Only configured destinations are reachable: ``simple_http_notify`` accepts a
 ``webhook`` only when it is one of ``notify.webhooks`` (an arbitrary URL would let
 any operator make the node request internal addresses: SSRF), and redirects are
 never followed. The Telegram bot token is a secret: it is only ever put into the
 request URL, and every error text is scrubbed of it before it reaches a response,
-a log line or the audit log.
+a log line or the audit log. E-mail goes only to addresses of ``[notify.email] recipients`` (an
+allow-list), through the configured SMTP server, encrypted (STARTTLS or SSL, certificates checked)
+unless ``security = "none"``, which never sends a password; the SMTP password is a secret too.
+
+The channels, by the name escalation routes and :meth:`NotifyModule.notify` use, are
+:data:`CHANNELS`.
 
 Every notification is also published on the static topics ``/notification`` (CloudiSENSE's) and
 ``/notifications`` (the existing client's constant) as a ``text_notification`` event
@@ -23,15 +28,19 @@ import asyncio
 import json
 import logging
 import re
+import smtplib
+import ssl
 import time
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
 
-from cloudisense.config import Section
+from cloudisense.config import ConfigPath, Section
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import ActionFailed, BadRequest, Unavailable
 from cloudisense.core.intents import Intent, Params, Risk
@@ -39,6 +48,67 @@ from cloudisense.core.modules import Module
 from cloudisense.core.pubsub import NOTICE_ERROR, NOTICE_SUCCESS, TEXT_NOTIFICATION
 
 log = logging.getLogger(__name__)
+
+
+_ADDRESS_RE = re.compile(r"^[^@\s<>,;\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _address(value: str) -> str:
+    """A bare e-mail address (``ops@example.com``), or :class:`ValueError` naming it."""
+    _, address = parseaddr(value)
+    if not address or address != value.strip() or not _ADDRESS_RE.match(address):
+        raise ValueError(f"{value!r} is not a plain e-mail address (like ops@example.com)")
+    return address
+
+
+class EmailSettings(Section):
+    """E-mail over SMTP: the server, the sender, and the only addresses mail may go to."""
+
+    #: The SMTP server; e-mail is off while it is unset.
+    host: str | None = Field(None, max_length=255)
+    #: 587 for STARTTLS, 465 for SSL, 25 for plain relays.
+    port: int = Field(587, ge=1, le=65535)
+    #: ``starttls`` (upgrade a plain connection), ``ssl`` (TLS from the start) or ``none`` (a local relay;
+    #: no password is ever sent over it).
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = Field(None, max_length=255)
+    #: Never logged or answered (or ``CLOUDISENSE_NOTIFY__EMAIL__PASSWORD``).
+    password: SecretStr | None = None
+    #: A CA bundle (PEM) to check the server's certificate against, for servers with a private CA.
+    ca_file: ConfigPath | None = None
+    #: The sender address.
+    from_address: str | None = Field(None, max_length=320)
+    #: The allow-list: mail goes only to these addresses (all of them unless a request names some).
+    recipients: list[str] = Field(default_factory=list, max_length=100)
+    #: Subject of notices that give none.
+    subject: str = Field("CloudiSENSE notification", min_length=1, max_length=200)
+
+    @field_validator("from_address")
+    @classmethod
+    def _check_from(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value)
+
+    @field_validator("recipients")
+    @classmethod
+    def _check_recipients(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(_address(v).lower() for v in value))
+
+    @field_validator("subject")
+    @classmethod
+    def _check_subject(cls, value: str) -> str:
+        if _HEADER_UNSAFE.search(value):
+            raise ValueError("the subject must be one line without control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> EmailSettings:
+        if self.security == "none" and self.password is not None:
+            raise ValueError('a password is never sent unencrypted: use security = "starttls" or "ssl", '
+                             "or a relay that needs no login")
+        if self.password is not None and not self.username:
+            raise ValueError("a password needs a username")
+        return self
 
 
 class NotifySettings(Section):
@@ -52,12 +122,16 @@ class NotifySettings(Section):
     telegram_base_url: str = "https://api.telegram.org"
     #: Seconds before the first retry; doubled for each further retry.
     backoff: float = Field(0.2, ge=0, le=30)
+    #: E-mail over SMTP (``[notify.email]``).
+    email: EmailSettings = Field(default_factory=EmailSettings)
 
 NOTIFICATION_TOPIC = "/notification"
 #: The existing client's name for the same topic: both get every notification.
 CLIENT_NOTIFICATION_TOPIC = "/notifications"
 NOTIFICATION_EVENT = "notification"
 _BOT_URL_RE = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+#: The channels by name (escalation routes, :meth:`NotifyModule.notify`) -> the intent that sends through it.
+CHANNELS = {"webhook": "simple_http_notify", "telegram": "simple_telegram_notify", "email": "simple_email_notify"}
 
 
 class HttpBlock(Params):
@@ -104,6 +178,16 @@ class TelegramNotifyParams(Params):
                                 description="Telegram chat id; default: the configured notify.telegram_chat_id")
 
 
+class EmailNotifyParams(Params):
+    """A message for configured e-mail recipients."""
+
+    message: str = Field(min_length=1, max_length=20_000, description="the text to send")
+    subject: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                description="one line; default: the configured notify.email.subject")
+    to: list[str] = Field(default_factory=list, max_length=100,
+                          description="configured recipients to send to; default: all of them")
+
+
 @dataclass
 class Delivery:
     """The outcome of one HTTP delivery (after retries)."""
@@ -120,7 +204,7 @@ class Delivery:
 
 
 class NotifyModule(Module):
-    """``simple_http_notify`` and ``simple_telegram_notify``, plus :meth:`notify` for other modules."""
+    """``simple_http_notify``, ``simple_telegram_notify`` and ``simple_email_notify``, plus :meth:`notify`."""
 
     name = "notify"
     settings_model = NotifySettings
@@ -141,6 +225,11 @@ class NotifyModule(Module):
                    ("send a telegram message that the server is back", "telegram me when it's done",
                     "tell the ops chat on telegram that redis restarted",
                     "message the telegram group: maintenance starts now"), timeout=limit, say=_say_sent),
+            Intent("simple_email_notify", "Send an e-mail to the configured recipients (or some of them) "
+                   "through the configured SMTP server", self.simple_email_notify, EmailNotifyParams, Risk.WRITE,
+                   ("email the team that the backup failed", "send an email saying the deploy is done",
+                    "mail ops@example.com that the disk is almost full", "e-mail the on-call about the outage"),
+                   timeout=limit, say=_say_mailed),
         ]
 
     async def start(self) -> None:
@@ -163,7 +252,7 @@ class NotifyModule(Module):
 
     async def notify(self, message: str, via: str = "webhook") -> dict[str, Any]:
         """Send ``message`` through ``via``: ``webhook`` (all configured), ``telegram`` (configured
-        chat) or ``none`` (only the ``/notification`` event).
+        chat), ``email`` (every configured recipient) or ``none`` (only the ``/notification`` event).
 
         Returns the same dict as the matching intent. Raises :class:`Unavailable` when the channel
         is not configured and :class:`ActionFailed` when no delivery succeeded.
@@ -172,10 +261,12 @@ class NotifyModule(Module):
             return await self.send_webhooks(message)
         if via == "telegram":
             return await self.send_telegram(message)
+        if via == "email":
+            return await self.send_email(message)
         if via == "none":
             self._publish(message, "none", True)
             return {"via": "none", "delivered": 0}
-        raise BadRequest(f"unknown notification channel {via!r}; use webhook, telegram or none")
+        raise BadRequest(f"unknown notification channel {via!r}; use {', '.join(CHANNELS)} or none")
 
     async def send_webhooks(self, message: str, webhook: str | list[str] | None = None,
                             method: str = "POST") -> dict[str, Any]:
@@ -232,6 +323,64 @@ class NotifyModule(Module):
         return {"via": "telegram", "chat_id": chat, "ok": True, "status": d.status, "attempts": d.attempts,
                 "message_id": message_id}
 
+    async def send_email(self, message: str, subject: str | None = None,
+                         to: list[str] | None = None) -> dict[str, Any]:
+        """Mail ``message`` to ``to`` (each a configured recipient) or to every configured recipient."""
+        mail = self.settings.email
+        if not mail.host or not mail.from_address or not mail.recipients:
+            raise Unavailable("e-mail is not configured: set notify.email.host, notify.email.from_address and "
+                              "notify.email.recipients (the addresses mail may go to)")
+        wanted = list(dict.fromkeys(a.strip().lower() for a in to or []))
+        unknown = [a for a in wanted if a not in mail.recipients]
+        if unknown:
+            raise BadRequest(f"{', '.join(repr(a[:100]) for a in unknown)} is not one of the configured "
+                             "notify.email.recipients; only configured addresses can be mailed")
+        recipients = wanted or list(mail.recipients)
+        email = EmailMessage()
+        email["From"] = mail.from_address
+        email["To"] = ", ".join(recipients)
+        email["Subject"] = subject or mail.subject
+        email["Date"] = formatdate(localtime=True)
+        email["Message-ID"] = make_msgid(domain=mail.from_address.rpartition("@")[2])
+        email["X-CloudiSENSE-Node"] = self.node.identity
+        email.set_content(message)
+        settings = self.settings
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                refused = await asyncio.to_thread(_smtp_send, mail, email, recipients, settings.timeout)
+                error = None
+                break
+            except smtplib.SMTPResponseException as exc:  # the server said no: 4xx may pass, 5xx is final
+                error = f"the SMTP server answered {exc.smtp_code}: {_smtp_text(exc.smtp_error)}"
+                retryable = 400 <= exc.smtp_code < 500
+            except smtplib.SMTPRecipientsRefused as exc:
+                error = "the SMTP server refused every recipient: " + "; ".join(
+                    f"{a} ({code} {_smtp_text(text)})" for a, (code, text) in exc.recipients.items())
+                retryable = False
+            except smtplib.SMTPNotSupportedError as exc:
+                error, retryable = str(exc), False
+            except ssl.SSLError as exc:
+                error = f"TLS with the SMTP server failed ({exc.reason or exc}); check notify.email.security, " \
+                        "port and ca_file"
+                retryable = False
+            except (smtplib.SMTPException, OSError) as exc:  # refused, unreachable, timed out, dropped
+                error = f"could not talk to the SMTP server {mail.host}:{mail.port}: " \
+                        f"{getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
+                retryable = True
+            error = self._scrub(error, mail.password.get_secret_value() if mail.password else None)
+            if not retryable or attempts > settings.retries:
+                break
+            log.info("e-mail attempt %d failed (%s); retrying", attempts, error)
+            await asyncio.sleep(settings.backoff * 2 ** (attempts - 1))
+        self._publish(message, "email", error is None)
+        if error is not None:
+            raise ActionFailed(f"the e-mail was not sent after {attempts} attempt(s): {error}")
+        accepted = [a for a in recipients if a not in refused]
+        return {"via": "email", "delivered": len(accepted), "recipients": accepted, "refused": sorted(refused),
+                "attempts": attempts, "subject": str(email["Subject"])}
+
     # -- intents --------------------------------------------------------------
 
     async def simple_http_notify(self, p: HttpNotifyParams, ctx: ActionContext) -> dict[str, Any]:
@@ -242,6 +391,9 @@ class NotifyModule(Module):
 
     async def simple_telegram_notify(self, p: TelegramNotifyParams, ctx: ActionContext) -> dict[str, Any]:
         return await self.send_telegram(p.message, p.chat_id)
+
+    async def simple_email_notify(self, p: EmailNotifyParams, ctx: ActionContext) -> dict[str, Any]:
+        return await self.send_email(p.message, p.subject, p.to)
 
     # -- delivery -------------------------------------------------------------
 
@@ -287,6 +439,34 @@ class NotifyModule(Module):
             self.node.pubsub.publish(topic, TEXT_NOTIFICATION, data, kind=NOTIFICATION_EVENT)
 
 
+def _smtp_send(mail: EmailSettings, email: EmailMessage, recipients: list[str], timeout: float) -> dict[str, Any]:
+    """One SMTP session (blocking: run in a thread); returns the recipients the server refused."""
+    context = ssl.create_default_context(cafile=str(mail.ca_file) if mail.ca_file else None)
+    host = str(mail.host)
+    smtp: smtplib.SMTP
+    if mail.security == "ssl":
+        smtp = smtplib.SMTP_SSL(host, mail.port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(host, mail.port, timeout=timeout)
+    with smtp:
+        smtp.ehlo()
+        if mail.security == "starttls":
+            # Never fall back to plain text: a server that can't upgrade gets no mail (and no password).
+            if not smtp.has_extn("starttls"):
+                raise smtplib.SMTPNotSupportedError("the server does not offer STARTTLS; "
+                                                    'set notify.email.security = "ssl" or "none"')
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if mail.username and mail.password is not None:
+            smtp.login(mail.username, mail.password.get_secret_value())
+        return dict(smtp.send_message(email, from_addr=mail.from_address, to_addrs=recipients))
+
+
+def _smtp_text(text: bytes | str) -> str:
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return " ".join(raw.split())[:300]
+
+
 def _where(url: str) -> str:
     """Scheme and host of ``url`` only: webhook paths often carry secrets (Slack, Discord)."""
     parts = urlsplit(url)
@@ -297,3 +477,8 @@ def _where(url: str) -> str:
 
 def _say_sent(p: Any, d: Any) -> str:
     return f"sent the notification {p.get('message')!r}"
+
+
+def _say_mailed(p: Any, d: Any) -> str:
+    refused = f"; refused: {', '.join(d['refused'])}" if d.get("refused") else ""
+    return f"mailed {d.get('subject')!r} to {', '.join(d.get('recipients') or [])}{refused}"

@@ -349,7 +349,8 @@ class AuditLog:
                     exclude_intents: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
         """Newest records first, optionally of one intent, user and outcome, within ``[since, until]``
         (epoch seconds), leaving out ``exclude_intents``."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float] = []
         for column, value in (("intent", intent), ("user", user), ("outcome", outcome)):
             if value:
                 where.append(f"{column} = ?")
