@@ -171,7 +171,8 @@ class Assistant:
         run = ExecutionResult("paused" if approval else "completed", diagnosis.checks, session=session,
                               approval=approval, summary=answer)
         outcome = Outcome.AWAITING_APPROVAL if approval else Outcome.ANSWERED
-        turn = Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis)
+        turn = Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis,
+                    streamed=notify is not None)
         turn.usage = (react.usage.input_tokens, react.usage.output_tokens) if react is not None else None
         return turn
 

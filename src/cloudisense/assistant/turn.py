@@ -54,6 +54,9 @@ class Turn:
     diagnosis: Diagnosis | None = None
     #: Model tokens (input, output) an investigation used, when a model added its reading.
     usage: tuple[int, int] | None = None
+    #: The answer's text was already sent as an ``assist_delta`` event (an investigation sends it
+    #: before its proposal); otherwise the module sends it just before the response.
+    streamed: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON answer of the assistant intents (``answer`` is what the existing client shows)."""
