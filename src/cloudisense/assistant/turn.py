@@ -77,7 +77,8 @@ class Turn:
             top = self.diagnosis.top
             out["diagnosis"] = {"found": top is not None, "component": top.component if top else None,
                                 "cause": top.cause() if top else None, "confidence": self.diagnosis.confidence(),
-                                "fix": top.fix if top else [], "evidence_tokens": self.diagnosis.evidence_tokens}
+                                "fix": top.fix if top else [], "evidence": self.diagnosis.evidence_lines(),
+                                "evidence_tokens": self.diagnosis.evidence_tokens}
             if self.usage is not None:
                 out["usage"] = {"input": self.usage[0], "output": self.usage[1]}
         return out
