@@ -48,8 +48,8 @@ PACKAGES: tuple[Package, ...] = (
     Package("marked", "18.2.1", (("lib/marked.esm.js", "marked/marked.esm.js"), ("LICENSE", "marked/LICENSE"))),
     Package("dompurify", "3.5.0", (("dist/purify.es.mjs", "dompurify/purify.es.js"),
                                    ("LICENSE", "dompurify/LICENSE"))),
-    Package("uplot", "1.6.32", (("dist/uPlot.esm.js", "uplot/uPlot.esm.js"), ("dist/uPlot.min.css", "uplot/uPlot.min.css"),
-                                ("LICENSE", "uplot/LICENSE"))),
+    Package("uplot", "1.6.32", (("dist/uPlot.esm.js", "uplot/uPlot.esm.js"),
+                                ("dist/uPlot.min.css", "uplot/uPlot.min.css"), ("LICENSE", "uplot/LICENSE"))),
     Package("axe-core", "4.14.1", (("axe.min.js", "axe.min.js"), ("LICENSE", "axe-core-LICENSE")), root=TEST_VENDOR),
 )
 
@@ -129,7 +129,8 @@ def problems() -> list[str]:
                 if row is None:
                     found.append(f"{dest} is not recorded in {record.relative_to(ROOT)}")
                 elif (row["package"], row["version"]) != (p.name, p.version):
-                    found.append(f"{dest} is recorded as {row['package']}@{row['version']}, pinned {p.name}@{p.version}")
+                    found.append(f"{dest} is recorded as {row['package']}@{row['version']}, "
+                                 f"pinned {p.name}@{p.version}")
                 elif not path.exists():
                     found.append(f"{path.relative_to(ROOT)} is missing")
                 elif sha256(path) != row["sha"]:

@@ -18,9 +18,9 @@ from typing import Any
 
 from bench.scenarios import demo_node
 
-from cloudisense.store.users import client_credential
 from cloudisense.core.roles import Role
 from cloudisense.llm.testing import ScriptedModel
+from cloudisense.store.users import client_credential
 from tests.assistant.conftest import agent_settings, serving
 from tests.conftest import PASSWORDS
 from tests.web.conftest import (
@@ -106,7 +106,8 @@ async def test_demo_node_ask_diagnose_approve_and_resume(tmp_path: Path, browser
         answer = page.locator(".msg.assistant:not(.pending)").last
         await page.wait_for_selector(".msg.assistant:not(.pending) .text:has-text('nginx')")
         delta = next(i for i, f in enumerate(frames) if f.get("name") == "assist_delta")
-        response = next(i for i, f in enumerate(frames) if f.get("type") == "rpc_response" and "outcome" in f.get("data", {}))
+        response = next(i for i, f in enumerate(frames)
+                        if f.get("type") == "rpc_response" and "outcome" in f.get("data", {}))
         assert delta < response
         assert "nginx" in frames[delta]["data"]["text"]
         assert "running" in (await answer.inner_text()).lower()
@@ -193,9 +194,11 @@ async def test_markup_from_a_model_or_a_log_line_never_runs(tmp_path: Path, brow
         # A model's reply with markup is rendered as sanitized markdown.
         agent.assistant.provider = ScriptedModel([f"**Checked.** {PAYLOAD} [docs](javascript:alert(1))"] * 4)
         agent.assistant.planner = None
-        await page.fill("#chat-input", "compose a short poem about uptime for me")
+        await page.fill("#chat-input", "tell me about the web service")
         await page.press("#chat-input", "Enter")
-        await page.wait_for_selector(".msg.assistant:not(.pending) .text.md strong:has-text('Checked.')", timeout=60_000)
+        reply = page.locator(".msg.assistant:not(.pending) .text.md").last
+        await reply.locator("strong:has-text('Checked.')").wait_for(timeout=60_000)
+        assert "<script>" in await reply.inner_text()  # shown as characters, never parsed as markup
 
         assert await page.evaluate("() => window.__pwned") is None
         assert await page.locator("#messages img, #messages script, #messages [onerror]").count() == 0

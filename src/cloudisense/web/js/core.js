@@ -3,7 +3,7 @@
 // to talk to the server (the contract is in docs/dashboard.md). Nothing here uses innerHTML on
 // text from the server: log lines, model replies and alerts are data.
 
-import { marked } from "../vendor/marked/marked.esm.js";
+import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.js";
 
 const TOKENS_KEY = "cs.tokens";
@@ -50,10 +50,22 @@ const PURIFY = {
   ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|#)/i,
 };
 
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// Raw HTML inside markdown is shown as the characters it is, and images as their alt text: the
+// browser never parses a model's (or a log line's) markup, not even in the sanitizer's inert
+// document (where <img onerror> would still be loaded and trip the page's CSP).
+const markdown = new Marked({
+  async: false, gfm: true, breaks: true,
+  renderer: {
+    html: (token) => escapeHtml(token.text),
+    image: (token) => escapeHtml(token.text ? `[image: ${token.text}]` : "[image]"),
+  },
+});
+
 /** Markdown (from a model, say) as a sanitized DocumentFragment: no script, handlers, styles or images. */
 export function md(text) {
-  const html = marked.parse(String(text ?? ""), { async: false, gfm: true, breaks: true });
-  return DOMPurify.sanitize(html, PURIFY);
+  return DOMPurify.sanitize(markdown.parse(String(text ?? "")), PURIFY);
 }
 
 // -- formatting --------------------------------------------------------------------------
