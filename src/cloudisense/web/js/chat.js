@@ -29,7 +29,7 @@ export function mountChat(section) {
   ui.dock = el("div", { id: "approval-dock", class: "approval-dock", "aria-label": "Approvals waiting for a decision",
     role: "region", hidden: true });
   ui.input = el("textarea", { id: "chat-input", rows: "1", autocomplete: "off", "aria-label": "Message to the assistant",
-    placeholder: "Ask: is nginx up? · why is the site returning 502? · show errors in the app log", maxlength: "4000" });
+    placeholder: "Ask the assistant, e.g. is nginx up?", maxlength: "4000" });
   ui.send = el("button", { type: "submit", id: "chat-send" }, "Send");
   const clear = el("button", { type: "button", id: "chat-clear", class: "ghost", title: "Forget this conversation",
     onclick: clearConversation }, "Clear");
@@ -271,14 +271,21 @@ function decidedLine(d) {
 }
 
 function paramsText(params) {
-  return Object.entries(params || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+  return Object.entries(params || {}).map(([k, v]) => `${k}=${v !== null && typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join(" ");
+}
+
+/** Params in a step's one-line heading: long ones shortened (the whole text is in the tooltip). */
+function shortParams(params, limit = 90) {
+  const text = paramsText(params);
+  return text.length > limit ? el("span", { title: text }, ` ${text.slice(0, limit)}…`) : ` ${text}`;
 }
 
 function stepRow(step, data, open = false) {
   const status = step.status || "running";
   const head = el("span", { class: "step-head" },
     el("span", { class: `status st-${status}` }, STATUS_WORDS[status] || status), " ",
-    el("code", {}, step.intent), step.params ? ` ${paramsText(step.params)}` : "",
+    el("code", {}, step.intent), step.params ? shortParams(step.params) : "",
     step.check ? el("span", { class: "muted" }, " (check)") : null);
   const row = el("li", { class: `step st-${status}`, dataset: { intent: step.intent, status } });
   if (step.message && status !== "ok") head.append(el("span", { class: "step-msg" }, ` — ${step.message}`));
@@ -298,9 +305,12 @@ function cell(key, value) {
   if (value === null || value === undefined) return "–";
   if (typeof value === "number") {
     if (/percent|pct/.test(key)) return fmt.pct(value);
+    if (/uptime|seconds|duration|elapsed/.test(key)) return fmt.duration(value);
     if (/bytes|rss|size|used|free|total|available/.test(key) && value > 1024) return fmt.bytes(value);
-    if (/^(ts|time|started|created|since)$/.test(key) && value > 1e9) return fmt.time(value > 1e12 ? value / 1000 : value);
-    if (/uptime|seconds|duration/.test(key)) return fmt.duration(value);
+    // Epoch times, in seconds or milliseconds (the protocol uses both).
+    if (/(^ts$|time|_at$|^started|^created|^since|^expires)/.test(key) && value > 1e9) {
+      return fmt.time(value > 1e12 ? value / 1000 : value);
+    }
     return Number.isInteger(value) ? String(value) : value.toFixed(2);
   }
   if (typeof value === "boolean") return value ? "yes" : "no";
@@ -394,7 +404,7 @@ function dockApproval(approval) {
     reason.addEventListener("keydown", (e) => { if (e.key === "Escape") reason.value = ""; });
   }
   const expires = approval.expires ? fmt.time(approval.expires / 1000) : null;
-  const card = el("div", { class: `approval-card risk-${approval.risk}`, role: "group", "aria-label": `Approval ${id}`,
+  const card = el("div", { class: `approval-card card-risk-${approval.risk}`, role: "group", "aria-label": `Approval ${id}`,
     dataset: { approvalId: id } },
   el("h3", {}, "Approval needed"),
   el("dl", { class: "kv" },

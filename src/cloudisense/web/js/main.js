@@ -74,6 +74,8 @@ function build() {
       section.append(el("p", { class: "error" }, `This panel could not start: ${err.message}`));
     }
   }
+  // Without panels (none on this build) the chat takes the whole width.
+  $("views").classList.toggle("no-panels", PANELS.length === 0);
   selectView("chat-view");
 }
 
