@@ -221,6 +221,8 @@ async def test_phone_layout_tabs_fit_and_keyboard(tmp_path: Path, browser: Any) 
         # Every view is reachable from the tab bar and fits the phone's width.
         for i in range(await tabs.count()):
             tab = tabs.nth(i)
+            if not await tab.is_visible():
+                continue  # a panel with nothing to show on this node (the node switcher without federation)
             await tab.click()
             view = await tab.get_attribute("aria-controls")
             assert await page.is_visible(f"#{view}")

@@ -411,7 +411,10 @@ function dockApproval(approval) {
     el("dt", {}, "What"), el("dd", {}, el("code", {}, what)),
     el("dt", {}, "Where"), el("dd", {}, `node ${approval.node || identity() || "this node"}`),
     el("dt", {}, "Risk"), el("dd", {}, el("span", { class: `risk risk-${approval.risk}` }, approval.risk || "unknown")),
-    el("dt", {}, "Why"), el("dd", {}, approval.description || approval.rule || "policy asks for a person's decision"),
+    el("dt", {}, "Why"), el("dd", {}, approval.rule ? `the policy rule "${approval.rule}" asks for a person's decision`
+      : "the policy asks for a person's decision"),
+    approval.description ? el("dt", {}, "Summary") : null,
+    approval.description ? el("dd", {}, approval.description) : null,
     el("dt", {}, "Asked by"), el("dd", {}, `${approval.requester || "?"}${expires ? `, until ${expires}` : ""}`),
     approval.remaining_steps ? el("dt", {}, "Then") : null,
     approval.remaining_steps ? el("dd", {}, `${approval.remaining_steps} more step(s) of the plan`) : null),

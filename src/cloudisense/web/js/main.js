@@ -17,7 +17,8 @@ function applyTheme(theme) {
   const dark = document.documentElement.dataset.theme
     ? document.documentElement.dataset.theme === "dark"
     : window.matchMedia("(prefers-color-scheme: dark)").matches;
-  $("theme-toggle").textContent = dark ? "Light theme" : "Dark theme";
+  $("theme-toggle").textContent = dark ? "Light" : "Dark";
+  $("theme-toggle").title = dark ? "Switch to the light theme" : "Switch to the dark theme";
 }
 
 function toggleTheme() {
@@ -32,6 +33,9 @@ function toggleTheme() {
 // -- layout ----------------------------------------------------------------------------
 
 function selectView(id) {
+  // On a phone the views scroll inside #views: a panel without controls must still be scrollable
+  // from the keyboard, so #views takes focus (tabindex 0) only there.
+  $("views").tabIndex = window.matchMedia("(max-width: 899px)").matches ? 0 : -1;
   for (const view of document.querySelectorAll(".view")) view.classList.toggle("active", view.id === id);
   for (const tab of $("tabs").querySelectorAll("button")) {
     const active = tab.getAttribute("aria-controls") === id;
@@ -55,6 +59,12 @@ function addTab(viewId, title) {
   $("tabs").append(tab);
 }
 
+function syncTab(section) {
+  const tab = $("tabs").querySelector(`[aria-controls="${section.id}"]`);
+  if (tab) tab.hidden = section.hidden;
+  if (section.hidden && section.classList.contains("active")) selectView("chat-view");
+}
+
 function build() {
   if (built) return;
   built = true;
@@ -67,8 +77,12 @@ function build() {
       el("h2", { id: titleId }, panel.title));
     $("panels").append(section);
     addTab(viewId, panel.title);
+    // A panel with nothing to show here hides its section (the node switcher without
+    // federation): its tab goes with it.
+    new MutationObserver(() => syncTab(section)).observe(section, { attributes: true, attributeFilter: ["hidden"] });
     try {
       panel.mount(section);
+      syncTab(section);
     } catch (err) {
       console.warn(`panel ${panel.id} failed to start:`, err);
       section.append(el("p", { class: "error" }, `This panel could not start: ${err.message}`));
