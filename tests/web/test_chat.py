@@ -103,8 +103,8 @@ async def test_demo_node_ask_diagnose_approve_and_resume(tmp_path: Path, browser
         await page.fill("#chat-input", "is nginx up?")
         await page.press("#chat-input", "Enter")
         await page.wait_for_selector(".msg.user:has-text('is nginx up?')")
-        answer = page.locator(".msg.assistant:not(.pending)").last
-        await page.wait_for_selector(".msg.assistant:not(.pending) .text:has-text('nginx')")
+        answer = page.locator(".msg.user:has-text('is nginx up?') ~ .msg.assistant:not(.pending)").first
+        await answer.locator(".text:has-text('nginx')").wait_for()
         delta = next(i for i, f in enumerate(frames) if f.get("name") == "assist_delta")
         response = next(i for i, f in enumerate(frames)
                         if f.get("type") == "rpc_response" and "outcome" in f.get("data", {}))
@@ -167,6 +167,7 @@ async def test_demo_node_ask_diagnose_approve_and_resume(tmp_path: Path, browser
         await v.page.fill("#chat-input", "restart the web service")
         await v.page.press("#chat-input", "Enter")
         await v.page.wait_for_selector(".msg.assistant:not(.pending) >> nth=1")
+        await v.page.wait_for_selector(".msg.assistant .badge:has-text('Not allowed')")
         assert await v.page.locator("#chat-view button[data-approve], #chat-view button[data-reject]").count() == 0
         assert await _target_state(demo, "web") == "running"
         assert await no_horizontal_scroll(v.page)
