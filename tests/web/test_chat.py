@@ -244,3 +244,39 @@ async def test_phone_layout_tabs_fit_and_keyboard(tmp_path: Path, browser: Any) 
         assert await axe_violations(page) == []
         await screenshot(page, "phone-chat-light")
         w.assert_clean()
+
+
+async def test_results_as_tables_log_lines_and_questions(tmp_path: Path, browser: Any) -> None:
+    async with serving(agent_settings(tmp_path)) as running:
+        w = await watched_page(browser, DESKTOP, color_scheme="light")
+        page = w.page
+        await login(page, running.url, "oper", PASSWORDS["oper"])
+
+        async def ask(text: str) -> Any:
+            await page.fill("#chat-input", text)
+            await page.press("#chat-input", "Enter")
+            answer = page.locator(f".msg.user:has-text({json.dumps(text)}) ~ .msg.assistant:not(.pending)").first
+            await answer.wait_for()
+            return answer
+
+        processes = await ask("show the top processes by memory")
+        table = processes.locator("table.result")
+        await table.wait_for()
+        assert {"pid", "name"} <= set(await table.locator("th").all_inner_texts())
+        assert await table.locator("tbody tr").count() >= 1
+
+        errors = await ask("show errors in the app log")
+        assert "upstream timeout" in await errors.locator("pre.log").first.inner_text()
+
+        stats = await ask("how is the system doing?")
+        terms = await stats.locator("dl.kv dt").all_inner_texts()
+        assert "cpu percent" in terms and "memory percent" in terms
+        assert "%" in await stats.locator("dl.kv dd").first.inner_text()
+
+        question = await ask("restart it")
+        await question.locator(".badge:has-text('Question for you')").wait_for()
+        assert "Which target" in await question.inner_text()
+        assert await page.locator("#approval-dock").is_hidden()  # nothing waits: nothing was asked to run
+        assert await axe_violations(page) == []
+        await screenshot(page, "chat-desktop-results-light")
+        w.assert_clean()

@@ -363,10 +363,11 @@ export function renderData(data, depth = 0) {
   for (const [key, value] of Object.entries(data)) {
     if (isScalar(value) || (Array.isArray(value) && value.every(isScalar) && !looksLikeLines(value))) {
       pairs.push([key, value]);
-    } else if (value && typeof value === "object" && !Array.isArray(value) && depth >= 1) {
-      pairs.push([key, value]);
-    } else if (value && typeof value === "object" && !Array.isArray(value) && Object.values(value).every(isScalar)) {
+    } else if (value && typeof value === "object" && !Array.isArray(value)
+        && Object.values(value).every((v) => isScalar(v) || (Array.isArray(v) && v.every(isScalar)))) {
       for (const [k2, v2] of Object.entries(value)) pairs.push([`${key} ${k2}`, v2]);
+    } else if (value && typeof value === "object" && !Array.isArray(value) && depth >= 1) {
+      pairs.push([key, value]); // deeper than two levels: one line of name=value
     } else {
       box.append(el("div", { class: "result-part" }, el("h4", {}, key), renderData(value, depth + 1)));
     }
