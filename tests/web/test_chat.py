@@ -280,3 +280,36 @@ async def test_results_as_tables_log_lines_and_questions(tmp_path: Path, browser
         assert await axe_violations(page) == []
         await screenshot(page, "chat-desktop-results-light")
         w.assert_clean()
+
+
+async def test_token_refresh_and_reconnect_keep_the_page_working(tmp_path: Path, browser: Any,
+                                                                 monkeypatch: Any) -> None:
+    from cloudisense.server.ws import RpcSocket
+
+    sockets: list[Any] = []
+    original_open = RpcSocket.open
+
+    def recording_open(self: Any, *args: Any, **kwargs: Any) -> None:
+        sockets.append(self)
+        original_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(RpcSocket, "open", recording_open)
+    async with serving(agent_settings(tmp_path, auth={"access_ttl": 10})) as running:
+        w = await watched_page(browser, DESKTOP)
+        page = w.page
+        refreshes: list[str] = []
+        page.on("request", lambda req: refreshes.append(req.url) if req.url.endswith("/refresh") else None)
+        await login(page, running.url, "oper", PASSWORDS["oper"])
+        await page.wait_for_selector(".msg.assistant:has-text('CloudiSENSE assistant')")
+        # Past the first access token's life: the page traded its refresh token for new ones.
+        await page.wait_for_timeout(11_000)
+        assert refreshes
+        # The node drops the connection: the page says so, reconnects with its current token.
+        sockets[-1].close()
+        await page.wait_for_selector("#conn-state.on", state="detached", timeout=5_000)
+        await page.wait_for_selector("#conn-state.on", timeout=30_000)
+        assert len(sockets) >= 2
+        await page.fill("#chat-input", "is the web service up?")
+        await page.press("#chat-input", "Enter")
+        await page.wait_for_selector(".msg.assistant:not(.pending) :text('web is running')")
+        w.assert_clean()

@@ -271,8 +271,10 @@ function start(tokens) {
   fetch("/healthz").then((r) => r.json()).then((h) => { state.identity = h.identity || null; local("identity", h); })
     .catch(() => {});
   local("login", me());
-  scheduleRefresh();
-  connect();
+  // A resumed tab's access token may have expired: trade the refresh token first, so the
+  // handshake is not refused.
+  if (tokens.access.expires < Date.now() + 5000) refreshAccess().catch(() => {}).finally(connect);
+  else { scheduleRefresh(); connect(); }
 }
 
 /** Forget the tokens, close the connection; `message` is shown on the login form. */

@@ -145,5 +145,6 @@ if (!resume()) $("login-user").focus();
 window.addEventListener("unhandledrejection", (e) => {
   // A failed background refresh must not go unseen, nor be a console error for every blip.
   e.preventDefault();
+  console.warn("unhandled:", e.reason);
   toast(e.reason && e.reason.message ? e.reason.message : "Something went wrong in the background.", "warn");
 });
