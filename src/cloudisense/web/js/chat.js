@@ -14,6 +14,9 @@ let session = null; // the conversation's session id, as the server names it
 const docked = new Map(); // approval_id -> its card in the dock while pending
 
 const now = () => Date.now() / 1000;
+// The chat talks to this node's assistant whichever node the panels show: its sessions live here,
+// and it reaches other nodes itself.
+const HERE = { node: null };
 const ASSISTANT_TOPIC = /^\/(assist|llm|chain)\//;
 const STATUS_WORDS = { ok: "done", error: "failed", denied: "refused", skipped: "skipped",
   pending_approval: "waiting for approval", rejected: "rejected", expired: "expired", running: "running" };
@@ -112,7 +115,7 @@ async function ask(text) {
   userMessage(text);
   startAnswer();
   try {
-    const resp = await rpc("query_assist", { query: text });
+    const resp = await rpc("query_assist", { query: text }, HERE);
     finish(resp.data);
   } catch (err) {
     fail(err);
@@ -124,7 +127,7 @@ async function ask(text) {
 
 async function clearConversation() {
   try {
-    await rpc("clear_assist_session");
+    await rpc("clear_assist_session", {}, HERE);
   } catch (err) {
     toast(`Could not clear the conversation: ${err.message}`, "error");
     return;
@@ -139,7 +142,7 @@ async function clearConversation() {
 async function resumeConversation() {
   let entries = [];
   try {
-    const data = (await rpc("get_assist_session", { limit: 200 })).data;
+    const data = (await rpc("get_assist_session", { limit: 200 }, HERE)).data;
     session = data.session;
     entries = data.entries || [];
   } catch (err) {
@@ -163,14 +166,14 @@ async function resumeConversation() {
 
 async function restorePending() {
   try {
-    const pending = (await rpc("list_approvals", { status: "pending" })).data.approvals || [];
+    const pending = (await rpc("list_approvals", { status: "pending" }, HERE)).data.approvals || [];
     for (const approval of pending.filter((a) => a.session === session)) dockApproval(approval);
   } catch { /* approvals unavailable: the cards stay as text */ }
 }
 
 async function introduce() {
   try {
-    const intro = (await rpc("assist_introduction")).data;
+    const intro = (await rpc("assist_introduction", {}, HERE)).data;
     const examples = (intro.examples || []).map((ex) => el("button", { type: "button", class: "chip",
       onclick: () => { ui.input.value = ex; ui.input.focus(); } }, ex));
     message("assistant", "Assistant", now(), el("p", { class: "text" }, intro.text),
