@@ -59,6 +59,11 @@ async def test_login_failure_is_shown_and_nothing_else(tmp_path: Path, browser: 
         await screenshot(w.page, "login-failed")
         # The 401 of /authorize is the answer shown, not a fault of the page.
         assert all("401" in e for e in w.errors), w.errors
+        # core.js's figures read as a person expects (en-US locale in this browser).
+        shown = await w.page.evaluate("""async () => { const {fmt} = await import('/ui/js/core.js');
+            return [fmt.pct(42.345), fmt.bytes(1.2e9), fmt.bytes(512), fmt.rate(2.5e6), fmt.duration(11100),
+                    fmt.duration(42), fmt.duration(90061), fmt.pct(undefined)]; }""")
+        assert shown == ["42.3 %", "1.2 GB", "512 B", "2.5 MB/s", "3 h 5 min", "42 s", "1 d 1 h", "–"]
 
 
 def _frames(page: Any) -> list[dict[str, Any]]:
