@@ -32,7 +32,7 @@ export function mountChat(section) {
   ui.dock = el("div", { id: "approval-dock", class: "approval-dock", "aria-label": "Approvals waiting for a decision",
     role: "region", hidden: true });
   ui.input = el("textarea", { id: "chat-input", rows: "1", autocomplete: "off", "aria-label": "Message to the assistant",
-    placeholder: "Ask the assistant, e.g. is nginx up?", maxlength: "4000" });
+    placeholder: "Ask, e.g. is nginx up?", maxlength: "4000" });
   ui.send = el("button", { type: "submit", id: "chat-send" }, "Send");
   const clear = el("button", { type: "button", id: "chat-clear", class: "ghost", title: "Forget this conversation",
     onclick: clearConversation }, "Clear");
