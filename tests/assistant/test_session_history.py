@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cloudisense.client import RpcError
+from cloudisense.llm.testing import ScriptedModel
 from tests.assistant.conftest import agent_settings, serving
 
 
@@ -68,4 +69,18 @@ async def test_an_approved_plan_keeps_its_answer_once(tmp_path: Path) -> None:
         assert entries[1]["turn"]["outcome"] == "awaiting_approval"
         assert entries[2]["turn"]["decided"]["approval_id"] == asked["approval"]["approval_id"]
         assert entries[2]["text"] == done["answer"]
+        oper.close()
+
+
+async def test_a_models_answer_streams_in_pieces_then_the_whole_answer(tmp_path: Path) -> None:
+    async with serving(agent_settings(tmp_path)) as running:
+        agent = running.node.module("assistant")
+        agent.assistant.provider = ScriptedModel(["The web service serves the site on port 8081."], chunk_size=5)
+        oper = await running.connect("oper")
+        data = await oper.call("agent_ask", {"query": "tell me about the web service", "mode": "react",
+                                             "session": "m1"})
+        deltas = [e["data"] for e in drain(oper) if e["name"] == "assist_delta"]
+        pieces = [d["text"] for d in deltas if d.get("partial")]
+        assert len(pieces) > 1 and "".join(pieces) == "The web service serves the site on port 8081."
+        assert deltas[-1] == {"session": "m1", "text": data["answer"], "final": True}
         oper.close()

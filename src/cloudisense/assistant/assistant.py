@@ -164,7 +164,7 @@ class Assistant:
                 diagnosis.checks.extend(react.steps)
                 answer += f"\nThe model's reading (check it against the evidence above): {react.answer.strip()}"
         if notify is not None:
-            notify("assist_delta", {"session": session, "text": answer})
+            notify("assist_delta", {"session": session, "text": answer, "final": True})
             if approval is not None:
                 notify("approval_required", {**approval, "summary": answer})
         await self.memory.add_message(session, "assistant", answer)

@@ -360,7 +360,8 @@ class AssistantModule(Module):
         ``assist_delta`` event (unless already sent); kept in the session so it can be resumed."""
         wire = {**turn.to_wire(), **extra}
         if not turn.streamed:
-            ctx.notify_client("assist_delta", topic, {"session": turn.session or None, "text": turn.answer})
+            ctx.notify_client("assist_delta", topic,
+                              {"session": turn.session or None, "text": turn.answer, "final": True})
         if not turn.session:  # an approval asked outside a session: nothing to resume
             return wire
         kept = wire

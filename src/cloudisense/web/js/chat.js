@@ -196,7 +196,8 @@ function onEvent(ev) {
     case "chain_step": liveStep(data); break;
     case "assist_delta": case "llm_delta": {
       const answer = ensureCurrent();
-      answer.text += data.text || "";
+      // A model's pieces add up; the whole answer ("final") replaces them.
+      answer.text = data.final ? data.text || "" : answer.text + (data.text || "");
       answer.textEl.textContent = answer.text; // plain while it streams; the final turn renders it fully
       answer.live.textContent = "Answering…";
       scrollDown();
