@@ -188,6 +188,7 @@ async def test_markup_from_a_model_or_a_log_line_never_runs(tmp_path: Path, brow
         agent = running.node.module("assistant")
         w = await watched_page(browser, DESKTOP)
         page = w.page
+        frames = _frames(page)
         await login(page, running.url, "oper", PASSWORDS["oper"])
 
         # A log line with markup is shown as text in the step's result.
@@ -205,6 +206,11 @@ async def test_markup_from_a_model_or_a_log_line_never_runs(tmp_path: Path, brow
         reply = page.locator(".msg.assistant:not(.pending) .text.md").last
         await reply.locator("strong:has-text('Checked.')").wait_for(timeout=60_000)
         assert "<script>" in await reply.inner_text()  # shown as characters, never parsed as markup
+        # The model's text streamed in pieces before the response, then came whole.
+        pieces = [i for i, f in enumerate(frames) if f.get("name") == "assist_delta" and f["data"].get("partial")]
+        response = next(i for i, f in enumerate(frames)
+                        if f.get("type") == "rpc_response" and (f.get("data") or {}).get("strategy") == "react")
+        assert len(pieces) > 1 and pieces[-1] < response
 
         assert await page.evaluate("() => window.__pwned") is None
         assert await page.locator("#messages img, #messages script, #messages [onerror]").count() == 0
