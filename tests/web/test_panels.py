@@ -1,15 +1,13 @@
 """The dashboard's live panels in Debian's headless Chromium, against a real demo-like node.
 
-The panels are mounted by the development page (web/panels-dev.html) the way the shell mounts
-them (``<section class="panel" id="panel-<id>">``); selectors stay inside each panel's section.
+The shell mounts each panel as ``<section class="panel" id="panel-<id>">`` (tabs below 900 px);
+selectors stay inside each panel's section.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,12 @@ import pytest
 from tests.assistant.conftest import agent_settings, serving
 from tests.conftest import PASSWORDS, Running, make_settings, start_server, until
 from tests.federation.conftest import broker  # noqa: F401 - the real mosquitto fixture
+from tests.web.conftest import Watched, axe_violations, login, needs_chromium, screenshot, watched_page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MODULES = ["pubsub", "audit", "system", "targets", "logs", "alerts", "assistant"]
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
-AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 PANEL_IDS = ["approvals", "alerts", "services", "stats", "logs", "chatops", "audit"]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (scripts/test.sh installs it)")
+pytestmark = needs_chromium
 
 
 def demo_settings(tmp_path: Path, **overrides: Any) -> Any:
@@ -35,56 +31,36 @@ def demo_settings(tmp_path: Path, **overrides: Any) -> Any:
     return agent_settings(tmp_path, modules=MODULES, alerts=alerts, **overrides)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield b
-        await b.close()
-
-
 class Page:
-    """A logged-in page of the development page, recording console errors and page errors."""
+    """A logged-in dashboard (tests/web/conftest.py's watched page) seen panel by panel."""
 
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.errors: list[str] = []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
+    def __init__(self, watched: Watched) -> None:
+        self.page = watched.page
+        self.errors = watched.errors  # console errors, page errors, failed requests
 
     def panel(self, panel_id: str, selector: str = "") -> Any:
         return self.page.locator(f"#panel-{panel_id} {selector}".strip())
 
+    async def show(self, panel_id: str) -> None:
+        """On a narrow screen the panels are tabs: open this one's (a no-op beside the chat)."""
+        tab = self.page.locator(f"#tabs button[aria-controls='panel-{panel_id}']")
+        if await tab.is_visible():
+            await tab.click()
+
     async def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        await self.page.screenshot(path=str(SHOTS / f"panels-{name}.png"), full_page=True)
+        await screenshot(self.page, f"panels-{name}")
 
     async def axe(self) -> list[str]:
         """Serious and critical accessibility violations (axe-core) of the page as it is now."""
-        if not await self.page.evaluate("typeof window.axe !== 'undefined'"):
-            # Served as if from the node itself, so the page's CSP (script-src 'self') stays on.
-            await self.page.route("**/__test-axe.js", lambda route: route.fulfill(
-                body=AXE.read_text(), content_type="text/javascript"))
-            await self.page.add_script_tag(url="/ui/__test-axe.js")
-        result = await self.page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        return [f"{v['id']}: {v['help']} ({', '.join(n['target'][0] for n in v['nodes'][:3])})"
-                for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        return await axe_violations(self.page)
 
 
 async def open_panels(browser: Any, running: Running, user: str = "oper", *, width: int = 1280,
                       height: int = 800, scheme: str = "light") -> Page:
-    page = await browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
-    p = Page(page)
-    await page.goto(running.url + "/ui/panels-dev.html")
-    await page.fill("#dev-user", user)
-    await page.fill("#dev-password", PASSWORDS[user])
-    await page.click("#dev-submit")
-    await page.wait_for_selector("body[data-connected='yes']")
+    watched = await watched_page(browser, {"width": width, "height": height}, scheme)
+    p = Page(watched)
+    await login(p.page, running.url, user, PASSWORDS[user])
+    await p.show("services")
     await p.panel("services", "tr[data-target='web']").wait_for()
     return p
 
@@ -183,7 +159,7 @@ async def test_restart_allowed_by_policy_runs_at_once_and_a_stop_denied_says_why
         assert await p.panel("approvals", "li[data-approval]").count() == 0
         # No rule for stop: the policy's default for a destructive intent is deny, and the toast says why.
         await nginx.locator("button[data-action='stop_target']").click()
-        toast = p.page.locator(".toast-error")
+        toast = p.page.locator(".toast.error")
         await toast.first.wait_for()
         assert "deny" in (await toast.first.text_content()).lower() or "denied" in (await toast.first.text_content()).lower()
         assert await target_pid(running, "nginx") == new_pid  # still running
@@ -266,9 +242,10 @@ async def test_alert_fires_is_acknowledged_silenced_investigated_and_resolves(tm
         assert "critical" in text and "web" in text and "since" in text and "once" in text
 
         await alert.locator("[data-investigate]").click()
-        asked = p.page.locator("[data-asked]")
+        # The question goes to the chat, as the operator's, and the assistant answers it there.
+        asked = p.page.locator(".msg.user:has-text('why is alert ')")
         await asked.wait_for()
-        assert (await asked.text_content()).startswith("why is alert ")
+        await p.page.locator(".msg.user:has-text('why is alert ') ~ .msg.assistant:not(.pending)").first.wait_for()
 
         await alert.locator("[data-ack]").click()
         await p.panel("alerts", "li[data-alert]:has-text('acknowledged by oper')").wait_for()
@@ -292,7 +269,7 @@ async def test_alert_fires_is_acknowledged_silenced_investigated_and_resolves(tm
         assert p.errors == []
 
 
-async def test_audit_filters_and_chatops_absent(tmp_path: Path, browser: Any) -> None:
+async def test_audit_filters(tmp_path: Path, browser: Any) -> None:
     async with serving(demo_settings(tmp_path)) as running:
         oper = await running.connect("oper")
         viewer = await running.connect("viewer")
@@ -322,8 +299,6 @@ async def test_audit_filters_and_chatops_absent(tmp_path: Path, browser: Any) ->
         await p.panel("audit", "button[type='reset']").click()
         await p.panel("audit", "tr[data-user='viewer']").wait_for()
 
-        # list_chatops is not on this node: the panel says so instead of failing.
-        await p.panel("chatops", ".panel-note:has-text('not available on this node')").wait_for()
         # Federation is off: the node switcher stays hidden.
         assert await p.page.locator("#panel-nodes").is_hidden()
         assert p.errors == []
@@ -340,44 +315,26 @@ async def test_phone_layout_shows_every_panel_without_sideways_scroll(tmp_path: 
         p = await open_panels(browser, running, "oper", width=390, height=844, scheme=scheme)
         await asyncio.sleep(0.5)  # a few /stats points
         for panel_id in PANEL_IDS:
+            await p.show(panel_id)
             section = p.panel(panel_id)
             await section.scroll_into_view_if_needed()
             assert await section.is_visible(), panel_id
             box = await section.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390 + 0.5, panel_id
-        overflow = await p.page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0
-        await p.shot(f"phone-{scheme}")
-        assert await p.axe() == []
+            overflow = await p.page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, panel_id
+            await p.shot(f"phone-{scheme}-{panel_id}")
+            assert await p.axe() == [], panel_id
         assert p.errors == []
 
 
 async def test_chatops_log_lists_and_follows_entries_as_text(tmp_path: Path, browser: Any) -> None:
-    """The panel against the ``list_chatops`` / ``/chatops`` contract, served here by a stand-in intent
-    (the ChatOps log is built in another branch): entries in order, live ones appended, text only."""
-    from cloudisense.core.context import ActionContext
-    from cloudisense.core.intents import Intent, Params, Risk
-
-    entries = [{"id": 1, "ts": 1_700_000_000.0, "node": "test-node", "kind": "observed", "alert_id": 7,
-                "text": "alert 7 fired: web is stopped", "session": None, "approval_id": None, "data": None},
-               {"id": 2, "ts": 1_700_000_005.0, "node": "test-node", "kind": "proposed", "alert_id": 7,
-                "text": 'restart web <img src=x onerror="window.__pwned = 1">', "session": None,
-                "approval_id": None, "data": None}]
-    asked: list[dict[str, Any]] = []
-
-    class ChatopsParams(Params):
-        limit: int = 50
-        query: str | None = None
-
-    async def list_chatops(p: ChatopsParams, ctx: ActionContext) -> dict[str, Any]:
-        asked.append(p.model_dump(exclude_none=True))
-        found = [e for e in entries if not p.query or p.query.lower() in e["text"].lower()]
-        return {"entries": list(reversed(found))[: p.limit], "total": len(found)}
-
+    """The agent's ChatOps log (list_chatops, /chatops): entries in order, live ones appended, text only."""
     async with serving(demo_settings(tmp_path)) as running:
-        running.node.registry.add(Intent("list_chatops", "stand-in of the ChatOps log", list_chatops,
-                                         ChatopsParams, Risk.READ))
-        running.node.pubsub.add_static("/chatops")
+        log = running.node.module("assistant").chatops
+        await log.add("observed", "alert 7 fired: web is stopped", alert_id=7)
+        await log.add("proposed", 'restart web <img src=x onerror="window.__pwned = 1">', alert_id=7)
         p = await open_panels(browser, running, "oper")
         items = p.panel("chatops", "li[data-chatops-entry]")
         await items.nth(1).wait_for()
@@ -385,17 +342,15 @@ async def test_chatops_log_lists_and_follows_entries_as_text(tmp_path: Path, bro
         assert "onerror" in await items.nth(1).text_content()
         assert await p.panel("chatops", "img").count() == 0 and await p.page.evaluate("window.__pwned === undefined")
 
-        live = {"id": 3, "ts": 1_700_000_010.0, "node": "test-node", "kind": "did", "alert_id": 7,
-                "text": "ran restart_target web", "session": None, "approval_id": None, "data": None}
-        entries.append(live)
-        running.node.pubsub.publish("/chatops", "chatops_entry", live)
-        await p.panel("chatops", "li[data-chatops-entry='3'][data-kind='did']").wait_for()
+        live = await log.add("did", "ran restart_target web", alert_id=7)  # published on /chatops as it is stored
+        await p.panel("chatops", f"li[data-chatops-entry='{live['id']}'][data-kind='did']").wait_for()
         assert await items.count() == 3 and "ran restart_target web" in await items.last.text_content()
 
         await p.panel("chatops", "[data-chatops-query]").fill("restart")
         await p.panel("chatops", "[data-chatops-query]").press("Enter")
         await until(lambda: _count_is(items, 2))
-        assert asked[-1] == {"limit": 50, "query": "restart"}
+        texts = [await items.nth(i).text_content() for i in range(2)]
+        assert all("restart" in (t or "") for t in texts), texts
         assert p.errors == []
 
 

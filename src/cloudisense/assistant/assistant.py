@@ -170,14 +170,15 @@ class Assistant:
                 diagnosis.checks.extend(react.steps)
                 answer += f"\nThe model's reading (check it against the evidence above): {react.answer.strip()}"
         if notify is not None:
-            notify("assist_delta", {"session": session, "text": answer})
+            notify("assist_delta", {"session": session, "text": answer, "final": True})
             if approval is not None:
                 notify("approval_required", {**approval, "summary": answer})
         await self.memory.add_message(session, "assistant", answer)
         run = ExecutionResult("paused" if approval else "completed", diagnosis.checks, session=session,
                               approval=approval, summary=answer)
         outcome = Outcome.AWAITING_APPROVAL if approval else Outcome.ANSWERED
-        turn = Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis)
+        turn = Turn(outcome, session, answer, strategy="diagnose", run=run, diagnosis=diagnosis,
+                    streamed=notify is not None)
         turn.usage = (react.usage.input_tokens, react.usage.output_tokens) if react is not None else None
         return turn
 

@@ -118,6 +118,14 @@ class Diagnosis:
         """The likely cause, if any."""
         return self.findings[0] if self.findings else None
 
+    def evidence_lines(self) -> list[str]:
+        """What supports the likely cause, one line each: quoted log lines, figures, facts."""
+        top = self.top
+        if top is None:
+            return []
+        lines = [group.describe() for group in sorted(top.groups, key=lambda g: -g.weight)[:4]]
+        return lines + list(top.figures) + [literal(fact, 400) for fact in self.facts]
+
     def confidence(self) -> str:
         """``high`` when the state of a thing and its logs agree, ``medium`` with one strong signal, else ``low``."""
         top = self.top
@@ -408,10 +416,7 @@ def render(d: Diagnosis, approval: dict[str, Any] | None) -> str:
     out.append(f"Likely cause: {top.cause()}.")
     out.append(f"Confidence: {d.confidence()}.")
     out.append("Evidence:")
-    for group in sorted(top.groups, key=lambda g: -g.weight)[:4]:
-        out.append(f"  - {group.describe()}")
-    out.extend(f"  - {fig}" for fig in top.figures)
-    out.extend(f"  - {literal(fact, 400)}" for fact in d.facts)
+    out.extend(f"  - {line}" for line in d.evidence_lines())
     others = [f for f in d.findings[1:4]]
     if others:
         out.append("Also seen: " + "; ".join(literal(f.cause(), 200) for f in others) + ".")

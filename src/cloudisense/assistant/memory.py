@@ -41,8 +41,9 @@ MIGRATIONS = [
     """
 ]
 
-#: Turn kinds: conversation messages, and records the executor writes.
-KINDS = ("message", "plan", "step", "event")
+#: Turn kinds: conversation messages, records the executor writes, and each request's whole answer
+#: (``answer``: the wire form of the assistant's Turn, what a dashboard shows when it resumes a session).
+KINDS = ("message", "plan", "step", "event", "answer")
 
 
 @dataclass

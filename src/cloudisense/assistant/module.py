@@ -21,10 +21,14 @@ Intents (all owned here; the planner never proposes any of them as a step):
 * ``node_context {budget}`` (read) — the bounded summary of the node's state that model prompts
   get (:mod:`~cloudisense.assistant.context_summary`), in plain words.
 
+* ``get_assist_session {session, limit}`` — the conversation so far (questions, each whole answer
+  as it was sent, notes such as an expired approval), so a dashboard can resume it after a reload.
+
 Every entry point uses one session rule (:meth:`Assistant.open_session`). Events go to the
 calling client on ``/assist/<session>`` (``/chain/<requestid>`` for chains without a session):
-``chain_step``, ``approval_required``, ``plan_finished``; approvals also on ``/approvals``
-(``approval_required``, ``approval_decided``, ``approval_expired``) for watchers.
+``chain_step``, ``approval_required``, ``plan_finished``, and ``assist_delta`` with the answer's
+text before the response; approvals also on ``/approvals`` (``approval_required``,
+``approval_decided``, ``approval_expired``) for watchers.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from cloudisense.assistant.memory import SessionMemory
 from cloudisense.assistant.plan import PlanStep
 from cloudisense.assistant.policy import assistant_policy
 from cloudisense.assistant.settings import AgentSettings
+from cloudisense.assistant.turn import Turn
 from cloudisense.core.clients import AGENT_KIND
 from cloudisense.core.context import ActionContext
 from cloudisense.core.errors import BadRequest
@@ -140,6 +145,18 @@ class ConfirmParams(Params):
     reason: str | None = Field(None, max_length=500)
 
 
+class SessionHistoryParams(Params):
+    """``get_assist_session`` params."""
+
+    session: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    limit: int = Field(200, ge=1, le=1000, description="at most this many of the newest entries")
+
+
+#: An answer kept for resuming holds its steps' full results only up to this size (a long process list
+#: or log search is still in the audit log and one request away).
+MAX_KEPT_ANSWER = 200_000
+
+
 class ListApprovalsParams(Params):
     """Filters for approvals."""
 
@@ -220,6 +237,9 @@ class AssistantModule(Module):
             Intent("clear_assist_session", "Forget the assistant conversation of this session",
                    self.clear_assist_session, SessionParams, Risk.READ,
                    ("clear the chat", "forget our conversation", "start over"), agent_use=AgentUse.ASSISTANT),
+            Intent("get_assist_session", "The assistant conversation of a session so far (to resume it)",
+                   self.get_assist_session, SessionHistoryParams, Risk.READ,
+                   ("show our conversation", "what did I ask before"), agent_use=AgentUse.ASSISTANT),
             Intent("assist_introduction", "What the assistant can do here, with example requests",
                    self.assist_introduction, NoParams, Risk.READ,
                    ("what can you do", "help", "introduce yourself"), agent_use=AgentUse.ASSISTANT),
@@ -402,20 +422,21 @@ class AssistantModule(Module):
         if elsewhere is not None:
             return elsewhere
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        topic = f"/assist/{session}"
         turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                                        notify=self.notifier(ctx, f"/assist/{session}"),
-                                        origin=ctx.as_origin(session=session))
-        return turn.to_wire()
+                                        notify=self.notifier(ctx, topic), origin=ctx.as_origin(session=session))
+        return await self.answered(ctx, topic, turn)
 
     async def agent_ask(self, p: AskParams, ctx: ActionContext) -> dict[str, Any]:
         elsewhere = await self._on_other_node(p.query, ctx, "agent_ask", {"mode": p.mode})
         if elsewhere is not None:
             return elsewhere
         session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        topic = f"/assist/{session}"
         turn = await self.assistant.ask(p.query, user=ctx.user, role=ctx.client.role, session=session,
-                                        notify=self.notifier(ctx, f"/assist/{session}"), mode=p.mode,
+                                        notify=self.notifier(ctx, topic), mode=p.mode,
                                         origin=ctx.as_origin(session=session))
-        return turn.to_wire()
+        return await self.answered(ctx, topic, turn)
 
     async def intent_chain(self, p: ChainParams, ctx: ActionContext) -> dict[str, Any]:
         self._check_steps(p.steps)
@@ -448,7 +469,23 @@ class AssistantModule(Module):
         self.responder.decided(decided, run.steps if run is not None else [],
                                run.approval if run is not None and run.status == "paused" else None)
         # ``decided``: the approval just decided; ``approval``: a new one if the plan paused again.
-        return {**turn.to_wire(), "decided": decided}
+        return await self.answered(ctx, topic, turn, decided=decided)
+
+    async def answered(self, ctx: ActionContext, topic: str, turn: Turn, **extra: Any) -> dict[str, Any]:
+        """The response of a turn (its wire form and ``extra``), after its text went out as an
+        ``assist_delta`` event (unless already sent); kept in the session so it can be resumed."""
+        wire = {**turn.to_wire(), **extra}
+        if not turn.streamed:
+            ctx.notify_client("assist_delta", topic,
+                              {"session": turn.session or None, "text": turn.answer, "final": True})
+        if not turn.session:  # an approval asked outside a session: nothing to resume
+            return wire
+        kept = wire
+        if len(json.dumps(wire, default=str)) > MAX_KEPT_ANSWER:
+            kept = {**wire, "steps": [{k: v for k, v in step.items() if k != "data"} for step in wire.get("steps", [])],
+                    "trimmed": True}
+        await self.memory.add(turn.session, "answer", "assistant", turn.answer, kept)
+        return wire
 
     async def list_approvals(self, p: ListApprovalsParams, ctx: ActionContext) -> dict[str, Any]:
         requester = None if ctx.client.role == Role.ADMIN else ctx.user
@@ -491,6 +528,11 @@ class AssistantModule(Module):
         self.model.ledger.reset_session(session)
         return {"session": session, "cleared": True}
 
+    async def get_assist_session(self, p: SessionHistoryParams, ctx: ActionContext) -> dict[str, Any]:
+        session = await self.assistant.open_session(p.session, ctx.user, ctx.client.role)
+        turns = await self.memory.turns(session, ("message", "event", "answer"), limit=p.limit)
+        return {"session": session, "entries": history_entries(turns)}
+
     async def assist_introduction(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
         return self.assistant.introduction(ctx.client.role)
 
@@ -515,3 +557,28 @@ class AssistantModule(Module):
 
 def _say_context(p: Any, d: dict[str, Any]) -> str:
     return str(d.get("text") or "no summary")
+
+
+def history_entries(turns: list[Any]) -> list[dict[str, Any]]:
+    """A session's conversation for a person: questions, answers, notes, oldest first.
+
+    A request's whole answer (kind ``answer``) replaces the plain-text message its parts wrote
+    just before it (the executor's summary, an investigation's text), so each answer shows once.
+    """
+    entries: list[dict[str, Any]] = []
+    since_question: list[int] = []  # positions of assistant messages since the last question
+    for t in turns:
+        if t.kind == "message" and t.role == "user":
+            entries.append({"ts": t.ts, "role": "user", "text": t.content})
+            since_question = []
+        elif t.kind == "answer":
+            for index in reversed(since_question):
+                del entries[index]
+            since_question = []
+            entries.append({"ts": t.ts, "role": "assistant", "text": t.content, "turn": t.data})
+        elif t.kind == "message":
+            since_question.append(len(entries))
+            entries.append({"ts": t.ts, "role": "assistant", "text": t.content})
+        else:
+            entries.append({"ts": t.ts, "role": "note", "text": t.content})
+    return entries

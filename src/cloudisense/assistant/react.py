@@ -25,7 +25,7 @@ from cloudisense.assistant.settings import agent_settings
 from cloudisense.core.context import CallOrigin
 from cloudisense.core.intents import AgentUse
 from cloudisense.core.roles import Role
-from cloudisense.llm.base import ChatRequest, Message, ToolSpec, Usage
+from cloudisense.llm.base import ChatRequest, ChatResponse, Message, StreamEvent, TextDelta, ToolSpec, Usage, collect
 
 if TYPE_CHECKING:
     from cloudisense.core.intents import IntentRegistry
@@ -122,7 +122,8 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
         if token_budget and result.usage.total + _estimate(messages) > token_budget:
             result.stopped = "token_budget"
             break
-        response = await provider.complete(ChatRequest(messages, tools=specs, session_id=session, user_id=user))
+        response = await _model_turn(provider, ChatRequest(messages, tools=specs, session_id=session, user_id=user),
+                                     notify, session)
         result.usage = result.usage + response.usage
         if not response.tool_calls:
             result.answer = response.text
@@ -145,6 +146,22 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
     if memory is not None and session:
         await memory.add_message(session, "assistant", result.reply())
     return result
+
+
+async def _model_turn(provider: Any, request: ChatRequest, notify: Callable[[str, dict[str, Any]], None] | None,
+                      session: str | None) -> ChatResponse:
+    """One model turn; with a listener its text goes out as it is generated (``assist_delta``,
+    ``"partial": true``), before the whole answer (``"final": true``) replaces it."""
+    if notify is None:
+        return await provider.complete(request)
+
+    async def forward(events: Any) -> Any:
+        event: StreamEvent
+        async for event in events:
+            if isinstance(event, TextDelta) and event.text:
+                notify("assist_delta", {"session": session, "text": event.text, "partial": True})
+            yield event
+    return await collect(forward(provider.stream(request)))
 
 
 async def _act(executor: Executor, call: Any, user: str, role: Role | str, session: str | None, cap: int,

@@ -54,6 +54,9 @@ class Turn:
     diagnosis: Diagnosis | None = None
     #: Model tokens (input, output) an investigation used, when a model added its reading.
     usage: tuple[int, int] | None = None
+    #: The answer's text was already sent as an ``assist_delta`` event (an investigation sends it
+    #: before its proposal); otherwise the module sends it just before the response.
+    streamed: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON answer of the assistant intents (``answer`` is what the existing client shows)."""
@@ -74,7 +77,8 @@ class Turn:
             top = self.diagnosis.top
             out["diagnosis"] = {"found": top is not None, "component": top.component if top else None,
                                 "cause": top.cause() if top else None, "confidence": self.diagnosis.confidence(),
-                                "fix": top.fix if top else [], "evidence_tokens": self.diagnosis.evidence_tokens}
+                                "fix": top.fix if top else [], "evidence": self.diagnosis.evidence_lines(),
+                                "evidence_tokens": self.diagnosis.evidence_tokens}
             if self.usage is not None:
                 out["usage"] = {"input": self.usage[0], "output": self.usage[1]}
         return out

@@ -35,7 +35,7 @@ export function mount(section) {
     h("div", { class: "field" }, h("label", { for: "audit-hide-reads" }, reads, " hide dashboard reads")),
     h("div", { class: "field buttons" }, apply, reset));
   const status = h("p", { class: "muted", "data-audit-status": "", "aria-live": "polite" });
-  const body = h("div", { class: "audit-rows" });
+  const body = h("div", { class: "audit-rows", tabindex: "0", role: "region", "aria-label": "Audit records" });
   section.append(form, status, body);
 
   async function refresh() {

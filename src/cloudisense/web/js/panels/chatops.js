@@ -29,7 +29,7 @@ export function mount(section) {
       return;
     }
     // Oldest first, as a conversation reads.
-    body.replaceChildren(h("ol", { class: "entries", "aria-live": "polite" },
+    body.replaceChildren(h("ol", { class: "entries", "aria-live": "polite", tabindex: "0", "aria-label": "ChatOps entries" },
       ...state.entries.slice().reverse().map(entryNode)));
   }
 

@@ -9,7 +9,7 @@ const ACTIONS = [
 ];
 
 export function mount(section) {
-  const body = h("div", { class: "services" });
+  const body = h("div", { class: "services", tabindex: "0", role: "region", "aria-label": "Services" });
   section.append(body);
   /** Targets by name, as last listed; ``waiting``: name → the approval a button is waiting on. */
   const known = { targets: [], waiting: new Map(), loadedAt: 0 };
