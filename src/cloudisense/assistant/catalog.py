@@ -300,10 +300,8 @@ class Catalog:
 
         parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
                   for f in result_fields(tool.get("result"))]
-        words: list[str] = []
-        for part in parts:
-            words += normalize(part)
-        return words
+        # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does.
+        return [w for part in parts for w in normalize(part) if not w.isdigit()]
 
     @classmethod
     def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> Catalog:
