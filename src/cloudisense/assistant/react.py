@@ -79,7 +79,12 @@ def select_tools(registry: IntentRegistry, question: str, role: Role | str, k: i
     # Leave out what a model may never call before retrieval, so it cannot crowd out real tools.
     catalog = Catalog([t for t in tools_for_role(registry, role) if t.get("agent_use") == AgentUse.TOOL.value])
     tools = catalog.relevant(question, k=k)
-    return tools or [t for t in catalog.tools if t.get("risk") == "read"][:k]
+    if tools:
+        return tools
+    # Nothing matches ("why is the site slow?"): the reads about the node's configured things
+    # (services, logs, ...) first, not whichever read intents happen to be registered first.
+    reads = [t for t in catalog.tools if t.get("risk") == "read"]
+    return sorted(reads, key=lambda t: 0 if t.get("entities") else 1)[:k]
 
 
 def tool_specs(tools: list[dict[str, Any]]) -> list[ToolSpec]:
