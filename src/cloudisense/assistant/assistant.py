@@ -24,6 +24,7 @@ from cloudisense.assistant.react import run_react
 from cloudisense.assistant.settings import agent_settings
 from cloudisense.assistant.turn import Outcome, Turn
 from cloudisense.core.errors import BadRequest, Unavailable
+from cloudisense.core.intents import Risk
 from cloudisense.core.roles import Role, may_run
 
 if TYPE_CHECKING:
@@ -266,7 +267,17 @@ class Assistant:
     def introduction(self, role: Role) -> dict[str, Any]:
         """What the assistant can do here for ``role``, with example requests (only intents the role may run)."""
         intents = [i for i in self.registry.all() if i.plannable and i.examples and may_run(role, i)]
-        examples = [i.examples[0] for i in intents][:8]
+        # One example per module (not eight of whichever module registered first); those about the
+        # node's configured things (services, logs, scripts) and reads first: what people try first.
+        def rank(n: int) -> tuple[bool, bool, int]:
+            return not intents[n].entities, intents[n].risk != Risk.READ, n
+
+        best: dict[str, int] = {}
+        for n, intent in enumerate(intents):
+            if intent.module not in best or rank(n) < rank(best[intent.module]):
+                best[intent.module] = n
+        picks = [intents[n] for n in sorted(best.values(), key=rank)]
+        examples = list(dict.fromkeys([i.examples[0] for i in picks] + [i.examples[0] for i in intents]))[:8]
         entities = self.entities()
         offline = self.provider is None
         model = "the built-in offline planner (no model)" if offline else f"the model {self.settings.llm.provider}"
