@@ -162,7 +162,8 @@ def frames(draw: st.DrawFn) -> tuple[str, Any]:
 
 
 def generate_frames() -> list[tuple[str, Any]]:
-    """Draw ``FRAME_TARGET`` frames with hypothesis (derandomized: the same frames every run)."""
+    """Draw ``FRAME_TARGET`` frames with hypothesis (derandomized, yet not quite the same frames in every
+    process: the counts of each answer code vary a little from run to run)."""
     out: list[tuple[str, Any]] = []
 
     @settings(max_examples=FRAME_TARGET // BATCH, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
@@ -253,7 +254,11 @@ async def test_generated_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixt
         assert sum(answered.values()) + unaddressed == len(generated)
         assert sum(answered.values()) > 1500  # a good share of frames had a readable requestid
         print(f"{len(generated)} frames, {sum(answered.values())} with a readable requestid, codes {dict(codes)}")
-        assert codes[200] > 50 and codes[400] > 1000 and codes[404] > 20 and codes[403] > 0, codes
+        # (Which frames hypothesis draws differs a little between runs: a viewer's valid write is rare
+        # among them, so its 403 is checked on its own after the junk.)
+        assert codes[200] > 50 and codes[400] > 1000 and codes[404] > 20, codes
+        refused = await conns[2].rpc("publish_channel", {"topic": "/fuzz", "message": "x"})
+        assert refused["code"] == 403, refused
         resp = await bystander.rpc("get_system_stats")
         assert resp["status"] == "success"
         status, _ = await get_text(f"{r.url}/healthz")
