@@ -17,7 +17,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tests.assistant.conftest import MODULES, agent_settings, running_pid, serving
 from tests.assistant.test_autonomy_e2e import entries, entry
 from tests.conftest import until
-from tests.modules.test_alerts_prometheus import fast_rules, free_port, process, ready
+from tests.modules.test_alerts_prometheus import free_port, prometheus_and_alertmanager
 
 TOKEN = "test-webhook-token-0123456789"
 
@@ -29,27 +29,7 @@ async def test_an_alert_from_the_real_alertmanager_is_investigated_and_its_fix_v
     cfg = agent_settings(tmp_path, modules=[*MODULES, "alerts"], alerts={"webhook_token": TOKEN},
                          agent={"autonomy": {"mode": "suggest"}})
     async with serving(cfg) as r:
-        am_conf = tmp_path / "alertmanager.yml"  # JSON is YAML
-        am_conf.write_text(json.dumps({
-            "route": {"receiver": "cloudisense", "group_by": ["alertname", "target"], "group_wait": "0s",
-                      "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "cloudisense", "webhook_configs": [{
-                "url": f"{r.url}/alerts/alertmanager", "send_resolved": True,
-                "http_config": {"authorization": {"type": "Bearer", "credentials": TOKEN}}}]}]}))
-        prom_conf = tmp_path / "prometheus.yml"
-        prom_conf.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(fast_rules(tmp_path))],
-            "scrape_configs": [{"job_name": "cloudisense", "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [r.url.removeprefix("http://")]}]}],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}}))
-        am = ["prometheus-alertmanager", f"--config.file={am_conf}", f"--storage.path={tmp_path / 'am'}",
-              f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="]
-        prom = ["prometheus", f"--config.file={prom_conf}", f"--storage.tsdb.path={tmp_path / 'prom'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s"]
-        async with process(am, tmp_path / "am.log"), process(prom, tmp_path / "prom.log"):
-            await until(lambda: ready(f"http://127.0.0.1:{am_port}/-/ready"), timeout=30)
-            await until(lambda: ready(f"http://127.0.0.1:{prom_port}/-/ready"), timeout=30)
+        async with prometheus_and_alertmanager(tmp_path, r.url, TOKEN, prom_port, am_port):
             admin = await r.connect("admin")
             # Prometheus has seen web up before it goes down.
             await until(lambda: _web_up(prom_port), timeout=30)

@@ -145,6 +145,38 @@ async def process(args: list[str], log: Path) -> AsyncIterator[subprocess.Popen[
             await asyncio.to_thread(proc.wait)
 
 
+@asynccontextmanager
+async def prometheus_and_alertmanager(tmp_path: Path, node_url: str, token: str, prom_port: int,
+                                      am_port: int) -> AsyncIterator[None]:
+    """Debian's Prometheus scraping the node at ``node_url`` with the shipped rules (``for:`` cut to
+    0s) and its Alertmanager posting to the node's receiver with ``token``, both ready, for the block.
+
+    JSON is YAML: the configs are written as JSON, with short intervals.
+    """
+    am_conf = tmp_path / "alertmanager.yml"
+    am_conf.write_text(json.dumps({
+        "route": {"receiver": "cloudisense", "group_by": ["alertname", "target"], "group_wait": "0s",
+                  "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "cloudisense", "webhook_configs": [{
+            "url": f"{node_url}/alerts/alertmanager", "send_resolved": True,
+            "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]}]}))
+    prom_conf = tmp_path / "prometheus.yml"
+    prom_conf.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(fast_rules(tmp_path))],
+        "scrape_configs": [{"job_name": "cloudisense", "metrics_path": "/metrics",
+                            "static_configs": [{"targets": [node_url.removeprefix("http://")]}]}],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}}))
+    am = ["prometheus-alertmanager", f"--config.file={am_conf}", f"--storage.path={tmp_path / 'am'}",
+          f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="]
+    prom = ["prometheus", f"--config.file={prom_conf}", f"--storage.tsdb.path={tmp_path / 'prom'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s"]
+    async with process(am, tmp_path / "am.log"), process(prom, tmp_path / "prom.log"):
+        await until(lambda: ready(f"http://127.0.0.1:{am_port}/-/ready"), timeout=30)
+        await until(lambda: ready(f"http://127.0.0.1:{prom_port}/-/ready"), timeout=30)
+        yield
+
+
 async def ready(url: str) -> bool:
     """``url`` answers 200."""
     try:
@@ -168,29 +200,7 @@ async def test_real_prometheus_and_alertmanager_alert_on_a_stopped_target(tmp_pa
     targets = {"web": {"command": SLEEPER, "autostart": True, "log": str(tmp_path / "web.out")}}
     alerts = {"webhook_token": TOKEN, "prometheus_url": f"http://127.0.0.1:{prom_port}"}
     async with node(tmp_path, alerts, targets=targets) as r:
-        node_addr = r.url.removeprefix("http://")
-        # JSON is YAML: the test's configs are written as JSON, with short intervals.
-        am_conf = tmp_path / "alertmanager.yml"
-        am_conf.write_text(json.dumps({
-            "route": {"receiver": "cloudisense", "group_by": ["alertname", "target"], "group_wait": "0s",
-                      "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "cloudisense", "webhook_configs": [{
-                "url": f"{r.url}/alerts/alertmanager", "send_resolved": True,
-                "http_config": {"authorization": {"type": "Bearer", "credentials": TOKEN}}}]}]}))
-        prom_conf = tmp_path / "prometheus.yml"
-        prom_conf.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(fast_rules(tmp_path))],
-            "scrape_configs": [{"job_name": "cloudisense", "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [node_addr]}]}],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}}))
-        am = ["prometheus-alertmanager", f"--config.file={am_conf}", f"--storage.path={tmp_path / 'am'}",
-              f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="]
-        prom = ["prometheus", f"--config.file={prom_conf}", f"--storage.tsdb.path={tmp_path / 'prom'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s"]
-        async with process(am, tmp_path / "am.log"), process(prom, tmp_path / "prom.log"):
-            await until(lambda: ready(f"http://127.0.0.1:{am_port}/-/ready"), timeout=30)
-            await until(lambda: ready(f"http://127.0.0.1:{prom_port}/-/ready"), timeout=30)
+        async with prometheus_and_alertmanager(tmp_path, r.url, TOKEN, prom_port, am_port):
             conn, events = await watch(r, "oper")
             # Prometheus scrapes the node: query_metrics reads it back in words.
             up = await until(lambda: _query(conn, 'cloudisense_target_up{target="web"}'), timeout=30)
