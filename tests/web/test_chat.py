@@ -290,6 +290,11 @@ async def test_results_as_tables_log_lines_and_questions(tmp_path: Path, browser
         await question.locator(".badge:has-text('Question for you')").wait_for()
         assert "Which target" in await question.inner_text()
         assert await page.locator("#approval-dock").is_hidden()  # nothing waits: nothing was asked to run
+
+        # Nothing on this node can do it: shown as an escalation, with the reason a person was asked.
+        escalated = await ask("create a new aws account")
+        await escalated.locator(".badge:has-text('Escalated to a person')").wait_for()
+        assert "A person was asked to look" in await escalated.locator("p.escalation").inner_text()
         assert await axe_violations(page) == []
         await screenshot(page, "chat-desktop-results-light")
         w.assert_clean()
