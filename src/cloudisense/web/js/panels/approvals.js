@@ -1,9 +1,9 @@
 // Pending approvals: what will run, where, at what risk and why, with Approve / Reject and a reason.
-import { canAct, confirmAction, fmt, me, on, onConnect, rpc, toast } from "../core.js";
-import { acted, debounce, follow, h, isUnknownIntent, note, paramsText, when } from "./common.js";
+import { canAct, confirmAction, el, fmt, me, on, onConnect, rpc, toast } from "../core.js";
+import { acted, debounce, follow, isUnknownIntent, note, paramsText, when } from "./common.js";
 
 export function mount(section) {
-  const body = h("div", { class: "approvals" });
+  const body = el("div", { class: "approvals" });
   section.append(body);
 
   async function refresh() {
@@ -39,32 +39,32 @@ export function mount(section) {
       return;
     }
     const self = me();
-    body.replaceChildren(h("ul", { class: "cards" }, ...items.map((a) => {
-      const item = h("li", { class: `card risk-${a.risk}`, dataset: { approval: a.approval_id } },
-        h("p", { class: "card-title" }, a.description),
-        h("dl", { class: "facts" },
-          h("dt", {}, "Runs"), h("dd", {}, h("code", {}, `${a.intent} ${paramsText(a.params)}`.trim())),
-          h("dt", {}, "Risk"), h("dd", {}, h("span", { class: `badge risk-${a.risk}` }, a.risk)),
-          h("dt", {}, "Asked by"), h("dd", {}, a.requester),
-          h("dt", {}, "Why"), h("dd", {}, a.rule ? `policy rule ${a.rule}` : "the policy asks for a person"),
-          h("dt", {}, "Asked"), h("dd", {}, when(a.created / 1000)),
-          h("dt", {}, "Expires"), h("dd", {}, `${when(a.expires / 1000).textContent} (in ${fmt.duration(a.expires / 1000 - Date.now() / 1000)})`),
-          a.remaining_steps ? h("dt", {}, "Then") : null,
-          a.remaining_steps ? h("dd", {}, `${a.remaining_steps} more step(s) of the plan`) : null));
+    body.replaceChildren(el("ul", { class: "cards" }, ...items.map((a) => {
+      const item = el("li", { class: `card risk-${a.risk}`, dataset: { approval: a.approval_id } },
+        el("p", { class: "card-title" }, a.description),
+        el("dl", { class: "facts" },
+          el("dt", {}, "Runs"), el("dd", {}, el("code", {}, `${a.intent} ${paramsText(a.params)}`.trim())),
+          el("dt", {}, "Risk"), el("dd", {}, el("span", { class: `badge risk-${a.risk}` }, a.risk)),
+          el("dt", {}, "Asked by"), el("dd", {}, a.requester),
+          el("dt", {}, "Why"), el("dd", {}, a.rule ? `policy rule ${a.rule}` : "the policy asks for a person"),
+          el("dt", {}, "Asked"), el("dd", {}, when(a.created / 1000)),
+          el("dt", {}, "Expires"), el("dd", {}, `${when(a.expires / 1000).textContent} (in ${fmt.duration(a.expires / 1000 - Date.now() / 1000)})`),
+          a.remaining_steps ? el("dt", {}, "Then") : null,
+          a.remaining_steps ? el("dd", {}, `${a.remaining_steps} more step(s) of the plan`) : null));
       // Only the requester or an admin may decide (the node checks it again); a viewer sees no buttons.
       const mayDecide = canAct() && (self.role === "admin" || self.user === a.requester);
       if (mayDecide) {
         const reasonId = `reason-${a.approval_id}`;
-        const reason = h("input", { id: reasonId, type: "text", maxlength: "500", placeholder: "optional",
+        const reason = el("input", { id: reasonId, type: "text", maxlength: "500", placeholder: "optional",
           dataset: { reason: a.approval_id } });
-        const approve = h("button", { type: "button", class: "primary", dataset: { approve: a.approval_id } }, "Approve");
-        const reject = h("button", { type: "button", class: "danger", dataset: { reject: a.approval_id } }, "Reject");
+        const approve = el("button", { type: "button", class: "primary", dataset: { approve: a.approval_id } }, "Approve");
+        const reject = el("button", { type: "button", class: "danger", dataset: { reject: a.approval_id } }, "Reject");
         approve.addEventListener("click", () => decide(a, true, reason, item));
         reject.addEventListener("click", () => decide(a, false, reason, item));
-        item.append(h("div", { class: "card-actions" },
-          h("label", { for: reasonId }, "Reason"), reason, approve, reject));
+        item.append(el("div", { class: "card-actions" },
+          el("label", { for: reasonId }, "Reason"), reason, approve, reject));
       } else if (canAct()) {
-        item.append(h("p", { class: "muted" }, `Waiting for ${a.requester} or an admin to decide.`));
+        item.append(el("p", { class: "muted" }, `Waiting for ${a.requester} or an admin to decide.`));
       }
       return item;
     })));

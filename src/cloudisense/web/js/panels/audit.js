@@ -1,6 +1,6 @@
 // The audit log with filters: user, intent, outcome and a time range (non-admins see their own records).
-import { me, on, onConnect, rpc } from "../core.js";
-import { debounce, h, isUnknownIntent, note, onActed, paramsText, when } from "./common.js";
+import { el, me, on, onConnect, rpc } from "../core.js";
+import { debounce, isUnknownIntent, note, onActed, paramsText, when } from "./common.js";
 
 const OUTCOMES = ["success", "error", "denied", "pending_approval", "started", "interrupted"];
 /** The dashboard's own reads: hidden by default so what people and the assistant did stands out. */
@@ -9,7 +9,7 @@ const HOUSEKEEPING = ["list_targets", "list_approvals", "list_alerts", "list_log
 
 function field(id, label, input) {
   input.id = id;
-  return h("div", { class: "field" }, h("label", { for: id }, label), input);
+  return el("div", { class: "field" }, el("label", { for: id }, label), input);
 }
 
 /** A ``datetime-local`` value as epoch seconds (local time), or undefined when empty. */
@@ -20,22 +20,22 @@ function epoch(input) {
 }
 
 export function mount(section) {
-  const user = h("input", { type: "text", autocomplete: "off", placeholder: "anyone", dataset: { auditUser: "" } });
-  const intent = h("input", { type: "text", autocomplete: "off", placeholder: "any", dataset: { auditIntent: "" } });
-  const outcome = h("select", { dataset: { auditOutcome: "" } }, h("option", { value: "" }, "any"),
-    ...OUTCOMES.map((o) => h("option", { value: o }, o.replace("_", " "))));
-  const since = h("input", { type: "datetime-local", step: "1", dataset: { auditSince: "" } });
-  const until = h("input", { type: "datetime-local", step: "1", dataset: { auditUntil: "" } });
-  const reads = h("input", { type: "checkbox", id: "audit-hide-reads", checked: true, dataset: { auditHideReads: "" } });
-  const apply = h("button", { type: "submit", class: "primary", dataset: { auditApply: "" } }, "Apply");
-  const reset = h("button", { type: "reset" }, "Clear");
-  const form = h("form", { class: "filters", "aria-label": "audit filters" },
+  const user = el("input", { type: "text", autocomplete: "off", placeholder: "anyone", dataset: { auditUser: "" } });
+  const intent = el("input", { type: "text", autocomplete: "off", placeholder: "any", dataset: { auditIntent: "" } });
+  const outcome = el("select", { dataset: { auditOutcome: "" } }, el("option", { value: "" }, "any"),
+    ...OUTCOMES.map((o) => el("option", { value: o }, o.replace("_", " "))));
+  const since = el("input", { type: "datetime-local", step: "1", dataset: { auditSince: "" } });
+  const until = el("input", { type: "datetime-local", step: "1", dataset: { auditUntil: "" } });
+  const reads = el("input", { type: "checkbox", id: "audit-hide-reads", checked: true, dataset: { auditHideReads: "" } });
+  const apply = el("button", { type: "submit", class: "primary", dataset: { auditApply: "" } }, "Apply");
+  const reset = el("button", { type: "reset" }, "Clear");
+  const form = el("form", { class: "filters", "aria-label": "audit filters" },
     field("audit-user", "User", user), field("audit-intent", "Intent", intent), field("audit-outcome", "Outcome", outcome),
     field("audit-since", "From", since), field("audit-until", "To", until),
-    h("div", { class: "field" }, h("label", { for: "audit-hide-reads" }, reads, " hide dashboard reads")),
-    h("div", { class: "field buttons" }, apply, reset));
-  const status = h("p", { class: "muted", "data-audit-status": "", "aria-live": "polite" });
-  const body = h("div", { class: "audit-rows", tabindex: "0", role: "region", "aria-label": "Audit records" });
+    el("div", { class: "field" }, el("label", { for: "audit-hide-reads" }, reads, " hide dashboard reads")),
+    el("div", { class: "field buttons" }, apply, reset));
+  const status = el("p", { class: "muted", "data-audit-status": "", "aria-live": "polite" });
+  const body = el("div", { class: "audit-rows", tabindex: "0", role: "region", "aria-label": "Audit records" });
   section.append(form, status, body);
 
   async function refresh() {
@@ -65,17 +65,17 @@ export function mount(section) {
     const records = resp.data.records || [];
     status.textContent = `${records.length} record(s)${records.length === params.limit ? " (the newest shown)" : ""}`;
     if (!records.length) {
-      body.replaceChildren(h("p", { class: "panel-note muted" }, "No records match these filters."));
+      body.replaceChildren(el("p", { class: "panel-note muted" }, "No records match these filters."));
       return;
     }
-    body.replaceChildren(h("table", { class: "table" },
-      h("thead", {}, h("tr", {}, ...["Time", "User", "Intent", "Outcome", "Details"].map((label) => h("th", { scope: "col" }, label)))),
-      h("tbody", {}, ...records.map((r) => h("tr", { dataset: { auditRow: String(r.id), intent: r.intent, outcome: r.outcome, user: r.user } },
-        h("td", {}, when(r.ts)),
-        h("td", {}, r.user, h("span", { class: "muted" }, ` (${r.role}${r.client_kind !== "websocket" ? `, ${r.client_kind}` : ""})`)),
-        h("td", {}, h("code", {}, r.intent), " ", h("span", { class: "muted" }, paramsText(r.params))),
-        h("td", {}, h("span", { class: `badge outcome-${r.outcome}` }, r.outcome.replace("_", " "))),
-        h("td", { class: "muted" }, [r.message, r.rule ? `rule ${r.rule}` : null].filter(Boolean).join(" · ")))))));
+    body.replaceChildren(el("table", { class: "table" },
+      el("thead", {}, el("tr", {}, ...["Time", "User", "Intent", "Outcome", "Details"].map((label) => el("th", { scope: "col" }, label)))),
+      el("tbody", {}, ...records.map((r) => el("tr", { dataset: { auditRow: String(r.id), intent: r.intent, outcome: r.outcome, user: r.user } },
+        el("td", {}, when(r.ts)),
+        el("td", {}, r.user, el("span", { class: "muted" }, ` (${r.role}${r.client_kind !== "websocket" ? `, ${r.client_kind}` : ""})`)),
+        el("td", {}, el("code", {}, r.intent), " ", el("span", { class: "muted" }, paramsText(r.params))),
+        el("td", {}, el("span", { class: `badge outcome-${r.outcome}` }, r.outcome.replace("_", " "))),
+        el("td", { class: "muted" }, [r.message, r.rule ? `rule ${r.rule}` : null].filter(Boolean).join(" · ")))))));
   }
 
   form.addEventListener("submit", (e) => { e.preventDefault(); refresh(); });

@@ -1,26 +1,26 @@
 // The ChatOps log: what the node's agent observed, proposed, did and concluded, live from /chatops.
-import { on, onConnect, rpc } from "../core.js";
-import { debounce, follow, h, isUnknownIntent, note, when } from "./common.js";
+import { el, on, onConnect, rpc } from "../core.js";
+import { debounce, follow, isUnknownIntent, note, when } from "./common.js";
 
 const KEEP = 200;
 const KIND_WORDS = { observed: "observed", proposed: "proposed", did: "did", concluded: "concluded", escalated: "escalated" };
 
 export function mount(section) {
-  const query = h("input", { id: "chatops-query", type: "search", placeholder: "text the entries contain",
+  const query = el("input", { id: "chatops-query", type: "search", placeholder: "text the entries contain",
     autocomplete: "off", dataset: { chatopsQuery: "" } });
-  const toolbar = h("form", { class: "toolbar", role: "search" },
-    h("label", { for: "chatops-query" }, "Search"), query, h("button", { type: "submit" }, "Search"));
-  const body = h("div", { class: "chatops" });
+  const toolbar = el("form", { class: "toolbar", role: "search" },
+    el("label", { for: "chatops-query" }, "Search"), query, el("button", { type: "submit" }, "Search"));
+  const body = el("div", { class: "chatops" });
   section.append(toolbar, body);
   const state = { entries: [], available: true };
 
   function entryNode(e) {
-    return h("li", { class: `entry kind-${e.kind}`, dataset: { chatopsEntry: String(e.id), kind: e.kind } },
-      h("span", { class: "entry-time" }, when(e.ts)),
-      h("span", { class: `badge kind-${e.kind}` }, KIND_WORDS[e.kind] || String(e.kind)),
-      h("span", { class: "entry-text" }, String(e.text ?? "")),
-      e.alert_id ? h("span", { class: "muted" }, ` · alert ${e.alert_id}`) : null,
-      e.node ? h("span", { class: "muted" }, ` · ${e.node}`) : null);
+    return el("li", { class: `entry kind-${e.kind}`, dataset: { chatopsEntry: String(e.id), kind: e.kind } },
+      el("span", { class: "entry-time" }, when(e.ts)),
+      el("span", { class: `badge kind-${e.kind}` }, KIND_WORDS[e.kind] || String(e.kind)),
+      el("span", { class: "entry-text" }, String(e.text ?? "")),
+      e.alert_id ? el("span", { class: "muted" }, ` · alert ${e.alert_id}`) : null,
+      e.node ? el("span", { class: "muted" }, ` · ${e.node}`) : null);
   }
 
   function render() {
@@ -29,7 +29,7 @@ export function mount(section) {
       return;
     }
     // Oldest first, as a conversation reads.
-    body.replaceChildren(h("ol", { class: "entries", "aria-live": "polite", tabindex: "0", "aria-label": "ChatOps entries" },
+    body.replaceChildren(el("ol", { class: "entries", "aria-live": "polite", tabindex: "0", "aria-label": "ChatOps entries" },
       ...state.entries.slice().reverse().map(entryNode)));
   }
 

@@ -2,12 +2,6 @@
 // debounced refreshes and the local "something was done" signal that refreshes the audit log.
 import { currentNode, el, fmt, on, onConnect, rpc, subscribe, toast, unsubscribe } from "../core.js";
 
-/** :func:`el` that leaves out null / false attributes and children (``cond ? node : null``). */
-export function h(tag, attrs = {}, ...children) {
-  const kept = Object.fromEntries(Object.entries(attrs || {}).filter(([, v]) => v !== null && v !== undefined && v !== false));
-  return el(tag, kept, ...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
-}
-
 /** Whether an RPC error means the intent does not exist on this node (its module is not loaded). */
 export function isUnknownIntent(err) {
   return err && err.code === 404 && /unknown intent/i.test(err.message || "");
@@ -15,7 +9,7 @@ export function isUnknownIntent(err) {
 
 /** A muted one-line note inside a panel (replaces its children). */
 export function note(box, text, kind = "muted") {
-  box.replaceChildren(h("p", { class: `panel-note ${kind}` }, text));
+  box.replaceChildren(el("p", { class: `panel-note ${kind}` }, text));
 }
 
 /** ``fn`` called at most once per ``ms`` burst (events come in bursts: one refresh per burst). */
@@ -38,9 +32,9 @@ export function onActed(handler) {
 
 /** A time element: local time as text, the full date in its title, machine-readable datetime. */
 export function when(ts) {
-  if (typeof ts !== "number" || !ts) return h("span", { class: "muted" }, "–");
+  if (typeof ts !== "number" || !ts) return el("span", { class: "muted" }, "–");
   const d = new Date(ts * 1000);
-  return h("time", { datetime: d.toISOString(), title: d.toLocaleString() }, fmt.time(ts));
+  return el("time", { datetime: d.toISOString(), title: d.toLocaleString() }, fmt.time(ts));
 }
 
 /** ``{name: "web", lines: 20}`` as ``name=web, lines=20``: params in words, never raw JSON. */

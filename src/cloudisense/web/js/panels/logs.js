@@ -1,6 +1,6 @@
 // Live tail of a configured log: choose it, filter lines, pause and resume; text only, bounded.
-import { on, onConnect, rpc, subscribe, unsubscribe } from "../core.js";
-import { h, isUnknownIntent, note, topicOf } from "./common.js";
+import { el, on, onConnect, rpc, subscribe, unsubscribe } from "../core.js";
+import { isUnknownIntent, note, topicOf } from "./common.js";
 
 /** Lines kept on screen (and held while paused): the oldest go first. */
 export const MAX_LINES = 500;
@@ -8,17 +8,17 @@ export const MAX_LINES = 500;
 const BACKLOG = 100;
 
 export function mount(section) {
-  const choose = h("select", { id: "log-choice", dataset: { logChoice: "" } });
-  const filter = h("input", { id: "log-filter", type: "search", placeholder: "text the lines contain",
+  const choose = el("select", { id: "log-choice", dataset: { logChoice: "" } });
+  const filter = el("input", { id: "log-filter", type: "search", placeholder: "text the lines contain",
     autocomplete: "off", dataset: { logFilter: "" } });
-  const pause = h("button", { type: "button", "aria-pressed": "false", dataset: { logPause: "" } }, "Pause");
-  const status = h("span", { class: "muted", "data-log-status": "", "aria-live": "polite" });
-  const view = h("div", { class: "logview mono", tabindex: "0", role: "log", "aria-label": "log lines",
+  const pause = el("button", { type: "button", "aria-pressed": "false", dataset: { logPause: "" } }, "Pause");
+  const status = el("span", { class: "muted", "data-log-status": "", "aria-live": "polite" });
+  const view = el("div", { class: "logview mono", tabindex: "0", role: "log", "aria-label": "log lines",
     dataset: { logLines: "" } });
-  const toolbar = h("div", { class: "toolbar" },
-    h("label", { for: "log-choice" }, "Log"), choose,
-    h("label", { for: "log-filter" }, "Filter"), filter, pause, status);
-  const body = h("div", { class: "logtail" }, toolbar, view);
+  const toolbar = el("div", { class: "toolbar" },
+    el("label", { for: "log-choice" }, "Log"), choose,
+    el("label", { for: "log-filter" }, "Filter"), filter, pause, status);
+  const body = el("div", { class: "logtail" }, toolbar, view);
   section.append(body);
 
   const tail = { name: null, topic: null, lines: [], held: [], paused: false };
@@ -29,7 +29,7 @@ export function mount(section) {
   }
 
   function lineNode(text) {
-    const node = h("div", { class: "logline" }, text);  // a text node: markup in a log line stays text
+    const node = el("div", { class: "logline" }, text);  // a text node: markup in a log line stays text
     node.hidden = !matches(text);
     return node;
   }
@@ -89,7 +89,7 @@ export function mount(section) {
       return;
     }
     const keep = tail.name && logs.some((l) => l.name === tail.name) ? tail.name : logs[0].name;
-    choose.replaceChildren(...logs.map((l) => h("option", { value: l.name, dataset: { topic: l.topic } }, l.name)));
+    choose.replaceChildren(...logs.map((l) => el("option", { value: l.name, dataset: { topic: l.topic } }, l.name)));
     choose.value = keep;
     await follow(keep);
   }

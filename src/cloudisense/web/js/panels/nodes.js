@@ -1,11 +1,11 @@
 // The node switcher: with federation on, choose which node the panels show and act on.
-import { currentNode, fmt, onConnect, rpc, setNode } from "../core.js";
-import { h, isUnknownIntent } from "./common.js";
+import { currentNode, el, fmt, onConnect, rpc, setNode } from "../core.js";
+import { isUnknownIntent } from "./common.js";
 
 export function mount(section) {
-  const choose = h("select", { id: "node-choice", dataset: { nodeChoice: "" } });
-  const status = h("span", { class: "muted", "data-node-status": "", "aria-live": "polite" });
-  section.append(h("div", { class: "toolbar" }, h("label", { for: "node-choice" }, "Node"), choose, status));
+  const choose = el("select", { id: "node-choice", dataset: { nodeChoice: "" } });
+  const status = el("span", { class: "muted", "data-node-status": "", "aria-live": "polite" });
+  section.append(el("div", { class: "toolbar" }, el("label", { for: "node-choice" }, "Node"), choose, status));
   // Hidden until the node says federation is on: a single node has nothing to switch.
   section.hidden = true;
 
@@ -22,8 +22,8 @@ export function mount(section) {
     section.hidden = !d.enabled;
     if (!d.enabled) return;
     const nodes = d.nodes || [];
-    choose.replaceChildren(h("option", { value: "" }, `${d.identity} (this node)`),
-      ...nodes.map((n) => h("option", { value: n.identity, disabled: !n.online },
+    choose.replaceChildren(el("option", { value: "" }, `${d.identity} (this node)`),
+      ...nodes.map((n) => el("option", { value: n.identity, disabled: !n.online },
         `${n.identity} — ${n.online ? "online" : `offline, last seen ${fmt.ago(n.last_seen)}`}`)));
     choose.value = currentNode() || "";
     status.textContent = d.connected ? `${nodes.filter((n) => n.online).length} other node(s) online`

@@ -1,6 +1,6 @@
 // Managed services: state, health, uptime, and start / stop / restart through the node's policy.
-import { canAct, fmt, me, on, onConnect, rpc } from "../core.js";
-import { actThroughPolicy, acted, debounce, follow, h, isUnknownIntent, note, panelSession, tellOutcome } from "./common.js";
+import { canAct, el, fmt, me, on, onConnect, rpc } from "../core.js";
+import { actThroughPolicy, acted, debounce, follow, isUnknownIntent, note, panelSession, tellOutcome } from "./common.js";
 
 const ACTIONS = [
   { intent: "start_target", label: "Start", when: (t) => t.state !== "running" && t.state !== "starting" },
@@ -9,7 +9,7 @@ const ACTIONS = [
 ];
 
 export function mount(section) {
-  const body = h("div", { class: "services", tabindex: "0", role: "region", "aria-label": "Services" });
+  const body = el("div", { class: "services", tabindex: "0", role: "region", "aria-label": "Services" });
   section.append(body);
   /** Targets by name, as last listed; ``waiting``: name → the approval a button is waiting on. */
   const known = { targets: [], waiting: new Map(), loadedAt: 0 };
@@ -55,29 +55,29 @@ export function mount(section) {
     const rows = known.targets.map((t) => {
       const waiting = known.waiting.get(t.name);
       const cells = [
-        h("th", { scope: "row" }, t.name),
-        h("td", {}, h("span", { class: `badge state-${t.state}`, "data-state": t.state }, t.state)),
-        h("td", { dataset: { label: "health" } }, h("span", { class: `badge health-${t.health}`, "data-health": t.health }, t.health)),
-        h("td", { "data-uptime": "", dataset: { label: "up" }, title: t.started_at ? `started ${new Date(t.started_at).toLocaleString()}` : null }, uptime(t)),
-        h("td", { class: "muted" }, t.pid ? `pid ${t.pid}` : ""),
+        el("th", { scope: "row" }, t.name),
+        el("td", {}, el("span", { class: `badge state-${t.state}`, "data-state": t.state }, t.state)),
+        el("td", { dataset: { label: "health" } }, el("span", { class: `badge health-${t.health}`, "data-health": t.health }, t.health)),
+        el("td", { "data-uptime": "", dataset: { label: "up" }, title: t.started_at ? `started ${new Date(t.started_at).toLocaleString()}` : null }, uptime(t)),
+        el("td", { class: "muted" }, t.pid ? `pid ${t.pid}` : ""),
       ];
       if (canAct()) {
         const buttons = ACTIONS.filter((a) => a.when(t)).map((a) => {
-          const b = h("button", { type: "button", class: a.intent === "stop_target" ? "danger" : "",
+          const b = el("button", { type: "button", class: a.intent === "stop_target" ? "danger" : "",
             dataset: { action: a.intent }, "aria-label": `${a.label} ${t.name}` }, a.label);
           b.addEventListener("click", () => act(t, a, b));
           return b;
         });
-        cells.push(h("td", { class: "actions" }, ...buttons,
-          waiting ? h("span", { class: "badge waiting", "data-waiting": waiting.approval_id },
+        cells.push(el("td", { class: "actions" }, ...buttons,
+          waiting ? el("span", { class: "badge waiting", "data-waiting": waiting.approval_id },
             "waiting for approval") : null));
       }
-      return h("tr", { dataset: { target: t.name, state: t.state } }, ...cells);
+      return el("tr", { dataset: { target: t.name, state: t.state } }, ...cells);
     });
     const head = ["Service", "State", "Health", "Uptime", "Process"].concat(canAct() ? ["Actions"] : []);
-    body.replaceChildren(h("table", { class: "table" },
-      h("thead", {}, h("tr", {}, ...head.map((label) => h("th", { scope: "col" }, label)))),
-      h("tbody", {}, ...rows)));
+    body.replaceChildren(el("table", { class: "table" },
+      el("thead", {}, el("tr", {}, ...head.map((label) => el("th", { scope: "col" }, label)))),
+      el("tbody", {}, ...rows)));
   }
 
   const later = debounce(refresh, 200);

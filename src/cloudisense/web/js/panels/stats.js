@@ -1,7 +1,7 @@
 // Live charts of the node's CPU, memory, disk and network from /stats, with a few minutes of history.
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
-import { fmt, on } from "../core.js";
-import { follow, h } from "./common.js";
+import { el, fmt, on } from "../core.js";
+import { follow } from "./common.js";
 
 /** Seconds of history the charts keep (older points are dropped). */
 const HISTORY = 300;
@@ -59,15 +59,15 @@ function makeChart(spec, host, color) {
 export function mount(section) {
   const data = { t: [], values: CHARTS.map((c) => c.series.map(() => [])) };
   const views = CHARTS.map((spec) => {
-    const now = h("span", { class: "chart-now", "data-now": spec.id }, "–");
-    const caption = h("span", { class: "chart-caption muted" });
-    const host = h("div", { class: "chart-host", "aria-hidden": "true" });
-    const figure = h("figure", { class: "chart", "data-chart": spec.id, "data-points": "0" },
-      h("figcaption", {}, h("span", { class: "chart-title" }, spec.title), " ", now, " ", caption), host);
+    const now = el("span", { class: "chart-now", "data-now": spec.id }, "–");
+    const caption = el("span", { class: "chart-caption muted" });
+    const host = el("div", { class: "chart-host", "aria-hidden": "true" });
+    const figure = el("figure", { class: "chart", "data-chart": spec.id, "data-points": "0" },
+      el("figcaption", {}, el("span", { class: "chart-title" }, spec.title), " ", now, " ", caption), host);
     return { spec, now, caption, host, figure, plot: null, color: "" };
   });
-  const status = h("p", { class: "panel-note muted", "data-stats-status": "" }, "Waiting for the first figures…");
-  const grid = h("div", { class: "charts" }, ...views.map((v) => v.figure));
+  const status = el("p", { class: "panel-note muted", "data-stats-status": "" }, "Waiting for the first figures…");
+  const grid = el("div", { class: "charts" }, ...views.map((v) => v.figure));
   section.append(status, grid);
 
   // Charts are made once their box has a width (a hidden tab has none) and resized with it.
