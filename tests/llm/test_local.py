@@ -12,7 +12,7 @@ import pytest
 from cloudisense.llm import ChatRequest, Message, TextDelta, ToolCall, ToolSpec, get_provider
 from cloudisense.llm.base import Finish, ToolCallEvent, UsageEvent
 from cloudisense.llm.errors import ProviderUnavailable
-from cloudisense.llm.local import grammar_schema, parse_tool_output, to_local_messages, tool_schema
+from cloudisense.llm.local import grammar_schema, parse_tool_output, to_local_messages, tool_line, tool_schema
 
 STATS = ToolSpec(
     "get_stats",
@@ -43,6 +43,18 @@ def test_messages_folded_for_any_chat_template() -> None:
     assert turns[2]["content"] == 'Result of tool get_stats: {"cpu": 3}\n\nand now?'
 
 
+def test_tools_are_offered_as_one_short_line_each() -> None:
+    audit = ToolSpec("get_audit_log", "The newest audit records. Every filter is optional; they combine.",
+                     {"type": "object", "properties": {
+                         "limit": {"type": "integer", "default": 50, "description": "how many"},
+                         "outcome": {"anyOf": [{"enum": ["success", "error"], "type": "string"}, {"type": "null"}],
+                                     "default": None}}})
+    assert tool_line(audit) == "- get_audit_log(limit: integer = 50, outcome: success|error = null): The newest audit records"
+    assert tool_line(STATS) == "- get_stats(host: string): CPU and memory statistics of a host"
+    system = to_local_messages(ChatRequest([Message.user("hi")], tools=[STATS, audit]))[0]["content"]
+    assert "JSON schema" not in system and "how many" not in system  # the grammar holds the details
+
+
 def test_tool_output_parsing_is_defensive() -> None:
     (event,) = parse_tool_output('{"tool": "get_stats", "arguments": {"host": "a"}}', [STATS], False)
     assert isinstance(event, ToolCallEvent) and event.call.arguments == {"host": "a"} and event.call.ok
@@ -50,6 +62,9 @@ def test_tool_output_parsing_is_defensive() -> None:
     assert isinstance(event, ToolCallEvent) and not event.call.ok and "unknown tool" in (event.call.error or "")
     assert parse_tool_output('{"answer": "hi"}', [STATS], False) == [TextDelta("hi")]
     assert parse_tool_output('{"tool": "get_st', [STATS], False) == [TextDelta('{"tool": "get_st')]
+    # An answer cut by max_tokens is said as far as it got, not shown as JSON.
+    assert parse_tool_output('{"answer": "redis is down \\"hard', [STATS], False) == [TextDelta('redis is down "hard …')]
+    assert parse_tool_output('{"answer": "cut in an escape \\', [STATS], False) == [TextDelta("cut in an escape …")]
     schema = tool_schema([STATS], None)
     assert schema["anyOf"][0]["properties"]["tool"] == {"const": "get_stats"}
     assert schema["anyOf"][-1]["required"] == ["answer"]

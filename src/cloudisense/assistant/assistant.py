@@ -163,8 +163,7 @@ class Assistant:
             try:
                 react = await model_reading(self.provider, diagnosis, answer, executor=self.executor, user=user,
                                             role=role, session=session, notify=notify, origin=origin,
-                                            token_budget=self.settings.llm.session_token_budget,
-                                            context=await self.node_context(user, role, session, origin))
+                                            token_budget=self.settings.llm.session_token_budget)
             except Exception as exc:  # the built-in answer stands on its own; the model only adds
                 log.warning("the model's reading of an investigation failed: %s", exc)
             else:

@@ -460,12 +460,19 @@ class ReadOnlyExecutor:
         return self.executor._record(*args)
 
 
+#: Most tokens of one model turn in a reading: three short sentences, or one tool call.
+READING_TOKENS = 128
+
+
 async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: Executor, user: str, role: Role,
                         session: str | None, notify: Notify | None, origin: CallOrigin | None,
-                        token_budget: int = 0, context: str | None = None) -> Any:
+                        token_budget: int = 0) -> Any:
     """Let the model look further with read tools (ReAct, at most 2 steps) and give its reading.
 
-    ``context``: the summary of the node's state, sent with the instructions."""
+    The prompt is the investigation itself (its facts and condensed log lines), not the node's
+    whole summary: the investigation already gathered what concerns the question, and on two CPU
+    cores every repeated line costs the operator seconds. Each turn is bounded (:data:`READING_TOKENS`).
+    """
     from cloudisense.assistant.react import run_react, select_tools
 
     # Few tools and a short prompt: on two CPU cores prompt length is most of a local model's time.
@@ -474,11 +481,11 @@ async def model_reading(provider: Any, d: Diagnosis, answer: str, *, executor: E
     concluded = next((line for line in answer.splitlines() if line.startswith("Likely cause:")), "nothing wrong found")
     prompt = (f"Operator's question: {d.question}\n\nThe node's built-in checks concluded: {concluded}\n\n"
               f"{evidence_prompt(d)}\n\n"
-              "You may call the read tools for more evidence. Then answer in at most four sentences: the likely "
-              "cause, the evidence that shows it, and how sure you are.")
+              "You may call the read tools for more evidence. Then answer in at most three short sentences: the "
+              "likely cause, the evidence that shows it, and how sure you are.")
     return await run_react(provider, prompt, executor=ReadOnlyExecutor(executor, {t["name"] for t in tools}),  # type: ignore[arg-type]
                            user=user, role=role, session=session, tools=tools, max_steps=2,
-                           token_budget=token_budget, notify=notify, origin=origin, context=context)
+                           token_budget=token_budget, notify=notify, origin=origin, max_tokens=READING_TOKENS)
 
 
 def evidence_prompt(d: Diagnosis) -> str:

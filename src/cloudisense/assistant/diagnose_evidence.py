@@ -216,7 +216,7 @@ def condense(lines: list[LogLine], budget: int) -> Condensed:
     """``lines`` (oldest first) within ``budget`` tokens: deduplicated with counts; first and last kept.
 
     The groups with the most lines come first after the first and last line, so a burst is never
-    cut before a one-off.
+    cut before a one-off; a one-off that is the first or last line is not quoted twice.
     """
     if not lines:
         return Condensed([], 0, 0)
@@ -229,6 +229,8 @@ def condense(lines: list[LogLine], budget: int) -> Condensed:
     kept: list[str] = []
     cut_groups = cut_lines = 0
     for group in sorted(groups, key=lambda g: -g.count):
+        if group.count == 1 and (group.first is first or group.first is last):
+            continue
         entry = group.describe()
         cost = tokens(entry) + 1
         if used + cost > budget:

@@ -102,11 +102,12 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
                     max_steps: int | None = None, token_budget: int = 0,
                     max_observation_chars: int | None = None, memory: SessionMemory | None = None,
                     notify: Callable[[str, dict[str, Any]], None] | None = None,
-                    origin: CallOrigin | None = None, context: str | None = None) -> ReactResult:
+                    origin: CallOrigin | None = None, context: str | None = None,
+                    max_tokens: int | None = None) -> ReactResult:
     """Answer ``question`` with a reason-act-observe loop; every action runs through ``executor``.
 
     ``context``: the summary of the node's state (:mod:`~cloudisense.assistant.context_summary`), sent
-    after the instructions.
+    after the instructions. ``max_tokens`` bounds each model turn (the provider's setting otherwise).
     """
     node = executor.node
     settings = agent_settings(node.settings)
@@ -127,7 +128,8 @@ async def run_react(provider: Any, question: str, *, executor: Executor, user: s
         if token_budget and result.usage.total + _estimate(messages) > token_budget:
             result.stopped = "token_budget"
             break
-        response = await _model_turn(provider, ChatRequest(messages, tools=specs, session_id=session, user_id=user),
+        response = await _model_turn(provider, ChatRequest(messages, tools=specs, session_id=session, user_id=user,
+                                                             max_tokens=max_tokens),
                                      notify, session)
         result.usage = result.usage + response.usage
         if not response.tool_calls:

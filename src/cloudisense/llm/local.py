@@ -39,6 +39,7 @@ import functools
 import itertools
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -267,15 +268,41 @@ def tool_schema(tools: list[ToolSpec], response_schema: dict[str, Any] | None) -
 
 
 def tool_instructions(tools: list[ToolSpec]) -> str:
-    """The text that tells the model which tools exist and how to call them."""
-    lines = ["You can call these tools:"]
-    for t in tools:
-        lines.append(f"- {t.name}: {t.description} Parameters (JSON schema): {json.dumps(t.parameters)}")
+    """The text that tells the model which tools exist and how to call them.
+
+    One short line per tool (:func:`tool_line`), not its JSON schema: on two CPU cores every
+    prompt token costs the operator time, and the output grammar already holds the model to
+    each tool's exact parameters.
+    """
+    lines = ["You can call these tools:", *(tool_line(t) for t in tools)]
     lines.append(
         'Reply with exactly one JSON object: {"tool": "<name>", "arguments": {...}} to call a tool, '
         'or {"answer": "<text>"} to answer the user directly.'
     )
     return "\n".join(lines)
+
+
+def tool_line(tool: ToolSpec) -> str:
+    """``- name(a: string, limit: integer = 50): what it does`` (the description's first sentence)."""
+    props = (tool.parameters or {}).get("properties") or {}
+    required = set((tool.parameters or {}).get("required") or [])
+    args = []
+    for name, spec in props.items():
+        spec = spec if isinstance(spec, dict) else {}
+        default = "" if name in required else f" = {json.dumps(spec.get('default'))}"
+        args.append(f"{name}: {_type_word(spec)}{default}")
+    description = re.split(r"(?<=[.;])\s", (tool.description or "").strip(), maxsplit=1)[0].rstrip(".;")
+    return f"- {tool.name}({', '.join(args)}): {description}"
+
+
+def _type_word(spec: dict[str, Any]) -> str:
+    """A param's type in a word: ``string``, ``integer``, ``a|b`` for listed values, ``list``."""
+    options = [o for o in spec.get("anyOf") or [] if isinstance(o, dict) and o.get("type") != "null"]
+    if options:
+        spec = options[0]
+    if "enum" in spec:
+        return "|".join(str(v) for v in spec["enum"])
+    return {"array": "list", "object": "object"}.get(str(spec.get("type")), str(spec.get("type") or "value"))
 
 
 def to_local_messages(request: ChatRequest) -> list[dict[str, str]]:
@@ -314,7 +341,8 @@ def parse_tool_output(text: str, tools: list[ToolSpec], structured: bool) -> lis
     try:
         value = json.loads(text)
     except ValueError:
-        return [TextDelta(text)]  # cut by max_tokens; the caller sees finish="length"
+        # Cut by max_tokens (the caller sees finish="length"): say what was written, not its JSON.
+        return [TextDelta(_cut_answer(text))]
     if isinstance(value, dict) and "tool" in value:
         name = str(value.get("tool"))
         call = ToolCall.parse(f"call_{next(_ids)}", name, value.get("arguments"))
@@ -325,6 +353,20 @@ def parse_tool_output(text: str, tools: list[ToolSpec], structured: bool) -> lis
         answer = value["answer"]
         return [TextDelta(json.dumps(answer) if structured or not isinstance(answer, str) else answer)]
     return [TextDelta(text)]
+
+
+def _cut_answer(text: str) -> str:
+    """The text of an ``{"answer": "..."}`` object cut before its end; other text as it is."""
+    match = re.match(r'\s*\{\s*"answer"\s*:\s*"', text)
+    if match is None:
+        return text
+    body = text[match.end():]
+    for end in range(len(body), max(-1, len(body) - 8), -1):  # an escape may have been cut in half
+        try:
+            return str(json.loads('"' + body[:end] + '"')).rstrip() + " …"
+        except ValueError:
+            continue
+    return body + " …"
 
 
 def resolve_model(model: str, settings: LLMSettings) -> tuple[Path, str | None]:
