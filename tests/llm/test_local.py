@@ -240,3 +240,22 @@ async def test_a_grammar_llama_cpp_refuses_is_an_error_not_a_crash(local) -> Non
     request = ChatRequest([Message.user("hi")], grammar="root ::= undefined-rule", max_tokens=4)
     with pytest.raises(ProviderUnavailable, match="refused the output grammar"):
         await local.complete(request)
+
+
+@pytest.mark.slow
+async def test_a_kept_prompt_state_is_restored_and_answers_as_if_computed_again(model_path, make_settings) -> None:
+    fixed = "You answer in one word. " + "Facts: the sky is blue, grass is green, snow is white, coal is black. " * 6
+
+    def ask(system: str, question: str) -> ChatRequest:
+        return ChatRequest([Message.system(system), Message.user(question)], max_tokens=6, temperature=0)
+
+    keeping = get_provider("local", make_settings(providers={"local_context": 1024, "local_prompt_states": 2}))
+    await keeping.complete(ask(fixed, "What colour is grass?"))
+    await keeping.complete(ask("Something else entirely. " * 12, "Say hi."))  # llama.cpp's own reuse is gone
+    warm = await keeping.complete(ask(fixed, "What colour is snow?"))
+    assert keeping.local.states.last_restored > 100  # the fixed part came back instead of being computed
+
+    plain = get_provider("local", make_settings(providers={"local_context": 1024, "local_prompt_states": 0}))
+    cold = await plain.complete(ask(fixed, "What colour is snow?"))
+    assert plain.local.states.last_restored == 0
+    assert warm.text == cold.text and warm.usage.input_tokens == cold.usage.input_tokens

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import functools
 import itertools
 import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,14 +162,90 @@ def check_grammar(llama: Any, grammar: Any) -> None:
     _GRAMMARS_CHECKED.add(text)
 
 
-class LocalModel:
-    """One loaded GGUF file and the single worker thread that runs it."""
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    def __init__(self, path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None) -> None:
+
+@dataclass
+class _PromptState:
+    tokens: list[int]
+    data: bytes
+
+
+class PromptStates:
+    """The computed state (KV cache) of the last few prompts, restored when a new one begins alike.
+
+    llama.cpp reuses the part of the previous prompt a new one starts with, but requests of
+    different kinds take turns (a plan, an investigation's reading, a chat), and each evicts
+    the others'. Keeping the KV cells of sequence 0 (no logits: sampling only needs those of
+    the part still to evaluate) lets a planner's fixed instructions be computed once instead of
+    once per request. Used only from the model's worker thread.
+    """
+
+    #: Fewer shared tokens than this are cheaper to evaluate again than to restore.
+    MIN_GAIN = 32
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: list[_PromptState] = []  # oldest first
+        #: Tokens the last :meth:`restore` loaded instead of evaluating (0: none).
+        self.last_restored = 0
+
+    def restore(self, llama: Any, tokens: list[int]) -> int:
+        """Load the kept state sharing the most of ``tokens`` if it beats what is loaded; tokens reused."""
+        import llama_cpp
+
+        self.last_restored = 0
+        loaded = _common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
+        best = max(self._states, key=lambda st: _common_prefix(st.tokens, tokens), default=None)
+        shared = _common_prefix(best.tokens, tokens) if best is not None else 0
+        if best is None or shared - loaded < self.MIN_GAIN:
+            return 0
+        buffer = (ctypes.c_uint8 * len(best.data)).from_buffer_copy(best.data)
+        if not llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buffer, len(best.data), 0):
+            llama.n_tokens = 0  # nothing usable is loaded now: Llama.generate evaluates from scratch
+            return 0
+        llama.input_ids[: len(best.tokens)] = best.tokens
+        llama.n_tokens = len(best.tokens)
+        llama._requires_eval = True  # the logits are not those of this state: always decode a suffix
+        self._states.remove(best)
+        self._states.append(best)
+        self.last_restored = shared
+        return shared
+
+    def save(self, llama: Any) -> None:
+        """Keep the state of what is loaded now (the last prompt and its answer)."""
+        import llama_cpp
+
+        tokens = llama.input_ids[: llama.n_tokens].tolist()
+        if self.capacity <= 0 or len(tokens) < self.MIN_GAIN:
+            return
+        size = llama_cpp.llama_state_seq_get_size(llama._ctx.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llama._ctx.ctx, buffer, size, 0)
+        if not written:
+            return
+        # A kept prompt this one extends says nothing more: the new state replaces it.
+        self._states = [st for st in self._states if _common_prefix(st.tokens, tokens) < len(st.tokens)]
+        self._states.append(_PromptState(tokens, bytes(buffer)[:written]))
+        del self._states[: -self.capacity]
+
+
+class LocalModel:
+    """One loaded GGUF file, the single worker thread that runs it, and its kept prompt states."""
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None,
+                 prompt_states: int = 0) -> None:
         self.path = path
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.chat_format = chat_format
+        self.states = PromptStates(prompt_states)
         # One thread: llama.cpp contexts are not thread-safe, and its FIFO queue gives fairness.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-local")
         self._llama: Any = None
@@ -193,7 +270,17 @@ class LocalModel:
                 raise ProviderNotConfigured(f"local model file {self.path} failed verification ({problem}): "
                                             "delete it and run `cloudisense model pull` again")
             log.info("loading local model %s", self.path)
-            llama = Llama(
+            states = self.states
+
+            class PromptReusingLlama(Llama):
+                """``Llama`` that first loads the kept state sharing the most with a prompt."""
+
+                def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
+                    if kwargs.get("reset", True):
+                        states.restore(self, list(tokens))
+                    return super().generate(tokens, *args, **kwargs)
+
+            llama = PromptReusingLlama(
                 model_path=str(self.path),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
@@ -216,7 +303,7 @@ class LocalModel:
             llama.close()
 
 
-_MODELS: dict[tuple[str, int, int | None, str | None], LocalModel] = {}
+_MODELS: dict[tuple[str, int, int | None, str | None, int], LocalModel] = {}
 #: Pulled files: their verification (``None`` or what is wrong), run again before loading.
 _CHECKS: dict[str, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -234,13 +321,14 @@ def _free_models() -> None:
                 pass
 
 
-def shared_model(path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None) -> LocalModel:
+def shared_model(path: Path, n_ctx: int, n_threads: int | None, chat_format: str | None,
+                 prompt_states: int = 0) -> LocalModel:
     """The one :class:`LocalModel` for these parameters (created on first use)."""
-    key = (str(path.resolve()), n_ctx, n_threads, chat_format)
+    key = (str(path.resolve()), n_ctx, n_threads, chat_format, prompt_states)
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
-            model = _MODELS[key] = LocalModel(path, n_ctx, n_threads, chat_format)
+            model = _MODELS[key] = LocalModel(path, n_ctx, n_threads, chat_format, prompt_states)
         return model
 
 
@@ -419,7 +507,7 @@ class LocalProvider(BaseProvider):
         super().__init__(str(path))
         self.settings = settings
         self.local = shared_model(path, providers.local_context, providers.local_threads,
-                                  providers.local_chat_format or chat_format)
+                                  providers.local_chat_format or chat_format, providers.local_prompt_states)
 
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -465,6 +553,7 @@ class LocalProvider(BaseProvider):
                         n_out += 1
                         put(piece)
                     finish = choice.get("finish_reason") or finish
+                self.local.states.save(llama)
                 put(_Done(finish, int(llama.n_tokens), n_out))
             except BaseException as exc:  # handed to the consumer, who raises it
                 put(_Failed(exc))
