@@ -218,6 +218,13 @@ class PromptStates:
         self.last_restored = shared
         return shared
 
+    def give_up(self, llama: Any, exc: BaseException) -> None:
+        """Stop keeping states (this llama-cpp-python works differently); evaluate from scratch."""
+        log.warning("local model: prompt states turned off (%s: %s)", type(exc).__name__, exc)
+        self.capacity = 0
+        self._states.clear()
+        llama.n_tokens = 0
+
     def save(self, llama: Any) -> None:
         """Keep the state of what is loaded now (the last prompt and its answer)."""
         import llama_cpp
@@ -276,8 +283,11 @@ class LocalModel:
                 """``Llama`` that first loads the kept state sharing the most with a prompt."""
 
                 def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
-                    if kwargs.get("reset", True):
-                        states.restore(self, list(tokens))
+                    if kwargs.get("reset", True) and states.capacity:
+                        try:
+                            states.restore(self, list(tokens))
+                        except (AttributeError, TypeError) as exc:  # another llama-cpp-python's insides
+                            states.give_up(self, exc)
                     return super().generate(tokens, *args, **kwargs)
 
             llama = PromptReusingLlama(
@@ -553,7 +563,11 @@ class LocalProvider(BaseProvider):
                         n_out += 1
                         put(piece)
                     finish = choice.get("finish_reason") or finish
-                self.local.states.save(llama)
+                if self.local.states.capacity:
+                    try:
+                        self.local.states.save(llama)
+                    except (AttributeError, TypeError) as exc:
+                        self.local.states.give_up(llama, exc)
                 put(_Done(finish, int(llama.n_tokens), n_out))
             except BaseException as exc:  # handed to the consumer, who raises it
                 put(_Failed(exc))
