@@ -28,7 +28,7 @@ _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|wi
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
              "errored", "unsuccessful", "offline"}
-_POSITIVE = {"up", "running", "ok", "okay", "succeeded", "successful", "healthy", "online"}
+_POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "healthy", "online"}
 _NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
 #: Words that say a percentage.
 _PERCENT = re.compile(r"%|\bpercent\b|\bper\s+cent\b")

@@ -49,7 +49,9 @@ _QUESTION_START = re.compile(
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
 #: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
-               "hour", "minute", "month", "year", "time", "end", "start"}
+               "hour", "minute", "month", "year", "time", "end", "start",
+               # ... and which one of several, by age or order ("the latest orders backup").
+               "latest", "newest", "oldest", "earliest", "recent", "current", "first", "second", "final"}
 _QUANTIFIERS = {"any", "all", "every", "each"}
 #: A condition that only says "the opposite of the step before" ("... and start it if not").
 _NEGATED_BEFORE = {"not", "it's not", "it is not", "it isn't", "its not", "isn't", "not so", "it's not up"}
@@ -437,7 +439,8 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
-        elif seg.raw and canonical(seg.raw[0]) == "show":
+        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show":
+            # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all.
             reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
             scores = reads or scores
@@ -623,7 +626,9 @@ class SegmentPlanner:
         names |= {n.lower() for m in mentions for n in m.names}
         # A word of a name said apart from it ("errors in the nginx error log") is a word of the request.
         dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names and seg.raw[seg.keep[i]] in names}
-        covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
+        # The kind word of an alias ("the application log") still says what kind of thing is asked about.
+        covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)
+                   and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
