@@ -289,7 +289,9 @@ class Quantity:
     every: bool = False
 
 
-_EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$")
+_EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$"
+                           # "set the backup interval to 3 hours": the time named as the interval
+                           r"|\b(interval|frequency)\s+(?:\w+\s+){0,3}?(?:to|of|at|=|:)\s*$")
 #: Words of a field that counts the time between two runs ("minutes between two automatic backups").
 _INTERVAL_WORDS = {"between", "interval", "every", "often", "frequency", "period"}
 
@@ -500,6 +502,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     if "path" in words or re.search(r"e\.g\.\s*/", str(spec.get("description", ""))) or spec.get("default") == "/":
         m = re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
+        if not m and re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))):
+            # A path the description shows relative to a folder label ("demo/notes.txt").
+            m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
             return None
         path = m.group(1).rstrip(".,?!")

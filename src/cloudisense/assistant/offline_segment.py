@@ -607,17 +607,20 @@ class SegmentPlanner:
 
     def _default_for(self, kind: str) -> str | None:
         """The read intent a bare name of ``kind`` means ("nginx?" is its status): it needs only that name."""
-        best: tuple[int, str] | None = None
+        best: tuple[int, int, str] | None = None
         for tool in self.catalog.tools:
             if tool.get("risk") != "read" or tool.get("refusal"):
                 continue
             ents = tool.get("entities") or {}
             required = tool_required(tool)
             if any(ents.get(p) == kind for p in required) and all(p in ents for p in required):
+                # An intent whose verb is "show" ("read_log") shows the thing; another ("download_log") does
+                # something else with it; then the simplest.
+                shows = 0 if canonical(tool["name"].split("_")[0]) == "show" else 1
                 size = len((tool.get("params") or {}).get("properties") or {})
-                if best is None or size < best[0]:
-                    best = (size, tool["name"])
-        return best[1] if best else None
+                if best is None or (shows, size) < best[:2]:
+                    best = (shows, size, tool["name"])
+        return best[2] if best else None
 
     def _query_tokens(self, text: str, mentions: list[ex.Mention]) -> tuple[list[str], bool]:
         """Catalogue tokens of ``text`` without the names mentioned, and whether a typo was corrected."""
