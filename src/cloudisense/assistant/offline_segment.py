@@ -373,7 +373,9 @@ class SegmentPlanner:
                     params[param] = kinds[kind]
                 elif param in tool_required(cand):
                     fits = False
-            missing = [p for p in tool_required(cand) if p not in params]
+            named = self._condition_values(cand, condition, params) if fits else {}
+            missing = [p for p in tool_required(cand) if p not in params and p not in named]
+            params.update(named)
             if not fits or missing:
                 continue
             score = cond.score + (1.0 if params else 0.0)
@@ -381,6 +383,24 @@ class SegmentPlanner:
                 best = (score, StepDraft(cand["name"], params, draft.confidence, reason=f"{cand['name']} to check "
                                                                                           f"the condition"), cond)
         return (best[1], best[2]) if best else None
+
+    def _condition_values(self, tool: dict[str, Any], condition: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The required plain params of a check step read from the condition's own words ("if there's no
+        postgres process": the process ``postgres``); a word of the catalogue is never such a value."""
+        props = (tool.get("params") or {}).get("properties") or {}
+        ents = tool.get("entities") or {}
+        seg = ex.Segment.of(condition)
+        if not _name_nouns(tool["name"]) & {canonical(t) for t in seg.raw}:
+            return {}  # the condition must say what the check is about ("... no postgres *process*")
+        reading = self._reading(seg, ex.find_mentions(seg, self.entities, self.aliases))
+        out: dict[str, Any] = {}
+        for param in tool_required(tool):
+            if param in given or param in ents or not isinstance(props.get(param), dict):
+                continue
+            value = ex.read_value(param, props[param], reading, required=True, known_words=self._known(tool))
+            if value is not None:
+                out[param] = value
+        return out
 
     # --- one segment ---------------------------------------------------------------------------
 
