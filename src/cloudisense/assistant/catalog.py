@@ -35,8 +35,9 @@ T = TypeVar("T")
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
     "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
-    "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop", "take down": "stop",
-    "turn off": "stop", "tell me when": "status", "let me know when": "status", "is it back": "status",
+    "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
+    "take down": "stop", "turn off": "stop", "tell me when": "status", "let me know when": "status",
+    "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
