@@ -1,13 +1,15 @@
 """Planner benchmark: intent / exact-params accuracy, clarify/escalate correctness, latency.
 
-Runs ``eval/planner/{dev,heldout}.jsonl`` against a node built from the demo config (modules
-loaded, nothing started), and ``eval/planner/plugin/{dev,heldout}.jsonl`` against a node that
-also loads the test-only plugin module of ``tests/plugin`` (backups and TLS certificates, which
-the planner has never seen), and prints figures per module, strategy and set:
+Runs the case sets of ``eval/planner/`` (``dev.jsonl``, then each held-out round
+``heldout.jsonl``, ``heldout2.jsonl``, ...) against a node built from the demo config (modules
+loaded, nothing started), and those of ``eval/planner/plugin/`` against a node that also loads
+the test-only plugin module of ``tests/plugin`` (backups and TLS certificates, which the
+planner has never seen), and prints figures per module, strategy and set (one row per file):
 
     .venv/bin/python bench/planner.py                 # offline + scripted
     .venv/bin/python bench/planner.py --model qwen2.5-coder-1.5b   # also the hybrid with a pulled model
     .venv/bin/python bench/planner.py --failures      # list the offline planner's misses on dev
+    .venv/bin/python bench/planner.py --failures heldout2   # ... on another set
 
 Strategies: ``offline`` (no model); ``scripted`` (the JSON-schema planner fed by a scripted
 model that answers each case with the expected plan: it measures the validation and plumbing
@@ -58,6 +60,19 @@ def _node(plugin: bool) -> Any:
 
         extra = {"backups": BackupsModule}
     return planning_node(settings=settings, extra_modules=extra)
+
+
+def case_sets(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """The case sets of one evaluation folder by name: ``dev`` first, then the held-out rounds in
+    order (``heldout``, ``heldout2``, ...); each ``.jsonl`` file is one set, named after it."""
+    def order(path: Path) -> tuple[int, int, str]:
+        round_ = path.stem.removeprefix("heldout")
+        if path.stem == "dev":
+            return (0, 0, "")
+        if path.stem.startswith("heldout") and (not round_ or round_.isdigit()):
+            return (1, int(round_ or 1), "")  # "heldout" is round 1
+        return (2, 0, path.stem)
+    return {path.stem: load_cases(path) for path in sorted(folder.glob("*.jsonl"), key=order)}
 
 
 def demo_context(role: str = "operator", plugin: bool = False) -> tuple[PlanningContext, Any]:
@@ -163,7 +178,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="also run the hybrid planner with this pulled local model (repeatable)")
     parser.add_argument("--no-scripted", action="store_true", help="skip the scripted-model strategy")
-    parser.add_argument("--failures", action="store_true", help="list the offline planner's misses on dev")
+    parser.add_argument("--failures", nargs="?", const="dev", default=None, metavar="SET",
+                        help="list the offline planner's misses on a set (default dev)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON lines")
     args = parser.parse_args(argv)
 
@@ -171,7 +187,7 @@ async def main(argv: list[str] | None = None) -> int:
     header = False
     for module, folder, plugin in (("demo", EVAL, False), ("plugin", EVAL / "plugin", True)):
         context, roles, registry = contexts(plugin)
-        sets = {"dev": load_cases(folder / "dev.jsonl"), "heldout": load_cases(folder / "heldout.jsonl")}
+        sets = case_sets(folder)
         print(f"# {module} node: {len(context.tools)} tools for role operator; entities: "
               + ", ".join(f"{k}={len(v)}" for k, v in sorted(context.entities.items())))
         if not header:
@@ -198,7 +214,7 @@ async def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"module": module, "strategy": strategy, "set": part, **report.summary(), **extra})
                       if args.json else _row(module, strategy, part, report)
                       + ("".join(f"  {k}={v}" for k, v in extra.items()) if extra else ""))
-                if args.failures and strategy == "offline" and part == "dev":
+                if args.failures == part and strategy == "offline":
                     for r in report.failures():
                         print(f"   MISS {r.text!r}: got {r.outcome} {r.predicted} want {r.expected_outcome} "
                               f"{r.expected}{' UNSAFE' if r.unsafe else ''}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -410,3 +411,33 @@ def test_answers_are_words_not_json() -> None:
                                       "data": {"widgets": [{"id": "w-1", "size": 3}, {"id": "w-2", "size": 5}],
                                                "total": 2}}]})
     assert "{" not in text and "w-1" in text and "w-2" in text and "size" in text
+
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["demo", "plugin"])
+def test_every_eval_set_is_well_formed(plugin: bool) -> None:
+    """Each case of every set (dev and each held-out round) names real intents with params their models
+    accept, conditions over earlier steps, a known role and outcome: a mislabelled held-out case would
+    otherwise only show up as a planner miss."""
+    from bench.planner import case_sets, contexts
+
+    _, roles, registry = contexts(plugin)
+    sets = case_sets(EVAL / "plugin" if plugin else EVAL)
+    assert list(sets)[:3] == ["dev", "heldout", "heldout2"]
+    for name, cases in sets.items():
+        assert cases, name
+        for case in cases:
+            where = f"{name}: {case['text']!r}"
+            expected = case["expected"]
+            assert expected["outcome"] in {"execute", "clarify", "escalate", "refuse", "answer"}, where
+            role = case.get("role", "operator")
+            allowed = {t["name"] for t in roles[role].tools}
+            steps = expected.get("steps") or []
+            assert bool(steps) == (expected["outcome"] == "execute"), where
+            for i, step in enumerate(steps, 1):
+                assert step["intent"] in allowed, where
+                params = {k: ("a text" if v == "*" else v) for k, v in step["params"].items()}
+                model = registry.get(step["intent"]).params
+                assert set(params) <= set(model.model_fields), where
+                model.model_validate(params)  # raises on a bad label
+                for ref in re.findall(r"\$\{s(\d+)\.data\.", step.get("when") or ""):
+                    assert 1 <= int(ref) < i, where

@@ -35,8 +35,9 @@ T = TypeVar("T")
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
     "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
-    "start up": "start", "turn on": "start", "shut down": "stop", "shutdown": "stop", "take down": "stop",
-    "turn off": "stop", "tell me when": "status", "let me know when": "status", "is it back": "status",
+    "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
+    "take down": "stop", "turn off": "stop", "tell me when": "status", "let me know when": "status",
+    "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
@@ -152,8 +153,25 @@ def canonical(token: str, vocabulary: Any = frozenset()) -> str:
         return SYNONYMS[base]
     if not vocabulary or base in vocabulary or token in vocabulary or len(base) < 4 or not base.isalpha():
         return base
-    # "stauts" is a typo of "status" as said, not of its stem.
-    return correct(base, vocabulary) or (correct(token, vocabulary) if token != base else None) or base
+    # "stauts" is a typo of "status" as said, not of its stem; "renewing" is "renew" with an ending;
+    # "backpus" a typo of "backups".
+    inflected = uninflect(base, vocabulary)
+    return (correct(base, vocabulary) or (correct(token, vocabulary) if token != base else None)
+            or (SYNONYMS.get(inflected, inflected) if inflected else None)
+            or (correct(base[:-1], vocabulary) if base.endswith("s") and len(base) > 4 else None) or base)
+
+
+def uninflect(word: str, vocabulary: Any) -> str | None:
+    """The vocabulary word ``word`` is an inflection of ("acknowledged" -> "acknowledge", "renewing" ->
+    "renew", "stopped" -> "stop"), when ``word`` itself is not in the vocabulary."""
+    for end in ("ing", "ed", "es", "s", "d"):
+        if not word.endswith(end) or len(word) - len(end) < 3:
+            continue
+        root = word[:-len(end)]
+        for cand in (root, root + "e", root[:-1] if len(root) > 3 and root[-1] == root[-2] else ""):
+            if cand and cand in vocabulary:
+                return cand
+    return None
 
 
 def correct(word: str, vocabulary: Iterable[str]) -> str | None:

@@ -28,8 +28,10 @@ _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|wi
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
              "errored", "unsuccessful", "offline"}
-_POSITIVE = {"up", "running", "ok", "okay", "succeeded", "successful", "healthy", "online"}
+_POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "healthy", "online"}
 _NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
+#: "there is (no) X": a condition on whether something exists.
+_THERE = re.compile(r"\bthere(?:'s|\s+is|\s+are|\s+isn't|\s+aren't)\s+(no|a|an|any|some)?\b")
 #: Words that say a percentage.
 _PERCENT = re.compile(r"%|\bpercent\b|\bper\s+cent\b")
 
@@ -161,6 +163,10 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     states = _state_words(low)
     bad = bool(states & _NEGATIVE)
     good = bool(states & _POSITIVE)
+    there = _THERE.search(low)
+    if not (bad or good) and there and [f for f in fields if f.type == "boolean"]:
+        # "if there's no postgres process": whether the thing is there, a flag's good state.
+        good, negated = True, negated or there.group(1) == "no"
     if not (bad or good):
         return None
     wants_good = good and not bad

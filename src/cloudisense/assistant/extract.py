@@ -16,11 +16,13 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloudisense.assistant.catalog import (
     _PHRASE_RE,
+    PHRASES,
     STOPWORDS,
     SYNONYMS,
     VocabularyMemo,
@@ -287,7 +289,9 @@ class Quantity:
     every: bool = False
 
 
-_EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$")
+_EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$"
+                           # "set the backup interval to 3 hours": the time named as the interval
+                           r"|\b(interval|frequency)\s+(?:\w+\s+){0,3}?(?:to|of|at|=|:)\s*$")
 #: Words of a field that counts the time between two runs ("minutes between two automatic backups").
 _INTERVAL_WORDS = {"between", "interval", "every", "often", "frequency", "period"}
 
@@ -404,6 +408,11 @@ def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
     return sorted(p for p in phrases if len(p) >= 3)
 
 
+#: How a request asks for a run that changes nothing ("without changing anything", "make no changes").
+_NO_CHANGE = re.compile(r"\b(?:without|not|don'?t|do\s+not|never)\s+(?:chang|modify|touch|alter)\w*\s+"
+                        r"(?:anything|a\s+thing|something)\b|\bchanges?\s+nothing\b|\b(?:make|making)\s+no\s+changes\b")
+
+
 @dataclass
 class Reading:
     """What one segment offers for plain params: the text, its quantities, and what was taken already."""
@@ -443,11 +452,19 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if typ == "boolean":
         if spec.get("default") is True:
             return None
+        # The text with its phrases spelt the catalogue's way ("check mode" is "dryrun"): a phrase said is a
+        # modifier wherever it stands.
+        rewritten = _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", f" {low} ")
         for phrase in _modifier_phrases(param, spec):
             m = re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
             # A first word that is the request's verb ("check the playbook") is not a modifier.
             if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
                 return True
+            if not m and re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", rewritten):
+                return True
+        # A flag that makes the run change nothing (its description says so), asked for in other words.
+        if re.search(r"\bchanges?\s+nothing\b", str(spec.get("description", "")).lower()) and _NO_CHANGE.search(low):
+            return True
         # "the logs with their sizes": what the flag adds, asked for ("true: also each file's path, size ...").
         desc = str(spec.get("description", "")).lower()
         if desc.startswith("true:"):
@@ -458,12 +475,18 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     values = enum_of(spec)
     if values:
-        tokens = {canonical(t) for t in raw_tokens(low)} | set(raw_tokens(low))
+        # The words of a configured name are that name ("the application log" says no ``source: log``).
+        said = Counter(raw_tokens(low))
+        said.subtract(reading.segment.raw[i] for i in reading.busy if i < len(reading.segment.raw))
+        words = [t for t, n in said.items() if n > 0]
+        tokens = {canonical(t) for t in words} | set(words)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
                                                              or any(near_miss(t, v.lower()) for t in tokens))]
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
-        m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+\s*)+)", text)
+        # Flags, each with the value that follows it when that is a number or a path ("--keep 3").
+        m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+"
+                      r"(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)", text)
         return m.group(1).split() if m else None
     if typ != "string":
         return None
@@ -479,6 +502,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     if "path" in words or re.search(r"e\.g\.\s*/", str(spec.get("description", ""))) or spec.get("default") == "/":
         m = re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
+        if not m and re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))):
+            # A path the description shows relative to a folder label ("demo/notes.txt").
+            m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
             return None
         path = m.group(1).rstrip(".,?!")

@@ -83,11 +83,12 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     """The reply to help / thanks / greetings / goodbyes, or ``None`` for a real request."""
     said = re.sub(r"[^a-z?: ]+", "", text.lower()).strip()
     said = re.sub(r"\s+", " ", said).strip(" ?") or said
-    if said in _THANKS:
+    kinds = _pleasantries(said)
+    if kinds and kinds[-1] == "thanks":
         return "You're welcome."
-    if said in _BYE:
+    if kinds and kinds[-1] == "bye":
         return "Goodbye."
-    if said in _GREETING:
+    if kinds:
         return "Hello. Ask me about this node or tell me what to do; say \"help\" for examples."
     if said in _HELP or text.strip() == "?":
         examples = [str(t["examples"][0]) for t in tools if t.get("examples")][:8]
@@ -95,6 +96,26 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
         return ("I run this node's actions for you and answer from their real results. For example:\n"
                 f"{listed}\nA step that changes something may need an approval first.")
     return None
+
+
+def _pleasantries(said: str) -> list[str]:
+    """The kinds of pleasantry ``said`` is made of, in order ("thanks, bye" -> thanks, bye), or ``[]`` when
+    any part of it is something else."""
+    phrases = [(p.split(), kind) for kind, group in (("thanks", _THANKS), ("bye", _BYE), ("hello", _GREETING))
+               for p in group]
+    words = said.split()
+
+    def cover(i: int) -> list[str] | None:
+        if i == len(words):
+            return []
+        for toks, kind in sorted(phrases, key=lambda pk: -len(pk[0])):
+            if words[i:i + len(toks)] == toks:
+                rest = cover(i + len(toks))
+                if rest is not None:
+                    return [kind, *rest]
+        return None
+
+    return (cover(0) or []) if words else []
 
 
 class OfflinePlanner:

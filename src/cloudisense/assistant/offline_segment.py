@@ -49,7 +49,9 @@ _QUESTION_START = re.compile(
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
 #: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
-               "hour", "minute", "month", "year", "time", "end", "start"}
+               "hour", "minute", "month", "year", "time", "end", "start",
+               # ... and which one of several, by age or order ("the latest orders backup").
+               "latest", "newest", "oldest", "earliest", "recent", "current", "first", "second", "final"}
 _QUANTIFIERS = {"any", "all", "every", "each"}
 #: A condition that only says "the opposite of the step before" ("... and start it if not").
 _NEGATED_BEFORE = {"not", "it's not", "it is not", "it isn't", "its not", "isn't", "not so", "it's not up"}
@@ -371,7 +373,9 @@ class SegmentPlanner:
                     params[param] = kinds[kind]
                 elif param in tool_required(cand):
                     fits = False
-            missing = [p for p in tool_required(cand) if p not in params]
+            named = self._condition_values(cand, condition, params) if fits else {}
+            missing = [p for p in tool_required(cand) if p not in params and p not in named]
+            params.update(named)
             if not fits or missing:
                 continue
             score = cond.score + (1.0 if params else 0.0)
@@ -379,6 +383,24 @@ class SegmentPlanner:
                 best = (score, StepDraft(cand["name"], params, draft.confidence, reason=f"{cand['name']} to check "
                                                                                           f"the condition"), cond)
         return (best[1], best[2]) if best else None
+
+    def _condition_values(self, tool: dict[str, Any], condition: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The required plain params of a check step read from the condition's own words ("if there's no
+        postgres process": the process ``postgres``); a word of the catalogue is never such a value."""
+        props = (tool.get("params") or {}).get("properties") or {}
+        ents = tool.get("entities") or {}
+        seg = ex.Segment.of(condition)
+        if not _name_nouns(tool["name"]) & {canonical(t) for t in seg.raw}:
+            return {}  # the condition must say what the check is about ("... no postgres *process*")
+        reading = self._reading(seg, ex.find_mentions(seg, self.entities, self.aliases))
+        out: dict[str, Any] = {}
+        for param in tool_required(tool):
+            if param in given or param in ents or not isinstance(props.get(param), dict):
+                continue
+            value = ex.read_value(param, props[param], reading, required=True, known_words=self._known(tool))
+            if value is not None:
+                out[param] = value
+        return out
 
     # --- one segment ---------------------------------------------------------------------------
 
@@ -437,7 +459,8 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
-        elif seg.raw and canonical(seg.raw[0]) == "show":
+        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show":
+            # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all.
             reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
             scores = reads or scores
@@ -604,17 +627,20 @@ class SegmentPlanner:
 
     def _default_for(self, kind: str) -> str | None:
         """The read intent a bare name of ``kind`` means ("nginx?" is its status): it needs only that name."""
-        best: tuple[int, str] | None = None
+        best: tuple[int, int, str] | None = None
         for tool in self.catalog.tools:
             if tool.get("risk") != "read" or tool.get("refusal"):
                 continue
             ents = tool.get("entities") or {}
             required = tool_required(tool)
             if any(ents.get(p) == kind for p in required) and all(p in ents for p in required):
+                # An intent whose verb is "show" ("read_log") shows the thing; another ("download_log") does
+                # something else with it; then the simplest.
+                shows = 0 if canonical(tool["name"].split("_")[0]) == "show" else 1
                 size = len((tool.get("params") or {}).get("properties") or {})
-                if best is None or size < best[0]:
-                    best = (size, tool["name"])
-        return best[1] if best else None
+                if best is None or (shows, size) < best[:2]:
+                    best = (shows, size, tool["name"])
+        return best[2] if best else None
 
     def _query_tokens(self, text: str, mentions: list[ex.Mention]) -> tuple[list[str], bool]:
         """Catalogue tokens of ``text`` without the names mentioned, and whether a typo was corrected."""
@@ -623,7 +649,9 @@ class SegmentPlanner:
         names |= {n.lower() for m in mentions for n in m.names}
         # A word of a name said apart from it ("errors in the nginx error log") is a word of the request.
         dropped = {seg.keep[i] for i, s in enumerate(seg.stems) if s in names and seg.raw[seg.keep[i]] in names}
-        covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)}
+        # The kind word of an alias ("the application log") still says what kind of thing is asked about.
+        covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)
+                   and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
         fixed = self.catalog.tokens(rest)
         plain = normalize(rest)
