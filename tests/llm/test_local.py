@@ -12,7 +12,14 @@ import pytest
 from cloudisense.llm import ChatRequest, Message, TextDelta, ToolCall, ToolSpec, get_provider
 from cloudisense.llm.base import Finish, ToolCallEvent, UsageEvent
 from cloudisense.llm.errors import ProviderUnavailable
-from cloudisense.llm.local import grammar_schema, parse_tool_output, to_local_messages, tool_line, tool_schema
+from cloudisense.llm.local import (
+    PromptStates,
+    grammar_schema,
+    parse_tool_output,
+    to_local_messages,
+    tool_line,
+    tool_schema,
+)
 
 STATS = ToolSpec(
     "get_stats",
@@ -53,6 +60,18 @@ def test_tools_are_offered_as_one_short_line_each() -> None:
     assert tool_line(STATS) == "- get_stats(host: string): CPU and memory statistics of a host"
     system = to_local_messages(ChatRequest([Message.user("hi")], tools=[STATS, audit]))[0]["content"]
     assert "JSON schema" not in system and "how many" not in system  # the grammar holds the details
+
+
+def test_kept_prompt_states_keep_what_is_reused() -> None:
+    states = PromptStates(capacity=2)
+    plan = list(range(100))
+    states.keep(plan + [1000, 1001], b"plan-1")
+    states._states[-1].hits = 3  # plans began with it three times
+    states.keep(plan + [1000, 1001, 1002], b"plan-1 and its answer")  # extends it: replaces it, keeps its hits
+    assert [(st.data, st.hits) for st in states._states] == [(b"plan-1 and its answer", 3)]
+    states.keep(list(range(500, 600)), b"reading")
+    states.keep(list(range(700, 800)), b"chat")  # full: the one-off reading goes, not the reused plan
+    assert [st.data for st in states._states] == [b"plan-1 and its answer", b"chat"]
 
 
 def test_tool_output_parsing_is_defensive() -> None:

@@ -175,6 +175,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class _PromptState:
     tokens: list[int]
     data: bytes
+    #: How often a new prompt began with this one: what decides which state goes when full.
+    hits: int = 0
 
 
 class PromptStates:
@@ -192,7 +194,7 @@ class PromptStates:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._states: list[_PromptState] = []  # oldest first
+        self._states: list[_PromptState] = []  # oldest first (min() picks the oldest of equals)
         #: Tokens the last :meth:`restore` loaded instead of evaluating (0: none).
         self.last_restored = 0
 
@@ -213,8 +215,7 @@ class PromptStates:
         llama.input_ids[: len(best.tokens)] = best.tokens
         llama.n_tokens = len(best.tokens)
         llama._requires_eval = True  # the logits are not those of this state: always decode a suffix
-        self._states.remove(best)
-        self._states.append(best)
+        best.hits += 1
         self.last_restored = shared
         return shared
 
@@ -235,12 +236,19 @@ class PromptStates:
         size = llama_cpp.llama_state_seq_get_size(llama._ctx.ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(llama._ctx.ctx, buffer, size, 0)
-        if not written:
-            return
-        # A kept prompt this one extends says nothing more: the new state replaces it.
-        self._states = [st for st in self._states if _common_prefix(st.tokens, tokens) < len(st.tokens)]
-        self._states.append(_PromptState(tokens, bytes(buffer)[:written]))
-        del self._states[: -self.capacity]
+        if written:
+            self.keep(tokens, bytes(buffer)[:written])
+
+    def keep(self, tokens: list[int], data: bytes) -> None:
+        """Add the state of ``tokens``, dropping what it makes redundant and, when full, the least reused."""
+        # A kept prompt this one extends says nothing more: the new state replaces it, with its hits.
+        extended = [st for st in self._states if _common_prefix(st.tokens, tokens) == len(st.tokens)]
+        self._states = [st for st in self._states if st not in extended]
+        self._states.append(_PromptState(tokens, data, max((st.hits for st in extended), default=0)))
+        # Full: the state reused least goes (the oldest of those), so a planner's fixed part,
+        # reused by every plan, outlives one-off readings and chats between plans.
+        while len(self._states) > self.capacity:
+            self._states.remove(min(self._states[:-1], key=lambda st: st.hits))
 
 
 class LocalModel:
