@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from cloudisense.assistant.call_grammar import (
     signature,
 )
 from cloudisense.assistant.plan import PlanningContext
-from cloudisense.assistant.catalog import plannable
 from cloudisense.assistant.planner import CallPlanner, HybridPlanner, choose_planner
 from cloudisense.llm.testing import ScriptedModel
 
@@ -89,28 +87,17 @@ def test_signature_is_one_short_line(demo: tuple[PlanningContext, Any]) -> None:
     assert line.startswith("read_log(name: log, lines: int = ...") and "\n" not in line and len(line) < 200
 
 
-async def test_call_planner_sends_a_fixed_prompt_and_a_grammar_of_the_offered_tools(
-        demo: tuple[PlanningContext, Any]) -> None:
+async def test_call_planner_sends_a_small_prompt_and_a_grammar(demo: tuple[PlanningContext, Any]) -> None:
     context, registry = demo
-    model = ScriptedModel(['restart_target(name="redis")', 'read_log(name="app")'])
-    planner = CallPlanner(model, registry)
-    plan = await planner.plan("bounce the kv store", context)
+    model = ScriptedModel(['restart_target(name="redis")'])
+    plan = await CallPlanner(model, registry).plan("bounce the kv store", context)
     assert plan.outcome == "execute" and [(s.intent, s.params) for s in plan.steps] == [
         ("restart_target", {"name": "redis"})]
-    await planner.plan("show the app log", context)
-    request, other = model.requests
+    request = model.requests[0]
     assert request.grammar is not None and request.response_schema is None and not request.tools
     system = request.messages[0].content or ""
-    # The instructions and every plannable intent, the same text for every request (a prompt
-    # state llama.cpp keeps); retrieval limits what the grammar lets the model choose.
-    assert other.messages[0].content == system
-    listed = [line.split("(")[0] for line in system.splitlines() if "(" in line and "  # " in line]
-    assert sorted(listed) == sorted(t["name"] for t in plannable(context.tools))
-    called = re.search(r"^call ::= (.*)$", request.grammar, re.MULTILINE)
-    assert called is not None
-    allowed = {t["name"] for t in planner.offered("bounce the kv store", context)}
-    assert "restart_target" in allowed and len(allowed) <= 6
-    assert called.group(1).count("c-") == len(allowed)
+    offered = [line.split("(")[0] for line in system.splitlines() if "(" in line and "  # " in line]
+    assert "restart_target" in offered and len(offered) <= 6
     assert "redis (also: cache, kv, kv store)" in system  # what people call it, from the config
     # Worked examples are earlier turns, planned offline from the intents' own examples.
     assert [m.role for m in request.messages[1:-1]][:2] == ["user", "assistant"]
