@@ -109,8 +109,8 @@ class WebSocketClient(Client):
         self.pending -= 1
         self._wake()
 
-    def _write(self, text: str) -> asyncio.Future[None]:
-        """Hand ``text`` to Tornado, counting it as unwritten until the socket takes it."""
+    def _write(self, text: bytes) -> asyncio.Future[None]:
+        """Hand ``text`` (UTF-8 JSON) to Tornado, counting it as unwritten until the socket takes it."""
         fut = self._handler.send_text(text)  # raises WebSocketClosedError when closed
         if fut.done():
             # On the socket already (the usual case): nothing to count or to wait for. The outcome
@@ -135,10 +135,10 @@ class WebSocketClient(Client):
         if self._closed:
             return
         try:
-            text = protocol.dumps(message)
+            text = protocol.dumps_bytes(message)
         except (ValueError, TypeError, RecursionError):  # still one answer per request
             log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
-            text = protocol.dumps(protocol.error(message.get("requestid"), 500,
+            text = protocol.dumps_bytes(protocol.error(message.get("requestid"), 500,
                                                  "the result could not be encoded as JSON"))
         try:
             # Events queued before this response go out first (a stream's last deltas before its result).
@@ -157,7 +157,7 @@ class WebSocketClient(Client):
             if text is not None:
                 self._write(text)
 
-    def _next_frame(self, batch: list[dict[str, Any]]) -> str | None:
+    def _next_frame(self, batch: list[dict[str, Any]]) -> bytes | None:
         """``batch`` topped up from the queue (up to EVENT_BATCH) as one frame; ``None`` if none encodes."""
         while len(batch) < EVENT_BATCH and not self._events.empty():
             batch.append(self._events.get_nowait())
@@ -190,15 +190,15 @@ class WebSocketClient(Client):
                 return
 
 
-def _encode_events(batch: list[dict[str, Any]]) -> str | None:
+def _encode_events(batch: list[dict[str, Any]]) -> bytes | None:
     """One event as an object, several as an array; events that can't be encoded are left out."""
     try:
-        return protocol.dumps(batch[0] if len(batch) == 1 else batch)
+        return protocol.dumps_bytes(batch[0] if len(batch) == 1 else batch)
     except (ValueError, TypeError, RecursionError):
         good = []
         for event in batch:
             try:
-                protocol.dumps(event)
+                protocol.dumps_bytes(event)
                 good.append(event)
             except (ValueError, TypeError, RecursionError):
                 log.warning("event on %s could not be encoded as JSON; dropped", event.get("topic"))
@@ -248,8 +248,8 @@ class RpcSocket(WebSocketHandler):
     def get_compression_options(self) -> dict[str, Any] | None:
         return None
 
-    def send_text(self, text: str) -> asyncio.Future[None]:
-        """Write ``text`` as one text frame; the future resolves once the socket has taken it.
+    def send_text(self, text: bytes) -> asyncio.Future[None]:
+        """Write ``text`` (UTF-8) as one text frame; the future resolves once the socket has taken it.
 
         ``write_message`` wraps each write in a task of its own (a task, a loop turn and a
         future per answer, about 6 µs; the node writes one or more frames per request), so the
@@ -263,9 +263,8 @@ class RpcSocket(WebSocketHandler):
         write_frame = getattr(conn, "_write_frame", None)
         if write_frame is None or getattr(conn, "_compressor", None) is not None:
             return self.write_message(text)  # another Tornado, or compression on: the public way
-        data = text.encode("utf-8")
         try:
-            fut: asyncio.Future[None] = write_frame(True, 0x1, data)
+            fut: asyncio.Future[None] = write_frame(True, 0x1, text)
         except StreamClosedError:
             raise WebSocketClosedError() from None
         return fut
