@@ -242,7 +242,10 @@ class MessageRouter:
             await self._answer(client, protocol.error(rid, 500,
                                                       "internal error while reading the message; see the server log"))
             return
-        await self.handle_request(request, client, origin)
+        if request.service_id is None:  # the usual case, one coroutine fewer
+            await self._dispatch(request, client, origin)
+        else:
+            await self.handle_request(request, client, origin)
 
     async def handle_request(self, request: protocol.RpcRequest, client: Client,
                              origin: CallOrigin | None = None) -> None:
