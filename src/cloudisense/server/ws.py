@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
@@ -205,6 +205,15 @@ def _encode_events(batch: list[dict[str, Any]]) -> bytes | None:
         return _encode_events(good) if good else None
 
 
+def _frame_writer(conn: Any) -> Callable[[bool, int, bytes], asyncio.Future[None]] | None:
+    """The protocol's ``_write_frame(fin, opcode, data)``; ``None`` (use ``write_message``) if this
+    Tornado has none or compresses (the node turns compression off)."""
+    write_frame = getattr(conn, "_write_frame", None)
+    if write_frame is None or getattr(conn, "_compressor", None) is not None:
+        return None
+    return cast("Callable[[bool, int, bytes], asyncio.Future[None]]", write_frame)
+
+
 class RpcSocket(WebSocketHandler):
     """``GET /ws?token=<access token>[&client=mcp]``: refused with 401 before the upgrade unless the token is valid.
 
@@ -260,11 +269,11 @@ class RpcSocket(WebSocketHandler):
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             raise WebSocketClosedError()
-        write_frame = getattr(conn, "_write_frame", None)
-        if write_frame is None or getattr(conn, "_compressor", None) is not None:
-            return self.write_message(text)  # another Tornado, or compression on: the public way
+        write_frame = _frame_writer(conn)
+        if write_frame is None:
+            return self.write_message(text)
         try:
-            fut: asyncio.Future[None] = write_frame(True, 0x1, text)
+            fut = write_frame(True, 0x1, text)
         except StreamClosedError:
             raise WebSocketClosedError() from None
         return fut
