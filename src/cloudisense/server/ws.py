@@ -260,10 +260,9 @@ class RpcSocket(WebSocketHandler):
     def send_text(self, text: bytes) -> asyncio.Future[None]:
         """Write ``text`` (UTF-8) as one text frame; the future resolves once the socket has taken it.
 
-        ``write_message`` wraps each write in a task of its own (a task, a loop turn and a
-        future per answer, about 6 µs; the node writes one or more frames per request), so the
-        frame goes to the protocol's ``_write_frame`` directly, whose future Tornado resolves
-        at once when the write went out whole. Raises :class:`WebSocketClosedError` when
+        ``write_message`` wraps each write in a task of its own (a task, its loop turn and its
+        done callback per answer), so the frame goes to the protocol's ``_write_frame``
+        directly, whose future Tornado resolves at once when the write went out whole. Raises :class:`WebSocketClosedError` when
         closed, as ``write_message`` does.
         """
         conn = self.ws_connection
