@@ -245,7 +245,7 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
         kind = "websocket"
 
         async def send(self, message: dict[str, Any]) -> None:
-            protocol.dumps(message)
+            protocol.dumps_bytes(message)
 
         def push_event(self, event: dict[str, Any]) -> bool:
             return True
@@ -278,8 +278,15 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
             def limit() -> None:
                 router._limits.finish(router._limits.start(task, 30.0))
 
-            async def permit() -> None:
-                async with router._slots:
+            def permit() -> None:
+                if not router._slots.try_take():
+                    raise RuntimeError("no free permit")
+                router._slots.give()
+
+            semaphore = asyncio.Semaphore(16)
+
+            async def asyncio_semaphore() -> None:
+                async with semaphore:
                     pass
 
             async def asyncio_timeout() -> None:
@@ -295,13 +302,14 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                 ("run list_channels' handler", await _best_async_us(lambda: intent.handler(NoParams(), ctx))),
                 ("time limit (router.TimeLimits)", _best_us(limit)),
                 ("  the same with asyncio.timeout (before)", await _best_async_us(asyncio_timeout)),
-                ("node-wide permit (semaphore)", await _best_async_us(permit)),
+                ("node-wide permit (router.Permits)", _best_us(permit)),
+                ("  the same with asyncio.Semaphore (before)", await _best_async_us(asyncio_semaphore)),
                 ("result to JSON-ready (to_jsonable)", _best_us(lambda: protocol.to_jsonable(data))),
                 ("audit record and its row", _best_us(lambda: _row(node.audit._prepare(record())))),
                 ("metrics (request_done)",
                  _best_us(lambda: node.metrics.request_done(INTENT, "success", 200, 1e-3))),
                 ("answer built and encoded",
-                 _best_us(lambda: protocol.dumps(protocol.success(request.requestid, data)))),
+                 _best_us(lambda: protocol.dumps_bytes(protocol.success(request.requestid, data)))),
             ]
             one = [(_INSERT, _row(node.audit._prepare(record())))]
             hundred = one * 100

@@ -227,10 +227,15 @@ def dumps(message: Any) -> str:
     orjson first (the hot path); values it can't take (integers over 64 bits, odd key types) go
     through the stdlib. Raises ``ValueError``/``TypeError`` when neither can encode it.
     """
+    return dumps_bytes(message).decode("utf-8")
+
+
+def dumps_bytes(message: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes, what a socket takes (no decode and re-encode of each answer)."""
     try:
-        return orjson.dumps(message, default=str).decode("utf-8")
+        return orjson.dumps(message, default=str)
     except TypeError:
-        return json.dumps(_finite(message), default=str, allow_nan=False)
+        return json.dumps(_finite(message), default=str, allow_nan=False).encode("utf-8")
 
 
 def _finite(value: Any) -> Any:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
@@ -109,9 +109,15 @@ class WebSocketClient(Client):
         self.pending -= 1
         self._wake()
 
-    def _write(self, text: str) -> asyncio.Future[None]:
-        """Hand ``text`` to Tornado, counting it as unwritten until the socket takes it."""
-        fut = self._handler.write_message(text)  # raises WebSocketClosedError when closed
+    def _write(self, text: bytes) -> asyncio.Future[None]:
+        """Hand ``text`` (UTF-8 JSON) to Tornado, counting it as unwritten until the socket takes it."""
+        fut = self._handler.send_text(text)  # raises WebSocketClosedError when closed
+        if fut.done():
+            # On the socket already (the usual case): nothing to count or to wait for. The outcome
+            # is retrieved, so a failed write is no "never retrieved" error.
+            if not fut.cancelled() and fut.exception() is not None:
+                self._closed = True
+            return fut
         size = len(text)
         self.unwritten += size
 
@@ -129,10 +135,10 @@ class WebSocketClient(Client):
         if self._closed:
             return
         try:
-            text = protocol.dumps(message)
+            text = protocol.dumps_bytes(message)
         except (ValueError, TypeError, RecursionError):  # still one answer per request
             log.warning("response to %s could not be encoded as JSON", message.get("requestid"), exc_info=True)
-            text = protocol.dumps(protocol.error(message.get("requestid"), 500,
+            text = protocol.dumps_bytes(protocol.error(message.get("requestid"), 500,
                                                  "the result could not be encoded as JSON"))
         try:
             # Events queued before this response go out first (a stream's last deltas before its result).
@@ -151,7 +157,7 @@ class WebSocketClient(Client):
             if text is not None:
                 self._write(text)
 
-    def _next_frame(self, batch: list[dict[str, Any]]) -> str | None:
+    def _next_frame(self, batch: list[dict[str, Any]]) -> bytes | None:
         """``batch`` topped up from the queue (up to EVENT_BATCH) as one frame; ``None`` if none encodes."""
         while len(batch) < EVENT_BATCH and not self._events.empty():
             batch.append(self._events.get_nowait())
@@ -184,19 +190,28 @@ class WebSocketClient(Client):
                 return
 
 
-def _encode_events(batch: list[dict[str, Any]]) -> str | None:
+def _encode_events(batch: list[dict[str, Any]]) -> bytes | None:
     """One event as an object, several as an array; events that can't be encoded are left out."""
     try:
-        return protocol.dumps(batch[0] if len(batch) == 1 else batch)
+        return protocol.dumps_bytes(batch[0] if len(batch) == 1 else batch)
     except (ValueError, TypeError, RecursionError):
         good = []
         for event in batch:
             try:
-                protocol.dumps(event)
+                protocol.dumps_bytes(event)
                 good.append(event)
             except (ValueError, TypeError, RecursionError):
                 log.warning("event on %s could not be encoded as JSON; dropped", event.get("topic"))
         return _encode_events(good) if good else None
+
+
+def _frame_writer(conn: Any) -> Callable[[bool, int, bytes], asyncio.Future[None]] | None:
+    """The protocol's ``_write_frame(fin, opcode, data)``; ``None`` (use ``write_message``) if this
+    Tornado has none or compresses (the node turns compression off)."""
+    write_frame = getattr(conn, "_write_frame", None)
+    if write_frame is None or getattr(conn, "_compressor", None) is not None:
+        return None
+    return cast("Callable[[bool, int, bytes], asyncio.Future[None]]", write_frame)
 
 
 class RpcSocket(WebSocketHandler):
@@ -241,6 +256,26 @@ class RpcSocket(WebSocketHandler):
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return None
+
+    def send_text(self, text: bytes) -> asyncio.Future[None]:
+        """Write ``text`` (UTF-8) as one text frame; the future resolves once the socket has taken it.
+
+        ``write_message`` wraps each write in a task of its own (a task, its loop turn and its
+        done callback per answer), so the frame goes to the protocol's ``_write_frame``
+        directly, whose future Tornado resolves at once when the write went out whole. Raises :class:`WebSocketClosedError` when
+        closed, as ``write_message`` does.
+        """
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            raise WebSocketClosedError()
+        write_frame = _frame_writer(conn)
+        if write_frame is None:
+            return self.write_message(text)
+        try:
+            fut = write_frame(True, 0x1, text)
+        except StreamClosedError:
+            raise WebSocketClosedError() from None
+        return fut
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         assert self._user is not None

@@ -125,7 +125,7 @@ Op = tuple[str, Row]
 
 def _row(rec: AuditRecord) -> Row:
     return (rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid,
-            rec.parent_requestid, rec.intent, dumps(rec.params), rec.outcome, rec.code, rec.message,
+            rec.parent_requestid, rec.intent, dumps(rec.params) if rec.params else "{}", rec.outcome, rec.code, rec.message,
             rec.duration_ms, rec.decision, rec.rule)
 
 
@@ -215,7 +215,8 @@ class AuditLog:
 
     def _prepare(self, rec: AuditRecord) -> AuditRecord:
         rec.ts = rec.ts or time.time()
-        rec.params = redact(rec.params)
+        if rec.params:
+            rec.params = redact(rec.params)
         return rec
 
     async def record(self, rec: AuditRecord) -> None:
