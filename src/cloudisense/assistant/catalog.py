@@ -118,9 +118,14 @@ _PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(P
                         + r")(?![\w-])")
 
 
+#: "mark alert 12 as acknowledged" says the verb last: it is "acknowledged alert 12".
+_MARK_AS = re.compile(r"(?<![\w-])(?:mark|flag)\s+(.{1,60}?)\s+as\s+([a-z]+)(?![\w-])")
+
+
 def apply_phrases(text: str) -> str:
-    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first)."""
+    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first) and "mark X as Y"."""
     out = " " + text.lower().replace("\u2019", "'") + " "
+    out = _MARK_AS.sub(lambda m: f"{m.group(2)} {m.group(1)}", out)
     return _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", out)
 
 
@@ -133,19 +138,34 @@ def raw_tokens(text: str) -> list[str]:
     return [t.rstrip(".-") or t for t in _TOKEN.findall(text)]
 
 
-def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool = False) -> list[str]:
-    """Tokens for matching: phrases, stemming, synonyms, stopwords dropped, typos fixed against ``vocabulary``."""
+def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool = False,
+              distinct: frozenset[str] = frozenset()) -> list[str]:
+    """Tokens for matching: phrases, stemming, synonyms, stopwords dropped, typos fixed against ``vocabulary``;
+    a word of ``distinct`` means itself (see :func:`distinct_words`)."""
     vocab = vocabulary if isinstance(vocabulary, (set, frozenset, dict)) else set(vocabulary)
     out: list[str] = []
     for token in raw_tokens(apply_phrases(text)):
         if not keep_stopwords and token in STOPWORDS:
             continue
-        out.append(canonical(token, vocab))
+        out.append(canonical(token, vocab, distinct))
     return out
 
 
-def canonical(token: str, vocabulary: Any = frozenset()) -> str:
+def distinct_words(tools: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """Synonyms that would merge two things this node tells apart, so they mean themselves here.
+
+    "alert" is "notify" in general speech ("alert the team"), but on a node with ``list_alerts`` and
+    ``simple_http_notify`` an alert and a notification are different things: a word that is a noun of
+    one intent's name while its synonym is a word of another intent's name keeps its own meaning."""
+    name_words = {stem(tok) for tool in tools for tok in str(tool["name"]).split("_")}
+    return frozenset(word for word, synonym in SYNONYMS.items()
+                     if stem(word) in name_words and synonym in name_words and synonym != stem(word))
+
+
+def canonical(token: str, vocabulary: Any = frozenset(), distinct: frozenset[str] = frozenset()) -> str:
     """One token's normal form: synonym of its stem, else its closest vocabulary word when it looks like a typo."""
+    if distinct and (token in distinct or stem(token) in distinct):
+        return stem(token)
     if token in SYNONYMS:
         return SYNONYMS[token]
     base = stem(token)
@@ -287,6 +307,7 @@ class Catalog:
     def __post_init__(self) -> None:
         self.by_name = {t["name"]: t for t in self.tools}
         self._names_re = _names_pattern(self.names)
+        self.distinct = distinct_words(self.tools)
         self.vocabulary: set[str] = set()
         docs_tokens: list[list[str]] = []
         for tool in self.tools:
@@ -319,7 +340,7 @@ class Catalog:
         parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
                   for f in result_fields(tool.get("result"))]
         # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does.
-        return [w for part in parts for w in normalize(part) if not w.isdigit()]
+        return [w for part in parts for w in normalize(part, distinct=self.distinct) if not w.isdigit()]
 
     @classmethod
     def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> Catalog:
@@ -338,7 +359,7 @@ class Catalog:
 
     def tokens(self, text: str) -> list[str]:
         """``text`` normalised against this catalogue's vocabulary (typos fixed)."""
-        return normalize(text, self.vocabulary)
+        return normalize(text, self.vocabulary, distinct=self.distinct)
 
     def scores(self, query: Sequence[str]) -> dict[str, float]:
         """BM25 score of every tool for already-normalised ``query`` tokens."""

@@ -18,6 +18,7 @@ from cloudisense.assistant.catalog import (
     raw_tokens,
     stem,
     tool_required,
+    uninflect,
 )
 from cloudisense.assistant.conditions import Condition, compile_condition, result_fields, split_condition
 from cloudisense.assistant.offline import as_plan_steps
@@ -654,6 +655,15 @@ class SegmentPlanner:
                    and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
         fixed = self.catalog.tokens(rest)
+        if fixed and not self._question and fixed[0] not in self.starts:
+            # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
+            # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
+            fixed[0] = uninflect(fixed[0], self.starts) or fixed[0]
+        if fixed and not self._question and fixed[0] in self.catalog.distinct and SYNONYMS.get(fixed[0]) in self.starts \
+                and not (len(fixed) > 1 and fixed[1].isdigit()):
+            # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
+            # synonym as the verb of a request: "alert the team" notifies; "alert 12 ..." names an alert.
+            fixed[0] = SYNONYMS[fixed[0]]
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
         typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
@@ -691,8 +701,12 @@ class SegmentPlanner:
         said = {(canonical(t), _is_plural(t) or (i > 0 and spoken[i - 1] in _QUANTIFIERS))
                 for i, t in enumerate(spoken) if t not in STOPWORDS}
         verb = _first_word(seg.text, self.catalog.vocabulary)
+        verbs = verbs_of(self.catalog)
+        if verb and verb not in verbs:
+            # "acknowledged alert 12" (from "mark alert 12 as acknowledged") says the verb "acknowledge".
+            verb = uninflect(verb, verbs) or verb
         # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
-        verb_tools = verbs_of(self.catalog).get(verb or "", set())
+        verb_tools = verbs.get(verb or "", set())
         if len(verb_tools) > 2:
             verb_tools = set()
         distinct = {t for t in query if t != "?"}
