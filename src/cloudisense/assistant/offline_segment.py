@@ -40,6 +40,8 @@ DISTINCT_BONUS = 2.0
 MISSING_PENALTY = 0.6
 #: An intent that takes no param of the kind of thing the request names.
 NOT_TAKING_NAMED = 0.6
+#: A read intent for an imperative request that asks for a change (:meth:`SegmentPlanner._asks_change`).
+CHANGE_OVER_READ = 0.5
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -63,6 +65,8 @@ _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wro
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
+#: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
+_A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 _QUOTE_SPAN = re.compile(r"""'[^']*'|"[^"]*"|“[^”]*”""")
 
 
@@ -709,6 +713,7 @@ class SegmentPlanner:
         verb_tools = verbs.get(verb or "", set())
         if len(verb_tools) > 2:
             verb_tools = set()
+        change = self._asks_change(seg, verb, verbs)
         distinct = {t for t in query if t != "?"}
         repeated = any(q.every for q in ex.quantities(seg.text))
         words = set(seg.raw)
@@ -760,6 +765,8 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
+            if change and tool.get("risk") == "read":
+                score *= CHANGE_OVER_READ  # "run a backup of orders" starts one; it does not read the last one
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
@@ -774,6 +781,19 @@ class SegmentPlanner:
                 score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
         return out
+
+    def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]]) -> bool:
+        """Whether an imperative request asks for a change rather than a reading: its verb is one that only
+        changes start with in the examples ("run", "start"), or it asks for "a new" / "a fresh" thing
+        ("get a fresh cert for ..."), which no reading gives."""
+        if self._question:
+            return False
+        tools = [self.catalog.by_name[n] for n in verbs.get(verb or "", ()) if n in self.catalog.by_name]
+        # A word that is also a noun of an intent's name ("backup" of list_backups) may name the thing, not act.
+        noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
+        if tools and not noun and all(t.get("risk") != "read" for t in tools):
+            return True
+        return bool(_A_NEW.search(seg.text)) and verb != "show"
 
     def _fill_value(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
                     required: bool = True) -> Any:
