@@ -541,8 +541,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
-        if tok in phrased:
-            continue
+        if tok in phrased or tok in RECENCY:
+            continue  # "what's new in the app log" asks for its latest lines, not for lines with "new"
         if i == first and i + 1 < len(seg.raw) and seg.raw[i + 1] in _DETERMINERS:
             continue  # the verb of "open the log", not what to look for
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
@@ -559,6 +559,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words of how recent, never a text to look for.
+RECENCY = {"new", "newer", "newest", "latest", "recent", "recently", "lately", "fresh", "today", "yesterday", "now"}
 #: Words that start a noun phrase: the word before one is its verb.
 _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "this", "that", "these", "those"}
 #: Words that say how many, never what ("show me all logs").

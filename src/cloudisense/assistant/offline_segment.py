@@ -56,6 +56,8 @@ _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening
                # ... and which one of several, by age or order ("the latest orders backup").
                "latest", "newest", "oldest", "earliest", "recent", "current", "first", "second", "final"}
 _QUANTIFIERS = {"any", "all", "every", "each"}
+#: "anything new?", "something wrong?": a stand-in for what is asked about, not a word of it.
+_INDEFINITE = {"anything", "something"}
 #: A condition that only says "the opposite of the step before" ("... and start it if not").
 _NEGATED_BEFORE = {"not", "it's not", "it is not", "it isn't", "its not", "isn't", "not so", "it's not up"}
 #: Words that start examples without being verbs ("last 20 lines of ...", "top processes").
@@ -668,6 +670,10 @@ class SegmentPlanner:
             # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
             # synonym as the verb of a request: "alert the team" notifies; "alert 12 ..." names an alert.
             fixed[0] = SYNONYMS[fixed[0]]
+        if self._question:
+            # "anything new in syslog?" asks for its latest state: how recent says which lines, not which intent.
+            plainer = [t for t in fixed if t not in ex.RECENCY and t not in _INDEFINITE]
+            fixed = plainer if plainer or mentions else fixed
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
         typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
