@@ -42,6 +42,8 @@ MISSING_PENALTY = 0.6
 NOT_TAKING_NAMED = 0.6
 #: A read intent for an imperative request that asks for a change (:meth:`SegmentPlanner._asks_change`).
 CHANGE_OVER_READ = 0.5
+#: An intent whose declarations never mention a thing the request points at ("this box").
+OTHER_OBJECT = 0.7
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -720,6 +722,7 @@ class SegmentPlanner:
         if len(verb_tools) > 2:
             verb_tools = set()
         change = self._asks_change(seg, verb, verbs)
+        objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
         repeated = any(q.every for q in ex.quantities(seg.text))
         words = set(seg.raw)
@@ -771,6 +774,8 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
+            if objects - self.catalog.terms(name):
+                score *= OTHER_OBJECT  # "how long has this box been up": the box is no managed service
             if change and tool.get("risk") == "read":
                 score *= CHANGE_OVER_READ  # "run a backup of orders" starts one; it does not read the last one
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
@@ -786,6 +791,20 @@ class SegmentPlanner:
                     continue  # "memory" as a sort order is a word of the request already counted, not more evidence
                 score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
+        return out
+
+    def _objects(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[str]:
+        """The things the request points at with "this" / "the" ("this box", "the server"), as catalogue
+        words: not a configured name, a kind of configured thing, a time ("the last hour") or a stopword."""
+        busy = self._busy(seg, mentions)
+        out = set()
+        for i, tok in enumerate(seg.raw[1:], 1):
+            if seg.raw[i - 1] not in ("this", "the", "that") or i in busy or tok in STOPWORDS or not tok.isalpha() \
+                    or tok in _TIME_WORDS or tok in self.kinds or stem(tok) in self.kinds:
+                continue
+            word = canonical(tok, self.catalog.vocabulary, self.catalog.distinct)
+            if word in self.catalog.vocabulary and word not in self.kinds:
+                out.add(word)
         return out
 
     def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]]) -> bool:
