@@ -774,7 +774,8 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
-            if objects - self.catalog.terms(name):
+            other_object = bool(objects - self.catalog.terms(name))
+            if other_object:
                 score *= OTHER_OBJECT  # "how long has this box been up": the box is no managed service
             if change and tool.get("risk") == "read":
                 score *= CHANGE_OVER_READ  # "run a backup of orders" starts one; it does not read the last one
@@ -782,7 +783,8 @@ class SegmentPlanner:
                 score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
                 # The one thing it needs is not named; "any backup" / "our certificates" asks about many.
-                score *= 0.5 if about_many else 0.8
+                # Nor is it when the request points at something else ("the server").
+                score *= 0.5 if about_many or other_object else 0.8
             if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
                 score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
             for p in filled:
