@@ -44,6 +44,9 @@ NOT_TAKING_NAMED = 0.6
 CHANGE_OVER_READ = 0.5
 #: An intent whose declarations never mention a thing the request points at ("this box").
 OTHER_OBJECT = 0.7
+#: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
+#: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
+OTHER_VERB = 0.7
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -721,6 +724,7 @@ class SegmentPlanner:
         verb_tools = verbs.get(verb or "", set())
         if len(verb_tools) > 2:
             verb_tools = set()
+        verb_is_noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
         change = self._asks_change(seg, verb, verbs)
         objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
@@ -741,6 +745,7 @@ class SegmentPlanner:
             props = (tool.get("params") or {}).get("properties") or {}
             ents = tool.get("entities") or {}
             required = tool_required(tool)
+            takes_interval = any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict))
             values = {p: v for p in props if p not in ents
                       and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
             filled = set(values)
@@ -774,6 +779,11 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
+            elif tool.get("risk") != "read" and not verb_is_noun and not (repeated and takes_interval) and any(
+                    _name_nouns(other) & _name_nouns(name) for other in verb_tools):
+                # The verb of another action on the same thing: "cancel the cleanup run" is never the run itself
+                # (a frequency said still picks the one that repeats: "take a backup of orders once a day").
+                score *= OTHER_VERB
             other_object = bool(objects - self.catalog.terms(name))
             if other_object:
                 score *= OTHER_OBJECT  # "how long has this box been up": the box is no managed service
@@ -785,7 +795,7 @@ class SegmentPlanner:
                 # The one thing it needs is not named; "any backup" / "our certificates" asks about many.
                 # Nor is it when the request points at something else ("the server").
                 score *= 0.5 if about_many or other_object else 0.8
-            if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
+            if repeated and not takes_interval:
                 score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
             for p in filled:
                 spec = props[p] if isinstance(props.get(p), dict) else {}
