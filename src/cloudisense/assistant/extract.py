@@ -488,6 +488,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+"
                       r"(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)", text)
         return m.group(1).split() if m else None
+    if typ == "any":
+        # A value of any JSON type ("publish 'deploy done' on /team"): only text said as a value is one.
+        q = quoted(text)
+        if q and not reading.quote_taken:
+            reading.quote_taken = True
+            return q.strip()
+        return None
     if typ != "string":
         return None
     pattern = pattern_of(spec)
