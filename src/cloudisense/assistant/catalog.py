@@ -47,7 +47,7 @@ PHRASES: dict[str, str] = {
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle", "help me with": "handle",
-    "give me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
+    "give me": "show", "get me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
     "look at": "check", "have a look at": "check", "take a look at": "check",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
     "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
@@ -314,6 +314,8 @@ class Catalog:
             words = self._doc_words(tool)
             docs_tokens.append(words)
             self.vocabulary.update(words)
+        #: The words of the documents alone (the vocabulary adds the synonym table's words).
+        self.doc_words = frozenset(self.vocabulary)
         self.vocabulary.update(v for v in SYNONYMS.values())
         # Typos of a synonym are corrected too ("runing" is "running", which is "status").
         self.vocabulary.update(SYNONYMS)

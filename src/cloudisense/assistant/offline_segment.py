@@ -471,9 +471,10 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
-        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show":
+        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show" and not _A_NEW.search(text):
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
-            # "show alert 4" asks to see something: it never plans a write when a read fits at all.
+            # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
+            # a new cert" asks for one that does not exist yet: no read gives it).
             reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
             scores = reads or scores
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -549,7 +550,8 @@ class SegmentPlanner:
         about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
-        unknown = [t for t in about if t not in self.catalog.vocabulary and not t.isdigit() and t not in explained
+        # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
+        unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
                    and not any(p.fullmatch(t) for p in self._id_patterns())
                    and not ex.near_miss_any(t, self.catalog.vocabulary)]
         return bool(unknown) and 2 * len(unknown) > len(about)
@@ -830,7 +832,7 @@ class SegmentPlanner:
         noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
         if tools and not noun and all(t.get("risk") != "read" for t in tools):
             return True
-        return bool(_A_NEW.search(seg.text)) and verb != "show"
+        return bool(_A_NEW.search(seg.text))
 
     def _fill_value(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
                     required: bool = True) -> Any:
