@@ -666,7 +666,8 @@ class SegmentPlanner:
         # The kind word of an alias ("the application log") still says what kind of thing is asked about.
         covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)
                    and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
-        rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
+        here = self._here(seg, covered)
+        rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered and i not in here)
         fixed = self.catalog.tokens(rest)
         if fixed and not self._question and fixed[0] not in self.starts:
             # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
@@ -687,6 +688,18 @@ class SegmentPlanner:
                    for f, p in zip(fixed, plain, strict=False))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
+
+    @staticmethod
+    def _here(seg: ex.Segment, covered: set[int]) -> set[int]:
+        """The words of "on this host" / "on this machine": every action runs on this node, so where says
+        nothing about which one ("is mysqld running on this host" is not about the playbooks' hosts)."""
+        raw = seg.raw
+        end = len(raw) - 1 if raw and raw[-1] == "?" else len(raw)
+        # Only at the end of the request: "on this host" closes it; "on this disk ..." may go on to say more.
+        i = end - 3
+        if i >= 0 and raw[i] in ("on", "at") and raw[i + 1] == "this" and i + 2 not in covered:
+            return {i, i + 1, i + 2}
+        return set()
 
     def _inherit(self, before: list[StepDraft], mentions: list[ex.Mention]) -> StepDraft | None:
         """"restart web and nginx": a bare name after a step repeats that step for the name."""
