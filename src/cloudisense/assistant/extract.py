@@ -333,7 +333,8 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
 
 # --- reading one param by its schema ------------------------------------------------------------
 
-_QUOTED = re.compile(r"""(?:'([^']{1,200})'|"([^"]{1,200})"|“([^”]{1,200})”)""")
+#: A quote; an apostrophe inside a word ("what's", "the node's") opens or closes none.
+_QUOTED = re.compile(r"""(?:(?<!\w)'([^']{1,200})'(?!\w)|"([^"]{1,200})"|“([^”]{1,200})”)""")
 
 
 def quoted(text: str) -> str | None:

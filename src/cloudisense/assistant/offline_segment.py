@@ -74,7 +74,7 @@ _HARD_SPLIT = re.compile(
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
-_QUOTE_SPAN = re.compile(r"""'[^']*'|"[^"]*"|“[^”]*”""")
+_QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
 
 
 def is_question(text: str) -> bool:
