@@ -43,7 +43,7 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
-    "backed up": "backup", "been up": "uptime", "been running": "uptime", "been online": "uptime", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    "backed up": "backup", "backing up": "backup", "been up": "uptime", "been running": "uptime", "been online": "uptime", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle", "help me with": "handle",

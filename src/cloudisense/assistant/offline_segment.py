@@ -72,6 +72,11 @@ _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wro
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
+#: Verbs that undo each other (in their catalogue spelling: "kill" is "stop").
+_OPPOSITES = {a: b for x, y in (("start", "stop"), ("create", "delete"), ("add", "remove"), ("enable", "disable"),
+                                 ("mute", "unmute"), ("silence", "unsilence"), ("pause", "resume"),
+                                 ("install", "uninstall"), ("lock", "unlock"), ("open", "close"))
+              for a, b in ((x, y), (y, x))}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 _QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
@@ -802,6 +807,8 @@ class SegmentPlanner:
             other_object = bool(objects - self.catalog.terms(name))
             if other_object:
                 score *= OTHER_OBJECT  # "how long has this box been up": the box is no managed service
+            if tool.get("risk") != "read" and self._opposite(verb, name):
+                continue  # "stop backing up orders" never starts a backup, whatever else fits
             if change and tool.get("risk") == "read":
                 score *= CHANGE_OVER_READ  # "run a backup of orders" starts one; it does not read the last one
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
@@ -833,6 +840,16 @@ class SegmentPlanner:
             if word in self.catalog.vocabulary and word not in self.kinds:
                 out.add(word)
         return out
+
+    def _opposite(self, verb: str | None, name: str) -> bool:
+        """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
+        and its examples' first words) and not one of them: "stop" for ``start_backup``."""
+        opposite = _OPPOSITES.get(verb or "")
+        if opposite is None:
+            return False
+        tool = self.catalog.by_name[name]
+        own = {canonical(name.split("_")[0])} | {f for e in tool.get("examples") or () if (f := _first_word(e))}
+        return opposite in own and verb not in own
 
     def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]]) -> bool:
         """Whether an imperative request asks for a change rather than a reading: its verb is one that only
