@@ -426,13 +426,15 @@ class SegmentPlanner:
         seg = ex.Segment.of(text)
         question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
+        weak = self._weak(seg, mentions)
         for m in mentions:
-            if not m.ambiguous:
+            # A weak mention ("backup" for backup.sh on a node with backup intents) is a word, not a thing
+            # "it" or "a new one" could later refer to.
+            if not m.ambiguous and id(m) not in weak:
                 self.last[m.kind] = m.names[0]
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        weak = self._weak(seg, mentions)
         asked = ex.strip_message(text)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
