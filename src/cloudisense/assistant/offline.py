@@ -60,6 +60,12 @@ _PRIVILEGE = re.compile(
     r"|\bprivilege)", re.I)
 
 
+#: Restarting or powering off the machine itself ("reboot the whole server"): no intent does that.
+_WHOLE_MACHINE = re.compile(
+    r"\b(reboot|restart|shut\s*down|power\s*(off|cycle)|halt)\b.*\b(whole|entire)\s+(server|machine|box|host|node"
+    r"|system)\b", re.I)
+
+
 def danger(text: str) -> str | None:
     """Why ``text`` must go to a human (escalation rules of the module docstring), or ``None``."""
     if _SHELL.search(text):
@@ -67,6 +73,8 @@ def danger(text: str) -> str | None:
     words = set(re.findall(r"[a-z]+", text.lower()))
     if words & _DESTRUCTIVE and words & _SWEEPING:
         return "it asks for a sweeping destructive change that no action here performs and policy never allows"
+    if _WHOLE_MACHINE.search(text):
+        return "it asks to restart or power off the whole machine, which no action here does"
     if _PRIVILEGE.search(text):
         return "it asks to change privileges or safety controls, which needs a human"
     return None

@@ -527,6 +527,8 @@ class SegmentPlanner:
         vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
         if vague:
             return vague
+        if self._sweeping(seg, best):
+            return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
         if not mentions and self._out_of_scope(content, draft):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
@@ -842,6 +844,21 @@ class SegmentPlanner:
             if word in self.catalog.vocabulary and word not in self.kinds:
                 out.add(word)
         return out
+
+    def _sweeping(self, seg: ex.Segment, name: str) -> bool:
+        """A destructive intent asked for over every thing it acts on ("restore every database from last
+        week"): each of its runs acts on one thing, and doing them all is for a person to decide."""
+        tool = self.catalog.by_name[name]
+        if tool.get("risk") != "destructive":
+            return False
+        things = set((tool.get("entities") or {}).values()) | _name_nouns(name)
+        raw = seg.raw
+        for i, tok in enumerate(raw):
+            if tok in ("every", "all", "each"):
+                after = [w for w in raw[i + 1:i + 3] if w not in ("the", "of", "our", "my")][:1]
+                if after and (self.kinds.get(after[0]) in things or canonical(after[0]) in things):
+                    return True
+        return False
 
     def _opposite(self, verb: str | None, name: str) -> bool:
         """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
