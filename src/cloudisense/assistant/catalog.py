@@ -9,8 +9,9 @@ schemas.
 
 Text normalisation (:func:`normalize`) is shared with the offline planner:
 lower case, light stemming, phrase and word synonyms ("bounce" is "restart",
-"alive" is "status") and typo tolerance against the catalogue's vocabulary
-("restrat" is "restart").
+"alive" is "status"; but not one that would merge two things the node tells
+apart, see :func:`distinct_words`) and typo tolerance against the catalogue's
+vocabulary ("restrat" is "restart").
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
-    "backed up": "backup", "backing up": "backup", "been up": "uptime", "been running": "uptime", "been online": "uptime", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    # "how long has it been up": for how long it has run.
+    "been up": "uptime", "been running": "uptime", "been online": "uptime",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle", "help me with": "handle",

@@ -682,8 +682,8 @@ class SegmentPlanner:
             # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
             # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
             fixed[0] = uninflect(fixed[0], self.starts) or fixed[0]
-        if fixed and not self._question and fixed[0] in self.catalog.distinct and SYNONYMS.get(fixed[0]) in self.starts \
-                and not (len(fixed) > 1 and fixed[1].isdigit()):
+        if fixed and not self._question and fixed[0] in self.catalog.distinct \
+                and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()):
             # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
             # synonym as the verb of a request: "alert the team" notifies; "alert 12 ..." names an alert.
             fixed[0] = SYNONYMS[fixed[0]]
