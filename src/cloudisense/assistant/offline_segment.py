@@ -233,6 +233,8 @@ class SegmentPlanner:
         self.starts = action_words(catalog)
         #: Whether the segment being planned is a question about state.
         self._question = False
+        #: Whether the segment last re-ranked asks for a change (:meth:`_asks_change`).
+        self._change = False
 
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
@@ -511,7 +513,9 @@ class SegmentPlanner:
         refused = self.catalog.by_name[best].get("refusal")
         if refused:
             allowed = [(n, s) for n, s in ranked if not self.catalog.by_name[n].get("refusal")]
-            if allowed and allowed[0][1] >= REFUSE_MARGIN * s1:
+            # A viewer's "run a backup of orders" is refused, not answered with a reading of the last one.
+            reading_for_change = self._change and allowed and self.catalog.by_name[allowed[0][0]].get("risk") == "read"
+            if allowed and allowed[0][1] >= REFUSE_MARGIN * s1 and not reading_for_change:
                 best, s1 = allowed[0]
                 ranked = allowed
             else:
@@ -749,7 +753,7 @@ class SegmentPlanner:
         if len(verb_tools) > 2:
             verb_tools = set()
         verb_is_noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
-        change = self._asks_change(seg, verb, verbs)
+        change = self._change = self._asks_change(seg, verb, verbs)
         objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
         repeated = any(q.every for q in ex.quantities(seg.text))
