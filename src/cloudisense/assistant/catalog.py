@@ -9,8 +9,9 @@ schemas.
 
 Text normalisation (:func:`normalize`) is shared with the offline planner:
 lower case, light stemming, phrase and word synonyms ("bounce" is "restart",
-"alive" is "status") and typo tolerance against the catalogue's vocabulary
-("restrat" is "restart").
+"alive" is "status"; but not one that would merge two things the node tells
+apart, see :func:`distinct_words`) and typo tolerance against the catalogue's
+vocabulary ("restrat" is "restart").
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
-    "backed up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    # "how long has it been up": for how long it has run.
+    "been up": "uptime", "been running": "uptime", "been online": "uptime",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle", "help me with": "handle",
-    "give me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
+    "give me": "show", "get me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
     "look at": "check", "have a look at": "check", "take a look at": "check",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
     "once a": "every", "once an": "every", "twice a": "every", "once per": "every", "once every": "every",
@@ -118,9 +121,14 @@ _PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(P
                         + r")(?![\w-])")
 
 
+#: "mark alert 12 as acknowledged" says the verb last: it is "acknowledged alert 12".
+_MARK_AS = re.compile(r"(?<![\w-])(?:mark|flag)\s+(.{1,60}?)\s+as\s+([a-z]+)(?![\w-])")
+
+
 def apply_phrases(text: str) -> str:
-    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first)."""
+    """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first) and "mark X as Y"."""
     out = " " + text.lower().replace("\u2019", "'") + " "
+    out = _MARK_AS.sub(lambda m: f"{m.group(2)} {m.group(1)}", out)
     return _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", out)
 
 
@@ -133,19 +141,34 @@ def raw_tokens(text: str) -> list[str]:
     return [t.rstrip(".-") or t for t in _TOKEN.findall(text)]
 
 
-def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool = False) -> list[str]:
-    """Tokens for matching: phrases, stemming, synonyms, stopwords dropped, typos fixed against ``vocabulary``."""
+def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool = False,
+              distinct: frozenset[str] = frozenset()) -> list[str]:
+    """Tokens for matching: phrases, stemming, synonyms, stopwords dropped, typos fixed against ``vocabulary``;
+    a word of ``distinct`` means itself (see :func:`distinct_words`)."""
     vocab = vocabulary if isinstance(vocabulary, (set, frozenset, dict)) else set(vocabulary)
     out: list[str] = []
     for token in raw_tokens(apply_phrases(text)):
         if not keep_stopwords and token in STOPWORDS:
             continue
-        out.append(canonical(token, vocab))
+        out.append(canonical(token, vocab, distinct))
     return out
 
 
-def canonical(token: str, vocabulary: Any = frozenset()) -> str:
+def distinct_words(tools: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """Synonyms that would merge two things this node tells apart, so they mean themselves here.
+
+    "alert" is "notify" in general speech ("alert the team"), but on a node with ``list_alerts`` and
+    ``simple_http_notify`` an alert and a notification are different things: a word that is a noun of
+    one intent's name while its synonym is a word of another intent's name keeps its own meaning."""
+    name_words = {stem(tok) for tool in tools for tok in str(tool["name"]).split("_")}
+    return frozenset(word for word, synonym in SYNONYMS.items()
+                     if stem(word) in name_words and synonym in name_words and synonym != stem(word))
+
+
+def canonical(token: str, vocabulary: Any = frozenset(), distinct: frozenset[str] = frozenset()) -> str:
     """One token's normal form: synonym of its stem, else its closest vocabulary word when it looks like a typo."""
+    if distinct and (token in distinct or stem(token) in distinct):
+        return stem(token)
     if token in SYNONYMS:
         return SYNONYMS[token]
     base = stem(token)
@@ -287,12 +310,15 @@ class Catalog:
     def __post_init__(self) -> None:
         self.by_name = {t["name"]: t for t in self.tools}
         self._names_re = _names_pattern(self.names)
+        self.distinct = distinct_words(self.tools)
         self.vocabulary: set[str] = set()
         docs_tokens: list[list[str]] = []
         for tool in self.tools:
             words = self._doc_words(tool)
             docs_tokens.append(words)
             self.vocabulary.update(words)
+        #: The words of the documents alone (the vocabulary adds the synonym table's words).
+        self.doc_words = frozenset(self.vocabulary)
         self.vocabulary.update(v for v in SYNONYMS.values())
         # Typos of a synonym are corrected too ("runing" is "running", which is "status").
         self.vocabulary.update(SYNONYMS)
@@ -319,7 +345,7 @@ class Catalog:
         parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
                   for f in result_fields(tool.get("result"))]
         # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does.
-        return [w for part in parts for w in normalize(part) if not w.isdigit()]
+        return [w for part in parts for w in normalize(part, distinct=self.distinct) if not w.isdigit()]
 
     @classmethod
     def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> Catalog:
@@ -338,7 +364,7 @@ class Catalog:
 
     def tokens(self, text: str) -> list[str]:
         """``text`` normalised against this catalogue's vocabulary (typos fixed)."""
-        return normalize(text, self.vocabulary)
+        return normalize(text, self.vocabulary, distinct=self.distinct)
 
     def scores(self, query: Sequence[str]) -> dict[str, float]:
         """BM25 score of every tool for already-normalised ``query`` tokens."""

@@ -333,7 +333,8 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
 
 # --- reading one param by its schema ------------------------------------------------------------
 
-_QUOTED = re.compile(r"""(?:'([^']{1,200})'|"([^"]{1,200})"|“([^”]{1,200})”)""")
+#: A quote; an apostrophe inside a word ("what's", "the node's") opens or closes none.
+_QUOTED = re.compile(r"""(?:(?<!\w)'([^']{1,200})'(?!\w)|"([^"]{1,200})"|“([^”]{1,200})”)""")
 
 
 def quoted(text: str) -> str | None:
@@ -488,6 +489,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+"
                       r"(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)", text)
         return m.group(1).split() if m else None
+    if typ == "any":
+        # A value of any JSON type ("publish 'deploy done' on /team"): only text said as a value is one.
+        q = quoted(text)
+        if q and not reading.quote_taken:
+            reading.quote_taken = True
+            return q.strip()
+        return None
     if typ != "string":
         return None
     pattern = pattern_of(spec)
@@ -541,8 +549,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue
         if re.fullmatch(r"\d+(\.\d+)?", tok):
             continue  # a count or a window, not a text
-        if tok in phrased:
-            continue
+        if tok in phrased or tok in RECENCY:
+            continue  # "what's new in the app log" asks for its latest lines, not for lines with "new"
         if i == first and i + 1 < len(seg.raw) and seg.raw[i + 1] in _DETERMINERS:
             continue  # the verb of "open the log", not what to look for
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
@@ -559,6 +567,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words of how recent, never a text to look for.
+RECENCY = {"new", "newer", "newest", "latest", "recent", "recently", "lately", "fresh", "today", "yesterday", "now"}
 #: Words that start a noun phrase: the word before one is its verb.
 _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "this", "that", "these", "those"}
 #: Words that say how many, never what ("show me all logs").

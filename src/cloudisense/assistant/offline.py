@@ -7,8 +7,8 @@ How a request becomes a plan (deterministic, about a millisecond):
 1. **Small talk** ("help", "thanks", "hello", "quit"): ``answer``, never an action or an escalation.
 2. **Escalation rules** (:func:`danger`) on the whole request: shell commands (``rm -rf``,
    ``mkfs``, ``sudo``, ``DROP TABLE``...), a destructive verb with a sweeping object
-   ("delete *all* the servers"), or privilege/guard-rail changes ("give the intern root"):
-   ``escalate``.
+   ("delete *all* the servers"), restarting the whole machine ("reboot the whole server"), or
+   privilege/guard-rail changes ("give the intern root"): ``escalate``.
 3. **Split** into segments on sequencing words ("then", ";", "after that") and on "and" / ","
    when what follows starts with an action verb (the first words of the intents' examples) or
    is only an entity; each segment's "if ..." clause is its condition.
@@ -17,7 +17,12 @@ How a request becomes a plan (deterministic, about a millisecond):
    re-ranked by the entities the segment names, by one-vs-many nouns ("the backup" vs "the
    backups", "any backup"), and by what the text fills: a value of a declared id pattern
    ("b-42") or a frequency ("once a day") says which intent more than a free word does. A
-   question about state ("when did X run?", "is X up?") only ever picks a read intent; a
+   question about state ("when did X run?", "is X up?") only ever picks a read intent, while an
+   imperative that asks for a change (a verb only changes start with, "a new" / "a fresh" thing)
+   prefers a change; a change whose own verb is the request's verb's opposite ("stop" for
+   ``start_backup``) is never chosen, and one whose verbs are not the request's while another
+   action on the same thing has it counts less ("cancel the cleanup run"); a destructive intent
+   asked for over every thing of its kind ("restore every database") escalates; a
    question about an action ("did the restore of orders work?") reads the state of the thing
    it acts on (or the record of actions run). A best match the caller's role may not run is
    answered with ``refuse``. What the request is about being unknown to every intent ("play
@@ -60,6 +65,12 @@ _PRIVILEGE = re.compile(
     r"|\bprivilege)", re.I)
 
 
+#: Restarting or powering off the machine itself ("reboot the whole server"): no intent does that.
+_WHOLE_MACHINE = re.compile(
+    r"\b(reboot|restart|shut\s*down|power\s*(off|cycle)|halt)\b.*\b(whole|entire)\s+(server|machine|box|host|node"
+    r"|system)\b", re.I)
+
+
 def danger(text: str) -> str | None:
     """Why ``text`` must go to a human (escalation rules of the module docstring), or ``None``."""
     if _SHELL.search(text):
@@ -67,6 +78,8 @@ def danger(text: str) -> str | None:
     words = set(re.findall(r"[a-z]+", text.lower()))
     if words & _DESTRUCTIVE and words & _SWEEPING:
         return "it asks for a sweeping destructive change that no action here performs and policy never allows"
+    if _WHOLE_MACHINE.search(text):
+        return "it asks to restart or power off the whole machine, which no action here does"
     if _PRIVILEGE.search(text):
         return "it asks to change privileges or safety controls, which needs a human"
     return None

@@ -18,6 +18,7 @@ from cloudisense.assistant.catalog import (
     raw_tokens,
     stem,
     tool_required,
+    uninflect,
 )
 from cloudisense.assistant.conditions import Condition, compile_condition, result_fields, split_condition
 from cloudisense.assistant.offline import as_plan_steps
@@ -39,6 +40,13 @@ DISTINCT_BONUS = 2.0
 MISSING_PENALTY = 0.6
 #: An intent that takes no param of the kind of thing the request names.
 NOT_TAKING_NAMED = 0.6
+#: A read intent for an imperative request that asks for a change (:meth:`SegmentPlanner._asks_change`).
+CHANGE_OVER_READ = 0.5
+#: An intent whose declarations never mention a thing the request points at ("this box").
+OTHER_OBJECT = 0.7
+#: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
+#: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
+OTHER_VERB = 0.7
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -53,6 +61,8 @@ _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening
                # ... and which one of several, by age or order ("the latest orders backup").
                "latest", "newest", "oldest", "earliest", "recent", "current", "first", "second", "final"}
 _QUANTIFIERS = {"any", "all", "every", "each"}
+#: "anything new?", "something wrong?": a stand-in for what is asked about, not a word of it.
+_INDEFINITE = {"anything", "something"}
 #: A condition that only says "the opposite of the step before" ("... and start it if not").
 _NEGATED_BEFORE = {"not", "it's not", "it is not", "it isn't", "its not", "isn't", "not so", "it's not up"}
 #: Words that start examples without being verbs ("last 20 lines of ...", "top processes").
@@ -62,7 +72,14 @@ _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wro
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
-_QUOTE_SPAN = re.compile(r"""'[^']*'|"[^"]*"|“[^”]*”""")
+#: Verbs that undo each other (in their catalogue spelling: "kill" is "stop").
+_OPPOSITES = {a: b for x, y in (("start", "stop"), ("create", "delete"), ("add", "remove"), ("enable", "disable"),
+                                 ("mute", "unmute"), ("silence", "unsilence"), ("pause", "resume"),
+                                 ("install", "uninstall"), ("lock", "unlock"), ("open", "close"))
+              for a, b in ((x, y), (y, x))}
+#: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
+_A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
+_QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
 
 
 def is_question(text: str) -> bool:
@@ -216,6 +233,8 @@ class SegmentPlanner:
         self.starts = action_words(catalog)
         #: Whether the segment being planned is a question about state.
         self._question = False
+        #: Whether the segment last re-ranked asks for a change (:meth:`_asks_change`).
+        self._change = False
 
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
@@ -409,13 +428,15 @@ class SegmentPlanner:
         seg = ex.Segment.of(text)
         question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
+        weak = self._weak(seg, mentions)
         for m in mentions:
-            if not m.ambiguous:
+            # A weak mention ("backup" for backup.sh on a node with backup intents) is a word, not a thing
+            # "it" or "a new one" could later refer to.
+            if not m.ambiguous and id(m) not in weak:
                 self.last[m.kind] = m.names[0]
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        weak = self._weak(seg, mentions)
         asked = ex.strip_message(text)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
@@ -459,9 +480,10 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
-        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show":
+        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show" and not _A_NEW.search(text):
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
-            # "show alert 4" asks to see something: it never plans a write when a read fits at all.
+            # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
+            # a new cert" asks for one that does not exist yet: no read gives it).
             reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
             scores = reads or scores
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -491,7 +513,9 @@ class SegmentPlanner:
         refused = self.catalog.by_name[best].get("refusal")
         if refused:
             allowed = [(n, s) for n, s in ranked if not self.catalog.by_name[n].get("refusal")]
-            if allowed and allowed[0][1] >= REFUSE_MARGIN * s1:
+            # A viewer's "run a backup of orders" is refused, not answered with a reading of the last one.
+            reading_for_change = self._change and allowed and self.catalog.by_name[allowed[0][0]].get("risk") == "read"
+            if allowed and allowed[0][1] >= REFUSE_MARGIN * s1 and not reading_for_change:
                 best, s1 = allowed[0]
                 ranked = allowed
             else:
@@ -507,6 +531,8 @@ class SegmentPlanner:
         vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
         if vague:
             return vague
+        if self._sweeping(seg, best):
+            return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
         if not mentions and self._out_of_scope(content, draft):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
@@ -537,7 +563,8 @@ class SegmentPlanner:
         about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
-        unknown = [t for t in about if t not in self.catalog.vocabulary and not t.isdigit() and t not in explained
+        # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
+        unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
                    and not any(p.fullmatch(t) for p in self._id_patterns())
                    and not ex.near_miss_any(t, self.catalog.vocabulary)]
         return bool(unknown) and 2 * len(unknown) > len(about)
@@ -652,14 +679,40 @@ class SegmentPlanner:
         # The kind word of an alias ("the application log") still says what kind of thing is asked about.
         covered = {seg.keep[i] for m in mentions for i in range(m.start, m.end) if i < len(seg.keep)
                    and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
-        rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered)
+        here = self._here(seg, covered)
+        rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered and i not in here)
         fixed = self.catalog.tokens(rest)
+        if fixed and not self._question and fixed[0] not in self.starts:
+            # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
+            # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
+            fixed[0] = uninflect(fixed[0], self.starts) or fixed[0]
+        if fixed and not self._question and fixed[0] in self.catalog.distinct \
+                and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()):
+            # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
+            # synonym as the verb of a request: "alert the team" notifies; "alert 12 ..." names an alert.
+            fixed[0] = SYNONYMS[fixed[0]]
+        if self._question:
+            # "anything new in syslog?" asks for its latest state: how recent says which lines, not which intent.
+            plainer = [t for t in fixed if t not in ex.RECENCY and t not in _INDEFINITE]
+            fixed = plainer if plainer or mentions else fixed
         plain = normalize(rest)
         vocab = self.catalog.vocabulary
         typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
                    for f, p in zip(fixed, plain, strict=False))
         typo = typo or any(m.how == "fuzzy" for m in mentions)
         return fixed, typo
+
+    @staticmethod
+    def _here(seg: ex.Segment, covered: set[int]) -> set[int]:
+        """The words of "on this host" / "on this machine": every action runs on this node, so where says
+        nothing about which one ("is mysqld running on this host" is not about the playbooks' hosts)."""
+        raw = seg.raw
+        end = len(raw) - 1 if raw and raw[-1] == "?" else len(raw)
+        # Only at the end of the request: "on this host" closes it; "on this disk ..." may go on to say more.
+        i = end - 3
+        if i >= 0 and raw[i] in ("on", "at") and raw[i + 1] == "this" and i + 2 not in covered:
+            return {i, i + 1, i + 2}
+        return set()
 
     def _inherit(self, before: list[StepDraft], mentions: list[ex.Mention]) -> StepDraft | None:
         """"restart web and nginx": a bare name after a step repeats that step for the name."""
@@ -691,10 +744,17 @@ class SegmentPlanner:
         said = {(canonical(t), _is_plural(t) or (i > 0 and spoken[i - 1] in _QUANTIFIERS))
                 for i, t in enumerate(spoken) if t not in STOPWORDS}
         verb = _first_word(seg.text, self.catalog.vocabulary)
+        verbs = verbs_of(self.catalog)
+        if verb and verb not in verbs:
+            # "acknowledged alert 12" (from "mark alert 12 as acknowledged") says the verb "acknowledge".
+            verb = uninflect(verb, verbs) or verb
         # Only a verb few tools start with says which one ("back up" does, "show" and "check" don't).
-        verb_tools = verbs_of(self.catalog).get(verb or "", set())
+        verb_tools = verbs.get(verb or "", set())
         if len(verb_tools) > 2:
             verb_tools = set()
+        verb_is_noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
+        change = self._change = self._asks_change(seg, verb, verbs)
+        objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
         repeated = any(q.every for q in ex.quantities(seg.text))
         words = set(seg.raw)
@@ -713,6 +773,7 @@ class SegmentPlanner:
             props = (tool.get("params") or {}).get("properties") or {}
             ents = tool.get("entities") or {}
             required = tool_required(tool)
+            takes_interval = any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict))
             values = {p: v for p in props if p not in ents
                       and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
             filled = set(values)
@@ -746,12 +807,25 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
+            elif tool.get("risk") != "read" and not verb_is_noun and not (repeated and takes_interval) and any(
+                    _name_nouns(other) & _name_nouns(name) for other in verb_tools):
+                # The verb of another action on the same thing: "cancel the cleanup run" is never the run itself
+                # (a frequency said still picks the one that repeats: "take a backup of orders once a day").
+                score *= OTHER_VERB
+            other_object = bool(objects - self.catalog.terms(name))
+            if other_object:
+                score *= OTHER_OBJECT  # "how long has this box been up": the box is no managed service
+            if tool.get("risk") != "read" and self._opposite(verb, name):
+                continue  # "stop backing up orders" never starts a backup, whatever else fits
+            if change and tool.get("risk") == "read":
+                score *= CHANGE_OVER_READ  # "run a backup of orders" starts one; it does not read the last one
             if any(p not in ents and p not in filled and not _composable(p, tool) for p in required):
                 score *= MISSING_PENALTY
             elif req_kinds and not req_kinds & (kinds_named | weak_kinds) and not ex.has_pronoun(seg):
                 # The one thing it needs is not named; "any backup" / "our certificates" asks about many.
-                score *= 0.5 if about_many else 0.8
-            if repeated and not any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict)):
+                # Nor is it when the request points at something else ("the server").
+                score *= 0.5 if about_many or other_object else 0.8
+            if repeated and not takes_interval:
                 score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
             for p in filled:
                 spec = props[p] if isinstance(props.get(p), dict) else {}
@@ -760,6 +834,58 @@ class SegmentPlanner:
                 score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
         return out
+
+    def _objects(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[str]:
+        """The things the request points at with "this" / "the" ("this box", "the server"), as catalogue
+        words: not a configured name, a kind of configured thing, a time ("the last hour") or a stopword."""
+        busy = self._busy(seg, mentions)
+        out = set()
+        for i, tok in enumerate(seg.raw[1:], 1):
+            if seg.raw[i - 1] not in ("this", "the", "that") or i in busy or tok in STOPWORDS or not tok.isalpha() \
+                    or tok in _TIME_WORDS or tok in self.kinds or stem(tok) in self.kinds:
+                continue
+            word = canonical(tok, self.catalog.vocabulary, self.catalog.distinct)
+            if word in self.catalog.vocabulary and word not in self.kinds:
+                out.add(word)
+        return out
+
+    def _sweeping(self, seg: ex.Segment, name: str) -> bool:
+        """A destructive intent asked for over every thing it acts on ("restore every database from last
+        week"): each of its runs acts on one thing, and doing them all is for a person to decide."""
+        tool = self.catalog.by_name[name]
+        if tool.get("risk") != "destructive":
+            return False
+        things = set((tool.get("entities") or {}).values()) | _name_nouns(name)
+        raw = seg.raw
+        for i, tok in enumerate(raw):
+            if tok in ("every", "all", "each"):
+                after = [w for w in raw[i + 1:i + 3] if w not in ("the", "of", "our", "my")][:1]
+                if after and (self.kinds.get(after[0]) in things or canonical(after[0]) in things):
+                    return True
+        return False
+
+    def _opposite(self, verb: str | None, name: str) -> bool:
+        """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
+        and its examples' first words) and not one of them: "stop" for ``start_backup``."""
+        opposite = _OPPOSITES.get(verb or "")
+        if opposite is None:
+            return False
+        tool = self.catalog.by_name[name]
+        own = {canonical(name.split("_")[0])} | {f for e in tool.get("examples") or () if (f := _first_word(e))}
+        return opposite in own and verb not in own
+
+    def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]]) -> bool:
+        """Whether an imperative request asks for a change rather than a reading: its verb is one that only
+        changes start with in the examples ("run", "start"), or it asks for "a new" / "a fresh" thing
+        ("get a fresh cert for ..."), which no reading gives."""
+        if self._question:
+            return False
+        tools = [self.catalog.by_name[n] for n in verbs.get(verb or "", ()) if n in self.catalog.by_name]
+        # A word that is also a noun of an intent's name ("backup" of list_backups) may name the thing, not act.
+        noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
+        if tools and not noun and all(t.get("risk") != "read" for t in tools):
+            return True
+        return bool(_A_NEW.search(seg.text))
 
     def _fill_value(self, tool: dict[str, Any], param: str, seg: ex.Segment, mentions: list[ex.Mention],
                     required: bool = True) -> Any:
