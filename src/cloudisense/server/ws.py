@@ -262,8 +262,8 @@ class RpcSocket(WebSocketHandler):
 
         ``write_message`` wraps each write in a task of its own (a task, its loop turn and its
         done callback per answer), so the frame goes to the protocol's ``_write_frame``
-        directly, whose future Tornado resolves at once when the write went out whole. Raises :class:`WebSocketClosedError` when
-        closed, as ``write_message`` does.
+        directly, whose future Tornado resolves at once when the write went out whole. Raises
+        :class:`WebSocketClosedError` when closed, as ``write_message`` does.
         """
         conn = self.ws_connection
         if conn is None or conn.is_closing():

@@ -125,8 +125,8 @@ Op = tuple[str, Row]
 
 def _row(rec: AuditRecord) -> Row:
     return (rec.ts, rec.user, rec.role, rec.client_kind, rec.client_id, rec.requestid,
-            rec.parent_requestid, rec.intent, dumps(rec.params) if rec.params else "{}", rec.outcome, rec.code, rec.message,
-            rec.duration_ms, rec.decision, rec.rule)
+            rec.parent_requestid, rec.intent, dumps(rec.params) if rec.params else "{}", rec.outcome, rec.code,
+            rec.message, rec.duration_ms, rec.decision, rec.rule)
 
 
 def _printable(row: Row) -> Row:
