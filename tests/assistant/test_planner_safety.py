@@ -192,3 +192,11 @@ def test_if_not_and_a_condition_without_a_comma_stay_conditional(node: PlanningC
 def test_ids_counts_and_show(node: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
     plan = plan_of(text, node)
     assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+@pytest.mark.parametrize("text", ["ack the one that just fired", "silence that one for an hour",
+                                  "restore the last one", "restart this one"])
+def test_one_after_a_determiner_is_a_pronoun_never_an_id(node: PlanningContext, text: str) -> None:
+    assert [q.value for q in quantities(text) if q.minutes is None] == []
+    plan = plan_of(text, node)
+    assert not any(v == 1 for s in plan.steps for k, v in s.params.items() if k.endswith("id")), plan

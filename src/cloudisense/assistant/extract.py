@@ -292,6 +292,8 @@ class Quantity:
 _EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$"
                            # "set the backup interval to 3 hours": the time named as the interval
                            r"|\b(interval|frequency)\s+(?:\w+\s+){0,3}?(?:to|of|at|=|:)\s*$")
+#: A determiner before "one" makes it a pronoun ("the one that fired", "this one", "which one").
+_ONE_AS_PRONOUN = re.compile(r"\b(the|this|that|which|each|any|every|another|a|no|last|first|next|new|other|same)\s+$")
 #: Words of a field that counts the time between two runs ("minutes between two automatic backups").
 _INTERVAL_WORDS = {"between", "interval", "every", "often", "frequency", "period"}
 
@@ -327,6 +329,8 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
     for m in re.finditer(rf"(?<![\w.\-/%]){_NUM}(?![\w.%\-/])(?:\s+([a-z]+))?", t):
         if any(q.start <= m.start() < q.end for q in out):
             continue
+        if m.group(1) == "one" and _ONE_AS_PRONOUN.search(t[:m.start()]):
+            continue  # "ack the one that just fired": which one is a question, never alert 1
         out.append(Quantity(_num(m.group(1)), None, m.start(), m.end(), stem(m.group(2) or "")))
     return tuple(sorted(out, key=lambda q: q.start))
 
