@@ -369,7 +369,8 @@ async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
     assert not any(s.params.get("name") == "redis" for s in plan.steps)
 
 
-@pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit"])
+@pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit", "hi there",
+                                  "that's all, thank you", "great, that's all for now"])
 async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == "answer" and plan.message and not plan.steps

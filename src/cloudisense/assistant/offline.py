@@ -85,11 +85,14 @@ def danger(text: str) -> str | None:
     return None
 
 
-_GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good evening", "yo"}
+_GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good evening", "yo", "hi there",
+             "hello there", "hey there"}
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
            "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it"}
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage"}
-_BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye"}
+# Closings ("that's all for now": apostrophes are dropped before matching).
+_BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",
+        "for now", "for today", "all for now", "im done", "we are done", "were done"}
 
 
 def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
