@@ -81,7 +81,10 @@ def test_tool_output_parsing_is_defensive() -> None:
     assert isinstance(event, ToolCallEvent) and not event.call.ok and "unknown tool" in (event.call.error or "")
     assert parse_tool_output('{"answer": "hi"}', [STATS], False) == [TextDelta("hi")]
     assert parse_tool_output('{"tool": "get_st', [STATS], False) == [TextDelta('{"tool": "get_st')]
-    # An answer cut by max_tokens is said as far as it got, not shown as JSON.
+    # An answer cut by max_tokens is said as far as it got (to its last whole sentence when that
+    # keeps most of it), not shown as JSON.
+    cut = '{"answer": "Redis crashed. The worker cannot connect to it. The system is running at'
+    assert parse_tool_output(cut, [STATS], False) == [TextDelta("Redis crashed. The worker cannot connect to it.")]
     assert parse_tool_output('{"answer": "redis is down \\"hard', [STATS], False) == [TextDelta('redis is down "hard …')]
     assert parse_tool_output('{"answer": "cut in an escape \\', [STATS], False) == [TextDelta("cut in an escape …")]
     schema = tool_schema([STATS], None)

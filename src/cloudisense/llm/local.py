@@ -462,17 +462,23 @@ def parse_tool_output(text: str, tools: list[ToolSpec], structured: bool) -> lis
 
 
 def _cut_answer(text: str) -> str:
-    """The text of an ``{"answer": "..."}`` object cut before its end; other text as it is."""
+    """The text of an ``{"answer": "..."}`` object cut before its end, to its last whole sentence
+    when that keeps most of it (else with " …"); other text as it is."""
     match = re.match(r'\s*\{\s*"answer"\s*:\s*"', text)
     if match is None:
         return text
     body = text[match.end():]
+    said = body
     for end in range(len(body), max(-1, len(body) - 8), -1):  # an escape may have been cut in half
         try:
-            return str(json.loads('"' + body[:end] + '"')).rstrip() + " …"
+            said = str(json.loads('"' + body[:end] + '"'))
+            break
         except ValueError:
             continue
-    return body + " …"
+    sentences = re.match(r"(.*[.!?])\s", said + " ", re.DOTALL)
+    if sentences is not None and len(sentences.group(1)) >= len(said) / 2:
+        return sentences.group(1)
+    return said.rstrip() + " …"
 
 
 def resolve_model(model: str, settings: LLMSettings) -> tuple[Path, str | None]:
