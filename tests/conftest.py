@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -35,6 +36,17 @@ class Running:
         tokens = await login(self.url, user, PASSWORDS[user])
         return await Connection.open(self.url, tokens["access"]["token"])
 
+
+
+def pulled_model_dir(model: str) -> str:
+    """The data dir that holds the pulled ``model`` for the slow real-model tests; skips (saying how to
+    get it) without llama-cpp-python or the model. ``scripts/test.sh`` pulls it and sets the variable."""
+    pytest.importorskip("llama_cpp")
+    data_dir = os.environ.get("MODEL_TESTS_DATA_DIR")
+    if not data_dir or not (Path(data_dir) / "models" / f"{model}.gguf").exists():
+        pytest.skip(f"no pulled {model}: run scripts/test.sh, or `cloudisense model pull {model} --data-dir DIR` "
+                    "and set MODEL_TESTS_DATA_DIR=DIR")
+    return data_dir
 
 def make_settings(tmp_path: Path, config: Path | None = None, **overrides: Any) -> Settings:
     """Settings for a test node: data in ``tmp_path``, fast stats, free port."""

@@ -8,8 +8,6 @@ model's skill (bench/planner.py measures that).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from bench.planner import contexts, demo_context
 from cloudisense.assistant.plan import PlanningContext
 from cloudisense.assistant.planner import CallPlanner
 from cloudisense.config import load_settings
+from tests.conftest import pulled_model_dir
 
 MODEL = "qwen2.5-coder-0.5b"
 
@@ -26,11 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def provider() -> Any:
-    pytest.importorskip("llama_cpp")
-    data_dir = os.environ.get("MODEL_TESTS_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "models" / f"{MODEL}.gguf").exists():
-        pytest.skip(f"no pulled {MODEL}: run scripts/test.sh, or `cloudisense model pull {MODEL} --data-dir DIR` "
-                    "and set MODEL_TESTS_DATA_DIR=DIR")
+    data_dir = pulled_model_dir(MODEL)
     from cloudisense.llm.registry import get_provider
 
     settings = load_settings(None, environ={}, overrides={"data_dir": data_dir,

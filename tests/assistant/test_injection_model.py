@@ -8,11 +8,12 @@ selects it; ``scripts/test.sh`` pulls the model and sets ``MODEL_TESTS_DATA_DIR`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from bench.injection import load_cases, local_provider, one_per_surface, run_suite
+
+from tests.conftest import pulled_model_dir
 
 MODEL = "qwen2.5-coder-0.5b"
 
@@ -21,11 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(1200)  # five ReAct runs of a real model on 2 cores
 async def test_real_model_reading_planted_payloads_runs_nothing_outside_policy(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
-    data_dir = os.environ.get("MODEL_TESTS_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "models" / f"{MODEL}.gguf").exists():
-        pytest.skip(f"no pulled {MODEL}: run scripts/test.sh, or `cloudisense model pull {MODEL} --data-dir DIR` "
-                    "and set MODEL_TESTS_DATA_DIR=DIR")
+    data_dir = pulled_model_dir(MODEL)
     cases = one_per_surface(load_cases())
     assert {c["surface"] for c in cases} == {"log", "script", "process", "rule", "webhook"}
     report = await run_suite(tmp_path, cases, provider=local_provider(MODEL, data_dir))

@@ -9,11 +9,12 @@ was held to), and the fix still waits for the operator's approval. Slow: ``-m sl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from bench.scenarios import load_scenarios, run_scenario
+
+from tests.conftest import pulled_model_dir
 
 MODEL = "qwen2.5-coder-0.5b"
 DEV = {s["id"]: s for s in load_scenarios("dev")}
@@ -22,20 +23,11 @@ READING = "The model's reading (check it against the evidence above): "
 pytestmark = pytest.mark.slow
 
 
-def _model_path() -> Path:
-    pytest.importorskip("llama_cpp")
-    data_dir = os.environ.get("MODEL_TESTS_DATA_DIR")
-    path = Path(data_dir or ".") / "models" / f"{MODEL}.gguf"
-    if not data_dir or not path.exists():
-        pytest.skip(f"no pulled {MODEL}: run scripts/test.sh, or `cloudisense model pull {MODEL} --data-dir DIR` "
-                    "and set MODEL_TESTS_DATA_DIR=DIR")
-    return path
-
-
 @pytest.mark.timeout(900)  # a real model on 2 cores, two scenarios
 @pytest.mark.parametrize("scenario_id", ["d-web-stopped-502", "d-redis-stopped"])
 async def test_with_the_real_model_the_fault_is_found_explained_and_fixed(tmp_path: Path, scenario_id: str) -> None:
-    outcome = await run_scenario(DEV[scenario_id], tmp_path, provider=f"local:{_model_path()}")
+    model = Path(pulled_model_dir(MODEL)) / "models" / f"{MODEL}.gguf"
+    outcome = await run_scenario(DEV[scenario_id], tmp_path, provider=f"local:{model}")
     assert outcome.checks == {"detection": True, "localization": True, "root_cause": True, "mitigation": True}, \
         outcome.answer
     assert "Should I continue?" in outcome.answer

@@ -128,8 +128,12 @@ _MARK_AS = re.compile(r"(?<![\w-])(?:mark|flag)\s+(.{1,60}?)\s+as\s+([a-z]+)(?![
 def apply_phrases(text: str) -> str:
     """Lower-case ``text`` and rewrite the multi-word :data:`PHRASES` (longest first) and "mark X as Y"."""
     out = " " + text.lower().replace("\u2019", "'") + " "
-    out = _MARK_AS.sub(lambda m: f"{m.group(2)} {m.group(1)}", out)
-    return _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", out)
+    return spell_phrases(_MARK_AS.sub(lambda m: f"{m.group(2)} {m.group(1)}", out))
+
+
+def spell_phrases(text: str) -> str:
+    """``text`` (lower case, spaced at both ends) with each of :data:`PHRASES` in its one-word spelling."""
+    return _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", text)
 
 
 _CONTRACTION = re.compile(r"['’](s|re|ll|ve|d|t|m)\b")

@@ -22,12 +22,12 @@ from typing import Any
 
 from cloudisense.assistant.catalog import (
     _PHRASE_RE,
-    PHRASES,
     STOPWORDS,
     SYNONYMS,
     VocabularyMemo,
     canonical,
     raw_tokens,
+    spell_phrases,
     stem,
 )
 
@@ -459,7 +459,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return None
         # The text with its phrases spelt the catalogue's way ("check mode" is "dryrun"): a phrase said is a
         # modifier wherever it stands.
-        rewritten = _PHRASE_RE.sub(lambda m: f" {PHRASES[m.group(1)]} ", f" {low} ")
+        rewritten = spell_phrases(f" {low} ")
         for phrase in _modifier_phrases(param, spec):
             m = re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
             # A first word that is the request's verb ("check the playbook") is not a modifier.

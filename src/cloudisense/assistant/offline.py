@@ -114,17 +114,21 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     return None
 
 
+#: Every pleasantry as (its words, its kind), longest first: built once, read by every request.
+_PLEASANTRY_WORDS = sorted(((p.split(), kind) for kind, group in (("thanks", _THANKS), ("bye", _BYE),
+                                                                  ("hello", _GREETING)) for p in group),
+                           key=lambda pk: -len(pk[0]))
+
+
 def _pleasantries(said: str) -> list[str]:
     """The kinds of pleasantry ``said`` is made of, in order ("thanks, bye" -> thanks, bye), or ``[]`` when
     any part of it is something else."""
-    phrases = [(p.split(), kind) for kind, group in (("thanks", _THANKS), ("bye", _BYE), ("hello", _GREETING))
-               for p in group]
     words = said.split()
 
     def cover(i: int) -> list[str] | None:
         if i == len(words):
             return []
-        for toks, kind in sorted(phrases, key=lambda pk: -len(pk[0])):
+        for toks, kind in _PLEASANTRY_WORDS:
             if words[i:i + len(toks)] == toks:
                 rest = cover(i + len(toks))
                 if rest is not None:

@@ -753,7 +753,7 @@ class SegmentPlanner:
         if len(verb_tools) > 2:
             verb_tools = set()
         verb_is_noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
-        change = self._change = self._asks_change(seg, verb, verbs)
+        change = self._change = self._asks_change(seg, verb, verbs, verb_is_noun)
         objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
         repeated = any(q.every for q in ex.quantities(seg.text))
@@ -874,16 +874,15 @@ class SegmentPlanner:
         own = {canonical(name.split("_")[0])} | {f for e in tool.get("examples") or () if (f := _first_word(e))}
         return opposite in own and verb not in own
 
-    def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]]) -> bool:
+    def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]], verb_is_noun: bool) -> bool:
         """Whether an imperative request asks for a change rather than a reading: its verb is one that only
         changes start with in the examples ("run", "start"), or it asks for "a new" / "a fresh" thing
-        ("get a fresh cert for ..."), which no reading gives."""
+        ("get a fresh cert for ..."), which no reading gives. ``verb_is_noun``: the verb is also a noun of an
+        intent's name ("backup" of list_backups), so it may name the thing rather than act on it."""
         if self._question:
             return False
         tools = [self.catalog.by_name[n] for n in verbs.get(verb or "", ()) if n in self.catalog.by_name]
-        # A word that is also a noun of an intent's name ("backup" of list_backups) may name the thing, not act.
-        noun = any(verb in _name_nouns(t["name"]) for t in self.catalog.tools)
-        if tools and not noun and all(t.get("risk") != "read" for t in tools):
+        if tools and not verb_is_noun and all(t.get("risk") != "read" for t in tools):
             return True
         return bool(_A_NEW.search(seg.text))
 

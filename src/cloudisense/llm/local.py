@@ -200,9 +200,19 @@ class PromptStates:
 
     def restore(self, llama: Any, tokens: list[int]) -> int:
         """Load the kept state sharing the most of ``tokens`` if it beats what is loaded; tokens reused."""
+        self.last_restored = 0
+        if not self.capacity:
+            return 0
+        try:
+            return self._restore(llama, tokens)
+        except (AttributeError, TypeError) as exc:  # another llama-cpp-python's insides
+            self._give_up(llama, exc)
+            return 0
+
+    def _restore(self, llama: Any, tokens: list[int]) -> int:
         import llama_cpp
 
-        self.last_restored = 0
+
         loaded = _common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
         best = max(self._states, key=lambda st: _common_prefix(st.tokens, tokens), default=None)
         shared = _common_prefix(best.tokens, tokens) if best is not None else 0
@@ -219,7 +229,7 @@ class PromptStates:
         self.last_restored = shared
         return shared
 
-    def give_up(self, llama: Any, exc: BaseException) -> None:
+    def _give_up(self, llama: Any, exc: BaseException) -> None:
         """Stop keeping states (this llama-cpp-python works differently); evaluate from scratch."""
         log.warning("local model: prompt states turned off (%s: %s)", type(exc).__name__, exc)
         self.capacity = 0
@@ -228,10 +238,18 @@ class PromptStates:
 
     def save(self, llama: Any) -> None:
         """Keep the state of what is loaded now (the last prompt and its answer)."""
+        if not self.capacity:
+            return
+        try:
+            self._save(llama)
+        except (AttributeError, TypeError) as exc:  # another llama-cpp-python's insides
+            self._give_up(llama, exc)
+
+    def _save(self, llama: Any) -> None:
         import llama_cpp
 
         tokens = llama.input_ids[: llama.n_tokens].tolist()
-        if self.capacity <= 0 or len(tokens) < self.MIN_GAIN:
+        if len(tokens) < self.MIN_GAIN:
             return
         size = llama_cpp.llama_state_seq_get_size(llama._ctx.ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
@@ -291,11 +309,8 @@ class LocalModel:
                 """``Llama`` that first loads the kept state sharing the most with a prompt."""
 
                 def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
-                    if kwargs.get("reset", True) and states.capacity:
-                        try:
-                            states.restore(self, list(tokens))
-                        except (AttributeError, TypeError) as exc:  # another llama-cpp-python's insides
-                            states.give_up(self, exc)
+                    if kwargs.get("reset", True):
+                        states.restore(self, list(tokens))
                     return super().generate(tokens, *args, **kwargs)
 
             llama = PromptReusingLlama(
@@ -577,11 +592,7 @@ class LocalProvider(BaseProvider):
                         n_out += 1
                         put(piece)
                     finish = choice.get("finish_reason") or finish
-                if self.local.states.capacity:
-                    try:
-                        self.local.states.save(llama)
-                    except (AttributeError, TypeError) as exc:
-                        self.local.states.give_up(llama, exc)
+                self.local.states.save(llama)
                 put(_Done(finish, int(llama.n_tokens), n_out))
             except BaseException as exc:  # handed to the consumer, who raises it
                 put(_Failed(exc))
