@@ -40,6 +40,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -316,7 +317,7 @@ class LocalModel:
             llama = PromptReusingLlama(
                 model_path=str(self.path),
                 n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
+                n_threads=self.n_threads or os.cpu_count(),
                 chat_format=self.chat_format,
                 verbose=False,
             )
