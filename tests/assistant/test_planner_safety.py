@@ -200,3 +200,30 @@ def test_one_after_a_determiner_is_a_pronoun_never_an_id(node: PlanningContext, 
     assert [q.value for q in quantities(text) if q.minutes is None] == []
     plan = plan_of(text, node)
     assert not any(v == 1 for s in plan.steps for k, v in s.params.items() if k.endswith("id")), plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A modifier said as not so is false for a three-state flag ("either way" is its default) ...
+    ("which warning alerts has no one acknowledged", [("list_alerts", {"severity": "warning",
+                                                                      "acknowledged": False})]),
+    ("unacknowledged alerts", [("list_alerts", {"acknowledged": False})]),
+    ("acknowledged critical alerts", [("list_alerts", {"severity": "critical", "acknowledged": True})]),
+    # ... and "don't actually ..." asks for the run that changes nothing, when the intent has one.
+    ("renew api.example.com but don't actually do it", [("renew_cert", {"domain": "api.example.com",
+                                                                        "dry_run": True})]),
+    ("run nginx.yml but do not really apply it", [("run_playbook", {"name": "nginx.yml", "check": True})]),
+    ("preview users.yml", [("run_playbook", {"name": "users.yml", "check": True})]),
+])
+def test_negated_and_no_change_modifiers(node: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+@pytest.mark.parametrize("text, escalates", [
+    ("how full is the root filesystem?", False), ("list the files at the demo root", False),
+    ("give me root access", True), ("log in as root and fix it", True), ("what is the root password", True),
+])
+def test_root_is_a_privilege_only_when_it_is_one(node: PlanningContext, text: str, escalates: bool) -> None:
+    plan = plan_of(text, node)
+    assert (plan.outcome == "escalate") is escalates, plan
+    assert all(r == "read" for r in risks(plan, node)), plan

@@ -37,7 +37,10 @@ T = TypeVar("T")
 PHRASES: dict[str, str] = {
     "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
-    "take down": "stop", "turn off": "stop", "tell me when": "status", "let me know when": "status",
+    "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
+    "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
+    "tell me when": "status", "let me know when": "status",
+    "roll out": "run", "preview": "dryrun",
     "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
@@ -59,7 +62,8 @@ PHRASES: dict[str, str] = {
 
 #: Single-word synonyms, applied after stemming.
 SYNONYMS: dict[str, str] = {
-    "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "reload": "reload",
+    "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "cycle": "restart",
+    "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop",
@@ -345,9 +349,13 @@ class Catalog:
         parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
         # What its result tells ("hours since the last backup finished") is what a question about it asks.
         from cloudisense.assistant.conditions import result_fields
+        from cloudisense.assistant.extract import enum_of
 
         parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
                   for f in result_fields(tool.get("result"))]
+        # A param's listed values ("warning alerts", "sorted by memory") are words of what the intent is about.
+        parts += [v for spec in props.values() if isinstance(spec, dict)
+                  for v in enum_of(spec) if isinstance(v, str) and len(v) >= 4 and v.isalpha()]
         # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does.
         return [w for part in parts for w in normalize(part, distinct=self.distinct) if not w.isdigit()]
 

@@ -415,7 +415,12 @@ def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
 
 #: How a request asks for a run that changes nothing ("without changing anything", "make no changes").
 _NO_CHANGE = re.compile(r"\b(?:without|not|don'?t|do\s+not|never)\s+(?:chang|modify|touch|alter)\w*\s+"
-                        r"(?:anything|a\s+thing|something)\b|\bchanges?\s+nothing\b|\b(?:make|making)\s+no\s+changes\b")
+                        r"(?:anything|a\s+thing|something)\b|\bchanges?\s+nothing\b|\b(?:make|making)\s+no\s+changes\b"
+                        # "see what it would change", "but don't actually renew it", "don't apply anything"
+                        r"|\bwould\s+change\b|\b(?:don'?t|do\s+not)\s+(?:actually|really)\s+\w+"
+                        r"|\b(?:don'?t|do\s+not|without)\s+(?:apply|applying|commit|committing)\b")
+#: Words just before a modifier that say it is not so ("nobody has acknowledged", "not forced").
+_NEGATION_BEFORE = re.compile(r"(?:\b(?:not|never|nobody|no\s+one|none|no)\b|n't)(?:\s+\w+){0,2}\s*$")
 
 
 @dataclass
@@ -461,6 +466,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         # modifier wherever it stands.
         rewritten = spell_phrases(f" {low} ")
         for phrase in _modifier_phrases(param, spec):
+            # "unacknowledged", "nobody has acknowledged": the modifier said as not so. Only a
+            # three-state flag (default none: either way or not at all) reads that as false.
+            negated = re.search(rf"(?<![\w-])un-?{re.escape(phrase)}(?![\w-])", low) or next(
+                (m for m in re.finditer(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
+                 if _NEGATION_BEFORE.search(low[:m.start()])), None)
+            if negated:
+                return False if "default" in spec and spec["default"] is None else None
             m = re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
             # A first word that is the request's verb ("check the playbook") is not a modifier.
             if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
@@ -578,7 +590,7 @@ _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "
 #: Words that say how many, never what ("show me all logs").
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
-_COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit"}
+_COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit", "show", "list", "give"}
 
 
 def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:
@@ -602,7 +614,8 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
                                           or stem(before[0].lstrip("#")) in words - {"id"})
             # ... and never a count: "the last 5 alerts" is how many, not alert 5.
             counted = named_id if "id" in words else (
-                q.noun in words or q.noun.endswith("est") or before[0] in _COUNT_CUES or q.noun in known_words)
+                q.noun in words or q.noun.endswith("est") or q.noun == "most" or before[0] in _COUNT_CUES
+                or q.noun in known_words)
             if not counted:
                 continue
             value = q.value

@@ -60,7 +60,8 @@ _SWEEPING = {"all", "every", "everything", "entire", "whole", "fleet", "servers"
              "databases", "disk", "disks", "cluster", "prod", "production", "filesystem", "vms", "instances",
              "data", "drive", "drives", "volume", "volumes"}
 _PRIVILEGE = re.compile(
-    r"(\broot\b|\badmin(istrator)?\s+(rights|access|role|privileges)|\bpasswords?\b|\bssh\s+keys?\b"
+    r"(\b(as|become|becoming|get|gain|grant|give\s+\w+)\s+root\b|\broot\s+(access|password|shell|login|rights"
+    r"|privileges?|user|account|permissions?)\b|\badmin(istrator)?\s+(rights|access|role|privileges)|\bpasswords?\b|\bssh\s+keys?\b"
     r"|\b(disable|bypass|ignore|turn\s+off|skip)\s+(the\s+)?(audit|policy|policies|approvals?|firewall|guard)"
     r"|\bprivilege)", re.I)
 

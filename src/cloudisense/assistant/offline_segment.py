@@ -574,7 +574,10 @@ class SegmentPlanner:
         """A verb no intent knows ("handle the certificates") over a thing that has both reads and changes:
         which one is meant is a question, never a guess."""
         if question or typos or not content or not content[0].isalpha() or (
-                content[0] in self.catalog.vocabulary and content[0] != "handle"):
+                content[0] in self.catalog.vocabulary and content[0] != "handle") or (
+                # "unacknowledged alerts": a known word said as not so, not a verb
+                content[0].startswith("un") and canonical(content[0][2:], self.catalog.vocabulary)
+                in self.catalog.vocabulary):
             return None
         best, _ = ranked[0]
         nouns = _name_nouns(best)
