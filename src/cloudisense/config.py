@@ -133,10 +133,11 @@ class ProviderSettings(Section):
     #: or ``gemma`` for Gemma files that carry none (like the shipped model).
     local_chat_format: str | None = None
     #: Prompts whose computed state (llama.cpp's KV cache) the ``local`` provider keeps, so a
-    #: request that begins like one of them evaluates only the rest: a planner's fixed
-    #: instructions once, not per request. Each costs memory (about 28 KB per token for a 1.5B
-    #: model); 0 keeps only llama.cpp's own reuse of the last prompt.
-    local_prompt_states: int = Field(4, ge=0, le=32)
+    #: request that begins like one of them evaluates only the rest: the planner's instructions
+    #: and the intents of the modules a request is about once, not per request. Each costs memory
+    #: (about 28 KB per token for a 1.5B model, so up to about 17 MB for a plan's prompt);
+    #: 0 keeps only llama.cpp's own reuse of the last prompt.
+    local_prompt_states: int = Field(12, ge=0, le=64)
 
 
 class LLMSettings(Section):

@@ -97,7 +97,8 @@ async def test_call_planner_sends_a_small_prompt_and_a_grammar(demo: tuple[Plann
     assert request.grammar is not None and request.response_schema is None and not request.tools
     system = request.messages[0].content or ""
     offered = [line.split("(")[0] for line in system.splitlines() if "(" in line and "  # " in line]
-    assert "restart_target" in offered and len(offered) <= 6
+    # The intents of the module the request is about, none of another's that ranks far below.
+    assert "restart_target" in offered and "list_approvals" not in offered and len(offered) <= 6
     assert "redis (also: cache, kv, kv store)" in system  # what people call it, from the config
     # Worked examples are earlier turns, planned offline from the intents' own examples.
     assert [m.role for m in request.messages[1:-1]][:2] == ["user", "assistant"]
@@ -191,3 +192,20 @@ async def test_hybrid_model_is_a_second_opinion_on_an_unsure_offline_plan(demo: 
     differs = await hybrid.plan(text, context)
     assert [s.intent for s in differs.steps] == [intent] and differs.confidence == unsure.confidence
     assert f"planned {other} instead" in (differs.reason or "")
+
+
+async def test_requests_about_the_same_modules_begin_with_the_same_prompt(demo: tuple[PlanningContext, Any]) -> None:
+    """What lets the local provider's kept prompt states compute a module's part of the prompt once."""
+    context, registry = demo
+    model = ScriptedModel(['restart_target(name="redis")', 'restart_target(name="nginx")',
+                           'restart_target(name="worker")\nsimple_http_notify(message="worker restarted")'])
+    planner = CallPlanner(model, registry)
+    for text in ("bounce the kv store", "restart nginx", "restart the worker and notify the team"):
+        await planner.plan(text, context)
+    first, second, both = (r.messages[0].content or "" for r in model.requests)
+    assert first == second  # the same module: the same opening, whatever the request
+    offered = [line.split("(")[0] for line in both.splitlines() if "  # " in line]
+    assert {"restart_target", "simple_http_notify"} <= set(offered)
+    # Two modules: each module's intents together, in the catalogue's order, so the same pair
+    # of modules is always the same text.
+    assert offered == [t["name"] for t in planner.catalog(context).tools if t["name"] in offered]
