@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import asyncio
 import json
 import threading
@@ -72,6 +74,22 @@ def test_kept_prompt_states_keep_what_is_reused() -> None:
     states.keep(list(range(500, 600)), b"reading")
     states.keep(list(range(700, 800)), b"chat")  # full: the one-off reading goes, not the reused plan
     assert [st.data for st in states._states] == [b"plan-1 and its answer", b"chat"]
+
+
+def test_a_kept_state_reused_while_still_loaded_counts_as_reused() -> None:
+    import numpy as np
+
+    states = PromptStates(capacity=2)
+    opening = list(range(100))
+    states.keep(opening + [1000], b"plan-1")
+    # The next plan begins the same way and the last prompt is still loaded: nothing to load ...
+    llama = SimpleNamespace(input_ids=np.array(opening + [1000]), n_tokens=101)
+    assert states.restore(llama, opening + [2000]) == 0
+    # ... but the kept state was what made that reuse possible, so it is not the first to go.
+    assert states._states[0].hits == 1
+    states.keep(list(range(500, 600)), b"reading")
+    states.keep(list(range(700, 800)), b"chat")
+    assert [st.data for st in states._states] == [b"plan-1", b"chat"]
 
 
 def test_tool_output_parsing_is_defensive() -> None:

@@ -217,6 +217,10 @@ class PromptStates:
         loaded = _common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
         best = max(self._states, key=lambda st: _common_prefix(st.tokens, tokens), default=None)
         shared = _common_prefix(best.tokens, tokens) if best is not None else 0
+        if best is not None and shared >= self.MIN_GAIN:
+            # Reused, whether it is loaded now or still loaded from the last request: a state
+            # reused only that way must not look unused and go first.
+            best.hits += 1
         if best is None or shared - loaded < self.MIN_GAIN:
             return 0
         buffer = (ctypes.c_uint8 * len(best.data)).from_buffer_copy(best.data)
@@ -226,7 +230,6 @@ class PromptStates:
         llama.input_ids[: len(best.tokens)] = best.tokens
         llama.n_tokens = len(best.tokens)
         llama._requires_eval = True  # the logits are not those of this state: always decode a suffix
-        best.hits += 1
         self.last_restored = shared
         return shared
 
