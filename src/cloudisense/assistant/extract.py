@@ -466,18 +466,18 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         # modifier wherever it stands.
         rewritten = spell_phrases(f" {low} ")
         for phrase in _modifier_phrases(param, spec):
+            said_as = re.compile(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])")
+            spots = list(said_as.finditer(low))
             # "unacknowledged", "nobody has acknowledged": the modifier said as not so. Only a
             # three-state flag (default none: either way or not at all) reads that as false.
-            negated = re.search(rf"(?<![\w-])un-?{re.escape(phrase)}(?![\w-])", low) or next(
-                (m for m in re.finditer(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
-                 if _NEGATION_BEFORE.search(low[:m.start()])), None)
-            if negated:
+            if re.search(rf"(?<![\w-])un-?{re.escape(phrase)}(?![\w-])", low) or any(
+                    _NEGATION_BEFORE.search(low[:spot.start()]) for spot in spots):
                 return False if "default" in spec and spec["default"] is None else None
-            m = re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", low)
             # A first word that is the request's verb ("check the playbook") is not a modifier.
-            if m and (m.start() > 0 or " " in phrase or "-" in phrase or canonical(phrase) not in known_words):
+            if spots and (spots[0].start() > 0 or " " in phrase or "-" in phrase
+                         or canonical(phrase) not in known_words):
                 return True
-            if not m and re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", rewritten):
+            if not spots and said_as.search(rewritten):
                 return True
         # A flag that makes the run change nothing (its description says so), asked for in other words.
         if re.search(r"\bchanges?\s+nothing\b", str(spec.get("description", "")).lower()) and _NO_CHANGE.search(low):
@@ -486,8 +486,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         desc = str(spec.get("description", "")).lower()
         if desc.startswith("true:"):
             adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 4 and w not in STOPWORDS}
-            for m in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
-                if stem(m.group(1)) in adds:
+            for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
+                if stem(asked.group(1)) in adds:
                     return True
         return None
     values = enum_of(spec)

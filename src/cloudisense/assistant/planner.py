@@ -570,15 +570,13 @@ class CallPlanner(_ModelPlanner):
             found = catalog.search(part, self.k)
             steps.append([t for t, score in found if score >= self.SECOND_MODULE * found[0][1]] if found else [])
         # Each step's best first, then the runners-up: a second step's module is never crowded out.
-        near: list[dict[str, Any]] = []
-        for tool in [*(step[0] for step in steps if step), *(t for step in steps for t in step[1:])]:
-            if tool not in near:
-                near.append(tool)
+        best_first = [*(step[0] for step in steps if step), *(t for step in steps for t in step[1:])]
+        near = list({t["name"]: t for t in best_first}.values())  # each once, where it first came
         named = self.taking_named(text, context)
         taking = {t["name"] for t in named}
         if near and named and not any(t["name"] in taking for t in near):
             near.append(named[0])  # "is nginx ok?": an intent for the thing named, too
-        return near or named[:1] or self.catalog(context).tools[:1]
+        return near or named[:1] or catalog.tools[:1]
 
     def offered(self, text: str, context: PlanningContext) -> list[dict[str, Any]]:
         """Every plannable tool of the modules of the best-ranked tools, in registration order."""

@@ -213,7 +213,6 @@ class PromptStates:
     def _restore(self, llama: Any, tokens: list[int]) -> int:
         import llama_cpp
 
-
         loaded = _common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
         best = max(self._states, key=lambda st: _common_prefix(st.tokens, tokens), default=None)
         shared = _common_prefix(best.tokens, tokens) if best is not None else 0
