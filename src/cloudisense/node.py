@@ -21,6 +21,9 @@ from cloudisense.store.users import User, UserStore
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping node waits for running requests to finish and write their audit rows.
+DRAIN_SECONDS = 5.0
+
 
 class Node:
     """Everything one CloudiSENSE node runs, without the HTTP server."""
@@ -125,12 +128,17 @@ class Node:
         log.info("node %s started with %d modules and %d intents", self.identity, len(self.modules), len(self.registry))
 
     async def stop(self) -> None:
-        """Stop modules (reverse order), flush the audit log, close the database."""
+        """Refuse new requests, stop modules (reverse order), let running requests write their
+        audit rows (at most ``DRAIN_SECONDS``), flush the audit log, close the database."""
+        self.router.close()
         for module in reversed(list(self.modules.values())):
             try:
                 await module.stop()
             except Exception:
                 log.exception("module %s failed to stop", module.name)
+        left = await self.router.drain(DRAIN_SECONDS)
+        if left:
+            log.warning("stopping with %d request(s) still running; their outcome is not in the audit log", left)
         await self.audit.stop()
         await self.db.close()
         self._started = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -83,6 +84,7 @@ class ToyModule(Module):
             Intent("boom", "Fails with a bug", self.boom, NoParams, Risk.READ),
             Intent("lookup", "Fails with NotFound", self.lookup, NoParams, Risk.READ),
             Intent("nap", "Sleeps", self.nap, NoParams, Risk.READ, timeout=0.05),
+            Intent("linger", "Takes a moment", self.linger, NoParams, Risk.WRITE),
         ]
 
     def mark(self, name: str) -> Any:
@@ -103,6 +105,10 @@ class ToyModule(Module):
 
     async def nap(self, p: NoParams, ctx: ActionContext) -> None:
         await asyncio.sleep(5)
+
+    async def linger(self, p: NoParams, ctx: ActionContext) -> dict[str, Any]:
+        await asyncio.sleep(0.3)
+        return {"ran": "linger"}
 
 
 @pytest.fixture
@@ -394,3 +400,47 @@ async def test_inprocess_client_call(node: Node) -> None:
     assert resp["status"] == "success"
     row = (await node.audit.query(intent="poke"))[0]
     assert row["client_kind"] == "agent"
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+async def test_stopping_refuses_new_requests_and_lets_running_ones_write_their_audit_row(tmp_path: Path) -> None:
+    node = Node(make_settings(tmp_path), module_classes={**CORE_MODULES, "toy": ToyModule})
+    await node.start()
+    client = Recorder()
+    running = asyncio.create_task(node.router.handle_messages(rpc("linger", rid="before"), client))
+    while not node.router.active:
+        await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(node.stop())
+    await asyncio.sleep(0.05)
+    late = await one(node, rpc("echo", {"text": "hi"}, rid="late"))
+    assert_error_shape(late, 503)
+    assert "shutting down" in late["message"]
+    await running
+    await stopping
+    assert client.sent[-1]["code"] == 200 and client.sent[-1]["requestid"] == "before"
+
+    again = Node(make_settings(tmp_path), module_classes={**CORE_MODULES, "toy": ToyModule})
+    await again.start()
+    try:
+        rows = await again.audit.query(intent="linger")
+    finally:
+        await again.stop()
+    assert [(r["requestid"], r["outcome"]) for r in rows] == [("before", "success")]
+
+
+async def test_a_request_still_running_when_the_node_stops_is_named_in_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("cloudisense.node.DRAIN_SECONDS", 0.05)
+    node = Node(make_settings(tmp_path), module_classes={**CORE_MODULES, "toy": ToyModule})
+    await node.start()
+    running = asyncio.create_task(node.router.handle_messages(rpc("linger"), Recorder()))
+    while not node.router.active:
+        await asyncio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="cloudisense.node"):
+        await node.stop()
+    assert "1 request(s) still running" in caplog.text
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

@@ -305,8 +305,10 @@ async def test_audit_filters(tmp_path: Path, browser: Any) -> None:
 
 
 async def _all_attr(rows: Any, attr: str, wanted: set[str]) -> bool:
-    values = {await rows.nth(i).get_attribute(attr) for i in range(await rows.count())}
-    return values == wanted
+    # Read every row in one go: counting and then reading row by row races a re-render that
+    # leaves fewer rows (then nth(i) waits out the 30 s timeout for a row that is gone).
+    values = await rows.evaluate_all(f"rows => rows.map(r => r.getAttribute({attr!r}))")
+    return bool(values) and set(values) == wanted
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -208,6 +208,24 @@ class MessageRouter:
         # Bounds the actions running at once on this node; extra requests wait their turn.
         self._slots = Permits(max(16, node.settings.server.max_inflight_per_client))
         self._limits = TimeLimits()
+        #: Requests between their checks and their audit row, node-wide; ``drain`` waits for them.
+        self.active = 0
+        self._closing = False
+        self._idle: asyncio.Event | None = None
+
+    def close(self) -> None:
+        """Refuse new requests from now on (503); those already running go on."""
+        self._closing = True
+
+    async def drain(self, seconds: float) -> int:
+        """Wait up to ``seconds`` for running requests to be answered; returns how many are left."""
+        if self.active:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), seconds)
+            except TimeoutError:
+                pass
+        return self.active
 
     def add_gate(self, gate: Gate) -> None:
         """Consult ``gate`` before every action (first non-allow verdict wins)."""
@@ -272,6 +290,28 @@ class MessageRouter:
         await self._answer(client, response)
 
     async def _dispatch(self, request: protocol.RpcRequest, client: Client, origin: CallOrigin | None) -> None:
+        if self._closing:
+            await self._answer(client, protocol.error(request.requestid, 503,
+                                                      "the node is shutting down; retry once it is back"))
+            return
+        if client.inflight >= self.node.settings.server.max_inflight_per_client:
+            await self._answer(client, protocol.error(request.requestid, 429,
+                                                      "too many requests in flight on this connection"))
+            return
+        client.inflight += 1
+        self.active += 1
+        try:
+            response = await self._checked_run(request, client, origin)
+        finally:
+            client.inflight -= 1
+            self.active -= 1
+            if self._idle is not None and not self.active:
+                self._idle.set()
+        await self._answer(client, response)
+
+    async def _checked_run(self, request: protocol.RpcRequest, client: Client,
+                           origin: CallOrigin | None) -> dict[str, Any]:
+        """Check, run and audit one admitted request; returns its response."""
         started = time.perf_counter()
         intent_name = request.intent
         params_for_audit: dict[str, Any] = request.params
@@ -279,11 +319,6 @@ class MessageRouter:
         outcome = "error"
         audit = True
         audit_id: int | None = None
-        if client.inflight >= self.node.settings.server.max_inflight_per_client:
-            await self._answer(client, protocol.error(request.requestid, 429,
-                                                      "too many requests in flight on this connection"))
-            return
-        client.inflight += 1
         try:
             intent = self.registry.get(request.intent)
             intent_name = intent.name
@@ -323,8 +358,6 @@ class MessageRouter:
             log.exception("intent %s failed", intent_name)
             response = protocol.error(request.requestid, 500,
                                       f"internal error while running {intent_name}; see the server log")
-        finally:
-            client.inflight -= 1
         elapsed = time.perf_counter() - started
         if audit:
             record = AuditRecord(
@@ -336,7 +369,7 @@ class MessageRouter:
             )
             await self._audit(record, audit_id, response)
         self._count(intent_name if audit else "(unknown)", response, elapsed)
-        await self._answer(client, response)
+        return response
 
     async def _begin(self, request: protocol.RpcRequest, client: Client, intent: str, params: dict[str, Any],
                      verdict: Verdict | None, origin: CallOrigin | None) -> int:
