@@ -209,3 +209,57 @@ async def test_requests_about_the_same_modules_begin_with_the_same_prompt(demo: 
     # Two modules: each module's intents together, in the catalogue's order, so the same pair
     # of modules is always the same text.
     assert offered == [t["name"] for t in planner.catalog(context).tools if t["name"] in offered]
+
+
+def _sample_value(spec: Any) -> Any:
+    if spec.kind == "choices":
+        return spec.choices[-1]
+    return {"int": "12", "num": "1.5", "bool": "True", "str": '"a, b) c"', "array": "[]"}[spec.kind]
+
+
+def _sample_calls(tools: list[dict[str, Any]], entities: dict[str, list[str]]) -> list[str]:
+    """One call per tool with no arguments, one with all of them (in the tool's order)."""
+    from cloudisense.assistant.call_grammar import _calls
+
+    calls = []
+    for name, args in _calls(tools, entities).items():
+        calls.append(f"{name}()")
+        if args:
+            calls.append(f"{name}(" + ", ".join(f"{p}={_sample_value(v)}" for p, v in args.items()) + ")")
+    return calls
+
+
+def test_forced_text_is_always_how_a_valid_plan_goes_on(demo: tuple[PlanningContext, Any],
+                                                       plugin: tuple[PlanningContext, Any]) -> None:
+    from cloudisense.assistant.call_grammar import Forcing
+
+    for context, _ in (demo, plugin):
+        by_module: dict[str, list[dict[str, Any]]] = {}
+        for tool in context.tools:
+            by_module.setdefault(tool.get("module") or "", []).append(tool)
+        for tools in by_module.values():
+            forcing = Forcing(tools, context.entities)
+            calls = _sample_calls(tools, context.entities)
+            plans = [*calls, "\n".join(calls[:2]), 'ask("which one, the web or the db?")', 'escalate("no")']
+            for plan in plans:
+                for i in range(len(plan)):
+                    fixed = forcing(plan[:i])
+                    assert plan[i:].startswith(fixed), (plan[:i], fixed)
+                assert forcing(plan) == ""  # after a whole call: a new line or the end, the model's choice
+
+
+def test_forcing_leaves_the_model_only_its_choices(demo: tuple[PlanningContext, Any]) -> None:
+    from cloudisense.assistant.call_grammar import Forcing
+
+    context, _ = demo
+    tools = [t for t in context.tools if t.get("module") == "targets"]
+    forcing = Forcing(tools, context.entities)
+    plan, chosen, i = 'restart_target(name="redis")', [], 0
+    while i < len(plan):
+        fixed = forcing(plan[:i])
+        if not fixed:
+            chosen.append(plan[i])
+            i += 1
+        i += len(fixed)
+    # The model writes "r" (which intent), "n" (which param) and "r" (which name); the grammar the rest.
+    assert "".join(chosen) == "rnr"

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import asyncio
 import json
+import re
 import threading
 import time
 
@@ -299,3 +300,57 @@ async def test_a_kept_prompt_state_is_restored_and_answers_as_if_computed_again(
     cold = await plain.complete(ask(fixed, "What colour is snow?"))
     assert plain.local.states.last_restored == 0
     assert warm.text == cold.text and warm.usage.input_tokens == cold.usage.input_tokens
+
+
+_PICK = 'root ::= "colour=" ("\\"crimson\\"" | "\\"green\\"" | "\\"cobalt blue\\"") ", count=" [0-9]{1,2}\n'
+
+
+def _pick_forcing(written: str) -> str:
+    """The text _PICK fixes after ``written``."""
+    if not written:
+        return 'colour="'
+    whole = [f'colour={name}, count=' for name in ('"crimson"', '"green"', '"cobalt blue"')]
+    open_ = [w for w in whole if w.startswith(written) or written.startswith(w)]
+    if len(open_) == 1 and len(written) < len(open_[0]):
+        return open_[0][len(written):]
+    return ""
+
+
+@pytest.mark.slow
+async def test_greedy_under_a_grammar_picks_what_llama_cpp_picks_and_forced_text_is_read_not_written(
+        model_path, make_settings, monkeypatch) -> None:
+    import llama_cpp
+
+    import cloudisense.llm.local as local_module
+
+    def ask(question: str, forcing=None) -> ChatRequest:
+        return ChatRequest([Message.user(f"{question} Answer as colour=..., count=...")], grammar=_PICK,
+                           forcing=forcing, max_tokens=16, temperature=0)
+
+    questions = ["Which is the colour of fresh grass, and how many legs has a spider?",
+                 "Blood is what colour? How many days in a week?",
+                 "The sea on a map? How many fingers on a hand?"]
+    # Separate models (different contexts), each prompt computed from scratch: the same arithmetic.
+    ours = get_provider("local", make_settings(providers={"local_context": 1024}))
+    theirs = get_provider("local", make_settings(providers={"local_context": 1056}))
+    ours_answers = [(await ours.complete(ask(q))).text for q in questions]
+    monkeypatch.setattr(local_module, "plain_greedy", lambda kwargs: False)  # llama-cpp-python's own sampler
+    theirs_answers = [(await theirs.complete(ask(q))).text for q in questions]
+    assert ours_answers == theirs_answers
+    monkeypatch.undo()
+
+    def written_one_by_one(provider) -> int:
+        return int(llama_cpp.llama_perf_context(provider.local.load()._ctx.ctx).n_eval)
+
+    forced = get_provider("local", make_settings(providers={"local_context": 1088}))
+    for question in questions:
+        llama = forced.local.load()
+        llama_cpp.llama_perf_context_reset(llama._ctx.ctx)
+        answer = (await forced.complete(ask(question, _pick_forcing))).text
+        # Fixed text may split into other tokens than the model would write, so later choices
+        # may differ; the answer still keeps to the grammar.
+        assert re.fullmatch(r'colour="(crimson|green|cobalt blue)", count=[0-9]{1,2}', answer), answer
+        with_forcing = written_one_by_one(forced)
+        llama_cpp.llama_perf_context_reset(llama._ctx.ctx)
+        await forced.complete(ask(question + " ", None))
+        assert with_forcing < written_one_by_one(forced)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from cloudisense.assistant.call_grammar import (
     MAX_CALLS,
     CallSyntaxError,
+    Forcing,
     parse_plan,
     plan_grammar,
     render_call,
@@ -293,7 +294,7 @@ def plan_json_schema(tools: list[dict[str, Any]], entities: dict[str, list[str]]
 async def _ask_model(provider: Any, system: str, context: PlanningContext, text: str, *,
                      tools: list[dict[str, Any]] | None = None, schema: dict[str, Any] | None = None,
                      max_tokens: int | None = None, grammar: str | None = None,
-                     shots: Sequence[tuple[str, str]] = (),
+                     forcing: Callable[[str], str] | None = None, shots: Sequence[tuple[str, str]] = (),
                      history_turns: int = 8, history_chars: int = 2000, with_summary: bool = True,
                      ) -> tuple[str, list[tuple[str, dict[str, Any], str | None]]]:
     """Send one planning request; returns the answer's text and its tool calls ``(name, arguments, error)``.
@@ -317,7 +318,8 @@ async def _ask_model(provider: Any, system: str, context: PlanningContext, text:
     specs = [ToolSpec(t["name"], t.get("description", ""), t.get("params") or {"type": "object", "properties": {}})
              for t in tools or []]
     response = await provider.complete(ChatRequest(messages=messages, tools=specs, response_schema=schema,
-                                                   grammar=grammar, max_tokens=max_tokens, temperature=0.0))
+                                                   grammar=grammar, forcing=forcing, max_tokens=max_tokens,
+                                                   temperature=0.0))
     calls = [(c.name, dict(c.arguments), c.error) for c in response.tool_calls]
     return response.text or "", calls
 
@@ -612,6 +614,7 @@ class CallPlanner(_ModelPlanner):
         try:
             answer, _ = await _ask_model(self.provider, self.system_prompt(context, offered), context, text,
                                          grammar=plan_grammar(offered, context.entities),
+                                         forcing=Forcing(offered, context.entities),
                                          max_tokens=self.max_tokens, shots=self.examples(ranked, context),
                                          history_turns=2, history_chars=300,
                                          # Prompt tokens dominate a small local model's time, and it

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -189,6 +189,9 @@ class ChatRequest:
     asks for a JSON answer matching that JSON-schema (structured output); ``grammar``
     (GBNF text) constrains the answer to a grammar, which only the in-process ``local``
     provider can do (others refuse a request that carries one).
+    ``forcing`` goes with a ``grammar``: given the answer so far, it returns the text the
+    grammar admits as the only way on, which the ``local`` provider reads as prompt instead
+    of writing it token by token (other providers ignore it).
     ``session_id`` / ``user_id`` are never sent to the model: they are what
     token budgets and usage accounting are kept by (see :mod:`.budget`).
     """
@@ -197,6 +200,7 @@ class ChatRequest:
     tools: list[ToolSpec] = field(default_factory=list)
     response_schema: dict[str, Any] | None = None
     grammar: str | None = None
+    forcing: Callable[[str], str] | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     model: str | None = None

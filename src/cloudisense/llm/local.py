@@ -43,7 +43,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,7 @@ from cloudisense.llm.base import (
     UsageEvent,
 )
 from cloudisense.llm.errors import ProviderNotConfigured, ProviderRejected, ProviderUnavailable, StreamInterrupted
+from cloudisense.llm.grammar_decoding import greedy_under_grammar, plain_greedy
 
 if TYPE_CHECKING:
     from cloudisense.config import LLMSettings
@@ -309,11 +310,18 @@ class LocalModel:
             states = self.states
 
             class PromptReusingLlama(Llama):
-                """``Llama`` that first loads the kept state sharing the most with a prompt."""
+                """``Llama`` that first loads the kept state sharing the most with a prompt, and
+                decodes greedy requests under a grammar the cheaper way (:mod:`.grammar_decoding`)."""
+
+                #: The current request's forced-text callable (set by its job, worker thread only).
+                forcing: Callable[[str], str] | None = None
 
                 def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
                     if kwargs.get("reset", True):
                         states.restore(self, list(tokens))
+                    if not args and plain_greedy(kwargs):
+                        return greedy_under_grammar(self, tokens, kwargs["grammar"], self.forcing,
+                                                    kwargs.get("stopping_criteria"))
                     return super().generate(tokens, *args, **kwargs)
 
             llama = PromptReusingLlama(
@@ -586,15 +594,19 @@ class LocalProvider(BaseProvider):
                     check_grammar(llama, kwargs["grammar"])
                 finish: str | None = None
                 n_out = 0
-                for chunk in llama.create_chat_completion(**kwargs):
-                    if cancel.is_set():
-                        return
-                    choice = chunk["choices"][0]
-                    piece = choice["delta"].get("content")
-                    if piece:
-                        n_out += 1
-                        put(piece)
-                    finish = choice.get("finish_reason") or finish
+                llama.forcing = request.forcing
+                try:
+                    for chunk in llama.create_chat_completion(**kwargs):
+                        if cancel.is_set():
+                            return
+                        choice = chunk["choices"][0]
+                        piece = choice["delta"].get("content")
+                        if piece:
+                            n_out += 1
+                            put(piece)
+                        finish = choice.get("finish_reason") or finish
+                finally:
+                    llama.forcing = None
                 self.local.states.save(llama)
                 put(_Done(finish, int(llama.n_tokens), n_out))
             except BaseException as exc:  # handed to the consumer, who raises it
