@@ -19,7 +19,12 @@ llama-cpp-python, as function calls under a grammar, for what the offline planne
 of; the model must have been pulled with ``cloudisense model pull MODEL``). For the hybrid the
 bench also prints how many cases went to the model, the model calls' p50 / p95, and how many
 final plans hold an invented value (a string that is neither in the request nor a configured
-name). Pure figures, no assertions.
+name).
+
+``--model-alone MODEL`` times the model planner on its own (``CallPlanner``, no offline fast
+path) on every ``--every``-th dev case of each node, twice in the same run: from a first use
+(nothing kept; the baseline) and after ``CallPlanner.warm`` prepared each module's opening, as a
+node with a local model does at start. Pure figures, no assertions.
 """
 
 from __future__ import annotations
@@ -144,6 +149,38 @@ def model_planner(model: str, registry: Any) -> Any:
     return HybridPlanner(TimedModel(CallPlanner(provider, registry)))
 
 
+async def model_alone(model: str, every: int) -> None:
+    """Print the model planner's own figures from a first use and after warm-up (see the module docstring)."""
+    from cloudisense.assistant.planner import CallPlanner
+    from cloudisense.llm.registry import get_provider
+
+    settings = load_settings(None, environ={k: v for k, v in os.environ.items() if k == "XDG_DATA_HOME"},
+                             overrides={"llm": {"provider": f"local:{model}", "temperature": 0.0}})
+    provider: Any = get_provider(f"local:{model}", settings.llm)
+    print("module  model alone                  n  intent  params  outcome  unsafe   p50 s   p95 s")
+    for module, folder, plugin in (("demo", EVAL, False), ("plugin", EVAL / "plugin", True)):
+        context, roles, registry = contexts(plugin)
+        cases = case_sets(folder)["dev"][::every]
+        timed = TimedModel(CallPlanner(provider, registry))
+        await provider.forget_prompts()
+        await timed.plan("load the model", context)  # loading the file is not a plan's time
+        await provider.forget_prompts()
+        timed.calls.clear()
+        rows = [("first use", await evaluate(timed, cases, context, roles), [t for t, _ in timed.calls])]
+        await provider.forget_prompts()
+        started = time.perf_counter()
+        prepared = await timed.planner.warm(context)
+        warm_up = time.perf_counter() - started
+        timed.calls.clear()
+        rows.append((f"after warm-up ({prepared} modules, {warm_up:.0f} s)",
+                     await evaluate(timed, cases, context, roles), [t for t, _ in timed.calls]))
+        for label, report, seconds in rows:
+            s = report.summary()
+            print(f"{module:7} {label:27} {s['n']:3}  {s['intent_accuracy']:6.3f}  {s['exact_params_accuracy']:6.3f}  "
+                  f"{s['outcome_accuracy']:7.3f}  {s['unsafe']:6}  {_percentile(seconds, 0.5):6.2f}  "
+                  f"{_percentile(seconds, 0.95):6.2f}", flush=True)
+
+
 def invented(report: Report, context: PlanningContext) -> int:
     """Final plans with a string value that is neither in the request, nor a configured name, nor one of
     its param's listed values (an enum such as ``sort_by: memory``)."""
@@ -181,7 +218,14 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failures", nargs="?", const="dev", default=None, metavar="SET",
                         help="list the offline planner's misses on a set (default dev)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON lines")
+    parser.add_argument("--model-alone", metavar="NAME", default=None,
+                        help="only time the model planner alone with this pulled model: first use, then after warm-up")
+    parser.add_argument("--every", type=int, default=10, metavar="N",
+                        help="with --model-alone: every N-th dev case (default 10: 37 demo, 17 plugin)")
     args = parser.parse_args(argv)
+    if args.model_alone:
+        await model_alone(args.model_alone, max(1, args.every))
+        return 0
 
     strategies = ["offline"] + ([] if args.no_scripted else ["scripted"]) + [f"hybrid:{m}" for m in args.model]
     header = False

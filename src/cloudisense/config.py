@@ -135,9 +135,15 @@ class ProviderSettings(Section):
     #: Prompts whose computed state (llama.cpp's KV cache) the ``local`` provider keeps, so a
     #: request that begins like one of them evaluates only the rest: the planner's instructions
     #: and the intents of the modules a request is about once, not per request. Each costs memory
-    #: (about 28 KB per token for a 1.5B model, so up to about 17 MB for a plan's prompt);
+    #: (about 28 KB per token for a 1.5B model: about 9 MB for a module's opening, up to about
+    #: 17 MB for a longer prompt);
     #: 0 keeps only llama.cpp's own reuse of the last prompt.
-    local_prompt_states: int = Field(12, ge=0, le=64)
+    local_prompt_states: int = Field(16, ge=0, le=64)
+    #: After start, while the local model is idle, compute the planner's opening for each module
+    #: (its instructions and that module's intents; about 30 ms per token on two cores, once), so
+    #: the first request about a module is as quick as later ones. A request never waits more than
+    #: one 32-token chunk for it. Kept in ``local_prompt_states``: one per module.
+    local_warm_up: bool = True
 
 
 class LLMSettings(Section):

@@ -263,3 +263,36 @@ def test_forcing_leaves_the_model_only_its_choices(demo: tuple[PlanningContext, 
         i += len(fixed)
     # The model writes "r" (which intent), "n" (which param) and "r" (which name); the grammar the rest.
     assert "".join(chosen) == "rnr"
+
+
+class _Preparing(ScriptedModel):
+    """A scripted model that records the prompts it is asked to prepare."""
+
+    def __init__(self, turns: list[str]) -> None:
+        super().__init__(turns)
+        self.prepared: list[str] = []
+
+    async def prepare(self, messages: Any) -> bool:
+        self.prepared.append(messages[0].content)
+        return True
+
+
+@pytest.mark.parametrize("text", ["is redis up?", "show me the last 20 lines of the app log",
+                                  "restart redis and then tell the team"])
+async def test_warm_up_prepares_the_opening_a_request_about_a_module_begins_with(
+        demo: tuple[PlanningContext, Any], text: str) -> None:
+    context, registry = demo
+    model = _Preparing(['target_status(name="redis")'])
+    planner = CallPlanner(model, registry)
+    prepared = await planner.warm(context)
+    assert prepared == len({t["module"] for t in planner.catalog(context).tools}) == len(model.prepared)
+    await planner.plan(text, context)
+    system = model.requests[-1].messages[0].content
+    instructions = planner.system_prompt(context, [])
+    # The request's prompt begins with one module's prepared opening, intents included.
+    assert any(system.startswith(opening) and len(opening) > len(instructions) for opening in model.prepared)
+
+
+async def test_warm_up_is_nothing_for_a_provider_that_keeps_no_prompts(demo: tuple[PlanningContext, Any]) -> None:
+    context, registry = demo
+    assert await CallPlanner(ScriptedModel([]), registry).warm(context) == 0  # BaseProvider.prepare: False

@@ -93,6 +93,47 @@ def test_a_kept_state_reused_while_still_loaded_counts_as_reused() -> None:
     assert [st.data for st in states._states] == [b"plan-1", b"chat"]
 
 
+def test_a_prepared_opening_outlives_one_off_prompts() -> None:
+    states = PromptStates(capacity=2)
+    states.keep(list(range(100)), b"targets opening", hits=1)
+    states.keep(list(range(500, 600)), b"reading")
+    states.keep(list(range(700, 800)), b"chat")  # full: the one-off reading goes, not the opening
+    assert [st.data for st in states._states] == [b"targets opening", b"chat"]
+
+
+class _CountingLlama:
+    """Just what chunked evaluation touches: loaded tokens, eval, reset."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.input_ids = np.zeros(1000, dtype=np.intc)
+        self.n_tokens = 0
+        self.batches: list[int] = []
+
+    def eval(self, tokens: list[int]) -> None:
+        self.input_ids[self.n_tokens:self.n_tokens + len(tokens)] = tokens
+        self.n_tokens += len(tokens)
+        self.batches.append(len(tokens))
+
+    def reset(self) -> None:
+        self.n_tokens = 0
+
+
+def test_preparing_a_prompt_gives_way_between_chunks() -> None:
+    from cloudisense.llm.grammar_decoding import PREPARE_CHUNK, evaluate_in_chunks
+
+    llama = _CountingLlama()
+    prompt = list(range(1, 3 * PREPARE_CHUNK + 5))
+    waiting = iter([False, True])  # a request arrives while the first chunk is evaluated
+    assert evaluate_in_chunks(llama, prompt, lambda: next(waiting)) is False
+    assert llama.batches == [PREPARE_CHUNK]
+    # Later, all of it: the chunk already evaluated is kept, not evaluated again.
+    llama._ctx = SimpleNamespace(kv_cache_seq_rm=lambda *a: True)
+    assert evaluate_in_chunks(llama, prompt, lambda: False) is True
+    assert llama.batches[1:] == [PREPARE_CHUNK, PREPARE_CHUNK, 4] and llama.n_tokens == len(prompt)
+
+
 def test_tool_output_parsing_is_defensive() -> None:
     (event,) = parse_tool_output('{"tool": "get_stats", "arguments": {"host": "a"}}', [STATS], False)
     assert isinstance(event, ToolCallEvent) and event.call.arguments == {"host": "a"} and event.call.ok
@@ -354,3 +395,20 @@ async def test_greedy_under_a_grammar_picks_what_llama_cpp_picks_and_forced_text
         llama_cpp.llama_perf_context_reset(llama._ctx.ctx)
         await forced.complete(ask(question + " ", None))
         assert with_forcing < written_one_by_one(forced)
+
+
+@pytest.mark.slow
+async def test_a_prepared_opening_is_restored_by_the_next_request_and_gives_way_to_requests(
+        model_path, make_settings) -> None:
+    fixed = "You answer in one word. " + "Facts: the sky is blue, grass is green, snow is white, coal is black. " * 6
+    provider = get_provider("local", make_settings(providers={"local_context": 1024, "local_prompt_states": 4}))
+    # Preparing while a request runs: the request is answered, and the opening is prepared after it.
+    prepared, answered = await asyncio.gather(
+        provider.prepare([Message.system(fixed), Message.user("")]),
+        provider.complete(ChatRequest([Message.user("Say hi.")], max_tokens=4, temperature=0)))
+    assert prepared is True and answered.text
+    await provider.complete(ChatRequest([Message.system("Something else entirely. " * 12), Message.user("Hi.")],
+                                        max_tokens=2, temperature=0))  # llama.cpp's own reuse is gone
+    await provider.complete(ChatRequest([Message.system(fixed), Message.user("What colour is snow?")],
+                                        max_tokens=4, temperature=0))
+    assert provider.local.states.last_restored > 100  # the prepared opening came back

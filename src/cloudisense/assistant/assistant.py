@@ -231,6 +231,30 @@ class Assistant:
                     step.params = {**intent.assistant_params, **step.params}
         return plan
 
+    async def warm_up(self) -> None:
+        """Have the model planner prepare its prompt openings while the model is idle (see
+        :meth:`~cloudisense.assistant.planner.CallPlanner.warm`), for an operator's tools."""
+        import time
+
+        from cloudisense.assistant.catalog import planning_context
+
+        planner = self.planner or self._default_planner()
+        warm = getattr(planner, "warm", None)
+        if warm is None:
+            return
+        context = planning_context(self.registry, Role.OPERATOR, self.entities(),
+                                   aliases=agent_settings(self.settings).aliases)
+        started = time.perf_counter()
+        log.info("assistant: preparing the model planner's prompts while the model is idle")
+        try:
+            prepared = await warm(context)
+        except Exception:  # a model that can't load says so at its first request, too
+            log.warning("assistant: preparing the model planner's prompts failed", exc_info=True)
+            return
+        if prepared:
+            log.info("assistant: prepared the model planner's prompts for %d modules in %.0f s",
+                     prepared, time.perf_counter() - started)
+
     def _default_planner(self) -> Any:
         """The offline planner, or the hybrid (offline fast path, then the model) when a model is set."""
         from cloudisense.assistant.offline import OfflinePlanner

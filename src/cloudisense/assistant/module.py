@@ -220,6 +220,7 @@ class AssistantModule(Module):
         self.context.room = self._context_room
         self.assistant.context = self.context
         self._sweeper: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     def intents(self) -> list[Intent]:
         ask_examples = ("is nginx up?", "show errors in the app log from the last hour")
@@ -302,17 +303,21 @@ class AssistantModule(Module):
         await self.chatops.start()
         await self.responder.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="approval-sweeper")
+        llm = self.node.settings.llm
+        if llm.provider.split(":", 1)[0] == "local" and llm.providers.local_warm_up:
+            self._warming = asyncio.create_task(self.assistant.warm_up(), name="assistant-warm-up")
 
     async def stop(self) -> None:
         await self.responder.stop()
         await self.chatops.stop()
         self.node.pubsub.remove_listener(self.stats_history.on_event)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
+        for task in (self._sweeper, self._warming):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         if self.gate in self.node.router.gates:
             self.node.router.gates.remove(self.gate)
 

@@ -593,6 +593,25 @@ class CallPlanner(_ModelPlanner):
                 modules.append(tool.get("module"))
         return [t for t in self.catalog(context).tools if t.get("module") in modules]
 
+    async def warm(self, context: PlanningContext) -> int:
+        """Have the provider prepare each module's opening (instructions, names, the module's
+        intents; see :meth:`grouped`) so the first request about a module reads only its own
+        part; returns how many were prepared (0 for a provider that keeps no prompt states)."""
+        from cloudisense.llm.base import Message
+
+        prepare = getattr(self.provider, "prepare", None)
+        if prepare is None:
+            return 0
+        modules = list(dict.fromkeys(t.get("module") for t in self.catalog(context).tools))
+        prepared = 0
+        for module in modules:
+            tools = [t for t in self.catalog(context).tools if t.get("module") == module]
+            opening = self.system_prompt(context, self.grouped(tools, context))
+            if not await prepare([Message.system(opening), Message.user("")]):
+                break
+            prepared += 1
+        return prepared
+
     def system_prompt(self, context: PlanningContext, offered: list[dict[str, Any]] | None = None) -> str:
         """Fixed instructions and names, then the offered tools as signatures."""
         return "\n".join([CALL_PROMPT.format(entities=_entities_line(context)),
@@ -669,6 +688,11 @@ class HybridPlanner:
         self.model = model
         self.offline = offline or OfflinePlanner()
         self.threshold = threshold
+
+    async def warm(self, context: PlanningContext) -> int:
+        """The model planner's :meth:`CallPlanner.warm`, when it has one (else 0)."""
+        warm = getattr(self.model, "warm", None)
+        return int(await warm(context)) if warm is not None else 0
 
     async def plan(self, text: str, context: PlanningContext) -> Plan:
         """Offline first, model second."""

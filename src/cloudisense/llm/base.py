@@ -306,6 +306,12 @@ class BaseProvider(ABC):
         """The whole answer, collected from :meth:`stream`."""
         return await collect(self.stream(request), provider=self.name, model=request.model or self.model)
 
+    async def prepare(self, messages: list[Message]) -> bool:
+        """Compute and keep the state of a prompt beginning with ``messages``, so a later request
+        that begins alike reads only the rest; False when this provider keeps no such state
+        (the default: a remote service reads every prompt itself)."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Nothing to release by default."""
 

@@ -14,6 +14,10 @@ against the grammar, accepted, and evaluated together with the next step, which 
 quarter of writing them one by one. (The answer can differ from a token-by-token one only in
 how that fixed text is split into tokens.)
 
+:func:`evaluate_in_chunks` computes a prompt's state without writing anything, a chunk at a
+time so that a request waits at most one chunk (how the local provider prepares the planner's
+openings while the model is idle).
+
 Used by :class:`cloudisense.llm.local.LocalModel` for greedy requests that carry a grammar,
 from the model's worker thread only. Relies on llama-cpp-python 0.3.x internals, as the kept
 prompt states do.
@@ -119,6 +123,21 @@ def _evaluate_prompt_from(llama: Any, tokens: list[int]) -> list[int]:
         return tokens[reuse:]
     llama.reset()
     return tokens
+
+
+#: Tokens evaluated at a time while preparing a prompt: how long a request may wait for it (about 1 s).
+PREPARE_CHUNK = 32
+
+
+def evaluate_in_chunks(llama: Any, prompt: Sequence[int], gives_way: Callable[[], bool]) -> bool:
+    """Evaluate ``prompt`` (after its longest loaded prefix) a chunk at a time, stopping early when
+    ``gives_way()`` says a request is waiting; True when all of it was evaluated."""
+    pending = _evaluate_prompt_from(llama, list(prompt))
+    for start in range(0, len(pending), PREPARE_CHUNK):
+        if gives_way():
+            return False
+        llama.eval(pending[start:start + PREPARE_CHUNK])
+    return True
 
 
 def greedy_under_grammar(llama: Any, prompt: Sequence[int], grammar: Any,

@@ -54,6 +54,7 @@ from cloudisense.llm.base import (
     ChatRequest,
     Finish,
     FinishReason,
+    Message,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -63,7 +64,7 @@ from cloudisense.llm.base import (
     UsageEvent,
 )
 from cloudisense.llm.errors import ProviderNotConfigured, ProviderRejected, ProviderUnavailable, StreamInterrupted
-from cloudisense.llm.grammar_decoding import greedy_under_grammar, plain_greedy
+from cloudisense.llm.grammar_decoding import evaluate_in_chunks, greedy_under_grammar, plain_greedy
 
 if TYPE_CHECKING:
     from cloudisense.config import LLMSettings
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "install it with: pip install 'cloudisense[local]'"
+#: Seconds between looks at whether the model is free, while a prompt waits to be prepared.
+PREPARE_POLL = 0.25
 _ids = itertools.count(1)
 
 
@@ -240,16 +243,16 @@ class PromptStates:
         self._states.clear()
         llama.n_tokens = 0
 
-    def save(self, llama: Any) -> None:
+    def save(self, llama: Any, hits: int = 0) -> None:
         """Keep the state of what is loaded now (the last prompt and its answer)."""
         if not self.capacity:
             return
         try:
-            self._save(llama)
+            self._save(llama, hits)
         except (AttributeError, TypeError) as exc:  # another llama-cpp-python's insides
             self._give_up(llama, exc)
 
-    def _save(self, llama: Any) -> None:
+    def _save(self, llama: Any, hits: int) -> None:
         import llama_cpp
 
         tokens = llama.input_ids[: llama.n_tokens].tolist()
@@ -259,14 +262,19 @@ class PromptStates:
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(llama._ctx.ctx, buffer, size, 0)
         if written:
-            self.keep(tokens, bytes(buffer)[:written])
+            self.keep(tokens, bytes(buffer)[:written], hits)
 
-    def keep(self, tokens: list[int], data: bytes) -> None:
-        """Add the state of ``tokens``, dropping what it makes redundant and, when full, the least reused."""
+    def clear(self) -> None:
+        """Drop every kept state."""
+        self._states.clear()
+
+    def keep(self, tokens: list[int], data: bytes, hits: int = 0) -> None:
+        """Add the state of ``tokens``, dropping what it makes redundant and, when full, the least
+        reused; ``hits`` starts it as reused that often (a prepared opening: 1, so one-off prompts go first)."""
         # A kept prompt this one extends says nothing more: the new state replaces it, with its hits.
         extended = [st for st in self._states if _common_prefix(st.tokens, tokens) == len(st.tokens)]
         self._states = [st for st in self._states if st not in extended]
-        self._states.append(_PromptState(tokens, data, max((st.hits for st in extended), default=0)))
+        self._states.append(_PromptState(tokens, data, max([hits, *(st.hits for st in extended)])))
         # Full: the state reused least goes (the oldest of those), so a planner's fixed part,
         # reused by every plan, outlives one-off readings and chats between plans.
         while len(self._states) > self.capacity:
@@ -287,6 +295,28 @@ class LocalModel:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-local")
         self._llama: Any = None
         self._load_lock = threading.Lock()
+        #: Requests submitted and not finished; preparing a prompt gives way while there are any.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run a request's ``job`` on the model's thread, counted as waiting until it ends."""
+        with self._waiting_lock:
+            self._waiting += 1
+
+        def counted() -> None:
+            try:
+                job()
+            finally:
+                with self._waiting_lock:
+                    self._waiting -= 1
+
+        self.executor.submit(counted)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is waiting for the model or being answered."""
+        return self._waiting > 0
 
     def load(self) -> Any:
         """The ``Llama`` object, loaded on first call (normally in the worker thread)."""
@@ -315,10 +345,17 @@ class LocalModel:
 
                 #: The current request's forced-text callable (set by its job, worker thread only).
                 forcing: Callable[[str], str] | None = None
+                #: Set while a prompt is being prepared: evaluate it, write nothing, stop when this says so.
+                gives_way: Callable[[], bool] | None = None
+                #: Whether the last preparation stopped before the end of its prompt.
+                gave_way = False
 
                 def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
                     if kwargs.get("reset", True):
                         states.restore(self, list(tokens))
+                    if self.gives_way is not None:
+                        self.gave_way = not evaluate_in_chunks(self, tokens, self.gives_way)
+                        return iter(())
                     if not args and plain_greedy(kwargs):
                         return greedy_under_grammar(self, tokens, kwargs["grammar"], self.forcing,
                                                     kwargs.get("stopping_criteria"))
@@ -612,7 +649,7 @@ class LocalProvider(BaseProvider):
             except BaseException as exc:  # handed to the consumer, who raises it
                 put(_Failed(exc))
 
-        self.local.executor.submit(job)
+        self.local.submit(job)
         collecting = bool(request.tools)
         pieces: list[str] = []
         try:
@@ -638,6 +675,40 @@ class LocalProvider(BaseProvider):
         # Streams carry no usage; tokens in context minus generated ones is the prompt size.
         yield UsageEvent(Usage(max(0, done.n_tokens - done.n_out), done.n_out))
         yield Finish(reason)
+
+    async def forget_prompts(self) -> None:
+        """Drop every kept prompt state and what is loaded: the next request starts from nothing
+        (how a benchmark measures a first use)."""
+        def job() -> None:
+            self.local.states.clear()
+            if self.local._llama is not None:
+                self.local._llama.reset()
+
+        await asyncio.get_running_loop().run_in_executor(self.local.executor, job)
+
+    async def prepare(self, messages: list[Message]) -> bool:
+        """Compute the state of a prompt beginning with ``messages`` while no request needs the
+        model, and keep it (see :class:`PromptStates`); False when no states are kept."""
+        if not self.local.states.capacity:
+            return False
+        loop = asyncio.get_running_loop()
+        kwargs = {"messages": to_local_messages(ChatRequest(messages)), "max_tokens": 1, "temperature": 0.0}
+
+        def job() -> bool:
+            llama = self.local.load()
+            llama.gives_way = lambda: self.local.busy
+            try:
+                llama.create_chat_completion(**kwargs)
+            finally:
+                llama.gives_way = None
+            self.local.states.save(llama, hits=1)
+            return not llama.gave_way
+
+        while True:
+            while self.local.busy:
+                await asyncio.sleep(PREPARE_POLL)
+            if await loop.run_in_executor(self.local.executor, job):
+                return True
 
     def _failure(self, exc: BaseException, *, started: bool, text: str) -> BaseException:
         if isinstance(exc, ProviderNotConfigured):

@@ -21,6 +21,7 @@ from cloudisense.llm.base import (
     ChatRequest,
     ChatResponse,
     Finish,
+    Message,
     Provider,
     StreamEvent,
     TextDelta,
@@ -83,6 +84,12 @@ class LLMService:
 
     async def aclose(self) -> None:
         """Providers are shared through the registry cache; :func:`aclose_all` closes them."""
+
+    async def prepare(self, messages: list[Message]) -> bool:
+        """The primary provider's :meth:`~cloudisense.llm.base.BaseProvider.prepare` (no budget is
+        charged: nothing is asked of the model); False for a provider without one."""
+        prepare = getattr(self.provider, "prepare", None)
+        return bool(await prepare(messages)) if prepare is not None else False
 
     @property
     def fallback(self) -> Provider | None:
