@@ -157,7 +157,7 @@ async def model_alone(model: str, every: int) -> None:
     settings = load_settings(None, environ={k: v for k, v in os.environ.items() if k == "XDG_DATA_HOME"},
                              overrides={"llm": {"provider": f"local:{model}", "temperature": 0.0}})
     provider: Any = get_provider(f"local:{model}", settings.llm)
-    print("module  model alone                  n  intent  params  outcome  unsafe   p50 s   p95 s")
+    print(f"module  {'model alone':34}   n  intent  params  outcome  unsafe   p50 s   p95 s")
     for module, folder, plugin in (("demo", EVAL, False), ("plugin", EVAL / "plugin", True)):
         context, roles, registry = contexts(plugin)
         cases = case_sets(folder)["dev"][::every]
@@ -176,7 +176,7 @@ async def model_alone(model: str, every: int) -> None:
                      await evaluate(timed, cases, context, roles), [t for t, _ in timed.calls]))
         for label, report, seconds in rows:
             s = report.summary()
-            print(f"{module:7} {label:27} {s['n']:3}  {s['intent_accuracy']:6.3f}  {s['exact_params_accuracy']:6.3f}  "
+            print(f"{module:7} {label:34} {s['n']:3}  {s['intent_accuracy']:6.3f}  {s['exact_params_accuracy']:6.3f}  "
                   f"{s['outcome_accuracy']:7.3f}  {s['unsafe']:6}  {_percentile(seconds, 0.5):6.2f}  "
                   f"{_percentile(seconds, 0.95):6.2f}", flush=True)
 

@@ -93,12 +93,16 @@ def test_a_kept_state_reused_while_still_loaded_counts_as_reused() -> None:
     assert [st.data for st in states._states] == [b"plan-1", b"chat"]
 
 
-def test_a_prepared_opening_outlives_one_off_prompts() -> None:
+def test_a_prepared_opening_outlives_one_off_prompts_and_gives_way_to_a_request_that_begins_with_it() -> None:
     states = PromptStates(capacity=2)
-    states.keep(list(range(100)), b"targets opening", hits=1)
+    opening, turn_end = list(range(100)), [9001, 9002, 9003]  # a template's markers after an empty turn
+    states.keep(opening + turn_end, b"targets opening", hits=1)
     states.keep(list(range(500, 600)), b"reading")
     states.keep(list(range(700, 800)), b"chat")  # full: the one-off reading goes, not the opening
     assert [st.data for st in states._states] == [b"targets opening", b"chat"]
+    # A request that shares all of the opening but its turn markers replaces it, with its hit.
+    states.keep(opening + [42] * 40, b"a plan about targets")
+    assert [(st.data, st.hits) for st in states._states] == [(b"chat", 0), (b"a plan about targets", 1)]
 
 
 class _CountingLlama:

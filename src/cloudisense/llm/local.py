@@ -196,6 +196,8 @@ class PromptStates:
 
     #: Fewer shared tokens than this are cheaper to evaluate again than to restore.
     MIN_GAIN = 32
+    #: A kept state differing from a new one only in this many last tokens is replaced by it.
+    SLACK = 12
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -271,8 +273,10 @@ class PromptStates:
     def keep(self, tokens: list[int], data: bytes, hits: int = 0) -> None:
         """Add the state of ``tokens``, dropping what it makes redundant and, when full, the least
         reused; ``hits`` starts it as reused that often (a prepared opening: 1, so one-off prompts go first)."""
-        # A kept prompt this one extends says nothing more: the new state replaces it, with its hits.
-        extended = [st for st in self._states if _common_prefix(st.tokens, tokens) == len(st.tokens)]
+        # A kept prompt this one extends, or all but its last few tokens (a prepared opening ends
+        # with a chat template's turn markers no request shares), says nothing more: the new state
+        # replaces it, with its hits.
+        extended = [st for st in self._states if len(st.tokens) - _common_prefix(st.tokens, tokens) <= self.SLACK]
         self._states = [st for st in self._states if st not in extended]
         self._states.append(_PromptState(tokens, data, max([hits, *(st.hits for st in extended)])))
         # Full: the state reused least goes (the oldest of those), so a planner's fixed part,
