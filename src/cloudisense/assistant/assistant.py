@@ -23,7 +23,7 @@ from cloudisense.assistant.plan import Plan
 from cloudisense.assistant.react import run_react
 from cloudisense.assistant.settings import agent_settings
 from cloudisense.assistant.turn import Outcome, Turn
-from cloudisense.core.errors import BadRequest, Unavailable
+from cloudisense.core.errors import BadRequest, CloudisenseError, Unavailable
 from cloudisense.core.intents import Risk
 from cloudisense.core.roles import Role, may_run
 
@@ -248,7 +248,10 @@ class Assistant:
         log.info("assistant: preparing the model planner's prompts while the model is idle")
         try:
             prepared = await warm(context)
-        except Exception:  # a model that can't load says so at its first request, too
+        except CloudisenseError as exc:  # a model not pulled, a file that fails verification: say what to do
+            log.warning("assistant: could not prepare the model planner's prompts: %s", exc)
+            return
+        except Exception:  # a bug; the model's first request reports its own failure too
             log.warning("assistant: preparing the model planner's prompts failed", exc_info=True)
             return
         if prepared:
