@@ -18,6 +18,7 @@ model output (params models, configured names, values the request does not give)
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,18 +166,8 @@ class Forcing:
 
 def _common_rest(written: str, options: list[str]) -> str:
     """The longest text every option still open after ``written`` goes on with."""
-    rests = [o[len(written):] for o in options if o.startswith(written)]
-    if not rests:
-        return ""
-    return _common_prefix(rests)
-
-
-def _common_prefix(texts: list[str]) -> str:
-    first, last = min(texts), max(texts)
-    n = 0
-    while n < len(first) and n < len(last) and first[n] == last[n]:
-        n += 1
-    return first[:n]
+    # Character by character is what is wanted here: these are call texts, not paths.
+    return os.path.commonprefix([o[len(written):] for o in options if o.startswith(written)])  # noqa: RUF071
 
 
 def _split_args(inside: str) -> tuple[list[tuple[str, str]], str]:

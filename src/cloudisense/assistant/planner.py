@@ -602,11 +602,12 @@ class CallPlanner(_ModelPlanner):
         prepare = getattr(self.provider, "prepare", None)
         if prepare is None:
             return 0
-        modules = list(dict.fromkeys(t.get("module") for t in self.catalog(context).tools))
+        firsts: dict[Any, dict[str, Any]] = {}  # each module's first tool, modules in catalogue order
+        for tool in self.catalog(context).tools:
+            firsts.setdefault(tool.get("module"), tool)
         prepared = 0
-        for module in modules:
-            tools = [t for t in self.catalog(context).tools if t.get("module") == module]
-            opening = self.system_prompt(context, self.grouped(tools, context))
+        for first in firsts.values():
+            opening = self.system_prompt(context, self.grouped([first], context))
             if not await prepare([Message.system(opening), Message.user("")]):
                 break
             prepared += 1

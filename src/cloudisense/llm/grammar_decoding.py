@@ -109,15 +109,19 @@ def _pick(logits: Any, grammar: _Grammar) -> int | None:
     return grammar.best_allowed(logits)
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens ``a`` and ``b`` begin with alike."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _evaluate_prompt_from(llama: Any, tokens: list[int]) -> list[int]:
     """Keep the longest loaded prefix of ``tokens`` (at least one token is left to evaluate); the rest."""
-    loaded = llama.input_ids[: llama.n_tokens].tolist()
-    shared = 0
-    for a, b in zip(loaded, tokens, strict=False):
-        if a != b:
-            break
-        shared += 1
-    reuse = min(shared, len(tokens) - 1)
+    reuse = min(common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens), len(tokens) - 1)
     if reuse > 0 and llama._ctx.kv_cache_seq_rm(-1, reuse, -1):
         llama.n_tokens = reuse
         return tokens[reuse:]

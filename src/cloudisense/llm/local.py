@@ -64,7 +64,7 @@ from cloudisense.llm.base import (
     UsageEvent,
 )
 from cloudisense.llm.errors import ProviderNotConfigured, ProviderRejected, ProviderUnavailable, StreamInterrupted
-from cloudisense.llm.grammar_decoding import evaluate_in_chunks, greedy_under_grammar, plain_greedy
+from cloudisense.llm.grammar_decoding import common_prefix, evaluate_in_chunks, greedy_under_grammar, plain_greedy
 
 if TYPE_CHECKING:
     from cloudisense.config import LLMSettings
@@ -167,15 +167,6 @@ def check_grammar(llama: Any, grammar: Any) -> None:
     _GRAMMARS_CHECKED.add(text)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 @dataclass
 class _PromptState:
     tokens: list[int]
@@ -219,9 +210,9 @@ class PromptStates:
     def _restore(self, llama: Any, tokens: list[int]) -> int:
         import llama_cpp
 
-        loaded = _common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
-        best = max(self._states, key=lambda st: _common_prefix(st.tokens, tokens), default=None)
-        shared = _common_prefix(best.tokens, tokens) if best is not None else 0
+        loaded = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
+        best = max(self._states, key=lambda st: common_prefix(st.tokens, tokens), default=None)
+        shared = common_prefix(best.tokens, tokens) if best is not None else 0
         if best is not None and shared >= self.MIN_GAIN:
             # Reused, whether it is loaded now or still loaded from the last request: a state
             # reused only that way must not look unused and go first.
@@ -276,7 +267,7 @@ class PromptStates:
         # A kept prompt this one extends, or all but its last few tokens (a prepared opening ends
         # with a chat template's turn markers no request shares), says nothing more: the new state
         # replaces it, with its hits.
-        extended = [st for st in self._states if len(st.tokens) - _common_prefix(st.tokens, tokens) <= self.SLACK]
+        extended = [st for st in self._states if len(st.tokens) - common_prefix(st.tokens, tokens) <= self.SLACK]
         self._states = [st for st in self._states if st not in extended]
         self._states.append(_PromptState(tokens, data, max([hits, *(st.hits for st in extended)])))
         # Full: the state reused least goes (the oldest of those), so a planner's fixed part,
