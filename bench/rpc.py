@@ -276,7 +276,7 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                                    code=200, message=None, duration_ms=0.1)
 
             def limit() -> None:
-                router._limits.finish(router._limits.start(task, 30.0))
+                router._limits.finish(router._limits.start(task, 30.0, asyncio.get_running_loop()))
 
             def permit() -> None:
                 if not router._slots.try_take():
@@ -328,7 +328,12 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                         await router.handle_messages(text, caller)
 
                 async def everyone(callers: list[Client] = callers) -> None:
-                    await asyncio.gather(*(calls(c) for c in callers))
+                    # As a transport counts them: one request received per caller at any time.
+                    router.incoming += len(callers)
+                    try:
+                        await asyncio.gather(*(calls(c) for c in callers))
+                    finally:
+                        router.incoming -= len(callers)
 
                 total = await _best_async_us(everyone, number=1, repeat=5) / (per_caller * concurrency)
                 rows.append((f"whole router path, no socket, {concurrency} caller(s)", total))

@@ -98,7 +98,7 @@ async def test_migration_3_keeps_rows_and_ids_and_drops_the_sequence(tmp_path: P
 async def test_a_lone_row_is_committed_before_its_caller_ever_yields(tmp_path: Path) -> None:
     db, log = await _open(tmp_path / "a.db")
     try:
-        call = log.record(_record("alone"))
+        call = log.record(_record("alone"), alone=True)
         try:
             call.send(None)
             raise AssertionError("record() waited although nothing else was queued")
@@ -107,6 +107,23 @@ async def test_a_lone_row_is_committed_before_its_caller_ever_yields(tmp_path: P
         reader = sqlite3.connect(tmp_path / "a.db")
         assert reader.execute("SELECT requestid FROM audit").fetchall() == [("alone",)]
         reader.close()
+    finally:
+        await log.stop()
+        await db.close()
+
+
+async def test_a_lone_row_never_waits_and_sets_no_mark_for_the_turn(tmp_path: Path) -> None:
+    db, log = await _open(tmp_path / "a.db")
+    try:
+        for name in ("one", "two"):  # alone twice in one turn: both committed on the spot
+            call = log.record(_record(name), alone=True)
+            try:
+                call.send(None)
+                raise AssertionError("a lone row waited")
+            except StopIteration:
+                pass
+        assert log._commits == 2 and not log._committed_now
+        assert [r["requestid"] for r in await log.query()] == ["two", "one"]
     finally:
         await log.stop()
         await db.close()

@@ -16,7 +16,7 @@ async def _limited(limits: TimeLimits, seconds: float, work: Callable[[], Awaita
     """What the router's ``_run`` does around an action."""
     task = asyncio.current_task()
     assert task is not None
-    limit = limits.start(task, seconds)
+    limit = limits.start(task, seconds, asyncio.get_running_loop())
     timed_out = False
     try:
         try:

@@ -115,9 +115,8 @@ class TimeLimits:
         self._timer_when = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, task: asyncio.Task[Any], seconds: float) -> _Limit:
-        """Enforce ``seconds`` on ``task`` from now; :meth:`finish` it when the request is done."""
-        loop = asyncio.get_running_loop()
+    def start(self, task: asyncio.Task[Any], seconds: float, loop: asyncio.AbstractEventLoop) -> _Limit:
+        """Enforce ``seconds`` on ``task`` (on ``loop``) from now; :meth:`finish` it when the request is done."""
         limit = _Limit(task, loop.time() + seconds)
         self._running.add(limit)
         if self._timer is None or limit.when < self._timer_when or loop is not self._loop:
@@ -210,6 +209,10 @@ class MessageRouter:
         self._limits = TimeLimits()
         #: Requests between their checks and their audit row, node-wide; ``drain`` waits for them.
         self.active = 0
+        #: Requests a transport has received and not yet seen answered (WebSocket frames read,
+        #: counted by the transport). With ``active``, it tells the audit log whether a request is
+        #: alone, so its row is committed at once rather than with the next turn's batch.
+        self.incoming = 0
         self._closing = False
         self._idle: asyncio.Event | None = None
 
@@ -290,6 +293,7 @@ class MessageRouter:
         await self._answer(client, response)
 
     async def _dispatch(self, request: protocol.RpcRequest, client: Client, origin: CallOrigin | None) -> None:
+        """Admit, check, run, audit and answer one local request (one coroutine: this is the hot path)."""
         if self._closing:
             await self._answer(client, protocol.error(request.requestid, 503,
                                                       "the node is shutting down; retry once it is back"))
@@ -301,75 +305,71 @@ class MessageRouter:
         client.inflight += 1
         self.active += 1
         try:
-            response = await self._checked_run(request, client, origin)
+            started = time.perf_counter()
+            intent_name = request.intent
+            params_for_audit: dict[str, Any] = request.params
+            verdict: Verdict | None = None
+            outcome = "error"
+            audit = True
+            audit_id: int | None = None
+            try:
+                intent = self.registry.get(request.intent)
+                intent_name = intent.name
+                params: BaseModel
+                if intent.params is NoParams and not request.params:
+                    params, params_for_audit = _NO_PARAMS, {}
+                else:
+                    try:
+                        params = intent.params.model_validate(request.params)
+                    except ValidationError as exc:
+                        raise BadRequest(protocol.describe_validation_error(exc)) from None
+                    params_for_audit = params.model_dump(mode="json")
+                risk = intent.effective_risk(params)
+                reason = refusal(client.role, intent, risk)
+                if reason is not None:
+                    raise Forbidden(reason)
+                if self.gates:
+                    verdict = await self._consult_gates(Call(intent, params, risk, client, request, origin))
+                if verdict is not None and verdict.decision == "deny":
+                    outcome = "denied"
+                    raise Forbidden(f"denied by policy: {verdict.reason or 'not allowed'}")
+                if verdict is not None and verdict.decision == "confirm":
+                    outcome = "pending_approval"
+                    response = protocol.success(request.requestid, protocol.to_jsonable(verdict.data), code=202)
+                else:
+                    if risk is not Risk.READ:
+                        # Intent to act is durable before acting: a crash mid-action leaves a "started"
+                        # row (marked "interrupted" at the next start), never an action without a record.
+                        audit_id = await self._begin(request, client, intent_name, params_for_audit, verdict,
+                                                     origin)
+                    data = await self._run(intent, params, client, request, origin)
+                    outcome = "success"
+                    response = protocol.success(request.requestid, data)
+            except CloudisenseError as exc:
+                response = protocol.error(request.requestid, exc.code, exc.message)
+                audit = not isinstance(exc, NotFound) or intent_name in self.registry
+            except Exception:
+                log.exception("intent %s failed", intent_name)
+                response = protocol.error(request.requestid, 500,
+                                          f"internal error while running {intent_name}; see the server log")
+            elapsed = time.perf_counter() - started
+            if audit:
+                record = AuditRecord(
+                    user=client.user, role=client.role.value, client_kind=client.kind, client_id=client.id,
+                    requestid=request.requestid, intent=intent_name, params=params_for_audit, outcome=outcome,
+                    code=int(response["code"]), message=response.get("message"), duration_ms=elapsed * 1000,
+                    decision=verdict.decision if verdict else None, rule=verdict.rule if verdict else None,
+                    parent_requestid=origin.requestid if origin is not None else None,
+                )
+                await self._audit(record, audit_id, response)
+            self._count(intent_name if audit else "(unknown)", response, elapsed)
         finally:
+            # A request stops counting once its audit row is written (drain waits for exactly that).
             client.inflight -= 1
             self.active -= 1
             if self._idle is not None and not self.active:
                 self._idle.set()
         await self._answer(client, response)
-
-    async def _checked_run(self, request: protocol.RpcRequest, client: Client,
-                           origin: CallOrigin | None) -> dict[str, Any]:
-        """Check, run and audit one admitted request; returns its response."""
-        started = time.perf_counter()
-        intent_name = request.intent
-        params_for_audit: dict[str, Any] = request.params
-        verdict: Verdict | None = None
-        outcome = "error"
-        audit = True
-        audit_id: int | None = None
-        try:
-            intent = self.registry.get(request.intent)
-            intent_name = intent.name
-            params: BaseModel
-            if intent.params is NoParams and not request.params:
-                params, params_for_audit = _NO_PARAMS, {}
-            else:
-                try:
-                    params = intent.params.model_validate(request.params)
-                except ValidationError as exc:
-                    raise BadRequest(protocol.describe_validation_error(exc)) from None
-                params_for_audit = params.model_dump(mode="json")
-            risk = intent.effective_risk(params)
-            reason = refusal(client.role, intent, risk)
-            if reason is not None:
-                raise Forbidden(reason)
-            if self.gates:
-                verdict = await self._consult_gates(Call(intent, params, risk, client, request, origin))
-            if verdict is not None and verdict.decision == "deny":
-                outcome = "denied"
-                raise Forbidden(f"denied by policy: {verdict.reason or 'not allowed'}")
-            if verdict is not None and verdict.decision == "confirm":
-                outcome = "pending_approval"
-                response = protocol.success(request.requestid, protocol.to_jsonable(verdict.data), code=202)
-            else:
-                if risk is not Risk.READ:
-                    # Intent to act is durable before acting: a crash mid-action leaves a "started"
-                    # row (marked "interrupted" at the next start), never an action without a record.
-                    audit_id = await self._begin(request, client, intent_name, params_for_audit, verdict, origin)
-                data = await self._run(intent, params, client, request, origin)
-                outcome = "success"
-                response = protocol.success(request.requestid, data)
-        except CloudisenseError as exc:
-            response = protocol.error(request.requestid, exc.code, exc.message)
-            audit = not isinstance(exc, NotFound) or intent_name in self.registry
-        except Exception:
-            log.exception("intent %s failed", intent_name)
-            response = protocol.error(request.requestid, 500,
-                                      f"internal error while running {intent_name}; see the server log")
-        elapsed = time.perf_counter() - started
-        if audit:
-            record = AuditRecord(
-                user=client.user, role=client.role.value, client_kind=client.kind, client_id=client.id,
-                requestid=request.requestid, intent=intent_name, params=params_for_audit, outcome=outcome,
-                code=int(response["code"]), message=response.get("message"), duration_ms=elapsed * 1000,
-                decision=verdict.decision if verdict else None, rule=verdict.rule if verdict else None,
-                parent_requestid=origin.requestid if origin is not None else None,
-            )
-            await self._audit(record, audit_id, response)
-        self._count(intent_name if audit else "(unknown)", response, elapsed)
-        return response
 
     async def _begin(self, request: protocol.RpcRequest, client: Client, intent: str, params: dict[str, Any],
                      verdict: Verdict | None, origin: CallOrigin | None) -> int:
@@ -381,7 +381,7 @@ class MessageRouter:
             parent_requestid=origin.requestid if origin is not None else None,
         )
         try:
-            return await self.node.audit.begin(record)
+            return await self.node.audit.begin(record, alone=self._alone())
         except Exception:
             log.exception("audit write failed before %s; it did not run", intent)
             raise Unavailable(f"audit log unavailable, so {intent} did not run; see the server log") from None
@@ -404,10 +404,12 @@ class MessageRouter:
         # One timer for all requests (TimeLimits) rather than asyncio.timeout's one per request, which
         # costs about 6 µs on the hot path. The wait for a permit is inside the limit, so no request
         # waits without bound.
-        task = asyncio.current_task()
+        # One lookup of the running loop (in Python 3.11 each one is a getpid() system call).
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("requests run inside a task")
-        limited = self._limits.start(task, limit)
+        limited = self._limits.start(task, limit, loop)
         timed_out = False
         try:
             try:
@@ -433,14 +435,18 @@ class MessageRouter:
         # (store/audit.py: the loop's connection never waits for a lock, the worker's waits 30 s).
         try:
             if audit_id is None:
-                await self.node.audit.record(record)
+                await self.node.audit.record(record, alone=self._alone())
             else:
-                await self.node.audit.finish(audit_id, record)
+                await self.node.audit.finish(audit_id, record, alone=self._alone())
         except Exception:
             log.exception("audit write failed for %s (outcome %s)", record.intent, record.outcome)
             response.clear()
             response.update(protocol.error(record.requestid, 500,
                                            "audit log unavailable; the action's outcome is in the server log"))
+
+    def _alone(self) -> bool:
+        """Whether the running request is the only one the node knows of (received or admitted)."""
+        return self.active <= 1 and self.incoming <= 1
 
     def _count(self, intent: str, response: dict[str, Any], elapsed: float) -> None:
         self.node.metrics.request_done(intent, response["status"], response["code"], elapsed)

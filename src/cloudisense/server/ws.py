@@ -229,6 +229,8 @@ class RpcSocket(WebSocketHandler):
         self._user: User | None = None
         self._kind = "websocket"
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The loop the connection runs on, looked up once (each lookup is a getpid() call in 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def check_origin(self, origin: str) -> bool:
         # Auth is a bearer token in the URL, not a cookie, so cross-origin pages can't ride a session.
@@ -283,19 +285,21 @@ class RpcSocket(WebSocketHandler):
         self.client = WebSocketClient(self, self._user.username, self._user.role, s.client_queue_size,
                                       kind=self._kind, max_pending=s.max_inflight_per_client,
                                       max_unwritten=s.max_unwritten_bytes, stall_timeout=s.write_stall_timeout)
+        self._loop = asyncio.get_running_loop()
         self.node.metrics.clients.inc()
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        client = self.client
-        if client is None:
+        client, loop = self.client, self._loop
+        if client is None or loop is None:
             return None
         if isinstance(message, bytes):
             message = message.decode("utf-8", errors="replace")
         # One task per message: requests on one connection run concurrently, up to the bound below.
         client.pending += 1
+        self.node.router.incoming += 1
         # Held here until done (the loop keeps only weak references); _handle drops it itself,
         # cheaper than a done callback per request.
-        self._tasks.add(asyncio.create_task(self._handle(client, message)))
+        self._tasks.add(loop.create_task(self._handle(client, message)))
         # Returning an awaitable makes Tornado wait for it before reading the next frame.
         return client.paused() if client.saturated else None
 
@@ -305,6 +309,7 @@ class RpcSocket(WebSocketHandler):
         except Exception:  # the router answers every request itself; this is a bug, never silent
             log.exception("request handling failed on %s", client.id)
         finally:
+            self.node.router.incoming -= 1
             client.request_done()
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
 
