@@ -311,7 +311,7 @@ class RpcSocket(WebSocketHandler):
         finally:
             self.node.router.incoming -= 1
             client.request_done()
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+            self._tasks.discard(asyncio.current_task(self._loop))  # type: ignore[arg-type,unused-ignore]
 
     def on_close(self) -> None:
         if self.client is None:
