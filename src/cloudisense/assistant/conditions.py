@@ -22,9 +22,12 @@ from cloudisense.assistant.catalog import stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
-           r"older\s+than|longer\s+than|past|beyond|>=?)"
+           r"older\s+than|longer\s+than|past|beyond|at\s+least|no\s+less\s+than|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
-        r"newer\s+than|sooner\s+than|<=?)"
+        r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
+#: "three weeks or less", "20 or more": the bound said after the amount.
+_BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
+                          r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
              "errored", "unsuccessful", "offline"}
@@ -107,7 +110,8 @@ def _words(text: str) -> set[str]:
 
 def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     """The condition ``text`` says over one of ``fields``, or ``None`` when none fits."""
-    low = text.lower()
+    low = _BOUND_AFTER.sub(lambda m: ("at most " if m.group(2) in ("less", "fewer", "under") else "at least ")
+                           + m.group(1), text.lower())
     words = _words(low)
     if _PERCENT.search(low):
         words.add("percent")
@@ -122,6 +126,8 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     if not m:
         return None
     op = ">" if re.fullmatch(_GREATER, m.group("op").strip()) else "<"
+    if re.match(r"(at\s+(least|most)|no\s+(less|more)\s+than)\b", m.group("op").strip()):
+        op += "="  # "at most 21 days" includes 21
     if _NOT.search(low[:m.start()]):
         op = "<=" if op == ">" else ">="  # "not above 90" / "unless it is above 90"
     rest = low[m.end():]
@@ -192,8 +198,10 @@ _STATE_VERBS = {"is", "are", "was", "were", "be", "been", "being", "s", "t", "is
 def _state_words(low: str) -> set[str]:
     """The words of ``low`` that may say a state: "up" and "down" only after a verb of being or becoming."""
     words = re.findall(r"[a-z]+", low)
+    # Asked as a question ("is redis down"), the verb of being comes first.
+    asked = bool(words) and words[0] in ("is", "are", "was", "were")
     return {w for i, w in enumerate(words)
-            if w not in ("up", "down") or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
+            if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
 _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)

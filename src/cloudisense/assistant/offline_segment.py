@@ -73,19 +73,44 @@ _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
 #: Verbs that undo each other (in their catalogue spelling: "kill" is "stop").
-_OPPOSITES = {a: b for x, y in (("start", "stop"), ("create", "delete"), ("add", "remove"), ("enable", "disable"),
-                                 ("mute", "unmute"), ("silence", "unsilence"), ("pause", "resume"),
-                                 ("install", "uninstall"), ("lock", "unlock"), ("open", "close"))
-              for a, b in ((x, y), (y, x))}
+#: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
+#: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
+_UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
+            (("silence",), ("unsilence",)), (("pause",), ("resume",)), (("lock",), ("unlock",)),
+            (("open",), ("close",)), (("create", "add", "install", "make"),
+                                      ("delete", "remove", "drop", "erase", "uninstall", "purge", "destroy", "wipe")))
+_OPPOSITES: dict[str, set[str]] = {}
+for _x, _y in _UNDOING:
+    for _a, _b in ((_x, _y), (_y, _x)):
+        for _w in _a:
+            _OPPOSITES.setdefault(_w, set()).update(_b)
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
+#: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
+_ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
+                         r"(?P<action>\S.*)$", re.I)
 _QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
+
+
+_QUESTION_WORDS = ("when", "did", "does", "is", "are", "was", "were", "has", "have", "how", "what", "whats", "which",
+                   "who", "why", "where", "whether")
+
+
+def _question_typo(text: str) -> str:
+    """``text`` with a typo of a question word at its start spelt right ("hwo old is ...", "waht state ...")."""
+    m = re.match(r"\s*([a-z]+)\b", text, re.I)
+    if not m or m.group(1).lower() in _QUESTION_WORDS:
+        return text
+    word = m.group(1).lower()
+    fixed = next((q for q in _QUESTION_WORDS if len(q) >= 3 and ex.near_miss(word, q)), None)
+    return text[:m.start(1)] + fixed + text[m.end(1):] if fixed else text
 
 
 def is_question(text: str) -> bool:
     """A question about state ("when did X run?", "is X up?"), not a request phrased politely."""
     if _REQUEST_START.search(text):
         return False
+    text = _question_typo(text)
     return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
         r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
@@ -240,6 +265,10 @@ class SegmentPlanner:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
+        asked = _ASKED_THEN.match(text)
+        if asked:
+            # "three weeks or less on X's cert? then renew it": the question is the action's condition.
+            text = f"{asked.group('action').strip()} if {asked.group('cond').strip()}"
         for segment in split_request(text, self.entities, self.starts, self.aliases):
             action, condition = split_condition(segment, self.starts)
             if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
@@ -871,11 +900,11 @@ class SegmentPlanner:
         """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
         and its examples' first words) and not one of them: "stop" for ``start_backup``."""
         opposite = _OPPOSITES.get(verb or "")
-        if opposite is None:
+        if not opposite:
             return False
         tool = self.catalog.by_name[name]
         own = {canonical(name.split("_")[0])} | {f for e in tool.get("examples") or () if (f := _first_word(e))}
-        return opposite in own and verb not in own
+        return bool(opposite & own) and verb not in own
 
     def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]], verb_is_noun: bool) -> bool:
         """Whether an imperative request asks for a change rather than a reading: its verb is one that only
@@ -970,6 +999,13 @@ class SegmentPlanner:
                                   required=param in required, known_words=known)
             if value is not None:
                 params[param] = value
+        guessed = [p for p in required if p in params and p not in entity_params and isinstance(params[p], str)]
+        if len({params[p] for p in guessed}) < len(guessed):
+            # One word read as two different things ("delete the folder tmp": root and folder both "tmp"):
+            # the text does not say them apart, so which is which is a question, never a guess.
+            twice = next(p for p in guessed if [params[q] for q in guessed].count(params[p]) > 1)
+            return StepDraft(intent, question=_question(tool, twice, self.entities), confidence=retrieval,
+                             reason=f"{intent}: one word read as several params", missing=twice, held=True)
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
