@@ -25,7 +25,7 @@ _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+tha
            r"older\s+than|longer\s+than|past|beyond|at\s+least|no\s+less\s+than|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
         r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
-#: "three weeks or less", "20 or more": the bound said after the amount.
+#: "ten days or less", "20 or more": the bound said after the amount.
 _BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
                           r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).

@@ -249,7 +249,7 @@ _NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
 _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
           "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080,
-          "month": 43200, "months": 43200}
+          "month": 43200, "months": 43200, "yr": 525600, "yrs": 525600, "year": 525600, "years": 525600}
 _UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
 #: How a field says which time unit it counts (by its name or description).
 _FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "hour": 60, "hours": 60,
@@ -292,6 +292,8 @@ class Quantity:
 _EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$"
                            # "set the backup interval to 3 hours": the time named as the interval
                            r"|\b(interval|frequency)\s+(?:\w+\s+){0,3}?(?:to|of|at|=|:)\s*$")
+#: "a 15-minute interval", "6 hours apart": the time named as the interval, after it.
+_EVERY_AFTER = re.compile(r"\s*(?:intervals?|apart|cadence|frequency)\b")
 #: A determiner before "one" makes it a pronoun ("the one that fired", "this one", "which one").
 _ONE_AS_PRONOUN = re.compile(r"\b(the|this|that|which|each|any|every|another|a|no|last|first|next|new|other|same)\s+$")
 #: Words of a field that counts the time between two runs ("minutes between two automatic backups").
@@ -313,10 +315,20 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
     """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
     t = text.lower()
     out: list[Quantity] = []
-    for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*({_UNIT_RE})(?![\w])", t):
-        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
+    # "half an hour", "an hour and a half", "1 and a half days": halves of a unit.
+    for m in re.finditer(r"\bhalf\s+(?:an?\s+)?(hour|day|minute|week|month|year)\b"
+                         r"|\b(?:(an?|one|\d+)\s+)?(hour|day|minute|week|month|year)s?\s+and\s+a\s+half\b", t):
+        whole = 0.0 if m.group(1) else (float(m.group(2)) if (m.group(2) or "a")[0].isdigit() else 1.0)
+        unit = m.group(1) or m.group(3)
+        out.append(Quantity(whole + 0.5, (whole + 0.5) * _UNITS[unit], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
-    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month)\b", t):
+    # "90 minutes", "48h", "a 15-minute interval" (the unit joined by a hyphen).
+    for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*-?\s*({_UNIT_RE})(?![\w])", t):
+        if any(q.start <= m.start() < q.end for q in out):
+            continue
+        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
+                            every=bool(_EVERY_BEFORE.search(t[:m.start()]) or _EVERY_AFTER.match(t[m.end():]))))
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month|year)\b", t):
         if not any(q.start <= m.start(2) < q.end for q in out):
             times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
             every = m.group(1) in ("per", "every", "each") or bool(times)
@@ -626,6 +638,10 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
     return None
 
 
+#: A request that starts with the name of what it is about and a colon ("db1: the last 6 snapshots").
+_LABEL = re.compile(r"^\s*[\w.\-/]+\s*:\s+")
+
+
 def extract_message(text: str) -> str | None:
     """Text to send: a quoted phrase, or what follows ``saying`` / ``that`` / ``:`` / ``about``."""
     q = quoted(text)
@@ -637,8 +653,14 @@ def extract_message(text: str) -> str | None:
     return None
 
 
-def strip_message(text: str) -> str:
-    """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted")."""
+def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> str:
+    """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted").
+
+    ``names``: the configured names (lower case); one said first with a colon is what the request is about
+    ("db1: snapshots every 2 hours"), and the colon starts no message."""
     out = _QUOTED.sub(" ", text)
+    label = _LABEL.match(out)
+    if label and label.group(0).strip(" :").lower() in names:
+        return label.group(0) + strip_message(out[label.end():])
     return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
                   flags=re.IGNORECASE)

@@ -53,7 +53,7 @@ RERANK_TOP = 12
 REFUSE_MARGIN = 0.8
 _QUESTION_START = re.compile(
     r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any|should"
-    r"|shall)\b", re.I)
+    r"|shall|(?:tell|show)\s+me\s+(?:if|whether)|(?:i\s+)?wonder\s+(?:if|whether))\b", re.I)
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
 #: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
@@ -86,6 +86,8 @@ for _x, _y in _UNDOING:
             _OPPOSITES.setdefault(_w, set()).update(_b)
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
+#: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
+_BEFORE_CLAUSE = re.compile(r"^\s*before\s+[^,;]{2,60},\s*(?P<rest>.+)$", re.I)
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
 _ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
                          r"(?P<action>\S.*)$", re.I)
@@ -97,7 +99,7 @@ _QUESTION_WORDS = ("when", "did", "does", "is", "are", "was", "were", "has", "ha
 
 
 def _question_typo(text: str) -> str:
-    """``text`` with a typo of a question word at its start spelt right ("hwo old is ...", "waht state ...")."""
+    """``text`` with a typo of a question word at its start spelt right ("hwo many ...", "whta is ...")."""
     m = re.match(r"\s*([a-z]+)\b", text, re.I)
     if not m or m.group(1).lower() in _QUESTION_WORDS:
         return text
@@ -171,6 +173,10 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
         for piece in pieces[1:]:
+            if _starts_action(piece, starts) and _context(current, starts):
+                # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
+                current = f"{current}, {piece}"
+                continue
             if _starts_action(piece, starts) or _only_entities(piece, entities, aliases) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
                 parts.append(current)
@@ -180,6 +186,16 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         parts.append(current)
     restored = [re.sub(r"\x00(\d+)\x00", lambda m: quotes[int(m.group(1))], p).strip(" ,.") for p in parts]
     return [p for p in restored if p]
+
+
+#: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
+_STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b", re.I)
+
+
+def _context(piece: str, starts: set[str]) -> bool:
+    """A piece that only says what is so, before what to do about it: no action of its own, no question."""
+    return bool(_STATEMENT.search(piece)) and not _starts_action(piece, starts) and not is_question(piece) \
+        and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
 def _starts_action(piece: str, starts: set[str]) -> bool:
@@ -265,9 +281,13 @@ class SegmentPlanner:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
+        ahead = _BEFORE_CLAUSE.match(text)
+        if ahead and ahead.group("rest").strip():
+            # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
+            text = ahead.group("rest")
         asked = _ASKED_THEN.match(text)
         if asked:
-            # "three weeks or less on X's cert? then renew it": the question is the action's condition.
+            # "is the disk over 90 %? if so, clean up": the question is the action's condition.
             text = f"{asked.group('action').strip()} if {asked.group('cond').strip()}"
         for segment in split_request(text, self.entities, self.starts, self.aliases):
             action, condition = split_condition(segment, self.starts)
@@ -466,7 +486,7 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        asked = ex.strip_message(text)
+        asked = ex.strip_message(text, self._names())
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
             if unlisted:
@@ -494,10 +514,15 @@ class SegmentPlanner:
                 return StepDraft(None, question=f"What should I do with {bare.names[0]}?"
                                  + (" For example: " + "; ".join(f'"{e}"' for e in said) + "." if said else ""),
                                  confidence=0.3, reason=f"{bare.names[0]} named with nothing to do", held=True)
-        known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
+        # An id of a declared shape ("s-7") is a known word: a param of some intent takes it.
+        known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()
+                 or any(p.fullmatch(t) for p in self._id_patterns())]
         if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
-        unknown_ref = self._unknown_reference(seg, mentions) if question else None
+        # "the deadline" of a thing named by its exact name ("X: what's the deadline ...?") is a fact about that
+        # thing, not an unknown thing.
+        exact = any(not m.ambiguous and m.how == "exact" for m in mentions)
+        unknown_ref = self._unknown_reference(seg, mentions) if question and not exact else None
         if unknown_ref:
             kinds = ", ".join(f"{k} ({_either(v)})" for k, v in self.entities.items() if v)
             return StepDraft(None, question=f"I don't know what \"the {unknown_ref}\" is on this node. Which one do "
@@ -563,6 +588,11 @@ class SegmentPlanner:
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
+        so, _, acted = text.rpartition(",")
+        if so and _context(so, self.starts):
+            # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
+            # words of the node, the action's words do.
+            content = [t for t in self.catalog.tokens(acted) if t != "?"] or content
         if not mentions and self._out_of_scope(content, draft):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
@@ -572,6 +602,11 @@ class SegmentPlanner:
                 if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
+
+    def _names(self) -> frozenset[str]:
+        """Every configured name and alias, lower case."""
+        return frozenset(n.lower() for names in self.entities.values() for n in names) | frozenset(
+            a.lower() for a in self.aliases)
 
     def _said_as_action(self, mention: ex.Mention, seg: ex.Segment) -> str | None:
         """A name that is itself a verb phrase, said alone ("rotate the logs" is script ``rotate-logs.sh``):
@@ -808,6 +843,10 @@ class SegmentPlanner:
             takes_interval = any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict))
             values = {p: v for p in props if p not in ents
                       and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
+            guessed = [values[p] for p in values if p in required and isinstance(values[p], str)]
+            twice = [p for p in values if p in required and isinstance(values[p], str) and guessed.count(values[p]) > 1]
+            for p in twice:
+                del values[p]  # one word read as two things fills neither ("delete the folder tmp")
             filled = set(values)
             if distinct:
                 # A tool that covers every word asked ("disk and memory") beats one that covers a part; a
