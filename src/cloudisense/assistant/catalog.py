@@ -82,7 +82,7 @@ SYNONYMS: dict[str, str] = {
     "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify",
-    "inform": "notify", "message": "notify",
+    "inform": "notify", "message": "notify", "page": "notify",
     "webhook": "notify", "hook": "notify", "team": "notify", "channel": "notify",
     "execute": "run", "exec": "run", "launch": "run", "trigger": "run", "apply": "run",
     "provision": "playbook", "role": "playbook", "ansible": "playbook", "playbooks": "playbook",

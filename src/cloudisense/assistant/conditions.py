@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cloudisense.assistant.catalog import stem
+from cloudisense.assistant.catalog import STOPWORDS, stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
@@ -82,7 +82,7 @@ def result_fields(schema: dict[str, Any] | None) -> list[Field]:
                 typ = "string"
             desc = str(spec.get("description", ""))
             spoken = f"{path.replace('.', ' ').replace('_', ' ')} {desc}".lower()
-            words = {stem(w) for w in re.findall(r"[a-z]+", spoken)}
+            words = {stem(w) for w in re.findall(r"[a-z]+", spoken) if w not in STOPWORDS}
             out.append(Field(path, str(typ or "any"), enum, frozenset(words), name, desc))
 
     walk(schema, "", 0)
@@ -121,10 +121,23 @@ def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     return _state(low, words, fields)
 
 
+#: "hasn't been backed up in 48 hours", "no backup for 3 days": nothing within a time, so the age is above it.
+_NOT_WITHIN = re.compile(r"(?:\b(?:not|never|no)\b|n't)\b.*?\b[a-z]+ed(?:\s+up)?\s+"
+                         r"(?P<op>(?:in|for)(?:\s+(?:the\s+)?(?:last|past))?)\s+"
+                         r"(?=(?:\d|an?\b|one\b|two\b|three\b|a\s+few))")
+#: Words that say the share left rather than the share used.
+_FREE = {"free", "left", "available", "remaining", "unused"}
+#: Words of a field that counts the time since something happened (an age), not until it will.
+_SINCE = {"since", "ago", "age", "old"}
+
+
 def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     m = re.search(rf"(?:is\s+|are\s+|gets?\s+|goes\s+|has\s+|have\s+|with\s+)?(?P<op>{_GREATER}|{_LESS})\s*", low)
     if not m:
-        return None
+        gap = _NOT_WITHIN.search(low)
+        if gap is None:
+            return None
+        return _over_time(low[gap.end():], words, fields)
     op = ">" if re.fullmatch(_GREATER, m.group("op").strip()) else "<"
     if re.match(r"(at\s+(least|most)|no\s+(less|more)\s+than)\b", m.group("op").strip()):
         op += "="  # "at most 21 days" includes 21
@@ -154,8 +167,26 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     unit = field_unit(field.name, {"description": field.description})
     if q.minutes is not None and unit is not None:
         value = q.minutes / unit
+    if "percent" in words and words & _FREE and "used" in field.words and not field.words & _FREE and 0 <= value <= 100:
+        # "less than 20 % free" over a field of the share used: more than 80 % used.
+        value = 100 - value
+        op = {">": "<", "<": ">", ">=": "<=", "<=": ">="}[op]
     number: Any = int(value) if float(value).is_integer() else round(value, 3)
     return Condition(field, op, number, best[0])
+
+
+def _over_time(rest: str, words: set[str], fields: list[Field]) -> Condition | None:
+    """The field that counts a time (its name or description names a unit) above the time said first in ``rest``."""
+    times = [q for q in quantities(rest) if q.minutes is not None]
+    timed = [f for f in fields if f.type in ("number", "integer") and f.words & _SINCE
+             and field_unit(f.name, {"description": f.description}) is not None]
+    if not times or not timed:
+        return None
+    field = max(timed, key=lambda f: len(f.words & words))
+    unit = field_unit(field.name, {"description": field.description}) or 1.0
+    value = (times[0].minutes or 0.0) / unit
+    number: Any = int(value) if float(value).is_integer() else round(value, 3)
+    return Condition(field, ">", number, 1.0 + len(field.words & words))
 
 
 def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:

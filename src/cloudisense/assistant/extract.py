@@ -591,6 +591,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
+        if "text" not in words:
+            # A name is said whole: "node-agent" was split into its words for matching, not into two names.
+            whole = next((w for w in raw_tokens(text) if "-" in w and tok in w.split("-")
+                          and re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", w)), None)
+            if whole:
+                return whole
         return stem(tok) if "text" in words else tok
     return None
 
@@ -647,10 +653,16 @@ def extract_message(text: str) -> str | None:
     q = quoted(text)
     if q:
         return q.strip()
-    m = re.search(r"(?:\bsaying\b|\bthat\b|:|\babout\b)\s*(.+)$", text, re.IGNORECASE)
+    m = re.search(r"(?:\bsaying\b|\bthat\b|:|\babout\b)\s*(.+)$", text, re.IGNORECASE) or _TOLD.search(text)
     if m and len(m.group(1).strip()) > 2:
         return m.group(1).strip().rstrip(".")
     return None
+
+
+#: "tell the team it's flapping", "let ops know we're on it": a clause told to someone, after who hears it.
+_TOLD = re.compile(r"\b(?:tell|inform|notify|ping|page|warn|let)\s+(?:the\s+|our\s+|my\s+)?[\w@.\-]+"
+                   r"(?:\s+(?:team|chat|channel|group|room|people|folks))?(?:\s+know)?\s+"
+                   r"((?:it|it's|its|we|we're|they|they're|there's|everything)\b.{3,})$", re.IGNORECASE)
 
 
 def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> str:

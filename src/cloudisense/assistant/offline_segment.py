@@ -159,7 +159,7 @@ def _first_word(text: str, vocabulary: set[str] = frozenset()) -> str | None:  #
 
 
 def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
-                  aliases: dict[str, str] | None = None) -> list[str]:
+                  aliases: dict[str, str] | None = None, verbs: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Segments of a multi-step request (quoted text is never split)."""
     quotes: list[str] = []
 
@@ -177,7 +177,7 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
                 current = f"{current}, {piece}"
                 continue
-            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases) or _another_of_kind(
+            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
                 parts.append(current)
                 current = piece
@@ -198,10 +198,18 @@ def _context(piece: str, starts: set[str]) -> bool:
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
-def _starts_action(piece: str, starts: set[str]) -> bool:
+#: Who or what follows a verb ("email *the* team", "mail *everyone*"): the word before them acts.
+_OBJECT_START = {"the", "a", "an", "my", "our", "your", "everyone", "everybody", "me", "us", "them", "all", "ops"}
+
+
+def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str] = frozenset()) -> bool:
+    """``piece`` starts with an action word, or with a word some example starts with and then its object
+    ("email the team": "email" also names the intent, so it is no action word by itself)."""
     words = [w for w in re.findall(r"[a-z'\-]+", piece.lower()) if w not in {"please", "pls", "also", "then", "and"}]
     if not words:
         return False
+    if len(words) > 1 and words[1] in _OBJECT_START and canonical(words[0]) in verbs:
+        return True
     return words[0] in ("if", "only") or canonical(words[0]) in starts
 
 
@@ -289,7 +297,7 @@ class SegmentPlanner:
         if asked:
             # "is the disk over 90 %? if so, clean up": the question is the action's condition.
             text = f"{asked.group('action').strip()} if {asked.group('cond').strip()}"
-        for segment in split_request(text, self.entities, self.starts, self.aliases):
+        for segment in split_request(text, self.entities, self.starts, self.aliases, set(verbs_of(self.catalog))):
             action, condition = split_condition(segment, self.starts)
             if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
                 # "check whether redis is up and start it if not": the opposite of what was checked.
@@ -424,13 +432,21 @@ class SegmentPlanner:
         tool = self.catalog.by_name[draft.intent or ""]
         kinds = {kind: draft.params.get(p) for p, kind in (tool.get("entities") or {}).items() if draft.params.get(p)}
         # What the condition names is what to check ("notify the team if the worker is down").
-        for m in ex.find_mentions(ex.Segment.of(condition), self.entities, self.aliases):
+        about_kinds: set[str] = set()
+        said = ex.Segment.of(condition)
+        found = ex.find_mentions(said, self.entities, self.aliases)
+        weak = self._weak(said, found)
+        for m in found:
             if not m.ambiguous:
                 kinds.setdefault(m.kind, m.names[0])
+                if id(m) not in weak:
+                    about_kinds.add(m.kind)
         best: tuple[float, StepDraft, Condition] | None = None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
                 continue
+            if about_kinds and not about_kinds & set((cand.get("entities") or {}).values()):
+                continue  # the condition is about a thing this read does not take ("if the X cert ...")
             cond = compile_condition(condition, result_fields(cand.get("result")))
             if cond is None:
                 continue
@@ -442,6 +458,7 @@ class SegmentPlanner:
                 elif param in tool_required(cand):
                     fits = False
             named = self._condition_values(cand, condition, params) if fits else {}
+            named.update(self._condition_paths(cand, condition) if fits else {})
             missing = [p for p in tool_required(cand) if p not in params and p not in named]
             params.update(named)
             if not fits or missing:
@@ -467,6 +484,21 @@ class SegmentPlanner:
                 continue
             value = ex.read_value(param, props[param], reading, required=True, known_words=self._known(tool))
             if value is not None:
+                out[param] = value
+        return out
+
+    def _condition_paths(self, tool: dict[str, Any], condition: str) -> dict[str, Any]:
+        """Optional path params of a check step said in the condition ("if /var has less than 20 % free")."""
+        props = (tool.get("params") or {}).get("properties") or {}
+        seg = ex.Segment.of(condition)
+        reading = self._reading(seg, ex.find_mentions(seg, self.entities, self.aliases))
+        out: dict[str, Any] = {}
+        for param, spec in props.items():
+            if param in tool_required(tool) or not isinstance(spec, dict) or ex.json_type(spec) != "string" \
+                    or ("path" not in ex.field_words(param, spec) and spec.get("default") != "/"):
+                continue
+            value = ex.read_value(param, spec, reading, required=False, known_words=self._known(tool))
+            if value is not None and value != spec.get("default"):
                 out[param] = value
         return out
 
@@ -517,7 +549,11 @@ class SegmentPlanner:
         # An id of a declared shape ("s-7") is a known word: a param of some intent takes it.
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()
                  or any(p.fullmatch(t) for p in self._id_patterns())]
-        if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
+        # A hyphenated name ("node-agent") is one unknown word, not one per part.
+        joined = sum(len(w.split("-")) - 1 for w in raw_tokens(asked) if "-" in w.strip("-")
+                     and not re.search(r"\d", w) and not any(canonical(p) in self.catalog.vocabulary
+                                                              for p in w.split("-")))
+        if not mentions and (not content or len(known) / max(1, len(content) - joined) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
         # "the deadline" of a thing named by its exact name ("X: what's the deadline ...?") is a fact about that
         # thing, not an unknown thing.
@@ -1076,7 +1112,7 @@ class SegmentPlanner:
             return names[0], "named" if of_kind[0].how != "alias" else "alias", None
         if len(names) > 1:
             return None, "ambiguous", f"Which {kind} do you mean: {_either(names)}?"
-        if kind in self.last and (ex.has_pronoun(seg) or (required and self._is_followup(seg))):
+        if kind in self.last and (ex.has_pronoun(seg) or (required and self._is_followup(seg, kind))):
             return self.last[kind], "from earlier in the request", None
         if ex.has_pronoun(seg):
             earlier = self._from_history(kind)
@@ -1113,9 +1149,13 @@ class SegmentPlanner:
                 return cand
         return None
 
-    def _is_followup(self, seg: ex.Segment) -> bool:
-        """A continuation such as "tell me when healthy" that names nothing of its own."""
-        return not ex.find_mentions(seg, self.entities, self.aliases) and bool(self.last)
+    def _is_followup(self, seg: ex.Segment, kind: str | None = None) -> bool:
+        """A continuation such as "tell me when healthy" that names nothing of its own (of ``kind``, when given:
+        "if X hasn't been backed up in a day, take a full backup" names a script's word, not another X)."""
+        found = ex.find_mentions(seg, self.entities, self.aliases)
+        if kind is not None:
+            found = [m for m in found if m.kind == kind]
+        return not found and bool(self.last)
 
     def _from_history(self, kind: str) -> str | None:
         for turn in reversed(self.context.history[-6:]):
