@@ -35,12 +35,16 @@ T = TypeVar("T")
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
-    "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
+    "kick off": "start", "fire off": "start", "fire up": "start", "bring up": "start", "spin up": "start",
+    "boot up": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
     "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
     "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
     "tell me when": "status", "let me know when": "status",
-    "roll out": "run", "preview": "dryrun",
+    "override": "force", "overriding": "force",
+    "one-time": "once", "single-use": "once", "single use": "once", "one-off": "once",
+    "roll out": "run", "preview": "dryrun", "simulate": "dryrun", "simulated": "dryrun", "simulating": "dryrun",
+    "simulation": "dryrun",
     "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
@@ -62,6 +66,8 @@ PHRASES: dict[str, str] = {
 
 #: Single-word synonyms, applied after stemming.
 SYNONYMS: dict[str, str] = {
+    # Keeping something quiet silences it; simulating a run is a dry run.
+    "quiet": "silence", "hush": "silence",
     "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "cycle": "restart",
     "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
@@ -186,6 +192,12 @@ def canonical(token: str, vocabulary: Any = frozenset(), distinct: frozenset[str
         return base
     # "stauts" is a typo of "status" as said, not of its stem; "renewing" is "renew" with an ending;
     # "backpus" a typo of "backups".
+    if distinct:
+        # A typo of a word that means itself here ("alrets" on a node with alerts) is that word, not its synonym.
+        for said in dict.fromkeys((base, token)):
+            fixed = _raw_correction(said, vocabulary)
+            if fixed and (fixed in distinct or stem(fixed) in distinct):
+                return stem(fixed)
     inflected = uninflect(base, vocabulary)
     return (correct(base, vocabulary) or (correct(token, vocabulary) if token != base else None)
             or (SYNONYMS.get(inflected, inflected) if inflected else None)
@@ -243,13 +255,27 @@ class VocabularyMemo(Generic[T]):
 _CORRECT_MEMO: VocabularyMemo[str | None] = VocabularyMemo()
 
 
-def _correct(word: str, vocabulary: Iterable[str], near_miss: Any) -> str | None:
+_RAW_MEMO: VocabularyMemo[str | None] = VocabularyMemo()
+
+
+def _raw_correction(word: str, vocabulary: Any) -> str | None:
+    """The vocabulary word ``word`` is a typo of, as written (not its synonym)."""
+    return _RAW_MEMO.get(word, vocabulary, lambda: _correct(word, vocabulary, _near, synonyms=False))
+
+
+def _near(word: str, target: str) -> bool:
+    from cloudisense.assistant.extract import near_miss
+
+    return near_miss(word, target)
+
+
+def _correct(word: str, vocabulary: Iterable[str], near_miss: Any, synonyms: bool = True) -> str | None:
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
     # Two letters swapped is the likelier typo ("stauts" is "status", not "stats").
     candidates.sort(key=lambda c: len(c) != len(word))
     for cand in candidates:
         if near_miss(word, cand):
-            return SYNONYMS.get(cand, cand)
+            return SYNONYMS.get(cand, cand) if synonyms else cand
     return None
 
 

@@ -449,6 +449,8 @@ class Reading:
     vocabulary: set[str] | frozenset[str] = frozenset()
     #: Declared id patterns of the catalogue ("b-\d+"): a token of that shape is that id, not another name.
     id_patterns: tuple[re.Pattern[str], ...] = ()
+    #: The names of the catalogue's intents: the value of a param that names an intent ("only this intent").
+    intent_names: frozenset[str] = frozenset()
 
     @property
     def text(self) -> str:
@@ -511,6 +513,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         tokens = {canonical(t) for t in words} | set(words)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
                                                              or any(near_miss(t, v.lower()) for t in tokens))]
+        if not hits and not required and "default" in spec:
+            hits = _enum_by_description(spec, values, {stem(t) for t in raw_tokens(spell_phrases(f" {low} "))})
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
         # Flags, each with the value that follows it when that is a number or a path ("--keep 3").
@@ -544,7 +548,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if not m:
             return None
         path = m.group(1).rstrip(".,?!")
-        return path if len(path) == 1 else path.rstrip("/")
+        path = path if len(path) == 1 else path.rstrip("/")
+        inside = re.search(rf"(?<![\w./\-])([\w\-]+\.[a-z0-9]{{1,5}})\s+(?:under|in|inside|within|from)\s+"
+                           rf"(?:the\s+)?(?:folder\s+)?{re.escape(path)}(?![\w.\-/])", text, re.I)
+        if inside and "/" not in inside.group(1):
+            # "old.csv under demo/reports" is the file demo/reports/old.csv, not the folder.
+            return f"{path}/{inside.group(1)}"
+        return path
     if "send" in words or "message" in words:
         message = extract_message(text)
         if message is not None:
@@ -555,11 +565,27 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if q and not reading.quote_taken:
         reading.quote_taken = True
         return q.strip()
-    # "limited to web1" for a ``limit`` field: its name said, then the value.
-    named = re.search(rf"\b{re.escape(param.lower().split('_')[0])}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)",
-                      low) if not required and len(param) >= 4 else None
+    if "intent" in words and reading.intent_names:
+        # "the records of stop_target": a param that names an intent takes an intent's name said.
+        intent_said = next((t for t in raw_tokens(text) if t in reading.intent_names), None)
+        if intent_said:
+            return intent_said
+    # "limited to web1" for a ``limit`` field, "by user carol" for a ``user`` one: its name said, then the value.
+    head = re.escape(param.lower().split("_")[0])
+    named = re.search(rf"\b{head}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)"
+                      rf"|\b(?:for|by|of|from)\s+{head}\s+([a-z0-9][\w.:!*\-]*)", low) \
+        if not required and len(param) >= 4 else None
+    if named and named.group(1) is None:
+        named = re.search(r"(.+)", named.group(2))  # "by user carol": the name after its param's name
     if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
         return named.group(1)
+    if "host" in words and not required:
+        # "on db3 only", "only against db2": where the run is limited to, for a field of hosts.
+        only = re.search(r"\b(?:on|against)\s+([a-z0-9][\w.:!*\-]*)\s+only\b"
+                         r"|\bonly\s+(?:on|against)\s+([a-z0-9][\w.:!*\-]*)", low)
+        host = (only.group(1) or only.group(2)) if only else None
+        if host and host not in STOPWORDS and stem(host) not in known_words:
+            return host
     m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
@@ -609,6 +635,21 @@ _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
 _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit", "show", "list", "give"}
+
+
+def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]) -> list[Any]:
+    """The listed values whose own words in the description ("static: reusable until it expires; dynamic:
+    works once") the request says, and no other value's: "a link that works once" is ``dynamic``."""
+    desc = str(spec.get("description", "")).lower()
+    words: dict[Any, set[str]] = {}
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        m = re.search(rf"(?<![\w-]){re.escape(value.lower())}\s*:\s*([^;]+)", desc)
+        if m:
+            words[value] = {stem(w) for w in re.findall(r"[a-z]+", m.group(1)) if w not in STOPWORDS and len(w) > 2}
+    own = {v: w - set().union(*(o for u, o in words.items() if u != v)) for v, w in words.items()}
+    return [v for v, w in own.items() if w & said]
 
 
 def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:

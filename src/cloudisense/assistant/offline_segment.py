@@ -71,7 +71,7 @@ _NOT_VERBS = {"top", "last", "first", "latest", "newest", "recent", "next", "pre
 _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
-_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
+_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
 #: Verbs that undo each other (in their catalogue spelling: "kill" is "stop").
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
@@ -216,8 +216,8 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
 def _another_object(piece: str, current: str, starts: set[str]) -> bool:
     """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
     first = re.findall(r"[a-z']+", piece.lower())[:1]
-    return bool(first) and first[0] in ("the", "my", "our") and _starts_action(current, starts) and bool(
-        re.search(r"\b(the|my|our)\s+\w+", current.lower()))
+    return bool(first) and first[0] in ("the", "my", "our", "its", "their") and _starts_action(current, starts) \
+        and bool(re.search(r"\b(the|my|our)\s+\w+", current.lower()))
 
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
@@ -548,7 +548,8 @@ class SegmentPlanner:
                                  confidence=0.3, reason=f"{bare.names[0]} named with nothing to do", held=True)
         # An id of a declared shape ("s-7") is a known word: a param of some intent takes it.
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()
-                 or any(p.fullmatch(t) for p in self._id_patterns())]
+                 or any(p.fullmatch(t) for p in self._id_patterns()) or "/" in t  # ... and so is a path
+                 or (question and t in self._name_words())]  # ... and, asked about, a configured name's word
         # A hyphenated name ("node-agent") is one unknown word, not one per part.
         joined = sum(len(w.split("-")) - 1 for w in raw_tokens(asked) if "-" in w.strip("-")
                      and not re.search(r"\d", w) and not any(canonical(p) in self.catalog.vocabulary
@@ -639,6 +640,10 @@ class SegmentPlanner:
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
 
+    def _name_words(self) -> frozenset[str]:
+        """The stemmed words of every configured name."""
+        return frozenset(stem(tok) for names in self.entities.values() for n in names for tok in ex.entity_tokens(n))
+
     def _names(self) -> frozenset[str]:
         """Every configured name and alias, lower case."""
         return frozenset(n.lower() for names in self.entities.values() for n in names) | frozenset(
@@ -664,7 +669,9 @@ class SegmentPlanner:
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
         # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
+        values = [v.lower() for v in draft.params.values() if isinstance(v, str)]
         unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
+                   and not (len(t) > 2 and any(t in v for v in values))  # a part of a value read ("x.txt" of a path)
                    and not any(p.fullmatch(t) for p in self._id_patterns())
                    and not ex.near_miss_any(t, self.catalog.vocabulary)]
         return bool(unknown) and 2 * len(unknown) > len(about)
@@ -680,6 +687,8 @@ class SegmentPlanner:
                 in self.catalog.vocabulary):
             return None
         best, _ = ranked[0]
+        if any(best in verbs_of(self.catalog).get(t, ()) for t in content[1:]):
+            return None  # "keep alert 2 quiet": the best intent's own verb is said, after another word
         nouns = _name_nouns(best)
         kinds = set((self.catalog.by_name[best].get("entities") or {}).values())
         options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n) or (
@@ -1004,7 +1013,14 @@ class SegmentPlanner:
 
     def _reading(self, seg: ex.Segment, mentions: list[ex.Mention]) -> ex.Reading:
         return ex.Reading(seg, self._busy(seg, mentions), vocabulary=self._described(),
-                          id_patterns=self._id_patterns())
+                          id_patterns=self._id_patterns(), intent_names=self._intent_names())
+
+    def _intent_names(self) -> frozenset[str]:
+        """The names of every intent of the catalogue (cached on it)."""
+        cached = self.catalog.__dict__.get("_intent_names")
+        if cached is None:
+            cached = self.catalog.__dict__["_intent_names"] = frozenset(str(t["name"]) for t in self.catalog.tools)
+        return cached
 
     def _described(self) -> set[str]:
         """Words of the tools' names and descriptions (not their examples, which name instances such as
@@ -1036,8 +1052,13 @@ class SegmentPlanner:
         key = (tool["name"], frozenset(self.kinds))
         known = cache.get(key)
         if known is None:
-            words = {stem(w) for w in re.findall(r"[a-z]+", " ".join([tool["name"].replace("_", " "),
-                                                                        tool.get("description", "")]).lower())}
+            # ... and its params' names: "by user carol" names the param ``user``, whose value is carol (a
+            # flag's name is a modifier said, so it stays a word the text may use as one).
+            props = (tool.get("params") or {}).get("properties") or {}
+            named = [p.replace("_", " ") for p, spec in props.items()
+                     if isinstance(spec, dict) and ex.json_type(spec) != "boolean"]
+            said = " ".join([tool["name"].replace("_", " "), tool.get("description", ""), *named]).lower()
+            words = {stem(w) for w in re.findall(r"[a-z]+", said)}
             known = cache[key] = words | self.starts | set(self.kinds) | {canonical(w) for w in words}
         return known
 
