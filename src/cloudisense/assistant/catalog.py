@@ -57,6 +57,11 @@ PHRASES: dict[str, str] = {
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle", "help me with": "handle",
+    # Wishes said politely are requests: "i'd like to see X" is "show X", "i want to restart X" is "restart X".
+    "i'd like to see": "show", "i would like to see": "show", "i want to see": "show", "i'd like to": "please",
+    "i would like to": "please", "i want to": "please", "i'd like you to": "please", "i want you to": "please",
+    # ... also as tokenised ("i'd" loses its "'d"):
+    "i like to see": "show", "i like to": "please", "i like you to": "please",
     "give me": "show", "get me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
     "look at": "check", "have a look at": "check", "take a look at": "check",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
@@ -105,7 +110,7 @@ STOPWORDS = frozenset(
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
-    "have has had they them their then so if as both either".split()
+    "have has had they them their then so if as both either else".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")

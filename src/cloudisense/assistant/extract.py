@@ -546,7 +546,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # A path the description shows relative to a folder label ("demo/notes.txt").
             m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
-            return None
+            # "worker.json from the demo folder": a file in a folder named by its label.
+            named_in = re.search(r"(?<![\w./\-])([\w\-]+\.[a-z0-9]{1,5})\s+(?:in|from|under|inside)\s+(?:the\s+)?"
+                                 r"([a-z0-9][\w\-]*)\s+(?:folder|root|directory|dir)\b", text, re.I) \
+                if re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))) else None
+            return f"{named_in.group(2)}/{named_in.group(1)}" if named_in else None
         path = m.group(1).rstrip(".,?!")
         path = path if len(path) == 1 else path.rstrip("/")
         inside = re.search(rf"(?<![\w./\-])([\w\-]+\.[a-z0-9]{{1,5}})\s+(?:under|in|inside|within|from)\s+"
@@ -595,7 +599,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
     # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
     phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
-    for i, tok in enumerate(seg.raw):
+    order = list(range(len(seg.raw)))
+    if set(words) & _CONTAINER_WORDS:
+        # A folder or root is said after "in" ("what else sits in demo"): look there first.
+        order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("in", "inside", "under", "within") else 1)
+    for i in order:
+        tok = seg.raw[i]
         if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
                 or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
             continue
@@ -613,10 +622,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
             continue  # a typo of a word of what to do ("shwo me the app log")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
-        if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
+        if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
+                and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the demo folder"
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
+        if set(words) & _CONTAINER_WORDS and re.search(r"\.[a-z0-9]{1,5}$", tok):
+            continue  # a file's name is not the folder it is in
         if "text" not in words:
             # A name is said whole: "node-agent" was split into its words for matching, not into two names.
             whole = next((w for w in raw_tokens(text) if "-" in w and tok in w.split("-")
@@ -627,6 +639,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words of a param that names where things are (a folder, a root label).
+_CONTAINER_WORDS = {"folder", "root", "directory", "dir"}
 #: Words of how recent, never a text to look for.
 RECENCY = {"new", "newer", "newest", "latest", "recent", "recently", "lately", "fresh", "today", "yesterday", "now"}
 #: Words that start a noun phrase: the word before one is its verb.

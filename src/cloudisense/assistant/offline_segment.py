@@ -671,7 +671,8 @@ class SegmentPlanner:
         # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
         values = [v.lower() for v in draft.params.values() if isinstance(v, str)]
         unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
-                   and not (len(t) > 2 and any(t in v for v in values))  # a part of a value read ("x.txt" of a path)
+                   # a part of a value read ("x.txt" of a path), or a path whose parts are values ("demo/reports")
+                   and not (len(t) > 2 and any(t in v or (len(v) > 2 and v in t.split("/")) for v in values))
                    and not any(p.fullmatch(t) for p in self._id_patterns())
                    and not ex.near_miss_any(t, self.catalog.vocabulary)]
         return bool(unknown) and 2 * len(unknown) > len(about)
@@ -888,6 +889,7 @@ class SegmentPlanner:
             takes_interval = any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict))
             values = {p: v for p in props if p not in ents
                       and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
+            values.update(_inside(props, seg.text, ents))
             guessed = [values[p] for p in values if p in required and isinstance(values[p], str)]
             twice = [p for p in values if p in required and isinstance(values[p], str) and guessed.count(values[p]) > 1]
             for p in twice:
@@ -1095,6 +1097,7 @@ class SegmentPlanner:
                                   required=param in required, known_words=known)
             if value is not None:
                 params[param] = value
+        params.update(_inside(props, seg.text, entity_params))
         guessed = [p for p in required if p in params and p not in entity_params and isinstance(params[p], str)]
         if len({params[p] for p in guessed}) < len(guessed):
             # One word read as two different things ("delete the folder tmp": root and folder both "tmp"):
@@ -1186,6 +1189,29 @@ class SegmentPlanner:
             if names:
                 return names[-1]
         return None
+
+
+def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> dict[str, Any]:
+    """A relative path said for two params, one described as inside the other ("folder inside the root"):
+    "what is in demo/reports" is the root ``demo`` and the folder ``reports`` in it."""
+    for inner, spec in props.items():
+        if not isinstance(spec, dict) or ex.json_type(spec) != "string" or inner in entity_params:
+            continue
+        desc = str(spec.get("description", "")).lower()
+        outer = next((p for p in props if p != inner and p not in entity_params and isinstance(props[p], dict)
+                      and ex.json_type(props[p]) == "string" and re.search(rf"\binside\s+(?:the\s+)?{p}\b", desc)),
+                     None)
+        if outer is None:
+            continue
+        said = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*)/([\w.\-][\w.\-/]*)", text)
+        if said is None:
+            continue
+        rest = said.group(2).rstrip("/.,?!")
+        if re.search(r"\.[a-z0-9]{1,5}$", rest, re.I) or re.search(r"(?<![\w/])[\w\-]+\.[a-z0-9]{1,5}(?![\w/])",
+                                                                  text[:said.start()] + text[said.end():], re.I):
+            return {}  # a file is named ("x.csv under a/b", "a/b/x.txt"): no folder inside a root is meant
+        return {outer: said.group(1), inner: rest}
+    return {}
 
 
 def _name_nouns(name: str) -> set[str]:
