@@ -189,7 +189,13 @@ def _over_time(rest: str, words: set[str], fields: list[Field]) -> Condition | N
     return Condition(field, ">", number, 1.0 + len(field.words & words))
 
 
+#: "if it looks broken", "if it seems down": an impression of a state, which no field can check.
+_IMPRESSION = re.compile(r"\b(looks?|looking|seems?|seeming|appears?|feels?|sounds?)\b")
+
+
 def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
+    if _IMPRESSION.search(low):
+        return None
     negated = bool(_NOT.search(low))
     raw = set(re.findall(r"[a-z]+", low))
     # A state named by its own value: "if it is stopped", "if it's not running".

@@ -546,7 +546,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # A path the description shows relative to a folder label ("demo/notes.txt").
             m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
-            # "worker.json from the demo folder": a file in a folder named by its label.
+            # "notes.md from the docs folder": a file in a folder named by its label.
             named_in = re.search(r"(?<![\w./\-])([\w\-]+\.[a-z0-9]{1,5})\s+(?:in|from|under|inside)\s+(?:the\s+)?"
                                  r"([a-z0-9][\w\-]*)\s+(?:folder|root|directory|dir)\b", text, re.I) \
                 if re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))) else None

@@ -84,6 +84,8 @@ for _x, _y in _UNDOING:
     for _a, _b in ((_x, _y), (_y, _x)):
         for _w in _a:
             _OPPOSITES.setdefault(_w, set()).update(_b)
+#: Words that say something repeats by itself, without saying how often.
+_REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically"}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 #: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
@@ -622,6 +624,12 @@ class SegmentPlanner:
         vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
         if vague:
             return vague
+        if not question and content and content[0].isalpha() and content[0] not in self.catalog.vocabulary \
+                and not ex.near_miss_any(content[0], self.catalog.vocabulary) and not typos:
+            kinds_said = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
+            if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
+                # "replicate X to the standby": a verb no intent knows, over a thing the best match does not take.
+                return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
@@ -869,7 +877,8 @@ class SegmentPlanner:
         change = self._change = self._asks_change(seg, verb, verbs, verb_is_noun)
         objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
-        repeated = any(q.every for q in ex.quantities(seg.text))
+        # "every 6 hours", or a repetition said without how often ("regular backups": which interval is asked).
+        repeated = any(q.every for q in ex.quantities(seg.text)) or bool(set(seg.raw) & _REPEATED)
         words = set(seg.raw)
         about_many = bool(words & _QUANTIFIERS) or any(
             p for n, p in said if p and any(n in _name_nouns(t["name"]) for t in self.catalog.tools))
