@@ -51,6 +51,8 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
+    # "start it back up", "bring the worker back up": up again, not a backup.
+    "it back up": "it up", "them back up": "them up",
     "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # "how long has it been up": for how long it has run.
     "been up": "uptime", "been running": "uptime", "been online": "uptime",
@@ -167,10 +169,23 @@ def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool
     vocab = vocabulary if isinstance(vocabulary, (set, frozenset, dict)) else set(vocabulary)
     out: list[str] = []
     for token in raw_tokens(apply_phrases(text)):
-        if not keep_stopwords and token in STOPWORDS:
+        if not keep_stopwords and (token in STOPWORDS or (vocab and token not in vocab and _stopword_typo(token))):
             continue
         out.append(canonical(token, vocab, distinct))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _stopword_typo(token: str) -> bool:
+    """``token`` is a stopword with two neighbouring letters after the first swapped ("teh", "adn")."""
+    if len(token) < 3 or not token.isalpha():
+        return False
+    for word in STOPWORDS:
+        if len(word) == len(token) and word != token and word[0] == token[0] and sorted(word) == sorted(token):
+            diff = [i for i, (a, b) in enumerate(zip(word, token, strict=True)) if a != b]
+            if len(diff) == 2 and diff[1] == diff[0] + 1:
+                return True
+    return False
 
 
 def distinct_words(tools: Iterable[dict[str, Any]]) -> frozenset[str]:

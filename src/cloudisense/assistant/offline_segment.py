@@ -106,7 +106,9 @@ def _question_typo(text: str) -> str:
     if not m or m.group(1).lower() in _QUESTION_WORDS:
         return text
     word = m.group(1).lower()
-    fixed = next((q for q in _QUESTION_WORDS if len(q) >= 3 and ex.near_miss(word, q)), None)
+    fixed = next((q for q in _QUESTION_WORDS if len(q) >= 3 and (ex.near_miss(word, q) or (
+        len(q) == 4 and len(word) == 3 and word[0] == q[0] and any(q[:i] + q[i + 1:] == word for i in range(4))))),
+        None)  # "whn" is "when" with a letter missing
     return text[:m.start(1)] + fixed + text[m.end(1):] if fixed else text
 
 
@@ -115,6 +117,9 @@ def is_question(text: str) -> bool:
     if _REQUEST_START.search(text):
         return False
     text = _question_typo(text)
+    if re.match(r"^\s*(have|get)\s+(?!you\b|we\b|they\b|i\b|it\b|there\b|any|some)", text, re.I) \
+            and not text.rstrip().endswith("?") and any(q.every for q in ex.quantities(text)):
+        return False  # "have X backed up every 15 minutes": a request to have it done, not a question
     return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
         r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
