@@ -503,6 +503,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
                 if stem(asked.group(1)) in adds:
                     return True
+            if "path" in adds and re.match(r"\s*where\b", low):
+                return True  # "where is each log kept?" asks for what the flag adds: their paths
         return None
     values = enum_of(spec)
     if values:

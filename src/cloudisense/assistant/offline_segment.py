@@ -958,7 +958,9 @@ class SegmentPlanner:
                 # Nor is it when the request points at something else ("the server").
                 score *= 0.5 if about_many or other_object else 0.8
             if repeated and not takes_interval:
-                score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
+                # "once a day" asks for something repeated: an intent with no interval can't, and a change that
+                # happens once is the least likely ("back it up periodically" is no backup now).
+                score *= 0.3 if tool.get("risk") != "read" else 0.5
             for p in filled:
                 spec = props[p] if isinstance(props.get(p), dict) else {}
                 if p not in required and ex.enum_of(spec) and "default" in spec:
