@@ -51,7 +51,7 @@ PHRASES: dict[str, str] = {
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
-    # "start it back up", "bring the worker back up": up again, not a backup.
+    # "get it back up", "bring them back up": up again, not a backup.
     "it back up": "it up", "them back up": "them up",
     "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # "how long has it been up": for how long it has run.

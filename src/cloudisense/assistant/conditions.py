@@ -121,7 +121,7 @@ def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     return _state(low, words, fields)
 
 
-#: "hasn't been backed up in 48 hours", "no backup for 3 days": nothing within a time, so the age is above it.
+#: "hasn't been rotated in 2 days", "not renewed for 3 weeks": nothing within a time, so the age is above it.
 _NOT_WITHIN = re.compile(r"(?:\b(?:not|never|no)\b|n't)\b.*?\b[a-z]+ed(?:\s+up)?\s+"
                          r"(?P<op>(?:in|for)(?:\s+(?:the\s+)?(?:last|past))?)\s+"
                          r"(?=(?:\d|an?\b|one\b|two\b|three\b|a\s+few))")
@@ -189,7 +189,7 @@ def _over_time(rest: str, words: set[str], fields: list[Field]) -> Condition | N
     return Condition(field, ">", number, 1.0 + len(field.words & words))
 
 
-#: "if it looks broken", "if it seems down": an impression of a state, which no field can check.
+#: "if it looks down", "if it seems unhealthy": an impression of a state, which no field can check.
 _IMPRESSION = re.compile(r"\b(looks?|looking|seems?|seeming|appears?|feels?|sounds?)\b")
 
 

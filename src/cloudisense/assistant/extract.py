@@ -504,7 +504,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 if stem(asked.group(1)) in adds:
                     return True
             if "path" in adds and re.match(r"\s*where\b", low):
-                return True  # "where is each log kept?" asks for what the flag adds: their paths
+                return True  # "where do the files live?" asks for what the flag adds: their paths
         return None
     values = enum_of(spec)
     if values:
@@ -558,7 +558,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         inside = re.search(rf"(?<![\w./\-])([\w\-]+\.[a-z0-9]{{1,5}})\s+(?:under|in|inside|within|from)\s+"
                            rf"(?:the\s+)?(?:folder\s+)?{re.escape(path)}(?![\w.\-/])", text, re.I)
         if inside and "/" not in inside.group(1):
-            # "old.csv under demo/reports" is the file demo/reports/old.csv, not the folder.
+            # "a.txt under docs/old" is the file docs/old/a.txt, not the folder.
             return f"{path}/{inside.group(1)}"
         return path
     if "send" in words or "message" in words:
@@ -603,7 +603,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
     order = list(range(len(seg.raw)))
     if set(words) & _CONTAINER_WORDS:
-        # A folder or root is said after "in" ("what else sits in demo"): look there first.
+        # A folder or root is said after "in" ("what is left in docs"): look there first.
         order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("in", "inside", "under", "within") else 1)
     for i in order:
         tok = seg.raw[i]
@@ -625,7 +625,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue  # a typo of a word of what to do ("shwo me the app log")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
-                and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the demo folder"
+                and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the docs folder"
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502

@@ -119,7 +119,7 @@ def is_question(text: str) -> bool:
     text = _question_typo(text)
     if re.match(r"^\s*(have|get)\s+(?!you\b|we\b|they\b|i\b|it\b|there\b|any|some)", text, re.I) \
             and not text.rstrip().endswith("?") and any(q.every for q in ex.quantities(text)):
-        return False  # "have X backed up every 15 minutes": a request to have it done, not a question
+        return False  # "have X rotated every hour": a request to have it done, not a question
     return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
         r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
@@ -563,7 +563,7 @@ class SegmentPlanner:
                                                               for p in w.split("-")))
         if not mentions and (not content or len(known) / max(1, len(content) - joined) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
-        # "the deadline" of a thing named by its exact name ("X: what's the deadline ...?") is a fact about that
+        # "the cut-off" of a thing named by its exact name ("X: when is the cut-off?") is a fact about that
         # thing, not an unknown thing.
         exact = any(not m.ambiguous and m.how == "exact" for m in mentions)
         unknown_ref = self._unknown_reference(seg, mentions) if question and not exact else None
@@ -633,7 +633,7 @@ class SegmentPlanner:
                 and not ex.near_miss_any(content[0], self.catalog.vocabulary) and not typos:
             kinds_said = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
             if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
-                # "replicate X to the standby": a verb no intent knows, over a thing the best match does not take.
+                # "clone X onto another box": a verb no intent knows, over a thing the best match does not take.
                 return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
@@ -684,7 +684,7 @@ class SegmentPlanner:
         # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
         values = [v.lower() for v in draft.params.values() if isinstance(v, str)]
         unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
-                   # a part of a value read ("x.txt" of a path), or a path whose parts are values ("demo/reports")
+                   # a part of a value read ("x.txt" of a path), or a path whose parts are values ("docs/old")
                    and not (len(t) > 2 and any(t in v or (len(v) > 2 and v in t.split("/")) for v in values))
                    and not any(p.fullmatch(t) for p in self._id_patterns())
                    and not ex.near_miss_any(t, self.catalog.vocabulary)]
@@ -702,7 +702,7 @@ class SegmentPlanner:
             return None
         best, _ = ranked[0]
         if any(best in verbs_of(self.catalog).get(t, ()) for t in content[1:]):
-            return None  # "keep alert 2 quiet": the best intent's own verb is said, after another word
+            return None  # "keep the thing hushed": the best intent's own verb is said, after another word
         nouns = _name_nouns(best)
         kinds = set((self.catalog.by_name[best].get("entities") or {}).values())
         options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n) or (
@@ -882,7 +882,7 @@ class SegmentPlanner:
         change = self._change = self._asks_change(seg, verb, verbs, verb_is_noun)
         objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
-        # "every 6 hours", or a repetition said without how often ("regular backups": which interval is asked).
+        # "every 6 hours", or a repetition said without how often ("periodic snapshots": which interval is asked).
         repeated = any(q.every for q in ex.quantities(seg.text)) or bool(set(seg.raw) & _REPEATED)
         words = set(seg.raw)
         about_many = bool(words & _QUANTIFIERS) or any(
@@ -1191,7 +1191,7 @@ class SegmentPlanner:
 
     def _is_followup(self, seg: ex.Segment, kind: str | None = None) -> bool:
         """A continuation such as "tell me when healthy" that names nothing of its own (of ``kind``, when given:
-        "if X hasn't been backed up in a day, take a full backup" names a script's word, not another X)."""
+        "if X was not rotated in a day, rotate it" names another kind's word, not another X)."""
         found = ex.find_mentions(seg, self.entities, self.aliases)
         if kind is not None:
             found = [m for m in found if m.kind == kind]
@@ -1209,7 +1209,7 @@ class SegmentPlanner:
 
 def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> dict[str, Any]:
     """A relative path said for two params, one described as inside the other ("folder inside the root"):
-    "what is in demo/reports" is the root ``demo`` and the folder ``reports`` in it."""
+    "what is in docs/old" is the root ``docs`` and the folder ``old`` in it."""
     for inner, spec in props.items():
         if not isinstance(spec, dict) or ex.json_type(spec) != "string" or inner in entity_params:
             continue
