@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -210,10 +211,20 @@ def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: l
         busy = {j for m in taken if m.kind == kind for j in range(m.start, m.end)}
         if kind is None or i in busy or kind not in entities:
             continue
-        hits = [n for n in entities[kind] if word in entity_tokens(n) and len(entity_tokens(n)) > 1]
+        hits = [n for n in entities[kind] if len(entity_tokens(n)) > 1
+                and any(word == t or _same_root(word, t) for t in entity_tokens(n))]
         if hits:
             out.append(Mention(kind, hits, i, i + 1, "partial"))
     return out
+
+
+def _same_root(word: str, token: str) -> bool:
+    """Two forms of one word ("rotation" and "rotate", "cleaning" and "clean"): a shared start of five letters
+    or more, missing at most two letters of the shorter one."""
+    if not (word.isalpha() and token.isalpha()) or min(len(word), len(token)) < 5:
+        return False
+    shared = len(os.path.commonprefix([word, token]))  # noqa: RUF071 (letters, not paths)
+    return shared >= 5 and shared >= min(len(word), len(token)) - 2
 
 
 def _prefer_kind_words(mentions: list[Mention], words: list[str], kinds: dict[str, str]) -> list[Mention]:
