@@ -634,6 +634,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
         if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
             continue  # a typo of a word of what to do ("shwo me the app log")
+        if i == first and len(tok) == 3 and tok.isalpha() and tok not in reading.vocabulary and any(
+                len(v) == 4 and v[0] == tok[0] and any(v[:k] + v[k + 1:] == tok for k in range(1, 4))
+                for v in reading.vocabulary):
+            continue  # ... a short one said first is the verb ("lok at ...")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
                 and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the docs folder"

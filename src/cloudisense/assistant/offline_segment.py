@@ -811,7 +811,7 @@ class SegmentPlanner:
         if fixed and not self._question and fixed[0] not in self.starts:
             # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
             # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
-            fixed[0] = uninflect(fixed[0], self.starts) or fixed[0]
+            fixed[0] = uninflect(fixed[0], self.starts) or _short_verb_typo(fixed[0], self.starts) or fixed[0]
         if fixed and not self._question and fixed[0] in self.catalog.distinct \
                 and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()):
             # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
@@ -1228,6 +1228,17 @@ def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> 
             return {}  # a file is named ("x.csv under a/b", "a/b/x.txt"): no folder inside a root is meant
         return {outer: said.group(1), inner: rest}
     return {}
+
+
+def _short_verb_typo(word: str, starts: set[str]) -> str | None:
+    """A three-letter first word that is an action verb of four with a letter missing ("lok for ..." is "look
+    for ..."): the one such verb, in its catalogue spelling."""
+    if len(word) != 3 or not word.isalpha():
+        return None
+    verbs = {w for w in starts if len(w) == 4} | {w for w, syn in SYNONYMS.items() if len(w) == 4 and syn in starts}
+    found = {SYNONYMS.get(v, v) for v in verbs
+             if v[0] == word[0] and any(v[:i] + v[i + 1:] == word for i in range(1, 4))}
+    return found.pop() if len(found) == 1 else None
 
 
 def _name_nouns(name: str) -> set[str]:
