@@ -272,3 +272,10 @@ def test_a_file_under_a_folder_is_that_file_never_the_folder(node: PlanningConte
     plan = plan_of("delete the file a.txt under demo/tmp", node)
     assert all(s.intent != "delete_folder" for s in plan.steps), plan
     assert steps(plan, node) in ([], [("delete_file", {"path": "demo/tmp/a.txt"})]), plan
+
+
+@pytest.mark.parametrize("text", ["do not stop nginx", "never prune the orders backups",
+                                  "the worker is fine, don't restart it", "please don't renew api.example.com"])
+def test_a_request_not_to_do_something_runs_nothing(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan

@@ -195,6 +195,12 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     return [p for p in restored if p]
 
 
+#: A request not to do something ("don't restart it", "never delete ...").
+_DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|never|dont|no\s+need\s+to"
+                   r"|there'?s\s+no\s+need\s+to)\b", re.I)
+#: A clause asking not to do something, anywhere in a segment, with its verb ("..., but never delete it").
+_DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
+                          r"([a-z]+)[^,;]*", re.I)
 #: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
 _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b", re.I)
 
@@ -317,6 +323,22 @@ class SegmentPlanner:
             pending = None
             if condition:
                 self._remember(condition)
+            negated = _DONT_CLAUSE.search(action)
+            if negated and canonical(negated.group(1)) in self.starts:
+                # "X is fine and don't restart it": the negated clause is no step; what is left may be one.
+                rest = (action[:negated.start()] + " " + action[negated.end():]).strip(" ,;")
+                rest = re.sub(r"\s+(?:and|but|so)$", "", rest).strip(" ,;")
+                if rest and (_starts_action(rest, self.starts) or not _STATEMENT.search(rest)):
+                    action = rest
+                else:
+                    action = "don't " + negated.group(1)
+            acted = action.rpartition(",")[2] if _context(action.rpartition(",")[0], self.starts) else action
+            if _DONT.match(acted):
+                # "do not stop the worker", "X is fine, don't restart it": what not to do is no step to run.
+                drafts.append(StepDraft(None, question="You asked me not to do that, so there is nothing to run. "
+                                                       "What should I do instead?", confidence=0.3, held=True,
+                                        reason="a negated request: nothing to do", text=action))
+                continue
             draft = self.plan_segment(action, drafts)
             draft.text = action
             if condition:
