@@ -227,3 +227,55 @@ def test_root_is_a_privilege_only_when_it_is_one(node: PlanningContext, text: st
     plan = plan_of(text, node)
     assert (plan.outcome == "escalate") is escalates, plan
     assert all(r == "read" for r in risks(plan, node)), plan
+
+
+@pytest.mark.parametrize("text", ["add a scratch folder to demo", "create a swap file of 2 GB", "make a new folder"])
+def test_a_verb_that_makes_a_thing_never_plans_removing_one(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert "destructive" not in risks(plan, node), plan
+
+
+def test_one_word_never_fills_two_required_params(node: PlanningContext) -> None:
+    plan = plan_of("delete folder scratch", node)
+    assert plan.outcome == "clarify", plan
+
+
+@pytest.mark.parametrize("text", ["hwo big is the orders backup", "whta is the state of redis", "whn did nginx start"])
+def test_a_typo_of_a_question_word_keeps_it_a_question(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert all(risk == "read" for risk in risks(plan, node)), plan
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("is nginx unhealthy? then restart it", "restart_target"),
+    ("5 days or less on api.example.com? if so, renew it", "renew_cert"),
+])
+def test_a_question_then_an_action_is_a_conditional_action(node: PlanningContext, text: str, intent: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome in ("execute", "clarify"), plan
+    acting = [s for s in plan.steps if s.intent == intent]
+    assert all(s.when for s in acting), plan
+
+
+@pytest.mark.parametrize("text", ["simulate users.yml", "simulate a run of nginx.yml"])
+def test_a_simulation_is_a_check_mode_run(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert all(s.params.get("check") is True for s in plan.steps if s.intent == "run_playbook"), plan
+
+
+@pytest.mark.parametrize("text", ["stop nginx if it seems down", "restart redis if it looks unhealthy"])
+def test_an_impression_is_no_condition(node: PlanningContext, text: str) -> None:
+    assert plan_of(text, node).outcome == "clarify"
+
+
+def test_a_file_under_a_folder_is_that_file_never_the_folder(node: PlanningContext) -> None:
+    plan = plan_of("delete the file a.txt under demo/tmp", node)
+    assert all(s.intent != "delete_folder" for s in plan.steps), plan
+    assert steps(plan, node) in ([], [("delete_file", {"path": "demo/tmp/a.txt"})]), plan
+
+
+@pytest.mark.parametrize("text", ["do not stop nginx", "never prune the orders backups",
+                                  "the worker is fine, don't restart it", "please don't renew api.example.com"])
+def test_a_request_not_to_do_something_runs_nothing(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan

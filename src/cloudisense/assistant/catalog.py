@@ -35,24 +35,35 @@ T = TypeVar("T")
 
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
-    "kick off": "start", "fire up": "start", "bring up": "start", "spin up": "start", "boot up": "start",
+    "kick off": "start", "fire off": "start", "fire up": "start", "bring up": "start", "spin up": "start",
+    "boot up": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
     "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
     "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
     "tell me when": "status", "let me know when": "status",
-    "roll out": "run", "preview": "dryrun",
+    "override": "force", "overriding": "force",
+    "one-time": "once", "single-use": "once", "single use": "once", "one-off": "once",
+    "roll out": "run", "preview": "dryrun", "simulate": "dryrun", "simulated": "dryrun", "simulating": "dryrun",
+    "simulation": "dryrun",
     "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
+    # "get it back up", "bring them back up": up again, not a backup.
+    "it back up": "it up", "them back up": "them up",
     "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
     # "how long has it been up": for how long it has run.
     "been up": "uptime", "been running": "uptime", "been online": "uptime",
     # Verbs that say to do *something* about a thing, but not what.
     "take care of": "handle", "deal with": "handle", "sort out": "handle", "look after": "handle",
     "do something about": "handle", "help me with": "handle",
+    # Wishes said politely are requests: "i'd like to see X" is "show X", "i want to restart X" is "restart X".
+    "i'd like to see": "show", "i would like to see": "show", "i want to see": "show", "i'd like to": "please",
+    "i would like to": "please", "i want to": "please", "i'd like you to": "please", "i want you to": "please",
+    # ... also as tokenised ("i'd" loses its "'d"):
+    "i like to see": "show", "i like to": "please", "i like you to": "please",
     "give me": "show", "get me": "show", "gimme": "show", "let me see": "show", "let me look at": "show",
     "look at": "check", "have a look at": "check", "take a look at": "check",
     # How often: one word for every way of saying a frequency ("once a day" is "every day").
@@ -62,6 +73,8 @@ PHRASES: dict[str, str] = {
 
 #: Single-word synonyms, applied after stemming.
 SYNONYMS: dict[str, str] = {
+    # Keeping something quiet silences it; simulating a run is a dry run.
+    "quiet": "silence", "hush": "silence",
     "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "cycle": "restart",
     "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
@@ -82,7 +95,7 @@ SYNONYMS: dict[str, str] = {
     "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify",
-    "inform": "notify", "message": "notify",
+    "inform": "notify", "message": "notify", "page": "notify",
     "webhook": "notify", "hook": "notify", "team": "notify", "channel": "notify",
     "execute": "run", "exec": "run", "launch": "run", "trigger": "run", "apply": "run",
     "provision": "playbook", "role": "playbook", "ansible": "playbook", "playbooks": "playbook",
@@ -99,7 +112,7 @@ STOPWORDS = frozenset(
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
-    "have has had they them their then so if as".split()
+    "have has had they them their then so if as both either else".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
@@ -156,10 +169,23 @@ def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool
     vocab = vocabulary if isinstance(vocabulary, (set, frozenset, dict)) else set(vocabulary)
     out: list[str] = []
     for token in raw_tokens(apply_phrases(text)):
-        if not keep_stopwords and token in STOPWORDS:
+        if not keep_stopwords and (token in STOPWORDS or (vocab and token not in vocab and _stopword_typo(token))):
             continue
         out.append(canonical(token, vocab, distinct))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _stopword_typo(token: str) -> bool:
+    """``token`` is a stopword with two neighbouring letters after the first swapped ("teh", "adn")."""
+    if len(token) < 3 or not token.isalpha():
+        return False
+    for word in STOPWORDS:
+        if len(word) == len(token) and word != token and word[0] == token[0] and sorted(word) == sorted(token):
+            diff = [i for i, (a, b) in enumerate(zip(word, token, strict=True)) if a != b]
+            if len(diff) == 2 and diff[1] == diff[0] + 1:
+                return True
+    return False
 
 
 def distinct_words(tools: Iterable[dict[str, Any]]) -> frozenset[str]:
@@ -186,6 +212,12 @@ def canonical(token: str, vocabulary: Any = frozenset(), distinct: frozenset[str
         return base
     # "stauts" is a typo of "status" as said, not of its stem; "renewing" is "renew" with an ending;
     # "backpus" a typo of "backups".
+    if distinct:
+        # A typo of a word that means itself here ("alrets" on a node with alerts) is that word, not its synonym.
+        for said in dict.fromkeys((base, token)):
+            fixed = _raw_correction(said, vocabulary)
+            if fixed and (fixed in distinct or stem(fixed) in distinct):
+                return stem(fixed)
     inflected = uninflect(base, vocabulary)
     return (correct(base, vocabulary) or (correct(token, vocabulary) if token != base else None)
             or (SYNONYMS.get(inflected, inflected) if inflected else None)
@@ -243,13 +275,27 @@ class VocabularyMemo(Generic[T]):
 _CORRECT_MEMO: VocabularyMemo[str | None] = VocabularyMemo()
 
 
-def _correct(word: str, vocabulary: Iterable[str], near_miss: Any) -> str | None:
+_RAW_MEMO: VocabularyMemo[str | None] = VocabularyMemo()
+
+
+def _raw_correction(word: str, vocabulary: Any) -> str | None:
+    """The vocabulary word ``word`` is a typo of, as written (not its synonym)."""
+    return _RAW_MEMO.get(word, vocabulary, lambda: _correct(word, vocabulary, _near, synonyms=False))
+
+
+def _near(word: str, target: str) -> bool:
+    from cloudisense.assistant.extract import near_miss
+
+    return near_miss(word, target)
+
+
+def _correct(word: str, vocabulary: Iterable[str], near_miss: Any, synonyms: bool = True) -> str | None:
     candidates = difflib.get_close_matches(word, list(vocabulary), n=8, cutoff=0.75)
     # Two letters swapped is the likelier typo ("stauts" is "status", not "stats").
     candidates.sort(key=lambda c: len(c) != len(word))
     for cand in candidates:
         if near_miss(word, cand):
-            return SYNONYMS.get(cand, cand)
+            return SYNONYMS.get(cand, cand) if synonyms else cand
     return None
 
 

@@ -18,13 +18,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cloudisense.assistant.catalog import stem
+from cloudisense.assistant.catalog import STOPWORDS, stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
-           r"older\s+than|longer\s+than|past|beyond|>=?)"
+           r"older\s+than|longer\s+than|past|beyond|at\s+least|no\s+less\s+than|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
-        r"newer\s+than|sooner\s+than|<=?)"
+        r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
+#: "ten days or less", "20 or more": the bound said after the amount.
+_BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
+                          r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
              "errored", "unsuccessful", "offline"}
@@ -79,7 +82,7 @@ def result_fields(schema: dict[str, Any] | None) -> list[Field]:
                 typ = "string"
             desc = str(spec.get("description", ""))
             spoken = f"{path.replace('.', ' ').replace('_', ' ')} {desc}".lower()
-            words = {stem(w) for w in re.findall(r"[a-z]+", spoken)}
+            words = {stem(w) for w in re.findall(r"[a-z]+", spoken) if w not in STOPWORDS}
             out.append(Field(path, str(typ or "any"), enum, frozenset(words), name, desc))
 
     walk(schema, "", 0)
@@ -107,7 +110,8 @@ def _words(text: str) -> set[str]:
 
 def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     """The condition ``text`` says over one of ``fields``, or ``None`` when none fits."""
-    low = text.lower()
+    low = _BOUND_AFTER.sub(lambda m: ("at most " if m.group(2) in ("less", "fewer", "under") else "at least ")
+                           + m.group(1), text.lower())
     words = _words(low)
     if _PERCENT.search(low):
         words.add("percent")
@@ -117,11 +121,26 @@ def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     return _state(low, words, fields)
 
 
+#: "hasn't been rotated in 2 days", "not renewed for 3 weeks": nothing within a time, so the age is above it.
+_NOT_WITHIN = re.compile(r"(?:\b(?:not|never|no)\b|n't)\b.*?\b[a-z]+ed(?:\s+up)?\s+"
+                         r"(?P<op>(?:in|for)(?:\s+(?:the\s+)?(?:last|past))?)\s+"
+                         r"(?=(?:\d|an?\b|one\b|two\b|three\b|a\s+few))")
+#: Words that say the share left rather than the share used.
+_FREE = {"free", "left", "available", "remaining", "unused"}
+#: Words of a field that counts the time since something happened (an age), not until it will.
+_SINCE = {"since", "ago", "age", "old"}
+
+
 def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     m = re.search(rf"(?:is\s+|are\s+|gets?\s+|goes\s+|has\s+|have\s+|with\s+)?(?P<op>{_GREATER}|{_LESS})\s*", low)
     if not m:
-        return None
+        gap = _NOT_WITHIN.search(low)
+        if gap is None:
+            return None
+        return _over_time(low[gap.end():], words, fields)
     op = ">" if re.fullmatch(_GREATER, m.group("op").strip()) else "<"
+    if re.match(r"(at\s+(least|most)|no\s+(less|more)\s+than)\b", m.group("op").strip()):
+        op += "="  # "at most 21 days" includes 21
     if _NOT.search(low[:m.start()]):
         op = "<=" if op == ">" else ">="  # "not above 90" / "unless it is above 90"
     rest = low[m.end():]
@@ -148,11 +167,35 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     unit = field_unit(field.name, {"description": field.description})
     if q.minutes is not None and unit is not None:
         value = q.minutes / unit
+    if "percent" in words and words & _FREE and "used" in field.words and not field.words & _FREE and 0 <= value <= 100:
+        # "less than 20 % free" over a field of the share used: more than 80 % used.
+        value = 100 - value
+        op = {">": "<", "<": ">", ">=": "<=", "<=": ">="}[op]
     number: Any = int(value) if float(value).is_integer() else round(value, 3)
     return Condition(field, op, number, best[0])
 
 
+def _over_time(rest: str, words: set[str], fields: list[Field]) -> Condition | None:
+    """The field that counts a time (its name or description names a unit) above the time said first in ``rest``."""
+    times = [q for q in quantities(rest) if q.minutes is not None]
+    timed = [f for f in fields if f.type in ("number", "integer") and f.words & _SINCE
+             and field_unit(f.name, {"description": f.description}) is not None]
+    if not times or not timed:
+        return None
+    field = max(timed, key=lambda f: len(f.words & words))
+    unit = field_unit(field.name, {"description": field.description}) or 1.0
+    value = (times[0].minutes or 0.0) / unit
+    number: Any = int(value) if float(value).is_integer() else round(value, 3)
+    return Condition(field, ">", number, 1.0 + len(field.words & words))
+
+
+#: "if it looks down", "if it seems unhealthy": an impression of a state, which no field can check.
+_IMPRESSION = re.compile(r"\b(looks?|looking|seems?|seeming|appears?|feels?|sounds?)\b")
+
+
 def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
+    if _IMPRESSION.search(low):
+        return None
     negated = bool(_NOT.search(low))
     raw = set(re.findall(r"[a-z]+", low))
     # A state named by its own value: "if it is stopped", "if it's not running".
@@ -192,8 +235,10 @@ _STATE_VERBS = {"is", "are", "was", "were", "be", "been", "being", "s", "t", "is
 def _state_words(low: str) -> set[str]:
     """The words of ``low`` that may say a state: "up" and "down" only after a verb of being or becoming."""
     words = re.findall(r"[a-z]+", low)
+    # Asked as a question ("is redis down"), the verb of being comes first.
+    asked = bool(words) and words[0] in ("is", "are", "was", "were")
     return {w for i, w in enumerate(words)
-            if w not in ("up", "down") or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
+            if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
 _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)

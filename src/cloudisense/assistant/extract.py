@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -210,10 +211,20 @@ def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: l
         busy = {j for m in taken if m.kind == kind for j in range(m.start, m.end)}
         if kind is None or i in busy or kind not in entities:
             continue
-        hits = [n for n in entities[kind] if word in entity_tokens(n) and len(entity_tokens(n)) > 1]
+        hits = [n for n in entities[kind] if len(entity_tokens(n)) > 1
+                and any(word == t or _same_root(word, t) for t in entity_tokens(n))]
         if hits:
             out.append(Mention(kind, hits, i, i + 1, "partial"))
     return out
+
+
+def _same_root(word: str, token: str) -> bool:
+    """Two forms of one word ("rotation" and "rotate", "cleaning" and "clean"): a shared start of five letters
+    or more, missing at most two letters of the shorter one."""
+    if not (word.isalpha() and token.isalpha()) or min(len(word), len(token)) < 5:
+        return False
+    shared = len(os.path.commonprefix([word, token]))  # noqa: RUF071 (letters, not paths)
+    return shared >= 5 and shared >= min(len(word), len(token)) - 2
 
 
 def _prefer_kind_words(mentions: list[Mention], words: list[str], kinds: dict[str, str]) -> list[Mention]:
@@ -249,7 +260,7 @@ _NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
 _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
           "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080,
-          "month": 43200, "months": 43200}
+          "month": 43200, "months": 43200, "yr": 525600, "yrs": 525600, "year": 525600, "years": 525600}
 _UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
 #: How a field says which time unit it counts (by its name or description).
 _FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "hour": 60, "hours": 60,
@@ -292,6 +303,8 @@ class Quantity:
 _EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$"
                            # "set the backup interval to 3 hours": the time named as the interval
                            r"|\b(interval|frequency)\s+(?:\w+\s+){0,3}?(?:to|of|at|=|:)\s*$")
+#: "a 15-minute interval", "6 hours apart": the time named as the interval, after it.
+_EVERY_AFTER = re.compile(r"\s*(?:intervals?|apart|cadence|frequency)\b")
 #: A determiner before "one" makes it a pronoun ("the one that fired", "this one", "which one").
 _ONE_AS_PRONOUN = re.compile(r"\b(the|this|that|which|each|any|every|another|a|no|last|first|next|new|other|same)\s+$")
 #: Words of a field that counts the time between two runs ("minutes between two automatic backups").
@@ -313,10 +326,20 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
     """Numbers in ``text``: ``"2 hours"`` (a duration), ``"last hour"`` (one hour), ``"20 lines"``, ``"top 5"``."""
     t = text.lower()
     out: list[Quantity] = []
-    for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*({_UNIT_RE})(?![\w])", t):
-        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
+    # "half an hour", "an hour and a half", "1 and a half days": halves of a unit.
+    for m in re.finditer(r"\bhalf\s+(?:an?\s+)?(hour|day|minute|week|month|year)\b"
+                         r"|\b(?:(an?|one|\d+)\s+)?(hour|day|minute|week|month|year)s?\s+and\s+a\s+half\b", t):
+        whole = 0.0 if m.group(1) else (float(m.group(2)) if (m.group(2) or "a")[0].isdigit() else 1.0)
+        unit = m.group(1) or m.group(3)
+        out.append(Quantity(whole + 0.5, (whole + 0.5) * _UNITS[unit], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
-    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month)\b", t):
+    # "90 minutes", "48h", "a 15-minute interval" (the unit joined by a hyphen).
+    for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*-?\s*({_UNIT_RE})(?![\w])", t):
+        if any(q.start <= m.start() < q.end for q in out):
+            continue
+        out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
+                            every=bool(_EVERY_BEFORE.search(t[:m.start()]) or _EVERY_AFTER.match(t[m.end():]))))
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month|year)\b", t):
         if not any(q.start <= m.start(2) < q.end for q in out):
             times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
             every = m.group(1) in ("per", "every", "each") or bool(times)
@@ -437,6 +460,8 @@ class Reading:
     vocabulary: set[str] | frozenset[str] = frozenset()
     #: Declared id patterns of the catalogue ("b-\d+"): a token of that shape is that id, not another name.
     id_patterns: tuple[re.Pattern[str], ...] = ()
+    #: The names of the catalogue's intents: the value of a param that names an intent ("only this intent").
+    intent_names: frozenset[str] = frozenset()
 
     @property
     def text(self) -> str:
@@ -489,6 +514,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
                 if stem(asked.group(1)) in adds:
                     return True
+            if "path" in adds and re.match(r"\s*where\b", low):
+                return True  # "where do the files live?" asks for what the flag adds: their paths
         return None
     values = enum_of(spec)
     if values:
@@ -499,6 +526,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         tokens = {canonical(t) for t in words} | set(words)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
                                                              or any(near_miss(t, v.lower()) for t in tokens))]
+        if not hits and not required and "default" in spec:
+            hits = _enum_by_description(spec, values, {stem(t) for t in raw_tokens(spell_phrases(f" {low} "))})
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
         # Flags, each with the value that follows it when that is a number or a path ("--keep 3").
@@ -530,9 +559,19 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # A path the description shows relative to a folder label ("demo/notes.txt").
             m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
-            return None
+            # "notes.md from the docs folder": a file in a folder named by its label.
+            named_in = re.search(r"(?<![\w./\-])([\w\-]+\.[a-z0-9]{1,5})\s+(?:in|from|under|inside)\s+(?:the\s+)?"
+                                 r"([a-z0-9][\w\-]*)\s+(?:folder|root|directory|dir)\b", text, re.I) \
+                if re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))) else None
+            return f"{named_in.group(2)}/{named_in.group(1)}" if named_in else None
         path = m.group(1).rstrip(".,?!")
-        return path if len(path) == 1 else path.rstrip("/")
+        path = path if len(path) == 1 else path.rstrip("/")
+        inside = re.search(rf"(?<![\w./\-])([\w\-]+\.[a-z0-9]{{1,5}})\s+(?:under|in|inside|within|from)\s+"
+                           rf"(?:the\s+)?(?:folder\s+)?{re.escape(path)}(?![\w.\-/])", text, re.I)
+        if inside and "/" not in inside.group(1):
+            # "a.txt under docs/old" is the file docs/old/a.txt, not the folder.
+            return f"{path}/{inside.group(1)}"
+        return path
     if "send" in words or "message" in words:
         message = extract_message(text)
         if message is not None:
@@ -543,11 +582,27 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if q and not reading.quote_taken:
         reading.quote_taken = True
         return q.strip()
-    # "limited to web1" for a ``limit`` field: its name said, then the value.
-    named = re.search(rf"\b{re.escape(param.lower().split('_')[0])}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)",
-                      low) if not required and len(param) >= 4 else None
+    if "intent" in words and reading.intent_names:
+        # "the records of stop_target": a param that names an intent takes an intent's name said.
+        intent_said = next((t for t in raw_tokens(text) if t in reading.intent_names), None)
+        if intent_said:
+            return intent_said
+    # "limited to web1" for a ``limit`` field, "by user carol" for a ``user`` one: its name said, then the value.
+    head = re.escape(param.lower().split("_")[0])
+    named = re.search(rf"\b{head}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)"
+                      rf"|\b(?:for|by|of|from)\s+{head}\s+([a-z0-9][\w.:!*\-]*)", low) \
+        if not required and len(param) >= 4 else None
+    if named and named.group(1) is None:
+        named = re.search(r"(.+)", named.group(2))  # "by user carol": the name after its param's name
     if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
         return named.group(1)
+    if "host" in words and not required:
+        # "on db3 only", "only against db2": where the run is limited to, for a field of hosts.
+        only = re.search(r"\b(?:on|against)\s+([a-z0-9][\w.:!*\-]*)\s+only\b"
+                         r"|\bonly\s+(?:on|against)\s+([a-z0-9][\w.:!*\-]*)", low)
+        host = (only.group(1) or only.group(2)) if only else None
+        if host and host not in STOPWORDS and stem(host) not in known_words:
+            return host
     m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
@@ -557,7 +612,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
     # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
     phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
-    for i, tok in enumerate(seg.raw):
+    order = list(range(len(seg.raw)))
+    if set(words) & _CONTAINER_WORDS:
+        # A folder or root is said after "in" ("what is left in docs"): look there first.
+        order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("in", "inside", "under", "within") else 1)
+    for i in order:
+        tok = seg.raw[i]
         if i in reading.busy or tok in STOPWORDS or tok in PRONOUNS or tok in _QUANTIFIERS \
                 or not re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", tok):
             continue
@@ -574,15 +634,30 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
         if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
             continue  # a typo of a word of what to do ("shwo me the app log")
+        if i == first and len(tok) == 3 and tok.isalpha() and tok not in reading.vocabulary and any(
+                len(v) == 4 and v[0] == tok[0] and any(v[:k] + v[k + 1:] == tok for k in range(1, 4))
+                for v in reading.vocabulary):
+            continue  # ... a short one said first is the verb ("lok at ...")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
-        if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words:
+        if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
+                and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the docs folder"
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
+        if set(words) & _CONTAINER_WORDS and re.search(r"\.[a-z0-9]{1,5}$", tok):
+            continue  # a file's name is not the folder it is in
+        if "text" not in words:
+            # A name is said whole: "node-agent" was split into its words for matching, not into two names.
+            whole = next((w for w in raw_tokens(text) if "-" in w and tok in w.split("-")
+                          and re.fullmatch(r"[a-z0-9][\w.\-]{1,63}", w)), None)
+            if whole:
+                return whole
         return stem(tok) if "text" in words else tok
     return None
 
 
+#: Words of a param that names where things are (a folder, a root label).
+_CONTAINER_WORDS = {"folder", "root", "directory", "dir"}
 #: Words of how recent, never a text to look for.
 RECENCY = {"new", "newer", "newest", "latest", "recent", "recently", "lately", "fresh", "today", "yesterday", "now"}
 #: Words that start a noun phrase: the word before one is its verb.
@@ -591,6 +666,21 @@ _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
 _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit", "show", "list", "give"}
+
+
+def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]) -> list[Any]:
+    """The listed values whose own words in the description ("static: reusable until it expires; dynamic:
+    works once") the request says, and no other value's: "a link that works once" is ``dynamic``."""
+    desc = str(spec.get("description", "")).lower()
+    words: dict[Any, set[str]] = {}
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        m = re.search(rf"(?<![\w-]){re.escape(value.lower())}\s*:\s*([^;]+)", desc)
+        if m:
+            words[value] = {stem(w) for w in re.findall(r"[a-z]+", m.group(1)) if w not in STOPWORDS and len(w) > 2}
+    own = {v: w - set().union(*(o for u, o in words.items() if u != v)) for v, w in words.items()}
+    return [v for v, w in own.items() if w & said]
 
 
 def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:
@@ -626,19 +716,35 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
     return None
 
 
+#: A request that starts with the name of what it is about and a colon ("db1: the last 6 snapshots").
+_LABEL = re.compile(r"^\s*[\w.\-/]+\s*:\s+")
+
+
 def extract_message(text: str) -> str | None:
     """Text to send: a quoted phrase, or what follows ``saying`` / ``that`` / ``:`` / ``about``."""
     q = quoted(text)
     if q:
         return q.strip()
-    m = re.search(r"(?:\bsaying\b|\bthat\b|:|\babout\b)\s*(.+)$", text, re.IGNORECASE)
+    m = re.search(r"(?:\bsaying\b|\bthat\b|:|\babout\b)\s*(.+)$", text, re.IGNORECASE) or _TOLD.search(text)
     if m and len(m.group(1).strip()) > 2:
         return m.group(1).strip().rstrip(".")
     return None
 
 
-def strip_message(text: str) -> str:
-    """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted")."""
+#: "tell the team it's flapping", "let ops know we're on it": a clause told to someone, after who hears it.
+_TOLD = re.compile(r"\b(?:tell|inform|notify|ping|page|warn|let)\s+(?:the\s+|our\s+|my\s+)?[\w@.\-]+"
+                   r"(?:\s+(?:team|chat|channel|group|room|people|folks))?(?:\s+know)?\s+"
+                   r"((?:it|it's|its|we|we're|they|they're|there's|everything)\b.{3,})$", re.IGNORECASE)
+
+
+def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> str:
+    """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted").
+
+    ``names``: the configured names (lower case); one said first with a colon is what the request is about
+    ("db1: snapshots every 2 hours"), and the colon starts no message."""
     out = _QUOTED.sub(" ", text)
+    label = _LABEL.match(out)
+    if label and label.group(0).strip(" :").lower() in names:
+        return label.group(0) + strip_message(out[label.end():])
     return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
                   flags=re.IGNORECASE)

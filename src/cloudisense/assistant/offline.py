@@ -89,7 +89,9 @@ def danger(text: str) -> str | None:
 _GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good evening", "yo", "hi there",
              "hello there", "hey there"}
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
-           "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it"}
+           "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it",
+           # Thanks said as appreciation ("appreciate it", "much appreciated").
+           "appreciate it", "i appreciate it", "appreciated", "much appreciated", "really appreciate it"}
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage"}
 # Closings ("that's all for now": apostrophes are dropped before matching).
 _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",

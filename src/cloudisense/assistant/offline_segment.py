@@ -53,7 +53,7 @@ RERANK_TOP = 12
 REFUSE_MARGIN = 0.8
 _QUESTION_START = re.compile(
     r"^\s*(when|did|does|is|are|was|were|has|have|how|what|whats|what's|which|who|why|where|whether|any|should"
-    r"|shall)\b", re.I)
+    r"|shall|(?:tell|show)\s+me\s+(?:if|whether)|(?:i\s+)?wonder\s+(?:if|whether))\b", re.I)
 _REQUEST_START = re.compile(r"^\s*(can|could|would|will)\s+(you|u)\b|^\s*please\b", re.I)
 #: Words of time that follow "the" without naming a thing ("in the past 15 minutes").
 _TIME_WORDS = {"past", "last", "next", "previous", "moment", "morning", "evening", "night", "weekend", "day", "week",
@@ -71,21 +71,55 @@ _NOT_VERBS = {"top", "last", "first", "latest", "newest", "recent", "next", "pre
 _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
-_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+)\s*", re.I)
+_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
 #: Verbs that undo each other (in their catalogue spelling: "kill" is "stop").
-_OPPOSITES = {a: b for x, y in (("start", "stop"), ("create", "delete"), ("add", "remove"), ("enable", "disable"),
-                                 ("mute", "unmute"), ("silence", "unsilence"), ("pause", "resume"),
-                                 ("install", "uninstall"), ("lock", "unlock"), ("open", "close"))
-              for a, b in ((x, y), (y, x))}
+#: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
+#: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
+_UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
+            (("silence",), ("unsilence",)), (("pause",), ("resume",)), (("lock",), ("unlock",)),
+            (("open",), ("close",)), (("create", "add", "install", "make"),
+                                      ("delete", "remove", "drop", "erase", "uninstall", "purge", "destroy", "wipe")))
+_OPPOSITES: dict[str, set[str]] = {}
+for _x, _y in _UNDOING:
+    for _a, _b in ((_x, _y), (_y, _x)):
+        for _w in _a:
+            _OPPOSITES.setdefault(_w, set()).update(_b)
+#: Words that say something repeats by itself, without saying how often.
+_REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically"}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
+#: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
+_BEFORE_CLAUSE = re.compile(r"^\s*before\s+[^,;]{2,60},\s*(?P<rest>.+)$", re.I)
+#: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
+_ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
+                         r"(?P<action>\S.*)$", re.I)
 _QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
+
+
+_QUESTION_WORDS = ("when", "did", "does", "is", "are", "was", "were", "has", "have", "how", "what", "whats", "which",
+                   "who", "why", "where", "whether")
+
+
+def _question_typo(text: str) -> str:
+    """``text`` with a typo of a question word at its start spelt right ("hwo many ...", "whta is ...")."""
+    m = re.match(r"\s*([a-z]+)\b", text, re.I)
+    if not m or m.group(1).lower() in _QUESTION_WORDS:
+        return text
+    word = m.group(1).lower()
+    fixed = next((q for q in _QUESTION_WORDS if len(q) >= 3 and (ex.near_miss(word, q) or (
+        len(q) == 4 and len(word) == 3 and word[0] == q[0] and any(q[:i] + q[i + 1:] == word for i in range(4))))),
+        None)  # "whn" is "when" with a letter missing
+    return text[:m.start(1)] + fixed + text[m.end(1):] if fixed else text
 
 
 def is_question(text: str) -> bool:
     """A question about state ("when did X run?", "is X up?"), not a request phrased politely."""
     if _REQUEST_START.search(text):
         return False
+    text = _question_typo(text)
+    if re.match(r"^\s*(have|get)\s+(?!you\b|we\b|they\b|i\b|it\b|there\b|any|some)", text, re.I) \
+            and not text.rstrip().endswith("?") and any(q.every for q in ex.quantities(text)):
+        return False  # "have X rotated every hour": a request to have it done, not a question
     return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
         r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
@@ -132,7 +166,7 @@ def _first_word(text: str, vocabulary: set[str] = frozenset()) -> str | None:  #
 
 
 def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
-                  aliases: dict[str, str] | None = None) -> list[str]:
+                  aliases: dict[str, str] | None = None, verbs: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Segments of a multi-step request (quoted text is never split)."""
     quotes: list[str] = []
 
@@ -146,7 +180,11 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
         for piece in pieces[1:]:
-            if _starts_action(piece, starts) or _only_entities(piece, entities, aliases) or _another_of_kind(
+            if _starts_action(piece, starts) and _context(current, starts):
+                # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
+                current = f"{current}, {piece}"
+                continue
+            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
                 parts.append(current)
                 current = piece
@@ -157,18 +195,42 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     return [p for p in restored if p]
 
 
-def _starts_action(piece: str, starts: set[str]) -> bool:
+#: A request not to do something ("don't restart it", "never delete ...").
+_DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|never|dont|no\s+need\s+to"
+                   r"|there'?s\s+no\s+need\s+to)\b", re.I)
+#: A clause asking not to do something, anywhere in a segment, with its verb ("..., but never delete it").
+_DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
+                          r"([a-z]+)[^,;]*", re.I)
+#: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
+_STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b", re.I)
+
+
+def _context(piece: str, starts: set[str]) -> bool:
+    """A piece that only says what is so, before what to do about it: no action of its own, no question."""
+    return bool(_STATEMENT.search(piece)) and not _starts_action(piece, starts) and not is_question(piece) \
+        and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
+
+
+#: Who or what follows a verb ("email *the* team", "mail *everyone*"): the word before them acts.
+_OBJECT_START = {"the", "a", "an", "my", "our", "your", "everyone", "everybody", "me", "us", "them", "all", "ops"}
+
+
+def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str] = frozenset()) -> bool:
+    """``piece`` starts with an action word, or with a word some example starts with and then its object
+    ("email the team": "email" also names the intent, so it is no action word by itself)."""
     words = [w for w in re.findall(r"[a-z'\-]+", piece.lower()) if w not in {"please", "pls", "also", "then", "and"}]
     if not words:
         return False
+    if len(words) > 1 and words[1] in _OBJECT_START and canonical(words[0]) in verbs:
+        return True
     return words[0] in ("if", "only") or canonical(words[0]) in starts
 
 
 def _another_object(piece: str, current: str, starts: set[str]) -> bool:
     """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
     first = re.findall(r"[a-z']+", piece.lower())[:1]
-    return bool(first) and first[0] in ("the", "my", "our") and _starts_action(current, starts) and bool(
-        re.search(r"\b(the|my|our)\s+\w+", current.lower()))
+    return bool(first) and first[0] in ("the", "my", "our", "its", "their") and _starts_action(current, starts) \
+        and bool(re.search(r"\b(the|my|our)\s+\w+", current.lower()))
 
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
@@ -240,7 +302,15 @@ class SegmentPlanner:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
-        for segment in split_request(text, self.entities, self.starts, self.aliases):
+        ahead = _BEFORE_CLAUSE.match(text)
+        if ahead and ahead.group("rest").strip():
+            # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
+            text = ahead.group("rest")
+        asked = _ASKED_THEN.match(text)
+        if asked:
+            # "is the disk over 90 %? if so, clean up": the question is the action's condition.
+            text = f"{asked.group('action').strip()} if {asked.group('cond').strip()}"
+        for segment in split_request(text, self.entities, self.starts, self.aliases, set(verbs_of(self.catalog))):
             action, condition = split_condition(segment, self.starts)
             if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
                 # "check whether redis is up and start it if not": the opposite of what was checked.
@@ -253,6 +323,22 @@ class SegmentPlanner:
             pending = None
             if condition:
                 self._remember(condition)
+            negated = _DONT_CLAUSE.search(action)
+            if negated and canonical(negated.group(1)) in self.starts:
+                # "X is fine and don't restart it": the negated clause is no step; what is left may be one.
+                rest = (action[:negated.start()] + " " + action[negated.end():]).strip(" ,;")
+                rest = re.sub(r"\s+(?:and|but|so)$", "", rest).strip(" ,;")
+                if rest and (_starts_action(rest, self.starts) or not _STATEMENT.search(rest)):
+                    action = rest
+                else:
+                    action = "don't " + negated.group(1)
+            acted = action.rpartition(",")[2] if _context(action.rpartition(",")[0], self.starts) else action
+            if _DONT.match(acted):
+                # "do not stop the worker", "X is fine, don't restart it": what not to do is no step to run.
+                drafts.append(StepDraft(None, question="You asked me not to do that, so there is nothing to run. "
+                                                       "What should I do instead?", confidence=0.3, held=True,
+                                        reason="a negated request: nothing to do", text=action))
+                continue
             draft = self.plan_segment(action, drafts)
             draft.text = action
             if condition:
@@ -375,13 +461,21 @@ class SegmentPlanner:
         tool = self.catalog.by_name[draft.intent or ""]
         kinds = {kind: draft.params.get(p) for p, kind in (tool.get("entities") or {}).items() if draft.params.get(p)}
         # What the condition names is what to check ("notify the team if the worker is down").
-        for m in ex.find_mentions(ex.Segment.of(condition), self.entities, self.aliases):
+        about_kinds: set[str] = set()
+        said = ex.Segment.of(condition)
+        found = ex.find_mentions(said, self.entities, self.aliases)
+        weak = self._weak(said, found)
+        for m in found:
             if not m.ambiguous:
                 kinds.setdefault(m.kind, m.names[0])
+                if id(m) not in weak:
+                    about_kinds.add(m.kind)
         best: tuple[float, StepDraft, Condition] | None = None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
                 continue
+            if about_kinds and not about_kinds & set((cand.get("entities") or {}).values()):
+                continue  # the condition is about a thing this read does not take ("if the X cert ...")
             cond = compile_condition(condition, result_fields(cand.get("result")))
             if cond is None:
                 continue
@@ -393,6 +487,7 @@ class SegmentPlanner:
                 elif param in tool_required(cand):
                     fits = False
             named = self._condition_values(cand, condition, params) if fits else {}
+            named.update(self._condition_paths(cand, condition) if fits else {})
             missing = [p for p in tool_required(cand) if p not in params and p not in named]
             params.update(named)
             if not fits or missing:
@@ -421,6 +516,21 @@ class SegmentPlanner:
                 out[param] = value
         return out
 
+    def _condition_paths(self, tool: dict[str, Any], condition: str) -> dict[str, Any]:
+        """Optional path params of a check step said in the condition ("if /var has less than 20 % free")."""
+        props = (tool.get("params") or {}).get("properties") or {}
+        seg = ex.Segment.of(condition)
+        reading = self._reading(seg, ex.find_mentions(seg, self.entities, self.aliases))
+        out: dict[str, Any] = {}
+        for param, spec in props.items():
+            if param in tool_required(tool) or not isinstance(spec, dict) or ex.json_type(spec) != "string" \
+                    or ("path" not in ex.field_words(param, spec) and spec.get("default") != "/"):
+                continue
+            value = ex.read_value(param, spec, reading, required=False, known_words=self._known(tool))
+            if value is not None and value != spec.get("default"):
+                out[param] = value
+        return out
+
     # --- one segment ---------------------------------------------------------------------------
 
     def plan_segment(self, text: str, before: list[StepDraft]) -> StepDraft:
@@ -437,7 +547,7 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        asked = ex.strip_message(text)
+        asked = ex.strip_message(text, self._names())
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
             if unlisted:
@@ -465,10 +575,20 @@ class SegmentPlanner:
                 return StepDraft(None, question=f"What should I do with {bare.names[0]}?"
                                  + (" For example: " + "; ".join(f'"{e}"' for e in said) + "." if said else ""),
                                  confidence=0.3, reason=f"{bare.names[0]} named with nothing to do", held=True)
-        known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()]
-        if not mentions and (not content or len(known) / len(content) < MIN_COVERAGE):
+        # An id of a declared shape ("s-7") is a known word: a param of some intent takes it.
+        known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()
+                 or any(p.fullmatch(t) for p in self._id_patterns()) or "/" in t  # ... and so is a path
+                 or (question and t in self._name_words())]  # ... and, asked about, a configured name's word
+        # A hyphenated name ("node-agent") is one unknown word, not one per part.
+        joined = sum(len(w.split("-")) - 1 for w in raw_tokens(asked) if "-" in w.strip("-")
+                     and not re.search(r"\d", w) and not any(canonical(p) in self.catalog.vocabulary
+                                                              for p in w.split("-")))
+        if not mentions and (not content or len(known) / max(1, len(content) - joined) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
-        unknown_ref = self._unknown_reference(seg, mentions) if question else None
+        # "the cut-off" of a thing named by its exact name ("X: when is the cut-off?") is a fact about that
+        # thing, not an unknown thing.
+        exact = any(not m.ambiguous and m.how == "exact" for m in mentions)
+        unknown_ref = self._unknown_reference(seg, mentions) if question and not exact else None
         if unknown_ref:
             kinds = ", ".join(f"{k} ({_either(v)})" for k, v in self.entities.items() if v)
             return StepDraft(None, question=f"I don't know what \"the {unknown_ref}\" is on this node. Which one do "
@@ -531,9 +651,20 @@ class SegmentPlanner:
         vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
         if vague:
             return vague
+        if not question and content and content[0].isalpha() and content[0] not in self.catalog.vocabulary \
+                and not ex.near_miss_any(content[0], self.catalog.vocabulary) and not typos:
+            kinds_said = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
+            if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
+                # "clone X onto another box": a verb no intent knows, over a thing the best match does not take.
+                return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
+        so, _, acted = text.rpartition(",")
+        if so and _context(so, self.starts):
+            # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
+            # words of the node, the action's words do.
+            content = [t for t in self.catalog.tokens(acted) if t != "?"] or content
         if not mentions and self._out_of_scope(content, draft):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
@@ -543,6 +674,15 @@ class SegmentPlanner:
                 if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
+
+    def _name_words(self) -> frozenset[str]:
+        """The stemmed words of every configured name."""
+        return frozenset(stem(tok) for names in self.entities.values() for n in names for tok in ex.entity_tokens(n))
+
+    def _names(self) -> frozenset[str]:
+        """Every configured name and alias, lower case."""
+        return frozenset(n.lower() for names in self.entities.values() for n in names) | frozenset(
+            a.lower() for a in self.aliases)
 
     def _said_as_action(self, mention: ex.Mention, seg: ex.Segment) -> str | None:
         """A name that is itself a verb phrase, said alone ("rotate the logs" is script ``rotate-logs.sh``):
@@ -564,7 +704,10 @@ class SegmentPlanner:
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
         # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
+        values = [v.lower() for v in draft.params.values() if isinstance(v, str)]
         unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
+                   # a part of a value read ("x.txt" of a path), or a path whose parts are values ("docs/old")
+                   and not (len(t) > 2 and any(t in v or (len(v) > 2 and v in t.split("/")) for v in values))
                    and not any(p.fullmatch(t) for p in self._id_patterns())
                    and not ex.near_miss_any(t, self.catalog.vocabulary)]
         return bool(unknown) and 2 * len(unknown) > len(about)
@@ -580,6 +723,8 @@ class SegmentPlanner:
                 in self.catalog.vocabulary):
             return None
         best, _ = ranked[0]
+        if any(best in verbs_of(self.catalog).get(t, ()) for t in content[1:]):
+            return None  # "keep the thing hushed": the best intent's own verb is said, after another word
         nouns = _name_nouns(best)
         kinds = set((self.catalog.by_name[best].get("entities") or {}).values())
         options = [n for n, sc in ranked[:6] if sc > 0 and (n == best or nouns & _name_nouns(n) or (
@@ -688,7 +833,7 @@ class SegmentPlanner:
         if fixed and not self._question and fixed[0] not in self.starts:
             # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
             # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
-            fixed[0] = uninflect(fixed[0], self.starts) or fixed[0]
+            fixed[0] = uninflect(fixed[0], self.starts) or _short_verb_typo(fixed[0], self.starts) or fixed[0]
         if fixed and not self._question and fixed[0] in self.catalog.distinct \
                 and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()):
             # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
@@ -759,7 +904,8 @@ class SegmentPlanner:
         change = self._change = self._asks_change(seg, verb, verbs, verb_is_noun)
         objects = self._objects(seg, mentions)
         distinct = {t for t in query if t != "?"}
-        repeated = any(q.every for q in ex.quantities(seg.text))
+        # "every 6 hours", or a repetition said without how often ("periodic snapshots": which interval is asked).
+        repeated = any(q.every for q in ex.quantities(seg.text)) or bool(set(seg.raw) & _REPEATED)
         words = set(seg.raw)
         about_many = bool(words & _QUANTIFIERS) or any(
             p for n, p in said if p and any(n in _name_nouns(t["name"]) for t in self.catalog.tools))
@@ -779,6 +925,11 @@ class SegmentPlanner:
             takes_interval = any(ex.is_interval(p, s) for p, s in props.items() if isinstance(s, dict))
             values = {p: v for p in props if p not in ents
                       and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
+            values.update(_inside(props, seg.text, ents))
+            guessed = [values[p] for p in values if p in required and isinstance(values[p], str)]
+            twice = [p for p in values if p in required and isinstance(values[p], str) and guessed.count(values[p]) > 1]
+            for p in twice:
+                del values[p]  # one word read as two things fills neither ("delete the folder tmp")
             filled = set(values)
             if distinct:
                 # A tool that covers every word asked ("disk and memory") beats one that covers a part; a
@@ -829,7 +980,9 @@ class SegmentPlanner:
                 # Nor is it when the request points at something else ("the server").
                 score *= 0.5 if about_many or other_object else 0.8
             if repeated and not takes_interval:
-                score *= 0.5  # "once a day" asks for something repeated: an intent with no interval can't
+                # "once a day" asks for something repeated: an intent with no interval can't, and a change that
+                # happens once is the least likely ("back it up periodically" is no backup now).
+                score *= 0.3 if tool.get("risk") != "read" else 0.5
             for p in filled:
                 spec = props[p] if isinstance(props.get(p), dict) else {}
                 if p not in required and ex.enum_of(spec) and "default" in spec:
@@ -871,11 +1024,11 @@ class SegmentPlanner:
         """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
         and its examples' first words) and not one of them: "stop" for ``start_backup``."""
         opposite = _OPPOSITES.get(verb or "")
-        if opposite is None:
+        if not opposite:
             return False
         tool = self.catalog.by_name[name]
         own = {canonical(name.split("_")[0])} | {f for e in tool.get("examples") or () if (f := _first_word(e))}
-        return opposite in own and verb not in own
+        return bool(opposite & own) and verb not in own
 
     def _asks_change(self, seg: ex.Segment, verb: str | None, verbs: dict[str, set[str]], verb_is_noun: bool) -> bool:
         """Whether an imperative request asks for a change rather than a reading: its verb is one that only
@@ -900,7 +1053,14 @@ class SegmentPlanner:
 
     def _reading(self, seg: ex.Segment, mentions: list[ex.Mention]) -> ex.Reading:
         return ex.Reading(seg, self._busy(seg, mentions), vocabulary=self._described(),
-                          id_patterns=self._id_patterns())
+                          id_patterns=self._id_patterns(), intent_names=self._intent_names())
+
+    def _intent_names(self) -> frozenset[str]:
+        """The names of every intent of the catalogue (cached on it)."""
+        cached = self.catalog.__dict__.get("_intent_names")
+        if cached is None:
+            cached = self.catalog.__dict__["_intent_names"] = frozenset(str(t["name"]) for t in self.catalog.tools)
+        return cached
 
     def _described(self) -> set[str]:
         """Words of the tools' names and descriptions (not their examples, which name instances such as
@@ -932,8 +1092,13 @@ class SegmentPlanner:
         key = (tool["name"], frozenset(self.kinds))
         known = cache.get(key)
         if known is None:
-            words = {stem(w) for w in re.findall(r"[a-z]+", " ".join([tool["name"].replace("_", " "),
-                                                                        tool.get("description", "")]).lower())}
+            # ... and its params' names: "by user carol" names the param ``user``, whose value is carol (a
+            # flag's name is a modifier said, so it stays a word the text may use as one).
+            props = (tool.get("params") or {}).get("properties") or {}
+            named = [p.replace("_", " ") for p, spec in props.items()
+                     if isinstance(spec, dict) and ex.json_type(spec) != "boolean"]
+            said = " ".join([tool["name"].replace("_", " "), tool.get("description", ""), *named]).lower()
+            words = {stem(w) for w in re.findall(r"[a-z]+", said)}
             known = cache[key] = words | self.starts | set(self.kinds) | {canonical(w) for w in words}
         return known
 
@@ -970,6 +1135,14 @@ class SegmentPlanner:
                                   required=param in required, known_words=known)
             if value is not None:
                 params[param] = value
+        params.update(_inside(props, seg.text, entity_params))
+        guessed = [p for p in required if p in params and p not in entity_params and isinstance(params[p], str)]
+        if len({params[p] for p in guessed}) < len(guessed):
+            # One word read as two different things ("delete the folder tmp": root and folder both "tmp"):
+            # the text does not say them apart, so which is which is a question, never a guess.
+            twice = next(p for p in guessed if [params[q] for q in guessed].count(params[p]) > 1)
+            return StepDraft(intent, question=_question(tool, twice, self.entities), confidence=retrieval,
+                             reason=f"{intent}: one word read as several params", missing=twice, held=True)
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
@@ -1001,7 +1174,7 @@ class SegmentPlanner:
             return names[0], "named" if of_kind[0].how != "alias" else "alias", None
         if len(names) > 1:
             return None, "ambiguous", f"Which {kind} do you mean: {_either(names)}?"
-        if kind in self.last and (ex.has_pronoun(seg) or (required and self._is_followup(seg))):
+        if kind in self.last and (ex.has_pronoun(seg) or (required and self._is_followup(seg, kind))):
             return self.last[kind], "from earlier in the request", None
         if ex.has_pronoun(seg):
             earlier = self._from_history(kind)
@@ -1038,9 +1211,13 @@ class SegmentPlanner:
                 return cand
         return None
 
-    def _is_followup(self, seg: ex.Segment) -> bool:
-        """A continuation such as "tell me when healthy" that names nothing of its own."""
-        return not ex.find_mentions(seg, self.entities, self.aliases) and bool(self.last)
+    def _is_followup(self, seg: ex.Segment, kind: str | None = None) -> bool:
+        """A continuation such as "tell me when healthy" that names nothing of its own (of ``kind``, when given:
+        "if X was not rotated in a day, rotate it" names another kind's word, not another X)."""
+        found = ex.find_mentions(seg, self.entities, self.aliases)
+        if kind is not None:
+            found = [m for m in found if m.kind == kind]
+        return not found and bool(self.last)
 
     def _from_history(self, kind: str) -> str | None:
         for turn in reversed(self.context.history[-6:]):
@@ -1050,6 +1227,40 @@ class SegmentPlanner:
             if names:
                 return names[-1]
         return None
+
+
+def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> dict[str, Any]:
+    """A relative path said for two params, one described as inside the other ("folder inside the root"):
+    "what is in docs/old" is the root ``docs`` and the folder ``old`` in it."""
+    for inner, spec in props.items():
+        if not isinstance(spec, dict) or ex.json_type(spec) != "string" or inner in entity_params:
+            continue
+        desc = str(spec.get("description", "")).lower()
+        outer = next((p for p in props if p != inner and p not in entity_params and isinstance(props[p], dict)
+                      and ex.json_type(props[p]) == "string" and re.search(rf"\binside\s+(?:the\s+)?{p}\b", desc)),
+                     None)
+        if outer is None:
+            continue
+        said = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*)/([\w.\-][\w.\-/]*)", text)
+        if said is None:
+            continue
+        rest = said.group(2).rstrip("/.,?!")
+        if re.search(r"\.[a-z0-9]{1,5}$", rest, re.I) or re.search(r"(?<![\w/])[\w\-]+\.[a-z0-9]{1,5}(?![\w/])",
+                                                                  text[:said.start()] + text[said.end():], re.I):
+            return {}  # a file is named ("x.csv under a/b", "a/b/x.txt"): no folder inside a root is meant
+        return {outer: said.group(1), inner: rest}
+    return {}
+
+
+def _short_verb_typo(word: str, starts: set[str]) -> str | None:
+    """A three-letter first word that is an action verb of four with a letter missing ("lok for ..." is "look
+    for ..."): the one such verb, in its catalogue spelling."""
+    if len(word) != 3 or not word.isalpha():
+        return None
+    verbs = {w for w in starts if len(w) == 4} | {w for w, syn in SYNONYMS.items() if len(w) == 4 and syn in starts}
+    found = {SYNONYMS.get(v, v) for v in verbs
+             if v[0] == word[0] and any(v[:i] + v[i + 1:] == word for i in range(1, 4))}
+    return found.pop() if len(found) == 1 else None
 
 
 def _name_nouns(name: str) -> set[str]:

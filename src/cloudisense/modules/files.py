@@ -153,7 +153,8 @@ class DownloadLogParams(Params):
     """A configured log to download."""
 
     logname: str = Field(min_length=1, max_length=256, description="configured log name, e.g. app")
-    mode: Literal["static", "dynamic"] = "static"
+    mode: Literal["static", "dynamic"] = Field("static", description="static: reusable until it expires; "
+                                                "dynamic: works once")
 
 
 @dataclass
