@@ -20,11 +20,6 @@ from cloudisense.store.users import User
 
 log = logging.getLogger(__name__)
 
-#: Python 3.12+: starts a task at once, up to its first wait (``None`` before 3.12). A request that
-#: arrives alone runs inside ``on_message`` and is often answered before it returns: no loop turn
-#: for its task to start (at one client, about a fifth of a round trip's server time).
-_EAGER_TASK = getattr(asyncio, "eager_task_factory", None)
-
 #: Events sent together as one JSON array, at most this many per frame.
 EVENT_BATCH = 100
 
@@ -302,16 +297,9 @@ class RpcSocket(WebSocketHandler):
         # One task per message: requests on one connection run concurrently, up to the bound below.
         client.pending += 1
         self.node.router.incoming += 1
-        handling = self._handle(client, message)
-        if _EAGER_TASK is not None and self.node.router.incoming == 1:
-            # Alone on the node: run it now (under load, tasks started in turn share audit commits).
-            task: asyncio.Task[None] = _EAGER_TASK(loop, handling)
-        else:
-            task = loop.create_task(handling)
-        if not task.done():
-            # Held here until done (the loop keeps only weak references); _handle drops it itself,
-            # cheaper than a done callback per request.
-            self._tasks.add(task)
+        # Held here until done (the loop keeps only weak references); _handle drops it itself,
+        # cheaper than a done callback per request.
+        self._tasks.add(loop.create_task(self._handle(client, message)))
         # Returning an awaitable makes Tornado wait for it before reading the next frame.
         return client.paused() if client.saturated else None
 
