@@ -169,16 +169,31 @@ async def run(seconds: float, many: int, rounds: int, before: str | None = None)
     print(f"RPC round trips per second (median of {rounds} alternating rounds of {seconds:g} s, "
           f"intent {INTENT}, {os.cpu_count()} CPUs)")
     extra = f" | {'before':>8} | {'ratio':>6}" if before else ""
-    print(f"{'clients':>8} | {'tornado echo':>12} | {'cloudisense':>12} | {'ratio':>6}{extra}")
-    print("-" * (49 + len(extra)))
+    print(f"{'clients':>8} | {'tornado echo':>12} | {'cloudisense':>12} | {'ratio':>6} | {'per round':>17}{extra}")
+    print("-" * (69 + len(extra)))
     for clients in (1, many):
         echo = statistics.median(samples[("echo", clients)])
         node = statistics.median(samples[("node", clients)])
-        line = f"{clients:>8} | {echo:>12,.0f} | {node:>12,.0f} | {node / echo:>6.2f}"
+        line = (f"{clients:>8} | {echo:>12,.0f} | {node:>12,.0f} | {node / echo:>6.2f} | "
+                f"{_per_round(samples, 'node', clients):>17}")
         if before:
             old = statistics.median(samples[("before", clients)])
             line += f" | {old:>8,.0f} | {old / echo:>6.2f}"
         print(line)
+    print("per round: the node's rate over the echo's in each round (measured back to back), median and "
+          "quartiles;\nthe machine's own speed drifts between rounds, so a spread wider than a difference "
+          "means no difference was measured")
+
+
+def _per_round(samples: dict[tuple[str, int], list[float]], kind: str, clients: int) -> str:
+    """Median (quartiles) of the per-round ratios of ``kind`` to the echo server."""
+    import statistics
+
+    ratios = [a / b for a, b in zip(samples[(kind, clients)], samples[("echo", clients)], strict=True)]
+    if len(ratios) < 2:
+        return f"{ratios[0]:.2f}"
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return f"{statistics.median(ratios):.2f} ({low:.2f}-{high:.2f})"
 
 
 # -- breakdown ------------------------------------------------------------------------------
