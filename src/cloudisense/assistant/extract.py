@@ -18,6 +18,7 @@ import functools
 import os
 import re
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,9 +133,15 @@ def near_miss(word: str, target: str) -> bool:
         return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]] \
             and word[diff[1]] == target[diff[0]]
     short, long_ = sorted((word, target), key=len)
-    if len(long_) - len(short) != 1 or len(short) < 4:
+    if len(short) < 4:
         return False
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+    return letter_missing(short, long_)
+
+
+def letter_missing(word: str, full: str) -> bool:
+    """``word`` is ``full`` with one letter after its first left out ("lok" of "look", "whn" of "when")."""
+    return len(full) == len(word) + 1 and word[:1] == full[:1] and any(
+        full[:i] + full[i + 1:] == word for i in range(1, len(full)))
 
 
 #: difflib is the slow part of planning: ``near_miss_any`` remembers its answers.
@@ -461,7 +468,7 @@ class Reading:
     #: Declared id patterns of the catalogue ("b-\d+"): a token of that shape is that id, not another name.
     id_patterns: tuple[re.Pattern[str], ...] = ()
     #: The names of the catalogue's intents: the value of a param that names an intent ("only this intent").
-    intent_names: frozenset[str] = frozenset()
+    intent_names: AbstractSet[str] = frozenset()
 
     @property
     def text(self) -> str:
@@ -635,8 +642,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
             continue  # a typo of a word of what to do ("shwo me the app log")
         if i == first and len(tok) == 3 and tok.isalpha() and tok not in reading.vocabulary and any(
-                len(v) == 4 and v[0] == tok[0] and any(v[:k] + v[k + 1:] == tok for k in range(1, 4))
-                for v in reading.vocabulary):
+                len(v) == 4 and letter_missing(tok, v) for v in reading.vocabulary):
             continue  # ... a short one said first is the verb ("lok at ...")
         after = seg.raw[i + 1] if i + 1 < len(seg.raw) else ""
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -72,18 +74,25 @@ _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wro
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 _SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
-#: Verbs that undo each other (in their catalogue spelling: "kill" is "stop").
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
 _UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
             (("silence",), ("unsilence",)), (("pause",), ("resume",)), (("lock",), ("unlock",)),
             (("open",), ("close",)), (("create", "add", "install", "make"),
                                       ("delete", "remove", "drop", "erase", "uninstall", "purge", "destroy", "wipe")))
-_OPPOSITES: dict[str, set[str]] = {}
-for _x, _y in _UNDOING:
-    for _a, _b in ((_x, _y), (_y, _x)):
-        for _w in _a:
-            _OPPOSITES.setdefault(_w, set()).update(_b)
+
+
+def _opposite_words(groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]) -> dict[str, set[str]]:
+    """Each verb of ``groups`` with every verb of the other side of its group."""
+    out: dict[str, set[str]] = {}
+    for makes, undoes in groups:
+        for side, other in ((makes, undoes), (undoes, makes)):
+            for word in side:
+                out.setdefault(word, set()).update(other)
+    return out
+
+
+_OPPOSITES = _opposite_words(_UNDOING)
 #: Words that say something repeats by itself, without saying how often.
 _REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically"}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
@@ -107,8 +116,7 @@ def _question_typo(text: str) -> str:
         return text
     word = m.group(1).lower()
     fixed = next((q for q in _QUESTION_WORDS if len(q) >= 3 and (ex.near_miss(word, q) or (
-        len(q) == 4 and len(word) == 3 and word[0] == q[0] and any(q[:i] + q[i + 1:] == word for i in range(4))))),
-        None)  # "whn" is "when" with a letter missing
+        len(q) == 4 and ex.letter_missing(word, q)))), None)  # "whn" is "when" with a letter missing
     return text[:m.start(1)] + fixed + text[m.end(1):] if fixed else text
 
 
@@ -547,7 +555,7 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        asked = ex.strip_message(text, self._names())
+        asked = ex.strip_message(text, self._names)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
             if unlisted:
@@ -578,7 +586,7 @@ class SegmentPlanner:
         # An id of a declared shape ("s-7") is a known word: a param of some intent takes it.
         known = [t for t in content if t in self.catalog.vocabulary or t.isdigit()
                  or any(p.fullmatch(t) for p in self._id_patterns()) or "/" in t  # ... and so is a path
-                 or (question and t in self._name_words())]  # ... and, asked about, a configured name's word
+                 or (question and t in self._name_words)]  # ... and, asked about, a configured name's word
         # A hyphenated name ("node-agent") is one unknown word, not one per part.
         joined = sum(len(w.split("-")) - 1 for w in raw_tokens(asked) if "-" in w.strip("-")
                      and not re.search(r"\d", w) and not any(canonical(p) in self.catalog.vocabulary
@@ -675,10 +683,12 @@ class SegmentPlanner:
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
 
+    @functools.cached_property
     def _name_words(self) -> frozenset[str]:
         """The stemmed words of every configured name."""
         return frozenset(stem(tok) for names in self.entities.values() for n in names for tok in ex.entity_tokens(n))
 
+    @functools.cached_property
     def _names(self) -> frozenset[str]:
         """Every configured name and alias, lower case."""
         return frozenset(n.lower() for names in self.entities.values() for n in names) | frozenset(
@@ -926,9 +936,7 @@ class SegmentPlanner:
             values = {p: v for p in props if p not in ents
                       and (v := self._fill_value(tool, p, seg, mentions, p in required)) is not None}
             values.update(_inside(props, seg.text, ents))
-            guessed = [values[p] for p in values if p in required and isinstance(values[p], str)]
-            twice = [p for p in values if p in required and isinstance(values[p], str) and guessed.count(values[p]) > 1]
-            for p in twice:
+            for p in _read_twice(values, required):
                 del values[p]  # one word read as two things fills neither ("delete the folder tmp")
             filled = set(values)
             if distinct:
@@ -1053,14 +1061,7 @@ class SegmentPlanner:
 
     def _reading(self, seg: ex.Segment, mentions: list[ex.Mention]) -> ex.Reading:
         return ex.Reading(seg, self._busy(seg, mentions), vocabulary=self._described(),
-                          id_patterns=self._id_patterns(), intent_names=self._intent_names())
-
-    def _intent_names(self) -> frozenset[str]:
-        """The names of every intent of the catalogue (cached on it)."""
-        cached = self.catalog.__dict__.get("_intent_names")
-        if cached is None:
-            cached = self.catalog.__dict__["_intent_names"] = frozenset(str(t["name"]) for t in self.catalog.tools)
-        return cached
+                          id_patterns=self._id_patterns(), intent_names=self.catalog.by_name.keys())
 
     def _described(self) -> set[str]:
         """Words of the tools' names and descriptions (not their examples, which name instances such as
@@ -1136,13 +1137,12 @@ class SegmentPlanner:
             if value is not None:
                 params[param] = value
         params.update(_inside(props, seg.text, entity_params))
-        guessed = [p for p in required if p in params and p not in entity_params and isinstance(params[p], str)]
-        if len({params[p] for p in guessed}) < len(guessed):
+        twice = _read_twice(params, required, entity_params)
+        if twice:
             # One word read as two different things ("delete the folder tmp": root and folder both "tmp"):
             # the text does not say them apart, so which is which is a question, never a guess.
-            twice = next(p for p in guessed if [params[q] for q in guessed].count(params[p]) > 1)
-            return StepDraft(intent, question=_question(tool, twice, self.entities), confidence=retrieval,
-                             reason=f"{intent}: one word read as several params", missing=twice, held=True)
+            return StepDraft(intent, question=_question(tool, twice[0], self.entities), confidence=retrieval,
+                             reason=f"{intent}: one word read as several params", missing=twice[0], held=True)
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
@@ -1252,14 +1252,21 @@ def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> 
     return {}
 
 
+def _read_twice(params: dict[str, Any], required: Iterable[str], skip: Container[str] = ()) -> list[str]:
+    """The required params (in ``required``'s order, leaving out ``skip``) read as a text some other
+    required param was read as too."""
+    read = [p for p in required if p in params and p not in skip and isinstance(params[p], str)]
+    texts = [params[p] for p in read]
+    return [p for p in read if texts.count(params[p]) > 1]
+
+
 def _short_verb_typo(word: str, starts: set[str]) -> str | None:
     """A three-letter first word that is an action verb of four with a letter missing ("lok for ..." is "look
     for ..."): the one such verb, in its catalogue spelling."""
     if len(word) != 3 or not word.isalpha():
         return None
     verbs = {w for w in starts if len(w) == 4} | {w for w, syn in SYNONYMS.items() if len(w) == 4 and syn in starts}
-    found = {SYNONYMS.get(v, v) for v in verbs
-             if v[0] == word[0] and any(v[:i] + v[i + 1:] == word for i in range(1, 4))}
+    found = {SYNONYMS.get(v, v) for v in verbs if ex.letter_missing(word, v)}
     return found.pop() if len(found) == 1 else None
 
 
