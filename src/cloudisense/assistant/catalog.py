@@ -280,13 +280,9 @@ _RAW_MEMO: VocabularyMemo[str | None] = VocabularyMemo()
 
 def _raw_correction(word: str, vocabulary: Any) -> str | None:
     """The vocabulary word ``word`` is a typo of, as written (not its synonym)."""
-    return _RAW_MEMO.get(word, vocabulary, lambda: _correct(word, vocabulary, _near, synonyms=False))
-
-
-def _near(word: str, target: str) -> bool:
     from cloudisense.assistant.extract import near_miss
 
-    return near_miss(word, target)
+    return _RAW_MEMO.get(word, vocabulary, lambda: _correct(word, vocabulary, near_miss, synonyms=False))
 
 
 def _correct(word: str, vocabulary: Iterable[str], near_miss: Any, synonyms: bool = True) -> str | None:

@@ -171,8 +171,7 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
         # "less than 20 % free" over a field of the share used: more than 80 % used.
         value = 100 - value
         op = {">": "<", "<": ">", ">=": "<=", "<=": ">="}[op]
-    number: Any = int(value) if float(value).is_integer() else round(value, 3)
-    return Condition(field, op, number, best[0])
+    return Condition(field, op, _as_number(value), best[0])
 
 
 def _over_time(rest: str, words: set[str], fields: list[Field]) -> Condition | None:
@@ -184,9 +183,12 @@ def _over_time(rest: str, words: set[str], fields: list[Field]) -> Condition | N
         return None
     field = max(timed, key=lambda f: len(f.words & words))
     unit = field_unit(field.name, {"description": field.description}) or 1.0
-    value = (times[0].minutes or 0.0) / unit
-    number: Any = int(value) if float(value).is_integer() else round(value, 3)
-    return Condition(field, ">", number, 1.0 + len(field.words & words))
+    return Condition(field, ">", _as_number((times[0].minutes or 0.0) / unit), 1.0 + len(field.words & words))
+
+
+def _as_number(value: float) -> Any:
+    """A compared amount as said: a whole number as an int, else rounded to three places."""
+    return int(value) if float(value).is_integer() else round(value, 3)
 
 
 #: "if it looks down", "if it seems unhealthy": an impression of a state, which no field can check.
