@@ -1,4 +1,5 @@
-"""The audit log's group commit: shared commits, a cancelled waiter, the worker fallback, migration 3."""
+"""The audit journal: durable before the caller goes on, moved into the table, recovered after a crash;
+migration 3."""
 
 from __future__ import annotations
 
@@ -6,14 +7,19 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from cloudisense.core.audit import AuditRecord
-from cloudisense.store.audit import MIGRATIONS, AuditLog
+from cloudisense.store import audit as audit_store
+from cloudisense.store.audit import INTERRUPTED, MIGRATIONS, AuditLog, journal_folder
 from cloudisense.store.db import Database
 
 
-def _record(rid: str, intent: str = "list_channels") -> AuditRecord:
-    return AuditRecord(user="u", role="viewer", client_kind="websocket", client_id="c", requestid=rid,
-                       intent=intent, params={"n": 1}, outcome="success", code=200, message=None, duration_ms=0.1)
+def _record(rid: str, intent: str = "list_channels", **fields: object) -> AuditRecord:
+    values: dict[str, object] = {"user": "u", "role": "viewer", "client_kind": "websocket", "client_id": "c",
+                                 "requestid": rid, "intent": intent, "params": {"n": 1}, "outcome": "success",
+                                 "code": 200, "message": None, "duration_ms": 0.1, **fields}
+    return AuditRecord(**values)  # type: ignore[arg-type]
 
 
 async def _open(path: Path) -> tuple[Database, AuditLog]:
@@ -24,45 +30,148 @@ async def _open(path: Path) -> tuple[Database, AuditLog]:
     return db, log
 
 
-async def test_requests_of_one_turn_share_a_commit_and_a_cancelled_waiter_fails_only_itself(tmp_path: Path) -> None:
+def _table(path: Path, sql: str = "SELECT requestid, outcome FROM audit ORDER BY id") -> list[tuple[object, ...]]:
+    reader = sqlite3.connect(path)
+    try:
+        return reader.execute(sql).fetchall()
+    finally:
+        reader.close()
+
+
+def _crash(log: AuditLog) -> None:
+    """What a SIGKILL leaves: the journal file as written, nothing moved, nothing closed cleanly."""
+    if log._move_timer is not None:
+        log._move_timer.cancel()
+    log._loop = None
+    assert log._thread is not None and log._conn is not None
+    log._thread.submit(log._conn.close).result()
+    log._thread.shutdown()
+
+
+async def test_a_row_is_on_disk_before_record_returns_and_never_waits(tmp_path: Path) -> None:
     db, log = await _open(tmp_path / "a.db")
     try:
-        waiters = [asyncio.create_task(log.record(_record(f"r{i}"))) for i in range(20)]
-        await asyncio.sleep(0)  # every waiter has queued its row in this batch
-        assert waiters[0].done() and not waiters[1].done()
-        waiters[3].cancel()
-        results = await asyncio.gather(*waiters, return_exceptions=True)
-        assert isinstance(results[3], asyncio.CancelledError)
-        assert [r for i, r in enumerate(results) if i != 3] == [None] * 19
-        # The cancelled caller stopped waiting, but its row was in the shared commit, like the others'.
-        rows = await log.query(limit=100)
-        assert sorted(r["requestid"] for r in rows) == sorted(f"r{i}" for i in range(20))
-        # The first row of the turn was committed at once, the 19 after it in one shared commit.
-        assert log._commits == 2
-        # The writer still works after the cancellation.
-        await log.record(_record("after"))
-        assert (await log.query(limit=1))[0]["requestid"] == "after"
+        call = log.record(_record("r1", params={"password": "hunter2", "n": 1}))
+        with pytest.raises(StopIteration):
+            call.send(None)  # done without a loop turn
+        # Another reader of the disk sees the line at once (the kernel has it), not yet the table.
+        text = b"".join(p.read_bytes() for p in journal_folder(tmp_path / "a.db").glob("*.jsonl"))
+        assert b'"r1"' in text and b"hunter2" not in text
+        assert _table(tmp_path / "a.db") == []
+        # A read moves the journal first, so it sees every row.
+        rows = await log.query()
+        assert [(r["requestid"], r["params"]) for r in rows] == [("r1", {"password": "***", "n": 1})]
+        assert _table(tmp_path / "a.db") == [("r1", "success")]
     finally:
         await log.stop()
         await db.close()
 
 
-async def test_a_batch_goes_to_the_worker_thread_while_another_connection_holds_the_lock(tmp_path: Path) -> None:
+async def test_begin_and_finish_make_one_row_with_the_outcome(tmp_path: Path) -> None:
     db, log = await _open(tmp_path / "a.db")
-    other = sqlite3.connect(tmp_path / "a.db", isolation_level=None, check_same_thread=False)
     try:
-        other.execute("BEGIN IMMEDIATE")  # the fast connection can't commit now
-        first = asyncio.create_task(log.record(_record("held")))
-        await asyncio.sleep(0.2)
-        assert not first.done()  # waits on the worker thread (busy timeout), not refused
-        queued = asyncio.create_task(log.record(_record("queued")))  # waits for the batch ahead of it
-        await asyncio.sleep(0.05)
-        other.execute("COMMIT")
-        await asyncio.wait_for(asyncio.gather(first, queued), 30)
+        await log.record(_record("before"))
+        row_id = await log.begin(_record("act", "restart_target"))
+        assert [(r["requestid"], r["outcome"], r["code"]) for r in await log.query(limit=1)] == [
+            ("act", "started", 102)]
+        await log.finish(row_id, _record("act", "restart_target", outcome="error", code=500, message="boom"))
         rows = await log.query()
-        assert [r["requestid"] for r in rows] == ["queued", "held"]  # newest first, in commit order
+        assert [(r["id"], r["requestid"], r["outcome"], r["message"]) for r in rows] == [
+            (row_id, "act", "error", "boom"), (row_id - 1, "before", "success", None)]
+    finally:
+        await log.stop()
+        await db.close()
+
+
+async def test_after_a_crash_every_written_row_is_there_and_a_started_one_is_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db, log = await _open(path)
+    for i in range(5):
+        await log.record(_record(f"r{i}"))
+    await log.begin(_record("act", "restart_target"))
+    _crash(log)
+    await db.close()
+    # A power loss can cut the last line short: it is skipped, the rest is kept.
+    journal = sorted(journal_folder(path).glob("*.jsonl"))
+    assert journal
+    with journal[-1].open("ab") as fh:
+        fh.write(b'["i", 99, 1.0, "u", "vie')
+    db, log = await _open(path)
+    try:
+        assert _table(path) == [*((f"r{i}", "success") for i in range(5)), ("act", INTERRUPTED)]
+        assert not list(journal_folder(path).glob("*.jsonl"))[:-1]  # only the new, empty file is left
+        await log.record(_record("after"))
+        assert (await log.query(limit=1))[0]["id"] == 7  # ids go on after the recovered ones
+    finally:
+        await log.stop()
+        await db.close()
+
+
+async def test_a_journal_moved_twice_gives_the_same_rows(tmp_path: Path) -> None:
+    """The node can stop after the table took a file and before the file was removed."""
+    path = tmp_path / "a.db"
+    db, log = await _open(path)
+    row_id = await log.begin(_record("act", "restart_target"))
+    await log.finish(row_id, _record("act", "restart_target", outcome="success", code=200))
+    files = sorted(journal_folder(path).glob("*.jsonl"))
+    kept = {p: p.read_bytes() for p in files}
+    await log.query()  # moved and removed
+    _crash(log)
+    await db.close()
+    for p, data in kept.items():  # as if the removal never happened
+        p.write_bytes(data)
+    db, log = await _open(path)
+    try:
+        assert _table(path) == [("act", "success")]
+    finally:
+        await log.stop()
+        await db.close()
+
+
+async def test_journal_files_move_in_batches_and_while_the_table_is_locked_nothing_is_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_store, "MOVE_EVERY", 10)
+    path = tmp_path / "a.db"
+    db, log = await _open(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the writer thread waits for the lock (its busy timeout)
+        for i in range(25):  # each call returns at once: the journal does not wait for the table
+            await log.record(_record(f"r{i}"))
+        assert len(list(journal_folder(path).glob("*.jsonl"))) == 3  # two full files and the open one
+        other.execute("COMMIT")
+        rows = await asyncio.wait_for(log.query(limit=100), 30)
+        assert [r["requestid"] for r in rows] == [f"r{i}" for i in reversed(range(25))]
+        assert len(list(journal_folder(path).glob("*.jsonl"))) == 1
     finally:
         other.close()
+        await log.stop()
+        await db.close()
+
+
+async def test_the_open_file_moves_by_itself_after_a_while(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_store, "MOVE_AFTER", 0.05)
+    path = tmp_path / "a.db"
+    db, log = await _open(path)
+    try:
+        await log.record(_record("r1"))
+        for _ in range(100):
+            if _table(path):
+                break
+            await asyncio.sleep(0.05)
+        assert _table(path) == [("r1", "success")]
+    finally:
+        await log.stop()
+        await db.close()
+
+
+async def test_text_sqlite_cannot_take_is_escaped_not_lost(tmp_path: Path) -> None:
+    db, log = await _open(tmp_path / "a.db")
+    try:
+        await log.record(_record("bad\udc80text", message="lone \ud800 surrogate"))
+        [row] = await log.query()
+        assert row["requestid"] == "bad\\udc80text" and row["message"] == "lone \\ud800 surrogate"
+    finally:
         await log.stop()
         await db.close()
 
@@ -90,40 +199,6 @@ async def test_migration_3_keeps_rows_and_ids_and_drops_the_sequence(tmp_path: P
         indexes = {r[0] for r in await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "audit_intent" in indexes and "audit_ts" not in indexes
         assert await db.fetchall("SELECT * FROM sqlite_sequence WHERE name = 'audit'") == []
-    finally:
-        await log.stop()
-        await db.close()
-
-
-async def test_a_lone_row_is_committed_before_its_caller_ever_yields(tmp_path: Path) -> None:
-    db, log = await _open(tmp_path / "a.db")
-    try:
-        call = log.record(_record("alone"), alone=True)
-        try:
-            call.send(None)
-            raise AssertionError("record() waited although nothing else was queued")
-        except StopIteration:
-            pass  # done without a loop turn: committed, as a reader on another connection sees
-        reader = sqlite3.connect(tmp_path / "a.db")
-        assert reader.execute("SELECT requestid FROM audit").fetchall() == [("alone",)]
-        reader.close()
-    finally:
-        await log.stop()
-        await db.close()
-
-
-async def test_a_lone_row_never_waits_and_sets_no_mark_for_the_turn(tmp_path: Path) -> None:
-    db, log = await _open(tmp_path / "a.db")
-    try:
-        for name in ("one", "two"):  # alone twice in one turn: both committed on the spot
-            call = log.record(_record(name), alone=True)
-            try:
-                call.send(None)
-                raise AssertionError("a lone row waited")
-            except StopIteration:
-                pass
-        assert log._commits == 2 and not log._committed_now
-        assert [r["requestid"] for r in await log.query()] == ["two", "one"]
     finally:
         await log.stop()
         await db.close()

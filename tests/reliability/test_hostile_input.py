@@ -52,11 +52,12 @@ async def test_non_finite_numbers_are_refused_and_never_stored(running: Running,
 async def test_audit_log_readable_even_with_old_infinity_rows(running: Running) -> None:
     """Rows written by older versions (``Infinity`` in params) no longer break ``get_audit_log``."""
     await running.node.db.execute(
-        "INSERT INTO audit (ts, user, role, client_kind, client_id, requestid, intent, params, outcome, code,"
-        " duration_ms) VALUES (1, 'oper', 'operator', 'websocket', 'c', 'old', 'publish_channel',"
+        # id -1: below every id the running node gives (it counts on from the highest at its start).
+        "INSERT INTO audit (id, ts, user, role, client_kind, client_id, requestid, intent, params, outcome, code,"
+        " duration_ms) VALUES (-1, 1, 'oper', 'operator', 'websocket', 'c', 'old', 'publish_channel',"
         " '{\"x\": Infinity}', 'error', 400, 1)")
     admin = await RawWs.open(running, "admin")
-    log = await admin.rpc("get_audit_log", {"limit": 10})
+    log = await admin.rpc("get_audit_log", {"limit": 1000})
     assert log["status"] == "success"
     old = [r for r in log["data"]["records"] if r["requestid"] == "old"]
     assert old and old[0]["params"] == {"x": "Infinity"}

@@ -35,7 +35,8 @@ class AuditRecord:
 
 
 class AuditSink(Protocol):
-    """Where audit records go; every method returns once what it wrote is durable."""
+    """Where audit records go; every method returns once what it wrote is durable (survives a crash of
+    the process), and a read made after it sees it."""
 
     async def record(self, record: AuditRecord) -> None:
         """Persist ``record`` (a request that changed nothing, or was refused)."""

@@ -209,10 +209,6 @@ class MessageRouter:
         self._limits = TimeLimits()
         #: Requests between their checks and their audit row, node-wide; ``drain`` waits for them.
         self.active = 0
-        #: Requests a transport has received and not yet seen answered (WebSocket frames read,
-        #: counted by the transport). With ``active``, it tells the audit log whether a request is
-        #: alone, so its row is committed at once rather than with the next turn's batch.
-        self.incoming = 0
         self._closing = False
         self._idle: asyncio.Event | None = None
 
@@ -381,7 +377,7 @@ class MessageRouter:
             parent_requestid=origin.requestid if origin is not None else None,
         )
         try:
-            return await self.node.audit.begin(record, alone=self._alone())
+            return await self.node.audit.begin(record)
         except Exception:
             log.exception("audit write failed before %s; it did not run", intent)
             raise Unavailable(f"audit log unavailable, so {intent} did not run; see the server log") from None
@@ -431,22 +427,18 @@ class MessageRouter:
         return protocol.to_jsonable(result)
 
     async def _audit(self, record: AuditRecord, audit_id: int | None, response: dict[str, Any]) -> None:
-        # No timer here (one per request is measurable): the audit sink bounds its own waits
-        # (store/audit.py: the loop's connection never waits for a lock, the worker's waits 30 s).
+        # No timer here (one per request is measurable): the audit sink does not wait (store/audit.py
+        # appends one line to its journal).
         try:
             if audit_id is None:
-                await self.node.audit.record(record, alone=self._alone())
+                await self.node.audit.record(record)
             else:
-                await self.node.audit.finish(audit_id, record, alone=self._alone())
+                await self.node.audit.finish(audit_id, record)
         except Exception:
             log.exception("audit write failed for %s (outcome %s)", record.intent, record.outcome)
             response.clear()
             response.update(protocol.error(record.requestid, 500,
                                            "audit log unavailable; the action's outcome is in the server log"))
-
-    def _alone(self) -> bool:
-        """Whether the running request is the only one the node knows of (received or admitted)."""
-        return self.active <= 1 and self.incoming <= 1
 
     def _count(self, intent: str, response: dict[str, Any], elapsed: float) -> None:
         self.node.metrics.request_done(intent, response["status"], response["code"], elapsed)

@@ -372,7 +372,6 @@ class MqttBridge:
                 rid, 429, f"node {self.identity} already runs {MAX_REMOTE_INFLIGHT} requests of other nodes; "
                           "retry later")))
             return
-        self.node.router.incoming += 1  # received: counted until answered (MessageRouter.incoming)
         self._spawn(self._execute(envelope))
 
     def _spawn(self, coro: Any) -> None:
@@ -394,7 +393,6 @@ class MqttBridge:
             await self.node.router.handle_messages(rpc, client)
         finally:
             self._running -= 1
-            self.node.router.incoming -= 1
             # Only the response travels back: subscriptions this request made die with it.
             await self.node.pubsub.drop_client(client)
         if envelope.reply:

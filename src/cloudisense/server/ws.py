@@ -296,7 +296,6 @@ class RpcSocket(WebSocketHandler):
             message = message.decode("utf-8", errors="replace")
         # One task per message: requests on one connection run concurrently, up to the bound below.
         client.pending += 1
-        self.node.router.incoming += 1
         # Held here until done (the loop keeps only weak references); _handle drops it itself,
         # cheaper than a done callback per request.
         self._tasks.add(loop.create_task(self._handle(client, message)))
@@ -309,7 +308,6 @@ class RpcSocket(WebSocketHandler):
         except Exception:  # the router answers every request itself; this is a bug, never silent
             log.exception("request handling failed on %s", client.id)
         finally:
-            self.node.router.incoming -= 1
             client.request_done()
             self._tasks.discard(asyncio.current_task(self._loop))  # type: ignore[arg-type,unused-ignore]
 
