@@ -202,3 +202,23 @@ async def test_migration_3_keeps_rows_and_ids_and_drops_the_sequence(tmp_path: P
     finally:
         await log.stop()
         await db.close()
+
+
+async def test_a_read_that_gives_up_while_the_table_is_locked_leaves_the_move_working(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db, log = await _open(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        await log.record(_record("r1"))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(log.query(), 0.2)  # its caller gives up while the thread waits for the lock
+        await log.record(_record("r2"))
+        other.execute("COMMIT")
+        rows = await asyncio.wait_for(log.query(), 30)
+        assert [r["requestid"] for r in rows] == ["r2", "r1"]
+        assert len(list(journal_folder(path).glob("*.jsonl"))) == 1
+    finally:
+        other.close()
+        await log.stop()
+        await db.close()

@@ -252,9 +252,15 @@ class AuditLog:
         """(Event loop) ``line`` on the open journal file; raises ``OSError`` when the disk refuses it."""
         if self._loop is None:
             raise RuntimeError("the audit writer is not running")
-        written = os.write(self._fd, line)
-        while written < len(line):  # a regular file takes it whole unless the disk is full
-            written += os.write(self._fd, line[written:])
+        written = 0
+        try:
+            while written < len(line):  # a regular file takes it whole unless the disk is full
+                written += os.write(self._fd, line[written:])
+        except OSError:
+            if written:  # part of a line: the lines after it start in a new file, so only this one is lost
+                self._lines += 1
+                self._move_soon()
+            raise
         self._lines += 1
         if self._lines == 1:
             self._move_timer = self._loop.call_later(MOVE_AFTER, self._move_soon)
@@ -305,6 +311,8 @@ class AuditLog:
         """(Writer thread) the rows and updates of one journal file into the table, then remove the file."""
         conn = self._conn
         assert conn is not None
+        if not path.exists():  # moved by an earlier try whose caller stopped waiting (one thread: it finished)
+            return
         ops = _read_journal(path)
         try:
             conn.execute("BEGIN IMMEDIATE")
