@@ -4,12 +4,14 @@ migration 3."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from cloudisense.core.audit import AuditRecord
+from cloudisense.core.errors import Conflict
 from cloudisense.store import audit as audit_store
 from cloudisense.store.audit import INTERRUPTED, MIGRATIONS, AuditLog, journal_folder
 from cloudisense.store.db import Database
@@ -46,6 +48,8 @@ def _crash(log: AuditLog) -> None:
     assert log._thread is not None and log._conn is not None
     log._thread.submit(log._conn.close).result()
     log._thread.shutdown()
+    os.close(log._fd)  # the kernel closes a dead process's files, and so drops its lock
+    log._release_folder()
 
 
 async def test_a_row_is_on_disk_before_record_returns_and_never_waits(tmp_path: Path) -> None:
@@ -221,4 +225,26 @@ async def test_a_read_that_gives_up_while_the_table_is_locked_leaves_the_move_wo
     finally:
         other.close()
         await log.stop()
+        await db.close()
+
+
+async def test_a_second_node_on_the_same_database_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db, log = await _open(path)
+    other_db = Database(path)
+    await other_db.open()
+    try:
+        await log.record(_record("r1"))
+        with pytest.raises(Conflict, match="another node is running"):
+            await AuditLog(other_db).start()
+        assert [r["requestid"] for r in await log.query()] == ["r1"]  # the first one's journal untouched
+    finally:
+        await log.stop()
+    second = AuditLog(other_db)
+    await second.start()  # free again once the first stopped
+    try:
+        assert [r["requestid"] for r in await second.query()] == ["r1"]
+    finally:
+        await second.stop()
+        await other_db.close()
         await db.close()

@@ -13,6 +13,7 @@ per request.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 
 from cloudisense.core.audit import AuditRecord
+from cloudisense.core.errors import Conflict
 from cloudisense.core.protocol import dumps
 from cloudisense.store.db import Database
 
@@ -177,6 +179,7 @@ class AuditLog:
         self._conn: sqlite3.Connection | None = None
         #: The open journal file: its descriptor, number and line count.
         self._fd = -1
+        self._lock_fd = -1
         self._number = 0
         self._lines = 0
         self._next_id = 1
@@ -193,6 +196,7 @@ class AuditLog:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         self._conn = await loop.run_in_executor(self._thread, self._connect)
         self._folder.mkdir(mode=0o700, exist_ok=True)
+        self._hold_folder()
         left = sorted(self._folder.glob("*.jsonl"), key=_number)
         for path in left:
             await loop.run_in_executor(self._thread, self._move, path)
@@ -204,6 +208,23 @@ class AuditLog:
         self._loop = loop
         self._open_next()
 
+    def _hold_folder(self) -> None:
+        """Lock the journal folder for this process: a second node on the same data would move (and
+        remove) the journal the first one still writes. The kernel drops the lock when the process dies."""
+        fd = os.open(self._folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Conflict(f"another node is running on the database {self._db.path} (its audit journal is "
+                           "locked); stop it first, or give this one a data folder of its own") from None
+        self._lock_fd = fd
+
+    def _release_folder(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor drops the lock
+            self._lock_fd = -1
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._db.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.execute("PRAGMA synchronous=NORMAL")  # as the main connection: durable against process crashes
@@ -212,6 +233,7 @@ class AuditLog:
     async def stop(self) -> None:
         """Move what is written into the table, then stop the writer and close its connection."""
         if self._loop is None:
+            self._release_folder()  # a start that failed half-way
             return
         await self._move_written()
         self._loop = None
@@ -223,6 +245,7 @@ class AuditLog:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
         self._thread.shutdown(wait=True)
         self._thread, self._conn = None, None
+        self._release_folder()
 
     async def record(self, rec: AuditRecord) -> None:
         """Store ``rec``; returns once it is durable."""
