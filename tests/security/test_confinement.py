@@ -105,7 +105,8 @@ async def test_audit_log_redacts_secret_keys_at_any_depth(tmp_path: Path) -> Non
         conn.close()
     finally:
         await running.server.stop()
-    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("cloudisense.db*"))
+    # The database, its WAL and the audit journal's folder: every file the node wrote.
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
     assert not [s for s in secrets if s.encode() in raw]
 
 
