@@ -94,7 +94,11 @@ def _opposite_words(groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...])
 
 _OPPOSITES = _opposite_words(_UNDOING)
 #: Words that say something repeats by itself, without saying how often.
-_REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically"}
+_REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
+             # ... or names how often itself ("change the backup frequency"): only what repeats has one.
+             "frequency", "interval", "cadence", "often"}
+#: Verbs that say to change something without saying how: plain English, not any intent's own verb.
+_CHANGE_VERBS = {"change", "modify", "alter", "adjust", "edit", "tweak"}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 #: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
@@ -1045,6 +1049,8 @@ class SegmentPlanner:
         intent's name ("backup" of list_backups), so it may name the thing rather than act on it."""
         if self._question:
             return False
+        if verb in _CHANGE_VERBS:
+            return True  # "change the backup frequency": what it changes is a setting, never a reading
         tools = [self.catalog.by_name[n] for n in verbs.get(verb or "", ()) if n in self.catalog.by_name]
         if tools and not verb_is_noun and all(t.get("risk") != "read" for t in tools):
             return True
