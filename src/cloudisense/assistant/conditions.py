@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cloudisense.assistant.catalog import STOPWORDS, stem
+from cloudisense.assistant.catalog import STOPWORDS, canonical, stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
@@ -246,11 +246,36 @@ def _state_words(low: str) -> set[str]:
 _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
 
 
+#: "should X happen, do Y" / "do Y should X happen": "should" before its subject says "if" (not a question:
+#: an action is said too). Not "should I/we ...", which asks for advice.
+_SHOULD_FIRST = re.compile(r"^\s*should\s+(?!i\b|we\b|you\b)(?P<cond>[^,;]{3,}?)\s*,\s*(?:then\s+)?(?P<action>\S.*)$",
+                           re.I)
+_SHOULD_AFTER = re.compile(r"^(?P<action>.+?),?\s+should\s+(?!i\b|we\b|you\b|be\b|not\b)(?P<cond>\S+\s+\S.*)$", re.I)
+
+
+def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tuple[str, str] | None:
+    """``(action, condition)`` of a condition said with an inverted "should" ("should the disk fill up, clean
+    it"), when the other part starts with an action word; else ``None``."""
+    for pattern in (_SHOULD_FIRST, _SHOULD_AFTER):
+        m = pattern.match(segment)
+        if m is None:
+            continue
+        first = re.findall(r"[a-z]+", m.group("action").lower())[:1]
+        # Said first, the comma ends the condition; said after, the action must start with an action word.
+        if pattern is _SHOULD_FIRST and not m.group("action").rstrip().endswith("?") or (
+                first and canonical(first[0]) in starts):
+            return m.group("action").strip(" ,.?"), m.group("cond").strip(" ,.?")
+    return None
+
+
 def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down").
 
     ``starts`` are the words that start an action: "if redis is down start it" has no comma, and the
     action begins at the first of them after the condition's own words."""
+    inverted = _inverted_condition(segment, starts)
+    if inverted is not None:
+        return inverted
     m = _IF.search(segment)
     if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
                           segment[:m.start()], re.I):

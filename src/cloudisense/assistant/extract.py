@@ -260,13 +260,14 @@ def has_pronoun(segment: Segment) -> bool:
 # --- numbers and units ------------------------------------------------------------------------
 
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-                 "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50,
-                 "hundred": 100}
+                 "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12, "fifteen": 15, "twenty": 20,
+                 "thirty": 30, "forty": 40, "fifty": 50, "hundred": 100}
 _NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
 #: Time units in minutes.
 _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
           "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080,
+          "fortnight": 20160, "fortnights": 20160,
           "month": 43200, "months": 43200, "yr": 525600, "yrs": 525600, "year": 525600, "years": 525600}
 _UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
 #: How a field says which time unit it counts (by its name or description).
@@ -346,7 +347,8 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
             continue
         out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]) or _EVERY_AFTER.match(t[m.end():]))))
-    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month|year)\b", t):
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|fortnight|month|year)\b",
+                         t):
         if not any(q.start <= m.start(2) < q.end for q in out):
             times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
             every = m.group(1) in ("per", "every", "each") or bool(times)

@@ -73,7 +73,10 @@ _NOT_VERBS = {"top", "last", "first", "latest", "newest", "recent", "next", "pre
 _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
-_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
+#: (The separator is kept, as every second piece of a split: a comma ends a condition said first.)
+_SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
+#: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
+_CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
 _UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
@@ -191,7 +194,11 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     for hard in _HARD_SPLIT.split(masked):
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
-        for piece in pieces[1:]:
+        for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
+            if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
+                # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
+                current = f"{current}, {piece}"
+                continue
             if _starts_action(piece, starts) and _context(current, starts):
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
                 current = f"{current}, {piece}"
