@@ -22,16 +22,20 @@ from cloudisense.assistant.catalog import STOPWORDS, canonical, stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
-           r"older\s+than|longer\s+than|past|beyond|at\s+least|no\s+less\s+than|>=?)"
+           r"older\s+than|longer\s+than|past|passes|crosses|beyond|at\s+least|no\s+less\s+than|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
         r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
+#: The words of the comparisons above: they say how a value compares, never what is compared ("fewer than 2
+#: gunicorn processes" names the process gunicorn, not "fewer").
+COMPARISON_WORDS = (frozenset(re.findall(r"[a-z]+", _GREATER + _LESS)) | {"exceed"}) - {"s", "at", "no"}
 #: "ten days or less", "20 or more": the bound said after the amount.
 _BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
                           r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
-             "errored", "unsuccessful", "offline"}
-_POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "healthy", "online"}
+             "errored", "unsuccessful", "unsuccessfully", "offline"}
+_POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "successfully", "healthy",
+             "online"}
 _NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
 #: "there is (no) X": a condition on whether something exists.
 _THERE = re.compile(r"\bthere(?:'s|\s+is|\s+are|\s+isn't|\s+aren't)\s+(no|a|an|any|some)?\b")
@@ -250,19 +254,23 @@ _IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s
 #: an action is said too). Not "should I/we ...", which asks for advice.
 _SHOULD_FIRST = re.compile(r"^\s*should\s+(?!i\b|we\b|you\b)(?P<cond>[^,;]{3,}?)\s*,\s*(?:then\s+)?(?P<action>\S.*)$",
                            re.I)
+#: "when more than 4 X run, email the team": "when" with a comma and then an action is a condition, not a
+#: question ("when did X run?" has no comma and asks).
+_WHEN_FIRST = re.compile(r"^\s*(?:when|once)\s+(?!did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b)"
+                         r"(?P<cond>[^,;?]{3,}?)\s*,\s*(?:then\s+)?(?P<action>[^?]+)$", re.I)
 _SHOULD_AFTER = re.compile(r"^(?P<action>.+?),?\s+should\s+(?!i\b|we\b|you\b|be\b|not\b)(?P<cond>\S+\s+\S.*)$", re.I)
 
 
 def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tuple[str, str] | None:
     """``(action, condition)`` of a condition said with an inverted "should" ("should the disk fill up, clean
     it"), when the other part starts with an action word; else ``None``."""
-    for pattern in (_SHOULD_FIRST, _SHOULD_AFTER):
+    for pattern in (_SHOULD_FIRST, _WHEN_FIRST, _SHOULD_AFTER):
         m = pattern.match(segment)
         if m is None:
             continue
         first = re.findall(r"[a-z]+", m.group("action").lower())[:1]
         # Said first, the comma ends the condition; said after, the action must start with an action word.
-        if pattern is _SHOULD_FIRST and not m.group("action").rstrip().endswith("?") or (
+        if pattern is not _SHOULD_AFTER and not m.group("action").rstrip().endswith("?") or (
                 first and canonical(first[0]) in starts):
             return m.group("action").strip(" ,.?"), m.group("cond").strip(" ,.?")
     return None

@@ -22,7 +22,13 @@ from cloudisense.assistant.catalog import (
     tool_required,
     uninflect,
 )
-from cloudisense.assistant.conditions import Condition, compile_condition, result_fields, split_condition
+from cloudisense.assistant.conditions import (
+    COMPARISON_WORDS,
+    Condition,
+    compile_condition,
+    result_fields,
+    split_condition,
+)
 from cloudisense.assistant.offline import as_plan_steps
 from cloudisense.assistant.plan import Plan, PlanningContext
 
@@ -76,7 +82,8 @@ _HARD_SPLIT = re.compile(
 #: (The separator is kept, as every second piece of a split: a comma ends a condition said first.)
 _SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
 #: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
-_CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b))\b", re.I)
+_CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
+                              r"|when\s+(?!did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
 _UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
@@ -530,7 +537,8 @@ class SegmentPlanner:
         for param in tool_required(tool):
             if param in given or param in ents or not isinstance(props.get(param), dict):
                 continue
-            value = ex.read_value(param, props[param], reading, required=True, known_words=self._known(tool))
+            value = ex.read_value(param, props[param], reading, required=True,
+                                  known_words=self._known(tool) | COMPARISON_WORDS)
             if value is not None:
                 out[param] = value
         return out
