@@ -732,6 +732,11 @@ class SegmentPlanner:
         about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
+        # ... and so do the words that describe a param it filled ("from the target monitor": source is described
+        # as "stats, target, log (this node's monitor) ...").
+        props = ((self.catalog.by_name.get(draft.intent or "") or {}).get("params") or {}).get("properties") or {}
+        explained |= {w for p in draft.params if isinstance(props.get(p), dict)
+                      for w in _text_words(str(props[p].get("description", "")))}
         # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
         values = [v.lower() for v in draft.params.values() if isinstance(v, str)]
         unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
@@ -864,7 +869,8 @@ class SegmentPlanner:
             # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
             fixed[0] = uninflect(fixed[0], self.starts) or _short_verb_typo(fixed[0], self.starts) or fixed[0]
         if fixed and not self._question and fixed[0] in self.catalog.distinct \
-                and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()):
+                and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()) \
+                and not _said_plural(rest, fixed[0]):
             # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
             # synonym as the verb of a request: "alert the team" notifies; "alert 12 ..." names an alert.
             fixed[0] = SYNONYMS[fixed[0]]
@@ -1300,6 +1306,19 @@ def _inflected(said: str, word: str) -> bool:
     """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
     return any(said == word + end or (word.endswith("e") and said == word[:-1] + end)
                for end in ("ing", "ed", "es", "s", "er", "d"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_words(text: str) -> frozenset[str]:
+    """The normalised words of a declaration's text (cached: the same descriptions are read for every request)."""
+    return frozenset(normalize(text))
+
+
+def _said_plural(text: str, word: str) -> bool:
+    """The first word of ``text`` that is no stopword is ``word`` said in the plural ("alerts from ..." names
+    alerts; only "alert the team" is the verb)."""
+    first = [t for t in raw_tokens(text) if t not in STOPWORDS][:1]
+    return bool(first) and first[0] != word and _is_plural(first[0]) and stem(first[0]) == word
 
 
 def _is_plural(word: str) -> bool:
