@@ -16,6 +16,7 @@ from cloudisense.assistant.catalog import (
     apply_phrases,
     canonical,
     correct,
+    join_split_verbs,
     normalize,
     raw_tokens,
     stem,
@@ -328,6 +329,7 @@ class SegmentPlanner:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
+        text = join_split_verbs(text)
         ahead = _BEFORE_CLAUSE.match(text)
         if ahead and ahead.group("rest").strip():
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
