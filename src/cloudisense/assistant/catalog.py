@@ -144,10 +144,12 @@ _MARK_AS = re.compile(r"(?<![\w-])(?:mark|flag)\s+(.{1,60}?)\s+as\s+([a-z]+)(?![
 
 #: A verb and its particle said around a short object ("shut the web app down", "turn it off"): the
 #: two-word verbs of :data:`PHRASES` whose second word is a particle ("switch it back on" is "switch on it").
+_PARTICLE_VERBS = sorted({p.split()[0] for p in PHRASES if len(p.split()) == 2
+                          and p.split()[1] in ("up", "down", "off", "on") and p.split()[0] != "been"})
 _SPLIT_VERB = re.compile(
-    r"(?<![\w-])(" + "|".join(sorted({re.escape(p.split()[0]) for p in PHRASES if len(p.split()) == 2
-                                        and p.split()[1] in ("up", "down", "off", "on") and p.split()[0] != "been"})) + r")"
-    r"\s+((?:(?!back\b|up\b|down\b|off\b|on\b|and\b|then\b|if\b)[\w.\-]+\s+){1,4}?)(?:back\s+)?(up|down|off|on)(?![\w-])", re.I)
+    r"(?<![\w-])(" + "|".join(map(re.escape, _PARTICLE_VERBS)) + r")"
+    r"\s+((?:(?!back\b|up\b|down\b|off\b|on\b|and\b|then\b|if\b)[\w.\-]+\s+){1,4}?)(?:back\s+)?(up|down|off|on)(?![\w-])",
+    re.I)
 
 
 def _join_verb(m: re.Match[str]) -> str:

@@ -270,7 +270,8 @@ def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tupl
             continue
         first = re.findall(r"[a-z]+", m.group("action").lower())[:1]
         # Said first, the comma ends the condition; said after, the action must start with an action word.
-        if pattern is not _SHOULD_AFTER and not m.group("action").rstrip().endswith("?") or (
+        said_first = pattern is not _SHOULD_AFTER
+        if (said_first and not m.group("action").rstrip().endswith("?")) or (
                 first and canonical(first[0]) in starts):
             return m.group("action").strip(" ,.?"), m.group("cond").strip(" ,.?")
     return None

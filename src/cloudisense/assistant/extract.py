@@ -347,8 +347,8 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
             continue
         out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]) or _EVERY_AFTER.match(t[m.end():]))))
-    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|fortnight|month|year)\b",
-                         t):
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+"
+                         r"(hour|day|minute|week|fortnight|month|year)\b", t):
         if not any(q.start <= m.start(2) < q.end for q in out):
             times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
             every = m.group(1) in ("per", "every", "each") or bool(times)
