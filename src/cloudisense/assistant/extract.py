@@ -31,6 +31,7 @@ from cloudisense.assistant.catalog import (
     raw_tokens,
     spell_phrases,
     stem,
+    uninflect,
 )
 
 #: File extensions that are not part of how people say a name.
@@ -275,6 +276,12 @@ _FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "
                "day": 1440, "days": 1440, "week": 10080, "weeks": 10080}
 
 
+def word_number(token: str) -> str:
+    """``token`` in digits when it is a number said in words other than "one" ("dozen" -> "12"), else itself."""
+    value = _WORD_NUMBERS.get(token)
+    return str(value) if value is not None and token != "one" else token
+
+
 def _num(text: str) -> float:
     return float(text) if text[0].isdigit() else float(_WORD_NUMBERS[text])
 
@@ -442,6 +449,10 @@ def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
         phrases |= {lead, lead.replace(" ", "-"), lead.replace(" ", "")}
     for inner in re.findall(r"\(([a-z\- ]{3,20})\)", desc):
         phrases.add(inner.strip())
+    # A one-word modifier said as an adverb or a past form ("forcibly", "forced" for force).
+    root = name[:-1] if name.endswith("e") else name
+    if " " not in name and len(name) >= 4:
+        phrases |= {root + end for end in ("ed", "ibly", "ably", "efully", "fully", "ly")} - {name}
     return sorted(p for p in phrases if len(p) >= 3)
 
 
@@ -534,7 +545,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         words = [t for t, n in said.items() if n > 0]
         tokens = {canonical(t) for t in words} | set(words)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
-                                                             or any(near_miss(t, v.lower()) for t in tokens))]
+                                                             or any(near_miss(t, v.lower()) for t in tokens)
+                                                             # "the ones that errored": the value with an ending
+                                                             or any(uninflect(t, {v.lower()}) for t in words))]
         if not hits and not required and "default" in spec:
             hits = _enum_by_description(spec, values, {stem(t) for t in raw_tokens(spell_phrases(f" {low} "))})
         return hits[0] if len(hits) == 1 else None
@@ -581,6 +594,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # "a.txt under docs/old" is the file docs/old/a.txt, not the folder.
             return f"{path}/{inside.group(1)}"
         return path
+    if "why" in words:
+        # A text that says why ("a message saying why"): the reason the request gives.
+        because = re.search(r"\b(?:because(?:\s+of)?|due\s+to|on\s+account\s+of)\s+(\S.*)$", text, re.I)
+        if because:
+            return because.group(1).strip(" .!?")
     if "send" in words or "message" in words:
         message = extract_message(text)
         if message is not None:
@@ -612,7 +630,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         host = (only.group(1) or only.group(2)) if only else None
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
-    m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
+    m = re.search(r"\b(?:for|containing|matching|with|mentioning|mentions?|that\s+mentions?|contains?)\s+"
+                  r"([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
@@ -706,7 +725,8 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             if q.minutes is not None:
                 continue
             # A count: "20 lines" for a lines field, "top 5", "the 3 newest", "20 processes".
-            before = reading.text.lower()[:q.start].split()[-1:] or [""]
+            # ("show a dozen ...": the word before the article.)
+            before = [w for w in reading.text.lower()[:q.start].split() if w not in ("a", "an")][-1:] or [""]
             # An id: "alert 7", "#7", "number 7": the number right after a word of the id field itself.
             named_id = "id" in words and (before[0] in ("#", "no", "no.", "number")
                                           or stem(before[0].lstrip("#")) in words - {"id"})

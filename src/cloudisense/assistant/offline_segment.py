@@ -865,7 +865,8 @@ class SegmentPlanner:
                    and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
         here = self._here(seg, covered)
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered and i not in here)
-        fixed = self.catalog.tokens(rest)
+        # A number said in words ("a dozen", "twelve") is a number, as its digits are ("one" may be a pronoun).
+        fixed = [ex.word_number(t) for t in self.catalog.tokens(rest)]
         if fixed and not self._question and fixed[0] not in self.starts:
             # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
             # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
@@ -880,7 +881,7 @@ class SegmentPlanner:
             # "anything new in syslog?" asks for its latest state: how recent says which lines, not which intent.
             plainer = [t for t in fixed if t not in ex.RECENCY and t not in _INDEFINITE]
             fixed = plainer if plainer or mentions else fixed
-        plain = normalize(rest)
+        plain = [ex.word_number(t) for t in normalize(rest)]
         vocab = self.catalog.vocabulary
         typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
                    for f, p in zip(fixed, plain, strict=False))
