@@ -218,8 +218,13 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
             else:
                 current = f"{current} and {piece}"
         parts.append(current)
+    # "... and email the team afterwards": a closing word of order says when, and the order is the split's.
+    parts = [_AFTERWARDS.sub("", p) for p in parts]
     restored = [re.sub(r"\x00(\d+)\x00", lambda m: quotes[int(m.group(1))], p).strip(" ,.") for p in parts]
     return [p for p in restored if p]
+
+
+_AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
 
 
 #: A request not to do something ("don't restart it", "never delete ...").
