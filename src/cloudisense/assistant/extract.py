@@ -769,10 +769,12 @@ def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> 
     """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted").
 
     ``names``: the configured names (lower case); one said first with a colon is what the request is about
-    ("db1: snapshots every 2 hours"), and the colon starts no message."""
+    ("db1: snapshots every 2 hours"), and the colon starts no message; so is a path."""
     out = _QUOTED.sub(" ", text)
     label = _LABEL.match(out)
-    if label and label.group(0).strip(" :").lower() in names:
+    said = label.group(0).strip(" :").lower() if label else ""
+    # ... and so is a path said first ("/home: how full?").
+    if label and (said in names or said.startswith("/")):
         return label.group(0) + strip_message(out[label.end():])
     return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
                   flags=re.IGNORECASE)
