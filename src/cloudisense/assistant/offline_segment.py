@@ -56,6 +56,8 @@ OTHER_OBJECT = 0.7
 #: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
 #: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
 OTHER_VERB = 0.7
+#: A read whose result has the field a question's comparison is over ("is memory above 90 %?").
+FIGURE_BONUS = 1.5
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -634,6 +636,7 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
+            scores = self._figure_asked(text, scores)
         elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show" and not _A_NEW.search(text):
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
@@ -708,6 +711,20 @@ class SegmentPlanner:
                 if default and default != best and (question or self.catalog.by_name[best].get("risk") == "read"):
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
+
+    def _figure_asked(self, text: str, scores: dict[str, float]) -> dict[str, float]:
+        """"is memory above 90 % right now?" compares a figure: the reads whose declared result has the field that
+        comparison fits best answer it better than the others."""
+        if not re.search(r"\d", text) or not COMPARISON_WORDS & set(re.findall(r"[a-z]+", text.lower())):
+            return scores
+        fits: dict[str, float] = {}
+        for name, score in scores.items():
+            fields = result_fields(self.catalog.by_name[name].get("result"))
+            cond = compile_condition(text, fields) if score > 0 and fields else None
+            if cond is not None:
+                fits[name] = cond.score
+        best = max(fits.values(), default=None)
+        return {n: s * FIGURE_BONUS if best is not None and fits.get(n) == best else s for n, s in scores.items()}
 
     @functools.cached_property
     def _name_words(self) -> frozenset[str]:
