@@ -530,7 +530,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         # "the logs with their sizes": what the flag adds, asked for ("true: also each file's path, size ...").
         desc = str(spec.get("description", "")).lower()
         if desc.startswith("true:"):
-            adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 4 and w not in STOPWORDS}
+            adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 3 and w not in STOPWORDS}
             for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
                 if stem(asked.group(1)) in adds:
                     return True

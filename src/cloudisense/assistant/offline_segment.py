@@ -422,8 +422,12 @@ class SegmentPlanner:
                         held=first.held)
         kept: list[StepDraft] = []
         for d in drafts:
-            if kept and kept[-1].intent == d.intent and kept[-1].params == d.params and d.when is None:
-                continue  # "cpu and memory" twice is one call
+            if kept and kept[-1].intent == d.intent and d.when is None and (kept[-1].params == d.params or (
+                    self.catalog.by_name[d.intent or ""].get("risk") == "read"
+                    and all(kept[-1].params.get(k) == v for k, v in d.params.items()))):
+                # "cpu and memory" twice is one call; so is a read asked again with nothing new ("... with its pid
+                # and health"), but not a change ("dry run X, then apply it" is two runs).
+                continue
             kept.append(d)
         ids = {id(d): f"s{i}" for i, d in enumerate(kept, 1)}
         for i, d in enumerate(kept):
@@ -948,8 +952,9 @@ class SegmentPlanner:
             kinds_named.add(self.last_kind)
         singular, plural = ex.kind_nouns(seg, self.kinds)
         spoken = raw_tokens(apply_phrases(seg.text))
-        # "any backup" speaks of the backups.
-        said = {(canonical(t), _is_plural(t) or (i > 0 and spoken[i - 1] in _QUANTIFIERS))
+        # "any backup" speaks of the backups, and so does "each recent users-db backup" (a quantifier, then
+        # words that say which ones).
+        said = {(canonical(t), _is_plural(t) or any(w in _QUANTIFIERS for w in spoken[max(0, i - 3):i]))
                 for i, t in enumerate(spoken) if t not in STOPWORDS}
         verb = _first_word(seg.text, self.catalog.vocabulary)
         verbs = verbs_of(self.catalog)
