@@ -263,8 +263,16 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
 def _another_object(piece: str, current: str, starts: set[str]) -> bool:
     """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
     first = re.findall(r"[a-z']+", piece.lower())[:1]
-    return bool(first) and first[0] in ("the", "my", "our", "its", "their") and _starts_action(current, starts) \
-        and bool(re.search(r"\b(the|my|our)\s+\w+", current.lower()))
+    if not first or first[0] not in ("the", "my", "our", "its", "their"):
+        return False
+    if re.search(r"\b(the|my|our)\s+\w+", current.lower()):
+        return _starts_action(current, starts)
+    # "disk usage on / and the memory figures": a thing asked for by its name alone, then another.
+    return _NAMED_ONLY.match(current) is not None and not _STATEMENT.search(current) and not is_question(current)
+
+
+#: A request that is only a name of what it asks for ("disk usage on /"): words, no punctuation but a path's.
+_NAMED_ONLY = re.compile(r"^\s*[a-z][\w\-]*(?:\s+[\w./\-]+){1,4}\s*$", re.I)
 
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
