@@ -229,6 +229,9 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
 _AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
 
 
+#: "it" said in a condition ("... if it is older than 30 days").
+_IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
+
 #: A request not to do something ("don't restart it", "never delete ...").
 _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|never|dont|no\s+need\s+to"
                    r"|there'?s\s+no\s+need\s+to)\b", re.I)
@@ -518,11 +521,17 @@ class SegmentPlanner:
                 if id(m) not in weak:
                     about_kinds.add(m.kind)
         best: tuple[float, StepDraft, Condition] | None = None
+        # "delete backup b-40 if it is older than 30 days": "it" is what the action acts on, so the read must be
+        # about that thing (its kind, or its name's noun), never some other figure (the machine's uptime).
+        acts_on = [p for p in tool_required(tool) if not _composable(p, tool)]
+        own = self._about_action(tool) if acts_on and not about_kinds and _IT.search(condition) else None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
                 continue
             if about_kinds and not about_kinds & set((cand.get("entities") or {}).values()):
                 continue  # the condition is about a thing this read does not take ("if the X cert ...")
+            if own is not None and not own & self._about_action(cand):
+                continue
             cond = compile_condition(condition, result_fields(cand.get("result")))
             if cond is None:
                 continue
@@ -544,6 +553,11 @@ class SegmentPlanner:
                 best = (score, StepDraft(cand["name"], params, draft.confidence, reason=f"{cand['name']} to check "
                                                                                           f"the condition"), cond)
         return (best[1], best[2]) if best else None
+
+    @staticmethod
+    def _about_action(tool: dict[str, Any]) -> set[str]:
+        """What an intent is about: the kinds of thing it takes and its name's nouns."""
+        return set((tool.get("entities") or {}).values()) | _name_nouns(tool["name"])
 
     def _condition_values(self, tool: dict[str, Any], condition: str, given: dict[str, Any]) -> dict[str, Any]:
         """The required plain params of a check step read from the condition's own words ("if there's no
