@@ -86,7 +86,7 @@ _HARD_SPLIT = re.compile(
 _SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
 #: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
 _CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
-                              r"|when\s+(?!did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
+                              r"|when\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
 _UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
