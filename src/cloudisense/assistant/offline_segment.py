@@ -239,7 +239,9 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
 _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
                           r"([a-z]+)[^,;]*", re.I)
 #: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
-_STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b", re.I)
+_STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b"
+                        # "b-4 and b-5 can go": what may be done, said of the things (not "can you ...").
+                        r"|(?<!^)(?<!\bi\s)(?<!\bwe\s)\bcan\s+(?:go|be)\b", re.I)
 
 
 def _context(piece: str, starts: set[str]) -> bool:
@@ -394,11 +396,34 @@ class SegmentPlanner:
                     condition = f"{condition} ({drafts[-1].text})"
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
-                drafts.append(draft)
+                drafts.extend(self._each_listed_id(draft, action))
         if pending and not drafts:
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _each_listed_id(self, draft: StepDraft, text: str) -> list[StepDraft]:
+        """"delete b-4 and b-5": one step per id listed for the draft's one required param, an id (each said, in
+        order), not a step for the first id only."""
+        if draft.intent is None or draft.question or draft.refusal:
+            return [draft]
+        tool = self.catalog.by_name[draft.intent]
+        props = (tool.get("params") or {}).get("properties") or {}
+        ids = {p: shape for p in tool_required(tool) if p in draft.params and (shape := _id_shape(p, props.get(p)))}
+        if len(ids) != 1:
+            return [draft]
+        param, shape = next(iter(ids.items()))
+        listed = _listed_ids(text, shape)
+        if len(listed) < 2 or str(draft.params[param]) not in listed:
+            return [draft]
+        if tool_required(tool) != [param]:
+            # "restore X from b-4 and b-5": one run takes one of them, so which is a question, never the first.
+            return [StepDraft(draft.intent, question=f"Which {param.replace('_', ' ')} for "
+                              f"{draft.intent.replace('_', ' ')}: {_either(listed)}?", confidence=0.4, held=True,
+                              reason=f"{draft.intent}: several values listed for {param}", missing=param)]
+        number = ex.json_type(props[param]) == "integer"
+        return [StepDraft(draft.intent, {**draft.params, param: int(value) if number else value}, draft.confidence,
+                          reason=draft.reason, text=draft.text) for value in listed]
 
     def _remember(self, text: str) -> None:
         for m in ex.find_mentions(ex.Segment.of(text), self.entities, self.aliases):
@@ -1329,6 +1354,34 @@ def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> 
             return {}  # a file is named ("x.csv under a/b", "a/b/x.txt"): no folder inside a root is meant
         return {outer: said.group(1), inner: rest}
     return {}
+
+
+def _id_shape(param: str, spec: Any) -> str | None:
+    """The pattern of a param that is an id: a declared id pattern ("b-42"), or a number named as an id."""
+    if not isinstance(spec, dict):
+        return None
+    if ex.json_type(spec) == "string" and ex.distinctive(param, spec):
+        return ex.pattern_of(spec)
+    if ex.json_type(spec) == "integer" and "id" in ex.field_words(param, spec):
+        return r"\d+"
+    return None
+
+
+def _listed_ids(text: str, pattern: str) -> list[str]:
+    """The distinct values of ``pattern`` said as a list from the first one on ("b-4 and b-5", "b-4, b-5 & b-6"),
+    in order; ``[]`` when fewer than two are listed so (two ids said apart, "restore X from b-4, not b-5")."""
+    try:
+        found = [m for m in re.finditer(r"[\w][\w.\-]*", text) if re.fullmatch(pattern, m.group(0))]
+    except re.error:
+        return []
+    out: list[str] = []
+    for i, m in enumerate(found):
+        joined = i > 0 and re.fullmatch(r"\s*(?:,\s*and|,|and|&|plus)\s*", text[found[i - 1].end():m.start()], re.I)
+        if i > 0 and not joined:
+            break  # the list ends ("alerts 5 and 6 for 30 minutes")
+        if m.group(0) not in out:
+            out.append(m.group(0))
+    return out if len(out) >= 2 else []
 
 
 def _read_twice(params: dict[str, Any], required: Iterable[str], skip: Container[str] = ()) -> list[str]:
