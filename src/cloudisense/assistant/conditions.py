@@ -261,10 +261,18 @@ _WHEN_FIRST = re.compile(r"^\s*(?:when|once)\s+(?!you\b|u\b|did\b|does\b|do\b|is
 _SHOULD_AFTER = re.compile(r"^(?P<action>.+?),?\s+should\s+(?!i\b|we\b|you\b|be\b|not\b)(?P<cond>\S+\s+\S.*)$", re.I)
 
 
+#: "notify the team when the load is above 4": an action, then "when" and a state (a verb of being or becoming);
+#: not "tell me / let me know when ..." (asked to be told, see the phrases), nor a time ("the errors from when
+#: the deploy ran").
+_WHEN_AFTER = re.compile(r"^(?!.*\b(?:me|us)\b.*\bwhen\b)(?P<action>.+?)\s+(?:when|once|as\s+soon\s+as)\s+"
+                         r"(?P<cond>(?!you\b|i\b|we\b)[^?]*\b(?:is|are|gets?|goes|becomes?|hits?|reaches|drops?"
+                         r"|falls?|rises?|exceeds?|passes|crosses)\b[^?]*)$", re.I)
+
+
 def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tuple[str, str] | None:
     """``(action, condition)`` of a condition said with an inverted "should" ("should the disk fill up, clean
     it"), when the other part starts with an action word; else ``None``."""
-    for pattern in (_SHOULD_FIRST, _WHEN_FIRST, _SHOULD_AFTER):
+    for pattern in (_SHOULD_FIRST, _WHEN_FIRST, _SHOULD_AFTER, _WHEN_AFTER):
         m = pattern.match(segment)
         if m is None:
             continue
