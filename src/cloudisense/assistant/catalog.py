@@ -112,7 +112,7 @@ STOPWORDS = frozenset(
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
-    "have has had they them their then so if as both either else".split()
+    "have has had they them their then so if as both either else though although even".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")

@@ -247,7 +247,7 @@ def _state_words(low: str) -> set[str]:
             if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
-_IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
+_IF = re.compile(r"(?<!\beven)(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
 
 
 #: "should X happen, do Y" / "do Y should X happen": "should" before its subject says "if" (not a question:
@@ -264,7 +264,7 @@ _SHOULD_AFTER = re.compile(r"^(?P<action>.+?),?\s+should\s+(?!i\b|we\b|you\b|be\
 #: "notify the team when the load is above 4": an action, then "when" and a state (a verb of being or becoming);
 #: not "tell me / let me know when ..." (asked to be told, see the phrases), nor a time ("the errors from when
 #: the deploy ran").
-_WHEN_AFTER = re.compile(r"^(?!.*\b(?:me|us)\b.*\bwhen\b)(?P<action>.+?)\s+(?:when|once|as\s+soon\s+as)\s+"
+_WHEN_AFTER = re.compile(r"^(?!.*\b(?:me|us)\b.*\bwhen\b)(?P<action>.+?)(?<!\beven)\s+(?:when|once|as\s+soon\s+as)\s+"
                          r"(?P<cond>(?!you\b|i\b|we\b)[^?]*\b(?:is|are|gets?|goes|becomes?|hits?|reaches|drops?"
                          r"|falls?|rises?|exceeds?|passes|crosses)\b[^?]*)$", re.I)
 

@@ -524,6 +524,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return True
             if not spots and said_as.search(rewritten):
                 return True
+        # "even though it has newer writes" for a flag described as "... even when the database has newer writes".
+        desc_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;()]+)", str(spec.get("description", "")).lower())
+        said_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;,]+)", low)
+        if desc_even and said_even:
+            wanted = {stem(w) for w in re.findall(r"[a-z]+", desc_even.group(1)) if w not in STOPWORDS and len(w) > 2}
+            if wanted & {stem(w) for w in re.findall(r"[a-z]+", said_even.group(1))}:
+                return True
         # A flag that makes the run change nothing (its description says so), asked for in other words.
         if re.search(r"\bchanges?\s+nothing\b", str(spec.get("description", "")).lower()) and _NO_CHANGE.search(low):
             return True
