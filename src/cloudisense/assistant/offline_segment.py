@@ -529,6 +529,13 @@ class SegmentPlanner:
             return [draft]
         check_draft, cond = check
         draft.when = (check_draft, cond)
+        last = before[-1] if before else None
+        if last is not None and last.intent and last.when is None and last.text and f"({last.text})" in condition \
+                and self.catalog.by_name[last.intent].get("risk") == "read" \
+                and not self.catalog.by_name[last.intent].get("result"):
+            # "check memory and notify the team if it's above 90%": the read asked for is the one whose result
+            # the condition tests; a read that has no such field is not a second step.
+            before.pop()
         return [check_draft, draft]
 
     def _check_step(self, draft: StepDraft, condition: str) -> tuple[StepDraft, Condition] | None:
