@@ -112,7 +112,7 @@ STOPWORDS = frozenset(
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
-    "have has had they them their then so if as both either else".split()
+    "have has had they them their then so if as both either else though although even".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
@@ -140,6 +140,30 @@ _PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(P
 
 #: "mark alert 12 as acknowledged" says the verb last: it is "acknowledged alert 12".
 _MARK_AS = re.compile(r"(?<![\w-])(?:mark|flag)\s+(.{1,60}?)\s+as\s+([a-z]+)(?![\w-])")
+
+
+#: A verb and its particle said around a short object ("shut the web app down", "turn it off"): the
+#: two-word verbs of :data:`PHRASES` whose second word is a particle ("switch it back on" is "switch on it").
+_PARTICLE_VERBS = sorted({p.split()[0] for p in PHRASES if len(p.split()) == 2
+                          and p.split()[1] in ("up", "down", "off", "on") and p.split()[0] != "been"})
+_SPLIT_VERB = re.compile(
+    r"(?<![\w-])(" + "|".join(map(re.escape, _PARTICLE_VERBS)) + r")"
+    r"\s+((?:(?!back\b|up\b|down\b|off\b|on\b|and\b|then\b|if\b)[\w.\-]+\s+){1,4}?)(?:back\s+)?(up|down|off|on)(?![\w-])",
+    re.I)
+
+
+def _join_verb(m: re.Match[str]) -> str:
+    """"shut the web app down" -> "shut down the web app" when "shut down" is a phrase."""
+    verb = f"{m.group(1)} {m.group(3)}"
+    last = f"{m.group(2).split()[-1]} {m.group(3)}".lower()
+    # "start backing up users-db": the particle belongs to the word before it, a phrase of its own.
+    return f"{verb} {m.group(2).strip()}" if verb.lower() in PHRASES and last not in PHRASES else m.group(0)
+
+
+def join_split_verbs(text: str) -> str:
+    """A request with each two-word verb said around its object put together ("turn the worker off" -> "turn off
+    the worker"). Only for requests: an intent's example keeps its own first word as a verb ("take ...")."""
+    return _SPLIT_VERB.sub(_join_verb, text)
 
 
 def apply_phrases(text: str) -> str:

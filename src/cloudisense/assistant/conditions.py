@@ -18,20 +18,24 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cloudisense.assistant.catalog import STOPWORDS, stem
+from cloudisense.assistant.catalog import STOPWORDS, canonical, stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
-           r"older\s+than|longer\s+than|past|beyond|at\s+least|no\s+less\s+than|>=?)"
+           r"older\s+than|longer\s+than|past|passes|crosses|beyond|at\s+least|no\s+less\s+than|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
         r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
+#: The words of the comparisons above: they say how a value compares, never what is compared ("fewer than 2
+#: gunicorn processes" names the process gunicorn, not "fewer").
+COMPARISON_WORDS = (frozenset(re.findall(r"[a-z]+", _GREATER + _LESS)) | {"exceed"}) - {"s", "at", "no"}
 #: "ten days or less", "20 or more": the bound said after the amount.
 _BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
                           r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
 _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
-             "errored", "unsuccessful", "offline"}
-_POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "healthy", "online"}
+             "errored", "unsuccessful", "unsuccessfully", "offline"}
+_POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "successfully", "healthy",
+             "online"}
 _NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
 #: "there is (no) X": a condition on whether something exists.
 _THERE = re.compile(r"\bthere(?:'s|\s+is|\s+are|\s+isn't|\s+aren't)\s+(no|a|an|any|some)?\b")
@@ -243,7 +247,42 @@ def _state_words(low: str) -> set[str]:
             if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
-_IF = re.compile(r"(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
+_IF = re.compile(r"(?<!\beven)(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
+
+
+#: "should X happen, do Y" / "do Y should X happen": "should" before its subject says "if" (not a question:
+#: an action is said too). Not "should I/we ...", which asks for advice.
+_SHOULD_FIRST = re.compile(r"^\s*should\s+(?!i\b|we\b|you\b)(?P<cond>[^,;]{3,}?)\s*,\s*(?:then\s+)?(?P<action>\S.*)$",
+                           re.I)
+#: "when more than 4 X run, email the team": "when" with a comma and then an action is a condition, not a
+#: question ("when did X run?" has no comma and asks).
+_WHEN_FIRST = re.compile(r"^\s*(?:when|once)\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b)"
+                         r"(?P<cond>[^,;?]{3,}?)\s*,\s*(?:then\s+)?(?P<action>[^?]+)$", re.I)
+_SHOULD_AFTER = re.compile(r"^(?P<action>.+?),?\s+should\s+(?!i\b|we\b|you\b|be\b|not\b)(?P<cond>\S+\s+\S.*)$", re.I)
+
+
+#: "notify the team when the load is above 4": an action, then "when" and a state (a verb of being or becoming);
+#: not "tell me / let me know when ..." (asked to be told, see the phrases), nor a time ("the errors from when
+#: the deploy ran").
+_WHEN_AFTER = re.compile(r"^(?!.*\b(?:me|us)\b.*\bwhen\b)(?P<action>.+?)(?<!\beven)\s+(?:when|once|as\s+soon\s+as)\s+"
+                         r"(?P<cond>(?!you\b|i\b|we\b)[^?]*\b(?:is|are|gets?|goes|becomes?|hits?|reaches|drops?"
+                         r"|falls?|rises?|exceeds?|passes|crosses)\b[^?]*)$", re.I)
+
+
+def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tuple[str, str] | None:
+    """``(action, condition)`` of a condition said with an inverted "should" ("should the disk fill up, clean
+    it"), when the other part starts with an action word; else ``None``."""
+    for pattern in (_SHOULD_FIRST, _WHEN_FIRST, _SHOULD_AFTER, _WHEN_AFTER):
+        m = pattern.match(segment)
+        if m is None:
+            continue
+        first = re.findall(r"[a-z]+", m.group("action").lower())[:1]
+        # Said first, the comma ends the condition; said after, the action must start with an action word.
+        said_first = pattern is not _SHOULD_AFTER
+        if (said_first and not m.group("action").rstrip().endswith("?")) or (
+                first and canonical(first[0]) in starts):
+            return m.group("action").strip(" ,.?"), m.group("cond").strip(" ,.?")
+    return None
 
 
 def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
@@ -251,6 +290,9 @@ def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(
 
     ``starts`` are the words that start an action: "if redis is down start it" has no comma, and the
     action begins at the first of them after the condition's own words."""
+    inverted = _inverted_condition(segment, starts)
+    if inverted is not None:
+        return inverted
     m = _IF.search(segment)
     if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
                           segment[:m.start()], re.I):

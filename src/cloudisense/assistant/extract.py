@@ -31,6 +31,7 @@ from cloudisense.assistant.catalog import (
     raw_tokens,
     spell_phrases,
     stem,
+    uninflect,
 )
 
 #: File extensions that are not part of how people say a name.
@@ -260,18 +261,25 @@ def has_pronoun(segment: Segment) -> bool:
 # --- numbers and units ------------------------------------------------------------------------
 
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-                 "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50,
-                 "hundred": 100}
+                 "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12, "fifteen": 15, "twenty": 20,
+                 "thirty": 30, "forty": 40, "fifty": 50, "hundred": 100}
 _NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
 #: Time units in minutes.
 _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "m": 1, "min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 60, "hrs": 60, "hour": 60,
           "hours": 60, "d": 1440, "day": 1440, "days": 1440, "week": 10080, "weeks": 10080,
+          "fortnight": 20160, "fortnights": 20160,
           "month": 43200, "months": 43200, "yr": 525600, "yrs": 525600, "year": 525600, "years": 525600}
 _UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
 #: How a field says which time unit it counts (by its name or description).
 _FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "hour": 60, "hours": 60,
                "day": 1440, "days": 1440, "week": 10080, "weeks": 10080}
+
+
+def word_number(token: str) -> str:
+    """``token`` in digits when it is a number said in words other than "one" ("dozen" -> "12"), else itself."""
+    value = _WORD_NUMBERS.get(token)
+    return str(value) if value is not None and token != "one" else token
 
 
 def _num(text: str) -> float:
@@ -346,7 +354,8 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
             continue
         out.append(Quantity(_num(m.group(1)), _num(m.group(1)) * _UNITS[m.group(2)], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]) or _EVERY_AFTER.match(t[m.end():]))))
-    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+(hour|day|minute|week|month|year)\b", t):
+    for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+"
+                         r"(hour|day|minute|week|fortnight|month|year)\b", t):
         if not any(q.start <= m.start(2) < q.end for q in out):
             times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
             every = m.group(1) in ("per", "every", "each") or bool(times)
@@ -440,6 +449,10 @@ def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
         phrases |= {lead, lead.replace(" ", "-"), lead.replace(" ", "")}
     for inner in re.findall(r"\(([a-z\- ]{3,20})\)", desc):
         phrases.add(inner.strip())
+    # A one-word modifier said as an adverb or a past form ("forcibly", "forced" for force).
+    root = name[:-1] if name.endswith("e") else name
+    if " " not in name and len(name) >= 4:
+        phrases |= {root + end for end in ("ed", "ibly", "ably", "efully", "fully", "ly")} - {name}
     return sorted(p for p in phrases if len(p) >= 3)
 
 
@@ -511,13 +524,20 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return True
             if not spots and said_as.search(rewritten):
                 return True
+        # "even though it has newer writes" for a flag described as "... even when the database has newer writes".
+        desc_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;()]+)", str(spec.get("description", "")).lower())
+        said_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;,]+)", low)
+        if desc_even and said_even:
+            wanted = {stem(w) for w in re.findall(r"[a-z]+", desc_even.group(1)) if w not in STOPWORDS and len(w) > 2}
+            if wanted & {stem(w) for w in re.findall(r"[a-z]+", said_even.group(1))}:
+                return True
         # A flag that makes the run change nothing (its description says so), asked for in other words.
         if re.search(r"\bchanges?\s+nothing\b", str(spec.get("description", "")).lower()) and _NO_CHANGE.search(low):
             return True
         # "the logs with their sizes": what the flag adds, asked for ("true: also each file's path, size ...").
         desc = str(spec.get("description", "")).lower()
         if desc.startswith("true:"):
-            adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 4 and w not in STOPWORDS}
+            adds = {stem(w) for w in re.findall(r"[a-z]+", desc[5:]) if len(w) >= 3 and w not in STOPWORDS}
             for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
                 if stem(asked.group(1)) in adds:
                     return True
@@ -532,7 +552,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         words = [t for t, n in said.items() if n > 0]
         tokens = {canonical(t) for t in words} | set(words)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
-                                                             or any(near_miss(t, v.lower()) for t in tokens))]
+                                                             or any(near_miss(t, v.lower()) for t in tokens)
+                                                             # "the ones that errored": the value with an ending
+                                                             or any(uninflect(t, {v.lower()}) for t in words))]
         if not hits and not required and "default" in spec:
             hits = _enum_by_description(spec, values, {stem(t) for t in raw_tokens(spell_phrases(f" {low} "))})
         return hits[0] if len(hits) == 1 else None
@@ -579,6 +601,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # "a.txt under docs/old" is the file docs/old/a.txt, not the folder.
             return f"{path}/{inside.group(1)}"
         return path
+    if "why" in words:
+        # A text that says why ("a message saying why"): the reason the request gives.
+        because = re.search(r"\b(?:because(?:\s+of)?|due\s+to|on\s+account\s+of)\s+(\S.*)$", text, re.I)
+        if because:
+            return because.group(1).strip(" .!?")
     if "send" in words or "message" in words:
         message = extract_message(text)
         if message is not None:
@@ -610,7 +637,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         host = (only.group(1) or only.group(2)) if only else None
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
-    m = re.search(r"\b(?:for|containing|matching|with)\s+([a-z0-9_.:\-]+)", low)
+    m = re.search(r"\b(?:for|containing|matching|with|mentioning|mentions?|that\s+mentions?|contains?)\s+"
+                  r"([a-z0-9_.:\-]+)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
@@ -704,7 +732,8 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             if q.minutes is not None:
                 continue
             # A count: "20 lines" for a lines field, "top 5", "the 3 newest", "20 processes".
-            before = reading.text.lower()[:q.start].split()[-1:] or [""]
+            # ("show a dozen ...": the word before the article.)
+            before = [w for w in reading.text.lower()[:q.start].split() if w not in ("a", "an")][-1:] or [""]
             # An id: "alert 7", "#7", "number 7": the number right after a word of the id field itself.
             named_id = "id" in words and (before[0] in ("#", "no", "no.", "number")
                                           or stem(before[0].lstrip("#")) in words - {"id"})
@@ -747,10 +776,12 @@ def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> 
     """The request without a quoted or ``saying ...`` body, for retrieval ("tell the team that nginx restarted").
 
     ``names``: the configured names (lower case); one said first with a colon is what the request is about
-    ("db1: snapshots every 2 hours"), and the colon starts no message."""
+    ("db1: snapshots every 2 hours"), and the colon starts no message; so is a path."""
     out = _QUOTED.sub(" ", text)
     label = _LABEL.match(out)
-    if label and label.group(0).strip(" :").lower() in names:
+    said = label.group(0).strip(" :").lower() if label else ""
+    # ... and so is a path said first ("/home: how full?").
+    if label and (said in names or said.startswith("/")):
         return label.group(0) + strip_message(out[label.end():])
     return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
                   flags=re.IGNORECASE)

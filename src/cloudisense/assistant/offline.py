@@ -63,6 +63,9 @@ _PRIVILEGE = re.compile(
     r"(\b(as|become|becoming|get|gain|grant|give\s+\w+)\s+root\b|\broot\s+(access|password|shell|login|rights"
     r"|privileges?|user|account|permissions?)\b|\badmin(istrator)?\s+(rights|access|role|privileges)|\bpasswords?\b|\bssh\s+keys?\b"
     r"|\b(disable|bypass|ignore|turn\s+off|skip)\s+(the\s+)?(audit|policy|policies|approvals?|firewall|guard)"
+    # Giving someone access to something ("grant the interns read access to X") is a permission change.
+    # (Not the access log: "remove the nginx-access log".)
+    r"|\b(grant|give|allow|revoke|remove|let\s+[\w\s]{1,30}?\s+have)\b[^.;]{0,60}?(?<![\w-])(access|permissions?)(?![\w-])(?!\s+logs?\b)"
     r"|\bprivilege)", re.I)
 
 
@@ -95,7 +98,9 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage"}
 # Closings ("that's all for now": apostrophes are dropped before matching).
 _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",
-        "for now", "for today", "all for now", "im done", "we are done", "were done"}
+        "for now", "for today", "all for now", "im done", "we are done", "were done",
+        "see ya", "see you later", "see you tomorrow", "cya", "later", "laters", "take care", "good night",
+        "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all"}
 
 
 def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:

@@ -16,13 +16,20 @@ from cloudisense.assistant.catalog import (
     apply_phrases,
     canonical,
     correct,
+    join_split_verbs,
     normalize,
     raw_tokens,
     stem,
     tool_required,
     uninflect,
 )
-from cloudisense.assistant.conditions import Condition, compile_condition, result_fields, split_condition
+from cloudisense.assistant.conditions import (
+    COMPARISON_WORDS,
+    Condition,
+    compile_condition,
+    result_fields,
+    split_condition,
+)
 from cloudisense.assistant.offline import as_plan_steps
 from cloudisense.assistant.plan import Plan, PlanningContext
 
@@ -49,6 +56,8 @@ OTHER_OBJECT = 0.7
 #: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
 #: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
 OTHER_VERB = 0.7
+#: A read whose result has the field a question's comparison is over ("is memory above 90 %?").
+FIGURE_BONUS = 1.5
 #: How many of the best-retrieved intents are re-ranked.
 RERANK_TOP = 12
 #: A refused intent is only the answer when no allowed one scores at least this share of it.
@@ -73,7 +82,11 @@ _NOT_VERBS = {"top", "last", "first", "latest", "newest", "recent", "next", "pre
 _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wrong)\b", re.I)
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
-_SOFT_SPLIT = re.compile(r"\s*(?:,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
+#: (The separator is kept, as every second piece of a split: a comma ends a condition said first.)
+_SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
+#: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
+_CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
+                              r"|when\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
 _UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
@@ -94,7 +107,11 @@ def _opposite_words(groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...])
 
 _OPPOSITES = _opposite_words(_UNDOING)
 #: Words that say something repeats by itself, without saying how often.
-_REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically"}
+_REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
+             # ... or names how often itself ("change the backup frequency"): only what repeats has one.
+             "frequency", "interval", "cadence", "often"}
+#: Verbs that say to change something without saying how: plain English, not any intent's own verb.
+_CHANGE_VERBS = {"change", "modify", "alter", "adjust", "edit", "tweak"}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 #: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
@@ -187,7 +204,11 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     for hard in _HARD_SPLIT.split(masked):
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
-        for piece in pieces[1:]:
+        for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
+            if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
+                # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
+                current = f"{current}, {piece}"
+                continue
             if _starts_action(piece, starts) and _context(current, starts):
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
                 current = f"{current}, {piece}"
@@ -199,9 +220,17 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
             else:
                 current = f"{current} and {piece}"
         parts.append(current)
+    # "... and email the team afterwards": a closing word of order says when, and the order is the split's.
+    parts = [_AFTERWARDS.sub("", p) for p in parts]
     restored = [re.sub(r"\x00(\d+)\x00", lambda m: quotes[int(m.group(1))], p).strip(" ,.") for p in parts]
     return [p for p in restored if p]
 
+
+_AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
+
+
+#: "it" said in a condition ("... if it is older than 30 days").
+_IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
 
 #: A request not to do something ("don't restart it", "never delete ...").
 _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|never|dont|no\s+need\s+to"
@@ -210,7 +239,9 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
 _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
                           r"([a-z]+)[^,;]*", re.I)
 #: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
-_STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b", re.I)
+_STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b"
+                        # "b-4 and b-5 can go": what may be done, said of the things (not "can you ...").
+                        r"|(?<!^)(?<!\bi\s)(?<!\bwe\s)\bcan\s+(?:go|be)\b", re.I)
 
 
 def _context(piece: str, starts: set[str]) -> bool:
@@ -237,8 +268,16 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
 def _another_object(piece: str, current: str, starts: set[str]) -> bool:
     """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
     first = re.findall(r"[a-z']+", piece.lower())[:1]
-    return bool(first) and first[0] in ("the", "my", "our", "its", "their") and _starts_action(current, starts) \
-        and bool(re.search(r"\b(the|my|our)\s+\w+", current.lower()))
+    if not first or first[0] not in ("the", "my", "our", "its", "their"):
+        return False
+    if re.search(r"\b(the|my|our)\s+\w+", current.lower()):
+        return _starts_action(current, starts)
+    # "disk usage on / and the memory figures": a thing asked for by its name alone, then another.
+    return _NAMED_ONLY.match(current) is not None and not _STATEMENT.search(current) and not is_question(current)
+
+
+#: A request that is only a name of what it asks for ("disk usage on /"): words, no punctuation but a path's.
+_NAMED_ONLY = re.compile(r"^\s*[a-z][\w\-]*(?:\s+[\w./\-]+){1,4}\s*$", re.I)
 
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
@@ -310,6 +349,7 @@ class SegmentPlanner:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
+        text = join_split_verbs(text)
         ahead = _BEFORE_CLAUSE.match(text)
         if ahead and ahead.group("rest").strip():
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
@@ -356,11 +396,34 @@ class SegmentPlanner:
                     condition = f"{condition} ({drafts[-1].text})"
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
-                drafts.append(draft)
+                drafts.extend(self._each_listed_id(draft, action))
         if pending and not drafts:
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _each_listed_id(self, draft: StepDraft, text: str) -> list[StepDraft]:
+        """"delete b-4 and b-5": one step per id listed for the draft's one required param, an id (each said, in
+        order), not a step for the first id only."""
+        if draft.intent is None or draft.question or draft.refusal:
+            return [draft]
+        tool = self.catalog.by_name[draft.intent]
+        props = (tool.get("params") or {}).get("properties") or {}
+        ids = {p: shape for p in tool_required(tool) if p in draft.params and (shape := _id_shape(p, props.get(p)))}
+        if len(ids) != 1:
+            return [draft]
+        param, shape = next(iter(ids.items()))
+        listed = _listed_ids(text, shape)
+        if len(listed) < 2 or str(draft.params[param]) not in listed:
+            return [draft]
+        if tool_required(tool) != [param]:
+            # "restore X from b-4 and b-5": one run takes one of them, so which is a question, never the first.
+            return [StepDraft(draft.intent, question=f"Which {param.replace('_', ' ')} for "
+                              f"{draft.intent.replace('_', ' ')}: {_either(listed)}?", confidence=0.4, held=True,
+                              reason=f"{draft.intent}: several values listed for {param}", missing=param)]
+        number = ex.json_type(props[param]) == "integer"
+        return [StepDraft(draft.intent, {**draft.params, param: int(value) if number else value}, draft.confidence,
+                          reason=draft.reason, text=draft.text) for value in listed]
 
     def _remember(self, text: str) -> None:
         for m in ex.find_mentions(ex.Segment.of(text), self.entities, self.aliases):
@@ -395,8 +458,12 @@ class SegmentPlanner:
                         held=first.held)
         kept: list[StepDraft] = []
         for d in drafts:
-            if kept and kept[-1].intent == d.intent and kept[-1].params == d.params and d.when is None:
-                continue  # "cpu and memory" twice is one call
+            if kept and kept[-1].intent == d.intent and d.when is None and (kept[-1].params == d.params or (
+                    self.catalog.by_name[d.intent or ""].get("risk") == "read"
+                    and all(kept[-1].params.get(k) == v for k, v in d.params.items()))):
+                # "cpu and memory" twice is one call; so is a read asked again with nothing new ("... with its pid
+                # and health"), but not a change ("dry run X, then apply it" is two runs).
+                continue
             kept.append(d)
         ids = {id(d): f"s{i}" for i, d in enumerate(kept, 1)}
         for i, d in enumerate(kept):
@@ -462,6 +529,13 @@ class SegmentPlanner:
             return [draft]
         check_draft, cond = check
         draft.when = (check_draft, cond)
+        last = before[-1] if before else None
+        if last is not None and last.intent and last.when is None and last.text and f"({last.text})" in condition \
+                and self.catalog.by_name[last.intent].get("risk") == "read" \
+                and not self.catalog.by_name[last.intent].get("result"):
+            # "check memory and notify the team if it's above 90%": the read asked for is the one whose result
+            # the condition tests; a read that has no such field is not a second step.
+            before.pop()
         return [check_draft, draft]
 
     def _check_step(self, draft: StepDraft, condition: str) -> tuple[StepDraft, Condition] | None:
@@ -479,11 +553,17 @@ class SegmentPlanner:
                 if id(m) not in weak:
                     about_kinds.add(m.kind)
         best: tuple[float, StepDraft, Condition] | None = None
+        # "delete backup b-40 if it is older than 30 days": "it" is what the action acts on, so the read must be
+        # about that thing (its kind, or its name's noun), never some other figure (the machine's uptime).
+        acts_on = [p for p in tool_required(tool) if not _composable(p, tool)]
+        own = self._about_action(tool) if acts_on and not about_kinds and _IT.search(condition) else None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
                 continue
             if about_kinds and not about_kinds & set((cand.get("entities") or {}).values()):
                 continue  # the condition is about a thing this read does not take ("if the X cert ...")
+            if own is not None and not own & self._about_action(cand):
+                continue
             cond = compile_condition(condition, result_fields(cand.get("result")))
             if cond is None:
                 continue
@@ -506,6 +586,11 @@ class SegmentPlanner:
                                                                                           f"the condition"), cond)
         return (best[1], best[2]) if best else None
 
+    @staticmethod
+    def _about_action(tool: dict[str, Any]) -> set[str]:
+        """What an intent is about: the kinds of thing it takes and its name's nouns."""
+        return set((tool.get("entities") or {}).values()) | _name_nouns(tool["name"])
+
     def _condition_values(self, tool: dict[str, Any], condition: str, given: dict[str, Any]) -> dict[str, Any]:
         """The required plain params of a check step read from the condition's own words ("if there's no
         postgres process": the process ``postgres``); a word of the catalogue is never such a value."""
@@ -519,7 +604,8 @@ class SegmentPlanner:
         for param in tool_required(tool):
             if param in given or param in ents or not isinstance(props.get(param), dict):
                 continue
-            value = ex.read_value(param, props[param], reading, required=True, known_words=self._known(tool))
+            value = ex.read_value(param, props[param], reading, required=True,
+                                  known_words=self._known(tool) | COMPARISON_WORDS)
             if value is not None:
                 out[param] = value
         return out
@@ -608,6 +694,7 @@ class SegmentPlanner:
             if about:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
+            scores = self._figure_asked(text, scores)
         elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show" and not _A_NEW.search(text):
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
@@ -683,6 +770,20 @@ class SegmentPlanner:
                     return self._ground(default, seg, mentions, 0.55, typos)
         return draft
 
+    def _figure_asked(self, text: str, scores: dict[str, float]) -> dict[str, float]:
+        """"is memory above 90 % right now?" compares a figure: the reads whose declared result has the field that
+        comparison fits best answer it better than the others."""
+        if not re.search(r"\d", text) or not COMPARISON_WORDS & set(re.findall(r"[a-z]+", text.lower())):
+            return scores
+        fits: dict[str, float] = {}
+        for name, score in scores.items():
+            fields = result_fields(self.catalog.by_name[name].get("result"))
+            cond = compile_condition(text, fields) if score > 0 and fields else None
+            if cond is not None:
+                fits[name] = cond.score
+        best = max(fits.values(), default=None)
+        return {n: s * FIGURE_BONUS if best is not None and fits.get(n) == best else s for n, s in scores.items()}
+
     @functools.cached_property
     def _name_words(self) -> frozenset[str]:
         """The stemmed words of every configured name."""
@@ -713,6 +814,11 @@ class SegmentPlanner:
         about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
+        # ... and so do the words that describe a param it filled ("from the target monitor": source is described
+        # as "stats, target, log (this node's monitor) ...").
+        props = ((self.catalog.by_name.get(draft.intent or "") or {}).get("params") or {}).get("properties") or {}
+        explained |= {w for p in draft.params if isinstance(props.get(p), dict)
+                      for w in _text_words(str(props[p].get("description", "")))}
         # Only the declarations' own words count: a word of the synonym table ("cert") is not a thing this node has.
         values = [v.lower() for v in draft.params.values() if isinstance(v, str)]
         unknown = [t for t in about if t not in self.catalog.doc_words and not t.isdigit() and t not in explained
@@ -839,13 +945,15 @@ class SegmentPlanner:
                    and not (m.how == "alias" and self.kinds.get(seg.stems[i]) == m.kind)}
         here = self._here(seg, covered)
         rest = " ".join(t for i, t in enumerate(seg.raw) if i not in dropped and i not in covered and i not in here)
-        fixed = self.catalog.tokens(rest)
+        # A number said in words ("a dozen", "twelve") is a number, as its digits are ("one" may be a pronoun).
+        fixed = [ex.word_number(t) for t in self.catalog.tokens(rest)]
         if fixed and not self._question and fixed[0] not in self.starts:
             # A request's first word is its verb: "acknowledged alert 12" (from "mark alert 12 as
             # acknowledged") asks to acknowledge, even though "acknowledged" is a word of another description.
             fixed[0] = uninflect(fixed[0], self.starts) or _short_verb_typo(fixed[0], self.starts) or fixed[0]
         if fixed and not self._question and fixed[0] in self.catalog.distinct \
-                and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()):
+                and SYNONYMS.get(fixed[0]) in self.starts and not (len(fixed) > 1 and fixed[1].isdigit()) \
+                and not _said_plural(rest, fixed[0]):
             # A word kept apart from its synonym on this node ("alert" is not "notify" here) is still that
             # synonym as the verb of a request: "alert the team" notifies; "alert 12 ..." names an alert.
             fixed[0] = SYNONYMS[fixed[0]]
@@ -853,7 +961,7 @@ class SegmentPlanner:
             # "anything new in syslog?" asks for its latest state: how recent says which lines, not which intent.
             plainer = [t for t in fixed if t not in ex.RECENCY and t not in _INDEFINITE]
             fixed = plainer if plainer or mentions else fixed
-        plain = normalize(rest)
+        plain = [ex.word_number(t) for t in normalize(rest)]
         vocab = self.catalog.vocabulary
         typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
                    for f, p in zip(fixed, plain, strict=False))
@@ -898,8 +1006,9 @@ class SegmentPlanner:
             kinds_named.add(self.last_kind)
         singular, plural = ex.kind_nouns(seg, self.kinds)
         spoken = raw_tokens(apply_phrases(seg.text))
-        # "any backup" speaks of the backups.
-        said = {(canonical(t), _is_plural(t) or (i > 0 and spoken[i - 1] in _QUANTIFIERS))
+        # "any backup" speaks of the backups, and so does "each recent users-db backup" (a quantifier, then
+        # words that say which ones).
+        said = {(canonical(t), _is_plural(t) or any(w in _QUANTIFIERS for w in spoken[max(0, i - 3):i]))
                 for i, t in enumerate(spoken) if t not in STOPWORDS}
         verb = _first_word(seg.text, self.catalog.vocabulary)
         verbs = verbs_of(self.catalog)
@@ -1045,6 +1154,8 @@ class SegmentPlanner:
         intent's name ("backup" of list_backups), so it may name the thing rather than act on it."""
         if self._question:
             return False
+        if verb in _CHANGE_VERBS:
+            return True  # "change the backup frequency": what it changes is a setting, never a reading
         tools = [self.catalog.by_name[n] for n in verbs.get(verb or "", ()) if n in self.catalog.by_name]
         if tools and not verb_is_noun and all(t.get("risk") != "read" for t in tools):
             return True
@@ -1252,6 +1363,34 @@ def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> 
     return {}
 
 
+def _id_shape(param: str, spec: Any) -> str | None:
+    """The pattern of a param that is an id: a declared id pattern ("b-42"), or a number named as an id."""
+    if not isinstance(spec, dict):
+        return None
+    if ex.json_type(spec) == "string" and ex.distinctive(param, spec):
+        return ex.pattern_of(spec)
+    if ex.json_type(spec) == "integer" and "id" in ex.field_words(param, spec):
+        return r"\d+"
+    return None
+
+
+def _listed_ids(text: str, pattern: str) -> list[str]:
+    """The distinct values of ``pattern`` said as a list from the first one on ("b-4 and b-5", "b-4, b-5 & b-6"),
+    in order; ``[]`` when fewer than two are listed so (two ids said apart, "restore X from b-4, not b-5")."""
+    try:
+        found = [m for m in re.finditer(r"[\w][\w.\-]*", text) if re.fullmatch(pattern, m.group(0))]
+    except re.error:
+        return []
+    out: list[str] = []
+    for i, m in enumerate(found):
+        joined = i > 0 and re.fullmatch(r"\s*(?:,\s*and|,|and|&|plus)\s*", text[found[i - 1].end():m.start()], re.I)
+        if i > 0 and not joined:
+            break  # the list ends ("alerts 5 and 6 for 30 minutes")
+        if m.group(0) not in out:
+            out.append(m.group(0))
+    return out if len(out) >= 2 else []
+
+
 def _read_twice(params: dict[str, Any], required: Iterable[str], skip: Container[str] = ()) -> list[str]:
     """The required params (in ``required``'s order, leaving out ``skip``) read as a text some other
     required param was read as too."""
@@ -1279,6 +1418,19 @@ def _inflected(said: str, word: str) -> bool:
     """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
     return any(said == word + end or (word.endswith("e") and said == word[:-1] + end)
                for end in ("ing", "ed", "es", "s", "er", "d"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_words(text: str) -> frozenset[str]:
+    """The normalised words of a declaration's text (cached: the same descriptions are read for every request)."""
+    return frozenset(normalize(text))
+
+
+def _said_plural(text: str, word: str) -> bool:
+    """The first word of ``text`` that is no stopword is ``word`` said in the plural ("alerts from ..." names
+    alerts; only "alert the team" is the verb)."""
+    first = [t for t in raw_tokens(text) if t not in STOPWORDS][:1]
+    return bool(first) and first[0] != word and _is_plural(first[0]) and stem(first[0]) == word
 
 
 def _is_plural(word: str) -> bool:
