@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,17 @@ def _record(rid: str, intent: str = "list_channels", **fields: object) -> AuditR
                                  "requestid": rid, "intent": intent, "params": {"n": 1}, "outcome": "success",
                                  "code": 200, "message": None, "duration_ms": 0.1, **fields}
     return AuditRecord(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def _running(path: Path) -> AsyncIterator[tuple[Database, AuditLog]]:
+    """A database and its audit log, started, and stopped cleanly at the end."""
+    db, log = await _open(path)
+    try:
+        yield db, log
+    finally:
+        await log.stop()
+        await db.close()
 
 
 async def _open(path: Path) -> tuple[Database, AuditLog]:
@@ -53,8 +66,7 @@ def _crash(log: AuditLog) -> None:
 
 
 async def test_a_row_is_on_disk_before_record_returns_and_never_waits(tmp_path: Path) -> None:
-    db, log = await _open(tmp_path / "a.db")
-    try:
+    async with _running(tmp_path / "a.db") as (_db, log):
         call = log.record(_record("r1", params={"password": "hunter2", "n": 1}))
         with pytest.raises(StopIteration):
             call.send(None)  # done without a loop turn
@@ -66,14 +78,10 @@ async def test_a_row_is_on_disk_before_record_returns_and_never_waits(tmp_path: 
         rows = await log.query()
         assert [(r["requestid"], r["params"]) for r in rows] == [("r1", {"password": "***", "n": 1})]
         assert _table(tmp_path / "a.db") == [("r1", "success")]
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_begin_and_finish_make_one_row_with_the_outcome(tmp_path: Path) -> None:
-    db, log = await _open(tmp_path / "a.db")
-    try:
+    async with _running(tmp_path / "a.db") as (_db, log):
         await log.record(_record("before"))
         row_id = await log.begin(_record("act", "restart_target"))
         assert [(r["requestid"], r["outcome"], r["code"]) for r in await log.query(limit=1)] == [
@@ -82,9 +90,6 @@ async def test_begin_and_finish_make_one_row_with_the_outcome(tmp_path: Path) ->
         rows = await log.query()
         assert [(r["id"], r["requestid"], r["outcome"], r["message"]) for r in rows] == [
             (row_id, "act", "error", "boom"), (row_id - 1, "before", "success", None)]
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_after_a_crash_every_written_row_is_there_and_a_started_one_is_interrupted(tmp_path: Path) -> None:
@@ -100,15 +105,11 @@ async def test_after_a_crash_every_written_row_is_there_and_a_started_one_is_int
     assert journal
     with journal[-1].open("ab") as fh:
         fh.write(b'["i", 99, 1.0, "u", "vie')
-    db, log = await _open(path)
-    try:
+    async with _running(path) as (db, log):
         assert _table(path) == [*((f"r{i}", "success") for i in range(5)), ("act", INTERRUPTED)]
         assert not list(journal_folder(path).glob("*.jsonl"))[:-1]  # only the new, empty file is left
         await log.record(_record("after"))
         assert (await log.query(limit=1))[0]["id"] == 7  # ids go on after the recovered ones
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_a_journal_moved_twice_gives_the_same_rows(tmp_path: Path) -> None:
@@ -124,12 +125,8 @@ async def test_a_journal_moved_twice_gives_the_same_rows(tmp_path: Path) -> None
     await db.close()
     for p, data in kept.items():  # as if the removal never happened
         p.write_bytes(data)
-    db, log = await _open(path)
-    try:
+    async with _running(path) as (db, log):
         assert _table(path) == [("act", "success")]
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_journal_files_move_in_batches_and_while_the_table_is_locked_nothing_is_lost(
@@ -156,28 +153,20 @@ async def test_journal_files_move_in_batches_and_while_the_table_is_locked_nothi
 async def test_the_open_file_moves_by_itself_after_a_while(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_store, "MOVE_AFTER", 0.05)
     path = tmp_path / "a.db"
-    db, log = await _open(path)
-    try:
+    async with _running(path) as (_db, log):
         await log.record(_record("r1"))
         for _ in range(100):
             if _table(path):
                 break
             await asyncio.sleep(0.05)
         assert _table(path) == [("r1", "success")]
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_text_sqlite_cannot_take_is_escaped_not_lost(tmp_path: Path) -> None:
-    db, log = await _open(tmp_path / "a.db")
-    try:
+    async with _running(tmp_path / "a.db") as (_db, log):
         await log.record(_record("bad\udc80text", message="lone \ud800 surrogate"))
         [row] = await log.query()
         assert row["requestid"] == "bad\\udc80text" and row["message"] == "lone \\ud800 surrogate"
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_migration_3_keeps_rows_and_ids_and_drops_the_sequence(tmp_path: Path) -> None:
@@ -193,8 +182,7 @@ async def test_migration_3_keeps_rows_and_ids_and_drops_the_sequence(tmp_path: P
                      " code, message, duration_ms, parent_requestid) VALUES (1, 'u', 'admin', 'websocket', 'c', ?,"
                      " 'get_audit_log', '{}', 'success', 200, NULL, 1.0, 'p')", (f"old{i}",))
     conn.close()
-    db, log = await _open(path)
-    try:
+    async with _running(path) as (db, log):
         rows = await log.query()
         assert [(r["id"], r["requestid"], r["parent_requestid"]) for r in rows] == [
             (3, "old2", "p"), (2, "old1", "p"), (1, "old0", "p")]
@@ -203,9 +191,6 @@ async def test_migration_3_keeps_rows_and_ids_and_drops_the_sequence(tmp_path: P
         indexes = {r[0] for r in await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "audit_intent" in indexes and "audit_ts" not in indexes
         assert await db.fetchall("SELECT * FROM sqlite_sequence WHERE name = 'audit'") == []
-    finally:
-        await log.stop()
-        await db.close()
 
 
 async def test_a_read_that_gives_up_while_the_table_is_locked_leaves_the_move_working(tmp_path: Path) -> None:
