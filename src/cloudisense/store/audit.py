@@ -192,11 +192,12 @@ class AuditLog:
     async def start(self) -> None:
         """Create or migrate the table, move journals left behind, mark rows left ``started``, open a journal."""
         await self._db.migrate("audit", MIGRATIONS)
+        # The lock first: refused, this start leaves no thread or connection behind.
+        self._folder.mkdir(mode=0o700, exist_ok=True)
+        self._hold_folder()
         loop = asyncio.get_running_loop()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         self._conn = await loop.run_in_executor(self._thread, self._connect)
-        self._folder.mkdir(mode=0o700, exist_ok=True)
-        self._hold_folder()
         left = sorted(self._folder.glob("*.jsonl"), key=_number)
         for path in left:
             await loop.run_in_executor(self._thread, self._move, path)
