@@ -112,6 +112,50 @@ async def test_after_a_crash_every_written_row_is_there_and_a_started_one_is_int
         assert (await log.query(limit=1))[0]["id"] == 7  # ids go on after the recovered ones
 
 
+async def _rows_after_move(path: Path, torn_tail: bool) -> list[tuple[object, ...]]:
+    db, log = await _open(path)
+    await log.record(_record("plain"))
+    await log.record(_record("odd", params={"text": "ünï \"quoted\" \u2028", "n": 1e-7}, message="two\nlines",
+                             duration_ms=12.5, decision="allow", rule="r-1", parent_requestid="parent"))
+    row_id = await log.begin(_record("act", "restart_target"))
+    await log.finish(row_id, _record("act", "restart_target", outcome="error", code=500, message="boom",
+                                     decision="confirm", rule="ask"))
+    _crash(log)
+    await db.close()
+    if torn_tail:
+        with sorted(journal_folder(path).glob("*.jsonl"))[-1].open("ab") as fh:
+            fh.write(b'["i", 99, 1.0, "u", "vie')
+    async with _running(path):
+        return _table(path, "SELECT id, user, role, client_kind, client_id, requestid, parent_requestid, intent, "
+                            "params, outcome, code, message, duration_ms, decision, rule, typeof(code), "
+                            "typeof(duration_ms) FROM audit ORDER BY id")
+
+
+async def test_a_whole_file_and_one_moved_line_by_line_give_the_same_rows(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A good journal file is moved in two statements over all its lines, one with a line cut short
+    line by line: both give every column of every row the same, types included."""
+    by_line_calls: list[Path] = []
+    real_by_line = audit_store._move_by_line
+
+    def counted(conn: sqlite3.Connection, path: Path) -> None:
+        by_line_calls.append(path)
+        real_by_line(conn, path)
+
+    monkeypatch.setattr(audit_store, "_move_by_line", counted)
+    whole = await _rows_after_move(tmp_path / "whole.db", torn_tail=False)
+    assert by_line_calls == []
+    by_line = await _rows_after_move(tmp_path / "by-line.db", torn_tail=True)
+    assert len(by_line_calls) == 1
+    assert whole == by_line
+    assert [row[5] for row in whole] == ["plain", "odd", "act"]
+    odd, act = whole[1], whole[2]
+    assert odd[6] == "parent" and odd[11] == "two\nlines" and odd[12] == 12.5 and odd[13:15] == ("allow", "r-1")
+    assert odd[8] == '{"text":"ünï \\"quoted\\" \u2028","n":1e-7}'
+    assert act[9:12] == ("error", 500, "boom") and act[13:15] == ("confirm", "ask")
+    assert whole[0][15:] == ("integer", "real")
+
+
 async def test_a_journal_moved_twice_gives_the_same_rows(tmp_path: Path) -> None:
     """The node can stop after the table took a file and before the file was removed."""
     path = tmp_path / "a.db"

@@ -214,6 +214,68 @@ def _frame_writer(conn: Any) -> Callable[[bool, int, bytes], asyncio.Future[None
     return cast("Callable[[bool, int, bytes], asyncio.Future[None]]", write_frame)
 
 
+class SteadyReads:
+    """A connection's view of its IOLoop that keeps the socket registered for reads while Tornado
+    drops read interest only for a moment.
+
+    Tornado's IOStream stops listening for reads each time a read is satisfied with bytes left
+    in its buffer (every WebSocket frame: the header, then the rest) and listens again one loop
+    turn later: an ``epoll_ctl`` delete and add, with asyncio's selector bookkeeping, per frame.
+    Here a drop is only noted; should the socket become readable while Tornado wants no reads
+    (a paused connection: backpressure), the interest is dropped for real then, and that event
+    not delivered, so Tornado reads exactly when it would have. Everything else is the IOLoop's.
+    """
+
+    def __init__(self, io_loop: Any, stream_fd: Any, fd: int, handler: Callable[[Any, int], None],
+                 fileobj: Any) -> None:
+        self._io_loop = io_loop
+        #: What the stream passes as its fd (its socket), and the number the IOLoop keys it by.
+        self._stream_fd = stream_fd
+        self._fd = fd
+        self._handler = handler
+        self._fileobj = fileobj
+        #: The interest Tornado last asked for (it may hold less than what is registered: no read).
+        self._events = io_loop.READ | io_loop.ERROR
+
+    @classmethod
+    def install(cls, stream: Any) -> None:
+        """Put a :class:`SteadyReads` between ``stream`` and its IOLoop (no-op where it can't)."""
+        io_loop = stream.io_loop
+        handlers = getattr(io_loop, "handlers", None)
+        stream_fd = stream.fileno()
+        fd = stream_fd if isinstance(stream_fd, int) else stream_fd.fileno()
+        if not isinstance(handlers, dict) or fd not in handlers or not hasattr(io_loop, "readers"):
+            return
+        fileobj, handler = handlers[fd]
+        steady = cls(io_loop, stream_fd, fd, handler, fileobj)
+        handlers[fd] = (fileobj, steady._deliver)
+        stream.io_loop = steady
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._io_loop, name)
+
+    def update_handler(self, fd: Any, events: int) -> None:
+        """As the IOLoop's, except that a dropped read interest stays registered until needed."""
+        if fd is not self._stream_fd:
+            self._io_loop.update_handler(fd, events)
+            return
+        self._events = events
+        if self._fd in self._io_loop.readers:
+            events |= self._io_loop.READ
+        self._io_loop.update_handler(fd, events)
+
+    def _deliver(self, fileobj: Any, events: int) -> None:
+        read = self._io_loop.READ
+        if events & read and not self._events & read:
+            # Tornado wants no reads now: stop listening for real (until it asks again); the
+            # bytes wait in the kernel, which reports them again once reads are wanted.
+            self._io_loop.update_handler(self._fd, self._events)
+            events &= ~read
+            if not events:
+                return
+        self._handler(fileobj, events)
+
+
 class RpcSocket(WebSocketHandler):
     """``GET /ws?token=<access token>[&client=mcp]``: refused with 401 before the upgrade unless the token is valid.
 
@@ -286,6 +348,8 @@ class RpcSocket(WebSocketHandler):
                                       kind=self._kind, max_pending=s.max_inflight_per_client,
                                       max_unwritten=s.max_unwritten_bytes, stall_timeout=s.write_stall_timeout)
         self._loop = asyncio.get_running_loop()
+        if self.ws_connection is not None:
+            SteadyReads.install(self.ws_connection.stream)  # type: ignore[attr-defined]
         self.node.metrics.clients.inc()
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
