@@ -349,7 +349,7 @@ class RpcSocket(WebSocketHandler):
                                       max_unwritten=s.max_unwritten_bytes, stall_timeout=s.write_stall_timeout)
         self._loop = asyncio.get_running_loop()
         if self.ws_connection is not None:
-            SteadyReads.install(self.ws_connection.stream)  # type: ignore[attr-defined]
+            SteadyReads.install(self.ws_connection.stream)
         self.node.metrics.clients.inc()
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
