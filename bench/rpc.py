@@ -253,7 +253,7 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
     from cloudisense.core.intents import NoParams
     from cloudisense.core.roles import Role
     from cloudisense.node import Node
-    from cloudisense.store.audit import _INSERT
+    from cloudisense.store.audit import _INSERT, _move_by_line, _move_whole
 
     class Sink(Client):
         """A client that encodes its answers, as the WebSocket one does, and keeps nothing."""
@@ -346,6 +346,28 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                 ("  the same, 100 rows per commit, per row (before, load)",
                  _best_us(hundred_rows, number=40) / 100),
             ]
+            # Off the loop: the writer thread moving a closed journal file into the table (the same
+            # rows again each time: the move replaces them).
+            await node.audit._move_written()
+            moved = 900  # fewer than MOVE_EVERY: the file stays open until moved here
+            for _ in range(moved):
+                node.audit._insert(record())
+            journal = Path(tmp) / "bench.jsonl"
+            journal.write_bytes((node.audit._folder / f"{node.audit._number}.jsonl").read_bytes())
+            await node.audit._move_written()
+
+            def move(how: Any) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                how()
+                conn.execute("COMMIT")
+
+            rows += [
+                ("journal moved into the table, per row (writer thread)",
+                 _best_us(lambda: move(lambda: _move_whole(conn, journal.read_bytes())), number=5) / moved),
+                ("  the same, a statement per row (before)",
+                 _best_us(lambda: move(lambda: _move_by_line(conn, journal)), number=5) / moved),
+            ]
+            journal.unlink()
             conn.close()
             for concurrency in (1, many):
                 callers = [Sink(USER, Role.VIEWER) for _ in range(concurrency)]
