@@ -53,7 +53,9 @@ PHRASES: dict[str, str] = {
     "back it up": "backup it", "back them up": "backup them",
     # "get it back up", "bring them back up": up again, not a backup.
     "it back up": "it up", "them back up": "them up",
-    "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    "backed up": "backup", "backing up": "backup", "get rid of": "delete",
+    # Putting a thing back as it was is restoring it.
+    "roll back": "restore", "rolled back": "restore", "rolling back": "restore", "how old": "age", "how long ago": "age",
     # "how long has it been up": for how long it has run.
     "been up": "uptime", "been running": "uptime", "been online": "uptime",
     # Verbs that say to do *something* about a thing, but not what.
@@ -80,6 +82,11 @@ SYNONYMS: dict[str, str] = {
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop",
+    # Removing a thing for good is deleting it; putting it back as it was restores it.
+    "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
+    "revert": "restore", "rollback": "restore",
+    # What was spent of something is how much of it was used.
+    "spent": "usage", "spend": "usage", "consumed": "usage", "consume": "usage", "burned": "usage", "burnt": "usage",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
     # Whether something worked is its result, good or bad.
     "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",

@@ -56,6 +56,8 @@ OTHER_OBJECT = 0.7
 #: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
 #: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
 OTHER_VERB = 0.7
+#: A change that removes nothing, for a request whose verb is one of removal (:data:`_REMOVAL`).
+FOREIGN_VERB = 0.3
 #: A read whose result has the field a question's comparison is over ("is memory above 90 %?").
 FIGURE_BONUS = 1.5
 #: How many of the best-retrieved intents are re-ranked.
@@ -106,6 +108,9 @@ def _opposite_words(groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...])
 
 
 _OPPOSITES = _opposite_words(_UNDOING)
+#: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
+_REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
+                      "scrap", "nuke", "prune"})
 #: Words that say something repeats by itself, without saying how often.
 _REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
              # ... or names how often itself ("change the backup frequency"): only what repeats has one.
@@ -228,6 +233,14 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
 
 _AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
 
+
+#: An action, then "when" / "once" / "as soon as" and what it waits for ("run X when things calm down"); not
+#: "when you ...", nor "from / since when ..." (a time: "the errors from when it ran").
+#: Nor "once a day" (how often), nor "when it's done" (after the step before it: the order of the steps).
+_LATER = re.compile(r"^(?P<action>.+?)(?<!\bfrom)(?<!\bsince)(?<!\beven)\s+(?:when|whenever|once|as\s+soon\s+as)\s+"
+                    r"(?P<cond>(?!you\b|u\b|i\b|possible\b|convenient\b|an?\b|per\b|every\b|each\b)"
+                    r"(?!(?:it|it's|its|that|this|they|they're|we're|everything)\b[^,;]*\b(?:done|finish\w*|complete\w*"
+                    r"|start\w*|over|through|ready)\b)\S+(?:\s+\S+)+)$", re.I)
 
 #: "it" said in a condition ("... if it is older than 30 days").
 _IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
@@ -389,6 +402,16 @@ class SegmentPlanner:
                 continue
             draft = self.plan_segment(action, drafts)
             draft.text = action
+            later = None if condition else _LATER.match(action)
+            if later and draft.intent and not draft.question and not draft.refusal \
+                    and self.catalog.by_name[draft.intent].get("risk") != "read" \
+                    and not any(q.every for q in ex.quantities(later.group("cond"))):
+                # "run the cleanup when things calm down": a change said to wait for some state is conditional on
+                # it; when no result can tell that state, it is a question, never a change now.
+                condition = later.group("cond").strip(" ,.?!")
+                draft = self.plan_segment(later.group("action"), drafts)
+                draft.text = later.group("action")
+                self._remember(condition)
             if condition:
                 if ex.has_pronoun(ex.Segment.of(condition)) and drafts and drafts[-1].text and not ex.find_mentions(
                         ex.Segment.of(drafts[-1].text), self.entities, self.aliases):
@@ -724,6 +747,13 @@ class SegmentPlanner:
                     and self.catalog.by_name[first].get("risk") == "read"
                     and self.catalog.by_name[second].get("risk") == "read"):
                 ranked[0], ranked[1] = ranked[1], ranked[0]
+        verb = _first_word(seg.text, self.catalog.vocabulary)
+        if not question and verb in _REMOVAL and not self._removes(ranked[0][0]):
+            # "remove one of the X backups": a verb of removal asks for a removal (which one is then asked),
+            # never for a reading or another change that happens to share more words.
+            removal = [(n, s) for n, s in ranked if s > 0 and self._removes(n)]
+            if removal:
+                ranked = removal + [(n, s) for n, s in ranked if (n, s) not in removal]
         best, s1 = ranked[0]
         refused = self.catalog.by_name[best].get("refusal")
         if refused:
@@ -744,6 +774,7 @@ class SegmentPlanner:
         named = any(not m.ambiguous for m in mentions)
         said = [t for t in content if t not in self.kinds]
         vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
+        unsure_verb: str | None = None
         if vague:
             return vague
         if not question and content and content[0].isalpha() and content[0] not in self.catalog.vocabulary \
@@ -752,9 +783,21 @@ class SegmentPlanner:
             if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
                 # "clone X onto another box": a verb no intent knows, over a thing the best match does not take.
                 return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
+            if self.catalog.by_name[best].get("risk") != "read" and _substituted(content[0], self.starts):
+                # "ptune X, keep 9 days": a first word no action knows that is an action word with one letter
+                # changed (a typo the corrector leaves alone, as "site" is no "size") is no reason to change
+                # anything: the change is asked, never guessed.
+                unsure_verb = content[0]
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
+        if unsure_verb and draft.intent and not draft.question and not draft.refusal:
+            listed = ", ".join(f"{k}={v}" for k, v in draft.params.items())
+            return StepDraft(draft.intent, question=f"I don't know the word '{unsure_verb}'. Did you mean "
+                             f"{draft.intent.replace('_', ' ')}{' (' + listed + ')' if listed else ''}? Please confirm "
+                             "or rephrase.", confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: the verb '{unsure_verb}' is unknown; a "
+                                    f"{self.catalog.by_name[best].get('risk')} action is never guessed")
         so, _, acted = text.rpartition(",")
         if so and _context(so, self.starts):
             # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
@@ -1036,6 +1079,10 @@ class SegmentPlanner:
         floor = 0.1 * top[0][1] if top else 0.0
         top += [(t["name"], max(scores.get(t["name"], 0.0), floor)) for t in self.catalog.tools
                 if t["name"] not in chosen and kinds_named & set((t.get("entities") or {}).values())]
+        # ... and so are those a value of a declared id shape said ("wipe b-700": only a backup id looks so).
+        chosen = {n for n, _ in top}
+        shaped = self._shaped_values(seg.text)
+        top += [(name, max(scores.get(name, 0.0), floor, 0.5)) for name in shaped if name not in chosen]
         for name, score in top:
             tool = self.catalog.by_name[name]
             props = (tool.get("params") or {}).get("properties") or {}
@@ -1078,6 +1125,10 @@ class SegmentPlanner:
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
+            elif tool.get("risk") != "read" and verb in _REMOVAL and not self._removes(name):
+                # A verb of removal for a change that removes nothing: "remove one of the X backups" is never a new
+                # backup, whatever else fits.
+                score *= FOREIGN_VERB
             elif tool.get("risk") != "read" and not verb_is_noun and not (repeated and takes_interval) and any(
                     _name_nouns(other) & _name_nouns(name) for other in verb_tools):
                 # The verb of another action on the same thing: "cancel the cleanup run" is never the run itself
@@ -1136,6 +1187,31 @@ class SegmentPlanner:
                 if after and (self.kinds.get(after[0]) in things or canonical(after[0]) in things):
                     return True
         return False
+
+    def _removes(self, name: str) -> bool:
+        """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
+        its description's."""
+        tool = self.catalog.by_name[name]
+        own = {canonical(name.split("_")[0]), _first_word(str(tool.get("description", "")))} | {
+            f for e in tool.get("examples") or () if (f := _first_word(e))}
+        return bool(own & _REMOVAL)
+
+    def _shaped_values(self, text: str) -> list[str]:
+        """The intents with a param of a specific declared shape ("b-42") that a token of ``text`` has."""
+        tokens = set(re.findall(r"[\w][\w.\-]*", text))
+        out = []
+        for tool in self.catalog.tools:
+            for param, spec in ((tool.get("params") or {}).get("properties") or {}).items():
+                if not isinstance(spec, dict) or ex.json_type(spec) != "string" or not ex.distinctive(param, spec):
+                    continue
+                pattern = ex.pattern_of(spec)
+                try:
+                    if pattern and any(re.fullmatch(pattern, t) for t in tokens):
+                        out.append(tool["name"])
+                        break
+                except re.error:
+                    continue
+        return out
 
     def _opposite(self, verb: str | None, name: str) -> bool:
         """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
@@ -1407,6 +1483,17 @@ def _short_verb_typo(word: str, starts: set[str]) -> str | None:
     verbs = {w for w in starts if len(w) == 4} | {w for w, syn in SYNONYMS.items() if len(w) == 4 and syn in starts}
     found = {SYNONYMS.get(v, v) for v in verbs if ex.letter_missing(word, v)}
     return found.pop() if len(found) == 1 else None
+
+
+def _substituted(word: str, words: Iterable[str]) -> str | None:
+    """The word of ``words`` that ``word`` is with one letter after the first changed ("ptune" for "prune")."""
+    if len(word) < 4 or not word.isalpha():
+        return None
+    for cand in words:
+        if len(cand) == len(word) and cand[0] == word[0] and cand != word \
+                and sum(a != b for a, b in zip(cand, word, strict=True)) == 1:
+            return cand
+    return None
 
 
 def _name_nouns(name: str) -> set[str]:
