@@ -247,7 +247,10 @@ def _state_words(low: str) -> set[str]:
             if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
-_IF = re.compile(r"(?<!\beven)(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
+_IF = re.compile(r"(?<!\beven)(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless"
+                 # ... and the other ways English says "if" ("provided it is down", "as long as X is up").
+                 r"|provided(?:\s+that)?|providing(?:\s+that)?|as\s+long\s+as|so\s+long\s+as|assuming(?:\s+that)?"
+                 r"|on\s+(?:the\s+)?condition\s+that|in\s+the\s+event(?:\s+that)?)\s+", re.I)
 
 
 #: "should X happen, do Y" / "do Y should X happen": "should" before its subject says "if" (not a question:

@@ -88,6 +88,7 @@ _HARD_SPLIT = re.compile(
 _SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
 #: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
 _CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
+                              r"|provided|providing|as\s+long\s+as|so\s+long\s+as|assuming|in\s+the\s+event"
                               r"|when\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
@@ -150,6 +151,9 @@ def is_question(text: str) -> bool:
     if re.match(r"^\s*(have|get)\s+(?!you\b|we\b|they\b|i\b|it\b|there\b|any|some)", text, re.I) \
             and not text.rstrip().endswith("?") and any(q.every for q in ex.quantities(text)):
         return False  # "have X rotated every hour": a request to have it done, not a question
+    if text.rstrip().endswith("?") and re.match(r"^\s*(do|can|could|would|will|might|may)\s+(?!you\b|u\b|ya\b)",
+                                                text, re.I):
+        return True  # "could orders be restored from b-4?", "would a restore work?": asked about, not asked for
     return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
         r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
