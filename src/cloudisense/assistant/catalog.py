@@ -55,7 +55,8 @@ PHRASES: dict[str, str] = {
     "it back up": "it up", "them back up": "them up",
     "backed up": "backup", "backing up": "backup", "get rid of": "delete",
     # Putting a thing back as it was is restoring it.
-    "roll back": "restore", "rolled back": "restore", "rolling back": "restore", "how old": "age", "how long ago": "age",
+    "roll back": "restore", "rolled back": "restore", "rolling back": "restore",
+    "how old": "age", "how long ago": "age",
     # "how long has it been up": for how long it has run.
     "been up": "uptime", "been running": "uptime", "been online": "uptime",
     # Verbs that say to do *something* about a thing, but not what.

@@ -267,6 +267,11 @@ def _context(piece: str, starts: set[str]) -> bool:
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
+#: A verb of being: what follows says how a thing is ("b-41 is corrupt"), not what to do.
+_BEING = re.compile(r"\b(?:is|are|was|were|got|gets|seems|seem|looks|look|went|has\s+been|have\s+been)\b", re.I)
+#: Words a subject starts with.
+_SUBJECT_START = {"the", "a", "an", "our", "my", "this", "that", "these", "those", "its", "their", "his", "her"}
+
 #: Who or what follows a verb ("email *the* team", "mail *everyone*"): the word before them acts.
 _OBJECT_START = {"the", "a", "an", "my", "our", "your", "everyone", "everybody", "me", "us", "them", "all", "ops"}
 
@@ -440,6 +445,12 @@ class SegmentPlanner:
         if len(ids) != 1:
             return [draft]
         param, shape = next(iter(ids.items()))
+        either = _listed_ids(text, shape, "or")
+        if len(either) >= 2 and str(draft.params[param]) in either:
+            # "delete b-41 or b-42": one of them, and which one is a question, never the first.
+            return [StepDraft(draft.intent, question=f"Which {param.replace('_', ' ')} for "
+                              f"{draft.intent.replace('_', ' ')}: {_either(either)}?", confidence=0.4, held=True,
+                              reason=f"{draft.intent}: a choice of values for {param}", missing=param)]
         listed = _listed_ids(text, shape)
         if len(listed) < 2 or str(draft.params[param]) not in listed:
             return [draft]
@@ -807,6 +818,15 @@ class SegmentPlanner:
             # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
             # words of the node, the action's words do.
             content = [t for t in self.catalog.tokens(acted) if t != "?"] or content
+        if draft.intent and not draft.question and not draft.refusal and not question \
+                and self.catalog.by_name[draft.intent].get("risk") != "read" \
+                and self._only_so(acted if so and _context(so, self.starts) else text, mentions):
+            # "the orders backup b-41 is corrupt": only what is so, with no action said; what to do about it is
+            # asked, never guessed as a change ("X needs a renewal" asks for one).
+            return StepDraft(draft.intent, question=f"What should I do about it? For example "
+                             f"\"{draft.intent.replace('_', ' ')}\" — say so and I'll plan it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: a statement with no action said")
         if not mentions and self._out_of_scope(content, draft):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
@@ -1192,6 +1212,16 @@ class SegmentPlanner:
                     return True
         return False
 
+    def _only_so(self, text: str, mentions: list[ex.Mention]) -> bool:
+        """``text`` only says what is so: it starts with its subject (a determiner, a configured name or an id),
+        then a verb of being ("the orders backup b-41 is corrupt"); no verb of its own says to act."""
+        words = raw_tokens(text)
+        if not words or not _BEING.search(text):
+            return False
+        first = words[0]
+        named = {t for m in mentions for n in m.names for t in (n.lower(), *ex.entity_tokens(n))}
+        return first in _SUBJECT_START or first in named or any(p.fullmatch(first) for p in self._id_patterns())
+
     def _removes(self, name: str) -> bool:
         """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
         its description's."""
@@ -1454,7 +1484,7 @@ def _id_shape(param: str, spec: Any) -> str | None:
     return None
 
 
-def _listed_ids(text: str, pattern: str) -> list[str]:
+def _listed_ids(text: str, pattern: str, joiner: str = "and") -> list[str]:
     """The distinct values of ``pattern`` said as a list from the first one on ("b-4 and b-5", "b-4, b-5 & b-6"),
     in order; ``[]`` when fewer than two are listed so (two ids said apart, "restore X from b-4, not b-5")."""
     try:
@@ -1463,7 +1493,9 @@ def _listed_ids(text: str, pattern: str) -> list[str]:
         return []
     out: list[str] = []
     for i, m in enumerate(found):
-        joined = i > 0 and re.fullmatch(r"\s*(?:,\s*and|,|and|&|plus)\s*", text[found[i - 1].end():m.start()], re.I)
+        between = text[found[i - 1].end():m.start()] if i > 0 else ""
+        joined = i > 0 and (re.fullmatch(r"\s*(?:,\s*and|,|and|&|plus)\s*", between, re.I) if joiner == "and"
+                            else re.fullmatch(r"\s*(?:,\s*or|,|or)\s*(?:[a-z]+\s+)?", between, re.I))
         if i > 0 and not joined:
             break  # the list ends ("alerts 5 and 6 for 30 minutes")
         if m.group(0) not in out:
