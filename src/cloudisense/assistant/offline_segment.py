@@ -267,6 +267,19 @@ def _context(piece: str, starts: set[str]) -> bool:
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
+#: Words that say a change is only a maybe.
+_HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably)\b", re.I)
+_DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend)"
+_NUMBER_WORD = r"(?:\d+|a|an|one|two|three|four|five|six|ten|fifteen|twenty|thirty|a\s+few|a\s+couple\s+of)"
+#: A time later than now ("at midnight", "tomorrow", "in 5 minutes", "after the backup finishes").
+_LATER_TIME = re.compile(
+    r"\b(?:at\s+(?:\d{1,2}(?::\d{2})?\s*(?:am|pm|h)?|midnight|noon|night|the\s+end\s+of\s+the\s+day)(?![\w.%/-])"
+    r"|tonight|tomorrow|later\s+(?:today|tonight|on)|this\s+(?:evening|afternoon|weekend)"
+    rf"|next\s+(?:week|month|{_DAYS})|on\s+{_DAYS}"
+    rf"|in\s+{_NUMBER_WORD}\s+(?:minutes?|mins?|hours?|hrs?|days?|weeks?)"
+    r"|after\s+(?:the|it|that|this|my|our)\s+(?:\w+\s+){0,3}?(?:finish\w*|complete\w*|is\s+(?:done|over)|end\w*|ran|runs))\b",
+    re.I)
+
 #: A verb of being: what follows says how a thing is ("b-41 is corrupt"), not what to do.
 _BEING = re.compile(r"\b(?:is|are|was|were|got|gets|seems|seem|looks|look|went|has\s+been|have\s+been)\b", re.I)
 #: Words a subject starts with.
@@ -818,8 +831,24 @@ class SegmentPlanner:
             # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
             # words of the node, the action's words do.
             content = [t for t in self.catalog.tokens(acted) if t != "?"] or content
-        if draft.intent and not draft.question and not draft.refusal and not question \
-                and self.catalog.by_name[draft.intent].get("risk") != "read" \
+        change = bool(draft.intent) and not draft.question and not draft.refusal and not question \
+            and self.catalog.by_name[draft.intent or ""].get("risk") != "read"
+        hedge = _HEDGE.search(text) if change else None
+        if hedge and not self._said_inside(draft, hedge.group(0)):
+            # "restart redis maybe": a change said as a maybe is asked, never done on a guess.
+            return StepDraft(draft.intent, question=f"You said \"{hedge.group(0)}\": should I really "
+                             f"{(draft.intent or '').replace('_', ' ')}? Say so and I'll plan it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: a change said as a maybe")
+        later = _LATER_TIME.search(text) if change else None
+        if later and not self._time_taken(draft, later.group(0)) and not self._said_inside(draft, later.group(0)):
+            # "restart nginx at midnight", "... after the backup finishes": a change asked for later, and no param
+            # of it takes when: doing it now is not what was asked.
+            return StepDraft(draft.intent, question=f"I can only {(draft.intent or '').replace('_', ' ')} now, not "
+                             f"{later.group(0).strip()}. Should I do it now? (Or say it without the time.)",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: asked for later ({later.group(0).strip()}), not now")
+        if change and draft.intent \
                 and self._only_so(acted if so and _context(so, self.starts) else text, mentions):
             # "the orders backup b-41 is corrupt": only what is so, with no action said; what to do about it is
             # asked, never guessed as a change ("X needs a renewal" asks for one).
@@ -1211,6 +1240,18 @@ class SegmentPlanner:
                 if after and (self.kinds.get(after[0]) in things or canonical(after[0]) in things):
                     return True
         return False
+
+    @staticmethod
+    def _said_inside(draft: StepDraft, said: str) -> bool:
+        """Whether ``said`` is part of a text param's value ("post 'maintenance at 5'"): text to send."""
+        return any(isinstance(v, str) and said.lower() in v.lower() for v in draft.params.values())
+
+    def _time_taken(self, draft: StepDraft, said: str) -> bool:
+        """Whether a param of the draft's intent takes the time ``said`` (a number of minutes read from it)."""
+        props = (self.catalog.by_name[draft.intent or ""].get("params") or {}).get("properties") or {}
+        timed = [p for p, spec in props.items() if isinstance(spec, dict) and ex.field_unit(p, spec) is not None]
+        return bool(timed) and any(q.minutes is not None for q in ex.quantities(said)) \
+            and any(p in draft.params for p in timed)
 
     def _only_so(self, text: str, mentions: list[ex.Mention]) -> bool:
         """``text`` only says what is so: it starts with its subject (a determiner, a configured name or an id),
