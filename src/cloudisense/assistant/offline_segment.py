@@ -19,6 +19,7 @@ from cloudisense.assistant.catalog import (
     join_split_verbs,
     normalize,
     raw_tokens,
+    spell_phrases,
     stem,
     tool_required,
     uninflect,
@@ -143,8 +144,16 @@ def _question_typo(text: str) -> str:
     return text[:m.start(1)] + fixed + text[m.end(1):] if fixed else text
 
 
+#: "check whether X ...", "can you find out if X ...": asked to find out, not to act.
+_FIND_OUT = re.compile(r"^\s*(?:(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?|please\s+)?"
+                       r"(?:check|see|verify|confirm|find\s+out|tell\s+me|let\s+me\s+know|look)\s+(?:if|whether)\b",
+                       re.I)
+
+
 def is_question(text: str) -> bool:
     """A question about state ("when did X run?", "is X up?"), not a request phrased politely."""
+    if _FIND_OUT.search(text):
+        return True
     if _REQUEST_START.search(text):
         return False
     text = _question_typo(text)
@@ -267,6 +276,9 @@ def _context(piece: str, starts: set[str]) -> bool:
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
+#: A request that is a noun phrase naming a state ("renewal status of X", "backup state of Y").
+_STATUS_NOUN = re.compile(r"^\s*(?:the\s+)?(?:[\w.\-']+\s+){0,2}?(?:status|state|health|progress)"
+                          r"(?:\s+(?:of|for|on)\b|\s*\??\s*$)", re.I)
 #: Words that say a change is only a maybe.
 _HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably)\b", re.I)
 _DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend)"
@@ -692,7 +704,8 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        asked = ex.strip_message(text, self._names)
+        # "can you find out if X ...": the words of asking say nothing of what is asked about.
+        asked = ex.strip_message(_FIND_OUT.sub(" ", text) if _FIND_OUT.match(text) else text, self._names)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
             if unlisted:
@@ -746,11 +759,18 @@ class SegmentPlanner:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
             scores = self._figure_asked(text, scores)
-        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show" and not _A_NEW.search(text):
+        elif seg.raw and (canonical(raw_tokens(apply_phrases(text))[0]) == "show" or _STATUS_NOUN.match(text)) \
+                and not _A_NEW.search(text):
+            # ("renewal status of X", "restore progress for Y": a noun phrase that names a state asks to see it.)
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
             # a new cert" asks for one that does not exist yet: no read gives it).
             reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
+            kinds_named = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
+            of_named = {n: s for n, s in reads.items()
+                        if kinds_named & set((self.catalog.by_name[n].get("entities") or {}).values())}
+            if _STATUS_NOUN.match(text) and of_named:
+                reads = of_named  # the state of the thing named ("renewal status of X" reads X's state)
             scores = reads or scores
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
@@ -833,6 +853,16 @@ class SegmentPlanner:
             content = [t for t in self.catalog.tokens(acted) if t != "?"] or content
         change = bool(draft.intent) and not draft.question and not draft.refusal and not question \
             and self.catalog.by_name[draft.intent or ""].get("risk") != "read"
+        spelt = spell_phrases(f" {text.lower()} ")
+        if change and "dryrun" in raw_tokens(spelt) and not self._said_inside(draft, "dry") \
+                and not any(v is True for v in draft.params.values()) and not self._has_dry_run(draft.intent) \
+                and not re.search(r"(?:\bnot|\bno|\bwithout|\bskip\w*|n't)\s+(?:\w+\s+){0,2}?dryrun\b", spelt):
+            # "dry run a restore of orders from b-42": an intent with no dry run of its own set is never run for real
+            # when only a rehearsal was asked.
+            return StepDraft(draft.intent, question=f"{(draft.intent or '').replace('_', ' ').capitalize()} has no dry "
+                             "run here: it would really run. Should I run it for real?",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: a dry run asked, and it has none")
         hedge = _HEDGE.search(text) if change else None
         if hedge and not self._said_inside(draft, hedge.group(0)):
             # "restart redis maybe": a change said as a maybe is asked, never done on a guess.
@@ -1240,6 +1270,12 @@ class SegmentPlanner:
                 if after and (self.kinds.get(after[0]) in things or canonical(after[0]) in things):
                     return True
         return False
+
+    def _has_dry_run(self, intent: str | None) -> bool:
+        """Whether ``intent`` has a flag for a run that changes nothing (its name or description says dry run)."""
+        props = (self.catalog.by_name.get(intent or "", {}).get("params") or {}).get("properties") or {}
+        return any(isinstance(spec, dict) and ex.json_type(spec) == "boolean" and "dryrun" in raw_tokens(spell_phrases(
+            f" {p.replace('_', ' ')} {spec.get('description', '')} ".lower())) for p, spec in props.items())
 
     @staticmethod
     def _said_inside(draft: StepDraft, said: str) -> bool:
