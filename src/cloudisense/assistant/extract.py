@@ -463,7 +463,8 @@ _NO_CHANGE = re.compile(r"\b(?:without|not|don'?t|do\s+not|never)\s+(?:chang|mod
                         r"|\bwould\s+change\b|\b(?:don'?t|do\s+not)\s+(?:actually|really)\s+\w+"
                         r"|\b(?:don'?t|do\s+not|without)\s+(?:apply|applying|commit|committing)\b")
 #: Words just before a modifier that say it is not so ("nobody has acknowledged", "not forced").
-_NEGATION_BEFORE = re.compile(r"(?:\b(?:not|never|nobody|no\s+one|none|no|without|skip|skipping)\b|n't)(?:\s+\w+){0,2}\s*$")
+_NEGATION_BEFORE = re.compile(r"(?:\b(?:not|never|nobody|no\s+one|none|no|without|skip|skipping)\b|n't)"
+                              r"(?:\s+\w+){0,2}\s*$")
 
 
 @dataclass
