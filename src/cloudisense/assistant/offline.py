@@ -94,12 +94,22 @@ _GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good eve
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
            "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it",
            # Thanks said as appreciation ("appreciate it", "much appreciated").
-           "appreciate it", "i appreciate it", "appreciated", "much appreciated", "really appreciate it"}
-_HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage"}
+           "appreciate it", "i appreciate it", "appreciated", "much appreciated", "really appreciate it",
+           # ... or as relief that it worked ("that sorted it", "that did the trick").
+           "that sorted it", "that sorted it out", "sorted", "all sorted", "that fixed it", "that did it",
+           "that did the trick", "that worked", "it worked", "works now", "it works now", "all good", "good stuff",
+           "awesome", "brilliant", "excellent", "lovely", "sweet"}
+_HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage",
+         # How to use the assistant itself ("how do I use you?").
+         "how do i use you", "how do i use this", "how do you work", "what are you", "who are you",
+         "what do you do", "what should i ask you", "what can i ask you", "what can i ask", "help me",
+         "how can you help", "how can you help me", "what are your commands", "show me what you can do"}
 # Closings ("that's all for now": apostrophes are dropped before matching).
 _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",
         "for now", "for today", "all for now", "im done", "we are done", "were done",
         "see ya", "see you later", "see you tomorrow", "cya", "later", "laters", "take care", "good night",
+        "thats everything", "that is everything", "thats all i needed", "nothing else", "nothing more",
+        "thats all for today", "done for now", "done for today", "im all set", "all set",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all"}
 
 
