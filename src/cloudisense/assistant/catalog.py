@@ -82,7 +82,9 @@ SYNONYMS: dict[str, str] = {
     "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
-    "kill": "stop", "halt": "stop", "terminate": "stop",
+    "kill": "stop", "halt": "stop", "terminate": "stop", "present": "status",
+    # Saving something is writing it.
+    "save": "write", "store": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.
     "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
     "revert": "restore", "rollback": "restore",
@@ -120,7 +122,9 @@ STOPWORDS = frozenset(
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
-    "have has had they them their then so if as both either else though although even".split()
+    "have has had they them their then so if as both either else though although even "
+    # Words of degree say how much, never what ("is /mnt nearly full?").
+    "nearly almost roughly approximately quite fairly rather somewhat pretty".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
@@ -142,8 +146,9 @@ def stem(word: str) -> str:
     return word
 
 
-_PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(PHRASES, key=len, reverse=True))
-                        + r")(?![\w-])")
+#: (Never inside a path or a file name: "demo/reports/weekly.csv" says no "every week".)
+_PHRASE_RE = re.compile(r"(?<![\w\-/.])(" + "|".join(re.escape(p) for p in sorted(PHRASES, key=len, reverse=True))
+                        + r")(?![\w\-/]|\.\w)")
 
 
 #: "mark alert 12 as acknowledged" says the verb last: it is "acknowledged alert 12".

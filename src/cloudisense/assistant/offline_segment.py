@@ -1008,8 +1008,13 @@ class SegmentPlanner:
     def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
         """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
         covered = self._busy(seg, mentions)
+        # "the high-cpu rule": the first part of a hyphenated word said before a kind word is a name of that kind.
+        whole = raw_tokens(seg.text)
+        named = {w.split("-")[0] for j, w in enumerate(whole[:-1])
+                 if "-" in w.strip("-") and whole[j + 1] in self.kinds}
         for i, tok in enumerate(seg.raw[1:], 1):
-            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS:
+            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS \
+                    or tok in named:
                 continue
             if stem(tok) in self.catalog.vocabulary or canonical(tok) in self.catalog.vocabulary or tok in self.kinds:
                 continue
