@@ -83,8 +83,8 @@ SYNONYMS: dict[str, str] = {
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop", "present": "status",
-    # Saving something is writing it.
-    "save": "write", "store": "write",
+    # Saving something is writing it ("store" is not: "the kv store" is a thing).
+    "save": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.
     "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
     "revert": "restore", "rollback": "restore",

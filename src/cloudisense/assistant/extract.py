@@ -551,6 +551,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         said = Counter(raw_tokens(low))
         said.subtract(reading.segment.raw[i] for i in reading.busy if i < len(reading.segment.raw))
         words = [t for t, n in said.items() if n > 0]
+        busy_raw = {reading.segment.raw[i] for i in reading.busy if i < len(reading.segment.raw)}
+        # "warning-level alerts": a listed value said as part of a hyphenated word (not of a configured name).
+        words += [p for w in list(words) if "-" in w.strip("-") and not all(p in busy_raw for p in w.split("-"))
+                  for p in w.split("-") if p and p not in words]
         tokens = {canonical(t) for t in words} | set(words)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
                                                              or any(near_miss(t, v.lower()) for t in tokens)
@@ -561,9 +565,18 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
         # Flags, each with the value that follows it when that is a number or a path ("--keep 3").
-        m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+"
-                      r"(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)", text)
+        flags = r"((?:-{1,2}[\w\-=./]+(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)"
+        m = re.search(r"\b(?:with|args?|arguments?)\s+" + flags, text)
+        if m is None and any(w.startswith(("argument", "arg")) for w in field_words(param, spec)):
+            # "run x.sh --dry-run", "x.sh --keep 4 please": long flags said anywhere are its arguments.
+            m = re.search(r"(?<![\w\-])(?=--[a-z])" + flags, text)
         return m.group(1).split() if m else None
+    if typ == "object" and spec.get("additionalProperties", True) is not False:
+        # "setting listen_port=9090", "with listen_port 8088": named values, each a key and what it is set to.
+        pairs = re.findall(r"(?<![\w\-/.])([A-Za-z_]\w*)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)", text)
+        pairs += [p for p in re.findall(r"(?<![\w\-/.])([a-z]+_[a-z0-9_]+)\s+(?:to\s+|of\s+|at\s+)?(\d[\w.]*)", text)
+                  if p[0] not in {k for k, _ in pairs}]
+        return {k: _scalar(v) for k, v in pairs} or None
     if typ == "any":
         # A value of any JSON type ("publish 'deploy done' on /team"): only text said as a value is one.
         q = quoted(text)
@@ -627,7 +640,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     named = re.search(rf"\b{head}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)"
                       rf"|\b(?:for|by|of|from)\s+{head}\s+([a-z0-9][\w.:!*\-]*)", low) \
         if not required and len(param) >= 4 else None
-    if named and named.group(1) is None:
+    if named is None and not required and param.lower() in _PERSON_PARAMS:
+        named = re.search(r"\bby\s+([a-z0-9][\w.@\-]*)", low)  # "entries by carol": who, for a param of a person
+    if named and named.lastindex and named.lastindex > 1 and named.group(1) is None:
         named = re.search(r"(.+)", named.group(2))  # "by user carol": the name after its param's name
     if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
         return named.group(1)
@@ -638,8 +653,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         host = (only.group(1) or only.group(2)) if only else None
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
+    # ("with listen_port 8088" sets a value and names no text.)
     m = re.search(r"\b(?:for|containing|matching|with|mentioning|mentions?|that\s+mentions?|contains?)\s+"
-                  r"([a-z0-9_.:\-]+)", low)
+                  r"([a-z0-9_.:\-]+)(?![\w.:\-])(?!\s*=|\s+\d)", low)
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
@@ -649,6 +665,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
     phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
     order = list(range(len(seg.raw)))
+    # What a quantifier speaks of ("any 429s", "some timeouts") is what to look for, before any other word.
+    order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("any", "some", "no") else 1)
     if set(words) & _CONTAINER_WORDS:
         # A folder or root is said after "in" ("what is left in docs"): look there first.
         order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("in", "inside", "under", "within") else 1)
@@ -691,6 +709,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Names of params that are a person ("entries by carol" is the user carol).
+_PERSON_PARAMS = {"user", "username", "owner", "author", "actor", "operator", "requester", "who"}
 #: Words of a param that names where things are (a folder, a root label).
 _CONTAINER_WORDS = {"folder", "root", "directory", "dir"}
 #: Words of how recent, never a text to look for.
@@ -701,6 +721,16 @@ _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
 _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit", "show", "list", "give"}
+
+
+def _scalar(text: str) -> Any:
+    """A value said in a request as JSON would hold it: a number, true/false, else the text (unquoted)."""
+    text = text.strip("\"'")
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]) -> list[Any]:

@@ -795,6 +795,18 @@ class SegmentPlanner:
                     and self.catalog.by_name[first].get("risk") == "read"
                     and self.catalog.by_name[second].get("risk") == "read"):
                 ranked[0], ranked[1] = ranked[1], ranked[0]
+        named_kinds = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
+        if len(ranked) > 1 and named_kinds and not ex.has_pronoun(seg):
+            # "run rotate-logs.sh --dry-run": the best match needs a thing of a kind not named (a playbook), while
+            # another nearly as good takes every thing it needs from what is named (the script): that one.
+            def needs(name: str) -> set[str]:
+                tool = self.catalog.by_name[name]
+                return {k for p, k in (tool.get("entities") or {}).items() if p in tool_required(tool)}
+            if needs(ranked[0][0]) and not needs(ranked[0][0]) & named_kinds:
+                fit = next(((n, sc) for n, sc in ranked[1:] if sc >= 0.5 * ranked[0][1] and needs(n)
+                            and needs(n) <= named_kinds), None)
+                if fit is not None:
+                    ranked = [fit] + [r for r in ranked if r != fit]
         verb = _first_word(seg.text, self.catalog.vocabulary)
         if not question and verb in _REMOVAL and not self._removes(ranked[0][0]):
             # "remove one of the X backups": a verb of removal asks for a removal (which one is then asked),
@@ -1285,7 +1297,8 @@ class SegmentPlanner:
     @staticmethod
     def _said_inside(draft: StepDraft, said: str) -> bool:
         """Whether ``said`` is part of a text param's value ("post 'maintenance at 5'"): text to send."""
-        return any(isinstance(v, str) and said.lower() in v.lower() for v in draft.params.values())
+        return any(said.lower() in v.lower() for value in draft.params.values()
+                   for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
 
     def _time_taken(self, draft: StepDraft, said: str) -> bool:
         """Whether a param of the draft's intent takes the time ``said`` (a number of minutes read from it)."""
