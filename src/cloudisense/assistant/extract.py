@@ -542,6 +542,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
                 if stem(asked.group(1)) in adds:
                     return True
+            # "how large is each?" ("how large" is "size"): a word of what it adds, asked about each thing.
+            spelt = {stem(w) for w in raw_tokens(spell_phrases(f" {low} "))}
+            if re.search(r"\b(?:each|every\s+one|all\s+of\s+them|apiece)\b", low) and spelt & adds:
+                return True
             if "path" in adds and re.match(r"\s*where\b", low):
                 return True  # "where do the files live?" asks for what the flag adds: their paths
         return None

@@ -231,7 +231,8 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
                 current = f"{current}, {piece}"
                 continue
-            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _another_of_kind(
+            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _asks_again(
+                    piece, sep) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
                 parts.append(current)
                 current = piece
@@ -242,6 +243,16 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     parts = [_AFTERWARDS.sub("", p) for p in parts]
     restored = [re.sub(r"\x00(\d+)\x00", lambda m: quotes[int(m.group(1))], p).strip(" ,.") for p in parts]
     return [p for p in restored if p]
+
+
+#: "..., and which processes eat the most memory?": a question of its own after "and".
+_QUESTION_PIECE = re.compile(r"^\s*(?:which|what|how|where|who|is|are|does|do|did|has|have)\s+\w+\s+\w+", re.I)
+
+
+def _asks_again(piece: str, sep: str) -> bool:
+    """A piece after "and" that is a question of its own (a question word, then at least two words)."""
+    return bool(re.search(r"\band\b", sep)) and bool(_QUESTION_PIECE.match(piece)) \
+        and not re.search(r"\b(?:each|them|they|it|its|those|these|their)\b", piece, re.I)  # ("how large is each")
 
 
 _AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
