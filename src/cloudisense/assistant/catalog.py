@@ -36,7 +36,7 @@ T = TypeVar("T")
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
     "kick off": "start", "fire off": "start", "fire up": "start", "bring up": "start", "spin up": "start",
-    "boot up": "start",
+    "boot up": "start", "spin down": "stop", "wind down": "stop", "pull up": "show", "bring back": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
     "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
     "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
@@ -85,6 +85,10 @@ SYNONYMS: dict[str, str] = {
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
     "kill": "stop", "halt": "stop", "terminate": "stop", "present": "status",
+    # Starting again is restarting; bringing back to life is starting.
+    "relaunch": "restart", "revive": "start", "resurrect": "start",
+    "inspect": "show", "examine": "show", "enumerate": "list", "rundown": "overview", "recap": "summary",
+    "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
     "save": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.

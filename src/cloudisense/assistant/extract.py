@@ -756,6 +756,16 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
     unit = field_unit(param, spec)
     words = {stem(w) for w in field_words(param, spec)}
     interval = is_interval(param, spec)
+    # "(0 lifts it)": a value the description gives an undoing verb, said as that verb or as "un" + a word of the
+    # intent ("unmute alert 3", "lift the silence on alert 3").
+    undo = re.search(r"\((\d+)\s+(lifts?|removes?|clears?|cancels?|disables?|undoes)\b",
+                     str(spec.get("description", "")))
+    if undo:
+        verb = undo.group(2).rstrip("s")
+        said = raw_tokens(reading.text)
+        if any(stem(t).startswith(verb[:4]) for t in said) or any(
+                t.startswith("un") and len(t) > 4 and canonical(t[2:]) in known_words for t in said):
+            return int(undo.group(1)) if typ == "integer" else float(undo.group(1))
     for i, q in enumerate(reading.numbers):
         if i in reading.used or (unit is not None and q.every != interval):
             continue  # "every 6 hours" is how often, never how old or how far back
@@ -770,8 +780,11 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             # ("show a dozen ...": the word before the article.)
             before = [w for w in reading.text.lower()[:q.start].split() if w not in ("a", "an")][-1:] or [""]
             # An id: "alert 7", "#7", "number 7": the number right after a word of the id field itself.
+            # ... or the number said right after the request's verb, its first word ("acknowledge 12", "mute 9").
+            head = reading.text.lower()[:q.start].split()
             named_id = "id" in words and (before[0] in ("#", "no", "no.", "number")
-                                          or stem(before[0].lstrip("#")) in words - {"id"})
+                                          or stem(before[0].lstrip("#")) in words - {"id"}
+                                          or (len(head) == 1 and head[0].isalpha() and q.noun in ("", "and", "or")))
             # ... and never a count: "the last 5 alerts" is how many, not alert 5.
             counted = named_id if "id" in words else (
                 q.noun in words or q.noun.endswith("est") or q.noun == "most" or before[0] in _COUNT_CUES
