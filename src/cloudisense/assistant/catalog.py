@@ -93,7 +93,7 @@ SYNONYMS: dict[str, str] = {
     "save": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.
     "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
-    "revert": "restore", "rollback": "restore",
+    "revert": "restore", "rollback": "restore", "recover": "restore",
     # What was spent of something is how much of it was used.
     "spent": "usage", "spend": "usage", "consumed": "usage", "consume": "usage", "burned": "usage", "burnt": "usage",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
@@ -441,8 +441,14 @@ class Catalog:
         # A param's listed values ("warning alerts", "sorted by memory") are words of what the intent is about.
         parts += [v for spec in props.values() if isinstance(spec, dict)
                   for v in enum_of(spec) if isinstance(v, str) and len(v) >= 4 and v.isalpha()]
-        # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does.
-        return [w for part in parts for w in normalize(part, distinct=self.distinct) if not w.isdigit()]
+        # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does; so is
+        # an id of a shape its params declare ("remove the backup b-9").
+        shapes = [re.compile(p) for spec in props.values() if isinstance(spec, dict)
+                  and (p := spec.get("pattern") or next((a.get("pattern") for a in spec.get("anyOf") or []
+                                                          if isinstance(a, dict) and a.get("pattern")), None))
+                  and _specific_pattern(p)]
+        return [w for part in parts for w in normalize(part, distinct=self.distinct)
+                if not w.isdigit() and not any(s.fullmatch(w) for s in shapes)]
 
     @classmethod
     def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> Catalog:
@@ -492,6 +498,14 @@ class Catalog:
                 chosen.append(self.by_name[name])
                 names.add(name)
         return chosen
+
+
+def _specific_pattern(pattern: str) -> bool:
+    """A pattern plain words do not match ("^b-\\d+$" is one; "[a-z]+" is not)."""
+    try:
+        return not any(re.fullmatch(pattern, w) for w in ("restart", "the", "nginx", "status", "x"))
+    except re.error:
+        return False
 
 
 def _names_pattern(names: Iterable[str]) -> re.Pattern[str] | None:

@@ -770,8 +770,9 @@ class SegmentPlanner:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
             scores = self._figure_asked(text, scores)
-        elif seg.raw and (canonical(raw_tokens(apply_phrases(text))[0]) == "show" or _STATUS_NOUN.match(text)) \
-                and not _A_NEW.search(text):
+        elif seg.raw and (canonical(raw_tokens(apply_phrases(text))[0]) == "show" or _STATUS_NOUN.match(text)
+                          or self._noun_phrase(text, mentions)) and not _A_NEW.search(text):
+            # ("latest orders backup": a thing named with no verb asks to see it, never to make one.)
             # ("renewal status of X", "restore progress for Y": a noun phrase that names a state asks to see it.)
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
@@ -886,6 +887,14 @@ class SegmentPlanner:
                              "run here: it would really run. Should I run it for real?",
                              confidence=min(draft.confidence, 0.4), held=True,
                              reason=f"{draft.intent}: a dry run asked, and it has none")
+        unused = [t for t in self._shaped_tokens(text) if not self._takes_shape(draft.intent, t)] if change else []
+        if unused:
+            # "bring orders back to b-9" planned a new backup: an id said that the change does not take means the
+            # change is not what was asked; which action is a question.
+            return StepDraft(draft.intent, question=f"What should I do with {unused[0]}? "
+                             f"{(draft.intent or '').replace('_', ' ').capitalize()} does not take it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: {unused[0]} said, and it takes no such value")
         hedge = _HEDGE.search(text) if change else None
         if hedge and not self._said_inside(draft, hedge.group(0)):
             # "restart redis maybe": a change said as a maybe is asked, never done on a guess.
@@ -1335,6 +1344,42 @@ class SegmentPlanner:
         own = {canonical(name.split("_")[0]), _first_word(str(tool.get("description", "")))} | {
             f for e in tool.get("examples") or () if (f := _first_word(e))}
         return bool(own & _REMOVAL)
+
+    def _noun_phrase(self, text: str, mentions: list[ex.Mention]) -> bool:
+        """``text`` names a thing and says no verb: it starts with a determiner, a word of time or order, or a
+        configured name, and no later word is an action word that is not also a noun of an intent's name."""
+        if re.search(r"[,:;]", text) or _BEING.search(text) or re.search(
+                r"\b(?:needs?|can\s+go|should|must|every|each|now|asap|immediately)\b", text, re.I) or any(
+                q.every for q in ex.quantities(text)):
+            return False  # ("X needs renewing", "X every 10 minutes", "X backup now": what is wanted of it)
+        words = raw_tokens(text)
+        if not words:
+            return False
+        named = {t for m in mentions for n in m.names for t in (n.lower(), *ex.entity_tokens(n))}
+        first = words[0]
+        if canonical(first) in self.starts and first not in named:
+            return False
+        if not (first in _SUBJECT_START or first in _TIME_WORDS or first in _NOT_VERBS or first in named):
+            return False
+        nouns = {w for t in self.catalog.tools for w in _name_nouns(t["name"])}
+        return not any(canonical(w) in self.starts and canonical(w) not in nouns and w not in named
+                       for w in words[1:])
+
+    def _takes_shape(self, intent: str | None, token: str) -> bool:
+        """Whether a param of ``intent`` has a declared pattern ``token`` matches."""
+        props = (self.catalog.by_name.get(intent or "", {}).get("params") or {}).get("properties") or {}
+        for spec in props.values():
+            pattern = ex.pattern_of(spec) if isinstance(spec, dict) else None
+            try:
+                if pattern and re.fullmatch(pattern, token):
+                    return True
+            except re.error:
+                continue
+        return False
+
+    def _shaped_tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` of a specific id shape some param declares ("b-9")."""
+        return [t for t in re.findall(r"[\w][\w.\-]*", text) if any(p.fullmatch(t) for p in self._id_patterns())]
 
     def _shaped_values(self, text: str) -> list[str]:
         """The intents with a param of a specific declared shape ("b-42") that a token of ``text`` has."""
