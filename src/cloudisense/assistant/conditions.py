@@ -122,6 +122,8 @@ def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     numeric = _numeric(low, words, fields)
     if numeric is not None:
         return numeric
+    if re.search(rf"{_GREATER}|{_LESS}", low) and re.search(r"\d", low):
+        return None  # "if there are more than 10": a count no field holds is no state of some other field
     return _state(low, words, fields)
 
 

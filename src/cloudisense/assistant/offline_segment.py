@@ -222,6 +222,9 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     for hard in _HARD_SPLIT.split(masked):
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
+        #: The condition said first ("if X, renew it and tell the team"): every action after it, in the same
+        #: sentence, waits for it too.
+        said_first: str | None = None
         for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
             if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
@@ -234,8 +237,11 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
             if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _asks_again(
                     piece, sep) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
+                if _CONDITION_FIRST.match(current) and "," in current:
+                    said_first = current.split(",", 1)[0]
                 parts.append(current)
-                current = piece
+                current = f"{said_first}, {piece}" if said_first and _starts_action(piece, starts, verbs) \
+                    and not re.search(r"\b(?:if|unless|when|whenever)\b", piece, re.I) else piece
             else:
                 current = f"{current} and {piece}"
         parts.append(current)
@@ -262,9 +268,12 @@ _AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|t
 #: "when you ...", nor "from / since when ..." (a time: "the errors from when it ran").
 #: Nor "once a day" (how often), nor "when it's done" (after the step before it: the order of the steps).
 _LATER = re.compile(r"^(?P<action>.+?)(?<!\bfrom)(?<!\bsince)(?<!\beven)\s+(?:when|whenever|once|as\s+soon\s+as)\s+"
-                    r"(?P<cond>(?!you\b|u\b|i\b|possible\b|convenient\b|an?\b|per\b|every\b|each\b)"
+                    r"(?P<cond>(?!you\b|u\b|i\b|possible\b|convenient\b|an?\b|per\b|every\b|each\b|more\b|again\b"
+                    r"|(?:done|finished|complete|completed|ready|over)\s*$)"
                     r"(?!(?:it|it's|its|that|this|they|they're|we're|everything)\b[^,;]*\b(?:done|finish\w*|complete\w*"
-                    r"|start\w*|over|through|ready)\b)\S+(?:\s+\S+)+)$", re.I)
+                    r"|start\w*|over|through|ready)\b)\S+(?:\s+\S+)*)$"
+                    # "renew X as needed": only when some need is met, which no result says.
+                    r"|^(?P<action2>.+?)\s+(?P<cond2>as\s+(?:needed|necessary|required|appropriate))$", re.I)
 
 #: "it" said in a condition ("... if it is older than 30 days").
 _IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
@@ -448,14 +457,16 @@ class SegmentPlanner:
             draft = self.plan_segment(action, drafts)
             draft.text = action
             later = None if condition else _LATER.match(action)
+            waits = (later.group("cond") or later.group("cond2")) if later else ""
             if later and draft.intent and not draft.question and not draft.refusal \
                     and self.catalog.by_name[draft.intent].get("risk") != "read" \
-                    and not any(q.every for q in ex.quantities(later.group("cond"))):
+                    and not any(q.every for q in ex.quantities(waits)):
                 # "run the cleanup when things calm down": a change said to wait for some state is conditional on
                 # it; when no result can tell that state, it is a question, never a change now.
-                condition = later.group("cond").strip(" ,.?!")
-                draft = self.plan_segment(later.group("action"), drafts)
-                draft.text = later.group("action")
+                condition = waits.strip(" ,.?!")
+                acting = later.group("action") or later.group("action2")
+                draft = self.plan_segment(acting, drafts)
+                draft.text = acting
                 self._remember(condition)
             if condition:
                 if ex.has_pronoun(ex.Segment.of(condition)) and drafts and drafts[-1].text and not ex.find_mentions(
