@@ -117,6 +117,13 @@ class Segment:
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
 
 
+@functools.lru_cache(maxsize=4096)
+def _name_parts(name: str) -> list[str]:
+    """A configured name's words as written, lower case, without its file extension ("users-db" -> users, db)."""
+    parts = [p for p in re.split(r"[-_.\s]+", name.lower()) if p]
+    return parts[:-1] if len(parts) > 1 and parts[-1] in _EXTENSIONS else parts
+
+
 def _bare(part: str) -> str:
     """A word of a hyphenated name without its file extension ("logs.sh" of "rotate-logs.sh" is "logs")."""
     head, dot, ext = part.rpartition(".")
@@ -180,7 +187,10 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
                     found.append(Mention(kind, [name], i, i + 1))
                 elif i + n <= len(words) and words[i:i + n] == toks and (n > 1 or fixed[i] or _same_number(
                         raw_kept[i], name)):
-                    found.append(Mention(kind, [name], i, i + n, "fuzzy" if any(fixed[i:i + n]) else "exact"))
+                    # "user-db" for users-db is the name said otherwise (a typo), not the name.
+                    otherwise = n > 1 and raw_kept[i:i + n] != _name_parts(name)
+                    found.append(Mention(kind, [name], i, i + n,
+                                         "fuzzy" if any(fixed[i:i + n]) or otherwise else "exact"))
     for i, tok in enumerate(raw_kept):
         if "." in tok.strip(".") and tok not in dotted and dotted:
             close = [d for d in difflib.get_close_matches(tok, list(dotted), n=2, cutoff=0.85) if near_miss(tok, d)]
@@ -593,7 +603,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     pattern = pattern_of(spec)
     words = field_words(param, spec)
     if (pattern and _specific(pattern)) or "id" in words:
-        for tok in re.findall(r"[\w][\w.\-]*", text):
+        for m_tok in re.finditer(r"[\w][\w.\-]*", text):
+            tok = m_tok.group(0)
+            if re.search(r"\b(?:before|after|prior\s+to|than|since|except|not)\s+$", text[:m_tok.start()], re.I):
+                continue  # "the backup before b-41": a point of reference, not the one meant
             if pattern and _specific(pattern):
                 if re.fullmatch(pattern, tok):
                     return tok
