@@ -146,7 +146,14 @@ def _question_typo(text: str) -> str:
 
 #: "check whether X ...", "can you find out if X ...": asked to find out, not to act.
 _FIND_OUT = re.compile(r"^\s*(?:(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?|please\s+)?"
-                       r"(?:check|see|verify|confirm|find\s+out|tell\s+me|let\s+me\s+know|look)\s+(?:if|whether)\b",
+                       r"(?:check|see|verify|confirm|find\s+out|tell\s+me|let\s+me\s+know|look)\s+(?:if|whether)\b"
+                       # "I need to know whether ...", "wondering if ...", "any idea when ...", "quick question: ..."
+                       r"|^\s*(?:i\s+)?(?:need|want|would\s+like|'d\s+like|d\s+like)\s+to\s+know\s+(?:if|whether|when|how)\b"
+                       r"|^\s*(?:i'?m\s+|just\s+)?(?:wondering|curious)\s+(?:if|whether|when|how|about)\b"
+                       r"|^\s*any\s+idea\s+(?:if|whether|when|how|why|what)\b"
+                       r"|^\s*(?:quick\s+|one\s+|a\s+)?question\s*[:,-]"
+                       # "ok to delete b-4", "is it safe to restore ...": asking whether, not asking for
+                       r"|^\s*(?:is\s+it\s+|would\s+it\s+be\s+)?(?:ok|okay|safe|fine|alright|wise)\s+to\b",
                        re.I)
 
 
