@@ -52,9 +52,10 @@ HIGH_CONFIDENCE = 0.7
 
 _SHELL = re.compile(
     r"(\brm\s+-\w*[rf]|\bmkfs\b|\bdd\s+if=|\bchmod\s+(-r\s+)?[0-7]{3}|:\(\)\s*\{|\bsudo\b|>\s*/dev/[sh]d|\bshred\b"
-    r"|\bfdisk\b|\bdrop\s+(table|database|schema)\b|\btruncate\s+table\b|\bcurl\b.*\|\s*(ba)?sh\b)", re.I)
+    r"|\bfdisk\b|\bdrop\s+(?:the\s+|a\s+|our\s+)?(?:[\w.-]+\s+)?(table|tables|database|schema|db)\b"
+    r"|\btruncate\s+(?:the\s+|every\s+|all\s+)?(?:[\w.-]+\s+)?(table|tables)\b|\bcurl\b.*\|\s*(ba)?sh\b)", re.I)
 _DESTRUCTIVE = {"delete", "remove", "wipe", "destroy", "drop", "erase", "format", "reformat", "nuke", "purge",
-                "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop"}
+                "truncate", "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop"}
 #: Objects that make a destructive verb sweeping ("every", "all", "the fleet", "the disks").
 _SWEEPING = {"all", "every", "everything", "entire", "whole", "fleet", "servers", "hosts", "machines",
              "databases", "disk", "disks", "cluster", "prod", "production", "filesystem", "vms", "instances",

@@ -838,6 +838,9 @@ class SegmentPlanner:
                 if fit is not None:
                     ranked = [fit] + [r for r in ranked if r != fit]
         verb = _first_word(seg.text, self.catalog.vocabulary)
+        if verb == "drop" and not re.match(r"^\s*(?:please\s+)?drop\s+(?:[\w.@-]+\s+){0,2}?(?:a|an|me|us)\b",
+                                           seg.text, re.I):
+            verb = "delete"  # "drop the orders database" removes it ("drop a line" sends one)
         if not question and verb in _REMOVAL and not self._removes(ranked[0][0]):
             # "remove one of the X backups": a verb of removal asks for a removal (which one is then asked),
             # never for a reading or another change that happens to share more words.
