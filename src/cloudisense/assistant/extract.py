@@ -813,7 +813,7 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
 
 
 #: A request that starts with the name of what it is about and a colon ("db1: the last 6 snapshots").
-_LABEL = re.compile(r"^\s*[\w.\-/]+\s*:\s+")
+_LABEL = re.compile(r"^\s*(?:[a-z]+\s+#?\d+|[\w.\-/]+)\s*:\s+", re.I)
 
 
 def extract_message(text: str) -> str | None:
@@ -842,7 +842,8 @@ def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> 
     label = _LABEL.match(out)
     said = label.group(0).strip(" :").lower() if label else ""
     # ... and so is a path said first ("/home: how full?").
-    if label and (said in names or said.startswith("/")):
+    # ... and so is a thing and its number ("alert 44: details").
+    if label and (said in names or said.startswith("/") or re.fullmatch(r"[a-z]+\s+#?\d+", said)):
         return label.group(0) + strip_message(out[label.end():])
     return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
                   flags=re.IGNORECASE)
