@@ -57,6 +57,8 @@ OTHER_OBJECT = 0.7
 #: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
 #: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
 OTHER_VERB = 0.7
+#: A word said that only one intent's name has ("on telegram" for simple_telegram_notify).
+UNIQUE_NAME_WORD = 1.4
 #: A change that removes nothing, for a request whose verb is one of removal (:data:`_REMOVAL`).
 FOREIGN_VERB = 0.3
 #: A read whose result has the field a question's comparison is over ("is memory above 90 %?").
@@ -837,6 +839,16 @@ class SegmentPlanner:
                             and needs(n) <= named_kinds), None)
                 if fit is not None:
                     ranked = [fit] + [r for r in ranked if r != fit]
+        spoken_words = {canonical(t) for t in raw_tokens(apply_phrases(seg.text))}
+        def named_by(name: str) -> bool:
+            return any(self._unique_name_word(canonical(t)) and canonical(t) in spoken_words for t in name.split("_"))
+        if len(ranked) > 1 and not named_by(ranked[0][0]):
+            # "let everyone know by email": among intents of one family (their names share a noun), the one whose
+            # own name word is said is meant, however many words the others' examples share.
+            sibling = next(((n, sc) for n, sc in ranked[1:6] if sc > 0 and named_by(n)
+                            and _name_nouns(n) & _name_nouns(ranked[0][0])), None)
+            if sibling is not None:
+                ranked = [sibling] + [r for r in ranked if r != sibling]
         verb = _first_word(seg.text, self.catalog.vocabulary)
         if verb == "drop" and not re.match(r"^\s*(?:please\s+)?drop\s+(?:[\w.@-]+\s+){0,2}?(?:a|an|me|us)\b",
                                            seg.text, re.I):
@@ -1262,6 +1274,8 @@ class SegmentPlanner:
                 norm, many = canonical(tok), _is_plural(tok)
                 if (norm, many) in said:
                     score *= 1.5 if many else 1.1
+                    if self._unique_name_word(norm):
+                        score *= UNIQUE_NAME_WORD  # "on telegram": a word only this intent's name has
                 elif (norm, not many) in said and not (many and norm in kinds):
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
@@ -1271,7 +1285,8 @@ class SegmentPlanner:
                 # backup, whatever else fits.
                 score *= FOREIGN_VERB
             elif tool.get("risk") != "read" and not verb_is_noun and not (repeated and takes_interval) and any(
-                    _name_nouns(other) & _name_nouns(name) for other in verb_tools):
+                    _name_nouns(other) & _name_nouns(name) for other in verb_tools) and not any(
+                    (canonical(t), False) in said and self._unique_name_word(canonical(t)) for t in name.split("_")):
                 # The verb of another action on the same thing: "cancel the cleanup run" is never the run itself
                 # (a frequency said still picks the one that repeats: "take a backup of orders once a day").
                 score *= OTHER_VERB
@@ -1357,6 +1372,17 @@ class SegmentPlanner:
         first = words[0]
         named = {t for m in mentions for n in m.names for t in (n.lower(), *ex.entity_tokens(n))}
         return first in _SUBJECT_START or first in named or any(p.fullmatch(first) for p in self._id_patterns())
+
+    def _unique_name_word(self, word: str) -> bool:
+        """Whether ``word`` is a word of exactly one intent's name and names no kind of thing ("telegram")."""
+        counts = self.catalog.__dict__.get("_name_word_counts")
+        if counts is None:
+            counts = {}
+            for t in self.catalog.tools:
+                for w in {canonical(tok) for tok in t["name"].split("_")}:
+                    counts[w] = counts.get(w, 0) + 1
+            self.catalog.__dict__["_name_word_counts"] = counts
+        return counts.get(word) == 1 and word not in self.kinds and len(word) > 3
 
     def _removes(self, name: str) -> bool:
         """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
