@@ -218,11 +218,15 @@ def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool
     return out
 
 
+_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen fifteen twenty thirty "
+                          "forty fifty hundred".split())
+
+
 @functools.lru_cache(maxsize=4096)
 def _stopword_typo(token: str) -> bool:
     """``token`` is a stopword with two neighbouring letters after the first swapped ("teh", "adn")."""
-    if len(token) < 3 or not token.isalpha():
-        return False
+    if len(token) < 3 or not token.isalpha() or token in _NUMBER_WORDS:
+        return False  # ("three" is a number, not "there" misspelt)
     for word in STOPWORDS:
         if len(word) == len(token) and word != token and word[0] == token[0] and sorted(word) == sorted(token):
             diff = [i for i, (a, b) in enumerate(zip(word, token, strict=True)) if a != b]

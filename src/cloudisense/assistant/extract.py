@@ -633,8 +633,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return f"{path}/{inside.group(1)}"
         return path
     if "why" in words:
-        # A text that says why ("a message saying why"): the reason the request gives.
-        because = re.search(r"\b(?:because(?:\s+of)?|due\s+to|on\s+account\s+of)\s+(\S.*)$", text, re.I)
+        # A text that says why ("a message saying why"): the reason the request gives, "because ..." or a closing
+        # statement after a comma ("silence alert 25 for three hours, we're migrating").
+        because = re.search(r"\b(?:because(?:\s+of)?|due\s+to|on\s+account\s+of)\s+(\S.*)$", text, re.I) \
+            or re.search(r"(?:,|\band)\s*((?:we|we're|we\s+are|it's|it\s+is|there's|there\s+is|they're|they\s+are"
+                         r"|i'm|i\s+am)\s+\S.*)$", text, re.I)
         if because:
             return because.group(1).strip(" .!?")
     if "send" in words or "message" in words:
@@ -703,8 +706,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
                                     or any(p.fullmatch(tok) for p in reading.id_patterns)):
             continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
-        if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
-            continue  # a typo of a word of what to do ("shwo me the app log")
+        before_noun = i + 1 < len(seg.raw) and stem(seg.raw[i + 1]) in {stem(w) for w in words} - {"name"} \
+            and seg.raw[i + 1] not in STOPWORDS and "text" not in words
+        if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary) \
+                and not before_noun:
+            # a typo of a word of what to do ("shwo me the app log"), unless said as the thing the param names
+            # ("httpd processes": a process's name)
+            continue
         if i == first and len(tok) == 3 and tok.isalpha() and tok not in reading.vocabulary and any(
                 len(v) == 4 and letter_missing(tok, v) for v in reading.vocabulary):
             continue  # ... a short one said first is the verb ("lok at ...")
