@@ -47,6 +47,9 @@ PHRASES: dict[str, str] = {
     "simulation": "dryrun",
     "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
+    # What runs out expires; running out *of* something is a question of what is free ("running out of disk space").
+    "run out": "expire", "runs out": "expire", "running out": "expire", "ran out": "expire",
+    "run out of": "free", "runs out of": "free", "running out of": "free", "ran out of": "free",
     # How big a thing is, is its size.
     "how large": "size", "how big": "size", "how much space": "size",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",

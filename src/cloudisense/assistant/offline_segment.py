@@ -839,6 +839,18 @@ class SegmentPlanner:
                             and needs(n) <= named_kinds), None)
                 if fit is not None:
                     ranked = [fit] + [r for r in ranked if r != fit]
+        if question and len(ranked) > 1 and not named_kinds and not re.search(r"\b(?:it|its|them|they)\b", text, re.I) \
+                and (set(seg.raw) & _QUANTIFIERS or any(_is_plural(t) and self.kinds.get(stem(t)) is None
+                                                        and canonical(t) in _name_nouns(ranked[1][0])
+                                                        for t in seg.raw)):
+            # "any of our certificates expiring this week?": a question about many, where the best match needs one
+            # thing nobody named, is answered by the listing nearly as good that needs nothing.
+            tool = self.catalog.by_name[ranked[0][0]]
+            if any(p in (tool.get("entities") or {}) for p in tool_required(tool)):
+                listing = next(((n, sc) for n, sc in ranked[1:4] if sc >= 0.5 * ranked[0][1]
+                                and not tool_required(self.catalog.by_name[n])), None)
+                if listing is not None:
+                    ranked = [listing] + [r for r in ranked if r != listing]
         spoken_words = {canonical(t) for t in raw_tokens(apply_phrases(seg.text))}
         def named_by(name: str) -> bool:
             return any(self._unique_name_word(canonical(t)) and canonical(t) in spoken_words for t in name.split("_"))
