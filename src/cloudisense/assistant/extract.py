@@ -535,6 +535,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return True
             if not spots and said_as.search(rewritten):
                 return True
+        # "test-renew X" for a flag described as "only test that ...": its verb joined to the action's.
+        only = re.match(r"\s*(?:only|just)\s+([a-z]{4,})\b", str(spec.get("description", "")).lower())
+        if only and re.search(rf"(?<![\w-]){re.escape(only.group(1))}-[a-z]{{3,}}", low):
+            return True
         # "even though it has newer writes" for a flag described as "... even when the database has newer writes".
         desc_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;()]+)", str(spec.get("description", "")).lower())
         said_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;,]+)", low)
