@@ -618,8 +618,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return tok
         return None
     if "path" in words or re.search(r"e\.g\.\s*/", str(spec.get("description", ""))) or spec.get("default") == "/":
-        m = re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
-        if not m and re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))):
+        relative = re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", "")))
+        # A path the description shows relative to a label ("e.g. demo/notes.txt") is never an absolute one ("/chat"
+        # is a topic, not a file).
+        m = None if relative else re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
+        if not m and relative:
             # A path the description shows relative to a folder label ("demo/notes.txt").
             m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
@@ -690,7 +693,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
     order = list(range(len(seg.raw)))
     # What a quantifier speaks of ("any 429s", "some timeouts") is what to look for, before any other word.
-    order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("any", "some", "no") else 1)
+    order.sort(key=lambda i: 0 if (i > 0 and seg.raw[i - 1] in ("any", "some", "no")) or re.fullmatch(
+        r"\d+s", seg.raw[i]) else 1)  # ... and so is a code said in the plural ("count of 500s")
     if set(words) & _CONTAINER_WORDS:
         # A folder or root is said after "in" ("what is left in docs"): look there first.
         order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("in", "inside", "under", "within") else 1)
