@@ -32,7 +32,8 @@ COMPARISON_WORDS = (frozenset(re.findall(r"[a-z]+", _GREATER + _LESS)) | {"excee
 _BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
                           r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
-_NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
+_NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "crashes", "stopped",
+             "unhealthy",
              "errored", "unsuccessful", "unsuccessfully", "offline"}
 _POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "successfully", "healthy",
              "online"}
@@ -316,7 +317,12 @@ def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(
             for i in range(2, len(words)):
                 said = " ".join(words[:i]).lower()
                 # The condition must say a state first ("redis is down"), not only name a thing ("the backup").
-                if words[i].lower() in starts and re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said):
+                # ... or a word of a state ("if it fails notify the team").
+                w = words[i].lower()
+                acts = w in starts or (canonical(w) in starts and w not in _NEGATIVE | _POSITIVE
+                                       and canonical(w) != "status")
+                if acts and (re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said)
+                             or set(re.findall(r"[a-z]+", said)) & (_NEGATIVE | _POSITIVE)):
                     return " ".join(words[i:]), " ".join(words[:i])
             return "", after
         return action.strip(), cond.strip()

@@ -308,6 +308,10 @@ def _context(piece: str, starts: set[str]) -> bool:
 #: A request that is a noun phrase naming a state ("renewal status of X", "backup state of Y").
 _STATUS_NOUN = re.compile(r"^\s*(?:the\s+)?(?:[\w.\-']+\s+){0,2}?(?:status|state|health|progress)"
                           r"(?:\s+(?:of|for|on)\b|\s*\??\s*$)", re.I)
+#: What is left out, with the things named after it ("except redis", "all targets but nginx", "other than X").
+_EXCLUSION = re.compile(r"\b(?:except(?:\s+for)?|excluding|other\s+than|apart\s+from|besides|save\s+for|but\s+not"
+                        r"|(?<=\ball\s)(?:[\w-]+\s+)?but|(?<=\beverything\s)but|(?<=\bevery\s)(?:[\w-]+\s+)?but)"
+                        r"\s+(?:the\s+)?[\w.\-]+(?:\s*(?:,|and|or)\s*(?:the\s+)?[\w.\-]+)*", re.I)
 #: Words that say a change is only a maybe.
 _HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably)\b", re.I)
 _DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend)"
@@ -485,7 +489,8 @@ class SegmentPlanner:
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
                 drafts.extend(self._each_listed_id(draft, action))
-        if pending and not drafts:
+        if pending:
+            # "restart web, and if it fails ...": a condition whose action was not understood is never dropped.
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
@@ -650,7 +655,10 @@ class SegmentPlanner:
         # "delete backup b-40 if it is older than 30 days": "it" is what the action acts on, so the read must be
         # about that thing (its kind, or its name's noun), never some other figure (the machine's uptime).
         acts_on = [p for p in tool_required(tool) if not _composable(p, tool)]
-        own = self._about_action(tool) if acts_on and not about_kinds and _IT.search(condition) else None
+        # (Not when "it" was found to be what an earlier step read: "check memory; if it is over 90 %, restart X".)
+        resolved = re.search(r"\([^()]+\)\s*$", condition) is not None
+        own = self._about_action(tool) if acts_on and not about_kinds and _IT.search(condition) and not resolved \
+            else None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
                 continue
@@ -726,6 +734,13 @@ class SegmentPlanner:
         seg = ex.Segment.of(text)
         question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
+        excluded = self._excluded(seg, mentions)
+        if excluded:
+            # "restart everything except redis": what is left out is never what is acted on (main restarted redis).
+            mentions = [m for m in mentions if id(m) not in excluded]
+            seg = ex.Segment.of(_EXCLUSION.sub(" ", text))
+            text = seg.text
+            mentions = ex.find_mentions(seg, self.entities, self.aliases)
         weak = self._weak(seg, mentions)
         for m in mentions:
             # A weak mention ("backup" for backup.sh on a node with backup intents) is a word, not a thing
@@ -1423,6 +1438,15 @@ class SegmentPlanner:
         nouns = {w for t in self.catalog.tools for w in _name_nouns(t["name"])}
         return not any(canonical(w) in self.starts and canonical(w) not in nouns and w not in named
                        for w in words[1:])
+
+    def _excluded(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
+        """The mentions said right after a word of exclusion ("except redis", "all but nginx")."""
+        out: set[int] = set()
+        for m in _EXCLUSION.finditer(seg.text):
+            left_out = ex.find_mentions(ex.Segment.of(m.group(0)), self.entities, self.aliases)
+            names = {n for lm in left_out for n in lm.names}
+            out |= {id(x) for x in mentions if set(x.names) & names}
+        return out
 
     def _takes_shape(self, intent: str | None, token: str) -> bool:
         """Whether a param of ``intent`` has a declared pattern ``token`` matches."""
