@@ -281,6 +281,8 @@ _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "fortnight": 20160, "fortnights": 20160,
           "month": 43200, "months": 43200, "yr": 525600, "yrs": 525600, "year": 525600, "years": 525600}
 _UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
+#: The words of time units, as said and stemmed ("min", "hours" / "hour").
+TIME_UNITS = frozenset(_UNITS) | frozenset(stem(u) for u in _UNITS)
 #: How a field says which time unit it counts (by its name or description).
 _FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "hour": 60, "hours": 60,
                "day": 1440, "days": 1440, "week": 10080, "weeks": 10080}

@@ -1029,7 +1029,9 @@ class SegmentPlanner:
         """Most of what the request is about (its words after the verb) is unknown to every intent and is
         no value of the chosen one's params ("play some music", "create a new aws account")."""
         # After the verb; a question's verb is not its first word ("which backups failed?").
-        about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
+        # (A number is neither known nor unknown: "open port 22 to the world" is about the port and the world.)
+        about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"
+                 and not t.isdigit() and t not in ex.TIME_UNITS]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
         # ... and so do the words that describe a param it filled ("from the target monitor": source is described
