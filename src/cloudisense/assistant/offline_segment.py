@@ -312,6 +312,10 @@ _STATUS_NOUN = re.compile(r"^\s*(?:the\s+)?(?:[\w.\-']+\s+){0,2}?(?:status|state
 _EXCLUSION = re.compile(r"\b(?:except(?:\s+for)?|excluding|other\s+than|apart\s+from|besides|save\s+for|but\s+not"
                         r"|(?<=\ball\s)(?:[\w-]+\s+)?but|(?<=\beverything\s)but|(?<=\bevery\s)(?:[\w-]+\s+)?but)"
                         r"\s+(?:the\s+)?[\w.\-]+(?:\s*(?:,|and|or)\s*(?:the\s+)?[\w.\-]+)*", re.I)
+#: A thing pointed at as one said before ("that file", "the same script").
+_POINTED = re.compile(r"^\s*(?:please\s+)?(?:[a-z']+\s+)?(?:me\s+)?(that|those|the\s+same)\s+([a-z]{3,})\b", re.I)
+#: What "this / that" box is: the node itself, always known.
+_HERE_WORDS = {"box", "machine", "server", "host", "node", "system", "one", "way", "much", "many", "is", "was"}
 #: Words that say a change is only a maybe.
 _HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably)\b", re.I)
 _DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend)"
@@ -750,6 +754,13 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
+        pointed = _POINTED.search(text)
+        if pointed and not mentions and not self.last and not self.context.history and not before \
+                and pointed.group(2).lower() not in _TIME_WORDS | _HERE_WORDS \
+                and stem(pointed.group(2).lower()) in self.catalog.vocabulary:
+            # "open that file" with nothing said before: which one is a question, never a guess.
+            return StepDraft(None, question=f"Which {pointed.group(2).lower()} do you mean? Nothing was named before.",
+                             confidence=0.3, held=True, reason=f"'{pointed.group(1)} {pointed.group(2)}' refers to nothing said")
         # "can you find out if X ...": the words of asking say nothing of what is asked about.
         asked = ex.strip_message(_FIND_OUT.sub(" ", text) if _FIND_OUT.match(text) else text, self._names)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
