@@ -760,7 +760,8 @@ class SegmentPlanner:
                 and stem(pointed.group(2).lower()) in self.catalog.vocabulary:
             # "open that file" with nothing said before: which one is a question, never a guess.
             return StepDraft(None, question=f"Which {pointed.group(2).lower()} do you mean? Nothing was named before.",
-                             confidence=0.3, held=True, reason=f"'{pointed.group(1)} {pointed.group(2)}' refers to nothing said")
+                             confidence=0.3, held=True,
+                             reason=f"'{pointed.group(1)} {pointed.group(2)}' refers to nothing said")
         # "can you find out if X ...": the words of asking say nothing of what is asked about.
         asked = ex.strip_message(_FIND_OUT.sub(" ", text) if _FIND_OUT.match(text) else text, self._names)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
