@@ -730,6 +730,14 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
                 and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the docs folder"
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
+        if tok in _SAYING and i + 1 < len(seg.raw) and seg.raw[i + 1] not in STOPWORDS and seg.raw[i + 1] != "?":
+            continue  # "did syslog record oom": the verb of saying, then what is said
+        if tok.isalpha() and i == len(seg.raw) - 1 - (seg.raw[-1] == "?") and i > 0 \
+                and seg.raw[i - 1] not in _SAYING and re.search(r"\b(?:does|do|did|will|can|should)\s+\S+",
+                                                                " ".join(seg.raw[:i])):
+            # "which labels does the file manager expose?": the last word after "does X" is its verb (but "does
+            # anything log panic?": after a verb of saying, it is what is said)
+            continue
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
         if set(words) & _CONTAINER_WORDS and re.search(r"\.[a-z0-9]{1,5}$", tok):
@@ -746,6 +754,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
 
 #: Names of params that are a person ("entries by carol" is the user carol).
 _PERSON_PARAMS = {"user", "username", "owner", "author", "actor", "operator", "requester", "who"}
+#: Verbs of saying or writing: the word after one is what is said ("log panic", "print done").
+_SAYING = {"log", "logs", "logged", "record", "recorded", "say", "said", "print", "printed", "contain", "contains",
+           "mention", "mentions", "report", "reported", "show", "write", "wrote", "emit", "emitted", "output", "throw",
+           "threw", "return", "returned"}
 #: Words of a param that names where things are (a folder, a root label).
 _CONTAINER_WORDS = {"folder", "root", "directory", "dir"}
 #: Words of how recent, never a text to look for.
