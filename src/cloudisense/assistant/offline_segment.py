@@ -112,6 +112,16 @@ def _opposite_words(groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...])
 
 
 _OPPOSITES = _opposite_words(_UNDOING)
+#: Common English verbs of doing, which say to act without naming a module's own action (a first word that is none
+#: of these nor a word of the node's declarations is no reason to change anything: see ``plan_segment``).
+_PLAIN_VERBS = frozenset(
+    "make keep put get set take give have do push pull throw trim cut clean clear purge update change modify adjust "
+    "alter edit tweak move bring send fire kick roll schedule plan ensure let redo rerun retry repeat reset refresh "
+    "tidy empty free force go begin launch lift lower raise turn switch flip open close shut hold wait fix handle "
+    "sort arrange add create build generate write save copy post publish mail email text tell warn inform page "
+    "ping alert notify ask ack acknowledge confirm approve reject cancel abort halt pause resume restart reload "
+    "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
+    "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install".split())
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
 _REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
                       "scrap", "nuke", "prune"})
@@ -927,11 +937,20 @@ class SegmentPlanner:
             if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
                 # "clone X onto another box": a verb no intent knows, over a thing the best match does not take.
                 return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
-            if self.catalog.by_name[best].get("risk") != "read" and _substituted(content[0], self.starts):
-                # "ptune X, keep 9 days": a first word no action knows that is an action word with one letter
-                # changed (a typo the corrector leaves alone, as "site" is no "size") is no reason to change
-                # anything: the change is asked, never guessed.
-                unsure_verb = content[0]
+        # The verb of what to do: after a statement of what is so ("X got corrupted, restore it ..."), its own.
+        head, _, tail = text.rpartition(",")
+        said_then = [t for t in self.catalog.tokens(tail) if t != "?"] if head and _context(head, self.starts) \
+            else content
+        verb_said = said_then[0] if said_then else ""
+        if not question and not typos and verb_said.isalpha() and verb_said not in self.catalog.vocabulary \
+                and not ex.near_miss_any(verb_said, self.catalog.vocabulary) \
+                and self.catalog.by_name[best].get("risk") != "read" and (
+                    _substituted(verb_said, self.starts) or not self._plain_verb(verb_said)):
+            # "ptune X, keep 9 days", "reissue X": a first word no action knows (an action word with one letter
+            # changed, which the corrector leaves alone as "site" is no "size"; or a verb neither the node's
+            # declarations nor plain English use for doing) is no reason to change anything: the change is asked,
+            # never guessed.
+            unsure_verb = verb_said
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
@@ -1424,6 +1443,12 @@ class SegmentPlanner:
                     counts[w] = counts.get(w, 0) + 1
             self.catalog.__dict__["_name_word_counts"] = counts
         return counts.get(word) == 1 and word not in self.kinds and len(word) > 3
+
+    @staticmethod
+    def _plain_verb(word: str) -> bool:
+        """A common English verb of doing (or an adverb in -ly before one): said first, it asks for an action even
+        when no intent's declarations use it ("make a fresh backup", "keep only the last 14 days")."""
+        return word in _PLAIN_VERBS or uninflect(word, _PLAIN_VERBS) is not None or word.endswith("ly")
 
     def _removes(self, name: str) -> bool:
         """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
