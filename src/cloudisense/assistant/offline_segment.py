@@ -121,7 +121,8 @@ _PLAIN_VERBS = frozenset(
     "sort arrange add create build generate write save copy post publish mail email text tell warn inform page "
     "ping alert notify ask ack acknowledge confirm approve reject cancel abort halt pause resume restart reload "
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
-    "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install".split())
+    "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install "
+    "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
 _REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
                       "scrap", "nuke", "prune"})
