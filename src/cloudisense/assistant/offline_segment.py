@@ -1475,7 +1475,10 @@ class SegmentPlanner:
             return False
         if not (first in _SUBJECT_START or first in _TIME_WORDS or first in _NOT_VERBS or first in named):
             return False
-        nouns = {w for t in self.catalog.tools for w in _name_nouns(t["name"])}
+        nouns = self.catalog.__dict__.get("_all_name_nouns")
+        if nouns is None:
+            nouns = self.catalog.__dict__["_all_name_nouns"] = {w for t in self.catalog.tools
+                                                                 for w in _name_nouns(t["name"])}
         return not any(canonical(w) in self.starts and canonical(w) not in nouns and w not in named
                        for w in words[1:])
 
@@ -1506,20 +1509,22 @@ class SegmentPlanner:
 
     def _shaped_values(self, text: str) -> list[str]:
         """The intents with a param of a specific declared shape ("b-42") that a token of ``text`` has."""
+        shapes = self.catalog.__dict__.get("_shapes")
+        if shapes is None:
+            shapes = []
+            for tool in self.catalog.tools:
+                for param, spec in ((tool.get("params") or {}).get("properties") or {}).items():
+                    if isinstance(spec, dict) and ex.json_type(spec) == "string" and ex.distinctive(param, spec):
+                        pattern = ex.pattern_of(spec)
+                        try:
+                            shapes.append((tool["name"], re.compile(pattern or "")))
+                        except re.error:
+                            continue
+            self.catalog.__dict__["_shapes"] = shapes
+        if not shapes:
+            return []
         tokens = set(re.findall(r"[\w][\w.\-]*", text))
-        out = []
-        for tool in self.catalog.tools:
-            for param, spec in ((tool.get("params") or {}).get("properties") or {}).items():
-                if not isinstance(spec, dict) or ex.json_type(spec) != "string" or not ex.distinctive(param, spec):
-                    continue
-                pattern = ex.pattern_of(spec)
-                try:
-                    if pattern and any(re.fullmatch(pattern, t) for t in tokens):
-                        out.append(tool["name"])
-                        break
-                except re.error:
-                    continue
-        return out
+        return list(dict.fromkeys(name for name, rx in shapes if any(rx.fullmatch(t) for t in tokens)))
 
     def _opposite(self, verb: str | None, name: str) -> bool:
         """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
@@ -1808,7 +1813,12 @@ def _substituted(word: str, words: Iterable[str]) -> str | None:
 
 def _name_nouns(name: str) -> set[str]:
     """What an intent's name is about (``renew_cert`` -> ``{"certificate"}``)."""
-    return {canonical(tok) for tok in name.split("_")[1:]}
+    return set(_name_nouns_of(name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_nouns_of(name: str) -> frozenset[str]:
+    return frozenset(canonical(tok) for tok in name.split("_")[1:])
 
 
 def _inflected(said: str, word: str) -> bool:
