@@ -277,7 +277,7 @@ def canonical(token: str, vocabulary: Any = frozenset(), distinct: frozenset[str
 def uninflect(word: str, vocabulary: Any) -> str | None:
     """The vocabulary word ``word`` is an inflection of ("acknowledged" -> "acknowledge", "renewing" ->
     "renew", "stopped" -> "stop"), when ``word`` itself is not in the vocabulary."""
-    for end in ("ing", "ed", "es", "s", "d"):
+    for end in ("fully", "ful", "ing", "ed", "es", "s", "d"):
         if not word.endswith(end) or len(word) - len(end) < 3:
             continue
         root = word[:-len(end)]

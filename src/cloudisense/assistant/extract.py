@@ -576,7 +576,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         words += [p for w in list(words) if "-" in w.strip("-") and not all(p in busy_raw for p in w.split("-"))
                   for p in w.split("-") if p and p not in words]
         tokens = {canonical(t) for t in words} | set(words)
-        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
+        # (A value matched through its synonym only when that synonym does not merge opposites: "failed" and
+        # "success" are both a "result", which says neither.)
+        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or (
+                canonical(v.lower()) in tokens and canonical(v.lower()) not in _MERGED_OPPOSITES)
                                                              or any(near_miss(t, v.lower()) for t in tokens)
                                                              # "the ones that errored": the value with an ending
                                                              or any(uninflect(t, {v.lower()}) for t in words))]
@@ -685,6 +688,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     # ("with listen_port 8088" sets a value and names no text.)
     m = re.search(r"\b(?:for|containing|matching|with|mentioning|mentions?|that\s+mentions?|contains?)\s+"
                   r"([a-z0-9_.:\-]+)(?![\w.:\-])(?!\s*=|\s+\d)", low)
+    if m and m.group(1) in reading.intent_names and "intent" not in words:
+        m = None  # "audit entries for restart_target": an intent's name is the value of a param naming intents only
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
@@ -754,6 +759,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
 
 #: Names of params that are a person ("entries by carol" is the user carol).
 _PERSON_PARAMS = {"user", "username", "owner", "author", "actor", "operator", "requester", "who"}
+#: Synonyms that stand for a word and its opposite alike (see ``catalog.SYNONYMS``: "failed" and "succeeded" are
+#: both a "result"): matching a listed value through one of them would pick a side the request did not say.
+_MERGED_OPPOSITES = {"result", "status"}
 #: Verbs of saying or writing: the word after one is what is said ("log panic", "print done").
 _SAYING = {"log", "logs", "logged", "record", "recorded", "say", "said", "print", "printed", "contain", "contains",
            "mention", "mentions", "report", "reported", "show", "write", "wrote", "emit", "emitted", "output", "throw",
