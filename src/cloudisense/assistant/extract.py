@@ -735,8 +735,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
                 and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the docs folder"
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
-        if tok in _SAYING and i + 1 < len(seg.raw) and seg.raw[i + 1] not in STOPWORDS and seg.raw[i + 1] != "?":
-            continue  # "did syslog record oom": the verb of saying, then what is said
+        if tok in _SAYING:
+            continue  # "did syslog record oom", "what did X say": the verb of saying, not what is said
+        if tok in _COUNT_CUES or tok in _ORDER_WORDS:
+            continue  # "first 10 lines of syslog": which lines, never a text to look for
+        if tok.isalpha() and len(tok) > 4 and any(_same_root(tok, v) and stem(tok) not in (v, stem(v))
+                                                  for v in reading.vocabulary if v[:3] == tok[:3]):
+            continue  # "which alerts fired": another form of a word of the node's declarations ("firing")
         if tok.isalpha() and i == len(seg.raw) - 1 - (seg.raw[-1] == "?") and i > 0 \
                 and seg.raw[i - 1] not in _SAYING and re.search(r"\b(?:does|do|did|will|can|should)\s+\S+",
                                                                 " ".join(seg.raw[:i])):
@@ -762,6 +767,8 @@ _PERSON_PARAMS = {"user", "username", "owner", "author", "actor", "operator", "r
 #: Synonyms that stand for a word and its opposite alike (see ``catalog.SYNONYMS``: "failed" and "succeeded" are
 #: both a "result"): matching a listed value through one of them would pick a side the request did not say.
 _MERGED_OPPOSITES = {"result", "status"}
+#: Words of order or position: which ones, never what.
+_ORDER_WORDS = {"first", "last", "top", "bottom", "oldest", "newest", "latest", "earliest", "previous", "next"}
 #: Verbs of saying or writing: the word after one is what is said ("log panic", "print done").
 _SAYING = {"log", "logs", "logged", "record", "recorded", "say", "said", "print", "printed", "contain", "contains",
            "mention", "mentions", "report", "reported", "show", "write", "wrote", "emit", "emitted", "output", "throw",
