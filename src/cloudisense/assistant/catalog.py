@@ -36,7 +36,7 @@ T = TypeVar("T")
 #: Multi-word phrases rewritten before tokenising (longest first); they carry meaning single words lose.
 PHRASES: dict[str, str] = {
     "kick off": "start", "fire off": "start", "fire up": "start", "bring up": "start", "spin up": "start",
-    "boot up": "start",
+    "boot up": "start", "spin down": "stop", "wind down": "stop", "pull up": "show", "bring back": "start",
     "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
     "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
     "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
@@ -47,13 +47,21 @@ PHRASES: dict[str, str] = {
     "simulation": "dryrun",
     "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
+    # What runs out expires; running out *of* something is a question of what is free ("running out of disk space").
+    "run out": "expire", "runs out": "expire", "running out": "expire", "ran out": "expire",
+    "run out of": "free", "runs out of": "free", "running out of": "free", "ran out of": "free",
+    # How big a thing is, is its size.
+    "how large": "size", "how big": "size", "how much space": "size",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
     "back it up": "backup it", "back them up": "backup them",
     # "get it back up", "bring them back up": up again, not a backup.
     "it back up": "it up", "them back up": "them up",
-    "backed up": "backup", "backing up": "backup", "get rid of": "delete", "how old": "age", "how long ago": "age",
+    "backed up": "backup", "backing up": "backup", "get rid of": "delete",
+    # Putting a thing back as it was is restoring it.
+    "roll back": "restore", "rolled back": "restore", "rolling back": "restore",
+    "how old": "age", "how long ago": "age",
     # "how long has it been up": for how long it has run.
     "been up": "uptime", "been running": "uptime", "been online": "uptime",
     # Verbs that say to do *something* about a thing, but not what.
@@ -79,7 +87,18 @@ SYNONYMS: dict[str, str] = {
     "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",
     "back": "status", "down": "status", "ok": "status", "state": "status", "working": "status",
-    "kill": "stop", "halt": "stop", "terminate": "stop",
+    "kill": "stop", "halt": "stop", "terminate": "stop", "present": "status",
+    # Starting again is restarting; bringing back to life is starting.
+    "relaunch": "restart", "revive": "start", "resurrect": "start",
+    "inspect": "show", "examine": "show", "enumerate": "list", "rundown": "overview", "recap": "summary",
+    "mute": "silence", "unmute": "unsilence",
+    # Saving something is writing it ("store" is not: "the kv store" is a thing).
+    "save": "write",
+    # Removing a thing for good is deleting it; putting it back as it was restores it.
+    "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
+    "revert": "restore", "rollback": "restore", "recover": "restore",
+    # What was spent of something is how much of it was used.
+    "spent": "usage", "spend": "usage", "consumed": "usage", "consume": "usage", "burned": "usage", "burnt": "usage",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
     # Whether something worked is its result, good or bad.
     "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",
@@ -112,7 +131,9 @@ STOPWORDS = frozenset(
     "of on in at to for from by with and or please pls plz can could would will should shall just "
     "some any all what whats what's which how there here right now currently ? ! me show us "
     "about whether when where who why than into onto also very much many more most only still yet being "
-    "have has had they them their then so if as both either else though although even".split()
+    "have has had they them their then so if as both either else though although even "
+    # Words of degree say how much, never what ("is /mnt nearly full?").
+    "nearly almost roughly approximately quite fairly rather somewhat pretty".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")
@@ -134,8 +155,9 @@ def stem(word: str) -> str:
     return word
 
 
-_PHRASE_RE = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in sorted(PHRASES, key=len, reverse=True))
-                        + r")(?![\w-])")
+#: (Never inside a path or a file name: "demo/reports/weekly.csv" says no "every week".)
+_PHRASE_RE = re.compile(r"(?<![\w\-/.])(" + "|".join(re.escape(p) for p in sorted(PHRASES, key=len, reverse=True))
+                        + r")(?![\w\-/]|\.\w)")
 
 
 #: "mark alert 12 as acknowledged" says the verb last: it is "acknowledged alert 12".
@@ -199,11 +221,15 @@ def normalize(text: str, vocabulary: Iterable[str] = (), *, keep_stopwords: bool
     return out
 
 
+_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen fifteen twenty thirty "
+                          "forty fifty hundred".split())
+
+
 @functools.lru_cache(maxsize=4096)
 def _stopword_typo(token: str) -> bool:
     """``token`` is a stopword with two neighbouring letters after the first swapped ("teh", "adn")."""
-    if len(token) < 3 or not token.isalpha():
-        return False
+    if len(token) < 3 or not token.isalpha() or token in _NUMBER_WORDS:
+        return False  # ("three" is a number, not "there" misspelt)
     for word in STOPWORDS:
         if len(word) == len(token) and word != token and word[0] == token[0] and sorted(word) == sorted(token):
             diff = [i for i, (a, b) in enumerate(zip(word, token, strict=True)) if a != b]
@@ -251,7 +277,7 @@ def canonical(token: str, vocabulary: Any = frozenset(), distinct: frozenset[str
 def uninflect(word: str, vocabulary: Any) -> str | None:
     """The vocabulary word ``word`` is an inflection of ("acknowledged" -> "acknowledge", "renewing" ->
     "renew", "stopped" -> "stop"), when ``word`` itself is not in the vocabulary."""
-    for end in ("ing", "ed", "es", "s", "d"):
+    for end in ("fully", "ful", "ing", "ed", "es", "s", "d"):
         if not word.endswith(end) or len(word) - len(end) < 3:
             continue
         root = word[:-len(end)]
@@ -422,8 +448,14 @@ class Catalog:
         # A param's listed values ("warning alerts", "sorted by memory") are words of what the intent is about.
         parts += [v for spec in props.values() if isinstance(spec, dict)
                   for v in enum_of(spec) if isinstance(v, str) and len(v) >= 4 and v.isalpha()]
-        # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does.
-        return [w for part in parts for w in normalize(part, distinct=self.distinct) if not w.isdigit()]
+        # A number in an example is a value ("last 10 audit entries"), never a word of what the intent does; so is
+        # an id of a shape its params declare ("remove the backup b-9").
+        shapes = [re.compile(p) for spec in props.values() if isinstance(spec, dict)
+                  and (p := spec.get("pattern") or next((a.get("pattern") for a in spec.get("anyOf") or []
+                                                          if isinstance(a, dict) and a.get("pattern")), None))
+                  and _specific_pattern(p)]
+        return [w for part in parts for w in normalize(part, distinct=self.distinct)
+                if not w.isdigit() and not any(s.fullmatch(w) for s in shapes)]
 
     @classmethod
     def from_registry(cls, registry: IntentRegistry, role: Role | str = Role.OPERATOR) -> Catalog:
@@ -473,6 +505,14 @@ class Catalog:
                 chosen.append(self.by_name[name])
                 names.add(name)
         return chosen
+
+
+def _specific_pattern(pattern: str) -> bool:
+    """A pattern plain words do not match ("^b-\\d+$" is one; "[a-z]+" is not)."""
+    try:
+        return not any(re.fullmatch(pattern, w) for w in ("restart", "the", "nginx", "status", "x"))
+    except re.error:
+        return False
 
 
 def _names_pattern(names: Iterable[str]) -> re.Pattern[str] | None:

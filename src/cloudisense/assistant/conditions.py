@@ -32,7 +32,8 @@ COMPARISON_WORDS = (frozenset(re.findall(r"[a-z]+", _GREATER + _LESS)) | {"excee
 _BOUND_AFTER = re.compile(r"\b((?:\d+(?:\.\d+)?|[a-z]+)(?:\s*%|\s+[a-z]+)?)\s+or\s+"
                           r"(less|fewer|under|more|over|longer)\b")
 #: Words that say a definite bad / good state (vague ones such as "wrong" or "off" are not a condition).
-_NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "stopped", "unhealthy",
+_NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "crashed", "crashes", "stopped",
+             "unhealthy",
              "errored", "unsuccessful", "unsuccessfully", "offline"}
 _POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "successfully", "healthy",
              "online"}
@@ -122,6 +123,8 @@ def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     numeric = _numeric(low, words, fields)
     if numeric is not None:
         return numeric
+    if re.search(rf"{_GREATER}|{_LESS}", low) and re.search(r"\d", low):
+        return None  # "if there are more than 10": a count no field holds is no state of some other field
     return _state(low, words, fields)
 
 
@@ -247,7 +250,10 @@ def _state_words(low: str) -> set[str]:
             if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
 
-_IF = re.compile(r"(?<!\beven)(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless)\s+", re.I)
+_IF = re.compile(r"(?<!\beven)(?:^|,?\s+)(?P<word>only\s+if|if|in\s+case|whenever|unless"
+                 # ... and the other ways English says "if" ("provided it is down", "as long as X is up").
+                 r"|provided(?:\s+that)?|providing(?:\s+that)?|as\s+long\s+as|so\s+long\s+as|assuming(?:\s+that)?"
+                 r"|on\s+(?:the\s+)?condition\s+that|in\s+the\s+event(?:\s+that)?)\s+", re.I)
 
 
 #: "should X happen, do Y" / "do Y should X happen": "should" before its subject says "if" (not a question:
@@ -311,7 +317,12 @@ def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(
             for i in range(2, len(words)):
                 said = " ".join(words[:i]).lower()
                 # The condition must say a state first ("redis is down"), not only name a thing ("the backup").
-                if words[i].lower() in starts and re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said):
+                # ... or a word of a state ("if it fails notify the team").
+                w = words[i].lower()
+                acts = w in starts or (canonical(w) in starts and w not in _NEGATIVE | _POSITIVE
+                                       and canonical(w) != "status")
+                if acts and (re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said)
+                             or set(re.findall(r"[a-z]+", said)) & (_NEGATIVE | _POSITIVE)):
                     return " ".join(words[i:]), " ".join(words[:i])
             return "", after
         return action.strip(), cond.strip()

@@ -117,6 +117,13 @@ class Segment:
         return cls(text, raw, keep, [stem(raw[i]) for i in keep])
 
 
+@functools.lru_cache(maxsize=4096)
+def _name_parts(name: str) -> list[str]:
+    """A configured name's words as written, lower case, without its file extension ("users-db" -> users, db)."""
+    parts = [p for p in re.split(r"[-_.\s]+", name.lower()) if p]
+    return parts[:-1] if len(parts) > 1 and parts[-1] in _EXTENSIONS else parts
+
+
 def _bare(part: str) -> str:
     """A word of a hyphenated name without its file extension ("logs.sh" of "rotate-logs.sh" is "logs")."""
     head, dot, ext = part.rpartition(".")
@@ -180,7 +187,10 @@ def find_mentions(segment: Segment, entities: dict[str, list[str]],
                     found.append(Mention(kind, [name], i, i + 1))
                 elif i + n <= len(words) and words[i:i + n] == toks and (n > 1 or fixed[i] or _same_number(
                         raw_kept[i], name)):
-                    found.append(Mention(kind, [name], i, i + n, "fuzzy" if any(fixed[i:i + n]) else "exact"))
+                    # "user-db" for users-db is the name said otherwise (a typo), not the name.
+                    otherwise = n > 1 and raw_kept[i:i + n] != _name_parts(name)
+                    found.append(Mention(kind, [name], i, i + n,
+                                         "fuzzy" if any(fixed[i:i + n]) or otherwise else "exact"))
     for i, tok in enumerate(raw_kept):
         if "." in tok.strip(".") and tok not in dotted and dotted:
             close = [d for d in difflib.get_close_matches(tok, list(dotted), n=2, cutoff=0.85) if near_miss(tok, d)]
@@ -271,6 +281,8 @@ _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
           "fortnight": 20160, "fortnights": 20160,
           "month": 43200, "months": 43200, "yr": 525600, "yrs": 525600, "year": 525600, "years": 525600}
 _UNIT_RE = "|".join(sorted(_UNITS, key=len, reverse=True))
+#: The words of time units, as said and stemmed ("min", "hours" / "hour").
+TIME_UNITS = frozenset(_UNITS) | frozenset(stem(u) for u in _UNITS)
 #: How a field says which time unit it counts (by its name or description).
 _FIELD_UNIT = {"second": 1 / 60, "seconds": 1 / 60, "minute": 1, "minutes": 1, "hour": 60, "hours": 60,
                "day": 1440, "days": 1440, "week": 10080, "weeks": 10080}
@@ -463,7 +475,8 @@ _NO_CHANGE = re.compile(r"\b(?:without|not|don'?t|do\s+not|never)\s+(?:chang|mod
                         r"|\bwould\s+change\b|\b(?:don'?t|do\s+not)\s+(?:actually|really)\s+\w+"
                         r"|\b(?:don'?t|do\s+not|without)\s+(?:apply|applying|commit|committing)\b")
 #: Words just before a modifier that say it is not so ("nobody has acknowledged", "not forced").
-_NEGATION_BEFORE = re.compile(r"(?:\b(?:not|never|nobody|no\s+one|none|no)\b|n't)(?:\s+\w+){0,2}\s*$")
+_NEGATION_BEFORE = re.compile(r"(?:\b(?:not|never|nobody|no\s+one|none|no|without|skip|skipping)\b|n't)"
+                              r"(?:\s+\w+){0,2}\s*$")
 
 
 @dataclass
@@ -524,6 +537,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return True
             if not spots and said_as.search(rewritten):
                 return True
+        # "test-renew X" for a flag described as "only test that ...": its verb joined to the action's.
+        only = re.match(r"\s*(?:only|just)\s+([a-z]{4,})\b", str(spec.get("description", "")).lower())
+        if only and re.search(rf"(?<![\w-]){re.escape(only.group(1))}-[a-z]{{3,}}", low):
+            return True
         # "even though it has newer writes" for a flag described as "... even when the database has newer writes".
         desc_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;()]+)", str(spec.get("description", "")).lower())
         said_even = re.search(r"\beven\s+(?:when|if|though)\s+([^.;,]+)", low)
@@ -541,6 +558,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             for asked in re.finditer(r"\b(?:with|including|plus)\s+(?:their|its|the|all)?\s*([a-z]+)", low):
                 if stem(asked.group(1)) in adds:
                     return True
+            # "how large is each?" ("how large" is "size"): a word of what it adds, asked about each thing.
+            spelt = {stem(w) for w in raw_tokens(spell_phrases(f" {low} "))}
+            if re.search(r"\b(?:each|every\s+one|all\s+of\s+them|apiece)\b", low) and spelt & adds:
+                return True
             if "path" in adds and re.match(r"\s*where\b", low):
                 return True  # "where do the files live?" asks for what the flag adds: their paths
         return None
@@ -550,8 +571,15 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         said = Counter(raw_tokens(low))
         said.subtract(reading.segment.raw[i] for i in reading.busy if i < len(reading.segment.raw))
         words = [t for t, n in said.items() if n > 0]
+        busy_raw = {reading.segment.raw[i] for i in reading.busy if i < len(reading.segment.raw)}
+        # "warning-level alerts": a listed value said as part of a hyphenated word (not of a configured name).
+        words += [p for w in list(words) if "-" in w.strip("-") and not all(p in busy_raw for p in w.split("-"))
+                  for p in w.split("-") if p and p not in words]
         tokens = {canonical(t) for t in words} | set(words)
-        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or canonical(v.lower()) in tokens
+        # (A value matched through its synonym only when that synonym does not merge opposites: "failed" and
+        # "success" are both a "result", which says neither.)
+        hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or (
+                canonical(v.lower()) in tokens and canonical(v.lower()) not in _MERGED_OPPOSITES)
                                                              or any(near_miss(t, v.lower()) for t in tokens)
                                                              # "the ones that errored": the value with an ending
                                                              or any(uninflect(t, {v.lower()}) for t in words))]
@@ -560,9 +588,18 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
         # Flags, each with the value that follows it when that is a number or a path ("--keep 3").
-        m = re.search(r"\b(?:with|args?|arguments?)\s+((?:-{1,2}[\w\-=./]+"
-                      r"(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)", text)
+        flags = r"((?:-{1,2}[\w\-=./]+(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)"
+        m = re.search(r"\b(?:with|args?|arguments?)\s+" + flags, text)
+        if m is None and any(w.startswith(("argument", "arg")) for w in field_words(param, spec)):
+            # "run x.sh --dry-run", "x.sh --keep 4 please": long flags said anywhere are its arguments.
+            m = re.search(r"(?<![\w\-])(?=--[a-z])" + flags, text)
         return m.group(1).split() if m else None
+    if typ == "object" and spec.get("additionalProperties", True) is not False:
+        # "setting listen_port=9090", "with listen_port 8088": named values, each a key and what it is set to.
+        pairs = re.findall(r"(?<![\w\-/.])([A-Za-z_]\w*)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)", text)
+        pairs += [p for p in re.findall(r"(?<![\w\-/.])([a-z]+_[a-z0-9_]+)\s+(?:to\s+|of\s+|at\s+)?(\d[\w.]*)", text)
+                  if p[0] not in {k for k, _ in pairs}]
+        return {k: _scalar(v) for k, v in pairs} or None
     if typ == "any":
         # A value of any JSON type ("publish 'deploy done' on /team"): only text said as a value is one.
         q = quoted(text)
@@ -575,7 +612,10 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     pattern = pattern_of(spec)
     words = field_words(param, spec)
     if (pattern and _specific(pattern)) or "id" in words:
-        for tok in re.findall(r"[\w][\w.\-]*", text):
+        for m_tok in re.finditer(r"[\w][\w.\-]*", text):
+            tok = m_tok.group(0)
+            if re.search(r"\b(?:before|after|prior\s+to|than|since|except|not)\s+$", text[:m_tok.start()], re.I):
+                continue  # "the backup before b-41": a point of reference, not the one meant
             if pattern and _specific(pattern):
                 if re.fullmatch(pattern, tok):
                     return tok
@@ -583,8 +623,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return tok
         return None
     if "path" in words or re.search(r"e\.g\.\s*/", str(spec.get("description", ""))) or spec.get("default") == "/":
-        m = re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
-        if not m and re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", ""))):
+        relative = re.search(r"e\.g\.\s*[a-z][\w.\-]*/", str(spec.get("description", "")))
+        # A path the description shows relative to a label ("e.g. demo/notes.txt") is never an absolute one ("/chat"
+        # is a topic, not a file).
+        m = None if relative else re.search(r"(?<![\w.])(/[\w.\-/]*)", text)
+        if not m and relative:
             # A path the description shows relative to a folder label ("demo/notes.txt").
             m = re.search(r"(?<![\w./\-])([A-Za-z0-9_][\w.\-]*/[\w.\-/]*)", text)
         if not m:
@@ -602,8 +645,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return f"{path}/{inside.group(1)}"
         return path
     if "why" in words:
-        # A text that says why ("a message saying why"): the reason the request gives.
-        because = re.search(r"\b(?:because(?:\s+of)?|due\s+to|on\s+account\s+of)\s+(\S.*)$", text, re.I)
+        # A text that says why ("a message saying why"): the reason the request gives, "because ..." or a closing
+        # statement after a comma ("silence alert 25 for three hours, we're migrating").
+        because = re.search(r"\b(?:because(?:\s+of)?|due\s+to|on\s+account\s+of)\s+(\S.*)$", text, re.I) \
+            or re.search(r"(?:,|\band)\s*((?:we|we're|we\s+are|it's|it\s+is|there's|there\s+is|they're|they\s+are"
+                         r"|i'm|i\s+am)\s+\S.*)$", text, re.I)
         if because:
             return because.group(1).strip(" .!?")
     if "send" in words or "message" in words:
@@ -626,7 +672,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     named = re.search(rf"\b{head}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)"
                       rf"|\b(?:for|by|of|from)\s+{head}\s+([a-z0-9][\w.:!*\-]*)", low) \
         if not required and len(param) >= 4 else None
-    if named and named.group(1) is None:
+    if named is None and not required and param.lower() in _PERSON_PARAMS:
+        named = re.search(r"\bby\s+([a-z0-9][\w.@\-]*)", low)  # "entries by carol": who, for a param of a person
+    if named and named.lastindex and named.lastindex > 1 and named.group(1) is None:
         named = re.search(r"(.+)", named.group(2))  # "by user carol": the name after its param's name
     if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
         return named.group(1)
@@ -637,8 +685,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         host = (only.group(1) or only.group(2)) if only else None
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
+    # ("with listen_port 8088" sets a value and names no text.)
     m = re.search(r"\b(?:for|containing|matching|with|mentioning|mentions?|that\s+mentions?|contains?)\s+"
-                  r"([a-z0-9_.:\-]+)", low)
+                  r"([a-z0-9_.:\-]+)(?![\w.:\-])(?!\s*=|\s+\d)", low)
+    if m and m.group(1) in reading.intent_names and "intent" not in words:
+        m = None  # "audit entries for restart_target": an intent's name is the value of a param naming intents only
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
@@ -648,6 +699,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
     phrased = {w for m in _PHRASE_RE.finditer(f" {low} ") for w in m.group(1).split()}
     order = list(range(len(seg.raw)))
+    # What a quantifier speaks of ("any 429s", "some timeouts") is what to look for, before any other word.
+    order.sort(key=lambda i: 0 if (i > 0 and seg.raw[i - 1] in ("any", "some", "no")) or re.fullmatch(
+        r"\d+s", seg.raw[i]) else 1)  # ... and so is a code said in the plural ("count of 500s")
     if set(words) & _CONTAINER_WORDS:
         # A folder or root is said after "in" ("what is left in docs"): look there first.
         order.sort(key=lambda i: 0 if i > 0 and seg.raw[i - 1] in ("in", "inside", "under", "within") else 1)
@@ -667,8 +721,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if "text" not in words and (canonical(tok) in reading.vocabulary or stem(tok) in reading.vocabulary
                                     or any(p.fullmatch(tok) for p in reading.id_patterns)):
             continue  # a name is not a word of what to do ("check disk and memory"), nor another thing's id
-        if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary):
-            continue  # a typo of a word of what to do ("shwo me the app log")
+        before_noun = i + 1 < len(seg.raw) and stem(seg.raw[i + 1]) in {stem(w) for w in words} - {"name"} \
+            and seg.raw[i + 1] not in STOPWORDS and "text" not in words
+        if tok.isalpha() and stem(tok) not in reading.vocabulary and near_miss_any(stem(tok), reading.vocabulary) \
+                and not before_noun:
+            # a typo of a word of what to do ("shwo me the app log"), unless said as the thing the param names
+            # ("httpd processes": a process's name)
+            continue
         if i == first and len(tok) == 3 and tok.isalpha() and tok not in reading.vocabulary and any(
                 len(v) == 4 and letter_missing(tok, v) for v in reading.vocabulary):
             continue  # ... a short one said first is the verb ("lok at ...")
@@ -676,6 +735,19 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         if i > 0 and seg.raw[i - 1] in ("the", "our", "my", "your") and stem(after) not in words \
                 and not (set(words) & _CONTAINER_WORDS and stem(after) in _CONTAINER_WORDS):  # "the docs folder"
             continue  # "the site" refers to a thing by a common noun; a name is said bare ("is mysqld up")
+        if tok in _SAYING:
+            continue  # "did syslog record oom", "what did X say": the verb of saying, not what is said
+        if tok in _COUNT_CUES or tok in _ORDER_WORDS:
+            continue  # "first 10 lines of syslog": which lines, never a text to look for
+        if tok.isalpha() and len(tok) > 4 and any(_same_root(tok, v) and stem(tok) not in (v, stem(v))
+                                                  for v in reading.vocabulary if v[:3] == tok[:3]):
+            continue  # "which alerts fired": another form of a word of the node's declarations ("firing")
+        if tok.isalpha() and i == len(seg.raw) - 1 - (seg.raw[-1] == "?") and i > 0 \
+                and seg.raw[i - 1] not in _SAYING and re.search(r"\b(?:does|do|did|will|can|should)\s+\S+",
+                                                                " ".join(seg.raw[:i])):
+            # "which labels does the file manager expose?": the last word after "does X" is its verb (but "does
+            # anything log panic?": after a verb of saying, it is what is said)
+            continue
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
         if set(words) & _CONTAINER_WORDS and re.search(r"\.[a-z0-9]{1,5}$", tok):
@@ -690,6 +762,17 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Names of params that are a person ("entries by carol" is the user carol).
+_PERSON_PARAMS = {"user", "username", "owner", "author", "actor", "operator", "requester", "who"}
+#: Synonyms that stand for a word and its opposite alike (see ``catalog.SYNONYMS``: "failed" and "succeeded" are
+#: both a "result"): matching a listed value through one of them would pick a side the request did not say.
+_MERGED_OPPOSITES = {"result", "status"}
+#: Words of order or position: which ones, never what.
+_ORDER_WORDS = {"first", "last", "top", "bottom", "oldest", "newest", "latest", "earliest", "previous", "next"}
+#: Verbs of saying or writing: the word after one is what is said ("log panic", "print done").
+_SAYING = {"log", "logs", "logged", "record", "recorded", "say", "said", "print", "printed", "contain", "contains",
+           "mention", "mentions", "report", "reported", "show", "write", "wrote", "emit", "emitted", "output", "throw",
+           "threw", "return", "returned"}
 #: Words of a param that names where things are (a folder, a root label).
 _CONTAINER_WORDS = {"folder", "root", "directory", "dir"}
 #: Words of how recent, never a text to look for.
@@ -700,6 +783,16 @@ _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
 _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit", "show", "list", "give"}
+
+
+def _scalar(text: str) -> Any:
+    """A value said in a request as JSON would hold it: a number, true/false, else the text (unquoted)."""
+    text = text.strip("\"'")
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]) -> list[Any]:
@@ -721,6 +814,16 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
     unit = field_unit(param, spec)
     words = {stem(w) for w in field_words(param, spec)}
     interval = is_interval(param, spec)
+    # "(0 lifts it)": a value the description gives an undoing verb, said as that verb or as "un" + a word of the
+    # intent ("unmute alert 3", "lift the silence on alert 3").
+    undo = re.search(r"\((\d+)\s+(lifts?|removes?|clears?|cancels?|disables?|undoes)\b",
+                     str(spec.get("description", "")))
+    if undo:
+        verb = undo.group(2).rstrip("s")
+        said = raw_tokens(reading.text)
+        if any(stem(t).startswith(verb[:4]) for t in said) or any(
+                t.startswith("un") and len(t) > 4 and canonical(t[2:]) in known_words for t in said):
+            return int(undo.group(1)) if typ == "integer" else float(undo.group(1))
     for i, q in enumerate(reading.numbers):
         if i in reading.used or (unit is not None and q.every != interval):
             continue  # "every 6 hours" is how often, never how old or how far back
@@ -735,8 +838,11 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             # ("show a dozen ...": the word before the article.)
             before = [w for w in reading.text.lower()[:q.start].split() if w not in ("a", "an")][-1:] or [""]
             # An id: "alert 7", "#7", "number 7": the number right after a word of the id field itself.
+            # ... or the number said right after the request's verb, its first word ("acknowledge 12", "mute 9").
+            head = reading.text.lower()[:q.start].split()
             named_id = "id" in words and (before[0] in ("#", "no", "no.", "number")
-                                          or stem(before[0].lstrip("#")) in words - {"id"})
+                                          or stem(before[0].lstrip("#")) in words - {"id"}
+                                          or (len(head) == 1 and head[0].isalpha() and q.noun in ("", "and", "or")))
             # ... and never a count: "the last 5 alerts" is how many, not alert 5.
             counted = named_id if "id" in words else (
                 q.noun in words or q.noun.endswith("est") or q.noun == "most" or before[0] in _COUNT_CUES
@@ -752,7 +858,7 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
 
 
 #: A request that starts with the name of what it is about and a colon ("db1: the last 6 snapshots").
-_LABEL = re.compile(r"^\s*[\w.\-/]+\s*:\s+")
+_LABEL = re.compile(r"^\s*(?:[a-z]+\s+#?\d+|[\w.\-/]+)\s*:\s+", re.I)
 
 
 def extract_message(text: str) -> str | None:
@@ -781,7 +887,8 @@ def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> 
     label = _LABEL.match(out)
     said = label.group(0).strip(" :").lower() if label else ""
     # ... and so is a path said first ("/home: how full?").
-    if label and (said in names or said.startswith("/")):
+    # ... and so is a thing and its number ("alert 44: details").
+    if label and (said in names or said.startswith("/") or re.fullmatch(r"[a-z]+\s+#?\d+", said)):
         return label.group(0) + strip_message(out[label.end():])
     return re.sub(r"(?:\bsaying\b|\bthat\b(?=\s+\w+\s+(?:is|was|has|are|will)\b)|:|\babout\b)\s*(.+)$", " ", out,
                   flags=re.IGNORECASE)

@@ -52,9 +52,10 @@ HIGH_CONFIDENCE = 0.7
 
 _SHELL = re.compile(
     r"(\brm\s+-\w*[rf]|\bmkfs\b|\bdd\s+if=|\bchmod\s+(-r\s+)?[0-7]{3}|:\(\)\s*\{|\bsudo\b|>\s*/dev/[sh]d|\bshred\b"
-    r"|\bfdisk\b|\bdrop\s+(table|database|schema)\b|\btruncate\s+table\b|\bcurl\b.*\|\s*(ba)?sh\b)", re.I)
+    r"|\bfdisk\b|\bdrop\s+(?:the\s+|a\s+|our\s+)?(?:[\w.-]+\s+)?(table|tables|database|schema|db)\b"
+    r"|\btruncate\s+(?:the\s+|every\s+|all\s+)?(?:[\w.-]+\s+)?(table|tables)\b|\bcurl\b.*\|\s*(ba)?sh\b)", re.I)
 _DESTRUCTIVE = {"delete", "remove", "wipe", "destroy", "drop", "erase", "format", "reformat", "nuke", "purge",
-                "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop"}
+                "truncate", "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop"}
 #: Objects that make a destructive verb sweeping ("every", "all", "the fleet", "the disks").
 _SWEEPING = {"all", "every", "everything", "entire", "whole", "fleet", "servers", "hosts", "machines",
              "databases", "disk", "disks", "cluster", "prod", "production", "filesystem", "vms", "instances",
@@ -72,7 +73,10 @@ _PRIVILEGE = re.compile(
 #: Restarting or powering off the machine itself ("reboot the whole server"): no intent does that.
 _WHOLE_MACHINE = re.compile(
     r"\b(reboot|restart|shut\s*down|power\s*(off|cycle)|halt)\b.*\b(whole|entire)\s+(server|machine|box|host|node"
-    r"|system)\b", re.I)
+    r"|system)\b"
+    # ... or "reboot the box", "shut down this server": the machine itself, with nothing before its noun.
+    r"|\b(reboot|restart|shut\s*down|power\s*(off|cycle|down)|halt)\s+(the|this|our|my)\s+(server|machine|box|host"
+    r"|node|system|vm)\s*[.!?]*$", re.I)
 
 
 def danger(text: str) -> str | None:
@@ -94,12 +98,28 @@ _GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good eve
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
            "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it",
            # Thanks said as appreciation ("appreciate it", "much appreciated").
-           "appreciate it", "i appreciate it", "appreciated", "much appreciated", "really appreciate it"}
-_HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage"}
+           "appreciate it", "i appreciate it", "appreciated", "much appreciated", "really appreciate it",
+           # ... or as relief that it worked ("that sorted it", "that did the trick").
+           "that sorted it", "that sorted it out", "sorted", "all sorted", "that fixed it", "that did it",
+           "that did the trick", "that worked", "it worked", "works now", "it works now", "all good", "good stuff",
+           "awesome", "brilliant", "excellent", "lovely", "sweet",
+           "thank u", "thanks u", "thx a lot", "good job", "nice one", "nice work", "well done", "great job",
+           "good work", "great work", "legend", "you rock", "much obliged"}
+_HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage",
+         # How to use the assistant itself ("how do I use you?").
+         "how do i use you", "how do i use this", "how do you work", "what are you", "who are you",
+         "what do you do", "what should i ask you", "what can i ask you", "what can i ask", "help me",
+         "how can you help", "how can you help me", "what are your commands", "show me what you can do",
+         "can you help", "can you help me", "could you help", "could you help me", "are you a bot",
+         "who made you", "who built you", "are you human", "what is this", "what is this thing"}
 # Closings ("that's all for now": apostrophes are dropped before matching).
 _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",
         "for now", "for today", "all for now", "im done", "we are done", "were done",
         "see ya", "see you later", "see you tomorrow", "cya", "later", "laters", "take care", "good night",
+        "thats everything", "that is everything", "thats all i needed", "nothing else", "nothing more",
+        "thats all for today", "done for now", "done for today", "im all set", "all set",
+        "gotta go", "got to go", "have to go", "i have to go", "i gotta go", "nevermind", "never mind", "forget it",
+        "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all"}
 
 
@@ -107,6 +127,15 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     """The reply to help / thanks / greetings / goodbyes, or ``None`` for a real request."""
     said = re.sub(r"[^a-z?: ]+", "", text.lower()).strip()
     said = re.sub(r"\s+", " ", said).strip(" ?") or said
+    # "exit please", "please help": the polite word says nothing more.
+    said = re.sub(r"^(?:please|pls|plz|ok|okay)\s+|\s+(?:please|pls|plz)$", "", said).strip() or said
+    if said not in _HELP:
+        # "hi there, can you help?": a greeting, then asking for help, is asking for help.
+        for cut in range(len(said.split()) - 1, 0, -1):
+            head, tail = " ".join(said.split()[:cut]), " ".join(said.split()[cut:])
+            if tail in _HELP and _pleasantries(head):
+                said = tail
+                break
     kinds = _pleasantries(said)
     if kinds and kinds[-1] == "thanks":
         return "You're welcome."

@@ -19,6 +19,7 @@ from cloudisense.assistant.catalog import (
     join_split_verbs,
     normalize,
     raw_tokens,
+    spell_phrases,
     stem,
     tool_required,
     uninflect,
@@ -56,6 +57,10 @@ OTHER_OBJECT = 0.7
 #: A change whose verbs (its name's and its examples' first words) are not the request's verb, when those
 #: of another action on the same thing are: "cancel the cleanup run" is not ``start_script_execution``.
 OTHER_VERB = 0.7
+#: A word said that only one intent's name has ("on telegram" for simple_telegram_notify).
+UNIQUE_NAME_WORD = 1.4
+#: A change that removes nothing, for a request whose verb is one of removal (:data:`_REMOVAL`).
+FOREIGN_VERB = 0.3
 #: A read whose result has the field a question's comparison is over ("is memory above 90 %?").
 FIGURE_BONUS = 1.5
 #: How many of the best-retrieved intents are re-ranked.
@@ -86,6 +91,7 @@ _HARD_SPLIT = re.compile(
 _SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
 #: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
 _CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
+                              r"|provided|providing|as\s+long\s+as|so\s+long\s+as|assuming|in\s+the\s+event"
                               r"|when\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
@@ -106,6 +112,20 @@ def _opposite_words(groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...])
 
 
 _OPPOSITES = _opposite_words(_UNDOING)
+#: Common English verbs of doing, which say to act without naming a module's own action (a first word that is none
+#: of these nor a word of the node's declarations is no reason to change anything: see ``plan_segment``).
+_PLAIN_VERBS = frozenset(
+    "make keep put get set take give have do push pull throw trim cut clean clear purge update change modify adjust "
+    "alter edit tweak move bring send fire kick roll schedule plan ensure let redo rerun retry repeat reset refresh "
+    "tidy empty free force go begin launch lift lower raise turn switch flip open close shut hold wait fix handle "
+    "sort arrange add create build generate write save copy post publish mail email text tell warn inform page "
+    "ping alert notify ask ack acknowledge confirm approve reject cancel abort halt pause resume restart reload "
+    "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
+    "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install "
+    "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
+#: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
+_REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
+                      "scrap", "nuke", "prune"})
 #: Words that say something repeats by itself, without saying how often.
 _REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
              # ... or names how often itself ("change the backup frequency"): only what repeats has one.
@@ -137,14 +157,32 @@ def _question_typo(text: str) -> str:
     return text[:m.start(1)] + fixed + text[m.end(1):] if fixed else text
 
 
+#: "check whether X ...", "can you find out if X ...": asked to find out, not to act.
+_FIND_OUT = re.compile(r"^\s*(?:(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?|please\s+)?"
+                       r"(?:check|see|verify|confirm|find\s+out|tell\s+me|let\s+me\s+know|look)\s+(?:if|whether)\b"
+                       # "I need to know whether ...", "wondering if ...", "any idea when ...", "quick question: ..."
+                       r"|^\s*(?:i\s+)?(?:need|want|would\s+like|'d\s+like|d\s+like)\s+to\s+know\s+(?:if|whether|when|how)\b"
+                       r"|^\s*(?:i'?m\s+|just\s+)?(?:wondering|curious)\s+(?:if|whether|when|how|about)\b"
+                       r"|^\s*any\s+idea\s+(?:if|whether|when|how|why|what)\b"
+                       r"|^\s*(?:quick\s+|one\s+|a\s+)?question\s*[:,-]"
+                       # "ok to delete b-4", "is it safe to restore ...": asking whether, not asking for
+                       r"|^\s*(?:is\s+it\s+|would\s+it\s+be\s+)?(?:ok|okay|safe|fine|alright|wise)\s+to\b",
+                       re.I)
+
+
 def is_question(text: str) -> bool:
     """A question about state ("when did X run?", "is X up?"), not a request phrased politely."""
+    if _FIND_OUT.search(text):
+        return True
     if _REQUEST_START.search(text):
         return False
     text = _question_typo(text)
     if re.match(r"^\s*(have|get)\s+(?!you\b|we\b|they\b|i\b|it\b|there\b|any|some)", text, re.I) \
             and not text.rstrip().endswith("?") and any(q.every for q in ex.quantities(text)):
         return False  # "have X rotated every hour": a request to have it done, not a question
+    if text.rstrip().endswith("?") and re.match(r"^\s*(do|can|could|would|will|might|may)\s+(?!you\b|u\b|ya\b)",
+                                                text, re.I):
+        return True  # "could orders be restored from b-4?", "would a restore work?": asked about, not asked for
     return bool(_QUESTION_START.search(text)) or (text.rstrip().endswith("?") and not re.match(
         r"^\s*(do|can|could|would|will)\b", text, re.I) and len(text.split()) > 1)
 
@@ -204,6 +242,9 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     for hard in _HARD_SPLIT.split(masked):
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
+        #: The condition said first ("if X, renew it and tell the team"): every action after it, in the same
+        #: sentence, waits for it too.
+        said_first: str | None = None
         for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
             if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
@@ -213,10 +254,14 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
                 current = f"{current}, {piece}"
                 continue
-            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _another_of_kind(
+            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _asks_again(
+                    piece, sep) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
+                if _CONDITION_FIRST.match(current) and "," in current:
+                    said_first = current.split(",", 1)[0]
                 parts.append(current)
-                current = piece
+                current = f"{said_first}, {piece}" if said_first and _starts_action(piece, starts, verbs) \
+                    and not re.search(r"\b(?:if|unless|when|whenever)\b", piece, re.I) else piece
             else:
                 current = f"{current} and {piece}"
         parts.append(current)
@@ -226,8 +271,29 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     return [p for p in restored if p]
 
 
+#: "..., and which processes eat the most memory?": a question of its own after "and".
+_QUESTION_PIECE = re.compile(r"^\s*(?:which|what|how|where|who|is|are|does|do|did|has|have)\s+\w+\s+\w+", re.I)
+
+
+def _asks_again(piece: str, sep: str) -> bool:
+    """A piece after "and" that is a question of its own (a question word, then at least two words)."""
+    return bool(re.search(r"\band\b", sep)) and bool(_QUESTION_PIECE.match(piece)) \
+        and not re.search(r"\b(?:each|them|they|it|its|those|these|their)\b", piece, re.I)  # ("how large is each")
+
+
 _AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
 
+
+#: An action, then "when" / "once" / "as soon as" and what it waits for ("run X when things calm down"); not
+#: "when you ...", nor "from / since when ..." (a time: "the errors from when it ran").
+#: Nor "once a day" (how often), nor "when it's done" (after the step before it: the order of the steps).
+_LATER = re.compile(r"^(?P<action>.+?)(?<!\bfrom)(?<!\bsince)(?<!\beven)\s+(?:when|whenever|once|as\s+soon\s+as)\s+"
+                    r"(?P<cond>(?!you\b|u\b|i\b|possible\b|convenient\b|an?\b|per\b|every\b|each\b|more\b|again\b"
+                    r"|(?:done|finished|complete|completed|ready|over)\s*$)"
+                    r"(?!(?:it|it's|its|that|this|they|they're|we're|everything)\b[^,;]*\b(?:done|finish\w*|complete\w*"
+                    r"|start\w*|over|through|ready)\b)\S+(?:\s+\S+)*)$"
+                    # "renew X as needed": only when some need is met, which no result says.
+                    r"|^(?P<action2>.+?)\s+(?P<cond2>as\s+(?:needed|necessary|required|appropriate))$", re.I)
 
 #: "it" said in a condition ("... if it is older than 30 days").
 _IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
@@ -249,6 +315,35 @@ def _context(piece: str, starts: set[str]) -> bool:
     return bool(_STATEMENT.search(piece)) and not _starts_action(piece, starts) and not is_question(piece) \
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
+
+#: A request that is a noun phrase naming a state ("renewal status of X", "backup state of Y").
+_STATUS_NOUN = re.compile(r"^\s*(?:the\s+)?(?:[\w.\-']+\s+){0,2}?(?:status|state|health|progress)"
+                          r"(?:\s+(?:of|for|on)\b|\s*\??\s*$)", re.I)
+#: What is left out, with the things named after it ("except redis", "all targets but nginx", "other than X").
+_EXCLUSION = re.compile(r"\b(?:except(?:\s+for)?|excluding|other\s+than|apart\s+from|besides|save\s+for|but\s+not"
+                        r"|(?<=\ball\s)(?:[\w-]+\s+)?but|(?<=\beverything\s)but|(?<=\bevery\s)(?:[\w-]+\s+)?but)"
+                        r"\s+(?:the\s+)?[\w.\-]+(?:\s*(?:,|and|or)\s*(?:the\s+)?[\w.\-]+)*", re.I)
+#: A thing pointed at as one said before ("that file", "the same script").
+_POINTED = re.compile(r"^\s*(?:please\s+)?(?:[a-z']+\s+)?(?:me\s+)?(that|those|the\s+same)\s+([a-z]{3,})\b", re.I)
+#: What "this / that" box is: the node itself, always known.
+_HERE_WORDS = {"box", "machine", "server", "host", "node", "system", "one", "way", "much", "many", "is", "was"}
+#: Words that say a change is only a maybe.
+_HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably)\b", re.I)
+_DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend)"
+_NUMBER_WORD = r"(?:\d+|a|an|one|two|three|four|five|six|ten|fifteen|twenty|thirty|a\s+few|a\s+couple\s+of)"
+#: A time later than now ("at midnight", "tomorrow", "in 5 minutes", "after the backup finishes").
+_LATER_TIME = re.compile(
+    r"\b(?:at\s+(?:\d{1,2}(?::\d{2})?\s*(?:am|pm|h)?|midnight|noon|night|the\s+end\s+of\s+the\s+day)(?![\w.%/-])"
+    r"|tonight|tomorrow|later\s+(?:today|tonight|on)|this\s+(?:evening|afternoon|weekend)"
+    rf"|next\s+(?:week|month|{_DAYS})|on\s+{_DAYS}"
+    rf"|in\s+{_NUMBER_WORD}\s+(?:minutes?|mins?|hours?|hrs?|days?|weeks?)"
+    r"|after\s+(?:the|it|that|this|my|our)\s+(?:\w+\s+){0,3}?(?:finish\w*|complete\w*|is\s+(?:done|over)|end\w*|ran|runs))\b",
+    re.I)
+
+#: A verb of being: what follows says how a thing is ("b-41 is corrupt"), not what to do.
+_BEING = re.compile(r"\b(?:is|are|was|were|got|gets|seems|seem|looks|look|went|has\s+been|have\s+been)\b", re.I)
+#: Words a subject starts with.
+_SUBJECT_START = {"the", "a", "an", "our", "my", "this", "that", "these", "those", "its", "their", "his", "her"}
 
 #: Who or what follows a verb ("email *the* team", "mail *everyone*"): the word before them acts.
 _OBJECT_START = {"the", "a", "an", "my", "our", "your", "everyone", "everybody", "me", "us", "them", "all", "ops"}
@@ -389,6 +484,18 @@ class SegmentPlanner:
                 continue
             draft = self.plan_segment(action, drafts)
             draft.text = action
+            later = None if condition else _LATER.match(action)
+            waits = (later.group("cond") or later.group("cond2")) if later else ""
+            if later and draft.intent and not draft.question and not draft.refusal \
+                    and self.catalog.by_name[draft.intent].get("risk") != "read" \
+                    and not any(q.every for q in ex.quantities(waits)):
+                # "run the cleanup when things calm down": a change said to wait for some state is conditional on
+                # it; when no result can tell that state, it is a question, never a change now.
+                condition = waits.strip(" ,.?!")
+                acting = later.group("action") or later.group("action2")
+                draft = self.plan_segment(acting, drafts)
+                draft.text = acting
+                self._remember(condition)
             if condition:
                 if ex.has_pronoun(ex.Segment.of(condition)) and drafts and drafts[-1].text and not ex.find_mentions(
                         ex.Segment.of(drafts[-1].text), self.entities, self.aliases):
@@ -397,7 +504,8 @@ class SegmentPlanner:
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
                 drafts.extend(self._each_listed_id(draft, action))
-        if pending and not drafts:
+        if pending:
+            # "restart web, and if it fails ...": a condition whose action was not understood is never dropped.
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
@@ -413,6 +521,12 @@ class SegmentPlanner:
         if len(ids) != 1:
             return [draft]
         param, shape = next(iter(ids.items()))
+        either = _listed_ids(text, shape, "or")
+        if len(either) >= 2 and str(draft.params[param]) in either:
+            # "delete b-41 or b-42": one of them, and which one is a question, never the first.
+            return [StepDraft(draft.intent, question=f"Which {param.replace('_', ' ')} for "
+                              f"{draft.intent.replace('_', ' ')}: {_either(either)}?", confidence=0.4, held=True,
+                              reason=f"{draft.intent}: a choice of values for {param}", missing=param)]
         listed = _listed_ids(text, shape)
         if len(listed) < 2 or str(draft.params[param]) not in listed:
             return [draft]
@@ -556,7 +670,10 @@ class SegmentPlanner:
         # "delete backup b-40 if it is older than 30 days": "it" is what the action acts on, so the read must be
         # about that thing (its kind, or its name's noun), never some other figure (the machine's uptime).
         acts_on = [p for p in tool_required(tool) if not _composable(p, tool)]
-        own = self._about_action(tool) if acts_on and not about_kinds and _IT.search(condition) else None
+        # (Not when "it" was found to be what an earlier step read: "check memory; if it is over 90 %, restart X".)
+        resolved = re.search(r"\([^()]+\)\s*$", condition) is not None
+        own = self._about_action(tool) if acts_on and not about_kinds and _IT.search(condition) and not resolved \
+            else None
         for cand in self.catalog.tools:
             if cand.get("risk") != "read" or cand.get("refusal") or not cand.get("result"):
                 continue
@@ -632,6 +749,13 @@ class SegmentPlanner:
         seg = ex.Segment.of(text)
         question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
+        excluded = self._excluded(seg, mentions)
+        if excluded:
+            # "restart everything except redis": what is left out is never what is acted on (main restarted redis).
+            mentions = [m for m in mentions if id(m) not in excluded]
+            seg = ex.Segment.of(_EXCLUSION.sub(" ", text))
+            text = seg.text
+            mentions = ex.find_mentions(seg, self.entities, self.aliases)
         weak = self._weak(seg, mentions)
         for m in mentions:
             # A weak mention ("backup" for backup.sh on a node with backup intents) is a word, not a thing
@@ -641,7 +765,16 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
-        asked = ex.strip_message(text, self._names)
+        pointed = _POINTED.search(text)
+        if pointed and not mentions and not self.last and not self.context.history and not before \
+                and pointed.group(2).lower() not in _TIME_WORDS | _HERE_WORDS \
+                and stem(pointed.group(2).lower()) in self.catalog.vocabulary:
+            # "open that file" with nothing said before: which one is a question, never a guess.
+            return StepDraft(None, question=f"Which {pointed.group(2).lower()} do you mean? Nothing was named before.",
+                             confidence=0.3, held=True,
+                             reason=f"'{pointed.group(1)} {pointed.group(2)}' refers to nothing said")
+        # "can you find out if X ...": the words of asking say nothing of what is asked about.
+        asked = ex.strip_message(_FIND_OUT.sub(" ", text) if _FIND_OUT.match(text) else text, self._names)
         for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
             if unlisted:
@@ -695,11 +828,19 @@ class SegmentPlanner:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
             scores = self._figure_asked(text, scores)
-        elif seg.raw and canonical(raw_tokens(apply_phrases(text))[0]) == "show" and not _A_NEW.search(text):
+        elif seg.raw and (canonical(raw_tokens(apply_phrases(text))[0]) == "show" or _STATUS_NOUN.match(text)
+                          or self._noun_phrase(text, mentions)) and not _A_NEW.search(text):
+            # ("latest orders backup": a thing named with no verb asks to see it, never to make one.)
+            # ("renewal status of X", "restore progress for Y": a noun phrase that names a state asks to see it.)
             # ("check mode run of nginx.yml" starts with a phrase, "check mode", not with the verb "check".)
             # "show alert 4" asks to see something: it never plans a write when a read fits at all ("give me
             # a new cert" asks for one that does not exist yet: no read gives it).
             reads = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read" and s > 0}
+            kinds_named = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
+            of_named = {n: s for n, s in reads.items()
+                        if kinds_named & set((self.catalog.by_name[n].get("entities") or {}).values())}
+            if _STATUS_NOUN.match(text) and of_named:
+                reads = of_named  # the state of the thing named ("renewal status of X" reads X's state)
             scores = reads or scores
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         if not ranked or ranked[0][1] <= 0:
@@ -724,6 +865,50 @@ class SegmentPlanner:
                     and self.catalog.by_name[first].get("risk") == "read"
                     and self.catalog.by_name[second].get("risk") == "read"):
                 ranked[0], ranked[1] = ranked[1], ranked[0]
+        named_kinds = {m.kind for m in mentions if not m.ambiguous and id(m) not in weak}
+        if len(ranked) > 1 and named_kinds and not ex.has_pronoun(seg):
+            # "run rotate-logs.sh --dry-run": the best match needs a thing of a kind not named (a playbook), while
+            # another nearly as good takes every thing it needs from what is named (the script): that one.
+            def needs(name: str) -> set[str]:
+                tool = self.catalog.by_name[name]
+                return {k for p, k in (tool.get("entities") or {}).items() if p in tool_required(tool)}
+            if needs(ranked[0][0]) and not needs(ranked[0][0]) & named_kinds:
+                fit = next(((n, sc) for n, sc in ranked[1:] if sc >= 0.5 * ranked[0][1] and needs(n)
+                            and needs(n) <= named_kinds), None)
+                if fit is not None:
+                    ranked = [fit] + [r for r in ranked if r != fit]
+        if question and len(ranked) > 1 and not named_kinds and not re.search(r"\b(?:it|its|them|they)\b", text, re.I) \
+                and (set(seg.raw) & _QUANTIFIERS or any(_is_plural(t) and self.kinds.get(stem(t)) is None
+                                                        and canonical(t) in _name_nouns(ranked[1][0])
+                                                        for t in seg.raw)):
+            # "any of our certificates expiring this week?": a question about many, where the best match needs one
+            # thing nobody named, is answered by the listing nearly as good that needs nothing.
+            tool = self.catalog.by_name[ranked[0][0]]
+            if any(p in (tool.get("entities") or {}) for p in tool_required(tool)):
+                listing = next(((n, sc) for n, sc in ranked[1:4] if sc >= 0.5 * ranked[0][1]
+                                and not tool_required(self.catalog.by_name[n])), None)
+                if listing is not None:
+                    ranked = [listing] + [r for r in ranked if r != listing]
+        spoken_words = {canonical(t) for t in raw_tokens(apply_phrases(seg.text))}
+        def named_by(name: str) -> bool:
+            return any(self._unique_name_word(canonical(t)) and canonical(t) in spoken_words for t in name.split("_"))
+        if len(ranked) > 1 and not named_by(ranked[0][0]):
+            # "let everyone know by email": among intents of one family (their names share a noun), the one whose
+            # own name word is said is meant, however many words the others' examples share.
+            sibling = next(((n, sc) for n, sc in ranked[1:6] if sc > 0 and named_by(n)
+                            and _name_nouns(n) & _name_nouns(ranked[0][0])), None)
+            if sibling is not None:
+                ranked = [sibling] + [r for r in ranked if r != sibling]
+        verb = _first_word(seg.text, self.catalog.vocabulary)
+        if verb == "drop" and not re.match(r"^\s*(?:please\s+)?drop\s+(?:[\w.@-]+\s+){0,2}?(?:a|an|me|us)\b",
+                                           seg.text, re.I):
+            verb = "delete"  # "drop the orders database" removes it ("drop a line" sends one)
+        if not question and verb in _REMOVAL and not self._removes(ranked[0][0]):
+            # "remove one of the X backups": a verb of removal asks for a removal (which one is then asked),
+            # never for a reading or another change that happens to share more words.
+            removal = [(n, s) for n, s in ranked if s > 0 and self._removes(n)]
+            if removal:
+                ranked = removal + [(n, s) for n, s in ranked if (n, s) not in removal]
         best, s1 = ranked[0]
         refused = self.catalog.by_name[best].get("refusal")
         if refused:
@@ -744,6 +929,7 @@ class SegmentPlanner:
         named = any(not m.ambiguous for m in mentions)
         said = [t for t in content if t not in self.kinds]
         vague = None if named and len(said) > 1 else self._vague(content, ranked, question, typos, named)
+        unsure_verb: str | None = None
         if vague:
             return vague
         if not question and content and content[0].isalpha() and content[0] not in self.catalog.vocabulary \
@@ -752,14 +938,78 @@ class SegmentPlanner:
             if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
                 # "clone X onto another box": a verb no intent knows, over a thing the best match does not take.
                 return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
+        # The verb of what to do: after a statement of what is so ("X got corrupted, restore it ..."), its own.
+        head, _, tail = text.rpartition(",")
+        said_then = [t for t in self.catalog.tokens(tail) if t != "?"] if head and _context(head, self.starts) \
+            else content
+        verb_said = said_then[0] if said_then else ""
+        if not question and not typos and verb_said.isalpha() and verb_said not in self.catalog.vocabulary \
+                and not ex.near_miss_any(verb_said, self.catalog.vocabulary) \
+                and self.catalog.by_name[best].get("risk") != "read" and (
+                    _substituted(verb_said, self.starts) or not self._plain_verb(verb_said)):
+            # "ptune X, keep 9 days", "reissue X": a first word no action knows (an action word with one letter
+            # changed, which the corrector leaves alone as "site" is no "size"; or a verb neither the node's
+            # declarations nor plain English use for doing) is no reason to change anything: the change is asked,
+            # never guessed.
+            unsure_verb = verb_said
         if self._sweeping(seg, best):
             return StepDraft(None, unknown=True, reason="a destructive action over every thing of its kind")
         draft = self._ground(best, seg, mentions, retrieval, typos)
+        if unsure_verb and draft.intent and not draft.question and not draft.refusal:
+            listed = ", ".join(f"{k}={v}" for k, v in draft.params.items())
+            return StepDraft(draft.intent, question=f"I don't know the word '{unsure_verb}'. Did you mean "
+                             f"{draft.intent.replace('_', ' ')}{' (' + listed + ')' if listed else ''}? Please confirm "
+                             "or rephrase.", confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: the verb '{unsure_verb}' is unknown; a "
+                                    f"{self.catalog.by_name[best].get('risk')} action is never guessed")
         so, _, acted = text.rpartition(",")
         if so and _context(so, self.starts):
             # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
             # words of the node, the action's words do.
             content = [t for t in self.catalog.tokens(acted) if t != "?"] or content
+        change = bool(draft.intent) and not draft.question and not draft.refusal and not question \
+            and self.catalog.by_name[draft.intent or ""].get("risk") != "read"
+        spelt = spell_phrases(f" {text.lower()} ")
+        if change and "dryrun" in raw_tokens(spelt) and not self._said_inside(draft, "dry") \
+                and not any(v is True for v in draft.params.values()) and not self._has_dry_run(draft.intent) \
+                and not re.search(r"(?:\bnot|\bno|\bwithout|\bskip\w*|n't)\s+(?:\w+\s+){0,2}?dryrun\b", spelt):
+            # "dry run a restore of orders from b-42": an intent with no dry run of its own set is never run for real
+            # when only a rehearsal was asked.
+            return StepDraft(draft.intent, question=f"{(draft.intent or '').replace('_', ' ').capitalize()} has no dry "
+                             "run here: it would really run. Should I run it for real?",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: a dry run asked, and it has none")
+        unused = [t for t in self._shaped_tokens(text) if not self._takes_shape(draft.intent, t)] if change else []
+        if unused:
+            # "bring orders back to b-9" planned a new backup: an id said that the change does not take means the
+            # change is not what was asked; which action is a question.
+            return StepDraft(draft.intent, question=f"What should I do with {unused[0]}? "
+                             f"{(draft.intent or '').replace('_', ' ').capitalize()} does not take it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: {unused[0]} said, and it takes no such value")
+        hedge = _HEDGE.search(text) if change else None
+        if hedge and not self._said_inside(draft, hedge.group(0)):
+            # "restart redis maybe": a change said as a maybe is asked, never done on a guess.
+            return StepDraft(draft.intent, question=f"You said \"{hedge.group(0)}\": should I really "
+                             f"{(draft.intent or '').replace('_', ' ')}? Say so and I'll plan it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: a change said as a maybe")
+        later = _LATER_TIME.search(text) if change else None
+        if later and not self._time_taken(draft, later.group(0)) and not self._said_inside(draft, later.group(0)):
+            # "restart nginx at midnight", "... after the backup finishes": a change asked for later, and no param
+            # of it takes when: doing it now is not what was asked.
+            return StepDraft(draft.intent, question=f"I can only {(draft.intent or '').replace('_', ' ')} now, not "
+                             f"{later.group(0).strip()}. Should I do it now? (Or say it without the time.)",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: asked for later ({later.group(0).strip()}), not now")
+        if change and draft.intent \
+                and self._only_so(acted if so and _context(so, self.starts) else text, mentions):
+            # "the orders backup b-41 is corrupt": only what is so, with no action said; what to do about it is
+            # asked, never guessed as a change ("X needs a renewal" asks for one).
+            return StepDraft(draft.intent, question=f"What should I do about it? For example "
+                             f"\"{draft.intent.replace('_', ' ')}\" — say so and I'll plan it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: a statement with no action said")
         if not mentions and self._out_of_scope(content, draft):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
@@ -811,7 +1061,9 @@ class SegmentPlanner:
         """Most of what the request is about (its words after the verb) is unknown to every intent and is
         no value of the chosen one's params ("play some music", "create a new aws account")."""
         # After the verb; a question's verb is not its first word ("which backups failed?").
-        about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"]
+        # (A number is neither known nor unknown: "open port 22 to the world" is about the port and the world.)
+        about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"
+                 and not t.isdigit() and t not in ex.TIME_UNITS]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
         # ... and so do the words that describe a param it filled ("from the target monitor": source is described
@@ -882,8 +1134,13 @@ class SegmentPlanner:
     def _unknown_reference(self, seg: ex.Segment, mentions: list[ex.Mention]) -> str | None:
         """A thing named with "the" that neither the catalogue nor the configuration knows ("the site")."""
         covered = self._busy(seg, mentions)
+        # "the high-cpu rule": the first part of a hyphenated word said before a kind word is a name of that kind.
+        whole = raw_tokens(seg.text)
+        named = {w.split("-")[0] for j, w in enumerate(whole[:-1])
+                 if "-" in w.strip("-") and whole[j + 1] in self.kinds}
         for i, tok in enumerate(seg.raw[1:], 1):
-            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS:
+            if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS \
+                    or tok in named:
                 continue
             if stem(tok) in self.catalog.vocabulary or canonical(tok) in self.catalog.vocabulary or tok in self.kinds:
                 continue
@@ -1036,6 +1293,10 @@ class SegmentPlanner:
         floor = 0.1 * top[0][1] if top else 0.0
         top += [(t["name"], max(scores.get(t["name"], 0.0), floor)) for t in self.catalog.tools
                 if t["name"] not in chosen and kinds_named & set((t.get("entities") or {}).values())]
+        # ... and so are those a value of a declared id shape said ("wipe b-700": only a backup id looks so).
+        chosen = {n for n, _ in top}
+        shaped = self._shaped_values(seg.text)
+        top += [(name, max(scores.get(name, 0.0), floor, 0.5)) for name in shaped if name not in chosen]
         for name, score in top:
             tool = self.catalog.by_name[name]
             props = (tool.get("params") or {}).get("properties") or {}
@@ -1074,12 +1335,19 @@ class SegmentPlanner:
                 norm, many = canonical(tok), _is_plural(tok)
                 if (norm, many) in said:
                     score *= 1.5 if many else 1.1
+                    if self._unique_name_word(norm):
+                        score *= UNIQUE_NAME_WORD  # "on telegram": a word only this intent's name has
                 elif (norm, not many) in said and not (many and norm in kinds):
                     score *= 0.6 if many else 0.8
             if name in verb_tools:
                 score *= 1.3
+            elif tool.get("risk") != "read" and verb in _REMOVAL and not self._removes(name):
+                # A verb of removal for a change that removes nothing: "remove one of the X backups" is never a new
+                # backup, whatever else fits.
+                score *= FOREIGN_VERB
             elif tool.get("risk") != "read" and not verb_is_noun and not (repeated and takes_interval) and any(
-                    _name_nouns(other) & _name_nouns(name) for other in verb_tools):
+                    _name_nouns(other) & _name_nouns(name) for other in verb_tools) and not any(
+                    (canonical(t), False) in said and self._unique_name_word(canonical(t)) for t in name.split("_")):
                 # The verb of another action on the same thing: "cancel the cleanup run" is never the run itself
                 # (a frequency said still picks the one that repeats: "take a backup of orders once a day").
                 score *= OTHER_VERB
@@ -1136,6 +1404,127 @@ class SegmentPlanner:
                 if after and (self.kinds.get(after[0]) in things or canonical(after[0]) in things):
                     return True
         return False
+
+    def _has_dry_run(self, intent: str | None) -> bool:
+        """Whether ``intent`` has a flag for a run that changes nothing (its name or description says dry run)."""
+        props = (self.catalog.by_name.get(intent or "", {}).get("params") or {}).get("properties") or {}
+        return any(isinstance(spec, dict) and ex.json_type(spec) == "boolean" and "dryrun" in raw_tokens(spell_phrases(
+            f" {p.replace('_', ' ')} {spec.get('description', '')} ".lower())) for p, spec in props.items())
+
+    @staticmethod
+    def _said_inside(draft: StepDraft, said: str) -> bool:
+        """Whether ``said`` is part of a text param's value ("post 'maintenance at 5'"): text to send."""
+        return any(said.lower() in v.lower() for value in draft.params.values()
+                   for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+
+    def _time_taken(self, draft: StepDraft, said: str) -> bool:
+        """Whether a param of the draft's intent takes the time ``said`` (a number of minutes read from it)."""
+        props = (self.catalog.by_name[draft.intent or ""].get("params") or {}).get("properties") or {}
+        timed = [p for p, spec in props.items() if isinstance(spec, dict) and ex.field_unit(p, spec) is not None]
+        return bool(timed) and any(q.minutes is not None for q in ex.quantities(said)) \
+            and any(p in draft.params for p in timed)
+
+    def _only_so(self, text: str, mentions: list[ex.Mention]) -> bool:
+        """``text`` only says what is so: it starts with its subject (a determiner, a configured name or an id),
+        then a verb of being ("the orders backup b-41 is corrupt"); no verb of its own says to act."""
+        words = raw_tokens(text)
+        if not words or not _BEING.search(text):
+            return False
+        first = words[0]
+        named = {t for m in mentions for n in m.names for t in (n.lower(), *ex.entity_tokens(n))}
+        return first in _SUBJECT_START or first in named or any(p.fullmatch(first) for p in self._id_patterns())
+
+    def _unique_name_word(self, word: str) -> bool:
+        """Whether ``word`` is a word of exactly one intent's name and names no kind of thing ("telegram")."""
+        counts = self.catalog.__dict__.get("_name_word_counts")
+        if counts is None:
+            counts = {}
+            for t in self.catalog.tools:
+                for w in {canonical(tok) for tok in t["name"].split("_")}:
+                    counts[w] = counts.get(w, 0) + 1
+            self.catalog.__dict__["_name_word_counts"] = counts
+        return counts.get(word) == 1 and word not in self.kinds and len(word) > 3
+
+    @staticmethod
+    def _plain_verb(word: str) -> bool:
+        """A common English verb of doing (or an adverb in -ly before one): said first, it asks for an action even
+        when no intent's declarations use it ("make a fresh backup", "keep only the last 14 days")."""
+        return word in _PLAIN_VERBS or uninflect(word, _PLAIN_VERBS) is not None or word.endswith("ly")
+
+    def _removes(self, name: str) -> bool:
+        """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
+        its description's."""
+        tool = self.catalog.by_name[name]
+        own = {canonical(name.split("_")[0]), _first_word(str(tool.get("description", "")))} | {
+            f for e in tool.get("examples") or () if (f := _first_word(e))}
+        return bool(own & _REMOVAL)
+
+    def _noun_phrase(self, text: str, mentions: list[ex.Mention]) -> bool:
+        """``text`` names a thing and says no verb: it starts with a determiner, a word of time or order, or a
+        configured name, and no later word is an action word that is not also a noun of an intent's name."""
+        if re.search(r"[,:;]", text) or _BEING.search(text) or re.search(
+                r"\b(?:needs?|can\s+go|should|must|every|each|now|asap|immediately)\b", text, re.I) or any(
+                q.every for q in ex.quantities(text)):
+            return False  # ("X needs renewing", "X every 10 minutes", "X backup now": what is wanted of it)
+        words = raw_tokens(text)
+        if not words:
+            return False
+        named = {t for m in mentions for n in m.names for t in (n.lower(), *ex.entity_tokens(n))}
+        first = words[0]
+        if canonical(first) in self.starts and first not in named:
+            return False
+        if not (first in _SUBJECT_START or first in _TIME_WORDS or first in _NOT_VERBS or first in named):
+            return False
+        nouns = self.catalog.__dict__.get("_all_name_nouns")
+        if nouns is None:
+            nouns = self.catalog.__dict__["_all_name_nouns"] = {w for t in self.catalog.tools
+                                                                 for w in _name_nouns(t["name"])}
+        return not any(canonical(w) in self.starts and canonical(w) not in nouns and w not in named
+                       for w in words[1:])
+
+    def _excluded(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[int]:
+        """The mentions said right after a word of exclusion ("except redis", "all but nginx")."""
+        out: set[int] = set()
+        for m in _EXCLUSION.finditer(seg.text):
+            left_out = ex.find_mentions(ex.Segment.of(m.group(0)), self.entities, self.aliases)
+            names = {n for lm in left_out for n in lm.names}
+            out |= {id(x) for x in mentions if set(x.names) & names}
+        return out
+
+    def _takes_shape(self, intent: str | None, token: str) -> bool:
+        """Whether a param of ``intent`` has a declared pattern ``token`` matches."""
+        props = (self.catalog.by_name.get(intent or "", {}).get("params") or {}).get("properties") or {}
+        for spec in props.values():
+            pattern = ex.pattern_of(spec) if isinstance(spec, dict) else None
+            try:
+                if pattern and re.fullmatch(pattern, token):
+                    return True
+            except re.error:
+                continue
+        return False
+
+    def _shaped_tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` of a specific id shape some param declares ("b-9")."""
+        return [t for t in re.findall(r"[\w][\w.\-]*", text) if any(p.fullmatch(t) for p in self._id_patterns())]
+
+    def _shaped_values(self, text: str) -> list[str]:
+        """The intents with a param of a specific declared shape ("b-42") that a token of ``text`` has."""
+        shapes = self.catalog.__dict__.get("_shapes")
+        if shapes is None:
+            shapes = []
+            for tool in self.catalog.tools:
+                for param, spec in ((tool.get("params") or {}).get("properties") or {}).items():
+                    if isinstance(spec, dict) and ex.json_type(spec) == "string" and ex.distinctive(param, spec):
+                        pattern = ex.pattern_of(spec)
+                        try:
+                            shapes.append((tool["name"], re.compile(pattern or "")))
+                        except re.error:
+                            continue
+            self.catalog.__dict__["_shapes"] = shapes
+        if not shapes:
+            return []
+        tokens = set(re.findall(r"[\w][\w.\-]*", text))
+        return list(dict.fromkeys(name for name, rx in shapes if any(rx.fullmatch(t) for t in tokens)))
 
     def _opposite(self, verb: str | None, name: str) -> bool:
         """Whether the request's verb is the opposite of one of intent ``name``'s own verbs (its name's
@@ -1374,7 +1763,7 @@ def _id_shape(param: str, spec: Any) -> str | None:
     return None
 
 
-def _listed_ids(text: str, pattern: str) -> list[str]:
+def _listed_ids(text: str, pattern: str, joiner: str = "and") -> list[str]:
     """The distinct values of ``pattern`` said as a list from the first one on ("b-4 and b-5", "b-4, b-5 & b-6"),
     in order; ``[]`` when fewer than two are listed so (two ids said apart, "restore X from b-4, not b-5")."""
     try:
@@ -1383,7 +1772,9 @@ def _listed_ids(text: str, pattern: str) -> list[str]:
         return []
     out: list[str] = []
     for i, m in enumerate(found):
-        joined = i > 0 and re.fullmatch(r"\s*(?:,\s*and|,|and|&|plus)\s*", text[found[i - 1].end():m.start()], re.I)
+        between = text[found[i - 1].end():m.start()] if i > 0 else ""
+        joined = i > 0 and (re.fullmatch(r"\s*(?:,\s*and|,|and|&|plus)\s*", between, re.I) if joiner == "and"
+                            else re.fullmatch(r"\s*(?:,\s*or|,|or)\s*(?:[a-z]+\s+)?", between, re.I))
         if i > 0 and not joined:
             break  # the list ends ("alerts 5 and 6 for 30 minutes")
         if m.group(0) not in out:
@@ -1409,9 +1800,25 @@ def _short_verb_typo(word: str, starts: set[str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _substituted(word: str, words: Iterable[str]) -> str | None:
+    """The word of ``words`` that ``word`` is with one letter after the first changed ("ptune" for "prune")."""
+    if len(word) < 4 or not word.isalpha():
+        return None
+    for cand in words:
+        if len(cand) == len(word) and cand[0] == word[0] and cand != word \
+                and sum(a != b for a, b in zip(cand, word, strict=True)) == 1:
+            return cand
+    return None
+
+
 def _name_nouns(name: str) -> set[str]:
     """What an intent's name is about (``renew_cert`` -> ``{"certificate"}``)."""
-    return {canonical(tok) for tok in name.split("_")[1:]}
+    return set(_name_nouns_of(name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_nouns_of(name: str) -> frozenset[str]:
+    return frozenset(canonical(tok) for tok in name.split("_")[1:])
 
 
 def _inflected(said: str, word: str) -> bool:
