@@ -441,7 +441,7 @@ class Catalog:
         parts += [str(spec.get("description", "")).split(",")[0] for spec in props.values() if isinstance(spec, dict)]
         # What its result tells ("hours since the last backup finished") is what a question about it asks.
         from cloudisense.assistant.conditions import result_fields
-        from cloudisense.assistant.extract import enum_of
+        from cloudisense.assistant.extract import enum_of, specific_pattern
 
         parts += [f"{f.path.replace('.', ' ').replace('_', ' ')} {f.description}"
                   for f in result_fields(tool.get("result"))]
@@ -453,7 +453,7 @@ class Catalog:
         shapes = [re.compile(p) for spec in props.values() if isinstance(spec, dict)
                   and (p := spec.get("pattern") or next((a.get("pattern") for a in spec.get("anyOf") or []
                                                           if isinstance(a, dict) and a.get("pattern")), None))
-                  and _specific_pattern(p)]
+                  and specific_pattern(p)]
         return [w for part in parts for w in normalize(part, distinct=self.distinct)
                 if not w.isdigit() and not any(s.fullmatch(w) for s in shapes)]
 
@@ -505,14 +505,6 @@ class Catalog:
                 chosen.append(self.by_name[name])
                 names.add(name)
         return chosen
-
-
-def _specific_pattern(pattern: str) -> bool:
-    """A pattern plain words do not match ("^b-\\d+$" is one; "[a-z]+" is not)."""
-    try:
-        return not any(re.fullmatch(pattern, w) for w in ("restart", "the", "nginx", "status", "x"))
-    except re.error:
-        return False
 
 
 def _names_pattern(names: Iterable[str]) -> re.Pattern[str] | None:

@@ -438,17 +438,21 @@ def pattern_of(spec: dict[str, Any]) -> str | None:
 def distinctive(param: str, spec: dict[str, Any]) -> bool:
     """A param whose value, once read, says which intent: an id of a declared shape ("b-42"), an interval."""
     pattern = pattern_of(spec)
-    if json_type(spec) == "string" and pattern and _specific(pattern):
+    if json_type(spec) == "string" and pattern and specific_pattern(pattern):
         return True
     return json_type(spec) in ("integer", "number") and is_interval(param, spec)
 
 
-def _specific(pattern: str) -> bool:
+def specific_pattern(pattern: str) -> bool:
     """A pattern that plain words do not match ("b-\\d+" is specific, "[A-Za-z0-9]+" is not)."""
     try:
-        return not any(re.fullmatch(pattern, w) for w in ("restart", "the", "nginx", "status"))
+        return not any(re.fullmatch(pattern, w) for w in _PLAIN_WORDS)
     except re.error:
         return False
+
+
+#: Plain words of a few lengths: a pattern that matches one of them can't tell an id from a word.
+_PLAIN_WORDS = ("x", "the", "disk", "files", "status", "restart", "services")
 
 
 def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
@@ -611,12 +615,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     pattern = pattern_of(spec)
     words = field_words(param, spec)
-    if (pattern and _specific(pattern)) or "id" in words:
+    if (pattern and specific_pattern(pattern)) or "id" in words:
         for m_tok in re.finditer(r"[\w][\w.\-]*", text):
             tok = m_tok.group(0)
             if re.search(r"\b(?:before|after|prior\s+to|than|since|except|not)\s+$", text[:m_tok.start()], re.I):
                 continue  # "the backup before b-41": a point of reference, not the one meant
-            if pattern and _specific(pattern):
+            if pattern and specific_pattern(pattern):
                 if re.fullmatch(pattern, tok):
                     return tok
             elif re.search(r"\d", tok) and len(tok) >= 6 and re.fullmatch(r"[A-Za-z0-9][\w.\-]*", tok):
