@@ -253,7 +253,7 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
     from cloudisense.core.intents import NoParams
     from cloudisense.core.roles import Role
     from cloudisense.node import Node
-    from cloudisense.store.audit import _INSERT, _move_by_line, _move_whole
+    from cloudisense.store.audit import _INSERT, _move_by_line, _move_items, _move_whole
 
     class Sink(Client):
         """A client that encodes its answers, as the WebSocket one does, and keeps nothing."""
@@ -354,6 +354,7 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
                 node.audit._insert(record())
             journal = Path(tmp) / "bench.jsonl"
             journal.write_bytes((node.audit._folder / f"{node.audit._number}.jsonl").read_bytes())
+            items = list(node.audit._items)
             await node.audit._move_written()
 
             def move(how: Any) -> None:
@@ -363,6 +364,8 @@ async def breakdown(seconds: float, many: int, rounds: int) -> None:
 
             rows += [
                 ("journal moved into the table, per row (writer thread)",
+                 _best_us(lambda: move(lambda: _move_items(conn, items)), number=5) / moved),
+                ("  the same, read back from the file (after a crash)",
                  _best_us(lambda: move(lambda: _move_whole(conn, journal.read_bytes())), number=5) / moved),
                 ("  the same, a statement per row (before)",
                  _best_us(lambda: move(lambda: _move_by_line(conn, journal)), number=5) / moved),

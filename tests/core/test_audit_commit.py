@@ -112,7 +112,10 @@ async def test_after_a_crash_every_written_row_is_there_and_a_started_one_is_int
         assert (await log.query(limit=1))[0]["id"] == 7  # ids go on after the recovered ones
 
 
-async def _rows_after_move(path: Path, torn_tail: bool) -> list[tuple[object, ...]]:
+async def _rows_after_move(path: Path, how: str) -> list[tuple[object, ...]]:
+    """The table after writing the same records, moved ``how``: "kept" (the lines' items kept in
+    memory, as a running node moves them), "read" (the file read back after a crash), "by line"
+    (the same with a line cut short at the end)."""
     db, log = await _open(path)
     await log.record(_record("plain"))
     await log.record(_record("odd", params={"text": "ünï \"quoted\" \u2028", "n": 1e-7}, message="two\nlines",
@@ -120,9 +123,13 @@ async def _rows_after_move(path: Path, torn_tail: bool) -> list[tuple[object, ..
     row_id = await log.begin(_record("act", "restart_target"))
     await log.finish(row_id, _record("act", "restart_target", outcome="error", code=500, message="boom",
                                      decision="confirm", rule="ask"))
-    _crash(log)
-    await db.close()
-    if torn_tail:
+    if how == "kept":
+        await log.stop()
+        await db.close()
+    else:
+        _crash(log)
+        await db.close()
+    if how == "by line":
         with sorted(journal_folder(path).glob("*.jsonl"))[-1].open("ab") as fh:
             fh.write(b'["i", 99, 1.0, "u", "vie')
     async with _running(path):
@@ -133,8 +140,9 @@ async def _rows_after_move(path: Path, torn_tail: bool) -> list[tuple[object, ..
 
 async def test_a_whole_file_and_one_moved_line_by_line_give_the_same_rows(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A good journal file is moved in two statements over all its lines, one with a line cut short
-    line by line: both give every column of every row the same, types included."""
+    """A journal file is moved with a statement per 500 rows, from what its lines hold as kept in
+    memory or as read back, and one with a line cut short line by line: all three give every column
+    of every row the same, types included."""
     by_line_calls: list[Path] = []
     real_by_line = audit_store._move_by_line
 
@@ -143,11 +151,12 @@ async def test_a_whole_file_and_one_moved_line_by_line_give_the_same_rows(tmp_pa
         real_by_line(conn, path)
 
     monkeypatch.setattr(audit_store, "_move_by_line", counted)
-    whole = await _rows_after_move(tmp_path / "whole.db", torn_tail=False)
+    kept = await _rows_after_move(tmp_path / "kept.db", "kept")
+    whole = await _rows_after_move(tmp_path / "whole.db", "read")
     assert by_line_calls == []
-    by_line = await _rows_after_move(tmp_path / "by-line.db", torn_tail=True)
+    by_line = await _rows_after_move(tmp_path / "by-line.db", "by line")
     assert len(by_line_calls) == 1
-    assert whole == by_line
+    assert kept == whole == by_line
     assert [row[5] for row in whole] == ["plain", "odd", "act"]
     odd, act = whole[1], whole[2]
     assert odd[6] == "parent" and odd[11] == "two\nlines" and odd[12] == 12.5 and odd[13:15] == ("allow", "r-1")

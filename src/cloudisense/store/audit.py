@@ -148,12 +148,14 @@ def journal_folder(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + "-audit-journal")
 
 
-def _line(item: list[Any]) -> bytes:
-    """One journal line; text SQLite can't take as UTF-8 (lone surrogates) is escaped first."""
+def _line(item: list[Any]) -> tuple[bytes, list[Any]]:
+    """One journal line and the item it holds; text SQLite can't take as UTF-8 (lone surrogates)
+    is escaped first (in both)."""
     try:
-        return orjson.dumps(item) + b"\n"
+        return orjson.dumps(item) + b"\n", item
     except TypeError:
-        return orjson.dumps(list(_printable(tuple(item)))) + b"\n"
+        item = list(_printable(tuple(item)))
+        return orjson.dumps(item) + b"\n", item
 
 
 def _printable(row: Row) -> Row:
@@ -190,8 +192,11 @@ class AuditLog:
         self._number = 0
         self._lines = 0
         self._next_id = 1
-        #: Closed journal files not yet in the table, oldest first.
-        self._closed: list[Path] = []
+        #: The items of the open file's lines, kept so that moving it needs no reading back.
+        self._items: list[list[Any]] = []
+        #: Closed journal files not yet in the table, oldest first, with their items (``None``:
+        #: a file left by an earlier run, read from disk).
+        self._closed: list[tuple[Path, list[list[Any]] | None]] = []
         self._move_timer: asyncio.TimerHandle | None = None
         self._moving: asyncio.Task[None] | None = None
         self._move_lock = asyncio.Lock()
@@ -266,21 +271,22 @@ class AuditLog:
 
     async def finish(self, audit_id: int, rec: AuditRecord) -> None:
         """Replace the :data:`STARTED` row ``audit_id`` with the outcome in ``rec``; returns once durable."""
-        self._append(_line([FINISH, rec.outcome, rec.code, rec.message, rec.duration_ms, rec.decision, rec.rule,
+        self._append(*_line([FINISH, rec.outcome, rec.code, rec.message, rec.duration_ms, rec.decision, rec.rule,
                             audit_id]))
 
     def _insert(self, rec: AuditRecord) -> int:
         # Encoded here, so a record that can't be encoded fails only its own request.
         params = dumps(redact(rec.params)) if rec.params else "{}"
         row_id = self._next_id
-        self._append(_line([INSERT, row_id, rec.ts or time.time(), rec.user, rec.role, rec.client_kind,
+        self._append(*_line([INSERT, row_id, rec.ts or time.time(), rec.user, rec.role, rec.client_kind,
                             rec.client_id, rec.requestid, rec.parent_requestid, rec.intent, params, rec.outcome,
                             rec.code, rec.message, rec.duration_ms, rec.decision, rec.rule]))
         self._next_id = row_id + 1
         return row_id
 
-    def _append(self, line: bytes) -> None:
-        """(Event loop) ``line`` on the open journal file; raises ``OSError`` when the disk refuses it."""
+    def _append(self, line: bytes, item: list[Any]) -> None:
+        """(Event loop) ``line`` (holding ``item``) on the open journal file; raises ``OSError`` when the
+        disk refuses it."""
         if self._loop is None:
             raise RuntimeError("the audit writer is not running")
         written = 0
@@ -293,6 +299,7 @@ class AuditLog:
                 self._move_soon()
             raise
         self._lines += 1
+        self._items.append(item)
         if self._lines == 1:
             self._move_timer = self._loop.call_later(MOVE_AFTER, self._move_soon)
         elif self._lines >= MOVE_EVERY:
@@ -302,7 +309,8 @@ class AuditLog:
         """Close the open journal file (it waits in ``_closed`` to be moved) and open the next."""
         if self._fd >= 0:
             os.close(self._fd)
-            self._closed.append(self._folder / f"{self._number}.jsonl")
+            self._closed.append((self._folder / f"{self._number}.jsonl", self._items))
+            self._items = []
         self._number += 1
         self._fd = os.open(self._folder / f"{self._number}.jsonl",
                            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -331,23 +339,25 @@ class AuditLog:
             loop = asyncio.get_running_loop()
             while self._closed:
                 try:
-                    await loop.run_in_executor(self._thread, self._move, self._closed[0])
+                    await loop.run_in_executor(self._thread, self._move, *self._closed[0])
                 except Exception:
                     log.warning("audit: could not move %s into the table yet; it stays on disk",
-                                self._closed[0], exc_info=True)
+                                self._closed[0][0], exc_info=True)
                     return
                 self._closed.pop(0)
 
-    def _move(self, path: Path) -> None:
-        """(Writer thread) the rows and updates of one journal file into the table, then remove the file."""
+    def _move(self, path: Path, items: list[list[Any]] | None = None) -> None:
+        """(Writer thread) the rows and updates of one journal file into the table, then remove the file.
+
+        ``items``: what its lines hold, kept by :meth:`_append` (nothing to read back); ``None`` for a
+        file an earlier run left, which is read."""
         conn = self._conn
         assert conn is not None
         if not path.exists():  # moved by an earlier try whose caller stopped waiting (one thread: it finished)
             return
-        data = path.read_bytes()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if not _move_whole(conn, data):
+            if not (_move_items(conn, items) if items is not None else _move_whole(conn, path.read_bytes())):
                 _move_by_line(conn, path)
             conn.execute("COMMIT")
         except BaseException:
@@ -400,14 +410,8 @@ def _number(path: Path) -> int:
 
 
 def _move_whole(conn: sqlite3.Connection, data: bytes) -> bool:
-    """Move a whole journal file's lines with a statement per :data:`_CHUNK` rows; ``False``
-    (nothing done) when a line does not read, for :func:`_move_by_line` to skip it.
-
-    One statement per row released the GIL and took it back per row, and each time the event
-    loop's thread, which lets go of it on every journal ``write()``, waited to get it back:
-    that churn was about half of what moving cost the requests (README, RPC). The rows go in first,
-    then the updates: a row's update always comes after its row in the journal.
-    """
+    """Move a journal file read from disk with :func:`_move_items`; ``False`` (nothing done) when a
+    line does not read, for :func:`_move_by_line` to skip it."""
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
@@ -417,17 +421,25 @@ def _move_whole(conn: sqlite3.Connection, data: bytes) -> bool:
         return False
     if len(items) != len(lines):  # a line cut short that still read, joined with the next
         return False
-    rows: list[list[Any]] = []
-    finishes: list[list[Any]] = []
     for item in items:
-        if type(item) is not list or not item:
+        if type(item) is not list or not item or not (
+                (item[0] == INSERT and len(item) == len(_COLUMNS) + 1)
+                or (item[0] == FINISH and len(item) == len(_FINISH_COLUMNS) + 2)):
             return False
-        if item[0] == INSERT and len(item) == len(_COLUMNS) + 1:
-            rows.append(item[1:])
-        elif item[0] == FINISH and len(item) == len(_FINISH_COLUMNS) + 2:
-            finishes.append(item[1:])
-        else:
-            return False
+    return _move_items(conn, items)
+
+
+def _move_items(conn: sqlite3.Connection, items: list[list[Any]]) -> bool:
+    """Move journal items (lines as written) with a statement per :data:`_CHUNK` rows; ``False`` when
+    SQLite can't take a text, for :func:`_move_by_line` to escape it (the rows done are done again).
+
+    One statement per row released the GIL and took it back per row, and each time the event
+    loop's thread, which lets go of it on every journal ``write()``, waited to get it back:
+    that churn was about half of what moving cost the requests (README, RPC). The rows go in
+    first, then the updates: a row's update always comes after its row in the journal.
+    """
+    rows = [item[1:] for item in items if item[0] == INSERT]
+    finishes = [item[1:] for item in items if item[0] == FINISH]
     # Within SQLite's limit on a statement's values (32,766 since 3.32, 999 before).
     size = max(1, min(_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS)))
     try:
@@ -435,7 +447,7 @@ def _move_whole(conn: sqlite3.Connection, data: bytes) -> bool:
             conn.execute(_insert_rows(len(chunk)), list(itertools.chain.from_iterable(chunk)))
         for chunk in _chunks(finishes, size):
             conn.execute(_finish_rows(len(chunk)), list(itertools.chain.from_iterable(chunk)))
-    except UnicodeEncodeError:  # text SQLite can't take: line by line, which escapes it (same rows again)
+    except UnicodeEncodeError:
         return False
     return True
 
