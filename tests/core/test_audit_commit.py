@@ -185,6 +185,7 @@ async def test_a_journal_moved_twice_gives_the_same_rows(tmp_path: Path) -> None
 async def test_journal_files_move_in_batches_and_while_the_table_is_locked_nothing_is_lost(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_store, "MOVE_EVERY", 10)
+    monkeypatch.setattr(audit_store, "KEPT_FILES", 1)
     path = tmp_path / "a.db"
     db, log = await _open(path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
@@ -193,6 +194,8 @@ async def test_journal_files_move_in_batches_and_while_the_table_is_locked_nothi
         for i in range(25):  # each call returns at once: the journal does not wait for the table
             await log.record(_record(f"r{i}"))
         assert len(list(journal_folder(path).glob("*.jsonl"))) == 3  # two full files and the open one
+        # Memory stays bounded while the table is locked: past KEPT_FILES, a file is read back when moved.
+        assert [kept is not None for _, kept in log._closed] == [True, False]
         other.execute("COMMIT")
         rows = await asyncio.wait_for(log.query(limit=100), 30)
         assert [r["requestid"] for r in rows] == [f"r{i}" for i in reversed(range(25))]

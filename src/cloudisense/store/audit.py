@@ -137,6 +137,8 @@ INTERRUPTED_MESSAGE = ("the node stopped while this action ran: it may have been
 #: seconds after its first line, whichever comes first (and before every read).
 MOVE_EVERY = 1000
 MOVE_AFTER = 1.0
+#: Closed files waiting to be moved whose lines are also kept in memory (so read back none).
+KEPT_FILES = 4
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +311,10 @@ class AuditLog:
         """Close the open journal file (it waits in ``_closed`` to be moved) and open the next."""
         if self._fd >= 0:
             os.close(self._fd)
-            self._closed.append((self._folder / f"{self._number}.jsonl", self._items))
+            # While the table can't take files (locked, disk full), the later ones are read back when
+            # moved rather than kept: memory stays bounded however long that lasts.
+            kept = self._items if len(self._closed) < KEPT_FILES else None
+            self._closed.append((self._folder / f"{self._number}.jsonl", kept))
             self._items = []
         self._number += 1
         self._fd = os.open(self._folder / f"{self._number}.jsonl",
