@@ -227,15 +227,14 @@ class SteadyReads:
     """
 
     def __init__(self, io_loop: Any, stream_fd: Any, fd: int, handler: Callable[[Any, int], None],
-                 fileobj: Any) -> None:
+                 events: int) -> None:
         self._io_loop = io_loop
         #: What the stream passes as its fd (its socket), and the number the IOLoop keys it by.
         self._stream_fd = stream_fd
         self._fd = fd
         self._handler = handler
-        self._fileobj = fileobj
         #: The interest Tornado last asked for (it may hold less than what is registered: no read).
-        self._events = io_loop.READ | io_loop.ERROR
+        self._events = events
 
     @classmethod
     def install(cls, stream: Any) -> None:
@@ -247,7 +246,10 @@ class SteadyReads:
         if not isinstance(handlers, dict) or fd not in handlers or not hasattr(io_loop, "readers"):
             return
         fileobj, handler = handlers[fd]
-        steady = cls(io_loop, stream_fd, fd, handler, fileobj)
+        # The interest registered now, as the stream last asked for it (unknown: reads, as when idle).
+        state = getattr(stream, "_state", None)
+        events = state if isinstance(state, int) else io_loop.READ | io_loop.ERROR
+        steady = cls(io_loop, stream_fd, fd, handler, events)
         handlers[fd] = (fileobj, steady._deliver)
         stream.io_loop = steady
 
