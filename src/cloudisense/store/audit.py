@@ -114,12 +114,12 @@ _COLUMNS = ("id", "ts", "user", "role", "client_kind", "client_id", "requestid",
 # OR REPLACE: moving a journal again (the node stopped after the table took it, before the file
 # was removed) rewrites the same rows, and the updates after them in the journal follow again.
 _INSERT = f"INSERT OR REPLACE INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-_FINISH = ("UPDATE audit SET outcome = ?, code = ?, message = ?, duration_ms = ?, decision = ?, rule = ?"
-           " WHERE id = ?")
-
-# A journal file is moved with a few statements of many rows each (see _move_whole).
-_CHUNK = 500
+#: What an update of a ``started`` row sets, in the order of its journal line (then the row's id).
 _FINISH_COLUMNS = ("outcome", "code", "message", "duration_ms", "decision", "rule")
+_FINISH = f"UPDATE audit SET {', '.join(f'{column} = ?' for column in _FINISH_COLUMNS)} WHERE id = ?"
+
+# A journal file is moved with a few statements of many rows each (see _move_items).
+_CHUNK = 500
 
 #: The first item of a journal line: a new row, or the outcome of a ``started`` one.
 INSERT, FINISH = "i", "f"
@@ -426,12 +426,17 @@ def _move_whole(conn: sqlite3.Connection, data: bytes) -> bool:
         return False
     if len(items) != len(lines):  # a line cut short that still read, joined with the next
         return False
-    for item in items:
-        if type(item) is not list or not item or not (
-                (item[0] == INSERT and len(item) == len(_COLUMNS) + 1)
-                or (item[0] == FINISH and len(item) == len(_FINISH_COLUMNS) + 2)):
-            return False
+    if not all(_readable(item) for item in items):
+        return False
     return _move_items(conn, items)
+
+
+def _readable(item: Any) -> bool:
+    """Whether a parsed journal line is a row (its kind and every column) or an update (its kind,
+    what it sets and the row's id)."""
+    return type(item) is list and bool(item) and (
+        (item[0] == INSERT and len(item) == len(_COLUMNS) + 1)
+        or (item[0] == FINISH and len(item) == len(_FINISH_COLUMNS) + 2))
 
 
 def _move_items(conn: sqlite3.Connection, items: list[list[Any]]) -> bool:
@@ -494,14 +499,10 @@ def _read_journal(path: Path) -> list[tuple[str, Row]]:
         for number, line in enumerate(fh, start=1):
             try:
                 item = orjson.loads(line)
-                kind, values = item[0], tuple(item[1:])
-                if kind == INSERT and len(values) == len(_COLUMNS):
-                    ops.append((_INSERT, values))
-                    continue
-                if kind == FINISH and len(values) == 7:
-                    ops.append((_FINISH, values))
-                    continue
-            except (orjson.JSONDecodeError, IndexError, TypeError):
-                pass
+            except orjson.JSONDecodeError:
+                item = None
+            if _readable(item):
+                ops.append((_INSERT if item[0] == INSERT else _FINISH, tuple(item[1:])))
+                continue
             log.warning("audit: line %d of %s does not read (cut short by a crash?); skipped", number, path)
     return ops
