@@ -90,6 +90,8 @@ SYNONYMS: dict[str, str] = {
     "kill": "stop", "halt": "stop", "terminate": "stop", "present": "status",
     # Starting again is restarting; bringing back to life is starting.
     "relaunch": "restart", "revive": "start", "resurrect": "start",
+    # Trying again is running again.
+    "retry": "run", "rerun": "run", "redo": "run",
     "inspect": "show", "examine": "show", "enumerate": "list", "rundown": "overview", "recap": "summary",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).

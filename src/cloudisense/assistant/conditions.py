@@ -23,7 +23,7 @@ from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
            r"older\s+than|longer\s+than|past|passes|crosses|beyond|at\s+least|no\s+less\s+than|>=?)"
-_LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|younger\s+than|" \
+_LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|inside|younger\s+than|" \
         r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
 #: The words of the comparisons above: they say how a value compares, never what is compared ("fewer than 2
 #: gunicorn processes" names the process gunicorn, not "fewer").
@@ -275,6 +275,26 @@ _WHEN_AFTER = re.compile(r"^(?!.*\b(?:me|us)\b.*\bwhen\b)(?P<action>.+?)(?<!\bev
                          r"|falls?|rises?|exceeds?|passes|crosses)\b[^?]*)$", re.I)
 
 
+#: A comparison with an amount: "over 85%", "older than 12h", "inside 25 days".
+_COMPARED_AMOUNT = re.compile(rf"\b(?:{_GREATER}|{_LESS})\s+\d", re.I)
+#: Question words that ask for a value rather than whether something holds.
+_WH_FIRST = re.compile(r"^\s*(?:what|whats|what's|how|which|who|when|where|why)\b", re.I)
+
+
+def reads_as_condition(question: str) -> bool:
+    """Whether a yes/no question said before an order can only be that order's condition: it compares
+    a value with an amount ("/var over 85%? run rotate-logs.sh") or says a bad state ("the backup
+    didn't succeed? retry it"). A question for a value ("what's the load?") or a good state ("is
+    redis up?") is not: what to do with its answer is not said."""
+    low = question.lower()
+    if _WH_FIRST.match(low):
+        return False
+    if _COMPARED_AMOUNT.search(low):
+        return True
+    words = set(re.findall(r"[a-z]+", low))
+    return bool(words & _NEGATIVE) or (_NOT.search(low) is not None and bool(words & _POSITIVE))
+
+
 def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tuple[str, str] | None:
     """``(action, condition)`` of a condition said with an inverted "should" ("should the disk fill up, clean
     it"), when the other part starts with an action word; else ``None``."""
@@ -306,24 +326,38 @@ def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(
     before, after = segment[:m.start()].strip(" ,"), segment[m.end():].strip(" ,.?")
     if m.group("word").lower() == "unless":
         after = f"not {after}"  # "unless it's running" is "if it's not running"
+    topic = ""
+    if before.endswith(":"):
+        # "api.example.com: if the cert is inside 25 days, renew": what it is about, then a condition said
+        # first; the action is about that thing too.
+        topic, before = before.rstrip(":").strip(), ""
     if not before:
-        # "if the backup failed, start a new one"
-        cond, _, action = after.partition(",")
-        if not action.strip():
-            parts = re.split(r"\s+then\s+", after, maxsplit=1)
-            if len(parts) == 2:
-                return parts[1].strip(), parts[0].strip()
-            words = after.split()
-            for i in range(2, len(words)):
-                said = " ".join(words[:i]).lower()
-                # The condition must say a state first ("redis is down"), not only name a thing ("the backup").
-                # ... or a word of a state ("if it fails notify the team").
-                w = words[i].lower()
-                acts = w in starts or (canonical(w) in starts and w not in _NEGATIVE | _POSITIVE
-                                       and canonical(w) != "status")
-                if acts and (re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said)
-                             or set(re.findall(r"[a-z]+", said)) & (_NEGATIVE | _POSITIVE)):
-                    return " ".join(words[i:]), " ".join(words[:i])
-            return "", after
-        return action.strip(), cond.strip()
+        action, cond = _condition_first(after, starts)
+        if topic and action:
+            return f"{action} {topic}", cond
+        # The action is said in the next segment: the condition carries what it is about.
+        return action, f"{cond} ({topic})" if topic else cond
     return before, after
+
+
+def _condition_first(after: str, starts: set[str] | frozenset[str]) -> tuple[str, str]:
+    """``(action, condition)`` of what follows an "if" that starts the segment ("the backup failed, start a new
+    one"); the action is empty when none is said."""
+    cond, _, action = after.partition(",")
+    if not action.strip():
+        parts = re.split(r"\s+then\s+", after, maxsplit=1)
+        if len(parts) == 2:
+            return parts[1].strip(), parts[0].strip()
+        words = after.split()
+        for i in range(2, len(words)):
+            said = " ".join(words[:i]).lower()
+            # The condition must say a state first ("redis is down"), not only name a thing ("the backup").
+            # ... or a word of a state ("if it fails notify the team").
+            w = words[i].lower()
+            acts = w in starts or (canonical(w) in starts and w not in _NEGATIVE | _POSITIVE
+                                   and canonical(w) != "status")
+            if acts and (re.search(r"\b(is|are|was|were|isn't|has|have|gets?|goes)\b", said)
+                         or set(re.findall(r"[a-z]+", said)) & (_NEGATIVE | _POSITIVE)):
+                return " ".join(words[i:]), " ".join(words[:i])
+        return "", after
+    return action.strip(), cond.strip()

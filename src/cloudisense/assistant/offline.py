@@ -94,7 +94,9 @@ def danger(text: str) -> str | None:
 
 
 _GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good evening", "yo", "hi there",
-             "hello there", "hey there"}
+             "hello there", "hey there",
+             # Saying who is there or that one is new is still a greeting.
+             "new here", "im new here", "i am new here", "im new", "first time here"}
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
            "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it",
            # Thanks said as appreciation ("appreciate it", "much appreciated").
@@ -104,14 +106,16 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
            "that did the trick", "that worked", "it worked", "works now", "it works now", "all good", "good stuff",
            "awesome", "brilliant", "excellent", "lovely", "sweet",
            "thank u", "thanks u", "thx a lot", "good job", "nice one", "nice work", "well done", "great job",
-           "good work", "great work", "legend", "you rock", "much obliged"}
+           "good work", "great work", "legend", "you rock", "much obliged", "ta", "ta very much", "cheers mate"}
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage",
          # How to use the assistant itself ("how do I use you?").
          "how do i use you", "how do i use this", "how do you work", "what are you", "who are you",
          "what do you do", "what should i ask you", "what can i ask you", "what can i ask", "help me",
          "how can you help", "how can you help me", "what are your commands", "show me what you can do",
          "can you help", "can you help me", "could you help", "could you help me", "are you a bot",
-         "who made you", "who built you", "are you human", "what is this", "what is this thing"}
+         "who made you", "who built you", "are you human", "what is this", "what is this thing",
+         "where do i start", "where do i begin", "where should i start", "where do i start with you",
+         "how do i start", "how do i get started", "getting started"}
 # Closings ("that's all for now": apostrophes are dropped before matching).
 _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",
         "for now", "for today", "all for now", "im done", "we are done", "were done",
@@ -121,6 +125,11 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         "gotta go", "got to go", "have to go", "i have to go", "i gotta go", "nevermind", "never mind", "forget it",
         "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all"}
+
+
+#: A greeting and who says it, nothing more ("hello from the night shift").
+_SIGNED_GREETING = re.compile(r"^\s*(?:hi|hello|hey|morning|good\s+morning|good\s+evening)(?:\s+there)?\s+from"
+                              r"(?:\s+[a-z-]+){1,4}\s*[.!]*\s*$", re.I)
 
 
 def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
@@ -136,6 +145,9 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
             if tail in _HELP and _pleasantries(head):
                 said = tail
                 break
+    # "hello from the night shift": a greeting signed with who says it.
+    if _SIGNED_GREETING.match(text):
+        said = said.split(" from ", 1)[0]
     kinds = _pleasantries(said)
     if kinds and kinds[-1] == "thanks":
         return "You're welcome."

@@ -28,6 +28,7 @@ from cloudisense.assistant.conditions import (
     COMPARISON_WORDS,
     Condition,
     compile_condition,
+    reads_as_condition,
     result_fields,
     split_condition,
 )
@@ -89,8 +90,10 @@ _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 #: (The separator is kept, as every second piece of a split: a comma ends a condition said first.)
 _SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
-#: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked).
-_CONDITION_FIRST = re.compile(r"^\s*(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
+#: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked), perhaps
+#: after what it is about ("orders: if ...").
+_CONDITION_FIRST = re.compile(r"^\s*(?:[^\s:,;]+:\s*)?"
+                              r"(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
                               r"|provided|providing|as\s+long\s+as|so\s+long\s+as|assuming|in\s+the\s+event"
                               r"|when\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
@@ -136,9 +139,17 @@ _CHANGE_VERBS = {"change", "modify", "alter", "adjust", "edit", "tweak"}
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 #: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
 _BEFORE_CLAUSE = re.compile(r"^\s*before\s+[^,;]{2,60},\s*(?P<rest>.+)$", re.I)
+#: "delete b-2, but first take a new backup": what is said last is done first.
+_BUT_FIRST = re.compile(r"^(?P<later>[^;]+?)\s*(?:,\s*but|,|;|\s+but)\s+(?:first|before\s+that|beforehand)\s*,?\s+"
+                        r"(?P<first>[^;]+)$", re.I)
+#: Words that only urge, said after the request ("..., go", "..., now please").
+_URGING_END = re.compile(r"[,;.!]\s*(?:go|go\s+ahead|now|right\s+now|please|pls|asap|thanks|thx|ta|cheers)"
+                         r"(?:\s+(?:please|pls|now))?\s*[.!]*\s*$", re.I)
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
 _ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
                          r"(?P<action>\S.*)$", re.I)
+#: A yes/no question and then an order with nothing between: "/var over 85%? run rotate-logs.sh".
+_ASKED_BARE = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?P<action>[a-z]\S*(?:\s.*)?)$", re.I)
 _QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
 
 
@@ -440,6 +451,15 @@ class SegmentPlanner:
         #: Whether the segment last re-ranked asks for a change (:meth:`_asks_change`).
         self._change = False
 
+    def _asked_bare(self, text: str) -> re.Match[str] | None:
+        """"X over 85%? do Y" with no "then": the question is Y's condition when it can only be one
+        (:func:`reads_as_condition`) and Y starts with an action word."""
+        m = _ASKED_BARE.match(text)
+        if m is None or not reads_as_condition(m.group("cond")):
+            return None
+        first = _first_word(m.group("action"))
+        return m if first is not None and first in self.starts else None
+
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
@@ -449,7 +469,12 @@ class SegmentPlanner:
         if ahead and ahead.group("rest").strip():
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
             text = ahead.group("rest")
-        asked = _ASKED_THEN.match(text)
+        while (urged := _URGING_END.search(text)) and urged.start() > 0:
+            text = text[:urged.start()]
+        reordered = _BUT_FIRST.match(text)
+        if reordered:
+            text = f"{reordered.group('first').strip()}, then {reordered.group('later').strip()}"
+        asked = _ASKED_THEN.match(text) or self._asked_bare(text)
         if asked:
             # "is the disk over 90 %? if so, clean up": the question is the action's condition.
             text = f"{asked.group('action').strip()} if {asked.group('cond').strip()}"
@@ -484,6 +509,10 @@ class SegmentPlanner:
                 continue
             draft = self.plan_segment(action, drafts)
             draft.text = action
+            joined = self._joined(drafts, action, draft) if not condition else None
+            if joined is not None:
+                drafts.pop()
+                draft = joined
             later = None if condition else _LATER.match(action)
             waits = (later.group("cond") or later.group("cond2")) if later else ""
             if later and draft.intent and not draft.question and not draft.refusal \
@@ -509,6 +538,24 @@ class SegmentPlanner:
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _joined(self, drafts: list[StepDraft], piece: str, alone: StepDraft) -> StepDraft | None:
+        """The previous segment and ``piece`` planned as one, when ``piece`` only completes it: the thing it
+        lacked ("incremental backup, billing-db") or a detail that means nothing alone ("list backups, only
+        users-db"). ``None`` when they stay two steps."""
+        earlier = drafts[-1] if drafts else None
+        if earlier is None or earlier.intent is None or earlier.when is not None or earlier.refusal \
+                or not earlier.text:
+            return None
+        completes = earlier.question is not None and _only_entities(piece, self.entities, self.aliases)
+        if not completes and not (alone.intent is None and alone.question is not None and earlier.question is None):
+            return None
+        text = f"{earlier.text}, {piece}"
+        joined = self.plan_segment(text, drafts[:-1])
+        if joined.intent != earlier.intent or joined.question or joined.refusal:
+            return None
+        joined.text = text
+        return joined
 
     def _each_listed_id(self, draft: StepDraft, text: str) -> list[StepDraft]:
         """"delete b-4 and b-5": one step per id listed for the draft's one required param, an id (each said, in
@@ -577,6 +624,14 @@ class SegmentPlanner:
                     and all(kept[-1].params.get(k) == v for k, v in d.params.items()))):
                 # "cpu and memory" twice is one call; so is a read asked again with nothing new ("... with its pid
                 # and health"), but not a change ("dry run X, then apply it" is two runs).
+                continue
+            if kept and kept[-1].intent == d.intent and d.when is None and kept[-1].when is None \
+                    and self.catalog.by_name[d.intent or ""].get("risk") == "read" \
+                    and all(d.params.get(k) == v for k, v in kept[-1].params.items()) \
+                    and not any(o.when is not None and o.when[0] is kept[-1] for o in drafts):
+                # "syslog, tail -n 15", "audit log, only the denied ones": the read named, then narrowed, is the
+                # narrowed read once.
+                kept[-1] = d
                 continue
             kept.append(d)
         ids = {id(d): f"s{i}" for i, d in enumerate(kept, 1)}
