@@ -95,7 +95,7 @@ SYNONYMS: dict[str, str] = {
     "inspect": "show", "examine": "show", "enumerate": "list", "rundown": "overview", "recap": "summary",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
-    "save": "write",
+    "save": "write", "put": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.
     "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
     "revert": "restore", "rollback": "restore", "recover": "restore",
@@ -112,7 +112,9 @@ SYNONYMS: dict[str, str] = {
     # Who did something: the people of the audit trail.
     "people": "who", "someone": "who", "somebody": "who", "anyone": "who", "anybody": "who", "whoever": "who",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
-    "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk",
+    "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk", "fs": "disk",
+    # The time since the machine booted is its uptime.
+    "boot": "uptime", "booted": "uptime",
     "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify",

@@ -230,7 +230,13 @@ def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
         return Condition(field, "==", wants_good, 2)
     enums = [f for f in fields if f.enum and isinstance(f.enum[0], str)]
     if enums:
-        field = enums[0]
+        # The field the condition names ("if its health check fails": health), else the first.
+        field = max(enums, key=lambda f: len(f.words & words))
+        said = next((v for v in field.enum if isinstance(v, str) and v.lower() in (_NEGATIVE if not wants_good
+                                                                                     else _POSITIVE)), None)
+        if field is not enums[0] and said is not None:
+            # Another field than the main one, named: its own word for that state ("health == unhealthy").
+            return Condition(field, "==", said, 2)
         return Condition(field, "==" if wants_good else "!=", field.enum[0], 2)
     return None
 

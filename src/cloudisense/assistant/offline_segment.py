@@ -148,6 +148,9 @@ _URGING_END = re.compile(r"[,;.!]\s*(?:go|go\s+ahead|now|right\s+now|please|pls|
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
 _ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
                          r"(?P<action>\S.*)$", re.I)
+#: Words that say how a quoted text is meant ("message, verbatim: '...'"): about the quote, not a thing.
+_OF_QUOTED = {"verbatim", "exactly", "literally", "word", "wording", "text", "content", "contents", "quote",
+              "quoted", "as", "is"}
 #: A yes/no question and then an order with nothing between: "/var over 85%? run rotate-logs.sh".
 _ASKED_BARE = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?P<action>[a-z]\S*(?:\s.*)?)$", re.I)
 _QUOTE_SPAN = re.compile(r"""(?<!\w)'[^']*'(?!\w)|"[^"]*"|“[^”]*”""")
@@ -1065,7 +1068,7 @@ class SegmentPlanner:
                              f"\"{draft.intent.replace('_', ' ')}\" — say so and I'll plan it.",
                              confidence=min(draft.confidence, 0.4), held=True,
                              reason=f"{draft.intent}: a statement with no action said")
-        if not mentions and self._out_of_scope(content, draft):
+        if not mentions and self._out_of_scope(content, draft, _QUOTE_SPAN.search(text) is not None):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
             # "is there an nginx process": the name said is a configured thing, so ask about that thing.
@@ -1112,13 +1115,15 @@ class SegmentPlanner:
                           for p in tool_required(t) if p in (t.get("entities") or {}))]
         return acting[0] if len(acting) == 1 else None
 
-    def _out_of_scope(self, content: list[str], draft: StepDraft) -> bool:
+    def _out_of_scope(self, content: list[str], draft: StepDraft, quoted: bool) -> bool:
         """Most of what the request is about (its words after the verb) is unknown to every intent and is
-        no value of the chosen one's params ("play some music", "create a new aws account")."""
+        no value of the chosen one's params ("play some music", "create a new aws account"); ``quoted``: the
+        request quotes a text (words that say how it is meant are about the quote)."""
         # After the verb; a question's verb is not its first word ("which backups failed?").
         # (A number is neither known nor unknown: "open port 22 to the world" is about the port and the world.)
         about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"
-                 and not t.isdigit() and t not in ex.TIME_UNITS]
+                 and not t.isdigit() and t not in ex.TIME_UNITS
+                 and not (quoted and t in _OF_QUOTED)]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
         # ... and so do the words that describe a param it filled ("from the target monitor": source is described
