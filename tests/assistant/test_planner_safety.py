@@ -279,3 +279,40 @@ def test_a_file_under_a_folder_is_that_file_never_the_folder(node: PlanningConte
 def test_a_request_not_to_do_something_runs_nothing(node: PlanningContext, text: str) -> None:
     plan = plan_of(text, node)
     assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan
+
+
+@pytest.mark.parametrize("text, when", [
+    # A yes/no question that can only be a condition, then an order with no "then": the order waits for it.
+    ("/home above 70%? execute rotate-logs.sh", "${s1.data.percent} > 70"),
+    ("users-db backup more than 6h old? start a new one", "${s1.data.age_hours} > 6"),
+    # What it is about, then a condition said first: the action is about that thing, and it waits too.
+    ("www.example.com: if the cert has under 10 days left, renew it", "${s1.data.days_left} < 10"),
+])
+def test_a_question_said_before_an_order_guards_it(node: PlanningContext, text: str, when: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and len(plan.steps) == 2, plan
+    assert risks(plan, node)[0] == "read" and plan.steps[0].when is None
+    assert plan.steps[1].when == when, plan
+
+
+@pytest.mark.parametrize("text", ["what's the disk usage? rotate-logs.sh", "is redis up? restart it"])
+def test_a_question_for_a_value_or_a_good_state_is_no_condition(node: PlanningContext, text: str) -> None:
+    """What to do with the answer is not said: no order becomes conditional on it by guess."""
+    plan = plan_of(text, node)
+    assert all(s.when is None for s in plan.steps), plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    # "but first": what is said last runs first.
+    ("restart the worker, but first back up orders",
+     [("start_backup", {"database": "orders"}), ("restart_target", {"name": "worker"})]),
+    # A comma piece that only completes the step before it joins it ...
+    ("full backup, users-db", [("start_backup", {"database": "users-db", "full": True})]),
+    # ... and a read named, then narrowed, is the narrowed read once.
+    ("the app log, last 30 lines", [("read_log", {"name": "app", "lines": 30})]),
+    # Urging words at the end are no step.
+    ("renew shop.example.org, go ahead", [("renew_cert", {"domain": "shop.example.org"})]),
+])
+def test_order_completion_and_narrowing(node: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and steps(plan, node) == expected, plan

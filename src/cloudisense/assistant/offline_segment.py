@@ -149,7 +149,7 @@ _URGING_END = re.compile(r"[,;.!]\s*(?:go|go\s+ahead|now|right\s+now|please|pls|
 _ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
                          r"(?P<action>\S.*)$", re.I)
 #: Words that say how a quoted text is meant ("message, verbatim: '...'"): about the quote, not a thing.
-_OF_QUOTED = {"verbatim", "exactly", "literally", "word", "wording", "text", "content", "contents", "quote",
+_OF_QUOTED = {"verbatim", "exactly", "literally", "word", "wording", "text", "body", "content", "contents", "quote",
               "quoted", "as", "is"}
 #: A yes/no question and then an order with nothing between: "/var over 85%? run rotate-logs.sh".
 _ASKED_BARE = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?P<action>[a-z]\S*(?:\s.*)?)$", re.I)
@@ -477,6 +477,7 @@ class SegmentPlanner:
         reordered = _BUT_FIRST.match(text)
         if reordered:
             text = f"{reordered.group('first').strip()}, then {reordered.group('later').strip()}"
+            self._remember(reordered.group("later"))  # "restart redis, but first check its status": its = redis
         asked = _ASKED_THEN.match(text) or self._asked_bare(text)
         if asked:
             # "is the disk over 90 %? if so, clean up": the question is the action's condition.
@@ -868,7 +869,9 @@ class SegmentPlanner:
         joined = sum(len(w.split("-")) - 1 for w in raw_tokens(asked) if "-" in w.strip("-")
                      and not re.search(r"\d", w) and not any(canonical(p) in self.catalog.vocabulary
                                                               for p in w.split("-")))
-        if not mentions and (not content or len(known) / max(1, len(content) - joined) < MIN_COVERAGE):
+        # Words that say how a quoted text is meant are neither known nor unknown ("email body, exactly: '...'").
+        of_quote = sum(1 for t in content if t in _OF_QUOTED) if _QUOTE_SPAN.search(text) else 0
+        if not mentions and (not content or len(known) / max(1, len(content) - joined - of_quote) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
         # "the cut-off" of a thing named by its exact name ("X: when is the cut-off?") is a fact about that
         # thing, not an unknown thing.
