@@ -545,8 +545,8 @@ class SegmentPlanner:
 
     def _joined(self, drafts: list[StepDraft], piece: str, alone: StepDraft) -> StepDraft | None:
         """The previous segment and ``piece`` planned as one, when ``piece`` only completes it: the thing it
-        lacked ("incremental backup, billing-db") or a detail that means nothing alone ("list backups, only
-        users-db"). ``None`` when they stay two steps."""
+        lacked ("full backup, db1") or a detail that means nothing alone ("list backups, only
+        db1"). ``None`` when they stay two steps."""
         earlier = drafts[-1] if drafts else None
         if earlier is None or earlier.intent is None or earlier.when is not None or earlier.refusal \
                 or not earlier.text:
