@@ -870,7 +870,8 @@ class SegmentPlanner:
                      and not re.search(r"\d", w) and not any(canonical(p) in self.catalog.vocabulary
                                                               for p in w.split("-")))
         # Words that say how a quoted text is meant are neither known nor unknown ("email body, exactly: '...'").
-        of_quote = sum(1 for t in content if t in _OF_QUOTED) if _QUOTE_SPAN.search(text) else 0
+        quoted = _QUOTE_SPAN.search(text) is not None
+        of_quote = sum(1 for t in content if t in _OF_QUOTED) if quoted else 0
         if not mentions and (not content or len(known) / max(1, len(content) - joined - of_quote) < MIN_COVERAGE):
             return StepDraft(None, unknown=True, reason="no matching action")
         # "the cut-off" of a thing named by its exact name ("X: when is the cut-off?") is a fact about that
@@ -1071,7 +1072,7 @@ class SegmentPlanner:
                              f"\"{draft.intent.replace('_', ' ')}\" — say so and I'll plan it.",
                              confidence=min(draft.confidence, 0.4), held=True,
                              reason=f"{draft.intent}: a statement with no action said")
-        if not mentions and self._out_of_scope(content, draft, _QUOTE_SPAN.search(text) is not None):
+        if not mentions and self._out_of_scope(content, draft, quoted):
             return StepDraft(None, unknown=True, reason="what the request is about is nothing this node has")
         if draft.missing and draft.missing not in (self.catalog.by_name[best].get("entities") or {}):
             # "is there an nginx process": the name said is a configured thing, so ask about that thing.
