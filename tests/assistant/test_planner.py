@@ -362,6 +362,24 @@ async def test_conditions_become_when_over_declared_result_fields(demo: tuple[Pl
     assert vague.outcome == "clarify" and not vague.steps
 
 
+@pytest.mark.parametrize("text, intents, when", [
+    # A yes/no question said first guards every action after it, not only the last one.
+    ("disk over 92%? run rotate-logs.sh and email the team",
+     ["get_disk_usage", "start_script_execution", "simple_email_notify"], "${s1.data.percent} > 92"),
+    ("is redis up? if not, restart it", ["target_status", "restart_target"], '${s1.data.state} != "running"'),
+    ("check whether haproxy is running and let the webhook know if not",
+     ["check_process", "simple_http_notify"], "${s1.data.running} == false"),
+    # "unless ... at least" is "if ... less than".
+    ("restart redis unless it's been up for at least an hour", ["target_status", "restart_target"],
+     "${s1.data.uptime} < 3600"),
+])
+async def test_every_guarded_action_keeps_its_condition(ctx: PlanningContext, text: str, intents: list[str],
+                                                        when: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == intents, plan
+    assert plan.steps[0].when is None and all(s.when == when for s in plan.steps[1:]), plan
+
+
 async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
     assert await steps_of("restart the kv store", ctx) == [("restart_target", {"name": "redis"})]
     without = ctx.model_copy(update={"aliases": {}})

@@ -138,6 +138,10 @@ _FREE = {"free", "left", "available", "remaining", "unused"}
 _SINCE = {"since", "ago", "age", "old"}
 
 
+#: The comparison that holds exactly when the other does not.
+_NEGATED_OP = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}
+
+
 def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     m = re.search(rf"(?:is\s+|are\s+|gets?\s+|goes\s+|has\s+|have\s+|with\s+)?(?P<op>{_GREATER}|{_LESS})\s*", low)
     if not m:
@@ -149,7 +153,7 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     if re.match(r"(at\s+(least|most)|no\s+(less|more)\s+than)\b", m.group("op").strip()):
         op += "="  # "at most 21 days" includes 21
     if _NOT.search(low[:m.start()]):
-        op = "<=" if op == ">" else ">="  # "not above 90" / "unless it is above 90"
+        op = _NEGATED_OP[op]  # "not above 90" / "unless it is up for at least an hour"
     rest = low[m.end():]
     nums = [q for q in quantities(rest)]
     pct = re.match(r"\s*(\d+(?:\.\d+)?)\s*(?:%|percent)", rest)
@@ -250,8 +254,10 @@ _STATE_VERBS = {"is", "are", "was", "were", "be", "been", "being", "s", "t", "is
 def _state_words(low: str) -> set[str]:
     """The words of ``low`` that may say a state: "up" and "down" only after a verb of being or becoming."""
     words = re.findall(r"[a-z]+", low)
-    # Asked as a question ("is redis down"), the verb of being comes first.
-    asked = bool(words) and words[0] in ("is", "are", "was", "were")
+    # Asked as a question ("is redis down"), the verb of being comes first (perhaps after the "not" of "... if
+    # not": "not is redis up").
+    lead = words[1:2] if words[:1] == ["not"] else words[:1]
+    asked = lead in (["is"], ["are"], ["was"], ["were"])
     return {w for i, w in enumerate(words)
             if w not in ("up", "down") or asked or (i > 0 and words[i - 1] in _STATE_VERBS) or i == 0}
 
@@ -317,6 +323,15 @@ def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tupl
     return None
 
 
+#: "check if X", "I wonder if X": an "if" that means "whether", so no condition ...
+_WHETHER_IF = re.compile(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$", re.I)
+#: ... unless others are to be told ("let the webhook know if it's down": a notification on a condition) ...
+_TELL_OTHERS = re.compile(r"\blet\s+(?!me\b|us\b)\S+(?:\s+\S+)?\s+know\s*$", re.I)
+#: ... or what follows only points back ("... know if not", "if so"): no "whether" is asked that way.
+_ANAPHORIC_CONDITION = re.compile(r"\s*(?:not|so|yes|no|it\s+is\s*n[o']t|it\s+isn't|it's\s+not|it\s+doesn't|it\s+does)"
+                                  r"\s*[.!?]*\s*$", re.I)
+
+
 def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down").
 
@@ -326,8 +341,8 @@ def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(
     if inverted is not None:
         return inverted
     m = _IF.search(segment)
-    if not m or re.search(r"\b(check|see|verify|know|tell\s+me|find\s+out|ask|test|wonder|look)\s*$",
-                          segment[:m.start()], re.I):
+    if not m or (_WHETHER_IF.search(segment[:m.start()]) and not _TELL_OTHERS.search(segment[:m.start()])
+                 and not _ANAPHORIC_CONDITION.match(segment[m.end():])):
         return segment, None
     before, after = segment[:m.start()].strip(" ,"), segment[m.end():].strip(" ,.?")
     if m.group("word").lower() == "unless":

@@ -148,6 +148,9 @@ _URGING_END = re.compile(r"[,;.!]\s*(?:go|go\s+ahead|now|right\s+now|please|pls|
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
 _ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
                          r"(?P<action>\S.*)$", re.I)
+#: A question, then what to do when its answer is no: "is haproxy running? if not, tell the webhook".
+_ASKED_ELSE = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:if\s+not|if\s+no|otherwise|else|no\?)\s*,?\s+"
+                         r"(?P<action>\S.*)$", re.I)
 #: Words that say how a quoted text is meant ("message, verbatim: '...'"): about the quote, not a thing.
 _OF_QUOTED = {"verbatim", "exactly", "literally", "word", "wording", "text", "body", "content", "contents", "quote",
               "quoted", "as", "is"}
@@ -456,12 +459,13 @@ class SegmentPlanner:
 
     def _asked_bare(self, text: str) -> re.Match[str] | None:
         """"X over 85%? do Y" with no "then": the question is Y's condition when it can only be one
-        (:func:`reads_as_condition`) and Y starts with an action word."""
+        (:func:`reads_as_condition`) and Y starts with a verb of doing."""
         m = _ASKED_BARE.match(text)
         if m is None or not reads_as_condition(m.group("cond")):
             return None
         first = _first_word(m.group("action"))
-        return m if first is not None and first in self.starts else None
+        # An action word of the node's, or a plain English verb of doing ("email the team").
+        return m if first is not None and (first in self.starts or first in _PLAIN_VERBS) else None
 
     def run(self, text: str) -> Plan:
         """The plan for ``text``."""
@@ -478,10 +482,15 @@ class SegmentPlanner:
         if reordered:
             text = f"{reordered.group('first').strip()}, then {reordered.group('later').strip()}"
             self._remember(reordered.group("later"))  # "restart redis, but first check its status": its = redis
+        asked_else = _ASKED_ELSE.match(text)
         asked = _ASKED_THEN.match(text) or self._asked_bare(text)
-        if asked:
-            # "is the disk over 90 %? if so, clean up": the question is the action's condition.
-            text = f"{asked.group('action').strip()} if {asked.group('cond').strip()}"
+        if asked_else:
+            # "is haproxy running? if not, tell the webhook": the question is read, the action waits for a no.
+            text = f"{asked_else.group('cond').strip()}, and {asked_else.group('action').strip()} if not"
+        elif asked:
+            # "is the disk over 90 %? if so, clean up": the question is the action's condition, said first so that
+            # it holds for every action after it ("... ? email the team and run rotate-logs.sh": both wait for it).
+            text = f"if {asked.group('cond').strip()}, {asked.group('action').strip()}"
         for segment in split_request(text, self.entities, self.starts, self.aliases, set(verbs_of(self.catalog))):
             action, condition = split_condition(segment, self.starts)
             if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
@@ -773,8 +782,12 @@ class SegmentPlanner:
         props = (tool.get("params") or {}).get("properties") or {}
         ents = tool.get("entities") or {}
         seg = ex.Segment.of(condition)
-        if not _name_nouns(tool["name"]) & {canonical(t) for t in seg.raw}:
-            return {}  # the condition must say what the check is about ("... no postgres *process*")
+        said = {canonical(t) for t in seg.raw}
+        # The condition must say what the check is about ("... no postgres *process*"), or the state its result
+        # flags ("if haproxy is not *running*": check_process's ``running``).
+        flagged = {canonical(w) for f in result_fields(tool.get("result")) if f.type == "boolean" for w in f.words}
+        if not (_name_nouns(tool["name"]) | flagged) & said:
+            return {}
         reading = self._reading(seg, ex.find_mentions(seg, self.entities, self.aliases))
         out: dict[str, Any] = {}
         for param in tool_required(tool):
