@@ -232,9 +232,9 @@ async def test_hybrid_asks_the_model_when_unsure_and_keeps_offline_on_bad_output
     answer = json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "redis"}}]})
     model = ScriptedModel([answer, "garbage"])
     hybrid = HybridPlanner(JsonSchemaPlanner(model))
-    plan = await hybrid.plan("hmm, redis", ctx)
+    plan = await hybrid.plan("meh, redis", ctx)
     assert plan.strategy == "json" and plan.steps[0].params == {"name": "redis"}
-    fallback = await hybrid.plan("hmm, redis", ctx)
+    fallback = await hybrid.plan("meh, redis", ctx)
     assert fallback.strategy == "offline" and "model plan not used" in (fallback.reason or "")
     model.assert_all_used()
 
@@ -388,10 +388,21 @@ async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
 
 
 @pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit", "hi there",
-                                  "that's all, thank you", "great, that's all for now"])
+                                  "that's all, thank you", "great, that's all for now",
+                                  "afternoon! just checking in", "nice one, heading home now", "afk, be right back"])
 async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == "answer" and plan.message and not plan.steps
+
+
+@pytest.mark.parametrize("text, intent, name", [
+    ("don't stop redis, just show me its status", "target_status", "redis"),
+    ("alright, restart nginx", "restart_target", "nginx"),
+])
+async def test_what_not_to_do_and_openings_are_no_steps(ctx: PlanningContext, text: str, intent: str,
+                                                         name: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "execute" and [(s.intent, s.params) for s in plan.steps] == [(intent, {"name": name})]
 
 
 async def test_role_refusal_is_said_as_such(demo: tuple[PlanningContext, Any]) -> None:

@@ -47,6 +47,14 @@ PHRASES: dict[str, str] = {
     "simulation": "dryrun",
     "is it back": "status",
     "dry run": "dryrun", "dry-run": "dryrun", "check mode": "dryrun", "--check": "dryrun",
+    # A rehearsal that changes nothing is a dry run too.
+    "trial run": "dryrun", "trial mode": "dryrun", "test run": "dryrun", "test mode": "dryrun",
+    "no changes": "dryrun", "without changing anything": "dryrun", "change nothing": "dryrun",
+    "rehearse": "dryrun", "rehearsal": "dryrun",
+    # Going past the check that would stop it is forcing it.
+    "skip the safety check": "force", "skip the safety checks": "force", "skip safety checks": "force",
+    "bypass the safety check": "force", "ignore the safety check": "force", "no matter what": "force",
+    "fire it up": "start it", "fire them up": "start them",
     # What runs out expires; running out *of* something is a question of what is free ("running out of disk space").
     "run out": "expire", "runs out": "expire", "running out": "expire", "ran out": "expire",
     "run out of": "free", "runs out of": "free", "running out of": "free", "ran out of": "free",
@@ -82,7 +90,7 @@ PHRASES: dict[str, str] = {
 #: Single-word synonyms, applied after stemming.
 SYNONYMS: dict[str, str] = {
     # Keeping something quiet silences it; simulating a run is a dry run.
-    "quiet": "silence", "hush": "silence",
+    "quiet": "silence", "hush": "silence", "shush": "silence",
     "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "cycle": "restart",
     "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",

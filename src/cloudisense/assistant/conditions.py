@@ -110,7 +110,9 @@ class Condition:
 
 
 def _words(text: str) -> set[str]:
-    return {stem(w) for w in re.findall(r"[a-z]+", text.lower())}
+    """The stems of ``text``'s words, and the catalogue spelling of each ("ram" is also "memory")."""
+    raw = re.findall(r"[a-z]+", text.lower())
+    return {stem(w) for w in raw} | {canonical(w) for w in raw}
 
 
 def compile_condition(text: str, fields: list[Field]) -> Condition | None:
@@ -169,6 +171,8 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
         score = len(f.words & words) + (0.5 if f.path.count(".") == 0 else 0.0)
         if q.minutes is not None and field_unit(f.name, {"description": f.description}) is not None:
             score += 1
+        if q.noun and q.minutes is None and _words(q.noun) & f.words:
+            score += 2  # "smaller than 1000 bytes": the field that counts bytes, whatever else is said
         if score >= 1 and (best is None or score > best[0]):
             best = (score, f)
     if best is None:

@@ -96,7 +96,10 @@ def danger(text: str) -> str | None:
 _GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good evening", "yo", "hi there",
              "hello there", "hey there",
              # Saying who is there or that one is new is still a greeting.
-             "new here", "im new here", "i am new here", "im new", "first time here"}
+             "new here", "im new here", "i am new here", "im new", "first time here",
+             "evening", "afternoon", "good afternoon", "good day", "howdy", "hiya", "greetings",
+             # Dropping by to say so.
+             "saying hi", "saying hello", "checking in", "just checking in"}
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
            "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it",
            # Thanks said as appreciation ("appreciate it", "much appreciated").
@@ -124,7 +127,13 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         "thats all for today", "done for now", "done for today", "im all set", "all set",
         "gotta go", "got to go", "have to go", "i have to go", "i gotta go", "nevermind", "never mind", "forget it",
         "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
-        "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all"}
+        "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all",
+        # Stepping away for a while.
+        "brb", "be right back", "back soon", "back in a bit", "afk", "ttyl", "off to lunch", "going to lunch",
+        "lunch", "grabbing coffee", "grabbing a coffee", "coffee break", "heading out", "heading home", "off home",
+        "going home", "calling it a day"}
+#: Words said between pleasantries that add nothing ("good stuff, off to lunch now").
+_FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right"}
 
 
 #: A greeting and who says it, nothing more ("hello from the night shift").
@@ -177,6 +186,8 @@ def _pleasantries(said: str) -> list[str]:
     def cover(i: int) -> list[str] | None:
         if i == len(words):
             return []
+        if words[i] in _FILLER:
+            return cover(i + 1)
         for toks, kind in _PLEASANTRY_WORDS:
             if words[i:i + len(toks)] == toks:
                 rest = cover(i + len(toks))
@@ -184,7 +195,7 @@ def _pleasantries(said: str) -> list[str]:
                     return [kind, *rest]
         return None
 
-    return (cover(0) or []) if words else []
+    return (cover(0) or []) if words else []  # (filler alone covers with no kind: no pleasantry)
 
 
 class OfflinePlanner:

@@ -145,6 +145,10 @@ _BUT_FIRST = re.compile(r"^(?P<later>[^;]+?)\s*(?:,\s*but|,|;|\s+but)\s+(?:first
 #: Words that only urge, said after the request ("..., go", "..., now please").
 _URGING_END = re.compile(r"[,;.!]\s*(?:go|go\s+ahead|now|right\s+now|please|pls|asap|thanks|thx|ta|cheers)"
                          r"(?:\s+(?:please|pls|now))?\s*[.!]*\s*$", re.I)
+#: A dash between two clauses (between words, spaced), not the hyphen of a name or a range of numbers.
+_CLAUSE_DASH = re.compile(r"(?<=[a-z'])\s+(?:-{1,2}|–|—)\s+(?=[a-z])", re.I)
+#: A word that only opens what is said ("ok, check the disk", "right, restart nginx").
+_OPENING = re.compile(r"^\s*(?:ok|okay|right|alright|so|well|anyway|hmm+|um+|oh|ah)\s*[,!.:]\s*(?=\S)", re.I)
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
 _ASKED_THEN = re.compile(r"^\s*(?P<cond>[^?]{3,})\?\s*(?:,\s*)?(?:then|if\s+so|if\s+yes|and\s+if\s+so)\s*,?\s+"
                          r"(?P<action>\S.*)$", re.I)
@@ -256,7 +260,14 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
 
     masked = _QUOTE_SPAN.sub(hide, text.strip())
     parts: list[str] = []
+    hards: list[str] = []
     for hard in _HARD_SPLIT.split(masked):
+        if hards and _context(hards[-1], starts) and (_starts_action(hard, starts) or _first_plain_verb(hard)):
+            # "alert 23 keeps pinging us; shush it": what is so, then what to do about it, is one request.
+            hards[-1] = f"{hards[-1]}, {hard}"
+        else:
+            hards.append(hard)
+    for hard in hards:
         pieces = _SOFT_SPLIT.split(hard)
         current = pieces[0]
         #: The condition said first ("if X, renew it and tell the team"): every action after it, in the same
@@ -267,7 +278,7 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
                 current = f"{current}, {piece}"
                 continue
-            if _starts_action(piece, starts) and _context(current, starts):
+            if (_starts_action(piece, starts) or _first_plain_verb(piece)) and _context(current, starts):
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
                 current = f"{current}, {piece}"
                 continue
@@ -320,7 +331,8 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
                    r"|there'?s\s+no\s+need\s+to)\b", re.I)
 #: A clause asking not to do something, anywhere in a segment, with its verb ("..., but never delete it").
 _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
-                          r"([a-z]+)[^,;]*", re.I)
+                          # ... up to the next clause ("don't restart it and just tell me if it's up").
+                          r"([a-z]+)(?:(?!\s+(?:and|but|so|just|instead)\s)[^,;])*", re.I)
 #: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
 _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b"
                         # "b-4 and b-5 can go": what may be done, said of the things (not "can you ...").
@@ -329,8 +341,12 @@ _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|se
 
 def _context(piece: str, starts: set[str]) -> bool:
     """A piece that only says what is so, before what to do about it: no action of its own, no question."""
-    return bool(_STATEMENT.search(piece)) and not _starts_action(piece, starts) and not is_question(piece) \
-        and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
+    return bool(_STATEMENT.search(piece)) and (not _starts_action(piece, starts) or _NUMBERED_THING.match(piece)) \
+        and not is_question(piece) and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
+
+
+#: "alert 23 is noisy": a thing by its number, then what it is (its first word is a noun, not an order).
+_NUMBERED_THING = re.compile(r"^\s*[a-z]+\s+#?\d+\s+(?:is|are|was|were|keeps|has|have|got|looks|seems)\b", re.I)
 
 
 #: A request that is a noun phrase naming a state ("renewal status of X", "backup state of Y").
@@ -375,6 +391,21 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
     if len(words) > 1 and words[1] in _OBJECT_START and canonical(words[0]) in verbs:
         return True
     return words[0] in ("if", "only") or canonical(words[0]) in starts
+
+
+def _first_plain_verb(piece: str) -> bool:
+    """``piece`` starts with a common English verb of doing and then its object ("fire it up", "bounce it")."""
+    words = [w for w in re.findall(r"[a-z']+", piece.lower()) if w not in _PARTICLES]  # "fire up it"
+    return len(words) > 1 and words[0] in _PLAIN_VERBS and (words[1] in _OBJECT_START or words[1] in _PRONOUNS)
+
+
+_PARTICLES = {"up", "down", "off", "out", "back", "over"}
+
+
+#: Words of an amount said in words ("a day and a half", "a couple of hours"): about how much, not what.
+_AMOUNT_WORDS = {"half", "quarter", "couple", "few", "several", "dozen"}
+#: Words that point back at a thing said before.
+_PRONOUNS = {"it", "them", "this", "that", "those", "these"}
 
 
 def _another_object(piece: str, current: str, starts: set[str]) -> bool:
@@ -436,6 +467,8 @@ class StepDraft:
     missing: str | None = None
     #: The segment it was planned from.
     text: str = ""
+    #: What the user said not to do ("don't restart it"): no step, and no question when something else was asked.
+    declined: bool = False
 
 
 class SegmentPlanner:
@@ -471,7 +504,9 @@ class SegmentPlanner:
         """The plan for ``text``."""
         drafts: list[StepDraft] = []
         pending: str | None = None
-        text = join_split_verbs(text)
+        text = _OPENING.sub("", join_split_verbs(text), count=1)
+        # "the web app is off - fire it up": a dash between clauses is a comma.
+        text = _CLAUSE_DASH.sub(", ", text)
         ahead = _BEFORE_CLAUSE.match(text)
         if ahead and ahead.group("rest").strip():
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
@@ -509,6 +544,10 @@ class SegmentPlanner:
                 # "X is fine and don't restart it": the negated clause is no step; what is left may be one.
                 rest = (action[:negated.start()] + " " + action[negated.end():]).strip(" ,;")
                 rest = re.sub(r"\s+(?:and|but|so)$", "", rest).strip(" ,;")
+                # "..., just tell me whether it's up": what to do instead.
+                rest = re.sub(r"^(?:(?:but|and|so)\s+)?(?:just|only|simply|instead)\b,?\s*", "", rest, flags=re.I)
+                if negated.start() == 0 and rest:
+                    self._remember(action[:negated.end()])  # "it" in what is left is what not to touch
                 if rest and (_starts_action(rest, self.starts) or not _STATEMENT.search(rest)):
                     action = rest
                 else:
@@ -518,7 +557,8 @@ class SegmentPlanner:
                 # "do not stop the worker", "X is fine, don't restart it": what not to do is no step to run.
                 drafts.append(StepDraft(None, question="You asked me not to do that, so there is nothing to run. "
                                                        "What should I do instead?", confidence=0.3, held=True,
-                                        reason="a negated request: nothing to do", text=action))
+                                        reason="a negated request: nothing to do", text=action, declined=True))
+                self._remember(action)  # "don't restart the worker, just tell me if it's up": "it" is the worker
                 continue
             draft = self.plan_segment(action, drafts)
             draft.text = action
@@ -624,6 +664,11 @@ class SegmentPlanner:
             return Plan(outcome="clarify", confidence=0.3, strategy=strategy,
                         reason="part of the request matches no action",
                         question="I can only do part of that. Which of the node's actions did you mean for the rest?")
+        declined = [d for d in drafts if d.declined]
+        if declined and len(declined) < len(drafts) and not any(d.question for d in drafts if not d.declined):
+            # "don't restart the worker, just tell me whether it's running": what not to do is no step, and the
+            # rest is the request.
+            drafts = [d for d in drafts if not d.declined]
         questions = [d for d in drafts if d.question]
         if questions:
             first = questions[0]
@@ -1139,7 +1184,7 @@ class SegmentPlanner:
         # After the verb; a question's verb is not its first word ("which backups failed?").
         # (A number is neither known nor unknown: "open port 22 to the world" is about the port and the world.)
         about = [t for t in (content if self._question else content[1:]) if t not in self.starts and t != "?"
-                 and not t.isdigit() and t not in ex.TIME_UNITS
+                 and not t.isdigit() and t not in ex.TIME_UNITS and t not in _AMOUNT_WORDS
                  and not (quoted and t in _OF_QUOTED)]
         explained = {canonical(w) for v in draft.params.values() if isinstance(v, str)
                      for w in [*re.findall(r"[a-z0-9]+", v.lower()), *raw_tokens(v)]}
@@ -1677,7 +1722,12 @@ class SegmentPlanner:
                      if isinstance(spec, dict) and ex.json_type(spec) != "boolean"]
             said = " ".join([tool["name"].replace("_", " "), tool.get("description", ""), *named]).lower()
             words = {stem(w) for w in re.findall(r"[a-z]+", said)}
-            known = cache[key] = words | self.starts | set(self.kinds) | {canonical(w) for w in words}
+            # ... and plain English verbs of doing ("clean it up" names no process "clean"), but for the tool's
+            # flags ("force restore ...": the flag ``force`` is said).
+            flags = {w for p, spec in props.items() if isinstance(spec, dict) and ex.json_type(spec) == "boolean"
+                     for w in p.split("_")}
+            known = cache[key] = words | self.starts | set(self.kinds) | {canonical(w) for w in words} | (
+                _PLAIN_VERBS - flags)
         return known
 
     # --- params ----------------------------------------------------------------------------
