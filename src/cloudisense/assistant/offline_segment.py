@@ -341,7 +341,7 @@ _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|se
 
 def _context(piece: str, starts: set[str]) -> bool:
     """A piece that only says what is so, before what to do about it: no action of its own, no question."""
-    return bool(_STATEMENT.search(piece)) and (not _starts_action(piece, starts) or _NUMBERED_THING.match(piece)) \
+    return bool(_STATEMENT.search(piece)) and (not _starts_action(piece, starts) or _NUMBERED_THING.match(piece) is not None) \
         and not is_question(piece) and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
