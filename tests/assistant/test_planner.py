@@ -55,6 +55,9 @@ async def steps_of(text: str, context: PlanningContext) -> list[tuple[str, dict[
     ("run the nginx playbook in check mode", [("run_playbook", {"name": "nginx.yml", "check": True})]),
     ("dry-run the web role", [("run_playbook", {"name": "nginx.yml", "check": True})]),
     ("is the wroker up?", [("target_status", {"name": "worker"})]),
+    # A log's entries are its lines, never a text to look for.
+    ("the latest 40 entries of the app log", [("read_log", {"name": "app", "lines": 40})]),
+    ("run the nginx playbook, trial mode", [("run_playbook", {"name": "nginx.yml", "check": True})]),
 ])
 async def test_offline_grounds_params_in_configured_entities(ctx: PlanningContext, text: str,
                                                               expected: list[tuple[str, dict[str, Any]]]) -> None:
@@ -369,6 +372,9 @@ async def test_conditions_become_when_over_declared_result_fields(demo: tuple[Pl
     ("is redis up? if not, restart it", ["target_status", "restart_target"], '${s1.data.state} != "running"'),
     ("check whether haproxy is running and let the webhook know if not",
      ["check_process", "simple_http_notify"], "${s1.data.running} == false"),
+    # A bound said first is a condition on what was read before it.
+    ("check the disk; at 90% or more, run cleanup.sh", ["get_disk_usage", "start_script_execution"],
+     "${s1.data.percent} >= 90"),
     # "unless ... at least" is "if ... less than".
     ("restart redis unless it's been up for at least an hour", ["target_status", "restart_target"],
      "${s1.data.uptime} < 3600"),

@@ -36,7 +36,7 @@ _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "cr
              "unhealthy",
              "errored", "unsuccessful", "unsuccessfully", "offline"}
 _POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "successfully", "healthy",
-             "online"}
+             "online", "fine"}
 _NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
 #: "there is (no) X": a condition on whether something exists.
 _THERE = re.compile(r"\bthere(?:'s|\s+is|\s+are|\s+isn't|\s+aren't)\s+(no|a|an|any|some)?\b")

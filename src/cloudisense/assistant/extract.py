@@ -509,6 +509,10 @@ class Reading:
         self.numbers = quantities(self.text)
 
 
+#: What a log or a listing is made of: said with a count, they say how many, never what to look for.
+_RECORD_WORDS = {"entry", "entries", "line", "lines", "record", "records", "row", "rows", "item", "items"}
+
+
 def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: bool,
                known_words: set[str]) -> Any:
     """The value of one non-entity param read from the text by its type, or ``None``.
@@ -743,6 +747,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             continue  # "did syslog record oom", "what did X say": the verb of saying, not what is said
         if tok in _COUNT_CUES or tok in _ORDER_WORDS:
             continue  # "first 10 lines of syslog": which lines, never a text to look for
+        if tok in _RECORD_WORDS:
+            continue  # "the newest 120 entries of the access log": what a log is made of, not a text in it
         if tok.isalpha() and len(tok) > 4 and any(_same_root(tok, v) and stem(tok) not in (v, stem(v))
                                                   for v in reading.vocabulary if v[:3] == tok[:3]):
             continue  # "which alerts fired": another form of a word of the node's declarations ("firing")

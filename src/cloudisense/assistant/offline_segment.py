@@ -147,6 +147,9 @@ _URGING_END = re.compile(r"[,;.!]\s*(?:go|go\s+ahead|now|right\s+now|please|pls|
                          r"(?:\s+(?:please|pls|now))?\s*[.!]*\s*$", re.I)
 #: A dash between two clauses (between words, spaced), not the hyphen of a name or a range of numbers.
 _CLAUSE_DASH = re.compile(r"(?<=[a-z'])\s+(?:-{1,2}|–|—)\s+(?=[a-z])", re.I)
+#: A clause that starts with a bound ("at 4 or fewer, ...", "with 10 % or less, ...").
+_BOUND_FIRST = re.compile(r"(^|[;,.]\s*)(?:at|with)\s+(\d+(?:\.\d+)?\s*%?)\s+or\s+"
+                          r"(fewer|less|more|lower|higher|under|over|below|above)\s*,", re.I)
 #: A word that only opens what is said ("ok, check the disk", "right, restart nginx").
 _OPENING = re.compile(r"^\s*(?:ok|okay|right|alright|so|well|anyway|hmm+|um+|oh|ah)\s*[,!.:]\s*(?=\S)", re.I)
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
@@ -507,6 +510,8 @@ class SegmentPlanner:
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         # "the web app is off - fire it up": a dash between clauses is a comma.
         text = _CLAUSE_DASH.sub(", ", text)
+        # "check X's days left; at 4 or fewer, renew it": a bound said first is a condition on what was read.
+        text = _BOUND_FIRST.sub(lambda m: f"{m.group(1)}if it is {m.group(2)} or {m.group(3)},", text)
         ahead = _BEFORE_CLAUSE.match(text)
         if ahead and ahead.group("rest").strip():
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
@@ -744,7 +749,11 @@ class SegmentPlanner:
         for earlier in reversed(before):
             if earlier.intent is None:
                 continue
-            cond = compile_condition(condition, result_fields(self.catalog.by_name[earlier.intent].get("result")))
+            fields = result_fields(self.catalog.by_name[earlier.intent].get("result"))
+            cond = compile_condition(condition, fields)
+            if cond is None and earlier.text and ex.has_pronoun(ex.Segment.of(condition)):
+                # "check X's days left; at 4 or fewer, renew it": "it" is what that step read.
+                cond = compile_condition(f"{condition} ({earlier.text})", fields)
             if cond is not None:
                 draft.when = (earlier, cond)
                 return [draft]
