@@ -344,8 +344,9 @@ _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|se
 
 def _context(piece: str, starts: set[str]) -> bool:
     """A piece that only says what is so, before what to do about it: no action of its own, no question."""
-    return bool(_STATEMENT.search(piece)) and (not _starts_action(piece, starts) or _NUMBERED_THING.match(piece) is not None) \
-        and not is_question(piece) and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
+    ordered = _starts_action(piece, starts) and _NUMBERED_THING.match(piece) is None
+    return bool(_STATEMENT.search(piece)) and not ordered and not is_question(piece) \
+        and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
 #: "alert 23 is noisy": a thing by its number, then what it is (its first word is a noun, not an order).
