@@ -493,6 +493,8 @@ class SegmentPlanner:
         self._question = False
         #: Whether the segment last re-ranked asks for a change (:meth:`_asks_change`).
         self._change = False
+        #: Whether the request ends by urging it on ("rotate-logs.sh, go"): a bare name is to be acted on.
+        self._go = False
 
     def _asked_bare(self, text: str) -> re.Match[str] | None:
         """"X over 85%? do Y" with no "then": the question is Y's condition when it can only be one
@@ -518,6 +520,7 @@ class SegmentPlanner:
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
             text = ahead.group("rest")
         while (urged := _URGING_END.search(text)) and urged.start() > 0:
+            self._go = self._go or re.search(r"\b(?:go|now|asap)\b", urged.group(0), re.I) is not None
             text = text[:urged.start()]
         reordered = _BUT_FIRST.match(text)
         if reordered:
@@ -921,6 +924,11 @@ class SegmentPlanner:
                 if action:
                     return self._ground(action, seg, mentions, 0.55, typos)
             bare = next((m for m in mentions if not m.ambiguous), None)
+            acting = [t["name"] for t in self.catalog.tools if bare is not None and t.get("risk") != "read"
+                      and bare.kind in set((t.get("entities") or {}).values())]
+            if bare is not None and self._go and len(acting) == 1:
+                # "rotate-logs.sh, go": the one thing this node does to such a thing (a choice of several is asked).
+                return self._ground(acting[0], seg, mentions, 0.6, typos)
             if bare is not None:
                 # A bare name with nothing to read about it ("backup.sh"): what to do with it is a question.
                 acting = [t for t in self.catalog.tools if bare.kind in set((t.get("entities") or {}).values())
