@@ -386,6 +386,14 @@ async def test_every_guarded_action_keeps_its_condition(ctx: PlanningContext, te
     assert plan.steps[0].when is None and all(s.when == when for s in plan.steps[1:]), plan
 
 
+async def test_it_is_the_id_of_the_step_before(ctx: PlanningContext) -> None:
+    plan = await OfflinePlanner().plan("ack alert 12 and then silence it for 45 minutes", ctx)
+    assert [(s.intent, s.params) for s in plan.steps] == [("ack_alert", {"id": 12}),
+                                                         ("silence_alert", {"minutes": 45, "id": 12})]
+    alone = await OfflinePlanner().plan("silence it for 45 minutes", ctx)
+    assert alone.outcome == "clarify" and not alone.steps  # nothing said before: which alert is asked
+
+
 async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
     assert await steps_of("restart the kv store", ctx) == [("restart_target", {"name": "redis"})]
     without = ctx.model_copy(update={"aliases": {}})

@@ -99,7 +99,9 @@ _GREETING = {"hi", "hello", "hey", "hallo", "morning", "good morning", "good eve
              "new here", "im new here", "i am new here", "im new", "first time here",
              "evening", "afternoon", "good afternoon", "good day", "howdy", "hiya", "greetings",
              # Dropping by to say so.
-             "saying hi", "saying hello", "checking in", "just checking in"}
+             "saying hi", "saying hello", "checking in", "just checking in",
+             # Asking whether someone is there.
+             "anyone home", "anyone there", "anybody home", "anybody there", "you there", "are you there"}
 _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "nice", "cool", "ok", "okay",
            "ok thanks", "great thanks", "thanks a lot", "many thanks", "got it",
            # Thanks said as appreciation ("appreciate it", "much appreciated").
@@ -131,9 +133,9 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         # Stepping away for a while.
         "brb", "be right back", "back soon", "back in a bit", "afk", "ttyl", "off to lunch", "going to lunch",
         "lunch", "grabbing coffee", "grabbing a coffee", "coffee break", "heading out", "heading home", "off home",
-        "going home", "calling it a day"}
+        "going home", "calling it a day", "nothing more from me", "thats all from me", "nothing else from me"}
 #: Words said between pleasantries that add nothing ("good stuff, off to lunch now").
-_FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right"}
+_FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right", "im", "were"}
 
 
 #: A greeting and who says it, nothing more ("hello from the night shift").
@@ -186,14 +188,12 @@ def _pleasantries(said: str) -> list[str]:
     def cover(i: int) -> list[str] | None:
         if i == len(words):
             return []
-        if words[i] in _FILLER:
-            return cover(i + 1)
         for toks, kind in _PLEASANTRY_WORDS:
             if words[i:i + len(toks)] == toks:
                 rest = cover(i + len(toks))
                 if rest is not None:
                     return [kind, *rest]
-        return None
+        return cover(i + 1) if words[i] in _FILLER else None
 
     return (cover(0) or []) if words else []  # (filler alone covers with no kind: no pleasantry)
 

@@ -493,6 +493,8 @@ class SegmentPlanner:
         self._question = False
         #: Whether the segment last re-ranked asks for a change (:meth:`_asks_change`).
         self._change = False
+        #: The steps planned so far in this request (what "it" may point back at).
+        self._before: list[StepDraft] = []
         #: Whether the request ends by urging it on ("rotate-logs.sh, go"): a bare name is to be acted on.
         self._go = False
 
@@ -569,6 +571,7 @@ class SegmentPlanner:
                                         reason="a negated request: nothing to do", text=action, declined=True))
                 self._remember(action)  # "don't restart the worker, just tell me if it's up": "it" is the worker
                 continue
+            self._before = drafts
             draft = self.plan_segment(action, drafts)
             draft.text = action
             joined = self._joined(drafts, action, draft) if not condition else None
@@ -1750,6 +1753,21 @@ class SegmentPlanner:
 
     # --- params ----------------------------------------------------------------------------
 
+    def _said_before(self, param: str, spec: Any, seg: ex.Segment) -> Any:
+        """The value an earlier step of this request gave ``param`` (of the same type), when ``seg`` points back
+        at it with a pronoun; else ``None``."""
+        if not isinstance(spec, dict) or not ex.has_pronoun(seg):
+            return None
+        for earlier in reversed(self._before):
+            if earlier.intent is None or param not in earlier.params:
+                continue
+            earlier_spec = ((self.catalog.by_name[earlier.intent].get("params") or {}).get("properties") or {}).get(
+                param)
+            if isinstance(earlier_spec, dict) and ex.json_type(earlier_spec) == ex.json_type(spec):
+                return earlier.params[param]
+            return None
+        return None
+
     def _ground(self, intent: str, seg: ex.Segment, mentions: list[ex.Mention], retrieval: float,
                 typos: bool) -> StepDraft:
         """Fill ``intent``'s params from the segment; a question when a required one is missing."""
@@ -1788,6 +1806,13 @@ class SegmentPlanner:
             # the text does not say them apart, so which is which is a question, never a guess.
             return StepDraft(intent, question=_question(tool, twice[0], self.entities), confidence=retrieval,
                              reason=f"{intent}: one word read as several params", missing=twice[0], held=True)
+        for param in required:
+            inherited = self._said_before(param, props.get(param), seg) if param not in params else None
+            if inherited is not None:
+                # "ack alert 8 and silence it for 20 minutes": "it" is alert 8, the id of the step before.
+                params[param] = inherited
+                grounded = min(grounded, 0.8)
+                reasons.append(f"{param}={inherited} (as the step before)")
         for param in required:
             if param not in params and not _composable(param, tool):
                 return StepDraft(intent, question=_question(tool, param, self.entities),
