@@ -403,9 +403,12 @@ def _first_plain_verb(piece: str) -> bool:
     return len(words) > 1 and words[0] in _PLAIN_VERBS and (words[1] in _OBJECT_START or words[1] in _PRONOUNS)
 
 
-_PARTICLES = {"up", "down", "off", "out", "back", "over"}
+_PARTICLES = {"up", "down", "off", "on", "out", "back", "over"}
 
 
+#: A request that starts with a verb and then its object ("encrypt the orders database").
+_VERB_THEN_OBJECT = re.compile(r"^\s*(?:please\s+)?([a-z]{3,})\s+(?:the|a|an|all|our|my|every|each|this|that|those)\b",
+                               re.I)
 #: Words of an amount said in words ("a day and a half", "a couple of hours"): about how much, not what.
 _AMOUNT_WORDS = {"half", "quarter", "couple", "few", "several", "dozen"}
 #: Words that point back at a thing said before.
@@ -1079,6 +1082,12 @@ class SegmentPlanner:
             if kinds_said and not kinds_said & set((self.catalog.by_name[best].get("entities") or {}).values()):
                 # "clone X onto another box": a verb no intent knows, over a thing the best match does not take.
                 return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does with that")
+            ordered = _VERB_THEN_OBJECT.match(text)
+            if self.catalog.by_name[best].get("risk") == "read" and content[0] not in _PLAIN_VERBS \
+                    and content[0] not in self.starts and ordered and canonical(ordered.group(1)) == content[0]:
+                # "encrypt the orders database", "shard the db": an order no intent carries out; showing the thing
+                # instead is not what was asked.
+                return StepDraft(None, unknown=True, reason=f"'{content[0]}' is nothing this node does")
         # The verb of what to do: after a statement of what is so ("X got corrupted, restore it ..."), its own.
         head, _, tail = text.rpartition(",")
         said_then = [t for t in self.catalog.tokens(tail) if t != "?"] if head and _context(head, self.starts) \
