@@ -102,7 +102,8 @@ SYNONYMS: dict[str, str] = {
     "retry": "run", "rerun": "run", "redo": "run",
     # A log's entries are its lines; a thing's history is the list of what it had.
     "entry": "line", "history": "list",
-    "inspect": "show", "examine": "show", "dump": "show", "enumerate": "list", "rundown": "overview", "recap": "summary",
+    "inspect": "show", "examine": "show", "dump": "show",
+    "enumerate": "list", "rundown": "overview", "recap": "summary",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
     "save": "write", "put": "write",
