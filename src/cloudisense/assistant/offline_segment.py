@@ -397,6 +397,15 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
     return words[0] in ("if", "only") or canonical(words[0]) in starts
 
 
+def _said_again_whole(drafts: list[StepDraft], draft: StepDraft) -> bool:
+    """``draft`` is the step before said again with all it needs: that step asked for a missing param, and this
+    one has it, and every param the first had."""
+    earlier = drafts[-1] if drafts else None
+    return earlier is not None and earlier.intent is not None and earlier.intent == draft.intent \
+        and earlier.missing is not None and earlier.when is None and not draft.question and not draft.refusal \
+        and earlier.missing in draft.params and all(draft.params.get(k) == v for k, v in earlier.params.items())
+
+
 def _first_plain_verb(piece: str) -> bool:
     """``piece`` starts with a common English verb of doing and then its object ("fire it up", "bounce it")."""
     words = [w for w in re.findall(r"[a-z']+", piece.lower()) if w not in _PARTICLES]  # "fire up it"
@@ -581,6 +590,10 @@ class SegmentPlanner:
             if joined is not None:
                 drafts.pop()
                 draft = joined
+            elif not condition and _said_again_whole(drafts, draft):
+                # "prune orders, remove anything older than two weeks": the same action said again with what it
+                # lacked is that one action.
+                drafts.pop()
             later = None if condition else _LATER.match(action)
             waits = (later.group("cond") or later.group("cond2")) if later else ""
             if later and draft.intent and not draft.question and not draft.refusal \
