@@ -509,6 +509,9 @@ class Reading:
         self.numbers = quantities(self.text)
 
 
+#: Arguments said as such, starting with a flag, to the end of their clause.
+_ARGS_LISTED = re.compile(r"\b(?:args?|arguments?|passing|flags?)\s*[:=]?\s+(-[^,;]*?)\s*"
+                          r"(?=[,;]|\s+(?:and\s+then|then|please|pls)\b|[.!?]?\s*$)", re.I)
 #: What a log or a listing is made of: said with a count, they say how many, never what to look for.
 _RECORD_WORDS = {"entry", "entries", "line", "lines", "record", "records", "row", "rows", "item", "items"}
 
@@ -596,6 +599,11 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return hits[0] if len(hits) == 1 else None
     if typ == "array":
         # Flags, each with the value that follows it when that is a number or a path ("--keep 3").
+        # Said as its arguments ("args: --bucket nightly --no-verify", "passing --compress and --level 9"): all
+        # that follows, to the end of the clause, word by word.
+        listed = _ARGS_LISTED.search(text)
+        if listed and any(w.startswith(("argument", "arg")) for w in field_words(param, spec)):
+            return [w for w in listed.group(1).split() if w.lower() not in ("and", "plus")]
         flags = r"((?:-{1,2}[\w\-=./]+(?:\s+(?!-)(?:[\w=.]*\d[\w=./]*|[./~][\w=./\-]*)(?![\w\-]))?\s*)+)"
         m = re.search(r"\b(?:with|args?|arguments?)\s+" + flags, text)
         if m is None and any(w.startswith(("argument", "arg")) for w in field_words(param, spec)):
