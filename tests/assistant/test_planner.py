@@ -58,6 +58,8 @@ async def steps_of(text: str, context: PlanningContext) -> list[tuple[str, dict[
     # A log's entries are its lines, never a text to look for.
     ("the latest 40 entries of the app log", [("read_log", {"name": "app", "lines": 40})]),
     ("run the nginx playbook, trial mode", [("run_playbook", {"name": "nginx.yml", "check": True})]),
+    # A bound said before a count makes it the count.
+    ("up to 25 lines of the app log", [("read_log", {"name": "app", "lines": 25})]),
     # Arguments said as such are all of them, to the end of their clause.
     ("start cleanup.sh passing --older-than week and --quiet",
      [("start_script_execution", {"name": "cleanup.sh", "args": ["--older-than", "week", "--quiet"]})]),
