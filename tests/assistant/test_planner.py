@@ -417,6 +417,8 @@ async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
 @pytest.mark.parametrize("text, intent, name", [
     ("don't stop redis, just show me its status", "target_status", "redis"),
     ("alright, restart nginx", "restart_target", "nginx"),
+    # "stopped" is "stop" with its ending, not a typo to ask about.
+    ("redis: stop it, and keep it stopped", "stop_target", "redis"),
 ])
 async def test_what_not_to_do_and_openings_are_no_steps(ctx: PlanningContext, text: str, intent: str,
                                                          name: str) -> None:

@@ -2016,7 +2016,10 @@ def _name_nouns_of(name: str) -> frozenset[str]:
 def _inflected(said: str, word: str) -> bool:
     """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
     return any(said == word + end or (word.endswith("e") and said == word[:-1] + end)
-               for end in ("ing", "ed", "es", "s", "er", "d"))
+               for end in ("ing", "ed", "es", "s", "er", "d")) or (
+        # "stopped", "running": the last consonant doubled; "retried": y to i
+        bool(word) and said in (word + word[-1] + "ed", word + word[-1] + "ing", word + word[-1] + "er")) or (
+        word.endswith("y") and said in (word[:-1] + "ied", word[:-1] + "ies"))
 
 
 @functools.lru_cache(maxsize=1024)
