@@ -54,7 +54,6 @@ PHRASES: dict[str, str] = {
     # Going past the check that would stop it is forcing it.
     "skip the safety check": "force", "skip the safety checks": "force", "skip safety checks": "force",
     "bypass the safety check": "force", "ignore the safety check": "force", "no matter what": "force",
-    "fire it up": "start it", "fire them up": "start them",
     # What runs out expires; running out *of* something is a question of what is free ("running out of disk space").
     "run out": "expire", "runs out": "expire", "running out": "expire", "ran out": "expire",
     "run out of": "free", "runs out of": "free", "running out of": "free", "ran out of": "free",

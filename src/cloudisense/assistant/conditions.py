@@ -164,6 +164,8 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
     if not nums:
         return None
     q = nums[0]
+    # "smaller than 1000 bytes": what the number counts, when it is no time.
+    counts = _words(q.noun) if q.noun and q.minutes is None else set()
     best: tuple[float, Field] | None = None
     for f in fields:
         if f.type not in ("number", "integer"):
@@ -171,8 +173,8 @@ def _numeric(low: str, words: set[str], fields: list[Field]) -> Condition | None
         score = len(f.words & words) + (0.5 if f.path.count(".") == 0 else 0.0)
         if q.minutes is not None and field_unit(f.name, {"description": f.description}) is not None:
             score += 1
-        if q.noun and q.minutes is None and _words(q.noun) & f.words:
-            score += 2  # "smaller than 1000 bytes": the field that counts bytes, whatever else is said
+        if counts & f.words:
+            score += 2  # the field that counts bytes, whatever else is said
         if score >= 1 and (best is None or score > best[0]):
             best = (score, f)
     if best is None:

@@ -943,15 +943,15 @@ class SegmentPlanner:
                 if action:
                     return self._ground(action, seg, mentions, 0.55, typos)
             bare = next((m for m in mentions if not m.ambiguous), None)
-            acting = [t["name"] for t in self.catalog.tools if bare is not None and t.get("risk") != "read"
-                      and bare.kind in set((t.get("entities") or {}).values())]
-            if bare is not None and self._go and len(acting) == 1:
-                # "rotate-logs.sh, go": the one thing this node does to such a thing (a choice of several is asked).
-                return self._ground(acting[0], seg, mentions, 0.6, typos)
             if bare is not None:
+                of_kind = [t for t in self.catalog.tools if bare.kind in set((t.get("entities") or {}).values())]
+                changes = [t["name"] for t in of_kind if t.get("risk") != "read"]
+                if self._go and len(changes) == 1:
+                    # "rotate-logs.sh, go": the one thing this node does to such a thing (a choice of several is
+                    # asked); refused as any other request for it when the role may not.
+                    return self._ground(changes[0], seg, mentions, 0.6, typos)
                 # A bare name with nothing to read about it ("backup.sh"): what to do with it is a question.
-                acting = [t for t in self.catalog.tools if bare.kind in set((t.get("entities") or {}).values())
-                          and not t.get("refusal")]
+                acting = [t for t in of_kind if not t.get("refusal")]
                 said = [str((t.get("examples") or [t["name"].replace("_", " ")])[0]) for t in acting[:4]]
                 return StepDraft(None, question=f"What should I do with {bare.names[0]}?"
                                  + (" For example: " + "; ".join(f'"{e}"' for e in said) + "." if said else ""),
@@ -2015,11 +2015,14 @@ def _name_nouns_of(name: str) -> frozenset[str]:
 
 def _inflected(said: str, word: str) -> bool:
     """``said`` is ``word`` with an ending ("renewing" is "renew"), not a typo of it."""
-    return any(said == word + end or (word.endswith("e") and said == word[:-1] + end)
-               for end in ("ing", "ed", "es", "s", "er", "d")) or (
-        # "stopped", "running": the last consonant doubled; "retried": y to i
-        bool(word) and said in (word + word[-1] + "ed", word + word[-1] + "ing", word + word[-1] + "er")) or (
-        word.endswith("y") and said in (word[:-1] + "ied", word[:-1] + "ies"))
+    if not word:
+        return False
+    stems = {word, word[:-1] if word.endswith("e") else word}
+    forms = {s + end for s in stems for end in ("ing", "ed", "es", "s", "er", "d")}
+    forms |= {word + word[-1] + end for end in ("ed", "ing", "er")}  # "stopped", "running": the consonant doubled
+    if word.endswith("y"):
+        forms |= {word[:-1] + "ied", word[:-1] + "ies"}  # "retried"
+    return said in forms
 
 
 @functools.lru_cache(maxsize=1024)
