@@ -505,7 +505,7 @@ class SegmentPlanner:
         self._question = False
         #: Whether the segment last re-ranked asks for a change (:meth:`_asks_change`).
         self._change = False
-        #: The steps planned so far in this request (what "it" may point back at).
+        #: The steps before the segment being planned (what "it" may point back at: :meth:`_said_before`).
         self._before: list[StepDraft] = []
         #: Whether the request ends by urging it on ("rotate-logs.sh, go"): a bare name is to be acted on.
         self._go = False
@@ -583,7 +583,6 @@ class SegmentPlanner:
                                         reason="a negated request: nothing to do", text=action, declined=True))
                 self._remember(action)  # "don't restart the worker, just tell me if it's up": "it" is the worker
                 continue
-            self._before = drafts
             draft = self.plan_segment(action, drafts)
             draft.text = action
             joined = self._joined(drafts, action, draft) if not condition else None
@@ -895,6 +894,7 @@ class SegmentPlanner:
 
     def plan_segment(self, text: str, before: list[StepDraft]) -> StepDraft:
         """Choose the intent of one segment and ground its params."""
+        self._before = before
         seg = ex.Segment.of(text)
         question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
