@@ -426,6 +426,18 @@ async def test_what_not_to_do_and_openings_are_no_steps(ctx: PlanningContext, te
     assert plan.outcome == "execute" and [(s.intent, s.params) for s in plan.steps] == [(intent, {"name": name})]
 
 
+@pytest.mark.parametrize("text, intent, params", [
+    # The text to look for is what search_logs requires; reading the last lines only filters by it as an option.
+    ("show syslog lines that contain 'fan failure'", "search_logs", {"pattern": "fan failure", "name": "syslog"}),
+    # ... unless the request says what only the read takes (how many of the last lines).
+    ("read the last 100 lines of the app log containing timeout", "read_log",
+     {"name": "app", "lines": 100, "grep": "timeout"}),
+])
+async def test_the_intent_made_for_the_text_said(ctx: PlanningContext, text: str, intent: str,
+                                                 params: dict[str, Any]) -> None:
+    assert await steps_of(text, ctx) == [(intent, params)]
+
+
 async def test_role_refusal_is_said_as_such(demo: tuple[PlanningContext, Any]) -> None:
     viewer = demo_context("viewer")[0]
     plan = await OfflinePlanner().plan("restart the worker", viewer)

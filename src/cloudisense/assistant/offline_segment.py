@@ -47,6 +47,8 @@ FILL_BONUS = 1.25
 REQUIRED_BONUS = 1.6
 #: A value only one kind of param takes ("b-40" matches a backup id's pattern; "every 6 hours" an interval).
 DISTINCT_BONUS = 2.0
+#: An intent that takes as an option the one text another intent requires (see :func:`_made_for`).
+OPTION_OF_ANOTHER = 0.6
 #: A required param the text does not fill (and the planner can't compose) makes the intent less likely.
 MISSING_PENALTY = 0.6
 #: An intent that takes no param of the kind of thing the request names.
@@ -1451,6 +1453,8 @@ class SegmentPlanner:
         about_many = bool(words & _QUANTIFIERS) or any(
             p for n, p in said if p and any(n in _name_nouns(t["name"]) for t in self.catalog.tools))
         out: dict[str, float] = {}
+        #: Per candidate, the texts its required params read, and those its options read when it read nothing else.
+        texts: dict[str, tuple[set[str], set[str]]] = {}
         # Only the best candidates are re-ranked (reading every tool's params costs time, not accuracy).
         top = sorted((kv for kv in scores.items() if kv[1] > 0), key=lambda kv: (-kv[1], kv[0]))[:RERANK_TOP]
         # The intents that take a thing the request names are candidates however few of its words they share.
@@ -1474,6 +1478,10 @@ class SegmentPlanner:
             for p in _read_twice(values, required):
                 del values[p]  # one word read as two things fills neither ("delete the folder tmp")
             filled = set(values)
+            options = {v for p, v in values.items() if isinstance(v, str) and p not in required}
+            # Only a candidate that read nothing but such options ("the last 100 lines ... containing x" is a read).
+            texts[name] = ({v for p, v in values.items() if isinstance(v, str) and p in required},
+                           options if len(options) == len(values) else set())
             if distinct:
                 # A tool that covers every word asked ("disk and memory") beats one that covers a part; a
                 # word one of its params takes ("warnings" as the text to look for) is covered by it.
@@ -1539,7 +1547,7 @@ class SegmentPlanner:
                     continue  # "memory" as a sort order is a word of the request already counted, not more evidence
                 score *= DISTINCT_BONUS if ex.distinctive(p, spec) else REQUIRED_BONUS if p in required else FILL_BONUS
             out[name] = score
-        return out
+        return _made_for(out, texts)
 
     def _objects(self, seg: ex.Segment, mentions: list[ex.Mention]) -> set[str]:
         """The things the request points at with "this" / "the" ("this box", "the server"), as catalogue
@@ -1919,6 +1927,17 @@ class SegmentPlanner:
             if names:
                 return names[-1]
         return None
+
+
+def _made_for(scores: dict[str, float], texts: dict[str, tuple[set[str], set[str]]]) -> dict[str, float]:
+    """``scores`` with an intent that takes the request's only text as an option made less likely when
+    another requires exactly that text: the one made for it ("lines of the app log that mention 'checkout'"
+    searches for it; reading the log's last lines with a filter is the other's option)."""
+    required = {v for needs, _ in texts.values() for v in needs}
+    for name, (needs, options) in texts.items():
+        if name in scores and not needs and options and options <= required:
+            scores[name] *= OPTION_OF_ANOTHER
+    return scores
 
 
 def _inside(props: dict[str, Any], text: str, entity_params: dict[str, str]) -> dict[str, Any]:
