@@ -432,6 +432,10 @@ async def test_what_not_to_do_and_openings_are_no_steps(ctx: PlanningContext, te
     # ... unless the request says what only the read takes (how many of the last lines).
     ("read the last 100 lines of the app log containing timeout", "read_log",
      {"name": "app", "lines": 100, "grep": "timeout"}),
+    # A field of hosts takes a host said the way hosts are named, or a pattern of them.
+    ("rehearse nginx.yml against web2", "run_playbook", {"name": "nginx.yml", "check": True, "limit": "web2"}),
+    ("apply users.yml to db1 only", "run_playbook", {"name": "users.yml", "limit": "db1"}),
+    ("push nginx.yml to the hosts matching web*", "run_playbook", {"name": "nginx.yml", "limit": "web*"}),
 ])
 async def test_the_intent_made_for_the_text_said(ctx: PlanningContext, text: str, intent: str,
                                                  params: dict[str, Any]) -> None:

@@ -695,10 +695,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
         return named.group(1)
     if "host" in words and not required:
-        # "on db3 only", "only against db2": where the run is limited to, for a field of hosts.
-        only = re.search(r"\b(?:on|against)\s+([a-z0-9][\w.:!*\-]*)\s+only\b"
-                         r"|\bonly\s+(?:on|against)\s+([a-z0-9][\w.:!*\-]*)", low)
-        host = (only.group(1) or only.group(2)) if only else None
+        # "on db3 only", "only against db2", "to db1 only": where the run is limited to, for a field of hosts; so is
+        # a host said the way hosts are named ("against web2", "on db-3") or a pattern of them ("hosts matching web*").
+        only = re.search(r"\b(?:on|against|to)\s+([a-z0-9][\w.:!*\-]*)\s+only\b"
+                         r"|\bonly\s+(?:on|against|to)\s+([a-z0-9][\w.:!*\-]*)"
+                         r"|\b(?:on|against)\s+([a-z][\w.:!*\-]*\d[\w.:!*\-]*|[a-z][\w\-]*\*[\w.:!*\-]*)(?![\w./])"
+                         r"|\bhosts?\s+(?:matching|like|named|called)\s+([a-z0-9*][\w.:!*\-]*)", low)
+        host = next((g for g in only.groups() if g), None) if only else None
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
     # ("with listen_port 8088" sets a value and names no text.)
