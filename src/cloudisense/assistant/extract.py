@@ -769,10 +769,6 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             # "which labels does the file manager expose?": the last word after "does X" is its verb (but "does
             # anything log panic?": after a verb of saying, it is what is said)
             continue
-        if tok.isalpha() and i > 1 and (seg.raw[i - 1] not in _SAYING or seg.raw[i - 2] in _DETERMINERS) and re.search(
-                r"\b(?:where|how|when|why)\s+(?:does|do|did)\s+(?:(?:the|my|our|its|their|these|those)\s+)?[a-z][\w\-]*$",
-                " ".join(seg.raw[:i])):
-            continue  # "where do the logs live on disk?": the word after "where do X" is its verb
         if re.fullmatch(r"\d+s", tok):
             return tok[:-1]  # "502s" are lines with 502
         if set(words) & _CONTAINER_WORDS and re.search(r"\.[a-z0-9]{1,5}$", tok):

@@ -926,7 +926,7 @@ class SegmentPlanner:
                              reason=f"'{pointed.group(1)} {pointed.group(2)}' refers to nothing said")
         # "can you find out if X ...": the words of asking say nothing of what is asked about.
         asked = ex.strip_message(_FIND_OUT.sub(" ", text) if _FIND_OUT.match(text) else text, self._names)
-        for kind in set(self.kinds.values()):
+        for kind in {k for k in set(self.kinds.values()) if not self.entities.get(k)}:
             unlisted = self._unlisted_name(kind, seg, "", "")
             if unlisted:
                 asked = re.sub(rf"(?<![\w-]){re.escape(unlisted)}(?![\w-])", " ", asked, flags=re.I)
@@ -1423,7 +1423,8 @@ class SegmentPlanner:
         """Favour intents whose entity kinds the request names, and whose params the text fills;
         one-vs-many nouns pick a listing or one item."""
         kinds_named = {m.kind for m in mentions if id(m) not in weak}
-        kinds_named |= {k for k in set(self.kinds.values()) if self._unlisted_name(k, seg, "", "")}
+        kinds_named |= {k for k in set(self.kinds.values()) if not self.entities.get(k)
+                        and self._unlisted_name(k, seg, "", "")}
         weak_kinds = {m.kind for m in mentions if id(m) in weak}
         if ex.has_pronoun(seg) and self.last_kind:
             kinds_named.add(self.last_kind)
@@ -1859,14 +1860,11 @@ class SegmentPlanner:
     def _entity(self, kind: str, seg: ex.Segment, mentions: list[ex.Mention], intent: str,
                 required: bool, param: str = "") -> tuple[str | None, str, str | None]:
         """(value, how it was found, question) for an entity-kind param."""
-        of_kind = [m for m in mentions if m.kind == kind]
-        # A name said beside its kind word that the configuration does not list ("the disk-full rule" where only
-        # disk-almost-full is) is taken as said, unless a listed one was said whole: the node then answers that
-        # there is none, with those there are, rather than acting on another.
-        if all(m.how in ("partial", "fuzzy") for m in of_kind):
+        if not self.entities.get(kind):
             said = self._unlisted_name(kind, seg, intent, param)
             if said:
                 return said, "named", None
+        of_kind = [m for m in mentions if m.kind == kind]
         names: list[str] = []
         for m in of_kind:
             for n in m.names:
@@ -1887,8 +1885,8 @@ class SegmentPlanner:
         return None, "not given", None
 
     def _unlisted_name(self, kind: str, seg: ex.Segment, intent: str, param: str) -> str | None:
-        """The name of a thing the configuration does not list ("the high-cpu rule" on a node with no such rule):
-        a token right before or after the kind word that fits the param's pattern."""
+        """The name of a thing of a kind the configuration lists none of ("the high-cpu rule" on a node whose
+        rules are files): a token right before or after the kind word that fits the param's pattern."""
         tool = self.catalog.by_name.get(intent) or {}
         spec = ((tool.get("params") or {}).get("properties") or {}).get(param) or {}
         pattern = ex.pattern_of(spec) if isinstance(spec, dict) else None
@@ -1901,10 +1899,8 @@ class SegmentPlanner:
                 if not 0 <= j < len(raw):
                     continue
                 cand = raw[j]
-                listed = self.entities.get(kind, ())
-                if cand in STOPWORDS or cand in self.kinds or canonical(cand) in described or cand in listed \
-                        or any(ex.near_miss(cand, name) for name in listed):
-                    continue  # (a listed name, or a typo of one, is a mention, found as such)
+                if cand in STOPWORDS or cand in self.kinds or canonical(cand) in described:
+                    continue
                 if not re.search(r"[-\d]", cand):
                     continue  # an id has a hyphen or a digit ("high-cpu", "r2"); a plain word is a word
                 try:

@@ -173,10 +173,6 @@ class ReactionsModule(Module):
         ]
 
     def entities(self) -> dict[str, list[str]]:
-        if self._loop is None and self.settings.folder is not None and self.settings.folder.is_dir():
-            # Not started (``cloudisense plan``, the planner bench): the rules are loaded at start, so their
-            # names are those of the folder's files, as they will be once it is.
-            return {"rule": sorted(p.stem for p in self.settings.folder.glob("*.json"))}
         return {"rule": sorted(self.rules)}
 
     async def start(self) -> None:
