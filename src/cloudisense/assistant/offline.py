@@ -120,7 +120,10 @@ _HELP = {"help", "?", "what can you do", "what can you do for me", "how does thi
          "can you help", "can you help me", "could you help", "could you help me", "are you a bot",
          "who made you", "who built you", "are you human", "what is this", "what is this thing",
          "where do i start", "where do i begin", "where should i start", "where do i start with you",
-         "how do i start", "how do i get started", "getting started"}
+         "how do i start", "how do i get started", "getting started",
+         # Asking the assistant's name.
+         "whats your name", "what is your name", "do you have a name", "what do i call you",
+         "what should i call you", "have you got a name"}
 # Closings ("that's all for now": apostrophes are dropped before matching).
 _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "thats all", "that is all", "thats it",
         "for now", "for today", "all for now", "im done", "we are done", "were done",
@@ -133,10 +136,29 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         # Stepping away for a while.
         "brb", "be right back", "back soon", "back in a bit", "afk", "ttyl", "off to lunch", "going to lunch",
         "lunch", "grabbing coffee", "grabbing a coffee", "coffee break", "heading out", "heading home", "off home",
-        "going home", "calling it a day", "nothing more from me", "thats all from me", "nothing else from me"}
+        "going home", "calling it a day", "nothing more from me", "thats all from me", "nothing else from me",
+        "thats it from me", "thats it for me", "thats all for me", "thats it for today", "thats it for now",
+        # Handing over at the end of a shift.
+        "handing over", "handing off", "handover", "shift change", "end of shift", "end of my shift",
+        "shifts over", "my shift is over", "im off", "im out", "off now",
+        # Wishing a good rest of the day.
+        *(f"have a {good} {when}" for good in ("good", "nice", "great", "lovely")
+          for when in ("day", "evening", "night", "weekend", "afternoon", "shift"))}
 #: Words said between pleasantries that add nothing ("good stuff, off to lunch now").
 _FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right", "im", "were"}
 
+
+#: Words that say all is well ("all working again", "backups look good now"): a remark, not a request.
+_WELL = {"good", "fine", "great", "working", "works", "worked", "ok", "okay", "sorted", "fixed", "healthy", "happy",
+         "green", "stable", "normal", "resolved", "solved", "back", "again", "well", "better", "smooth", "clean"}
+#: Words that say something is wrong, or ask: a remark with one of these is no pleasantry ("thanks, still down").
+_NOT_WELL = {"not", "no", "isnt", "arent", "wasnt", "dont", "doesnt", "didnt", "wont", "cant", "never", "down", "still",
+             "failing", "failed", "fails", "error", "errors", "broken", "slow", "wrong", "issue", "issues", "problem",
+             "problems", "crashed", "crashing", "stuck", "bad", "worse", "full", "dead", "if", "why", "but"}
+#: A short tail after a goodbye saying when or to whom ("handing over to priya", "shift change in ten").
+_BYE_TAIL = re.compile(r"^(?:(?:in|to|for|with)(?:\s+[a-z]+){1,3}|now|soon|today|tonight)$")
+#: Asides that add nothing to what is said ("what's your name, by the way?").
+_ASIDE = re.compile(r"\b(?:by\s+the\s+way|btw|by\s+the\s+by)\b", re.I)
 
 #: A greeting and who says it, nothing more ("hello from the night shift").
 _SIGNED_GREETING = re.compile(r"^\s*(?:hi|hello|hey|morning|good\s+morning|good\s+evening)(?:\s+there)?\s+from"
@@ -145,6 +167,7 @@ _SIGNED_GREETING = re.compile(r"^\s*(?:hi|hello|hey|morning|good\s+morning|good\
 
 def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     """The reply to help / thanks / greetings / goodbyes, or ``None`` for a real request."""
+    text = _ASIDE.sub(" ", text)
     said = re.sub(r"[^a-z?: ]+", "", text.lower()).strip()
     said = re.sub(r"\s+", " ", said).strip(" ?") or said
     # "exit please", "please help": the polite word says nothing more.
@@ -159,7 +182,7 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     # "hello from the night shift": a greeting signed with who says it.
     if _SIGNED_GREETING.match(text):
         said = said.split(" from ", 1)[0]
-    kinds = _pleasantries(said)
+    kinds = _pleasantries(said) or _with_remarks(text, tools)
     if kinds and kinds[-1] == "thanks":
         return "You're welcome."
     if kinds and kinds[-1] == "bye":
@@ -169,9 +192,55 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     if said in _HELP or text.strip() == "?":
         examples = [str(t["examples"][0]) for t in tools if t.get("examples")][:8]
         listed = "\n".join(f"  - {e}" for e in examples)
-        return ("I run this node's actions for you and answer from their real results. For example:\n"
+        return ("I'm the CloudiSENSE assistant: I run this node's actions for you and answer from their real "
+                "results. For example:\n"
                 f"{listed}\nA step that changes something may need an approval first.")
     return None
+
+
+def _with_remarks(text: str, tools: list[dict[str, Any]]) -> list[str]:
+    """The kinds of pleasantry in ``text`` when each of its clauses is one, a remark that all is well
+    ("cheers, all working again") or a goodbye with a short tail ("handing over to priya"); else ``[]``."""
+    clauses = [c for c in re.split(r"[,;.!]+|\s+[-–—]+\s+", text.lower()) if c.strip()]
+    if len(clauses) < 2 or "?" in text:
+        return []
+    verbs = {str(e).split()[0].lower() for t in tools for e in (t.get("examples") or ())[:3] if str(e).split()}
+    kinds: list[str] = []
+    for clause in clauses:
+        said = re.sub(r"\s+", " ", re.sub(r"[^a-z ]+", "", clause)).strip()
+        words = said.split()
+        found = _pleasantries(said) or _tailed_bye(words)
+        if found:
+            kinds += found
+        elif not (words and set(words) & _WELL and not set(words) & _NOT_WELL and len(words) <= 8
+                  and words[0] not in verbs and words[0] not in _FILLER_VERBS):
+            return []
+    return kinds
+
+
+#: Verbs that start an order whatever the node's examples begin with.
+_FILLER_VERBS = {"check", "show", "list", "get", "tell", "make", "keep", "let", "go", "run", "please", "can", "could"}
+
+
+_FIRST_CLAUSE = re.compile(r"^\s*([^,;.!]+?)\s*(?:[,;.!]+|\s[-–—]+)\s*(?=\S)")
+
+
+def _without_opening_pleasantry(text: str) -> str:
+    """``text`` without a thanks or greeting said before the request ("thanks, now restart the worker")."""
+    m = _FIRST_CLAUSE.match(text)
+    if m is None:
+        return text
+    said = re.sub(r"\s+", " ", re.sub(r"[^a-z ]+", "", m.group(1).lower())).strip()
+    kinds = _pleasantries(said)
+    return text[m.end():] if kinds and "bye" not in kinds else text
+
+
+def _tailed_bye(words: list[str]) -> list[str]:
+    """``["bye"]`` when ``words`` are a goodbye followed by a short tail of when or to whom."""
+    for toks, kind in _PLEASANTRY_WORDS:
+        if kind == "bye" and words[:len(toks)] == toks and _BYE_TAIL.match(" ".join(words[len(toks):])):
+            return [kind]
+    return []
 
 
 #: Every pleasantry as (its words, its kind), longest first: built once, read by every request.
@@ -234,6 +303,7 @@ class OfflinePlanner:
         reply = small_talk(text, plannable(context.tools))
         if reply is not None:
             return Plan(outcome="answer", message=reply, confidence=1.0, reason="small talk", strategy=self.strategy)
+        text = _without_opening_pleasantry(text)
         reason = danger(text)
         if reason:
             return Plan(outcome="escalate", confidence=0.9, reason=f"escalated: {reason}", strategy=self.strategy)
