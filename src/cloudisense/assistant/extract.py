@@ -804,7 +804,9 @@ _DETERMINERS = {"the", "a", "an", "my", "our", "your", "all", "some", "every", "
 _QUANTIFIERS = {"all", "any", "every", "each", "some", "none", "both", "anything", "everything"}
 #: Words before a number that make it a count ("top 5", "last 20", "tail -n 100").
 _COUNT_CUES = {"top", "last", "first", "latest", "newest", "recent", "-n", "tail", "limit", "show", "list", "give",
-               "max", "maximum", "most"}
+               "max", "maximum", "most", "just", "only"}
+#: Nouns that count whatever a list holds ("25 entries", "the last 10 records").
+_COUNT_NOUNS = {"entries", "entry", "items", "rows", "records", "results", "ones", "hits", "matches"}
 #: Two words that say a count's bound just before it ("cap at 4", "up to 10").
 _BOUND_CUES = {("cap", "at"), ("capped", "at"), ("up", "to"), ("limit", "to"), ("limited", "to")}
 
@@ -870,7 +872,7 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             # ... and never a count: "the last 5 alerts" is how many, not alert 5.
             counted = named_id if "id" in words else (
                 q.noun in words or q.noun.endswith("est") or q.noun == "most" or before[0] in _COUNT_CUES
-                or tuple(head[-2:]) in _BOUND_CUES or q.noun in known_words)
+                or tuple(head[-2:]) in _BOUND_CUES or q.noun in known_words or q.noun in _COUNT_NOUNS)
             if not counted:
                 continue
             value = q.value

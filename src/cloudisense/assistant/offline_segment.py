@@ -351,6 +351,12 @@ def _context(piece: str, starts: set[str]) -> bool:
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
+#: A piece that only bounds how many ("only 3", "just four", "max 10 entries"): a detail of the step before.
+_ONLY_A_COUNT = re.compile(r"^\s*(?:only|just|max|maximum|at\s+most|up\s+to|no\s+more\s+than|limit(?:\s+it)?\s+to"
+                           r"|cap(?:\s+it)?\s+at)\s+(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|a\s+dozen)"
+                           r"(?:\s+(?:entries|items|rows|records|results|lines|ones|of\s+them))?\s*[.!]*\s*$", re.I)
+
+
 #: "alert 23 is noisy": a thing by its number, then what it is (its first word is a noun, not an order).
 _NUMBERED_THING = re.compile(r"^\s*[a-z]+\s+#?\d+\s+(?:is|are|was|were|keeps|has|have|got|looks|seems)\b", re.I)
 
@@ -621,6 +627,18 @@ class SegmentPlanner:
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
 
+    def _topic_then_order(self, earlier: StepDraft, piece: str) -> bool:
+        """``earlier`` was only a topic (a few words naming a thing, no verb, no question) and ``piece`` an
+        order that names no thing of its own."""
+        topic = earlier.text.strip()
+        shown = earlier.intent is not None and self.catalog.by_name[earlier.intent].get("risk") == "read"
+        return (shown and len(topic.split()) <= 4 and not is_question(topic) and not _starts_action(topic, self.starts)
+                and not _STATEMENT.search(topic)
+                and bool(ex.find_mentions(ex.Segment.of(topic), self.entities, self.aliases))
+                and _starts_action(piece, self.starts)
+                and not ex.find_mentions(ex.Segment.of(piece), self.entities, self.aliases)
+                and not ex.has_pronoun(ex.Segment.of(piece)))
+
     def _joined(self, drafts: list[StepDraft], piece: str, alone: StepDraft) -> StepDraft | None:
         """The previous segment and ``piece`` planned as one, when ``piece`` only completes it: the thing it
         lacked ("full backup, db1") or a detail that means nothing alone ("list backups, only
@@ -630,7 +648,14 @@ class SegmentPlanner:
                 or not earlier.text:
             return None
         completes = earlier.question is not None and _only_entities(piece, self.entities, self.aliases)
-        if not completes and not (alone.intent is None and alone.question is not None and earlier.question is None):
+        if self._topic_then_order(earlier, piece):
+            # "users-db backups - show me the newest 20": the first piece names what the order is about.
+            topical = self.plan_segment(f"{piece} {earlier.text}", drafts[:-1])
+            if topical.intent == earlier.intent and not topical.question and not topical.refusal:
+                topical.text = f"{piece} {earlier.text}"
+                return topical
+        detail = alone.intent is None and (alone.question is not None or _ONLY_A_COUNT.match(piece) is not None)
+        if not completes and not (detail and earlier.question is None):
             return None
         text = f"{earlier.text}, {piece}"
         joined = self.plan_segment(text, drafts[:-1])
