@@ -22,9 +22,11 @@ from cloudisense.assistant.catalog import STOPWORDS, canonical, stem
 from cloudisense.assistant.extract import Quantity, field_unit, quantities
 
 _GREATER = r"(?:above|over|more\s+than|greater\s+than|higher\s+than|bigger\s+than|larger\s+than|exceeds?|" \
-           r"older\s+than|longer\s+than|past|passes|crosses|beyond|at\s+least|no\s+less\s+than|>=?)"
+           r"older\s+than|longer\s+than|past|passes|crosses|beyond|at\s+least|no\s+less\s+than|tops|hits|reaches" \
+           r"|goes\s+(?:over|above|past)|climbs\s+(?:over|above|past)|breaches|north\s+of|>=?)"
 _LESS = r"(?:below|under|less\s+than|lower\s+than|fewer\s+than|smaller\s+than|within|inside|younger\s+than|" \
-        r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|<=?)"
+        r"newer\s+than|sooner\s+than|at\s+most|no\s+more\s+than|down\s+to|drops\s+(?:below|under|to)" \
+        r"|falls\s+(?:below|under|to)|south\s+of|<=?)"
 #: The words of the comparisons above: they say how a value compares, never what is compared ("fewer than 2
 #: gunicorn processes" names the process gunicorn, not "fewer").
 COMPARISON_WORDS = (frozenset(re.findall(r"[a-z]+", _GREATER + _LESS)) | {"exceed"}) - {"s", "at", "no"}
@@ -115,10 +117,28 @@ def _words(text: str) -> set[str]:
     return {stem(w) for w in raw} | {canonical(w) for w in raw}
 
 
+#: Shares said in words ("more than three quarters full"), as percentages.
+_NOT_OF_TIME = r"(?!\s+(?:an?\s+)?(?:hours?|days?|minutes?|mins?|weeks?|months?|years?|seconds?)\b)"
+_SHARES = tuple((re.compile(rf"\b(?:{said})\b{_NOT_OF_TIME}"), share) for said, share in (
+    (r"three\s+quarters|three-quarters|3/4", "75%"), (r"two\s+thirds|two-thirds|2/3", "67%"),
+    (r"a\s+third|one\s+third|1/3", "33%"), (r"a\s+quarter|one\s+quarter|1/4", "25%"),
+    (r"half|a\s+half|1/2", "50%")))
+#: "88%+", "90+ %": the amount or more.
+OR_MORE = re.compile(r"\b(\d+(?:\.\d+)?)\s*(%?)\s*\+(?!\d)")
+
+
+def _plain_amounts(low: str) -> str:
+    """``low`` with shares in words as percentages and "N%+" as "at least N%"."""
+    for pattern, share in _SHARES:
+        low = pattern.sub(share, low)
+    return OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", low)
+
+
 def compile_condition(text: str, fields: list[Field]) -> Condition | None:
     """The condition ``text`` says over one of ``fields``, or ``None`` when none fits."""
+    low = _plain_amounts(text.lower())
     low = _BOUND_AFTER.sub(lambda m: ("at most " if m.group(2) in ("less", "fewer", "under") else "at least ")
-                           + m.group(1), text.lower())
+                           + m.group(1), low)
     words = _words(low)
     if _PERCENT.search(low):
         words.add("percent")

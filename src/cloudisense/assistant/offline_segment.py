@@ -26,6 +26,7 @@ from cloudisense.assistant.catalog import (
 )
 from cloudisense.assistant.conditions import (
     COMPARISON_WORDS,
+    OR_MORE,
     Condition,
     compile_condition,
     reads_as_condition,
@@ -533,6 +534,8 @@ class SegmentPlanner:
         drafts: list[StepDraft] = []
         pending: str | None = None
         text = _OPENING.sub("", join_split_verbs(text), count=1)
+        # "88%+ full?": the amount or more.
+        text = OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", text)
         # "the web app is off - fire it up": a dash between clauses is a comma.
         text = _CLAUSE_DASH.sub(", ", text)
         # "check X's days left; at 4 or fewer, renew it": a bound said first is a condition on what was read.
