@@ -469,7 +469,23 @@ def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
     root = name[:-1] if name.endswith("e") else name
     if " " not in name and len(name) >= 4:
         phrases |= {root + end for end in ("ed", "ibly", "ably", "efully", "fully", "ly")} - {name}
+    if phrases & {"dry run", "dry-run", "dryrun"}:
+        phrases |= _DRY_RUN_WORDS
     return sorted(p for p in phrases if len(p) >= 3)
+
+
+#: Plain English for a dry run.
+_DRY_RUN_WORDS = {"practice run", "trial run", "test run", "rehearsal", "simulation", "simulated run", "what-if",
+                  "what if run", "mock run"}
+
+
+def _said_instead(desc: str, low: str) -> bool:
+    """A flag described as "X instead of Y", asked for as not Y ("a complete backup, not incremental")."""
+    other = re.search(r"\binstead\s+of\s+(?:an?\s+|the\s+)?([a-z-]{3,})", desc)
+    if other is None:
+        return False
+    word = re.escape(other.group(1))
+    return re.search(rf"\b(?:not|no|non-?|rather\s+than|instead\s+of)\s*(?:an?\s+|the\s+)?{word}\b", low) is not None
 
 
 #: How a request asks for a run that changes nothing ("without changing anything", "make no changes").
@@ -559,6 +575,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             wanted = {stem(w) for w in re.findall(r"[a-z]+", desc_even.group(1)) if w not in STOPWORDS and len(w) > 2}
             if wanted & {stem(w) for w in re.findall(r"[a-z]+", said_even.group(1))}:
                 return True
+        if _said_instead(str(spec.get("description", "")).lower(), low):
+            return True
         # A flag that makes the run change nothing (its description says so), asked for in other words.
         if re.search(r"\bchanges?\s+nothing\b", str(spec.get("description", "")).lower()) and _NO_CHANGE.search(low):
             return True

@@ -352,6 +352,15 @@ def _context(piece: str, starts: set[str]) -> bool:
         and not re.search(r"\b(if|unless|when|whenever)\b", piece, re.I)
 
 
+#: "... and confirm it came back", "..., then make sure it's healthy": a check of what was acted on.
+_THEN_JOIN = r"(?:\s*,\s*(?:and\s+|then\s+|and\s+then\s+)?|\s+(?:and|then|and\s+then)\s+)"
+_VERIFY_AFTER = re.compile(
+    rf"{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure|check)\s+(?:that\s+)?"
+    r"(?P<what>it|they|the\s+[a-z][\w.-]*|[a-z][\w.-]*)\s+(?:has\s+|have\s+)?(?:came|comes|come)\s+back(?:\s+up)?"
+    rf"|{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure)\s+(?:that\s+)?(?P<what2>it|they)(?:\s+is|\s+are|'s|'re)\s+"
+    r"(?:back(?:\s+up)?|up|healthy|running|ok|okay|fine)\b", re.I)
+
+
 #: A piece that only bounds how many ("only 3", "just four", "max 10 entries"): a detail of the step before.
 _ONLY_A_COUNT = re.compile(r"^\s*(?:only|just|max|maximum|at\s+most|up\s+to|no\s+more\s+than|limit(?:\s+it)?\s+to"
                            r"|cap(?:\s+it)?\s+at)\s+(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|a\s+dozen)"
@@ -534,6 +543,8 @@ class SegmentPlanner:
         drafts: list[StepDraft] = []
         pending: str | None = None
         text = _OPENING.sub("", join_split_verbs(text), count=1)
+        # "restart redis and confirm it came back": the check is a read of the same thing after the action.
+        text = _VERIFY_AFTER.sub(lambda m: f", then is {m.group('what') or m.group('what2')} up?", text)
         # "88%+ full?": the amount or more.
         text = OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", text)
         # "the web app is off - fire it up": a dash between clauses is a comma.
