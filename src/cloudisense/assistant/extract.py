@@ -549,7 +549,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return None
         # The text with its phrases spelt the catalogue's way ("check mode" is "dryrun"): a phrase said is a
         # modifier wherever it stands.
-        rewritten = spell_phrases(f" {low} ")
+        # ("check-mode", "dry-run": the hyphen joins the same words.)
+        rewritten = spell_phrases(" " + re.sub(r"(?<=[a-z])-(mode|run)\b", r" \1", low) + " ")
         for phrase in _modifier_phrases(param, spec):
             said_as = re.compile(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])")
             spots = list(said_as.finditer(low))
@@ -703,6 +704,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return intent_said
     # "limited to web1" for a ``limit`` field, "by user carol" for a ``user`` one: its name said, then the value.
     head = re.escape(param.lower().split("_")[0])
+    if int(non_null(spec).get("maxLength") or 0) >= 100 and not pattern_of(spec) and len(param) >= 3 \
+            and not re.search(r"\b(?:url|urls|uri|address|one\s+of)\b", str(spec.get("description", "")).lower()):
+        # A free text ("with a note: investigating redis latency"): all that follows its name and a colon.
+        told = re.search(rf"\b{head}\w*\s*(?::|=|\s+saying)\s*(\S.*)$", text, re.I)
+        if told:
+            return told.group(1).strip(" .!?'\"")
     named = re.search(rf"\b{head}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)"
                       rf"|\b(?:for|by|of|from)\s+{head}\s+([a-z0-9][\w.:!*\-]*)", low) \
         if not required and len(param) >= 4 else None
