@@ -725,6 +725,12 @@ class SegmentPlanner:
             if (is_question(text) and any(t in self.catalog.vocabulary for t in content)) or _WHY.search(text):
                 return Plan(outcome="clarify", confidence=0.3, strategy=strategy, held=True,
                             reason="no action answers that question", question=self._unclear_question(text))
+            typo = self._typo_of_action_word(text)
+            if typo is not None:
+                # "delte demo/a.txt": a misspelt verb of the node's is a question, never an escalation nor an act.
+                return Plan(outcome="clarify", confidence=0.3, strategy=strategy, held=True,
+                            reason=f"the first word looks like a typo of {typo!r}",
+                            question=f"Did you mean \"{typo}\"? Please say it again with the word spelt out.")
             return Plan(outcome="escalate", confidence=0.6, strategy=strategy,
                         reason="escalated: nothing this node can do matches the request")
         unknown = [d for d in drafts if d.unknown]
@@ -787,6 +793,14 @@ class SegmentPlanner:
             plan_steps[0].id = "s1"
         return Plan(steps=plan_steps, outcome="execute", confidence=round(confidence, 3), reason=why or None,
                     strategy=strategy)
+
+    def _typo_of_action_word(self, text: str) -> str | None:
+        """The node's action word that the request's first word is a typo of ("delte" -> delete), if one."""
+        words = re.findall(r"[a-z]+", text.lower())[:1]
+        if not words or words[0] in self.catalog.vocabulary or words[0] in STOPWORDS:
+            return None
+        near = sorted(w for w in self.starts | _PLAIN_VERBS if ex.near_miss(words[0], w))
+        return near[0] if len(near) == 1 else None
 
     def _unclear_question(self, text: str) -> str:
         """What to ask when no single action answers a question: the nearest things that can be checked."""
