@@ -50,7 +50,9 @@ PHRASES: dict[str, str] = {
     # A rehearsal that changes nothing is a dry run too.
     "trial run": "dryrun", "trial mode": "dryrun", "test run": "dryrun", "test mode": "dryrun",
     "no changes": "dryrun", "without changing anything": "dryrun", "change nothing": "dryrun",
-    "rehearse": "dryrun", "rehearsal": "dryrun",
+    "rehearse": "dryrun", "rehearsal": "dryrun", "practice run": "dryrun", "mock run": "dryrun", "what-if": "dryrun",
+    # Filling up is getting full.
+    "filling up": "full", "fills up": "full", "fill up": "full", "filled up": "full",
     # Going past the check that would stop it is forcing it.
     "skip the safety check": "force", "skip the safety checks": "force", "skip safety checks": "force",
     "bypass the safety check": "force", "ignore the safety check": "force", "no matter what": "force",

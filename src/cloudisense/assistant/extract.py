@@ -469,14 +469,7 @@ def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
     root = name[:-1] if name.endswith("e") else name
     if " " not in name and len(name) >= 4:
         phrases |= {root + end for end in ("ed", "ibly", "ably", "efully", "fully", "ly")} - {name}
-    if phrases & {"dry run", "dry-run", "dryrun"}:
-        phrases |= _DRY_RUN_WORDS
     return sorted(p for p in phrases if len(p) >= 3)
-
-
-#: Plain English for a dry run.
-_DRY_RUN_WORDS = {"practice run", "trial run", "test run", "rehearsal", "simulation", "simulated run", "what-if",
-                  "what if run", "mock run"}
 
 
 def _said_instead(desc: str, low: str) -> bool:

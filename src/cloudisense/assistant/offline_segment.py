@@ -361,6 +361,13 @@ _VERIFY_AFTER = re.compile(
     r"(?:back(?:\s+up)?|up|healthy|running|ok|okay|fine)\b", re.I)
 
 
+#: "which targets do we supervise here?", "what playbooks can you run?": asking which things of a kind there are.
+_WHICH_WE_HAVE = re.compile(r"^\s*(which|what)\s+([a-z]+s)\s+(?:do|does|did|can|are)\s+(?:we|you|i|they)\s+[a-z]+"
+                            r"(?:\s+(?:after|over|into|on|up|out|for))?"
+                            r"(?:\s+(?:here|now|currently|today|on\s+this\s+(?:node|box|host|machine|server)))?\s*\??\s*$",
+                            re.I)
+
+
 #: A piece that only bounds how many ("only 3", "just four", "max 10 entries"): a detail of the step before.
 _ONLY_A_COUNT = re.compile(r"^\s*(?:only|just|max|maximum|at\s+most|up\s+to|no\s+more\s+than|limit(?:\s+it)?\s+to"
                            r"|cap(?:\s+it)?\s+at)\s+(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|a\s+dozen)"
@@ -545,6 +552,8 @@ class SegmentPlanner:
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
         text = _VERIFY_AFTER.sub(lambda m: f", then is {m.group('what') or m.group('what2')} up?", text)
+        # "which targets do we supervise here?": which of a kind there are, whatever the verb.
+        text = _WHICH_WE_HAVE.sub(lambda m: f"{m.group(1)} {m.group(2)} are there?", text)
         # "88%+ full?": the amount or more.
         text = OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", text)
         # "the web app is off - fire it up": a dash between clauses is a comma.
