@@ -127,6 +127,7 @@ SYNONYMS: dict[str, str] = {
     "people": "who", "someone": "who", "somebody": "who", "anyone": "who", "anybody": "who", "whoever": "who",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
     "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk", "fs": "disk",
+    "ls": "list", "dir": "list",
     "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify",

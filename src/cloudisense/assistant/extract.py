@@ -130,12 +130,19 @@ def _bare(part: str) -> str:
     return head if dot and ext in _EXTENSIONS and head.isalpha() else part
 
 
+_VOWELS = set("aeiou")
+_NO_VOWELS = str.maketrans("", "", "aeiou")
+
+
 def near_miss(word: str, target: str) -> bool:
-    """A typo of ``target``: two neighbouring letters swapped, or one letter missing or extra.
+    """A typo of ``target``: two neighbouring letters swapped, one letter missing or extra, or no vowels.
 
     A changed letter is not enough ("older" is not "order")."""
     if word == target or word[:1] != target[:1]:
         return False
+    if len(word) >= 4 and len(target) >= 5 and word.isalpha() and not set(word) & _VOWELS \
+            and target.translate(_NO_VOWELS) == word:
+        return True  # written without its vowels ("srch", "rstrt")
     if len(word) == len(target):
         diff = [i for i, (a, b) in enumerate(zip(word, target, strict=True)) if a != b]
         return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]] \

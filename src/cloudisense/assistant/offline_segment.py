@@ -129,6 +129,8 @@ _PLAIN_VERBS = frozenset(
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
     "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install "
     "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
+#: Verbs that only say to leave something alone ("don't touch nginx, just show me its log").
+_HANDS_OFF = frozenset({"touch", "bother", "mess", "worry", "fiddle", "tinker"})
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
 _REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
                       "scrap", "nuke", "prune"})
@@ -594,7 +596,7 @@ class SegmentPlanner:
             if condition:
                 self._remember(condition)
             negated = _DONT_CLAUSE.search(action)
-            if negated and canonical(negated.group(1)) in self.starts:
+            if negated and (canonical(negated.group(1)) in self.starts or negated.group(1).lower() in _HANDS_OFF):
                 # "X is fine and don't restart it": the negated clause is no step; what is left may be one.
                 rest = (action[:negated.start()] + " " + action[negated.end():]).strip(" ,;")
                 rest = re.sub(r"\s+(?:and|but|so)$", "", rest).strip(" ,;")
