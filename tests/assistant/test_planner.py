@@ -449,6 +449,18 @@ async def test_role_refusal_is_said_as_such(demo: tuple[PlanningContext, Any]) -
     assert "Viewers can't" in (plan.message or "") and "operator" in (plan.message or "")
 
 
+async def test_a_viewer_may_ask_for_exactly_the_read_an_action_allows() -> None:
+    """The catalogue, the planner and the router read one fact (``read_when``): a viewer's check-mode
+    playbook run is planned (and the router lets it run), a real one is refused and says what is allowed."""
+    viewer = demo_context("viewer")[0]
+    plan = await OfflinePlanner().plan("dry run nginx.yml", viewer)
+    assert plan.outcome == "execute" and [(s.intent, s.params) for s in plan.steps] == [
+        ("run_playbook", {"name": "nginx.yml", "check": True})]
+    refused = await OfflinePlanner().plan("run nginx.yml", viewer)
+    assert refused.outcome == "refuse" and not refused.steps
+    assert "only as a read (check=true)" in (refused.message or "") and "operator" in (refused.message or "")
+
+
 @pytest.mark.parametrize("text, outcome", [("restrat nginx", "clarify"), ("stopp nginx", "clarify"),
                                            ("is the wroker up?", "execute"), ("stp the worker", "clarify")])
 async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: str, outcome: str) -> None:
@@ -498,10 +510,14 @@ def test_every_eval_set_is_well_formed(plugin: bool) -> None:
             assert expected["outcome"] in {"execute", "clarify", "escalate", "refuse", "answer"}, where
             role = case.get("role", "operator")
             allowed = {t["name"] for t in roles[role].tools}
+            # What the role may run only as a read ("check": true for a viewer's playbook run).
+            as_read = {t["name"]: t["allowed_when"] for t in roles[role].refused if t.get("allowed_when")}
             steps = expected.get("steps") or []
             assert bool(steps) == (expected["outcome"] == "execute"), where
             for i, step in enumerate(steps, 1):
-                assert step["intent"] in allowed, where
+                assert step["intent"] in allowed or (
+                    step["intent"] in as_read
+                    and all(step["params"].get(k) == v for k, v in as_read[step["intent"]].items())), where
                 params = {k: ("a text" if v == "*" else v) for k, v in step["params"].items()}
                 model = registry.get(step["intent"]).params
                 assert set(params) <= set(model.model_fields), where

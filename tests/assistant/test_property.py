@@ -78,8 +78,8 @@ class Recorder(Module):
                 ("delete_rule", RuleParams, Risk.DESTRUCTIVE), ("run_playbook", PlaybookParams, Risk.DESTRUCTIVE)]
         out = []
         for name, model, risk in spec:
-            risk_for = (lambda p: Risk.READ if p.check else Risk.DESTRUCTIVE) if name == "run_playbook" else None
-            out.append(Intent(name, f"recorded {name}", self._handler(name), model, risk, risk_for=risk_for))
+            read_when = {"check": True} if name == "run_playbook" else {}
+            out.append(Intent(name, f"recorded {name}", self._handler(name), model, risk, read_when=read_when))
         return out
 
 

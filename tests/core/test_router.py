@@ -79,7 +79,7 @@ class ToyModule(Module):
             Intent("echo", "Echo", self.echo, EchoParams, Risk.READ),
             Intent("poke", "A write", self.mark("poke"), NoParams, Risk.WRITE),
             Intent("nuke", "A destructive one", self.mark("nuke"), CheckParams, Risk.DESTRUCTIVE,
-                   risk_for=lambda p: Risk.READ if p.check else Risk.DESTRUCTIVE),
+                   read_when={"check": True}),
             Intent("manage", "Admins only", self.mark("manage"), NoParams, Risk.READ, admin_only=True),
             Intent("boom", "Fails with a bug", self.boom, NoParams, Risk.READ),
             Intent("lookup", "Fails with NotFound", self.lookup, NoParams, Risk.READ),

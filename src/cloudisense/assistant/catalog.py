@@ -380,7 +380,11 @@ def refused_tools(registry: IntentRegistry, role: Role | str) -> list[dict[str, 
     for intent in registry.all():
         why = refusal(role, intent)
         if why is not None and intent.plannable:
-            out.append({**intent.describe(), "refusal": why})
+            tool = {**intent.describe(), "refusal": why}
+            if intent.read_when and refusal(role, intent, Risk.READ) is None:
+                # The role may run it as a read ("check": true): the planner plans that run, and only that one.
+                tool["allowed_when"] = dict(intent.read_when)
+            out.append(tool)
     return out
 
 

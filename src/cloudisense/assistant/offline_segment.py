@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
@@ -1133,9 +1134,9 @@ class SegmentPlanner:
             if removal:
                 ranked = removal + [(n, s) for n, s in ranked if (n, s) not in removal]
         best, s1 = ranked[0]
-        refused = self.catalog.by_name[best].get("refusal")
+        refused = self._refused(best)
         if refused:
-            allowed = [(n, s) for n, s in ranked if not self.catalog.by_name[n].get("refusal")]
+            allowed = [(n, s) for n, s in ranked if not self._refused(n)]
             # A viewer's "run a backup of orders" is refused, not answered with a reading of the last one.
             reading_for_change = self._change and allowed and self.catalog.by_name[allowed[0][0]].get("risk") == "read"
             if allowed and allowed[0][1] >= REFUSE_MARGIN * s1 and not reading_for_change:
@@ -1401,6 +1402,12 @@ class SegmentPlanner:
         what = tool.get("description", name).split("(")[0].strip().rstrip(".")
         who = "an admin" if "admin" in str(tool.get("refusal")) else "an operator"
         role = self.context.role
+        allowed = tool.get("allowed_when")
+        if allowed:
+            only = ", ".join(f"{k}={json.dumps(v)}" for k, v in allowed.items())
+            return (f"{role.capitalize()}s can't do that: {name} ({what[0].lower() + what[1:]}) is a "
+                    f"{tool.get('risk')} action, which your role ({role}) may run only as a read ({only}). "
+                    f"Ask for that, or ask {who} to do it.")
         return (f"{role.capitalize()}s can't do that: {name} ({what[0].lower() + what[1:]}) is a {tool.get('risk')} "
                 f"action, which your role ({role}) may not run. Ask {who} to do it.")
 
@@ -1862,12 +1869,28 @@ class SegmentPlanner:
             return None
         return None
 
+    def _refused(self, name: str) -> bool:
+        """Whether the caller's role may not run ``name`` with any params (not even as a read)."""
+        tool = self.catalog.by_name[name]
+        return bool(tool.get("refusal")) and not tool.get("allowed_when")
+
     def _ground(self, intent: str, seg: ex.Segment, mentions: list[ex.Mention], retrieval: float,
                 typos: bool) -> StepDraft:
-        """Fill ``intent``'s params from the segment; a question when a required one is missing."""
+        """Fill ``intent``'s params from the segment; a question when a required one is missing; a refusal when
+        the caller's role may not run it (or may, but only with params the request does not give)."""
         tool = self.catalog.by_name[intent]
-        if tool.get("refusal"):
+        if self._refused(intent):
             return StepDraft(intent, refusal=self._refusal_message(intent), confidence=0.9)
+        draft = self._ground_params(intent, seg, mentions, retrieval, typos)
+        allowed = tool.get("allowed_when") if tool.get("refusal") else None
+        if allowed and not all(draft.params.get(k) == v for k, v in allowed.items()):
+            # "run users.yml" from a viewer, who may run it only as a dry run: refused, never quietly a dry run.
+            return StepDraft(intent, refusal=self._refusal_message(intent), confidence=0.9)
+        return draft
+
+    def _ground_params(self, intent: str, seg: ex.Segment, mentions: list[ex.Mention], retrieval: float,
+                       typos: bool) -> StepDraft:
+        tool = self.catalog.by_name[intent]
         props = (tool.get("params") or {}).get("properties") or {}
         required = tool_required(tool)
         entity_params = tool.get("entities") or {}

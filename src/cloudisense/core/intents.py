@@ -86,8 +86,11 @@ class Intent:
     risk: Risk = Risk.READ
     examples: tuple[str, ...] = ()
     module: str = ""
-    #: Optional risk that depends on the params (``run_playbook`` with ``check`` is read).
+    #: Optional risk that depends on the params, computed (a chain is as risky as its riskiest step).
     risk_for: Callable[[Any], Risk] | None = None
+    #: Params that make a run of it a read, declared (``run_playbook`` with ``{"check": True}``): the role
+    #: check, the catalogue and the planner all read it, so a viewer may ask for exactly that run.
+    read_when: dict[str, Any] = field(default_factory=dict)
     #: Only admins may run it (user management and similar), whatever its risk.
     admin_only: bool = False
     #: Seconds before the dispatcher gives up; ``None`` uses the server default.
@@ -117,9 +120,15 @@ class Intent:
 
     def effective_risk(self, params: BaseModel | None) -> Risk:
         """The risk of running this intent with ``params``."""
+        if self.read_when and params is not None and self.reads_with(params.model_dump()):
+            return Risk.READ
         if self.risk_for is not None and params is not None:
             return self.risk_for(params)
         return self.risk
+
+    def reads_with(self, params: dict[str, Any]) -> bool:
+        """Whether a run with ``params`` (names to values) is a read by :attr:`read_when`."""
+        return bool(self.read_when) and all(params.get(k) == v for k, v in self.read_when.items())
 
     def params_schema(self) -> dict[str, Any]:
         """JSON-schema of the params, generated from the params model."""
@@ -137,6 +146,7 @@ class Intent:
             "entities": dict(self.entities),
             "agent_use": self.agent_use.value,
             "result": self.result.model_json_schema() if self.result is not None else None,
+            "read_when": dict(self.read_when),
         }
 
 

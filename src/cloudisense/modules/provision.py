@@ -105,10 +105,6 @@ def _no_templates(value: Any, where: str) -> None:
         raise ValueError(f"{where}: Jinja templates ({{{{ }}}}, {{% %}}) are not allowed in values")
 
 
-def _risk(p: RunPlaybookParams) -> Risk:
-    return Risk.READ if p.check else Risk.DESTRUCTIVE
-
-
 def _play_info(path: Path) -> list[dict[str, Any]]:
     """Names and hosts of a playbook's plays (empty when it can't be read cheaply)."""
     try:
@@ -236,7 +232,7 @@ class ProvisionModule(Module):
                     "apply nginx.yml with listen_port 8088", "provision the users on the demo hosts",
                     "check mode for the nginx playbook limited to localhost",
                     "deploy the nginx config again"),
-                   risk_for=_risk, timeout=self.settings.time_limit + KILL_GRACE + 10,
+                   read_when={"check": True}, timeout=self.settings.time_limit + KILL_GRACE + 10,
                    entities={"name": "playbook"}, say=_say_playbook),
         ]
 
