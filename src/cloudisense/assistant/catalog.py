@@ -51,6 +51,10 @@ PHRASES: dict[str, str] = {
     "trial run": "dryrun", "trial mode": "dryrun", "test run": "dryrun", "test mode": "dryrun",
     "no changes": "dryrun", "without changing anything": "dryrun", "change nothing": "dryrun",
     "rehearse": "dryrun", "rehearsal": "dryrun", "practice run": "dryrun", "mock run": "dryrun", "what-if": "dryrun",
+    # Chat shorthand for acknowledging, and a state that cleared is resolved.
+    "un-acked": "unacknowledged", "unacked": "unacknowledged", "un-acknowledged": "unacknowledged",
+    "acked": "acknowledged", "ack'd": "acknowledged", "cleared": "resolved", "has cleared": "resolved",
+    "have cleared": "resolved",
     # Filling up is getting full.
     "filling up": "full", "fills up": "full", "fill up": "full", "filled up": "full",
     # Going past the check that would stop it is forcing it.

@@ -556,14 +556,16 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             spots = list(said_as.finditer(low))
             # "unacknowledged", "nobody has acknowledged": the modifier said as not so. Only a
             # three-state flag (default none: either way or not at all) reads that as false.
-            if re.search(rf"(?<![\w-])un-?{re.escape(phrase)}(?![\w-])", low) or any(
+            if re.search(rf"(?<![\w-])un-?{re.escape(phrase)}(?![\w-])", f"{low} {rewritten}") or any(
                     _NEGATION_BEFORE.search(low[:spot.start()]) for spot in spots):
                 return False if "default" in spec and spec["default"] is None else None
             # A first word that is the request's verb ("check the playbook") is not a modifier.
             if spots and (spots[0].start() > 0 or " " in phrase or "-" in phrase
                          or canonical(phrase) not in known_words):
                 return True
-            if not spots and said_as.search(rewritten):
+            if not spots and (spelt := said_as.search(rewritten)):
+                if _NEGATION_BEFORE.search(rewritten[:spelt.start()]):  # "nobody has acked"
+                    return False if "default" in spec and spec["default"] is None else None
                 return True
         # "test-renew X" for a flag described as "only test that ...": its verb joined to the action's.
         only = re.match(r"\s*(?:only|just)\s+([a-z]{4,})\b", str(spec.get("description", "")).lower())
@@ -606,6 +608,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         words += [p for w in list(words) if "-" in w.strip("-") and not all(p in busy_raw for p in w.split("-"))
                   for p in w.split("-") if p and p not in words]
         tokens = {canonical(t) for t in words} | set(words)
+        # ... and as the phrase table spells them ("have cleared" is "resolved").
+        tokens |= set(raw_tokens(spell_phrases(f" {low} "))) - set(raw_tokens(low)) - busy_raw
         # (A value matched through its synonym only when that synonym does not merge opposites: "failed" and
         # "success" are both a "result", which says neither.)
         hits = [v for v in values if isinstance(v, str) and (v.lower() in tokens or (
