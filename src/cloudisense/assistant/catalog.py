@@ -120,6 +120,8 @@ SYNONYMS: dict[str, str] = {
     # What was spent of something is how much of it was used.
     "spent": "usage", "spend": "usage", "consumed": "usage", "consume": "usage", "burned": "usage", "burnt": "usage",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",
+    # What uses up a resource is a process ("the largest consumers of RAM").
+    "consumer": "process", "consumers": "process",
     # Whether something worked is its result, good or bad.
     "fail": "result", "failed": "result", "failing": "result", "failure": "result", "succeed": "result",
     "succeeded": "result", "success": "result", "successful": "result", "outcome": "result",

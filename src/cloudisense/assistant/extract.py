@@ -563,8 +563,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             if spots and (spots[0].start() > 0 or " " in phrase or "-" in phrase
                          or canonical(phrase) not in known_words):
                 return True
-            if not spots and (spelt := said_as.search(rewritten)):
-                if _NEGATION_BEFORE.search(rewritten[:spelt.start()]):  # "nobody has acked"
+            if not spots and (spelt_at := said_as.search(rewritten)):
+                if _NEGATION_BEFORE.search(rewritten[:spelt_at.start()]):  # "nobody has acked"
                     return False if "default" in spec and spec["default"] is None else None
                 return True
         # "test-renew X" for a flag described as "only test that ...": its verb joined to the action's.

@@ -1372,7 +1372,7 @@ class SegmentPlanner:
                  if "-" in w.strip("-") and whole[j + 1] in self.kinds}
         for i, tok in enumerate(seg.raw[1:], 1):
             if seg.raw[i - 1] != "the" or i in covered or tok in STOPWORDS or not tok.isalpha() or tok in _TIME_WORDS \
-                    or tok in named:
+                    or tok in named or ex.word_number(tok) != tok:  # "the five largest": a count, no name
                 continue
             if stem(tok) in self.catalog.vocabulary or canonical(tok) in self.catalog.vocabulary or tok in self.kinds:
                 continue
