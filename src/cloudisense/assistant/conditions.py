@@ -333,7 +333,8 @@ def reads_as_condition(question: str) -> bool:
     return bool(words & _NEGATIVE) or (_NOT.search(low) is not None and bool(words & _POSITIVE))
 
 
-def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tuple[str, str] | None:
+def _inverted_condition(segment: str, starts: set[str] | frozenset[str],
+                        verbs: set[str] | frozenset[str] = frozenset()) -> tuple[str, str] | None:
     """``(action, condition)`` of a condition said with an inverted "should" ("should the disk fill up, clean
     it"), when the other part starts with an action word; else ``None``."""
     for pattern in (_SHOULD_FIRST, _WHEN_FIRST, _SHOULD_AFTER, _WHEN_AFTER):
@@ -344,7 +345,7 @@ def _inverted_condition(segment: str, starts: set[str] | frozenset[str]) -> tupl
         # Said first, the comma ends the condition; said after, the action must start with an action word.
         said_first = pattern is not _SHOULD_AFTER
         if (said_first and not m.group("action").rstrip().endswith("?")) or (
-                first and canonical(first[0]) in starts):
+                first and (canonical(first[0]) in starts or first[0] in verbs)):
             return m.group("action").strip(" ,.?"), m.group("cond").strip(" ,.?")
     return None
 
@@ -358,12 +359,15 @@ _ANAPHORIC_CONDITION = re.compile(r"\s*(?:not|so|yes|no|it\s+is\s*n[o']t|it\s+is
                                   r"\s*[.!?]*\s*$", re.I)
 
 
-def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
+def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(), *,
+                    verbs: set[str] | frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """``(action, condition)`` of one segment: "restart it if it's down" -> ("restart it", "it's down").
 
     ``starts`` are the words that start an action: "if redis is down start it" has no comma, and the
-    action begins at the first of them after the condition's own words."""
-    inverted = _inverted_condition(segment, starts)
+    action begins at the first of them after the condition's own words. ``verbs`` (plain English verbs of
+    doing) also start the action of a condition said after it with "should" ("email the team should X be
+    older than a day")."""
+    inverted = _inverted_condition(segment, starts, verbs)
     if inverted is not None:
         return inverted
     m = _IF.search(segment)

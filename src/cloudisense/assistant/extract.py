@@ -905,6 +905,8 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             if not counted:
                 continue
             value = q.value
+        if typ == "integer" and value > 0 and round(value) == 0:
+            continue  # "6 hours" for a field of days is no 0 days (pruning "older than 0 days" is everything)
         reading.used.add(i)
         if typ == "integer":
             return round(value)

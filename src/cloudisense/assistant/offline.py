@@ -55,7 +55,7 @@ _SHELL = re.compile(
     r"|\bfdisk\b|\bdrop\s+(?:the\s+|a\s+|our\s+)?(?:[\w.-]+\s+)?(table|tables|database|schema|db)\b"
     r"|\btruncate\s+(?:the\s+|every\s+|all\s+)?(?:[\w.-]+\s+)?(table|tables)\b|\bcurl\b.*\|\s*(ba)?sh\b)", re.I)
 _DESTRUCTIVE = {"delete", "remove", "wipe", "destroy", "drop", "erase", "format", "reformat", "nuke", "purge",
-                "truncate", "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop"}
+                "truncate", "terminate", "trash", "shred", "uninstall", "obliterate", "kill", "stop", "empty"}
 #: Objects that make a destructive verb sweeping ("every", "all", "the fleet", "the disks").
 _SWEEPING = {"all", "every", "everything", "entire", "whole", "fleet", "servers", "hosts", "machines",
              "databases", "disk", "disks", "cluster", "prod", "production", "filesystem", "vms", "instances",
@@ -145,18 +145,25 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         *(f"have a {good} {when}" for good in ("good", "nice", "great", "lovely")
           for when in ("day", "evening", "night", "weekend", "afternoon", "shift"))}
 #: Words said between pleasantries that add nothing ("good stuff, off to lunch now").
-_FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right", "im", "were"}
+_FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right", "im", "were",
+           # Whom it is said to ("morning all", "good night team").
+           "all", "team", "everyone", "everybody", "folks", "guys", "people", "yall", "you", "mate", "friends"}
 
 
 #: Words that say all is well ("all working again", "backups look good now"): a remark, not a request.
 _WELL = {"good", "fine", "great", "working", "works", "worked", "ok", "okay", "sorted", "fixed", "healthy", "happy",
-         "green", "stable", "normal", "resolved", "solved", "back", "again", "well", "better", "smooth", "clean"}
+         "green", "stable", "normal", "resolved", "solved", "back", "again", "well", "better", "smooth", "clean",
+         "saved", "rescued", "helped", "perfectly", "nicely"}
 #: Words that say something is wrong, or ask: a remark with one of these is no pleasantry ("thanks, still down").
 _NOT_WELL = {"not", "no", "isnt", "arent", "wasnt", "dont", "doesnt", "didnt", "wont", "cant", "never", "down", "still",
              "failing", "failed", "fails", "error", "errors", "broken", "slow", "wrong", "issue", "issues", "problem",
              "problems", "crashed", "crashing", "stuck", "bad", "worse", "full", "dead", "if", "why", "but"}
 #: A short tail after a goodbye saying when or to whom ("handing over to priya", "shift change in ten").
 _BYE_TAIL = re.compile(r"^(?:(?:in|to|for|with)(?:\s+[a-z]+){1,3}|now|soon|today|tonight)$")
+#: Asking what the assistant can do, in other words ("which kinds of things are you able to handle?").
+_ASKS_WHAT_YOU_DO = re.compile(
+    r"^\s*(?:so\s+|and\s+)?(?:what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+(?:things|stuff|tasks|jobs|requests"
+    r"|questions)\s+(?:are|can|could|do|will)\s+(?:you|u)\b[^.;]*\??\s*$", re.I)
 #: Asides that add nothing to what is said ("what's your name, by the way?").
 _ASIDE = re.compile(r"\b(?:by\s+the\s+way|btw|by\s+the\s+by)\b", re.I)
 
@@ -189,7 +196,7 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
         return "Goodbye."
     if kinds:
         return "Hello. Ask me about this node or tell me what to do; say \"help\" for examples."
-    if said in _HELP or text.strip() == "?":
+    if said in _HELP or text.strip() == "?" or _ASKS_WHAT_YOU_DO.search(text):
         examples = [str(t["examples"][0]) for t in tools if t.get("examples")][:8]
         listed = "\n".join(f"  - {e}" for e in examples)
         return ("I'm the CloudiSENSE assistant: I run this node's actions for you and answer from their real "

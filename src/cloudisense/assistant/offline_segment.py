@@ -128,13 +128,13 @@ _PLAIN_VERBS = frozenset(
     "sort arrange add create build generate write save copy post publish mail email text tell warn inform page "
     "ping alert notify ask ack acknowledge confirm approve reject cancel abort halt pause resume restart reload "
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
-    "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install "
+    "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install telegram "
     "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
 #: Verbs that only say to leave something alone ("don't touch nginx, just show me its log").
 _HANDS_OFF = frozenset({"touch", "bother", "mess", "worry", "fiddle", "tinker"})
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
 _REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
-                      "scrap", "nuke", "prune"})
+                      "scrap", "nuke", "prune", "empty"})
 #: Words that say something repeats by itself, without saying how often.
 _REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
              # ... or names how often itself ("change the backup frequency"): only what repeats has one.
@@ -555,6 +555,8 @@ class SegmentPlanner:
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
         text = _VERIFY_AFTER.sub(lambda m: f", then is {m.group('what') or m.group('what2')} up?", text)
+        # "what kinds of logs are there?": which logs there are.
+        text = re.sub(r"\b(what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+", r"\1 ", text, flags=re.I)
         # "which targets do we supervise here?": which of a kind there are, whatever the verb.
         text = _WHICH_WE_HAVE.sub(lambda m: f"{m.group(1)} {m.group(2)} are there?", text)
         # "88%+ full?": the amount or more.
@@ -578,16 +580,17 @@ class SegmentPlanner:
         asked = _ASKED_THEN.match(text) or self._asked_bare(text)
         if asked_else:
             # "is haproxy running? if not, tell the webhook": the question is read, the action waits for a no.
-            text = f"{asked_else.group('cond').strip()}, and {asked_else.group('action').strip()} if not"
+            # (The question keeps its mark: what it reads is only ever read, never acted on.)
+            text = f"{asked_else.group('cond').strip()}?, and {asked_else.group('action').strip()} if not"
         elif asked:
             # "is the disk over 90 %? if so, clean up": the question is the action's condition, said first so that
             # it holds for every action after it ("... ? email the team and run rotate-logs.sh": both wait for it).
             text = f"if {asked.group('cond').strip()}, {asked.group('action').strip()}"
         for segment in split_request(text, self.entities, self.starts, self.aliases, set(verbs_of(self.catalog))):
-            action, condition = split_condition(segment, self.starts)
+            action, condition = split_condition(segment, self.starts, verbs=_PLAIN_VERBS)
             if condition and condition.strip().lower() in _NEGATED_BEFORE and drafts and drafts[-1].text:
                 # "check whether redis is up and start it if not": the opposite of what was checked.
-                condition = f"not {drafts[-1].text}"
+                condition = f"not {drafts[-1].text.rstrip(' ?')}"
             if not action:
                 pending = condition
                 self._remember(condition or "")
