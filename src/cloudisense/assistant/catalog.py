@@ -50,6 +50,7 @@ PHRASES: dict[str, str] = {
     # A rehearsal that changes nothing is a dry run too.
     "trial run": "dryrun", "trial mode": "dryrun", "test run": "dryrun", "test mode": "dryrun",
     "no changes": "dryrun", "without changing anything": "dryrun", "change nothing": "dryrun",
+    "walk me through": "show", "walk through": "show",
     "rehearse": "dryrun", "rehearsal": "dryrun", "practice run": "dryrun", "mock run": "dryrun", "what-if": "dryrun",
     # Chat shorthand for acknowledging, and a state that cleared is resolved.
     "un-acked": "unacknowledged", "unacked": "unacknowledged", "un-acknowledged": "unacknowledged",
@@ -133,7 +134,7 @@ SYNONYMS: dict[str, str] = {
     "people": "who", "someone": "who", "somebody": "who", "anyone": "who", "anybody": "who", "whoever": "who",
     "heaviest": "biggest", "largest": "biggest", "hungriest": "biggest",
     "space": "disk", "room": "disk", "storage": "disk", "filesystem": "disk", "df": "disk", "fs": "disk",
-    "ls": "list", "dir": "list",
+    "ls": "list", "dir": "list", "percentage": "percent",
     "check": "show", "view": "show", "display": "show", "see": "show", "print": "show", "read": "show", "cat": "show",
     "tail": "tail", "grep": "search", "find": "search", "look": "search", "scan": "search",
     "notify": "notify", "notification": "notify", "notifications": "notify", "ping": "notify", "alert": "notify",

@@ -739,6 +739,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if m and m.group(1) in reading.intent_names and "intent" not in words:
         m = None  # "audit entries for restart_target": an intent's name is the value of a param naming intents only
     if m and m.group(1) not in STOPWORDS and stem(m.group(1)) not in known_words:
+        if re.fullmatch(r"\d+s", m.group(1)):
+            return m.group(1)[:-1]  # "for 404s": lines with 404
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
         return None
