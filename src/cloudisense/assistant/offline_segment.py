@@ -559,6 +559,14 @@ class SegmentPlanner:
         text = re.sub(r"\b(what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+", r"\1 ", text, flags=re.I)
         # "which targets do we supervise here?": which of a kind there are, whatever the verb.
         text = _WHICH_WE_HAVE.sub(lambda m: f"{m.group(1)} {m.group(2)} are there?", text)
+        # "leave the certs alone, just list them": what not to touch.
+        text = re.sub(r"\bleave\s+((?:the|our|my|that|those|this)?\s*[\w.\-]+(?:\s+[\w.\-]+)?)\s+alone\b",
+                      r"don't touch \1", text, flags=re.I)
+        # "..., after that list what's left": what remains of the things acted on.
+        text = re.sub(r"\b(list|show|display|read|give\s+me)\s+(?:me\s+)?(?:what's|what\s+is|whatever\s+is|whatever's"
+                      r"|what)\s+(?:left|remaining|remains)\b", r"\1 them", text, flags=re.I)
+        # "worker + redis": and.
+        text = re.sub(r"(?<=\w)\s+\+\s+(?=\w)", " and ", text)
         # "88%+ full?": the amount or more.
         text = OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", text)
         # "the web app is off - fire it up": a dash between clauses is a comma.
@@ -608,7 +616,11 @@ class SegmentPlanner:
                 rest = re.sub(r"^(?:(?:but|and|so)\s+)?(?:just|only|simply|instead)\b,?\s*", "", rest, flags=re.I)
                 if negated.start() == 0 and rest:
                     self._remember(action[:negated.end()])  # "it" in what is left is what not to touch
-                if rest and (_starts_action(rest, self.starts) or not _STATEMENT.search(rest)):
+                    untouched = action[:negated.end()].split(None, 2)[2:]  # "don't touch the certs": the certs
+                    if untouched and not ex.find_mentions(ex.Segment.of(untouched[0]), self.entities, self.aliases):
+                        # ... and so is "them", when what not to touch is a kind of thing, not a named one.
+                        rest = re.sub(r"\b(?:them|it|those)\b", untouched[0].strip(), rest, count=1, flags=re.I)
+                if rest and (_starts_action(rest, self.starts) or is_question(rest) or not _STATEMENT.search(rest)):
                     action = rest
                 else:
                     action = "don't " + negated.group(1)
