@@ -465,7 +465,7 @@ _PLAIN_WORDS = ("x", "the", "disk", "files", "status", "restart", "services")
 def _modifier_phrases(param: str, spec: dict[str, Any]) -> list[str]:
     """How a request turns a boolean param on: its name ("force", "dry run") and the lead words of its description."""
     name = param.lower().replace("_", " ")
-    phrases = {name, name.replace(" ", "-"), name.replace(" ", "")}
+    phrases = {name, name.replace(" ", "-"), name.replace(" ", ""), param.lower()}
     desc = str(spec.get("description", "")).lower()
     lead = re.split(r"[:(,;]", desc)[0].strip()
     if lead and len(lead.split()) <= 2:

@@ -822,12 +822,18 @@ class SegmentPlanner:
                     strategy=strategy)
 
     def _typo_of_action_word(self, text: str) -> str | None:
-        """The node's action word that the request's first word is a typo of ("delte" -> delete), if one."""
-        words = re.findall(r"[a-z]+", text.lower())[:1]
-        if not words or words[0] in self.catalog.vocabulary or words[0] in STOPWORDS:
-            return None
-        near = sorted(w for w in self.starts | _PLAIN_VERBS if ex.near_miss(words[0], w))
-        return near[0] if len(near) == 1 else None
+        """The action word that a word of the request is a typo of ("delte X" -> delete, "X can be deelted" ->
+        deleted), if exactly one: the first word as the verb, any other as its past form."""
+        verbs = self.starts | _PLAIN_VERBS
+        for i, word in enumerate(re.findall(r"[a-z]+", text.lower())):
+            if word in self.catalog.vocabulary or word in STOPWORDS or word in verbs or len(word) < 4:
+                continue
+            forms = {v: v for v in verbs} if i == 0 else {
+                (v + "d" if v.endswith("e") else v + "ed"): v for v in verbs}
+            near = sorted({f for f in forms if ex.near_miss(word, f)})
+            if len(near) == 1:
+                return near[0]
+        return None
 
     def _unclear_question(self, text: str) -> str:
         """What to ask when no single action answers a question: the nearest things that can be checked."""
