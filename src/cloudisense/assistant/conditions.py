@@ -314,7 +314,7 @@ _WHEN_AFTER = re.compile(r"^(?!.*\b(?:me|us)\b.*\bwhen\b)(?P<action>.+?)(?<!\bev
 
 
 #: A comparison with an amount: "over 85%", "older than 12h", "inside 25 days".
-_COMPARED_AMOUNT = re.compile(rf"\b(?:{_GREATER}|{_LESS})\s+\d", re.I)
+_COMPARED_AMOUNT = re.compile(rf"\b(?:{_GREATER}|{_LESS})\s+\d|{_BOUND_AFTER.pattern}", re.I)
 #: Question words that ask for a value rather than whether something holds.
 _WH_FIRST = re.compile(r"^\s*(?:what|whats|what's|how|which|who|when|where|why)\b", re.I)
 
