@@ -361,7 +361,9 @@ _VERIFY_AFTER = re.compile(
     rf"{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure|check)\s+(?:that\s+)?"
     r"(?P<what>it|they|the\s+[a-z][\w.-]*|[a-z][\w.-]*)\s+(?:has\s+|have\s+)?(?:came|comes|come)\s+back(?:\s+up)?"
     rf"|{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure)\s+(?:that\s+)?(?P<what2>it|they)(?:\s+is|\s+are|'s|'re)\s+"
-    r"(?:back(?:\s+up)?|up|healthy|running|ok|okay|fine)\b", re.I)
+    r"(?:back(?:\s+up)?|up|healthy|running|ok|okay|fine)\b"
+    rf"|{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure|check)\s+(?:that\s+)?(?P<done>it|they)\s+"
+    r"(?:went\s+through|worked|succeeded|completed|finished|went\s+ok|went\s+fine)\b", re.I)
 
 
 #: "which targets do we supervise here?", "what playbooks can you run?": asking which things of a kind there are.
@@ -554,7 +556,8 @@ class SegmentPlanner:
         pending: str | None = None
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
-        text = _VERIFY_AFTER.sub(lambda m: f", then is {m.group('what') or m.group('what2')} up?", text)
+        text = _VERIFY_AFTER.sub(lambda m: f", then did {m.group('done')} succeed?" if m.group("done")
+                                 else f", then is {m.group('what') or m.group('what2')} up?", text)
         # "what kinds of logs are there?": which logs there are.
         text = re.sub(r"\b(what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+", r"\1 ", text, flags=re.I)
         # "which targets do we supervise here?": which of a kind there are, whatever the verb.
