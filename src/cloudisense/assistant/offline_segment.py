@@ -1076,7 +1076,7 @@ class SegmentPlanner:
                 return self._ground(about, seg, mentions, 0.6, typos)
             scores = {n: s for n, s in scores.items() if self.catalog.by_name[n].get("risk") == "read"}
             scores = self._figure_asked(text, scores)
-        elif seg.raw and (canonical(raw_tokens(apply_phrases(text))[0]) == "show" or _STATUS_NOUN.match(text)
+        elif seg.raw and (canonical(raw_tokens(apply_phrases(text))[0]) in ("show", "list") or _STATUS_NOUN.match(text)
                           or self._noun_phrase(text, mentions)) and not _A_NEW.search(text):
             # ("latest orders backup": a thing named with no verb asks to see it, never to make one.)
             # ("renewal status of X", "restore progress for Y": a noun phrase that names a state asks to see it.)
