@@ -461,6 +461,17 @@ async def test_a_viewer_may_ask_for_exactly_the_read_an_action_allows() -> None:
     assert "only as a read (check=true)" in (refused.message or "") and "operator" in (refused.message or "")
 
 
+@pytest.mark.parametrize("text", ["someone deleted demo/a.txt", "I restarted redis already",
+                                  "we stopped the worker for maintenance", "cleanup.sh ran twice yesterday",
+                                  "the worker restarted twice overnight", "i just ran backup.sh",
+                                  "list the processes older than 2 days"])
+async def test_a_report_of_what_was_done_is_never_done_again(ctx: PlanningContext, text: str) -> None:
+    """A subject and a verb of doing in the past is a report: whatever the plan, it changes nothing."""
+    plan = await OfflinePlanner().plan(text, ctx)
+    risks = {t["name"]: t.get("risk") for t in ctx.tools}
+    assert all(risks[s.intent] == "read" for s in plan.steps), plan
+
+
 @pytest.mark.parametrize("text, outcome", [("restrat nginx", "clarify"), ("stopp nginx", "clarify"),
                                            ("is the wroker up?", "execute"), ("stp the worker", "clarify")])
 async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: str, outcome: str) -> None:

@@ -130,6 +130,15 @@ _PLAIN_VERBS = frozenset(
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
     "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install telegram "
     "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
+#: Who says they did something ("I restarted redis already", "someone deleted X").
+_SUBJECTS = frozenset({"i", "we", "someone", "somebody", "they", "he", "she", "ops", "nobody", "everyone", "you",
+                       "it", "i've", "we've", "they've"})
+#: Words between a subject and what it did ("we already stopped it", "I just ran it").
+_ADVERBS_OF_DOING = frozenset({"already", "just", "accidentally", "manually", "also", "then", "have", "had", "has",
+                               "finally", "recently", "earlier", "never"})
+#: Past forms of verbs of doing that do not end in "ed".
+_IRREGULAR_PAST = frozenset({"ran", "broke", "began", "took", "made", "wrote", "shut", "sent", "kept", "rebuilt",
+                             "built", "undid", "redid", "reran"})
 #: Verbs that only say to leave something alone ("don't touch nginx, just show me its log").
 _HANDS_OFF = frozenset({"touch", "bother", "mess", "worry", "fiddle", "tinker"})
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
@@ -540,6 +549,34 @@ class SegmentPlanner:
         #: Whether the request ends by urging it on ("rotate-logs.sh, go"): a bare name is to be acted on.
         self._go = False
 
+    def _reports_done(self, seg: ex.Segment, mentions: list[ex.Mention]) -> bool:
+        """``seg`` says what somebody or something did: a subject (a person, "someone", a named thing) and then
+        a verb of doing in the past ("restarted", "ran"), not an order."""
+        words = seg.raw
+        start = 1 if words[:1] == ["the"] else 0
+        if not words[start:] or re.match(r"^\s*(?:the\s+)?[\w.\-]+\s*:", seg.text):
+            return False  # "db1: forced restore from s-4": a label, then an order
+        named = next((m for m in mentions if m.start == start), None) if start < len(words) else None
+        if words[start] in _SUBJECTS:
+            after = start + 1
+        elif named is not None:
+            after = named.end
+        else:
+            return False
+        while after < len(words) and words[after] in _ADVERBS_OF_DOING:
+            after += 1
+        return after < len(words) and self._past_of_doing(words[after])
+
+    def _past_of_doing(self, word: str) -> bool:
+        """Whether ``word`` is the past form of a verb of doing ("restarted", "stopped", "ran")."""
+        if word in _IRREGULAR_PAST:
+            return True
+        if not word.endswith("ed") or len(word) < 5:
+            return False
+        verbs = self.starts | _PLAIN_VERBS
+        stems = {word[:-2], word[:-1], word[:-3] if word[-3:-2] == word[-4:-3] else word[:-2]}
+        return any(canonical(v) in verbs or v in verbs for v in stems)
+
     def _asked_bare(self, text: str) -> re.Match[str] | None:
         """"X over 85%? do Y" with no "then": the question is Y's condition when it can only be one
         (:func:`reads_as_condition`) and Y starts with a verb of doing."""
@@ -693,7 +730,7 @@ class SegmentPlanner:
             return None
         completes = earlier.question is not None and _only_entities(piece, self.entities, self.aliases)
         if self._topic_then_order(earlier, piece):
-            # "users-db backups - show me the newest 20": the first piece names what the order is about.
+            # "db1 snapshots - show me the newest 20": the first piece names what the order is about.
             topical = self.plan_segment(f"{piece} {earlier.text}", drafts[:-1])
             if topical.intent == earlier.intent and not topical.question and not topical.refusal:
                 topical.text = f"{piece} {earlier.text}"
@@ -987,8 +1024,10 @@ class SegmentPlanner:
         """Choose the intent of one segment and ground its params."""
         self._before = before
         seg = ex.Segment.of(text)
-        question = self._question = is_question(text)
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
+        # "someone deleted demo/a.txt", "cleanup.sh ran twice yesterday": a report of what was done is read about,
+        # never done again.
+        question = self._question = is_question(text) or self._reports_done(seg, mentions)
         excluded = self._excluded(seg, mentions)
         if excluded:
             # "restart everything except redis": what is left out is never what is acted on (main restarted redis).
