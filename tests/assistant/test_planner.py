@@ -464,7 +464,8 @@ async def test_a_viewer_may_ask_for_exactly_the_read_an_action_allows() -> None:
 @pytest.mark.parametrize("text", ["someone deleted demo/a.txt", "I restarted redis already",
                                   "we stopped the worker for maintenance", "cleanup.sh ran twice yesterday",
                                   "the worker restarted twice overnight", "i just ran backup.sh",
-                                  "list the processes older than 2 days"])
+                                  "list the processes older than 2 days", "nginx was stopped by someone",
+                                  "redis got restarted by mistake"])
 async def test_a_report_of_what_was_done_is_never_done_again(ctx: PlanningContext, text: str) -> None:
     """A subject and a verb of doing in the past is a report: whatever the plan, it changes nothing."""
     plan = await OfflinePlanner().plan(text, ctx)

@@ -721,7 +721,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         named = re.search(r"\bby\s+([a-z0-9][\w.@\-]*)", low)  # "entries by carol": who, for a param of a person
     if named and named.lastindex and named.lastindex > 1 and named.group(1) is None:
         named = re.search(r"(.+)", named.group(2))  # "by user carol": the name after its param's name
-    if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words:
+    if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words \
+            and named.group(1) not in _NOBODY_IN_PARTICULAR:
         return named.group(1)
     if "host" in words and not required:
         # "on db3 only", "only against db2", "to db1 only": where the run is limited to, for a field of hosts; so is
@@ -814,6 +815,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
+#: Words for a person that name nobody ("stopped by someone").
+_NOBODY_IN_PARTICULAR = {"someone", "somebody", "anyone", "anybody", "nobody", "everyone", "everybody", "whoever",
+                         "mistake", "accident"}
 #: Names of params that are a person ("entries by carol" is the user carol).
 _PERSON_PARAMS = {"user", "username", "owner", "author", "actor", "operator", "requester", "who"}
 #: Synonyms that stand for a word and its opposite alike (see ``catalog.SYNONYMS``: "failed" and "succeeded" are

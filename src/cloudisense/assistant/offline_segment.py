@@ -135,7 +135,9 @@ _SUBJECTS = frozenset({"i", "we", "someone", "somebody", "they", "he", "she", "o
                        "it", "i've", "we've", "they've"})
 #: Words between a subject and what it did ("we already stopped it", "I just ran it").
 _ADVERBS_OF_DOING = frozenset({"already", "just", "accidentally", "manually", "also", "then", "have", "had", "has",
-                               "finally", "recently", "earlier", "never"})
+                               "finally", "recently", "earlier", "never",
+                               # ... and the passive ("orders got restored by mistake", "nginx was stopped").
+                               "got", "was", "were", "been"})
 #: Past forms of verbs of doing that do not end in "ed".
 _IRREGULAR_PAST = frozenset({"ran", "broke", "began", "took", "made", "wrote", "shut", "sent", "kept", "rebuilt",
                              "built", "undid", "redid", "reran"})
