@@ -461,6 +461,14 @@ async def test_a_viewer_may_ask_for_exactly_the_read_an_action_allows() -> None:
     assert "only as a read (check=true)" in (refused.message or "") and "operator" in (refused.message or "")
 
 
+@pytest.mark.parametrize("text", ["restart nginx... actually no", "stop the worker? no wait, don't",
+                                  "run cleanup.sh, scratch that", "can you not restart nginx?",
+                                  "could you please not stop redis"])
+async def test_a_request_taken_back_or_asked_not_to_runs_nothing(ctx: PlanningContext, text: str) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert not plan.steps and plan.outcome in ("answer", "clarify"), plan
+
+
 @pytest.mark.parametrize("text", ["someone deleted demo/a.txt", "I restarted redis already",
                                   "we stopped the worker for maintenance", "cleanup.sh ran twice yesterday",
                                   "the worker restarted twice overnight", "i just ran backup.sh",

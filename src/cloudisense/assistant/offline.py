@@ -164,6 +164,11 @@ _BYE_TAIL = re.compile(r"^(?:(?:in|to|for|with)(?:\s+[a-z]+){1,3}|now|soon|today
 _ASKS_WHAT_YOU_DO = re.compile(
     r"^\s*(?:so\s+|and\s+)?(?:what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+(?:things|stuff|tasks|jobs|requests"
     r"|questions)\s+(?:are|can|could|do|will)\s+(?:you|u)\b[^.;]*\??\s*$", re.I)
+#: A request taken back at its end ("..., actually no", "... no wait, don't", "... scratch that").
+_TAKEN_BACK = re.compile(
+    r"(?:[,.;!?…]+|\s-+)\s*(?:(?:actually|oh|hmm+|um+|wait)\s*,?\s*)*(?:no|nope|never\s*mind|nevermind|scratch\s+that"
+    r"|forget\s+(?:it|that)|cancel\s+that|don'?t|belay\s+that|hold\s+off)"
+    r"(?:\s*,?\s*(?:wait|actually|don'?t|no|never\s*mind|not\s+yet|do\s+not))*\s*[.!…]*\s*$", re.I)
 #: Asides that add nothing to what is said ("what's your name, by the way?").
 _ASIDE = re.compile(r"\b(?:by\s+the\s+way|btw|by\s+the\s+by)\b", re.I)
 
@@ -311,6 +316,10 @@ class OfflinePlanner:
         if reply is not None:
             return Plan(outcome="answer", message=reply, confidence=1.0, reason="small talk", strategy=self.strategy)
         text = _without_opening_pleasantry(text)
+        if _TAKEN_BACK.search(text):
+            # "renew X... actually no", "restore orders? no wait, don't": what was asked is taken back.
+            return Plan(outcome="answer", message="OK, I won't do that. Tell me what you'd like instead.",
+                        confidence=0.9, reason="the request was taken back", strategy=self.strategy)
         reason = danger(text)
         if reason:
             return Plan(outcome="escalate", confidence=0.9, reason=f"escalated: {reason}", strategy=self.strategy)

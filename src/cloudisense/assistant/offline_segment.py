@@ -348,7 +348,9 @@ _IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
 
 #: A request not to do something ("don't restart it", "never delete ...").
 _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|never|dont|no\s+need\s+to"
-                   r"|there'?s\s+no\s+need\s+to)\b", re.I)
+                   r"|there'?s\s+no\s+need\s+to"
+                   # "can you not restart nginx?": asked not to.
+                   r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?not)\b", re.I)
 #: A clause asking not to do something, anywhere in a segment, with its verb ("..., but never delete it").
 _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
                           # ... up to the next clause ("don't restart it and just tell me if it's up").
