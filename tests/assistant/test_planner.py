@@ -473,9 +473,11 @@ async def test_a_request_taken_back_or_asked_not_to_runs_nothing(ctx: PlanningCo
                                   "we stopped the worker for maintenance", "cleanup.sh ran twice yesterday",
                                   "the worker restarted twice overnight", "i just ran backup.sh",
                                   "list the processes older than 2 days", "nginx was stopped by someone",
-                                  "redis got restarted by mistake"])
+                                  "redis got restarted by mistake", "stopping nginx is a bad idea",
+                                  "restarting the worker fixed it"])
 async def test_a_report_of_what_was_done_is_never_done_again(ctx: PlanningContext, text: str) -> None:
-    """A subject and a verb of doing in the past is a report: whatever the plan, it changes nothing."""
+    """A subject and a verb of doing in the past is a report, and "stopping X is a bad idea" a statement about
+    doing it: whatever the plan, it changes nothing."""
     plan = await OfflinePlanner().plan(text, ctx)
     risks = {t["name"]: t.get("risk") for t in ctx.tools}
     assert all(risks[s.intent] == "read" for s in plan.steps), plan

@@ -130,6 +130,10 @@ _PLAIN_VERBS = frozenset(
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
     "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install telegram "
     "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
+#: A statement about doing something ("stopping nginx is a bad idea", "restarting redis would be risky").
+_ABOUT_DOING = re.compile(r"^\s*[a-z]{3,}ing\s+(?:[\w.\-']+\s+){0,4}?(?:is|was|would\s+be|will\s+be|seems|sounds"
+                          r"|looks|isn't|wasn't|might\s+be|could\s+be|may\s+be|makes|made|causes|broke|did|does"
+                          r"|[a-z]{3,}ed)\b", re.I)
 #: Who says they did something ("I restarted redis already", "someone deleted X").
 _SUBJECTS = frozenset({"i", "we", "someone", "somebody", "they", "he", "she", "ops", "nobody", "everyone", "you",
                        "it", "i've", "we've", "they've"})
@@ -1031,7 +1035,8 @@ class SegmentPlanner:
         mentions = ex.find_mentions(seg, self.entities, self.aliases)
         # "someone deleted demo/a.txt", "cleanup.sh ran twice yesterday": a report of what was done is read about,
         # never done again.
-        question = self._question = is_question(text) or self._reports_done(seg, mentions)
+        question = self._question = is_question(text) or self._reports_done(seg, mentions) \
+            or _ABOUT_DOING.match(text) is not None  # "stopping nginx is a bad idea": said about it, not asked
         excluded = self._excluded(seg, mentions)
         if excluded:
             # "restart everything except redis": what is left out is never what is acted on (main restarted redis).
