@@ -124,14 +124,19 @@ _SHARES = tuple((re.compile(rf"\b(?:{said})\b{_NOT_OF_TIME}"), share) for said, 
     (r"a\s+third|one\s+third|1/3", "33%"), (r"a\s+quarter|one\s+quarter|1/4", "25%"),
     (r"half|a\s+half|1/2", "50%")))
 #: "88%+", "90+ %": the amount or more.
-OR_MORE = re.compile(r"\b(\d+(?:\.\d+)?)\s*(%?)\s*\+(?!\d)")
+_OR_MORE = re.compile(r"\b(\d+(?:\.\d+)?)\s*(%?)\s*\+(?!\d)")
+
+
+def or_more_as_at_least(text: str) -> str:
+    """``text`` with "N%+" said as "at least N%"."""
+    return _OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", text)
 
 
 def _plain_amounts(low: str) -> str:
     """``low`` with shares in words as percentages and "N%+" as "at least N%"."""
     for pattern, share in _SHARES:
         low = pattern.sub(share, low)
-    return OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", low)
+    return or_more_as_at_least(low)
 
 
 def compile_condition(text: str, fields: list[Field]) -> Condition | None:

@@ -815,7 +815,7 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     return None
 
 
-#: Words for a person that name nobody ("stopped by someone").
+#: Words after "by" that name nobody ("stopped by someone", "restarted by mistake").
 _NOBODY_IN_PARTICULAR = {"someone", "somebody", "anyone", "anybody", "nobody", "everyone", "everybody", "whoever",
                          "mistake", "accident"}
 #: Names of params that are a person ("entries by carol" is the user carol).

@@ -27,15 +27,16 @@ from cloudisense.assistant.catalog import (
 )
 from cloudisense.assistant.conditions import (
     COMPARISON_WORDS,
-    OR_MORE,
     Condition,
     compile_condition,
+    or_more_as_at_least,
     reads_as_condition,
     result_fields,
     split_condition,
 )
 from cloudisense.assistant.offline import as_plan_steps
 from cloudisense.assistant.plan import Plan, PlanningContext
+from cloudisense.core.intents import reads_with
 
 if TYPE_CHECKING:
     from cloudisense.assistant.offline import OfflinePlanner
@@ -564,7 +565,7 @@ class SegmentPlanner:
         start = 1 if words[:1] == ["the"] else 0
         if not words[start:] or re.match(r"^\s*(?:the\s+)?[\w.\-]+\s*:", seg.text):
             return False  # "db1: forced restore from s-4": a label, then an order
-        named = next((m for m in mentions if m.start == start), None) if start < len(words) else None
+        named = next((m for m in mentions if m.start == start), None)
         if words[start] in _SUBJECTS:
             after = start + 1
         elif named is not None:
@@ -616,7 +617,7 @@ class SegmentPlanner:
         # "worker + redis": and.
         text = re.sub(r"(?<=\w)\s+\+\s+(?=\w)", " and ", text)
         # "88%+ full?": the amount or more.
-        text = OR_MORE.sub(lambda m: f"at least {m.group(1)}{m.group(2)}", text)
+        text = or_more_as_at_least(text)
         # "the web app is off - fire it up": a dash between clauses is a comma.
         text = _CLAUSE_DASH.sub(", ", text)
         # "check X's days left; at 4 or fewer, renew it": a bound said first is a condition on what was read.
@@ -876,9 +877,8 @@ class SegmentPlanner:
         for i, word in enumerate(re.findall(r"[a-z]+", text.lower())):
             if word in self.catalog.vocabulary or word in STOPWORDS or word in verbs or len(word) < 4:
                 continue
-            forms = {v: v for v in verbs} if i == 0 else {
-                (v + "d" if v.endswith("e") else v + "ed"): v for v in verbs}
-            near = sorted({f for f in forms if ex.near_miss(word, f)})
+            forms = verbs if i == 0 else {v + "d" if v.endswith("e") else v + "ed" for v in verbs}
+            near = sorted(f for f in forms if ex.near_miss(word, f))
             if len(near) == 1:
                 return near[0]
         return None
@@ -1955,7 +1955,7 @@ class SegmentPlanner:
             return StepDraft(intent, refusal=self._refusal_message(intent), confidence=0.9)
         draft = self._ground_params(intent, seg, mentions, retrieval, typos)
         allowed = tool.get("allowed_when") if tool.get("refusal") else None
-        if allowed and not all(draft.params.get(k) == v for k, v in allowed.items()):
+        if allowed and not reads_with(allowed, draft.params):
             # "run users.yml" from a viewer, who may run it only as a dry run: refused, never quietly a dry run.
             return StepDraft(intent, refusal=self._refusal_message(intent), confidence=0.9)
         return draft

@@ -128,7 +128,7 @@ class Intent:
 
     def reads_with(self, params: dict[str, Any]) -> bool:
         """Whether a run with ``params`` (names to values) is a read by :attr:`read_when`."""
-        return bool(self.read_when) and all(params.get(k) == v for k, v in self.read_when.items())
+        return reads_with(self.read_when, params)
 
     def params_schema(self) -> dict[str, Any]:
         """JSON-schema of the params, generated from the params model."""
@@ -148,6 +148,11 @@ class Intent:
             "result": self.result.model_json_schema() if self.result is not None else None,
             "read_when": dict(self.read_when),
         }
+
+
+def reads_with(read_when: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether ``params`` hold every value of a non-empty ``read_when`` (see :attr:`Intent.read_when`)."""
+    return bool(read_when) and all(params.get(k) == v for k, v in read_when.items())
 
 
 def normalize_intent_name(name: str) -> str:
