@@ -40,6 +40,7 @@ PHRASES: dict[str, str] = {
     "start up": "start", "turn on": "start", "shut down": "stop", "bring down": "stop", "shutdown": "stop",
     "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
     "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
+    "power-cycle": "restart", "power cycle": "restart", "power-cycled": "restart", "power cycled": "restart",
     "tell me when": "status", "let me know when": "status",
     "override": "force", "overriding": "force",
     "one-time": "once", "single-use": "once", "single use": "once", "one-off": "once",
@@ -111,7 +112,7 @@ SYNONYMS: dict[str, str] = {
     # A job running on the box is a process.
     "job": "process",
     "inspect": "show", "examine": "show", "dump": "show",
-    "enumerate": "list", "rundown": "overview", "recap": "summary",
+    "enumerate": "list", "rundown": "overview", "recap": "summary", "inventory": "list",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
     "save": "write", "put": "write",
@@ -157,7 +158,9 @@ STOPWORDS = frozenset(
     "about whether when where who why than into onto also very much many more most only still yet being "
     "have has had they them their then so if as both either else though although even "
     # Words of degree say how much, never what ("is /mnt nearly full?").
-    "nearly almost roughly approximately quite fairly rather somewhat pretty".split()
+    "nearly almost roughly approximately quite fairly rather somewhat pretty "
+    # What is left of "isn't", "doesn't" once its "'t" is cut off (raw_tokens): a negation, never a name.
+    "isn aren wasn weren doesn didn hasn haven hadn won wouldn shouldn couldn mustn needn ain".split()
 ) - {"show", "all", "any", "who", "most"}
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.\-/]*|[?]")

@@ -39,7 +39,10 @@ _NEGATIVE = {"down", "failed", "fail", "fails", "failing", "broken", "dead", "cr
              "errored", "unsuccessful", "unsuccessfully", "offline"}
 _POSITIVE = {"up", "running", "ok", "okay", "succeed", "succeeds", "succeeded", "successful", "successfully", "healthy",
              "online", "fine"}
-_NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b")
+_NOT = re.compile(r"\b(not|isn't|isnt|wasn't|aren't|didn't|doesn't|never|no longer)\b"
+                  # "anything other than running", "anything but healthy": every state except the one named.
+                  r"|\b(?:anything|something|any\s+state|whatever)\s+(?:other\s+than|else\s+than|but|except)\b"
+                  r"|\bother\s+than\b")
 #: "there is (no) X": a condition on whether something exists.
 _THERE = re.compile(r"\bthere(?:'s|\s+is|\s+are|\s+isn't|\s+aren't)\s+(no|a|an|any|some)?\b")
 #: Words that say a percentage.

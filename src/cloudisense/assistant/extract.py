@@ -339,6 +339,9 @@ _EVERY_BEFORE = re.compile(r"\b(every|each|once\s+per|once\s+every)\s+$"
                            r"|\b(interval|frequency)\s+(?:\w+\s+){0,3}?(?:to|of|at|=|:)\s*$")
 #: "a 15-minute interval", "6 hours apart": the time named as the interval, after it.
 _EVERY_AFTER = re.compile(r"\s*(?:intervals?|apart|cadence|frequency)\b")
+#: How many times in a unit of time, said before "a/per day": "twice", "4 times", "3x", "three backups".
+_TIMES_PER = re.compile(rf"\b(?:(once|twice|thrice)|{_NUM}\s*(?:times|x)|{_NUM}\s+(?:[a-z][\w\-]*\s+){{0,3}}?"
+                        r"[a-z]+s)\s+$")
 #: A determiner before "one" makes it a pronoun ("the one that fired", "this one", "which one").
 _ONE_AS_PRONOUN = re.compile(r"\b(the|this|that|which|each|any|every|another|a|no|last|first|next|new|other|same)\s+$")
 #: Words of a field that counts the time between two runs ("minutes between two automatic backups").
@@ -367,6 +370,11 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
         unit = m.group(1) or m.group(3)
         out.append(Quantity(whole + 0.5, (whole + 0.5) * _UNITS[unit], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
+    # "the past quarter hour", "three quarters of an hour": quarters of an hour.
+    for m in re.finditer(r"\b(?:(three)\s+)?quarters?\s+(?:of\s+)?(?:an?\s+)?hour\b", t):
+        quarters = 3 if m.group(1) else 1
+        out.append(Quantity(quarters / 4, 15.0 * quarters, m.start(), m.end(),
+                            every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
     # "90 minutes", "48h", "a 15-minute interval" (the unit joined by a hyphen).
     for m in re.finditer(rf"(?<![\w.\-]){_NUM}\s*-?\s*({_UNIT_RE})(?![\w])", t):
         if any(q.start <= m.start() < q.end for q in out):
@@ -376,11 +384,17 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
     for m in re.finditer(r"\b(last|past|previous|an?|one|per|every|each)\s+"
                          r"(hour|day|minute|week|fortnight|month|year)\b", t):
         if not any(q.start <= m.start(2) < q.end for q in out):
-            times = re.search(r"\b(once|twice|thrice)\s+$", t[:m.start()])
+            times = _TIMES_PER.search(t[:m.start()]) if m.group(1) in ("per", "an", "a", "every", "each") else None
             every = m.group(1) in ("per", "every", "each") or bool(times)
-            # "twice a day" runs every 12 hours.
-            share = {"twice": 0.5, "thrice": 1 / 3}.get(times.group(1) if times else "", 1.0)
-            out.append(Quantity(1, _UNITS[m.group(2)] * share, m.start(2), m.end(), every=every))
+            # "twice a day" runs every 12 hours, "4 times a day" or "three backups per day" every 6 and 8.
+            count = 1.0
+            if times:
+                said = times.group(1) or times.group(2) or times.group(3)
+                count = {"once": 1.0, "twice": 2.0, "thrice": 3.0}.get(said) or _num(said)
+            if count <= 0:
+                continue
+            start = times.start() if times and not times.group(1) else m.start(2)
+            out.append(Quantity(1, _UNITS[m.group(2)] / count, start, m.end(), every=every))
     for m in re.finditer(r"\b(hourly|daily|nightly|weekly)\b", t):
         out.append(Quantity(1, {"hourly": 60, "daily": 1440, "nightly": 1440, "weekly": 10080}[m.group(1)],
                             m.start(), m.end(), every=True))
@@ -745,6 +759,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return stem(m.group(1)) if "text" in words else m.group(1)
     if not required:
         return None
+    # "503 responses", "the 404 errors": an HTTP status said as what is counted is the text to look for; so is a
+    # log level said as one ("lines at WARN level", "error-level entries").
+    said = re.search(r"(?<![\w.])([1-5]\d\d)\s+(?:responses?|errors?|status(?:es)?|codes?|hits|requests|replies)\b"
+                     r"|\b(?:at\s+)?([a-z]{3,8})[\s-]+level\b(?!\s+(?:of|is|was))", low)
+    if said and (said.group(1) or said.group(2) not in STOPWORDS | _NO_LEVEL):
+        return said.group(1) or said.group(2)
     seg = reading.segment
     first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
     # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
@@ -871,6 +891,17 @@ def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]
     return [v for v, w in own.items() if w & said]
 
 
+#: Words before "level" that name no log level ("a high level", "the top level").
+_NO_LEVEL = {"top", "high", "low", "log", "what", "same", "which"}
+#: Words after a count that rank what is counted ("the 11 worst", "the 5 most"): how many to show.
+_RANK_WORDS = {"most", "least", "worst", "best"}
+#: Words of a field that counts an age ("older_than_days").
+_AGE_WORDS = {"older", "old", "age", "aged"}
+#: A time said as how long or when ("for 3 days", "in 2 days", "a day from now"), which is no age.
+_HOW_LONG_BEFORE = re.compile(r"\b(?:for|in|within|during|lasting)\s+$")
+_HOW_LONG_AFTER = re.compile(r"\s+(?:from\s+now|later|long)\b")
+
+
 def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, known_words: set[str]) -> Any:
     unit = field_unit(param, spec)
     words = {stem(w) for w in field_words(param, spec)}
@@ -891,6 +922,9 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
         if unit is not None:
             if q.minutes is None:
                 continue
+            if words & _AGE_WORDS and (_HOW_LONG_BEFORE.search(reading.text.lower()[:q.start])
+                                       or _HOW_LONG_AFTER.match(reading.text.lower()[q.end:])):
+                continue  # "back up orders for 3 days", "in 2 days": how long or when, never how old
             value = q.minutes / unit
         else:
             if q.minutes is not None:
@@ -906,7 +940,7 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
                                           or (len(head) == 1 and head[0].isalpha() and q.noun in ("", "and", "or")))
             # ... and never a count: "the last 5 alerts" is how many, not alert 5.
             counted = named_id if "id" in words else (
-                q.noun in words or q.noun.endswith("est") or q.noun == "most" or before[0] in _COUNT_CUES
+                q.noun in words or q.noun.endswith("est") or q.noun in _RANK_WORDS or before[0] in _COUNT_CUES
                 or tuple(head[-2:]) in _BOUND_CUES or q.noun in known_words or q.noun in _COUNT_NOUNS)
             if not counted:
                 continue

@@ -111,7 +111,11 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
            "that did the trick", "that worked", "it worked", "works now", "it works now", "all good", "good stuff",
            "awesome", "brilliant", "excellent", "lovely", "sweet",
            "thank u", "thanks u", "thx a lot", "good job", "nice one", "nice work", "well done", "great job",
-           "good work", "great work", "legend", "you rock", "much obliged", "ta", "ta very much", "cheers mate"}
+           "good work", "great work", "legend", "you rock", "much obliged", "ta", "ta very much", "cheers mate",
+           # ... or as praise of the helper ("you're a star", "thank you kindly").
+           "thank you kindly", "thanks kindly", "youre a star", "you are a star", "youre the best", "you are the best",
+           "youre a legend", "you are a legend", "youre a lifesaver", "you are a lifesaver", "lifesaver", "star",
+           "superstar", "top notch", "spot on", "you nailed it", "nailed it"}
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage",
          # How to use the assistant itself ("how do I use you?").
          "how do i use you", "how do i use this", "how do you work", "what are you", "who are you",
@@ -130,7 +134,8 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         "see ya", "see you later", "see you tomorrow", "cya", "later", "laters", "take care", "good night",
         "thats everything", "that is everything", "thats all i needed", "nothing else", "nothing more",
         "thats all for today", "done for now", "done for today", "im all set", "all set",
-        "gotta go", "got to go", "have to go", "i have to go", "i gotta go", "nevermind", "never mind", "forget it",
+        "gotta go", "got to go", "have to go", "i have to go", "i gotta go", "gotta run", "got to run", "have to run",
+        "i have to run", "i gotta run", "must run", "gotta dash", "must dash", "nevermind", "never mind", "forget it",
         "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all",
         # Stepping away for a while.
@@ -147,7 +152,9 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
 #: Words said between pleasantries that add nothing ("good stuff, off to lunch now").
 _FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright", "right", "im", "were",
            # Whom it is said to ("morning all", "good night team").
-           "all", "team", "everyone", "everybody", "folks", "guys", "people", "yall", "you", "mate", "friends"}
+           "all", "team", "everyone", "everybody", "folks", "guys", "people", "yall", "you", "mate", "friends",
+           # ... the assistant itself ("good evening, assistant").
+           "assistant", "bot", "buddy", "pal", "friend"}
 
 
 #: Words that say all is well ("all working again", "backups look good now"): a remark, not a request.
@@ -163,7 +170,11 @@ _BYE_TAIL = re.compile(r"^(?:(?:in|to|for|with)(?:\s+[a-z]+){1,3}|now|soon|today
 #: Asking what the assistant can do, in other words ("which kinds of things are you able to handle?").
 _ASKS_WHAT_YOU_DO = re.compile(
     r"^\s*(?:so\s+|and\s+)?(?:what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+(?:things|stuff|tasks|jobs|requests"
-    r"|questions)\s+(?:are|can|could|do|will)\s+(?:you|u)\b[^.;]*\??\s*$", re.I)
+    r"|questions)\s+(?:are|can|could|do|will)\s+(?:you|u)\b[^.;]*\??\s*$"
+    # "explain your capabilities in a sentence or two", "what are your skills?"
+    r"|^\s*(?:please\s+)?(?:(?:explain|describe|summari[sz]e|outline|list)\s+(?:to\s+me\s+)?|tell\s+me\s+(?:about\s+)?"
+    r"|what\s+are\s+)(?:your|ur)\s+(?:capabilities|abilities|skills|features|functions|powers)\b[^.;]*\??\s*$"
+    r"|^\s*what\s+are\s+(?:you|u)\s+(?:capable\s+of|able\s+to\s+do|good\s+at)\s*\??\s*$", re.I)
 #: A request taken back at its end ("..., actually no", "... no wait, don't", "... scratch that").
 _TAKEN_BACK = re.compile(
     r"(?:[,.;!?…]+|\s-+)\s*(?:(?:actually|oh|hmm+|um+|wait)\s*,?\s*)*(?:no|nope|never\s*mind|nevermind|scratch\s+that"

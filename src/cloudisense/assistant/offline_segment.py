@@ -362,8 +362,15 @@ _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?
                           r"([a-z]+)(?:(?!\s+(?:and|but|so|just|instead)\s)[^,;])*", re.I)
 #: A statement of what is so ("s-9 is stale", "we keep a month of snapshots"): a verb of being or needing.
 _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b"
+                        # ... or its negation ("nginx isn't running", "redis doesn't answer").
+                        r"|\b(?:is|are|was|were|does|do|did|has|have|had)n['’]?t\b"
                         # "b-4 and b-5 can go": what may be done, said of the things (not "can you ...").
                         r"|(?<!^)(?<!\bi\s)(?<!\bwe\s)\bcan\s+(?:go|be)\b", re.I)
+
+
+#: A condition that says a state, not an event: "if it is down", "if it's still crashed", "isn't running".
+_STATE_SAID = re.compile(r"\b(?:is|are|was|were|still|stays?|remains?)\b|\b(?:it|they)['’](?:s|re)\b"
+                         r"|\b(?:is|are|was|were)n['’]?t\b", re.I)
 
 
 def _context(piece: str, starts: set[str]) -> bool:
@@ -915,7 +922,7 @@ class SegmentPlanner:
             if cond is not None:
                 draft.when = (earlier, cond)
                 return [draft]
-        check = self._check_step(draft, condition)
+        check = self._check_step(draft, condition, self._referred(condition, before))
         if check is None:
             draft.question = (f"I can only {draft.intent.replace('_', ' ')} on a condition I can check. "
                               f"How should I tell whether {condition}? (Or say it without the condition.)")
@@ -932,8 +939,26 @@ class SegmentPlanner:
             before.pop()
         return [check_draft, draft]
 
-    def _check_step(self, draft: StepDraft, condition: str) -> tuple[StepDraft, Condition] | None:
-        """A read step whose result the condition can test, grounded like ``draft`` ("renew X if X expires soon")."""
+    def _referred(self, condition: str, before: list[StepDraft]) -> dict[str, Any]:
+        """What "it" of a condition that names nothing is: the things the latest step before it acts on
+        ("restart nginx, then if it still isn't running, ..."), as kind -> name; else ``{}``. Only a state said
+        ("is", "still", "it's") is checked now: "if it crashes" speaks of a later event, which no read can test."""
+        if not _IT.search(condition) or not _STATE_SAID.search(condition) \
+                or ex.find_mentions(ex.Segment.of(condition), self.entities, self.aliases):
+            return {}
+        for earlier in reversed(before):
+            if earlier.intent is None:
+                continue
+            ents = self.catalog.by_name[earlier.intent].get("entities") or {}
+            named = {kind: earlier.params[p] for p, kind in ents.items() if isinstance(earlier.params.get(p), str)}
+            if named:
+                return named
+        return {}
+
+    def _check_step(self, draft: StepDraft, condition: str,
+                    referred: dict[str, Any] | None = None) -> tuple[StepDraft, Condition] | None:
+        """A read step whose result the condition can test, grounded like ``draft`` ("renew X if X expires soon")
+        or on ``referred``, what the condition's "it" is (:meth:`_referred`)."""
         tool = self.catalog.by_name[draft.intent or ""]
         kinds = {kind: draft.params.get(p) for p, kind in (tool.get("entities") or {}).items() if draft.params.get(p)}
         # What the condition names is what to check ("notify the team if the worker is down").
@@ -946,6 +971,9 @@ class SegmentPlanner:
                 kinds.setdefault(m.kind, m.names[0])
                 if id(m) not in weak:
                     about_kinds.add(m.kind)
+        for kind, name in (referred or {}).items():
+            kinds.setdefault(kind, name)
+            about_kinds.add(kind)
         best: tuple[float, StepDraft, Condition] | None = None
         # "delete backup b-40 if it is older than 30 days": "it" is what the action acts on, so the read must be
         # about that thing (its kind, or its name's noun), never some other figure (the machine's uptime).
