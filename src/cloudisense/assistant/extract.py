@@ -761,10 +761,9 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         return None
     # "503 responses", "the 404 errors": an HTTP status said as what is counted is the text to look for; so is a
     # log level said as one ("lines at WARN level", "error-level entries").
-    said = re.search(r"(?<![\w.])([1-5]\d\d)\s+(?:responses?|errors?|status(?:es)?|codes?|hits|requests|replies)\b"
-                     r"|\b(?:at\s+)?([a-z]{3,8})[\s-]+level\b(?!\s+(?:of|is|was))", low)
-    if said and (said.group(1) or said.group(2) not in STOPWORDS | _NO_LEVEL):
-        return said.group(1) or said.group(2)
+    code_or_level = _CODE_OR_LEVEL.search(low)
+    if code_or_level and (code_or_level.group(1) or code_or_level.group(2) not in STOPWORDS | _NO_LEVEL):
+        return code_or_level.group(1) or code_or_level.group(2)
     seg = reading.segment
     first = next((i for i, t in enumerate(seg.raw) if t not in STOPWORDS), -1)
     # The words of a phrase that means something ("what happened" is the audit trail) are not a value.
@@ -891,6 +890,9 @@ def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]
     return [v for v, w in own.items() if w & said]
 
 
+#: An HTTP status said as what is counted ("503 responses"), or a log level ("at WARN level", "error-level").
+_CODE_OR_LEVEL = re.compile(r"(?<![\w.])([1-5]\d\d)\s+(?:responses?|errors?|status(?:es)?|codes?|hits|requests"
+                            r"|replies)\b|\b(?:at\s+)?([a-z]{3,8})[\s-]+level\b(?!\s+(?:of|is|was))")
 #: Words before "level" that name no log level ("a high level", "the top level").
 _NO_LEVEL = {"top", "high", "low", "log", "what", "same", "which"}
 #: Words after a count that rank what is counted ("the 11 worst", "the 5 most"): how many to show.
