@@ -707,6 +707,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             return because.group(1).strip(" .!?")
     if "send" in words or "message" in words:
         message = extract_message(text)
+        if message is not None and not required and not quoted(text) and not _says_more(message, known_words):
+            return None  # "alert 11: 45 minutes of silence" says how long, not why
         if message is not None:
             reading.quote_taken = True
         return message
@@ -969,6 +971,18 @@ def extract_message(text: str) -> str | None:
     if m and len(m.group(1).strip()) > 2:
         return m.group(1).strip().rstrip(".")
     return None
+
+
+def _says_more(said: str, known_words: set[str]) -> bool:
+    """Whether ``said`` has a word beyond the request's own (the intent's words, amounts and their units,
+    pronouns): "45 minutes of silence" has none, so it is no message of its own."""
+    for tok in raw_tokens(said):
+        if tok in STOPWORDS or tok in PRONOUNS or tok in TIME_UNITS or tok in _WORD_NUMBERS or tok.isdigit():
+            continue
+        if stem(tok) in known_words or canonical(tok) in known_words or canonical(stem(tok)) in known_words:
+            continue
+        return True
+    return False
 
 
 #: "tell the team it's flapping", "let ops know we're on it": a clause told to someone, after who hears it.
