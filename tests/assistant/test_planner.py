@@ -391,6 +391,40 @@ async def test_every_guarded_action_keeps_its_condition(ctx: PlanningContext, te
     assert plan.steps[0].when is None and all(s.when == when for s in plan.steps[1:]), plan
 
 
+async def test_a_condition_on_it_checks_what_the_step_before_acted_on(ctx: PlanningContext) -> None:
+    """"it" in a condition that names nothing is the thing of the step before; a later event ("if it crashes")
+    is nothing a read can test now, so it is asked about, never run unconditionally."""
+    plan = await OfflinePlanner().plan("stop redis and if it is still running, tell the team", ctx)
+    assert [(s.intent, s.params) for s in plan.steps[:2]] == [("stop_target", {"name": "redis"}),
+                                                             ("target_status", {"name": "redis"})], plan
+    assert plan.steps[2].intent == "simple_http_notify" and plan.steps[2].when == '${s2.data.state} == "running"'
+    later = await OfflinePlanner().plan("start nginx and if it crashes page the team", ctx)
+    assert later.outcome == "clarify" and not later.steps
+    other = await OfflinePlanner().plan("if the worker is anything other than running, start it", ctx)
+    assert other.steps[-1].when == '${s1.data.state} != "running"', other
+
+
+@pytest.mark.parametrize("text, steps", [
+    # What is so, then what to do about it: the statement's words ("reboot") choose no action, "isn't" names
+    # no process, and a step after the order is still a step.
+    ("the worker died after the reboot, start it", [("start_target", {"name": "worker"})]),
+    ("redis isn't answering — stop it", [("stop_target", {"name": "redis"})]),
+    ("nginx crashed, restart it and tell the team",
+     [("restart_target", {"name": "nginx"}), ("simple_http_notify", None)]),
+])
+async def test_what_is_so_then_what_to_do(ctx: PlanningContext, text: str,
+                                          steps: list[tuple[str, dict[str, Any] | None]]) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == [i for i, _ in steps], plan
+    assert all(p is None or s.params == p for s, (_, p) in zip(plan.steps, steps, strict=True)), plan
+
+
+async def test_amounts_said_as_quarters_and_ranks(ctx: PlanningContext) -> None:
+    assert await steps_of("search the app log for 500 responses in the past three quarters of an hour", ctx) == [
+        ("search_logs", {"pattern": "500", "name": "app", "since_minutes": 45})]
+    assert await steps_of("the 4 worst memory hogs", ctx) == [("list_processes", {"sort_by": "memory", "limit": 4})]
+
+
 async def test_it_is_the_id_of_the_step_before(ctx: PlanningContext) -> None:
     plan = await OfflinePlanner().plan("ack alert 12 and then silence it for 45 minutes", ctx)
     assert [(s.intent, s.params) for s in plan.steps] == [("ack_alert", {"id": 12}),
@@ -408,7 +442,8 @@ async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
 
 @pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit", "hi there",
                                   "that's all, thank you", "great, that's all for now",
-                                  "afternoon! just checking in", "nice one, heading home now", "afk, be right back"])
+                                  "afternoon! just checking in", "nice one, heading home now", "afk, be right back",
+                                  "cheers buddy, you're the best", "must dash, bye", "describe your skills"])
 async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == "answer" and plan.message and not plan.steps

@@ -122,6 +122,9 @@ def test_what_no_intent_can_do_escalates(node: PlanningContext, text: str) -> No
     # An age is not a frequency: it never fills an interval, and a frequency never fills an age.
     ("prune orders backups older than a day", [("prune_backups", {"database": "orders", "older_than_days": 1})]),
     ("remove b-7", [("delete_backup", {"backup_id": "b-7"})]),
+    # A count in a unit of time is a rate.
+    ("back up billing-db 6 times a day", [("schedule_backups", {"database": "billing-db", "interval_minutes": 240})]),
+    ("two users-db backups per day", [("schedule_backups", {"database": "users-db", "interval_minutes": 720})]),
 ])
 def test_frequencies_and_ids_fill_the_params_made_for_them(node: PlanningContext, text: str,
                                                           expected: list[tuple[str, Any]]) -> None:
@@ -229,7 +232,10 @@ def test_root_is_a_privilege_only_when_it_is_one(node: PlanningContext, text: st
     assert all(r == "read" for r in risks(plan, node)), plan
 
 
-@pytest.mark.parametrize("text", ["add a scratch folder to demo", "create a swap file of 2 GB", "make a new folder"])
+@pytest.mark.parametrize("text", ["add a scratch folder to demo", "create a swap file of 2 GB", "make a new folder",
+                                  # How long or when is no age of backups to remove.
+                                  "back up orders for 3 days", "snapshot users-db in 2 days",
+                                  "back up billing-db 4 times a day"])
 def test_a_verb_that_makes_a_thing_never_plans_removing_one(node: PlanningContext, text: str) -> None:
     plan = plan_of(text, node)
     assert "destructive" not in risks(plan, node), plan

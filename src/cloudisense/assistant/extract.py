@@ -892,6 +892,9 @@ def _enum_by_description(spec: dict[str, Any], values: list[Any], said: set[str]
     return [v for v, w in own.items() if w & said]
 
 
+#: Words after a number from 100 to 599 that make it an HTTP status ("503 responses"), stemmed as quantities are.
+_CODE_NOUNS = {"response", "error", "status", "code", "hit", "request", "reply", "responses", "errors", "codes",
+               "hits", "requests", "replies", "statuses"}
 #: An HTTP status said as what is counted ("503 responses"), or a log level ("at WARN level", "error-level").
 _CODE_OR_LEVEL = re.compile(r"(?<![\w.])([1-5]\d\d)\s+(?:responses?|errors?|status(?:es)?|codes?|hits|requests"
                             r"|replies)\b|\b(?:at\s+)?([a-z]{3,8})[\s-]+level\b(?!\s+(?:of|is|was))")
@@ -902,7 +905,7 @@ _RANK_WORDS = {"most", "least", "worst", "best"}
 #: Words of a field that counts an age ("older_than_days").
 _AGE_WORDS = {"older", "old", "age", "aged"}
 #: A time said as how long or when ("for 3 days", "in 2 days", "a day from now"), which is no age.
-_HOW_LONG_BEFORE = re.compile(r"\b(?:for|in|within|during|lasting)\s+$")
+_HOW_LONG_BEFORE = re.compile(r"\b(?:for|in|within|during|lasting|next|coming|following)\s+$")
 _HOW_LONG_AFTER = re.compile(r"\s+(?:from\s+now|later|long)\b")
 
 
@@ -946,8 +949,8 @@ def _read_number(param: str, spec: dict[str, Any], reading: Reading, typ: str, k
             counted = named_id if "id" in words else (
                 q.noun in words or q.noun.endswith("est") or q.noun in _RANK_WORDS or before[0] in _COUNT_CUES
                 or tuple(head[-2:]) in _BOUND_CUES or q.noun in known_words or q.noun in _COUNT_NOUNS)
-            if not counted:
-                continue
+            if not counted or (q.noun in _CODE_NOUNS and q.value.is_integer() and 100 <= q.value <= 599):
+                continue  # ("show 502 responses": an HTTP status to look for, never how many)
             value = q.value
         if typ == "integer" and value > 0 and round(value) == 0:
             continue  # "6 hours" for a field of days is no 0 days (pruning "older than 0 days" is everything)

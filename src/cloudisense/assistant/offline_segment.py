@@ -298,14 +298,19 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         #: The condition said first ("if X, renew it and tell the team"): every action after it, in the same
         #: sentence, waits for it too.
         said_first: str | None = None
+        #: Pieces made of what is so and what to do about it: no longer only what is so.
+        told: set[str] = set()
         for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
             if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
                 current = f"{current}, {piece}"
                 continue
-            if (_starts_action(piece, starts) or _first_plain_verb(piece)) and _context(current, starts):
-                # "the db is damaged, roll it back to s-3": what is so, then what to do about it.
+            if (_starts_action(piece, starts) or _first_plain_verb(piece)) and _context(current, starts) \
+                    and current not in told:
+                # "the db is damaged, roll it back to s-3": what is so, then what to do about it (once: what
+                # follows that, "... and tell the team", is a step of its own).
                 current = f"{current}, {piece}"
+                told.add(current)
                 continue
             if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _asks_again(
                     piece, sep) or _another_of_kind(
@@ -364,6 +369,9 @@ _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?
 _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|seems|looks|keeps|went)\b"
                         # ... or its negation ("nginx isn't running", "redis doesn't answer").
                         r"|\b(?:is|are|was|were|does|do|did|has|have|had)n['’]?t\b"
+                        # ... or what happened to a thing, or what it does ("the worker crashed", "b-41 takes space").
+                        r"|\b(?:came|died|crashed|failed|broke|hung|froze|exited|takes|took|uses|holds|eats|wastes"
+                        r"|occupies|fills|filled|stays|stayed|remains|remained)\b"
                         # "b-4 and b-5 can go": what may be done, said of the things (not "can you ...").
                         r"|(?<!^)(?<!\bi\s)(?<!\bwe\s)\bcan\s+(?:go|be)\b", re.I)
 
@@ -1081,6 +1089,17 @@ class SegmentPlanner:
                 self.last_kind = m.kind
         if _WHY.search(text):
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
+        so, _, then = text.rpartition(",")
+        named_before = ex.find_mentions(ex.Segment.of(so), self.entities, self.aliases) if so else []
+        if so and not question and _context(so, self.starts) and _IT.search(then) and not _IT.search(so) \
+                and not re.search(r"\d", so) and not re.search(r"\b(?:if|unless|when|whenever|once|in\s+case)\b",
+                                                               text, re.I) \
+                and not re.match(r"\s*(?:please\s+)?(?:do|go|make|get|try|check|show|see|look|tell)\b", then, re.I) \
+                and (_starts_action(then.strip(), self.starts) or _first_plain_verb(then.strip())) \
+                and named_before and all(m.how in ("exact", "alias") and not m.ambiguous for m in named_before):
+            # "redis never came back after the reboot, launch it": what is so names what "it" is (noted above),
+            # what to do is said after it; the statement's words ("reboot") choose no action.
+            return self.plan_segment(then.strip(), before)
         pointed = _POINTED.search(text)
         if pointed and not mentions and not self.last and not self.context.history and not before \
                 and pointed.group(2).lower() not in _TIME_WORDS | _HERE_WORDS \
