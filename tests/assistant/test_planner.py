@@ -419,6 +419,18 @@ async def test_what_is_so_then_what_to_do(ctx: PlanningContext, text: str,
     assert all(p is None or s.params == p for s, (_, p) in zip(plan.steps, steps, strict=True)), plan
 
 
+@pytest.mark.parametrize("text, intents", [
+    # A second question after "and", and a second thing of another kind, are steps of their own.
+    ("is redis up, and when did nginx last restart?", ["target_status", "target_status"]),
+    ("the nginx status and the app log", ["target_status", "read_log"]),
+    # What two owners share is said once: "nginx's and redis's uptime".
+    ("compare nginx's and redis's uptime", ["target_status", "target_status"]),
+])
+async def test_each_thing_asked_about_is_a_step(ctx: PlanningContext, text: str, intents: list[str]) -> None:
+    plan = await OfflinePlanner().plan(text, ctx)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == intents, plan
+
+
 async def test_amounts_said_as_quarters_and_ranks(ctx: PlanningContext) -> None:
     assert await steps_of("search the app log for 500 responses in the past three quarters of an hour", ctx) == [
         ("search_logs", {"pattern": "500", "name": "app", "since_minutes": 45})]

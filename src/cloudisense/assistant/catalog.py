@@ -112,7 +112,7 @@ SYNONYMS: dict[str, str] = {
     # A job running on the box is a process.
     "job": "process",
     "inspect": "show", "examine": "show", "dump": "show",
-    "enumerate": "list", "rundown": "overview", "recap": "summary", "inventory": "list",
+    "enumerate": "list", "rundown": "overview", "recap": "summary", "inventory": "list", "compare": "show",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
     "save": "write", "put": "write",

@@ -301,6 +301,10 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         #: Pieces made of what is so and what to do about it: no longer only what is so.
         told: set[str] = set()
         for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
+            shared = _SHARED_TAIL.match(piece) if _OWNER_LAST.search(current) else None
+            if shared:
+                # "billing-db's and users-db's latest backups": what follows the last owner is each one's.
+                current = f"{current} {shared.group(1)}"
             if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
                 current = f"{current}, {piece}"
@@ -329,8 +333,14 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     return [p for p in restored if p]
 
 
+#: A piece that ends with an owner ("check billing-db's"), and one that starts with another and then what is
+#: owned ("users-db's latest backup results"): what is owned is said once, for both.
+_OWNER_LAST = re.compile(r"[\w.\-]['’]s?\s*$")
+_SHARED_TAIL = re.compile(r"^\s*[\w.\-]+['’]s?\s+(\S.*)$")
+
 #: "..., and which processes eat the most memory?": a question of its own after "and".
-_QUESTION_PIECE = re.compile(r"^\s*(?:which|what|how|where|who|is|are|does|do|did|has|have)\s+\w+\s+\w+", re.I)
+_QUESTION_PIECE = re.compile(r"^\s*(?:which|what|how|where|who|when|whether|is|are|does|do|did|has|have)\s+\w+\s+\w+",
+                             re.I)
 
 
 def _asks_again(piece: str, sep: str) -> bool:
@@ -504,14 +514,18 @@ _NAMED_ONLY = re.compile(r"^\s*[a-z][\w\-]*(?:\s+[\w./\-]+){1,4}\s*$", re.I)
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
                      aliases: dict[str, str] | None) -> bool:
-    """"show the web service status and the worker status": each side names its own thing of one kind."""
+    """"show the web service status and the worker status": each side names its own thing of one kind; or
+    "the last users-db backup and api.example.com's expiry": each side names a thing of its own kind."""
     here = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(piece), entities, aliases)
             if not m.ambiguous}
     if not here:
         return False
     before = {(m.kind, m.names[0]) for m in ex.find_mentions(ex.Segment.of(current), entities, aliases)
               if not m.ambiguous}
-    return any(k == kind and n != name for kind, name in here for k, n in before)
+    if any(k == kind and n != name for kind, name in here for k, n in before):
+        return True
+    kinds_here, kinds_before = {k for k, _ in here}, {k for k, _ in before}
+    return bool(kinds_before) and not kinds_here & kinds_before and not ex.has_pronoun(ex.Segment.of(piece))
 
 
 def _only_entities(piece: str, entities: dict[str, list[str]], aliases: dict[str, str] | None) -> bool:
