@@ -237,11 +237,16 @@ async def test_hybrid_skips_the_model_when_offline_is_confident(ctx: PlanningCon
 
 
 async def test_hybrid_asks_the_model_when_unsure_and_keeps_offline_on_bad_output(ctx: PlanningContext) -> None:
-    answer = json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "redis"}}]})
-    model = ScriptedModel([answer, "garbage"])
+    read = json.dumps({"outcome": "execute", "steps": [{"intent": "target_status", "params": {"name": "redis"}}]})
+    change = json.dumps({"outcome": "execute", "steps": [{"intent": "restart_target", "params": {"name": "redis"}}]})
+    model = ScriptedModel([read, change, "garbage"])
     hybrid = HybridPlanner(JsonSchemaPlanner(model))
     plan = await hybrid.plan("meh, redis", ctx)
     assert plan.strategy == "json" and plan.steps[0].params == {"name": "redis"}
+    # A reading that changes something, of a request the offline planner could not read, is asked, never run.
+    asked = await hybrid.plan("meh, redis", ctx)
+    assert asked.outcome == "clarify" and not asked.steps
+    assert "Did you mean: restart target (name=redis)?" in (asked.question or "")
     fallback = await hybrid.plan("meh, redis", ctx)
     assert fallback.strategy == "offline" and "model plan not used" in (fallback.reason or "")
     model.assert_all_used()

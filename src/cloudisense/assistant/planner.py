@@ -679,7 +679,9 @@ class HybridPlanner:
     low-confidence offline plan the model is a second opinion: the same intents make the plan
     sure, anything else leaves it as it was. For an offline question that is not held, the
     model's plan is used when it is an ``execute`` the offline rules would allow (no write or
-    destructive step for a question). Otherwise, and when the model fails or its answer is
+    destructive step for a question) and only reads; a reading that changes something is
+    offered as the question instead ("Did you mean: ...?"), never run on the model's word alone
+    (an unclear request never becomes a write). Otherwise, and when the model fails or its answer is
     rejected, the offline plan stands (its reason says why). So the hybrid is never less safe than
     the offline planner, and only differs where the offline planner was unsure.
     """
@@ -718,6 +720,12 @@ class HybridPlanner:
                 return fast.model_copy(update={"confidence": min(1.0, max(fast.confidence, self.threshold)),
                                                "reason": _joined(fast.reason, "the model agrees")})
             objection = "it planned " + ", ".join(s.intent for s in slow.steps) + " instead"
+        if objection is None and fast.outcome == "clarify" and _changes(slow, context):
+            # What the offline planner could not read, the model may have: but an unclear request never becomes
+            # a write or destructive step on the model's word alone. Its reading is offered as the question.
+            return fast.model_copy(update={
+                "question": f"Did you mean: {_said_as_steps(slow)}? Say it that way and I'll plan it.",
+                "reason": _joined(fast.reason, "the model's reading changes something: asked, not run")})
         if objection is None:
             return slow
         return fast.model_copy(update={"reason": _joined(fast.reason, f"model plan not used: {objection}")})
@@ -737,6 +745,21 @@ class HybridPlanner:
         if fast.outcome == "execute" and not _named_values(fast, context) <= _named_values(slow, context):
             return "the model's plan leaves out a configured name the request gives"
         return None
+
+
+def _changes(plan: Plan, context: PlanningContext) -> bool:
+    """Whether ``plan`` has a write or destructive step."""
+    risks = {t["name"]: t.get("risk") for t in context.tools}
+    return any(risks.get(s.intent) not in (None, "read") for s in plan.steps)
+
+
+def _said_as_steps(plan: Plan) -> str:
+    """``restart target (name=redis), then notify``: a plan's steps in words, for a question."""
+    said = []
+    for step in plan.steps:
+        values = ", ".join(f"{k}={v}" for k, v in step.params.items())
+        said.append(step.intent.replace("_", " ") + (f" ({values})" if values else ""))
+    return ", then ".join(said)
 
 
 def choose_planner(settings: Settings, registry: IntentRegistry | None = None,
