@@ -468,6 +468,7 @@ async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
 
 @pytest.mark.parametrize("text, intent, name", [
     ("don't stop redis, just show me its status", "target_status", "redis"),
+    ("I'd rather not restart nginx, just check its status", "target_status", "nginx"),
     ("alright, restart nginx", "restart_target", "nginx"),
     # "stopped" is "stop" with its ending, not a typo to ask about.
     ("redis: stop it, and keep it stopped", "stop_target", "redis"),
@@ -515,7 +516,9 @@ async def test_a_viewer_may_ask_for_exactly_the_read_an_action_allows() -> None:
 
 @pytest.mark.parametrize("text", ["restart nginx... actually no", "stop the worker? no wait, don't",
                                   "run cleanup.sh, scratch that", "can you not restart nginx?",
-                                  "could you please not stop redis"])
+                                  "could you please not stop redis", "I'd rather not restart nginx",
+                                  "let's not stop the worker", "nobody should stop redis",
+                                  "restart the worker? no way", "we shouldn't restart nginx"])
 async def test_a_request_taken_back_or_asked_not_to_runs_nothing(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert not plan.steps and plan.outcome in ("answer", "clarify"), plan
@@ -526,7 +529,8 @@ async def test_a_request_taken_back_or_asked_not_to_runs_nothing(ctx: PlanningCo
                                   "the worker restarted twice overnight", "i just ran backup.sh",
                                   "list the processes older than 2 days", "nginx was stopped by someone",
                                   "redis got restarted by mistake", "stopping nginx is a bad idea",
-                                  "restarting the worker fixed it"])
+                                  "restarting the worker fixed it", "we needed to restart nginx yesterday",
+                                  "they tried to stop the worker"])
 async def test_a_report_of_what_was_done_is_never_done_again(ctx: PlanningContext, text: str) -> None:
     """A subject and a verb of doing in the past is a report, and "stopping X is a bad idea" a statement about
     doing it: whatever the plan, it changes nothing."""

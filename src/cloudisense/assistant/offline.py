@@ -178,6 +178,9 @@ _ASKS_WHAT_YOU_DO = re.compile(
 #: A request taken back at its end ("..., actually no", "... no wait, don't", "... scratch that").
 _TAKEN_BACK = re.compile(
     r"(?:[,.;!?…]+|\s-+)\s*(?:(?:actually|oh|hmm+|um+|wait)\s*,?\s*)*(?:no|nope|never\s*mind|nevermind|scratch\s+that"
+    # "restore orders from b-40? no way": asked, then refused.
+    r"|no\s+way|no\s+chance|not\s+a\s+chance|hell\s+no|absolutely\s+not|definitely\s+not|certainly\s+not"
+    r"|of\s+course\s+not|better\s+not"
     r"|forget\s+(?:it|that)|cancel\s+that|don'?t|belay\s+that|hold\s+off)"
     r"(?:\s*,?\s*(?:wait|actually|don'?t|no|never\s*mind|not\s+yet|do\s+not))*\s*[.!…]*\s*$", re.I)
 #: Asides that add nothing to what is said ("what's your name, by the way?").

@@ -147,6 +147,8 @@ _ADVERBS_OF_DOING = frozenset({"already", "just", "accidentally", "manually", "a
 _IRREGULAR_PAST = frozenset({"ran", "broke", "began", "took", "made", "wrote", "shut", "sent", "kept", "rebuilt",
                              "built", "undid", "redid", "reran"})
 #: Verbs that only say to leave something alone ("don't touch nginx, just show me its log").
+#: Past verbs of needing or trying, before "to" and a verb ("we needed to restart nginx"): a report, no order.
+_PAST_NEED = frozenset({"needed", "had", "tried", "planned", "meant", "attempted", "used", "wanted"})
 _HANDS_OFF = frozenset({"touch", "bother", "mess", "worry", "fiddle", "tinker"})
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
 _REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
@@ -371,6 +373,14 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
                    r"|there'?s\s+no\s+need\s+to"
                    # "can you not restart nginx?": asked not to.
                    r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?not)\b", re.I)
+#: A wish not to do something ("I'd rather not restart nginx", "let's not", "we shouldn't", "I don't want to"):
+#: said as "don't" before anything else reads the request.
+_WISH_NOT = re.compile(r"\b(?:(?:i|we)(?:['’]d|\s+would)\s+(?:rather|prefer\s+to|prefer)\s+not"
+                       r"|(?:i|we)\s+(?:prefer|want|need)\s+not\s+to|let['’]?s\s+not|better\s+not|hold\s+off\s+on"
+                       r"|(?:i|we|you)\s+(?:should\s+not|shouldn['’]?t|must\s+not|mustn['’]?t|shall\s+not)"
+                       r"|(?:i|we)\s+(?:don['’]?t|do\s+not)\s+(?:want|need|wish)\s+to"
+                       # "nobody should delete b-41": nobody is to do it, the assistant included.
+                       r"|(?:nobody|no\s+one|noone)\s+(?:should|must|may|can|is\s+to|ever))\b", re.I)
 #: A clause asking not to do something, anywhere in a segment, with its verb ("..., but never delete it").
 _DONT_CLAUSE = re.compile(r"(?:^|[,;]|\band\b|\bbut\b|\bso\b)\s*(?:please\s+)?(?:don'?t|do\s+not|never|dont)\s+"
                           # ... up to the next clause ("don't restart it and just tell me if it's up").
@@ -601,7 +611,11 @@ class SegmentPlanner:
             after = named.end
         else:
             return False
-        while after < len(words) and words[after] in _ADVERBS_OF_DOING:
+        while after < len(words):
+            if words[after] in _PAST_NEED and words[after + 1:after + 2] == ["to"]:
+                return True  # "we needed to restart nginx yesterday", "we had to stop it": what was so then
+            if words[after] not in _ADVERBS_OF_DOING:
+                break
             after += 1
         return after < len(words) and self._past_of_doing(words[after])
 
@@ -637,6 +651,7 @@ class SegmentPlanner:
         text = re.sub(r"\b(what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+", r"\1 ", text, flags=re.I)
         # "which targets do we supervise here?": which of a kind there are, whatever the verb.
         text = _WHICH_WE_HAVE.sub(lambda m: f"{m.group(1)} {m.group(2)} are there?", text)
+        text = _WISH_NOT.sub("don't", text)
         # "leave the certs alone, just list them": what not to touch.
         text = re.sub(r"\bleave\s+((?:the|our|my|that|those|this)?\s*[\w.\-]+(?:\s+[\w.\-]+)?)\s+alone\b",
                       r"don't touch \1", text, flags=re.I)
