@@ -469,6 +469,9 @@ async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
 @pytest.mark.parametrize("text, intent, name", [
     ("don't stop redis, just show me its status", "target_status", "redis"),
     ("I'd rather not restart nginx, just check its status", "target_status", "nginx"),
+    # Politeness said as a condition is no condition.
+    ("restart nginx if you can", "restart_target", "nginx"),
+    ("when you get a chance, stop redis", "stop_target", "redis"),
     ("alright, restart nginx", "restart_target", "nginx"),
     # "stopped" is "stop" with its ending, not a typo to ask about.
     ("redis: stop it, and keep it stopped", "stop_target", "redis"),

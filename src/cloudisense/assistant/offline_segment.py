@@ -373,6 +373,12 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
                    r"|there'?s\s+no\s+need\s+to"
                    # "can you not restart nginx?": asked not to.
                    r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?not)\b", re.I)
+#: Politeness said as a condition ("if you can", "if possible", "when you get a chance").
+_COURTESY = re.compile(r"(?:^|,|\s)\s*(?:if\s+(?:you\s+)?(?:can|could|possible|you\s+get\s+a\s+chance"
+                       r"|you\s+have\s+(?:a\s+)?(?:moment|minute|sec(?:ond)?|time)|you\s+don['’]?t\s+mind"
+                       r"|it['’]?s\s+not\s+too\s+much\s+trouble)"
+                       r"|when\s+you\s+(?:get|have)\s+(?:a\s+)?(?:chance|moment|minute|sec(?:ond)?|time))\b\s*,?",
+                       re.I)
 #: A wish not to do something ("I'd rather not restart nginx", "let's not", "we shouldn't", "I don't want to"):
 #: said as "don't" before anything else reads the request.
 _WISH_NOT = re.compile(r"\b(?:(?:i|we)(?:['’]d|\s+would)\s+(?:rather|prefer\s+to|prefer)\s+not"
@@ -652,6 +658,8 @@ class SegmentPlanner:
         # "which targets do we supervise here?": which of a kind there are, whatever the verb.
         text = _WHICH_WE_HAVE.sub(lambda m: f"{m.group(1)} {m.group(2)} are there?", text)
         text = _WISH_NOT.sub("don't", text)
+        # "restart nginx if you can", "when you get a chance, ...": politeness, no condition to check.
+        text = _COURTESY.sub(" ", text).strip(" ,") or text
         # "leave the certs alone, just list them": what not to touch.
         text = re.sub(r"\bleave\s+((?:the|our|my|that|those|this)?\s*[\w.\-]+(?:\s+[\w.\-]+)?)\s+alone\b",
                       r"don't touch \1", text, flags=re.I)
