@@ -125,6 +125,15 @@ def test_what_no_intent_can_do_escalates(node: PlanningContext, text: str) -> No
     # A count in a unit of time is a rate.
     ("back up billing-db 6 times a day", [("schedule_backups", {"database": "billing-db", "interval_minutes": 240})]),
     ("two users-db backups per day", [("schedule_backups", {"database": "users-db", "interval_minutes": 720})]),
+    ("billing-db on a 4-hourly backup schedule", [("schedule_backups", {"database": "billing-db",
+                                                                        "interval_minutes": 240})]),
+    # A modifier joined to the verb ("force-restore") is said; "a trio" is three.
+    ("force-restore b-42 into users-db", [("restore_backup", {"database": "users-db", "backup_id": "b-42",
+                                                              "force": True})]),
+    ("the latest pair of billing-db backups", [("list_backups", {"database": "billing-db", "limit": 2})]),
+    # "X vs Y" asks about each.
+    ("www.example.com versus shop.example.org cert expiry", [("cert_expiry", {"domain": "www.example.com"}),
+                                                             ("cert_expiry", {"domain": "shop.example.org"})]),
 ])
 def test_frequencies_and_ids_fill_the_params_made_for_them(node: PlanningContext, text: str,
                                                           expected: list[tuple[str, Any]]) -> None:
@@ -239,6 +248,25 @@ def test_root_is_a_privilege_only_when_it_is_one(node: PlanningContext, text: st
 def test_a_verb_that_makes_a_thing_never_plans_removing_one(node: PlanningContext, text: str) -> None:
     plan = plan_of(text, node)
     assert "destructive" not in risks(plan, node), plan
+
+
+@pytest.mark.parametrize("text", ["give the orders backups a 5-year legal hold", "users-db backups: a 90 day hold",
+                                  "tag billing-db backups older than 30 days as archived"])
+def test_a_destructive_step_needs_a_verb_of_it_said(node: PlanningContext, text: str) -> None:
+    """A figure that fits a destructive intent's param is no reason to plan it: a verb of it must be said."""
+    plan = plan_of(text, node)
+    assert "destructive" not in risks(plan, node), plan
+
+
+@pytest.mark.parametrize("text, intents", [
+    ("worker uptime under 5 min means a crash loop; page the team in that case", ["target_status", "simple_http_notify"]),
+    ("disk over 95% would mean trouble. in that case, run cleanup.sh", ["get_disk_usage", "start_script_execution"]),
+])
+def test_an_action_in_that_case_waits_for_the_statement_before_it(node: PlanningContext, text: str,
+                                                                 intents: list[str]) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and [s.intent for s in plan.steps] == intents, plan
+    assert plan.steps[0].when is None and plan.steps[1].when, plan
 
 
 def test_one_word_never_fills_two_required_params(node: PlanningContext) -> None:

@@ -66,7 +66,7 @@ PHRASES: dict[str, str] = {
     "run out": "expire", "runs out": "expire", "running out": "expire", "ran out": "expire",
     "run out of": "free", "runs out of": "free", "running out of": "free", "ran out of": "free",
     # How big a thing is, is its size.
-    "how large": "size", "how big": "size", "how much space": "size",
+    "how large": "size", "how big": "size", "how much space": "size", "fill level": "usage",
     "what is eating": "top", "whats eating": "top", "what's eating": "top", "eating": "top",
     "who ran": "audit", "who did": "audit", "what happened": "audit", "tail -n": "tail",
     "reaction rules": "rules", "reaction rule": "rule", "space left": "disk", "free space": "disk", "back up": "backup",
@@ -113,12 +113,13 @@ SYNONYMS: dict[str, str] = {
     "job": "process",
     "inspect": "show", "examine": "show", "dump": "show",
     "enumerate": "list", "rundown": "overview", "recap": "summary", "inventory": "list", "compare": "show",
+    "catalogue": "list", "catalog": "list", "processor": "cpu",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
     "save": "write", "put": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.
     "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
-    "revert": "restore", "rollback": "restore", "recover": "restore",
+    "revert": "restore", "rollback": "restore", "recover": "restore", "rewind": "restore",
     # What was spent of something is how much of it was used.
     "spent": "usage", "spend": "usage", "consumed": "usage", "consume": "usage", "burned": "usage", "burnt": "usage",
     "ram": "memory", "mem": "memory", "proc": "process", "procs": "process", "ps": "process",

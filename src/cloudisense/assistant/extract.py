@@ -279,7 +279,7 @@ def has_pronoun(segment: Segment) -> bool:
 
 _WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                  "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "dozen": 12, "fifteen": 15, "twenty": 20,
-                 "thirty": 30, "forty": 40, "fifty": 50, "hundred": 100}
+                 "thirty": 30, "forty": 40, "fifty": 50, "hundred": 100, "pair": 2, "trio": 3}
 _NUM = r"(\d+(?:\.\d+)?|" + "|".join(_WORD_NUMBERS) + ")"
 #: Time units in minutes.
 _UNITS = {"sec": 1 / 60, "secs": 1 / 60, "second": 1 / 60, "seconds": 1 / 60,
@@ -395,8 +395,12 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
                 continue
             start = times.start() if times and not times.group(1) else m.start(2)
             out.append(Quantity(1, _UNITS[m.group(2)] / count, start, m.end(), every=every))
-    for m in re.finditer(r"\b(hourly|daily|nightly|weekly)\b", t):
-        out.append(Quantity(1, {"hourly": 60, "daily": 1440, "nightly": 1440, "weekly": 10080}[m.group(1)],
+    # "hourly", "6-hourly" (every 6 hours), "2-weekly".
+    for m in re.finditer(r"(?<![\w.\-])(?:(\d+)\s*-\s*)?(hourly|daily|nightly|weekly)\b", t):
+        units = float(m.group(1)) if m.group(1) else 1.0
+        if units <= 0:
+            continue
+        out.append(Quantity(units, units * {"hourly": 60, "daily": 1440, "nightly": 1440, "weekly": 10080}[m.group(2)],
                             m.start(), m.end(), every=True))
     for m in re.finditer(rf"(?<![\w.\-/%]){_NUM}(?![\w.%\-/])(?:\s+([a-z]+))?", t):
         if any(q.start <= m.start() < q.end for q in out):
@@ -577,6 +581,12 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
             if spots and (spots[0].start() > 0 or " " in phrase or "-" in phrase
                          or canonical(phrase) not in known_words):
                 return True
+            # "force-restore b-44": the modifier joined to the request's verb.
+            if " " not in phrase and "-" not in phrase and re.search(
+                    rf"(?<![\w-]){re.escape(phrase)}-(?:[a-z]{{3,}})\b", low):
+                joined_verb = re.search(rf"(?<![\w-]){re.escape(phrase)}-([a-z]{{3,}})\b", low)
+                if joined_verb and canonical(joined_verb.group(1)) in known_words:
+                    return True
             if not spots and (spelt_at := said_as.search(rewritten)):
                 if _NEGATION_BEFORE.search(rewritten[:spelt_at.start()]):  # "nobody has acked"
                     return False if "default" in spec and spec["default"] is None else None

@@ -115,7 +115,8 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
            # ... or as praise of the helper ("you're a star", "thank you kindly").
            "thank you kindly", "thanks kindly", "youre a star", "you are a star", "youre the best", "you are the best",
            "youre a legend", "you are a legend", "youre a lifesaver", "you are a lifesaver", "lifesaver", "star",
-           "superstar", "top notch", "spot on", "you nailed it", "nailed it"}
+           "superstar", "top notch", "spot on", "you nailed it", "nailed it", "grand", "thats me sorted",
+           "im sorted", "all done", "job done"}
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage",
          # How to use the assistant itself ("how do I use you?").
          "how do i use you", "how do i use this", "how do you work", "what are you", "who are you",
@@ -174,7 +175,10 @@ _ASKS_WHAT_YOU_DO = re.compile(
     # "explain your capabilities in a sentence or two", "what are your skills?"
     r"|^\s*(?:please\s+)?(?:(?:explain|describe|summari[sz]e|outline|list)\s+(?:to\s+me\s+)?|tell\s+me\s+(?:about\s+)?"
     r"|what\s+are\s+)(?:your|ur)\s+(?:capabilities|abilities|skills|features|functions|powers)\b[^.;]*\??\s*$"
-    r"|^\s*what\s+are\s+(?:you|u)\s+(?:capable\s+of|able\s+to\s+do|good\s+at)\s*\??\s*$", re.I)
+    r"|^\s*what\s+are\s+(?:you|u)\s+(?:capable\s+of|able\s+to\s+do|good\s+at)\s*\??\s*$"
+    # "what are your limits - what won't you do?": what the assistant will not do is part of what it does.
+    r"|^\s*(?:what\s+are\s+your\s+(?:limits|limitations|boundaries)|what\s+(?:won['’]?t|can['’]?t|will\s+not"
+    r"|cannot)\s+(?:you|u)\s+do)\b[^.;]*\??\s*$", re.I)
 #: A request taken back at its end ("..., actually no", "... no wait, don't", "... scratch that").
 _TAKEN_BACK = re.compile(
     r"(?:[,.;!?…]+|\s-+)\s*(?:(?:actually|oh|hmm+|um+|wait)\s*,?\s*)*(?:no|nope|never\s*mind|nevermind|scratch\s+that"

@@ -94,7 +94,8 @@ _WHY = re.compile(r"^\s*(why|what'?s\s+wrong|what\s+is\s+wrong|what\s+went\s+wro
 _HARD_SPLIT = re.compile(
     r"\s*(?:;|\.\s+(?=[a-z])|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+after\s+that,?\s+|,?\s+afterwards,?\s+)\s*", re.I)
 #: (The separator is kept, as every second piece of a split: a comma ends a condition said first.)
-_SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+)\s*", re.I)
+_SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?\s+as\s+well\s+as\s+"
+                         r"|\s+(?:vs\.?|versus)\s+)\s*", re.I)
 #: A segment that starts with its condition ("if X, ...", "should X, ..."; not "should I ...", advice asked), perhaps
 #: after what it is about ("orders: if ...").
 _CONDITION_FIRST = re.compile(r"^\s*(?:[^\s:,;]+:\s*)?"
@@ -153,6 +154,17 @@ _HANDS_OFF = frozenset({"touch", "bother", "mess", "worry", "fiddle", "tinker"})
 #: Verbs that say to remove something (plain English; "drop" is not one: "drop a line" sends one).
 _REMOVAL = frozenset({"delete", "remove", "erase", "wipe", "destroy", "uninstall", "purge", "trash", "discard",
                       "scrap", "nuke", "prune", "empty"})
+#: Verbs of clearing things away, and "X can go" / "has to go" / "goes": said of a destructive action.
+_CLEARING = frozenset({"drop", "clear", "clean", "cleanup", "trim", "cull", "thin", "expunge", "overwrite", "force",
+                       "clobber", "push", "deploy", "apply", "ship"})
+_MAY_GO = re.compile(r"\b(?:can|could|may|must|should|has\s+to|have\s+to|need\s+to|needs\s+to)\s+go\b|\bgoes\b"
+                     r"|\bgo(?:ne)?\s+(?:for\s+good|away)\b|\bgone\b", re.I)
+#: Other ways of saying to clear things away or to put a thing back as it was ("throw away", "keep only the
+#: last 14 days", "put b-41 back into orders", "bring orders back to b-318", "get b-15 out of the list").
+_UNDOING_SAID = re.compile(r"\b(?:throw(?:n)?\s+(?:away|out)|toss|bin|keep\s+only|only\s+keep|pruned|purged|erased"
+                           r"|deleted|removed|(?:put|bring|take|set|turn|load)\s+(?:\S+\s+){0,3}?back|back\s+to"
+                           r"|load\s+(?:\S+\s+){0,3}?into"
+                           r"|(?:get|take)\s+(?:\S+\s+){1,3}?out\s+of|off\s+the\s+list|for\s+good)\b", re.I)
 #: Words that say something repeats by itself, without saying how often.
 _REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
              # ... or names how often itself ("change the backup frequency"): only what repeats has one.
@@ -373,6 +385,13 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
                    r"|there'?s\s+no\s+need\s+to"
                    # "can you not restart nginx?": asked not to.
                    r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?not)\b", re.I)
+#: A statement, then an action "in that case" / "if so": the statement is the action's condition (what it
+#: "means" is a remark). Either order: "X; do Y in that case", "X; in that case, do Y".
+_THAT_CASE = r"(?:in\s+that\s+case|if\s+so|if\s+that['’]?s\s+(?:the\s+case|so|true)|should\s+that\s+happen" \
+             r"|when\s+that\s+happens|if\s+it\s+does)"
+_IN_THAT_CASE = re.compile(
+    r"^\s*(?P<cond>[^;.!?]+?)(?:\s+(?:means|would\s+mean|indicates|suggests)\b[^;,.!?]*)?\s*[;,.]\s*"
+    rf"(?:(?P<action>[^;?]+?)\s*,?\s+{_THAT_CASE}|{_THAT_CASE}\s*,?\s*(?P<action_after>[^;?]+?))\s*[.!]*\s*$", re.I)
 #: Politeness said as a condition ("if you can", "if possible", "when you get a chance").
 _COURTESY = re.compile(r"(?:^|,|\s)\s*(?:if\s+(?:you\s+)?(?:can|could|possible|you\s+get\s+a\s+chance"
                        r"|you\s+have\s+(?:a\s+)?(?:moment|minute|sec(?:ond)?|time)|you\s+don['’]?t\s+mind"
@@ -525,7 +544,7 @@ def _another_object(piece: str, current: str, starts: set[str]) -> bool:
 
 
 #: A request that is only a name of what it asks for ("disk usage on /"): words, no punctuation but a path's.
-_NAMED_ONLY = re.compile(r"^\s*[a-z][\w\-]*(?:\s+[\w./\-]+){1,4}\s*$", re.I)
+_NAMED_ONLY = re.compile(r"^\s*(?:[a-z][\w\-]*|/[\w./\-]*)(?:\s+[\w./\-]+){1,4}\s*$", re.I)
 
 
 def _another_of_kind(piece: str, current: str, entities: dict[str, list[str]],
@@ -685,6 +704,12 @@ class SegmentPlanner:
         if reordered:
             text = f"{reordered.group('first').strip()}, then {reordered.group('later').strip()}"
             self._remember(reordered.group("later"))  # "restart redis, but first check its status": its = redis
+        in_that_case = _IN_THAT_CASE.match(text)
+        if in_that_case:
+            # "worker uptime under 10 min means it just crashed; email the team in that case": the statement is
+            # the action's condition (it had emailed unconditionally).
+            action = in_that_case.group("action") or in_that_case.group("action_after") or ""
+            text = f"if {in_that_case.group('cond').strip()}, {action.strip()}"
         asked_else = _ASKED_ELSE.match(text)
         asked = _ASKED_THEN.match(text) or self._asked_bare(text)
         if asked_else:
@@ -1348,6 +1373,19 @@ class SegmentPlanner:
                              "or rephrase.", confidence=min(draft.confidence, 0.4), held=True,
                              reason=f"{draft.intent}: the verb '{unsure_verb}' is unknown; a "
                                     f"{self.catalog.by_name[best].get('risk')} action is never guessed")
+        if not question and not typos and draft.intent and not draft.question and not draft.refusal \
+                and self.catalog.by_name[draft.intent].get("risk") == "destructive" \
+                and not any(v is True for v in draft.params.values()) \
+                and not self._says_destroying(text, draft.intent):
+            # "give the billing-db backups a 7-year legal hold" planned prune_backups (older_than_days 2555): an
+            # action that can't be undone is planned only when the request says a verb of it, never because a
+            # figure fits one of its params.
+            listed = ", ".join(f"{k}={v}" for k, v in draft.params.items())
+            return StepDraft(draft.intent, question=f"Did you mean {draft.intent.replace('_', ' ')}"
+                             f"{' (' + listed + ')' if listed else ''}? It can't be undone, so say so in words "
+                             f"(\"{draft.intent.split('_')[0]} ...\") and I'll plan it.",
+                             confidence=min(draft.confidence, 0.4), held=True,
+                             reason=f"{draft.intent}: destructive, and no verb of it was said")
         so, _, acted = text.rpartition(",")
         if so and _context(so, self.starts):
             # "s-7 is stale, remove it": what is so says what the action is about; its words need not be
@@ -1850,6 +1888,17 @@ class SegmentPlanner:
         """A common English verb of doing (or an adverb in -ly before one): said first, it asks for an action even
         when no intent's declarations use it ("make a fresh backup", "keep only the last 14 days")."""
         return word in _PLAIN_VERBS or uninflect(word, _PLAIN_VERBS) is not None or word.endswith("ly")
+
+    def _says_destroying(self, text: str, name: str) -> bool:
+        """Whether ``text`` says a verb of what destructive intent ``name`` does: its name's or an example's first
+        word, or any verb of removal (each as the phrase and synonym tables spell it)."""
+        tool = self.catalog.by_name[name]
+        own = {canonical(name.split("_")[0])} | {canonical(f) for e in tool.get("examples") or ()
+                                                 if (f := _first_word(e))} | {canonical(w) for w in _REMOVAL}
+        said = {canonical(t) for t in raw_tokens(apply_phrases(text))} | {
+            canonical(root) for t in raw_tokens(text) for root in (t, stem(t), t[:-1], t[:-2], t[:-3]) if len(root) > 2}
+        return bool(said & (own | _REMOVAL | _CLEARING)) or _MAY_GO.search(text) is not None \
+            or _UNDOING_SAID.search(text) is not None
 
     def _removes(self, name: str) -> bool:
         """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
