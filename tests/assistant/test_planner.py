@@ -543,7 +543,9 @@ async def test_a_report_of_what_was_done_is_never_done_again(ctx: PlanningContex
 
 
 @pytest.mark.parametrize("text, outcome", [("restrat nginx", "clarify"), ("stopp nginx", "clarify"),
-                                           ("is the wroker up?", "execute"), ("stp the worker", "clarify")])
+                                           ("is the wroker up?", "execute"), ("stp the worker", "clarify"),
+                                           # ... and after a remark, where it is not the first word.
+                                           ("the worker config changed, restatr it", "clarify")])
 async def test_typos_never_become_confident_writes(ctx: PlanningContext, text: str, outcome: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == outcome, plan

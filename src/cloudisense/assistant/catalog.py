@@ -109,8 +109,8 @@ SYNONYMS: dict[str, str] = {
     "retry": "run", "rerun": "run", "redo": "run",
     # A log's entries are its lines; a thing's history is the list of what it had.
     "entry": "line", "history": "list",
-    # A job running on the box is a process.
-    "job": "process",
+    # A job running on the box is a process; so is each running instance of a program.
+    "job": "process", "instance": "process", "instances": "process",
     "inspect": "show", "examine": "show", "dump": "show",
     "enumerate": "list", "rundown": "overview", "recap": "summary", "inventory": "list", "compare": "show",
     "catalogue": "list", "catalog": "list", "processor": "cpu",

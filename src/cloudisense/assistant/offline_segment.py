@@ -323,14 +323,15 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
                 current = f"{current}, {piece}"
                 continue
-            if (_starts_action(piece, starts) or _first_plain_verb(piece)) and _context(current, starts) \
-                    and current not in told:
+            if (_starts_action(piece, starts) or _first_plain_verb(piece) or _misspelt_action(piece, starts)) \
+                    and _context(current, starts) and current not in told:
                 # "the db is damaged, roll it back to s-3": what is so, then what to do about it (once: what
                 # follows that, "... and tell the team", is a step of its own).
                 current = f"{current}, {piece}"
                 told.add(current)
                 continue
-            if _starts_action(piece, starts, verbs) or _only_entities(piece, entities, aliases) or _asks_again(
+            if _starts_action(piece, starts, verbs) or _misspelt_action(piece, starts) \
+                    or _only_entities(piece, entities, aliases) or _asks_again(
                     piece, sep) or _another_of_kind(
                     piece, current, entities, aliases) or _another_object(piece, current, starts):
                 if _CONDITION_FIRST.match(current) and "," in current:
@@ -503,6 +504,13 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
     if len(words) > 1 and words[1] in _OBJECT_START and canonical(words[0]) in verbs:
         return True
     return words[0] in ("if", "only") or canonical(words[0]) in starts
+
+
+def _misspelt_action(piece: str, starts: set[str]) -> bool:
+    """``piece`` starts with an action word misspelt ("restatr it"): an order of its own, for the typo check."""
+    words = re.findall(r"[a-z]+", piece.lower())[:1]
+    return bool(words) and len(words[0]) >= 5 and words[0] not in starts and canonical(words[0]) not in starts \
+        and any(len(w) >= 5 and ex.near_miss(words[0], w) for w in starts)
 
 
 def _said_again_whole(drafts: list[StepDraft], draft: StepDraft) -> bool:
