@@ -30,6 +30,10 @@ def plan_of(text: str, context: PlanningContext) -> Plan:
     return OfflinePlanner().plan_sync(text, context)
 
 
+def node_risk(intent: str, context: PlanningContext) -> str:
+    return str(next(t.get("risk") for t in context.tools if t["name"] == intent))
+
+
 def risks(plan: Plan, context: PlanningContext) -> list[str]:
     tools = {t["name"]: t for t in context.tools}
     return [str(tools[s.intent]["risk"]) for s in plan.steps]
@@ -256,6 +260,15 @@ def test_a_destructive_step_needs_a_verb_of_it_said(node: PlanningContext, text:
     """A figure that fits a destructive intent's param is no reason to plan it: a verb of it must be said."""
     plan = plan_of(text, node)
     assert "destructive" not in risks(plan, node), plan
+
+
+@pytest.mark.parametrize("text, dry", [("make sure a restore of users-db from b-42 would work", None),
+                                       ("check that renewing www.example.com would succeed", True)])
+def test_asking_whether_it_would_work_never_does_it(node: PlanningContext, text: str, dry: bool | None) -> None:
+    """A try is asked for: a dry run where the intent has one, else a question (never the real change)."""
+    plan = plan_of(text, node)
+    changes = [s for s in plan.steps if node_risk(s.intent, node) != "read"]
+    assert all(s.params.get("dry_run") is True for s in changes) and (dry or not changes), plan
 
 
 @pytest.mark.parametrize("text, intents", [

@@ -53,6 +53,8 @@ PHRASES: dict[str, str] = {
     "no changes": "dryrun", "without changing anything": "dryrun", "change nothing": "dryrun",
     "walk me through": "show", "walk through": "show",
     "rehearse": "dryrun", "rehearsal": "dryrun", "practice run": "dryrun", "mock run": "dryrun", "what-if": "dryrun",
+    # Asking whether it would work is asking for a try that changes nothing ("make sure renewal would work").
+    "would work": "dryrun", "would succeed": "dryrun", "would go through": "dryrun",
     # Chat shorthand for acknowledging, and a state that cleared is resolved.
     "un-acked": "unacknowledged", "unacked": "unacknowledged", "un-acknowledged": "unacknowledged",
     "acked": "acknowledged", "ack'd": "acknowledged", "cleared": "resolved", "has cleared": "resolved",
