@@ -274,6 +274,10 @@ def test_asking_whether_it_would_work_never_does_it(node: PlanningContext, text:
 @pytest.mark.parametrize("text, intents", [
     ("worker uptime under 5 min means a crash loop; page the team in that case", ["target_status", "simple_http_notify"]),
     ("disk over 95% would mean trouble. in that case, run cleanup.sh", ["get_disk_usage", "start_script_execution"]),
+    # What a state "means" to do, and what is to be confirmed first, are conditions too.
+    ("disk above 92% means rotate-logs.sh should run", ["get_disk_usage", "start_script_execution"]),
+    ("users-db: once you've checked that its latest backup is ok, prune its backups beyond 40 days",
+     ["backup_status", "prune_backups"]),
 ])
 def test_an_action_in_that_case_waits_for_the_statement_before_it(node: PlanningContext, text: str,
                                                                  intents: list[str]) -> None:

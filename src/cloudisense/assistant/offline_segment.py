@@ -393,6 +393,14 @@ _THAT_CASE = r"(?:in\s+that\s+case|if\s+so|if\s+that['’]?s\s+(?:the\s+case|so|
 _IN_THAT_CASE = re.compile(
     r"^\s*(?P<cond>[^;.!?]+?)(?:\s+(?:means|would\s+mean|indicates|suggests)\b[^;,.!?]*)?\s*[;,.]\s*"
     rf"(?:(?P<action>[^;?]+?)\s*,?\s+{_THAT_CASE}|{_THAT_CASE}\s*,?\s*(?P<action_after>[^;?]+?))\s*[.!]*\s*$", re.I)
+#: "once you've confirmed X", "after checking that X": X is a condition of what follows.
+_ONCE_CONFIRMED = re.compile(r"(^|[,;:]\s*)(?:once|after|when)\s+"
+                             r"(?:you['’]ve|you\s+have|you|we['’]ve|we\s+have|i['’]ve)?\s*"
+                             r"(?:confirmed|checked|verified|made\s+sure|checking|confirming|verifying)\s+(?:that\s+)?",
+                             re.I)
+#: "<a state> means <an action>" ("under 45 days left means a renewal"): the action waits for the state.
+_MEANS_ACTION = re.compile(r"^\s*(?P<label>[\w.\-]+\s*:\s*)?(?P<cond>[^;,.]+?)\s+(?:means|should\s+mean|calls\s+for)\s+"
+                           r"(?P<action>[^;]+?)\s*[.!]*\s*$", re.I)
 #: Politeness said as a condition ("if you can", "if possible", "when you get a chance").
 _COURTESY = re.compile(r"(?:^|,|\s)\s*(?:if\s+(?:you\s+)?(?:can|could|possible|you\s+get\s+a\s+chance"
                        r"|you\s+have\s+(?:a\s+)?(?:moment|minute|sec(?:ond)?|time)|you\s+don['’]?t\s+mind"
@@ -712,6 +720,13 @@ class SegmentPlanner:
         if reordered:
             text = f"{reordered.group('first').strip()}, then {reordered.group('later').strip()}"
             self._remember(reordered.group("later"))  # "restart redis, but first check its status": its = redis
+        # "once you've confirmed the latest backup is ok, drop ...": what is to be confirmed first is a condition.
+        text = _ONCE_CONFIRMED.sub(lambda m: m.group(1) + "if ", text)
+        means = _MEANS_ACTION.match(text)
+        if means and reads_as_condition(means.group("cond")):
+            # "X: under 45 days left means a dry-run renewal, nothing more": what a state means to do is done
+            # only in that state (it had renewed at once).
+            text = f"{means.group('label') or ''}if {means.group('cond').strip()}, {means.group('action').strip()}"
         in_that_case = _IN_THAT_CASE.match(text)
         if in_that_case:
             # "worker uptime under 10 min means it just crashed; email the team in that case": the statement is
