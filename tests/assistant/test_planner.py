@@ -414,6 +414,9 @@ async def test_a_condition_on_it_checks_what_the_step_before_acted_on(ctx: Plann
     # no process, and a step after the order is still a step.
     ("the worker died after the reboot, start it", [("start_target", {"name": "worker"})]),
     ("redis isn't answering — stop it", [("stop_target", {"name": "redis"})]),
+    ("the worker has been off since the upgrade; power it back on", [("start_target", {"name": "worker"})]),
+    ("we're rotating certificates by hand, so stop nginx", [("stop_target", {"name": "nginx"})]),
+    ("the web app is serving stale pages, give it a fresh start", [("restart_target", {"name": "web"})]),
     ("nginx crashed, restart it and tell the team",
      [("restart_target", {"name": "nginx"}), ("simple_http_notify", None)]),
 ])
@@ -460,7 +463,9 @@ async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
 @pytest.mark.parametrize("text", ["help", "thanks", "thank you!", "hello", "quit", "exit", "hi there",
                                   "that's all, thank you", "great, that's all for now",
                                   "afternoon! just checking in", "nice one, heading home now", "afk, be right back",
-                                  "cheers buddy, you're the best", "must dash, bye", "describe your skills"])
+                                  "cheers buddy, you're the best", "must dash, bye", "describe your skills",
+                                  "hi, quick question coming up", "stepping out for lunch, back soon",
+                                  "do you understand plain english?"])
 async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == "answer" and plan.message and not plan.steps

@@ -286,6 +286,18 @@ def test_an_action_in_that_case_waits_for_the_statement_before_it(node: Planning
     assert plan.steps[0].when is None and plan.steps[1].when, plan
 
 
+def test_a_body_of_text_is_never_one_word_guessed(node: PlanningContext) -> None:
+    """"overwrite X with an empty object" wrote the word "object" into the file."""
+    plan = plan_of("overwrite demo/app-settings.json with an empty object", node)
+    assert not any(s.intent == "write_file" for s in plan.steps), plan
+    quoted = plan_of("write 'hello there' to demo/a.txt", node)
+    assert steps(quoted, node) == [("write_file", {"path": "demo/a.txt", "content": "hello there"})], quoted
+
+
+def test_removing_the_audit_trail_needs_a_human(node: PlanningContext) -> None:
+    assert plan_of("clear the audit log before the review", node).outcome == "escalate"
+
+
 def test_one_word_never_fills_two_required_params(node: PlanningContext) -> None:
     plan = plan_of("delete folder scratch", node)
     assert plan.outcome == "clarify", plan

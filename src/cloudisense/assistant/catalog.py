@@ -41,6 +41,8 @@ PHRASES: dict[str, str] = {
     "take down": "stop", "turn off": "stop", "power up": "start", "power on": "start", "switch on": "start",
     "power down": "stop", "power off": "stop", "switch off": "stop", "shut off": "stop",
     "power-cycle": "restart", "power cycle": "restart", "power-cycled": "restart", "power cycled": "restart",
+    "power it back on": "start it", "power them back on": "start them", "power it on": "start it",
+    "power them on": "start them", "a fresh start": "a restart", "fresh start": "restart",
     "tell me when": "status", "let me know when": "status",
     "override": "force", "overriding": "force",
     "one-time": "once", "single-use": "once", "single use": "once", "one-off": "once",
@@ -118,7 +120,7 @@ SYNONYMS: dict[str, str] = {
     "catalogue": "list", "catalog": "list", "processor": "cpu",
     "mute": "silence", "unmute": "unsilence",
     # Saving something is writing it ("store" is not: "the kv store" is a thing).
-    "save": "write", "put": "write",
+    "save": "write", "put": "write", "overwrite": "write",
     # Removing a thing for good is deleting it; putting it back as it was restores it.
     "wipe": "delete", "erase": "delete", "scrap": "delete", "trash": "delete", "nuke": "delete", "discard": "delete",
     "revert": "restore", "rollback": "restore", "recover": "restore", "rewind": "restore",

@@ -370,6 +370,10 @@ def _quantities(text: str) -> tuple[Quantity, ...]:
         unit = m.group(1) or m.group(3)
         out.append(Quantity(whole + 0.5, (whole + 0.5) * _UNITS[unit], m.start(), m.end(),
                             every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
+    # "a couple of hours", "a couple days": two of a unit.
+    for m in re.finditer(r"\ba\s+couple\s+(?:of\s+)?(minute|hour|day|week)s?\b", t):
+        out.append(Quantity(2, 2 * _UNITS[m.group(1)], m.start(), m.end(),
+                            every=bool(_EVERY_BEFORE.search(t[:m.start()]))))
     # "the past quarter hour", "three quarters of an hour": quarters of an hour.
     for m in re.finditer(r"\b(?:(three)\s+)?quarters?\s+(?:of\s+)?(?:an?\s+)?hour\b", t):
         quarters = 3 if m.group(1) else 1
@@ -740,6 +744,8 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
         told = re.search(rf"\b{head}\w*\s*(?::|=|\s+saying)\s*(\S.*)$", text, re.I)
         if told:
             return told.group(1).strip(" .!?'\"")
+    if int(non_null(spec).get("maxLength") or 0) >= 1000:
+        return None  # a body of text ("the new content") is said in quotes or after its name, never one word guessed
     named = re.search(rf"\b{head}\w*\s*(?:\s+to\s+|=\s*|:\s*)([a-z0-9][\w.:!*\-]*)"
                       rf"|\b(?:for|by|of|from)\s+{head}\s+([a-z0-9][\w.:!*\-]*)", low) \
         if not required and len(param) >= 4 else None

@@ -64,6 +64,8 @@ _PRIVILEGE = re.compile(
     r"(\b(as|become|becoming|get|gain|grant|give\s+\w+)\s+root\b|\broot\s+(access|password|shell|login|rights"
     r"|privileges?|user|account|permissions?)\b|\badmin(istrator)?\s+(rights|access|role|privileges)|\bpasswords?\b|\bssh\s+keys?\b"
     r"|\b(disable|bypass|ignore|turn\s+off|skip)\s+(the\s+)?(audit|policy|policies|approvals?|firewall|guard)"
+    # Removing the record of what was done ("wipe the audit log") is tampering with the audit trail.
+    r"|\b(wipe|delete|erase|clear|purge|truncate|empty|scrub|edit|rewrite|remove)\s+(?:\w+\s+){0,3}?audit\b"
     # Giving someone access to something ("grant the interns read access to X") is a permission change.
     # (Not the access log: "remove the nginx-access log".)
     r"|\b(grant|give|allow|revoke|remove|let\s+[\w\s]{1,30}?\s+have)\b[^.;]{0,60}?(?<![\w-])(access|permissions?)(?![\w-])(?!\s+logs?\b)"
@@ -117,6 +119,9 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
            "youre a legend", "you are a legend", "youre a lifesaver", "you are a lifesaver", "lifesaver", "star",
            "superstar", "top notch", "spot on", "you nailed it", "nailed it", "grand", "thats me sorted",
            "im sorted", "all done", "job done"}
+#: Saying a question is coming ("quick question coming up"): a greeting before the request.
+_ANNOUNCED = {"quick question", "quick question coming up", "question coming up", "i have a question",
+              "ive got a question", "got a question", "i have a quick question", "one question", "a quick question"}
 _HELP = {"help", "?", "what can you do", "what can you do for me", "how does this work", "commands", "usage",
          # How to use the assistant itself ("how do I use you?").
          "how do i use you", "how do i use this", "how do you work", "what are you", "who are you",
@@ -140,7 +145,9 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all",
         # Stepping away for a while.
-        "brb", "be right back", "back soon", "back in a bit", "afk", "ttyl", "off to lunch", "going to lunch",
+        "brb", "be right back", "back soon",
+        "stepping away", "stepping out", "popping out", "stepping away for a bit", "back in a bit", "afk", "ttyl",
+        "off to lunch", "going to lunch",
         "lunch", "grabbing coffee", "grabbing a coffee", "coffee break", "heading out", "heading home", "off home",
         "going home", "calling it a day", "nothing more from me", "thats all from me", "nothing else from me",
         "thats it from me", "thats it for me", "thats all for me", "thats it for today", "thats it for now",
@@ -176,6 +183,9 @@ _ASKS_WHAT_YOU_DO = re.compile(
     r"|^\s*(?:please\s+)?(?:(?:explain|describe|summari[sz]e|outline|list)\s+(?:to\s+me\s+)?|tell\s+me\s+(?:about\s+)?"
     r"|what\s+are\s+)(?:your|ur)\s+(?:capabilities|abilities|skills|features|functions|powers)\b[^.;]*\??\s*$"
     r"|^\s*what\s+are\s+(?:you|u)\s+(?:capable\s+of|able\s+to\s+do|good\s+at)\s*\??\s*$"
+    # "do you understand plain English or do I need commands?": how to talk to the assistant.
+    r"|^\s*do\s+(?:you|u)\s+(?:understand|speak|get)\s+(?:plain\s+)?(?:english|normal\s+language|natural\s+language)\b"
+    r"[^.;]*\??\s*$|^\s*do\s+i\s+(?:need|have)\s+to\s+(?:use\s+)?(?:commands|special\s+syntax)\b[^.;]*\??\s*$"
     # "what are your limits - what won't you do?": what the assistant will not do is part of what it does.
     r"|^\s*(?:what\s+are\s+your\s+(?:limits|limitations|boundaries)|what\s+(?:won['’]?t|can['’]?t|will\s+not"
     r"|cannot)\s+(?:you|u)\s+do)\b[^.;]*\??\s*$", re.I)
@@ -275,7 +285,7 @@ def _tailed_bye(words: list[str]) -> list[str]:
 
 #: Every pleasantry as (its words, its kind), longest first: built once, read by every request.
 _PLEASANTRY_WORDS = sorted(((p.split(), kind) for kind, group in (("thanks", _THANKS), ("bye", _BYE),
-                                                                  ("hello", _GREETING)) for p in group),
+                                                                  ("hello", _GREETING | _ANNOUNCED)) for p in group),
                            key=lambda pk: -len(pk[0]))
 
 

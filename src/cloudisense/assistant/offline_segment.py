@@ -131,7 +131,8 @@ _PLAIN_VERBS = frozenset(
     "ping alert notify ask ack acknowledge confirm approve reject cancel abort halt pause resume restart reload "
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
     "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install telegram "
-    "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call".split())
+    "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call power "
+    "spin wake".split())
 #: A statement about doing something ("stopping nginx is a bad idea", "restarting redis would be risky").
 _ABOUT_DOING = re.compile(r"^\s*[a-z]{3,}ing\s+(?:[\w.\-']+\s+){0,4}?(?:is|was|would\s+be|will\s+be|seems|sounds"
                           r"|looks|isn't|wasn't|might\s+be|could\s+be|may\s+be|makes|made|causes|broke|did|does"
@@ -174,7 +175,7 @@ _CHANGE_VERBS = {"change", "modify", "alter", "adjust", "edit", "tweak"}
 #: "a new backup", "a fresh cert": something that does not exist yet, so no reading gives it.
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 #: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
-_BEFORE_CLAUSE = re.compile(r"^\s*before\s+[^,;]{2,60},\s*(?P<rest>.+)$", re.I)
+_BEFORE_CLAUSE = re.compile(r"^\s*before\s+[^,;:]{2,60}[,:]\s*(?P<rest>.+)$", re.I)
 #: "delete b-2, but first take a new backup": what is said last is done first.
 _BUT_FIRST = re.compile(r"^(?P<later>[^;]+?)\s*(?:,\s*but|,|;|\s+but)\s+(?:first|before\s+that|beforehand)\s*,?\s+"
                         r"(?P<first>[^;]+)$", re.I)
@@ -426,6 +427,8 @@ _STATEMENT = re.compile(r"\b(is|are|was|were|got|gets|has|have|had|need|needs|se
                         # ... or what happened to a thing, or what it does ("the worker crashed", "b-41 takes space").
                         r"|\b(?:came|died|crashed|failed|broke|hung|froze|exited|takes|took|uses|holds|eats|wastes"
                         r"|occupies|fills|filled|stays|stayed|remains|remained)\b"
+                        # ... or what we are doing ("we're draining the queue by hand, so stop the worker").
+                        r"|^\s*(?:we|i|they)(?:['’]re|['’]m|\s+are|\s+am)\s+[a-z]+ing\b"
                         # "b-4 and b-5 can go": what may be done, said of the things (not "can you ...").
                         r"|(?<!^)(?<!\bi\s)(?<!\bwe\s)\bcan\s+(?:go|be)\b", re.I)
 
@@ -449,6 +452,9 @@ _VERIFY_AFTER = re.compile(
     r"(?P<what>it|they|the\s+[a-z][\w.-]*|[a-z][\w.-]*)\s+(?:has\s+|have\s+)?(?:came|comes|come)\s+back(?:\s+up)?"
     rf"|{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure)\s+(?:that\s+)?(?P<what2>it|they)(?:\s+is|\s+are|'s|'re)\s+"
     r"(?:back(?:\s+up)?|up|healthy|running|ok|okay|fine)\b"
+    # "..., then confirm it actually went down": that a stop took.
+    rf"|{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure|check)\s+(?:that\s+)?(?P<down>it|they)\s+(?:really\s+|actually\s+)?"
+    r"(?:went\s+down|is\s+down|are\s+down|stopped|is\s+stopped|are\s+stopped|is\s+off|shut\s+down)\b"
     rf"|{_THEN_JOIN}(?:confirm|verify|make\s+sure|ensure|check)\s+(?:that\s+)?(?P<done>it|they)\s+"
     r"(?:went\s+through|worked|succeeded|completed|finished|went\s+ok|went\s+fine)\b", re.I)
 
@@ -503,10 +509,14 @@ _SUBJECT_START = {"the", "a", "an", "our", "my", "this", "that", "these", "those
 _OBJECT_START = {"the", "a", "an", "my", "our", "your", "everyone", "everybody", "me", "us", "them", "all", "ops"}
 
 
+#: Words before an order that say nothing of it ("so stop the worker", "and then restart it").
+_LEAD_WORDS = frozenset({"please", "pls", "also", "then", "and", "so"})
+
+
 def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str] = frozenset()) -> bool:
     """``piece`` starts with an action word, or with a word some example starts with and then its object
     ("email the team": "email" also names the intent, so it is no action word by itself)."""
-    words = [w for w in re.findall(r"[a-z'\-]+", piece.lower()) if w not in {"please", "pls", "also", "then", "and"}]
+    words = [w for w in re.findall(r"[a-z'\-]+", piece.lower()) if w not in _LEAD_WORDS]
     if not words:
         return False
     if len(words) > 1 and words[1] in _OBJECT_START and canonical(words[0]) in verbs:
@@ -687,6 +697,7 @@ class SegmentPlanner:
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
         text = _VERIFY_AFTER.sub(lambda m: f", then did {m.group('done')} succeed?" if m.group("done")
+                                 else f", then is {m.group('down')} down?" if m.group("down")
                                  else f", then is {m.group('what') or m.group('what2')} up?", text)
         # "what kinds of logs are there?": which logs there are.
         text = re.sub(r"\b(what|which)\s+(?:kinds?|sorts?|types?)\s+of\s+", r"\1 ", text, flags=re.I)
@@ -1176,12 +1187,16 @@ class SegmentPlanner:
             return StepDraft(None, unknown=True, reason="a why question: a diagnosis, not one action")
         so, _, then = text.rpartition(",")
         named_before = ex.find_mentions(ex.Segment.of(so), self.entities, self.aliases) if so else []
-        if so and not question and _context(so, self.starts) and _IT.search(then) and not _IT.search(so) \
+        then = re.sub(r"^\s*(?:so|and\s+so)\s+", "", then, flags=re.I)
+        names_then = bool(ex.find_mentions(ex.Segment.of(then), self.entities, self.aliases)) if so else False
+        if so and not question and _context(so, self.starts) and (_IT.search(then) or names_then) \
+                and not _IT.search(so) \
                 and not re.search(r"\d", so) and not re.search(r"\b(?:if|unless|when|whenever|once|in\s+case)\b",
                                                                text, re.I) \
                 and not re.match(r"\s*(?:please\s+)?(?:do|go|make|get|try|check|show|see|look|tell)\b", then, re.I) \
                 and (_starts_action(then.strip(), self.starts) or _first_plain_verb(then.strip())) \
-                and named_before and all(m.how in ("exact", "alias") and not m.ambiguous for m in named_before):
+                and (named_before or names_then) \
+                and all(m.how in ("exact", "alias") and not m.ambiguous for m in named_before):
             # "redis never came back after the reboot, launch it": what is so names what "it" is (noted above),
             # what to do is said after it; the statement's words ("reboot") choose no action.
             return self.plan_segment(then.strip(), before)
