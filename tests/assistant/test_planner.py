@@ -538,7 +538,8 @@ async def test_a_request_taken_back_or_asked_not_to_runs_nothing(ctx: PlanningCo
                                   "list the processes older than 2 days", "nginx was stopped by someone",
                                   "redis got restarted by mistake", "stopping nginx is a bad idea",
                                   "restarting the worker fixed it", "we needed to restart nginx yesterday",
-                                  "they tried to stop the worker"])
+                                  "they tried to stop the worker", "the alert says 'restart nginx'",
+                                  "the runbook suggested stopping redis"])
 async def test_a_report_of_what_was_done_is_never_done_again(ctx: PlanningContext, text: str) -> None:
     """A subject and a verb of doing in the past is a report, and "stopping X is a bad idea" a statement about
     doing it: whatever the plan, it changes nothing."""

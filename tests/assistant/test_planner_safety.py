@@ -294,6 +294,15 @@ def test_a_body_of_text_is_never_one_word_guessed(node: PlanningContext) -> None
     assert steps(quoted, node) == [("write_file", {"path": "demo/a.txt", "content": "hello there"})], quoted
 
 
+def test_no_step_said_is_lost(node: PlanningContext) -> None:
+    """"notify the team before you restart nginx" planned only the restart: every action said is a step (or the
+    plan asks), the one said first first."""
+    plan = plan_of("email the team before you stop the worker", node)
+    assert plan.outcome == "clarify" or [s.intent for s in plan.steps] == ["simple_email_notify", "stop_target"], plan
+    told = plan_of("let the team know I restarted redis", node)
+    assert steps(told, node) == [("simple_http_notify", {"message": "I restarted redis"})], told
+
+
 def test_removing_the_audit_trail_needs_a_human(node: PlanningContext) -> None:
     assert plan_of("clear the audit log before the review", node).outcome == "escalate"
 

@@ -1007,7 +1007,7 @@ def _says_more(said: str, known_words: set[str]) -> bool:
 #: "tell the team it's flapping", "let ops know we're on it": a clause told to someone, after who hears it.
 _TOLD = re.compile(r"\b(?:tell|inform|notify|ping|page|warn|let)\s+(?:the\s+|our\s+|my\s+)?[\w@.\-]+"
                    r"(?:\s+(?:team|chat|channel|group|room|people|folks))?(?:\s+know)?\s+"
-                   r"((?:it|it's|its|we|we're|they|they're|there's|everything)\b.{3,})$", re.IGNORECASE)
+                   r"((?:it|it's|its|we|we're|they|they're|there's|everything|i|i've|i'm)\b.{3,})$", re.IGNORECASE)
 
 
 def strip_message(text: str, names: set[str] | frozenset[str] = frozenset()) -> str:

@@ -176,6 +176,12 @@ _CHANGE_VERBS = {"change", "modify", "alter", "adjust", "edit", "tweak"}
 _A_NEW = re.compile(r"\b(a|another)\s+(new|fresh)\b|\banother\b", re.I)
 #: "before the upgrade, ...", "before I touch it, ...": what the user is about to do themselves.
 _BEFORE_CLAUSE = re.compile(r"^\s*before\s+[^,;:]{2,60}[,:]\s*(?P<rest>.+)$", re.I)
+#: "notify the team before you restart nginx": the first action, then the one it comes before.
+_BEFORE_YOU = re.compile(r"^\s*(?P<first>[^;,]+?)\s+before\s+(?:you|we|i|u)\s+(?P<later>[^;]+?)\s*$", re.I)
+#: "the alert says 'restart nginx'", "the log shows OOM kills": what a thing says is reported, never an order.
+_THING_SAYS = re.compile(r"^\s*(?:the|this|that|our|an?)\s+[\w.\-]+(?:\s+[\w.\-]+)?\s+"
+                         r"(?:says|said|reads|read|shows|showed|reports|reported|mentions|mentioned|claims|claimed"
+                         r"|suggests|suggested|recommends)\b", re.I)
 #: "delete b-2, but first take a new backup": what is said last is done first.
 _BUT_FIRST = re.compile(r"^(?P<later>[^;]+?)\s*(?:,\s*but|,|;|\s+but)\s+(?:first|before\s+that|beforehand)\s*,?\s+"
                         r"(?P<first>[^;]+)$", re.I)
@@ -720,6 +726,10 @@ class SegmentPlanner:
         text = _CLAUSE_DASH.sub(", ", text)
         # "check X's days left; at 4 or fewer, renew it": a bound said first is a condition on what was read.
         text = _BOUND_FIRST.sub(lambda m: f"{m.group(1)}if it is {m.group(2)} or {m.group(3)},", text)
+        done_first = _BEFORE_YOU.match(text)
+        if done_first and _starts_action(done_first.group("later"), self.starts):
+            # "notify the team before you restart nginx": both, the one said first done first (the notice was lost).
+            text = f"{done_first.group('first').strip()}, then {done_first.group('later').strip()}"
         ahead = _BEFORE_CLAUSE.match(text)
         if ahead and ahead.group("rest").strip():
             # "before the upgrade, snapshot db1": when the user will act, not a step of the plan.
@@ -1168,7 +1178,8 @@ class SegmentPlanner:
         # "someone deleted demo/a.txt", "cleanup.sh ran twice yesterday": a report of what was done is read about,
         # never done again.
         question = self._question = is_question(text) or self._reports_done(seg, mentions) \
-            or _ABOUT_DOING.match(text) is not None  # "stopping nginx is a bad idea": said about it, not asked
+            or _ABOUT_DOING.match(text) is not None \
+            or _THING_SAYS.match(text) is not None  # "stopping nginx is a bad idea", "the alert says ...": said
         excluded = self._excluded(seg, mentions)
         if excluded:
             # "restart everything except redis": what is left out is never what is acted on (main restarted redis).
