@@ -180,7 +180,7 @@ async def test_optional_flags_and_numbers_the_request_does_not_give_are_dropped(
 
 async def test_hybrid_model_is_a_second_opinion_on_an_unsure_offline_plan(demo: tuple[PlanningContext, Any]) -> None:
     context, registry = demo
-    text = "redis needs a fresh start"
+    text = "give redis a nudge"
     unsure = (await HybridPlanner(CallPlanner(ScriptedModel([]), registry)).offline.plan(text, context))
     assert unsure.outcome == "execute" and unsure.confidence < 1.0
     (intent,) = [s.intent for s in unsure.steps]
