@@ -324,7 +324,7 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
         for piece, sep in zip(pieces[2::2], pieces[1::2], strict=False):
             shared = _SHARED_TAIL.match(piece) if _OWNER_LAST.search(current) else None
             if shared:
-                # "billing-db's and users-db's latest backups": what follows the last owner is each one's.
+                # "db1's and db2's latest backups": what follows the last owner is each one's.
                 current = f"{current} {shared.group(1)}"
             if "," in sep and _CONDITION_FIRST.match(current) and "," not in current:
                 # "should X happen, do a dry run": the comma ends the condition said first, whatever follows.
@@ -355,8 +355,8 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
     return [p for p in restored if p]
 
 
-#: A piece that ends with an owner ("check billing-db's"), and one that starts with another and then what is
-#: owned ("users-db's latest backup results"): what is owned is said once, for both.
+#: A piece that ends with an owner ("check db1's"), and one that starts with another and then what is
+#: owned ("db2's latest backup results"): what is owned is said once, for both.
 _OWNER_LAST = re.compile(r"[\w.\-]['’]s?\s*$")
 _SHARED_TAIL = re.compile(r"^\s*[\w.\-]+['’]s?\s+(\S.*)$")
 
@@ -1426,7 +1426,7 @@ class SegmentPlanner:
                 and self.catalog.by_name[draft.intent].get("risk") == "destructive" \
                 and not any(v is True for v in draft.params.values()) \
                 and not self._says_destroying(text, draft.intent):
-            # "give the billing-db backups a 7-year legal hold" planned prune_backups (older_than_days 2555): an
+            # "give the db1 backups a 7-year legal hold" planned prune_backups (older_than_days 2555): an
             # action that can't be undone is planned only when the request says a verb of it, never because a
             # figure fits one of its params.
             listed = ", ".join(f"{k}={v}" for k, v in draft.params.items())
