@@ -43,10 +43,42 @@ install_project() {
     echo "==> creating .venv"
     "$PYTHON" -m venv .venv
   fi
-  echo "==> installing cloudisense[$extras]"
-  case ",$extras," in
-    *,all,*|*,local,*) echo "    (the first install of llama-cpp-python compiles it: about 6-10 minutes on 2 cores)" ;;
-  esac
   .venv/bin/python -m pip install -q --upgrade pip
+  case ",$extras," in
+    *,all,*|*,local,*) install_llama ;;
+  esac
+  echo "==> installing cloudisense[$extras]"
   .venv/bin/python -m pip install -q -e ".[$extras]"
+}
+
+# llama.cpp's default build is tuned to the building CPU (-march=native). On a CPU that reports AMX
+# inside a VM that does not grant it, that build crashes (SIGSEGV at `ldtilecfg`) on the first
+# token, and a wheel built natively on one machine may use instructions another lacks. So on x86_64
+# it is built for AVX2/FMA/F16C, which every x86_64 machine of the last decade has, and the wheel is
+# kept under these flags (pip's own wheel cache ignores CMAKE_ARGS: it could hand back a native build).
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+
+install_llama() {
+  local spec
+  # The requirement as the project's `local` extra states it (one place: pyproject.toml).
+  spec="$(.venv/bin/python -c 'import re, tomllib; extra = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["local"]; print(next(r for r in extra if re.match(r"llama-cpp-python\b", r)))')"
+  if [ "$(uname -m)" != "x86_64" ]; then
+    echo "==> installing $spec (compiles llama.cpp: about 6-10 minutes on 2 cores the first time)"
+    .venv/bin/python -m pip install -q "$spec"
+    return
+  fi
+  if .venv/bin/python -c 'import llama_cpp' 2>/dev/null && [ -f .venv/.llama-build ] \
+      && [ "$(cat .venv/.llama-build)" = "$LLAMA_CMAKE_ARGS" ]; then
+    return
+  fi
+  local wheels="${XDG_CACHE_HOME:-$HOME/.cache}/cloudisense/wheels/$(printf '%s %s' "$spec" "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-16)"
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "==> building $spec for AVX2 (compiles llama.cpp: about 6-10 minutes on 2 cores, once per machine)"
+    mkdir -p "$wheels"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" .venv/bin/python -m pip wheel -q --no-cache-dir --no-deps -w "$wheels" "$spec"
+  fi
+  echo "==> installing llama-cpp-python from $wheels"
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
+  .venv/bin/python -m pip install -q "$spec"  # its dependencies
+  printf '%s' "$LLAMA_CMAKE_ARGS" > .venv/.llama-build
 }
