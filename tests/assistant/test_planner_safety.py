@@ -388,3 +388,24 @@ def test_a_question_for_a_value_or_a_good_state_is_no_condition(node: PlanningCo
 def test_order_completion_and_narrowing(node: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
     plan = plan_of(text, node)
     assert plan.outcome == "execute" and steps(plan, node) == expected, plan
+
+
+@pytest.mark.parametrize("text", [
+    "once the orders backup checks out as ok, delete b-40",
+    "as soon as billing-db's last backup is ok, b-41 can be deleted",
+    "once billing-db's newest backup checks out, b-43 may be removed",
+    "as soon as nginx is down, tell the team",
+])
+def test_a_condition_said_with_once_or_as_soon_as_guards_its_action(node: PlanningContext, text: str) -> None:
+    """A change waits for the condition, or is asked about; never run at once, never another change."""
+    plan = plan_of(text, node)
+    changes = [s for s in plan.steps if node_risk(s.intent, node) != "read"]
+    assert plan.outcome in ("execute", "clarify", "escalate"), plan
+    assert all(s.when for s in changes), plan
+    assert "restore_backup" not in [s.intent for s in plan.steps], plan
+
+
+@pytest.mark.parametrize("text", ["move billing-db onto a new postgres cluster", "move orders to the other host"])
+def test_a_verb_no_intent_declares_changes_nothing(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome != "execute" or all(r == "read" for r in risks(plan, node)), plan

@@ -308,7 +308,8 @@ _SHOULD_FIRST = re.compile(r"^\s*should\s+(?!i\b|we\b|you\b)(?P<cond>[^,;]{3,}?)
                            re.I)
 #: "when more than 4 X run, email the team": "when" with a comma and then an action is a condition, not a
 #: question ("when did X run?" has no comma and asks).
-_WHEN_FIRST = re.compile(r"^\s*(?:when|once)\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b)"
+_WHEN_FIRST = re.compile(r"^\s*(?:when|once|as\s+soon\s+as)\s+"
+                         r"(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b)"
                          r"(?P<cond>[^,;?]{3,}?)\s*,\s*(?:then\s+)?(?P<action>[^?]+)$", re.I)
 _SHOULD_AFTER = re.compile(r"^(?P<action>.+?),?\s+should\s+(?!i\b|we\b|you\b|be\b|not\b)(?P<cond>\S+\s+\S.*)$", re.I)
 

@@ -101,7 +101,8 @@ _SOFT_SPLIT = re.compile(r"\s*(,\s*and\s+|\s+and\s+|,\s+|\s+&\s+|,?\s+plus\s+|,?
 _CONDITION_FIRST = re.compile(r"^\s*(?:[^\s:,;]+:\s*)?"
                               r"(?:if|only\s+if|in\s+case|whenever|unless|should\s+(?!i\b|we\b|you\b)"
                               r"|provided|providing|as\s+long\s+as|so\s+long\s+as|assuming|in\s+the\s+event"
-                              r"|when\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b))\b", re.I)
+                              r"|(?:when|once)\s+(?!you\b|u\b|did\b|does\b|do\b|is\b|was\b|will\b|are\b|were\b|can\b)"
+                              r"|as\s+soon\s+as)\b", re.I)
 #: Verbs that undo each other, as groups (in their catalogue spelling: "kill" is "stop"): whatever makes a
 #: thing ("add", "create") is the opposite of whatever removes one ("delete", "remove", "drop").
 _UNDOING = ((("start",), ("stop",)), (("enable",), ("disable",)), (("mute",), ("unmute",)),
@@ -125,7 +126,7 @@ _OPPOSITES = _opposite_words(_UNDOING)
 #: of these nor a word of the node's declarations is no reason to change anything: see ``plan_segment``).
 _PLAIN_VERBS = frozenset(
     "make keep put get set take give have do push pull throw trim cut clean clear purge update change modify adjust "
-    "alter edit tweak move bring send fire kick roll schedule plan ensure let redo rerun retry repeat reset refresh "
+    "alter edit tweak bring send fire kick roll schedule plan ensure let redo rerun retry repeat reset refresh "
     "tidy empty free force go begin launch lift lower raise turn switch flip open close shut hold wait fix handle "
     "sort arrange add create build generate write save copy post publish mail email text tell warn inform page "
     "ping alert notify ask ack acknowledge confirm approve reject cancel abort halt pause resume restart reload "
@@ -160,12 +161,14 @@ _CLEARING = frozenset({"drop", "clear", "clean", "cleanup", "trim", "cull", "thi
                        "clobber", "push", "deploy", "apply", "ship"})
 _MAY_GO = re.compile(r"\b(?:can|could|may|must|should|has\s+to|have\s+to|need\s+to|needs\s+to)\s+go\b|\bgoes\b"
                      r"|\bgo(?:ne)?\s+(?:for\s+good|away)\b|\bgone\b", re.I)
-#: Other ways of saying to clear things away or to put a thing back as it was ("throw away", "keep only the
-#: last 14 days", "put b-41 back into orders", "bring orders back to b-318", "get b-15 out of the list").
-_UNDOING_SAID = re.compile(r"\b(?:throw(?:n)?\s+(?:away|out)|toss|bin|keep\s+only|only\s+keep|pruned|purged|erased"
-                           r"|deleted|removed|(?:put|bring|take|set|turn|load)\s+(?:\S+\s+){0,3}?back|back\s+to"
-                           r"|load\s+(?:\S+\s+){0,3}?into"
-                           r"|(?:get|take)\s+(?:\S+\s+){1,3}?out\s+of|off\s+the\s+list|for\s+good)\b", re.I)
+#: Other ways of saying to clear things away ("throw away", "keep only the last 14 days", "get b-15 out of the
+#: list").
+_REMOVAL_SAID = re.compile(r"\b(?:throw(?:n)?\s+(?:away|out)|toss|bin|keep\s+only|only\s+keep|pruned|purged|erased"
+                           r"|deleted|removed|(?:get|take)\s+(?:\S+\s+){1,3}?out\s+of|off\s+the\s+list|for\s+good)\b",
+                           re.I)
+#: Ways of saying to put a thing back as it was ("put b-41 back into orders", "bring orders back to b-318").
+_PUT_BACK_SAID = re.compile(r"\b(?:(?:put|bring|take|set|turn|load)\s+(?:\S+\s+){0,3}?back|back\s+to"
+                            r"|load\s+(?:\S+\s+){0,3}?into)\b", re.I)
 #: Words that say something repeats by itself, without saying how often.
 _REPEATED = {"regular", "regularly", "periodic", "periodically", "recurring", "routinely", "automatically",
              # ... or names how often itself ("change the backup frequency"): only what repeats has one.
@@ -1940,14 +1943,17 @@ class SegmentPlanner:
 
     def _says_destroying(self, text: str, name: str) -> bool:
         """Whether ``text`` says a verb of what destructive intent ``name`` does: its name's or an example's first
-        word, or any verb of removal (each as the phrase and synonym tables spell it)."""
+        word, a verb of clearing or of putting back, and a verb of removal only if ``name`` removes (each as the
+        phrase and synonym tables spell it): "b-42 can be deleted" is no reason to restore b-42."""
         tool = self.catalog.by_name[name]
         own = {canonical(name.split("_")[0])} | {canonical(f) for e in tool.get("examples") or ()
-                                                 if (f := _first_word(e))} | {canonical(w) for w in _REMOVAL}
+                                                 if (f := _first_word(e))}
         said = {canonical(t) for t in raw_tokens(apply_phrases(text))} | {
             canonical(root) for t in raw_tokens(text) for root in (t, stem(t), t[:-1], t[:-2], t[:-3]) if len(root) > 2}
-        return bool(said & (own | _REMOVAL | _CLEARING)) or _MAY_GO.search(text) is not None \
-            or _UNDOING_SAID.search(text) is not None
+        if said & (own | _CLEARING) or _PUT_BACK_SAID.search(text) is not None:
+            return True
+        return self._removes(name) and (bool(said & {canonical(w) for w in _REMOVAL} | said & _REMOVAL)
+                                        or _MAY_GO.search(text) is not None or _REMOVAL_SAID.search(text) is not None)
 
     def _removes(self, name: str) -> bool:
         """Whether intent ``name`` removes something: a verb of removal is its name's or an example's first word, or
