@@ -613,3 +613,24 @@ def test_every_eval_set_is_well_formed(plugin: bool) -> None:
                 model.model_validate(params)  # raises on a bad label
                 for ref in re.findall(r"\$\{s(\d+)\.data\.", step.get("when") or ""):
                     assert 1 <= int(ref) < i, where
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Two letters of a word of grammar swapped are a slip ("teh", "waht"), never a text to look for; "three" stays.
+    ("show teh last 20 lines of syslog", [("read_log", {"name": "syslog", "lines": 20})]),
+    ("waht is teh load right now", [("get_system_stats", {})]),
+    ("top three processes by cpu", [("list_processes", {"limit": 3})]),
+    # A configured name mistyped so that its stem is two letters off ("acces" stems to "acce") is still it.
+    ("last 30 lines of nginx-acess", [("read_log", {"name": "nginx-access", "lines": 30})]),
+    ("gimme the end of nginx-acces, 150 lines", [("read_log", {"name": "nginx-access", "lines": 150})]),
+])
+async def test_slips_of_the_fingers_in_small_words_and_names(ctx: PlanningContext, text: str,
+                                                               expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected
+
+
+async def test_a_mistyped_word_of_an_alias_is_a_typo_before_a_change(ctx: PlanningContext) -> None:
+    """"kv" names redis, and "stoer" is "store" of the alias "kv store" mistyped: a change is asked about."""
+    plan = await OfflinePlanner().plan("restart the kv stoer", ctx)
+    assert plan.outcome == "clarify" and "restart" in (plan.question or ""), plan
+    assert (await OfflinePlanner().plan("restart the kv store", ctx)).outcome == "execute"

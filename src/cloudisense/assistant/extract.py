@@ -176,13 +176,22 @@ def _fix(word: str, vocabulary: set[str]) -> str:
     return close[0] if close else word
 
 
+def _fix_stem_or_typed(stemmed: str, typed: str, vocabulary: set[str]) -> str:
+    fixed = _fix(stemmed, vocabulary)
+    if fixed != stemmed or not typed.isalpha():
+        return fixed
+    return _fix(typed, vocabulary) if _fix(typed, vocabulary) != typed else stemmed
+
+
 def find_mentions(segment: Segment, entities: dict[str, list[str]],
                   aliases: dict[str, str] | None = None) -> list[Mention]:
     """Configured entities named in ``segment`` (aliases included), longest match first, without overlaps."""
     vocab = {tok for names in entities.values() for n in names for tok in entity_tokens(n)}
-    words = [_fix(w, vocab) for w in segment.stems]
-    fixed = [w != s for w, s in zip(words, segment.stems, strict=True)]
     raw_kept = [segment.raw[i] for i in segment.keep]
+    # The word as typed is tried too: a slip can make a stem of its own ("acces" stems to "acce", two
+    # letters from "access"; as typed it is one).
+    words = [_fix_stem_or_typed(w, r, vocab) for w, r in zip(segment.stems, raw_kept, strict=True)]
+    fixed = [w != s for w, s in zip(words, segment.stems, strict=True)]
     dotted = {n.lower(): (kind, n) for kind, names in entities.items() for n in names if "." in n.strip(".")}
     found: list[Mention] = []
     for kind, names in entities.items():

@@ -265,6 +265,37 @@ _FILLER_VERBS = {"check", "show", "list", "get", "tell", "make", "keep", "let", 
 _FIRST_CLAUSE = re.compile(r"^\s*([^,;.!]+?)\s*(?:[,;.!]+|\s[-–—]+)\s*(?=\S)")
 
 
+#: Short words of English grammar, whose letters swapped ("teh", "adn", "wiht") are a slip of the fingers, never a
+#: name or a word of an action.
+_FUNCTION_WORDS = ("the", "and", "that", "with", "what", "this", "from", "for", "you", "are", "have", "there",
+                   "their", "they", "them", "then", "when", "which", "where", "last", "any", "all", "some", "please")
+#: Swaps that are words of their own ("form" for "from", "three" for "there").
+_REAL_SWAPS = frozenset({"form", "fro", "whit", "nay", "lats", "three"})
+
+
+def _swapped_words() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for word in _FUNCTION_WORDS:
+        for i in range(len(word) - 1):
+            swapped = word[:i] + word[i + 1] + word[i] + word[i + 2:]
+            if swapped != word and swapped not in _REAL_SWAPS and swapped not in _FUNCTION_WORDS:
+                out.setdefault(swapped, word)
+    return out
+
+
+_SWAPPED = _swapped_words()
+_SWAPPED_RE = re.compile(r"(?<![\w\-./'])(" + "|".join(sorted(_SWAPPED, key=len, reverse=True)) + r")(?![\w\-/]|\.\w)",
+                         re.I)
+
+
+def mend_swapped_letters(text: str, entities: dict[str, list[str]] | None = None) -> str:
+    """``text`` with each short word of grammar typed with two letters swapped put right ("show teh log" ->
+    "show the log"), unless the slip is a configured name."""
+    names = {n.lower() for values in (entities or {}).values() for n in values}
+    return _SWAPPED_RE.sub(lambda m: m.group(0) if m.group(0).lower() in names else _SWAPPED[m.group(0).lower()],
+                           text)
+
+
 def _without_opening_pleasantry(text: str) -> str:
     """``text`` without a thanks or greeting said before the request ("thanks, now restart the worker")."""
     m = _FIRST_CLAUSE.match(text)
@@ -340,6 +371,7 @@ class OfflinePlanner:
         text = (text or "").strip()
         if not text:
             return self._clarify("What would you like me to do?", 0.0, "empty request")
+        text = mend_swapped_letters(text, context.entities)
         reply = small_talk(text, plannable(context.tools))
         if reply is not None:
             return Plan(outcome="answer", message=reply, confidence=1.0, reason="small talk", strategy=self.strategy)

@@ -568,9 +568,10 @@ _PRONOUNS = {"it", "them", "this", "that", "those", "these"}
 
 
 def _another_object(piece: str, current: str, starts: set[str]) -> bool:
-    """"show the top processes and the disk usage": a verb and its object, then a second object of that verb."""
+    """"show the top processes and the disk usage": a verb and its object, then a second object of that verb.
+    Not "their ...": "list the certs and their expiry" asks for more of the same things, one listing."""
     first = re.findall(r"[a-z']+", piece.lower())[:1]
-    if not first or first[0] not in ("the", "my", "our", "its", "their"):
+    if not first or first[0] not in ("the", "my", "our", "its"):
         return False
     if re.search(r"\b(the|my|our)\s+\w+", current.lower()):
         return _starts_action(current, starts)
@@ -1706,8 +1707,16 @@ class SegmentPlanner:
         vocab = self.catalog.vocabulary
         typo = any(f != p and p not in vocab and not _inflected(p, f) and not _inflected(f, p)
                    for f, p in zip(fixed, plain, strict=False))
-        typo = typo or any(m.how == "fuzzy" for m in mentions)
+        typo = typo or any(m.how == "fuzzy" for m in mentions) or self._alias_slip(plain, mentions)
         return fixed, typo
+
+    def _alias_slip(self, words: list[str], mentions: list[ex.Mention]) -> bool:
+        """A word typed near a word of the alias of a thing named ("the kv stroe": "kv" names redis, "stroe" is
+        "store" of "kv store" mistyped)."""
+        named = {n for m in mentions for n in m.names}
+        alias_words = {w for phrase, name in (self.aliases or {}).items() if name in named for w in raw_tokens(phrase)}
+        return any(w not in alias_words and w not in self.catalog.vocabulary and correct(w, alias_words) is not None
+                   for w in words if len(w) > 3 and w.isalpha())
 
     @staticmethod
     def _here(seg: ex.Segment, covered: set[int]) -> set[int]:
