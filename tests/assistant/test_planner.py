@@ -465,7 +465,10 @@ async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
                                   "afternoon! just checking in", "nice one, heading home now", "afk, be right back",
                                   "cheers buddy, you're the best", "must dash, bye", "describe your skills",
                                   "hi, quick question coming up", "stepping out for lunch, back soon",
-                                  "do you understand plain english?"])
+                                  "do you understand plain english?", "I owe you one for that",
+                                  "perfect, just what I needed", "no worries, I'll take it from here",
+                                  "where's the list of what you can do here?", "how do I ask you for several things?",
+                                  "can you deal with alerts as well, or only logs?"])
 async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == "answer" and plan.message and not plan.steps

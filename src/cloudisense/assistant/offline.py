@@ -118,7 +118,14 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
            "thank you kindly", "thanks kindly", "youre a star", "you are a star", "youre the best", "you are the best",
            "youre a legend", "you are a legend", "youre a lifesaver", "you are a lifesaver", "lifesaver", "star",
            "superstar", "top notch", "spot on", "you nailed it", "nailed it", "grand", "thats me sorted",
-           "im sorted", "all done", "job done"}
+           "im sorted", "all done", "job done",
+           # ... or as having got what was needed (a debt of gratitude: see _OWED), or waving an apology away.
+           "thats exactly what i needed", "exactly what i needed", "just what i needed",
+           "thats just what i needed", "thats what i needed", "thats what i was after", "exactly what i was after",
+           "no worries", "no problem", "no probs", "not a problem", "all good thanks"}
+#: Thanks said as a debt ("I owe you a pint for that one", "owe you one").
+_OWED = re.compile(r"^\s*(?:i\s+)?owe\s+(?:you|u|ya)(?:\s+(?:one|a\s+[a-z]+|big(?:\s+time)?))?"
+                   r"(?:\s+for\s+(?:that|this)(?:\s+one)?)?\s*$")
 #: Saying a question is coming ("quick question coming up"): a greeting before the request.
 _ANNOUNCED = {"quick question", "quick question coming up", "question coming up", "i have a question",
               "ive got a question", "got a question", "i have a quick question", "one question", "a quick question"}
@@ -144,6 +151,11 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         "i have to run", "i gotta run", "must run", "gotta dash", "must dash", "nevermind", "never mind", "forget it",
         "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all",
+        # Taking it over from the assistant ("never mind, I'll handle it myself").
+        "ill handle it", "ill handle it myself", "ill handle it from here", "ill take it from here",
+        "ill do it myself", "ill sort it myself", "ill sort it out myself", "ill deal with it",
+        "ill deal with it myself",
+        "ill take over", "ill take over from here", "i can take it from here", "ive got it from here",
         # Stepping away for a while.
         "brb", "be right back", "back soon",
         "stepping away", "stepping out", "popping out", "stepping away for a bit", "back in a bit", "afk", "ttyl",
@@ -183,6 +195,13 @@ _ASKS_WHAT_YOU_DO = re.compile(
     r"|^\s*(?:please\s+)?(?:(?:explain|describe|summari[sz]e|outline|list)\s+(?:to\s+me\s+)?|tell\s+me\s+(?:about\s+)?"
     r"|what\s+are\s+)(?:your|ur)\s+(?:capabilities|abilities|skills|features|functions|powers)\b[^.;]*\??\s*$"
     r"|^\s*what\s+are\s+(?:you|u)\s+(?:capable\s+of|able\s+to\s+do|good\s+at)\s*\??\s*$"
+    # "is there a list somewhere of what you're allowed to do?", "how would I ask you to do two things?"
+    r"|^\s*(?:is\s+there|do\s+you\s+have|where\s+is|where['’]s)\s+(?:a\s+|the\s+)?list\b[^.;]*\bwhat\s+(?:you|u)(?:['’]re|\s+are)?"
+    r"\s+(?:allowed|able|permitted|can)\b[^.;]*\??\s*$"
+    r"|^\s*how\s+(?:would|do|can|should)\s+i\s+ask\s+(?:you|u)\s+(?:to|for)\b[^.;]*\??\s*$"
+    # "can you handle TLS certificates too, or only backups?": what the assistant covers.
+    r"|^\s*(?:can|could|do)\s+(?:you|u)\s+(?:also\s+)?(?:handle|do|manage|support|cover|deal\s+with|work\s+with)\s+"
+    r"[^.;?]+?\s+(?:too|as\s+well)\s*(?:,?\s*or\s+(?:only|just)\b[^.;]*)?\??\s*$"
     # "do you understand plain English or do I need commands?": how to talk to the assistant.
     r"|^\s*do\s+(?:you|u)\s+(?:understand|speak|get)\s+(?:plain\s+)?(?:english|normal\s+language|natural\s+language)\b"
     r"[^.;]*\??\s*$|^\s*do\s+i\s+(?:need|have)\s+to\s+(?:use\s+)?(?:commands|special\s+syntax)\b[^.;]*\??\s*$"
@@ -222,7 +241,7 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     # "hello from the night shift": a greeting signed with who says it.
     if _SIGNED_GREETING.match(text):
         said = said.split(" from ", 1)[0]
-    kinds = _pleasantries(said) or _with_remarks(text, tools)
+    kinds = _pleasantries(said) or (["thanks"] if _OWED.match(said) else []) or _with_remarks(text, tools)
     if kinds and kinds[-1] == "thanks":
         return "You're welcome."
     if kinds and kinds[-1] == "bye":
@@ -230,12 +249,21 @@ def small_talk(text: str, tools: list[dict[str, Any]]) -> str | None:
     if kinds:
         return "Hello. Ask me about this node or tell me what to do; say \"help\" for examples."
     if said in _HELP or text.strip() == "?" or _ASKS_WHAT_YOU_DO.search(text):
-        examples = [str(t["examples"][0]) for t in tools if t.get("examples")][:8]
-        listed = "\n".join(f"  - {e}" for e in examples)
+        listed = "\n".join(f"  - {e}" for e in _one_example_per_module(tools)[:16])
         return ("I'm the CloudiSENSE assistant: I run this node's actions for you and answer from their real "
                 "results. For example:\n"
-                f"{listed}\nA step that changes something may need an approval first.")
+                f"{listed}\nSay several steps in order (\"..., then ...\") and a condition with \"if\" "
+                "(\"... if it's down\"). A step that changes something may need an approval first.")
     return None
+
+
+def _one_example_per_module(tools: list[dict[str, Any]]) -> list[str]:
+    """The first example of each module's first tool that has one, so the help shows what every module does."""
+    seen: dict[str, str] = {}
+    for tool in tools:
+        if tool.get("examples") and str(tool.get("module")) not in seen:
+            seen[str(tool.get("module"))] = str(tool["examples"][0])
+    return list(seen.values())
 
 
 def _with_remarks(text: str, tools: list[dict[str, Any]]) -> list[str]:
@@ -249,7 +277,7 @@ def _with_remarks(text: str, tools: list[dict[str, Any]]) -> list[str]:
     for clause in clauses:
         said = re.sub(r"\s+", " ", re.sub(r"[^a-z ]+", "", clause)).strip()
         words = said.split()
-        found = _pleasantries(said) or _tailed_bye(words)
+        found = _pleasantries(said) or _tailed_bye(words) or (["thanks"] if _OWED.match(said) else [])
         if found:
             kinds += found
         elif not (words and set(words) & _WELL and not set(words) & _NOT_WELL and len(words) <= 8
