@@ -409,3 +409,19 @@ def test_a_condition_said_with_once_or_as_soon_as_guards_its_action(node: Planni
 def test_a_verb_no_intent_declares_changes_nothing(node: PlanningContext, text: str) -> None:
     plan = plan_of(text, node)
     assert plan.outcome != "execute" or all(r == "read" for r in risks(plan, node)), plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("keep ten weeks of orders backups, prune everything older", [("prune_backups", {"database": "orders",
+                                                                                    "older_than_days": 70})]),
+    ("hold onto 2 weeks of users-db backups, delete anything older", [("prune_backups", {"database": "users-db",
+                                                                                        "older_than_days": 14})]),
+])
+def test_what_to_keep_said_first_and_the_verb_after_is_one_step(node: PlanningContext, text: str,
+                                                                 expected: list[tuple[str, Any]]) -> None:
+    assert steps(plan_of(text, node), node) == expected
+
+
+def test_what_to_keep_without_a_verb_of_removal_is_asked(node: PlanningContext) -> None:
+    plan = plan_of("keep ten weeks of orders backups", node)
+    assert plan.outcome == "clarify" and not plan.steps, plan

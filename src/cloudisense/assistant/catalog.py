@@ -45,6 +45,7 @@ PHRASES: dict[str, str] = {
     "power them on": "start them", "a fresh start": "a restart", "fresh start": "restart",
     "tell me when": "status", "let me know when": "status",
     "override": "force", "overriding": "force",
+    "hang on to": "keep", "hang onto": "keep", "hold on to": "keep", "hold onto": "keep",
     "one-time": "once", "single-use": "once", "single use": "once", "one-off": "once",
     "roll out": "run", "preview": "dryrun", "simulate": "dryrun", "simulated": "dryrun", "simulating": "dryrun",
     "simulation": "dryrun",

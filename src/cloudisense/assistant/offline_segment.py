@@ -633,6 +633,8 @@ class StepDraft:
     text: str = ""
     #: What the user said not to do ("don't restart it"): no step, and no question when something else was asked.
     declined: bool = False
+    #: The question asks to confirm a destructive intent whose verb was not said ("keep ten weeks of backups").
+    unsaid: bool = False
 
 
 class SegmentPlanner:
@@ -870,7 +872,9 @@ class SegmentPlanner:
                 topical.text = f"{piece} {earlier.text}"
                 return topical
         detail = alone.intent is None and (alone.question is not None or _ONLY_A_COUNT.match(piece) is not None)
-        if not completes and not (detail and earlier.question is None):
+        # "keep ten weeks of orders backups, prune everything older": what to keep said first, the verb after.
+        verb_after = earlier.unsaid and alone.intent == earlier.intent
+        if not completes and not verb_after and not (detail and earlier.question is None):
             return None
         text = f"{earlier.text}, {piece}"
         joined = self.plan_segment(text, drafts[:-1])
@@ -1437,7 +1441,7 @@ class SegmentPlanner:
             return StepDraft(draft.intent, question=f"Did you mean {draft.intent.replace('_', ' ')}"
                              f"{' (' + listed + ')' if listed else ''}? It can't be undone, so say so in words "
                              f"(\"{draft.intent.split('_')[0]} ...\") and I'll plan it.",
-                             confidence=min(draft.confidence, 0.4), held=True,
+                             confidence=min(draft.confidence, 0.4), held=True, unsaid=True,
                              reason=f"{draft.intent}: destructive, and no verb of it was said")
         so, _, acted = text.rpartition(",")
         if so and _context(so, self.starts):
