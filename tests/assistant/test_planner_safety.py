@@ -425,3 +425,17 @@ def test_what_to_keep_said_first_and_the_verb_after_is_one_step(node: PlanningCo
 def test_what_to_keep_without_a_verb_of_removal_is_asked(node: PlanningContext) -> None:
     plan = plan_of("keep ten weeks of orders backups", node)
     assert plan.outcome == "clarify" and not plan.steps, plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Why, said after the order, is no step, and its words ("reboot") choose nothing.
+    ("start nginx, it's down after the reboot", [("start_target", {"name": "nginx"})]),
+    ("stop the worker, it keeps crashing", [("stop_target", {"name": "worker"})]),
+    ("bring up redis and the worker, both went down overnight", [("start_target", {"name": "redis"}),
+                                                                 ("start_target", {"name": "worker"})]),
+    # Who asks a question does not choose the action: the question does.
+    ("auditors are asking how stale the users-db backup is", [("backup_status", {"database": "users-db"})]),
+])
+def test_what_surrounds_an_order_or_a_question_chooses_nothing(node: PlanningContext, text: str,
+                                                               expected: list[tuple[str, Any]]) -> None:
+    assert steps(plan_of(text, node), node) == expected

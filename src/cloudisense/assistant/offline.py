@@ -324,6 +324,13 @@ def mend_swapped_letters(text: str, entities: dict[str, list[str]] | None = None
                            text)
 
 
+#: Who asks a question, before it ("auditors are asking how stale the orders backup is"): the question is the request,
+#: and the words of who asks choose nothing.
+_REPORTED_QUESTION = re.compile(
+    r"^\s*(?:[\w\-']+\s+){1,4}?(?:is|are|was|were|keeps?|kept|have\s+been|has\s+been)\s+asking(?:\s+(?:me|us))?"
+    r"(?:\s+(?:about|for))?\s+(?=(?:how|what|whats|what's|when|whether|if|which|who|why|where)\b)", re.I)
+
+
 def _without_opening_pleasantry(text: str) -> str:
     """``text`` without a thanks or greeting said before the request ("thanks, now restart the worker")."""
     m = _FIRST_CLAUSE.match(text)
@@ -404,6 +411,7 @@ class OfflinePlanner:
         if reply is not None:
             return Plan(outcome="answer", message=reply, confidence=1.0, reason="small talk", strategy=self.strategy)
         text = _without_opening_pleasantry(text)
+        text = _REPORTED_QUESTION.sub("", text, count=1) or text
         if _TAKEN_BACK.search(text):
             # "renew X... actually no", "restore orders? no wait, don't": what was asked is taken back.
             return Plan(outcome="answer", message="OK, I won't do that. Tell me what you'd like instead.",

@@ -447,6 +447,19 @@ _STATE_SAID = re.compile(r"\b(?:is|are|was|were|still|stays?|remains?)\b|\b(?:it
                          r"|\b(?:is|are|was|were)n['’]?t\b", re.I)
 
 
+#: A piece about what was just named, by a pronoun and a verb of being ("it's down after the reboot", "both are
+#: stuck", "they went down").
+_SAID_OF_THEM = re.compile(r"^\s*(?:it|they|both|both\s+of\s+them|all\s+of\s+them|each\s+of\s+them|these|those)"
+                           r"(?:['’]s|['’]re|\s+(?:is|are|was|were|went|got|have\s+been|has\s+been|keeps?|kept|seems?"
+                           r"|looks?|crashed|died|failed|hung|froze|stopped))\b", re.I)
+
+
+def _said_of_them(piece: str) -> bool:
+    """``piece`` says what is so of the things just named, and asks or orders nothing ("it's down after the reboot")."""
+    return _SAID_OF_THEM.match(piece) is not None and not is_question(piece) \
+        and not re.search(r"\b(?:if|unless|when|whenever|so|then|please)\b", piece, re.I)
+
+
 def _context(piece: str, starts: set[str]) -> bool:
     """A piece that only says what is so, before what to do about it: no action of its own, no question."""
     ordered = _starts_action(piece, starts) and _NUMBERED_THING.match(piece) is None
@@ -800,6 +813,15 @@ class SegmentPlanner:
                     action = rest
                 else:
                     action = "don't " + negated.group(1)
+            order, _, why = action.rpartition(" and ")
+            ordered = order and (_starts_action(order, self.starts)
+                                 or (drafts and _only_entities(order, self.entities, self.aliases)))
+            if not condition and ordered and _said_of_them(why):
+                # "start nginx, it's down after the reboot" (split as "start nginx and it's down ..."): why, said
+                # after the order, is no step, and its words ("reboot") choose nothing.
+                action = order
+            elif not condition and drafts and drafts[-1].intent and not drafts[-1].question and _said_of_them(action):
+                continue
             acted = action.rpartition(",")[2] if _context(action.rpartition(",")[0], self.starts) else action
             if _DONT.match(acted):
                 # "do not stop the worker", "X is fine, don't restart it": what not to do is no step to run.
