@@ -637,3 +637,14 @@ async def test_a_mistyped_word_of_an_alias_is_a_typo_before_a_change(ctx: Planni
     plan = await OfflinePlanner().plan("restart the kv stoer", ctx)
     assert plan.outcome == "clarify" and "restart" in (plan.question or ""), plan
     assert (await OfflinePlanner().plan("restart the kv store", ctx)).outcome == "execute"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A sentence about the speaker or the day, before the request, is no part of it.
+    ("long night here. restart nginx", [("restart_target", {"name": "nginx"})]),
+    ("I haven't slept since the deploy. what's the load like?", [("get_system_stats", {})]),
+    ("been on call all week. last 20 lines of syslog", [("read_log", {"name": "syslog", "lines": 20})]),
+])
+async def test_a_remark_before_the_request_is_no_part_of_it(ctx: PlanningContext, text: str,
+                                                             expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected

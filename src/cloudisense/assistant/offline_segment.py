@@ -447,6 +447,12 @@ _STATE_SAID = re.compile(r"\b(?:is|are|was|were|still|stays?|remains?)\b|\b(?:it
                          r"|\b(?:is|are|was|were)n['’]?t\b", re.I)
 
 
+#: Where a sentence ends: ". " / "! " before the next (not the dot of "demo/a.txt" or "api.example.com").
+_SENTENCE_END = re.compile(r"(?<=[.!])\s+(?=\S)")
+#: First words of a sentence about the speaker or the day ("I haven't even had dinner.", "long night here."),
+#: never of an order.
+_REMARK_START = {"i", "i'm", "im", "i've", "ive", "i'd", "we", "we're", "we've", "been", "long", "today", "tonight",
+                 "yesterday", "ugh", "phew", "man", "wow", "oh", "sorry", "busy", "rough", "crazy", "another"}
 #: A piece about what was just named, by a pronoun and a verb of being ("it's down after the reboot", "both are
 #: stuck", "they went down").
 _SAID_OF_THEM = re.compile(r"^\s*(?:it|they|both|both\s+of\s+them|all\s+of\s+them|each\s+of\s+them|these|those)"
@@ -720,6 +726,7 @@ class SegmentPlanner:
         drafts: list[StepDraft] = []
         pending: str | None = None
         text = _OPENING.sub("", join_split_verbs(text), count=1)
+        text = self._without_remarks(text)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
         text = _VERIFY_AFTER.sub(lambda m: f", then did {m.group('done')} succeed?" if m.group("done")
                                  else f", then is {m.group('down')} down?" if m.group("down")
@@ -865,6 +872,25 @@ class SegmentPlanner:
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _without_remarks(self, text: str) -> str:
+        """``text`` without its sentences that only say how the speaker is or was doing ("long night here.",
+        "been paged three times tonight about latency."), when another sentence asks or orders something."""
+        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+        if len(sentences) < 2:
+            return text
+        kept = [s for s in sentences if not self._remark(s)]
+        if not kept or len(kept) == len(sentences):
+            return text
+        return " ".join(kept)
+
+    def _remark(self, sentence: str) -> bool:
+        words = re.findall(r"[a-z']+", sentence.lower())
+        return bool(words) and words[0] in _REMARK_START and not is_question(sentence) \
+            and not _starts_action(sentence, self.starts) and not _CONDITION_FIRST.match(sentence) \
+            and not re.search(r"\b(?:if|unless|when|whenever|so|then|please|it|them|that|need|needs|want|wants|like"
+                              r"|wish|hope|should|must|got\s+to|have\s+to|has\s+to|gotta)\b", sentence, re.I) \
+            and not ex.find_mentions(ex.Segment.of(sentence), self.entities, self.aliases)
 
     def _topic_then_order(self, earlier: StepDraft, piece: str) -> bool:
         """``earlier`` was only a topic (a few words naming a thing, no verb, no question) and ``piece`` an
