@@ -648,3 +648,15 @@ async def test_a_mistyped_word_of_an_alias_is_a_typo_before_a_change(ctx: Planni
 async def test_a_remark_before_the_request_is_no_part_of_it(ctx: PlanningContext, text: str,
                                                              expected: list[tuple[str, Any]]) -> None:
     assert await steps_of(text, ctx) == expected
+
+
+async def test_a_flag_that_keeps_only_some_fields_is_asked_for_by_naming_them(ctx: PlanningContext) -> None:
+    """list_rules' ``head`` is described as "only id, description and enabled"."""
+    assert await steps_of("list the rules, just id and description", ctx) == [("list_rules", {"head": True})]
+    assert await steps_of("list the rules", ctx) == [("list_rules", {})]
+
+
+async def test_what_to_leave_out_is_no_step(ctx: PlanningContext) -> None:
+    assert await steps_of("skip the dry run, restart nginx", ctx) == [("restart_target", {"name": "nginx"})]
+    plan = await OfflinePlanner().plan("skip the cleanup", ctx)
+    assert plan.outcome == "clarify" and not plan.steps

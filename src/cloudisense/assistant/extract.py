@@ -633,6 +633,13 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
                 return True
             if "path" in adds and re.match(r"\s*where\b", low):
                 return True  # "where do the files live?" asks for what the flag adds: their paths
+        # "ids and descriptions only": a flag described as keeping only some fields ("only id, description and
+        # enabled"), asked for by naming two of them and "only".
+        keeps = re.match(r"\s*only\s+(.+)", desc)
+        if keeps and re.search(r"\b(?:only|just)\b", low):
+            fields = {stem(w) for w in re.findall(r"[a-z]+", keeps.group(1)) if len(w) >= 2 and w not in STOPWORDS}
+            if len(fields & {stem(w) for w in re.findall(r"[a-z]+", low)}) >= 2:
+                return True
         return None
     values = enum_of(spec)
     if values:

@@ -394,6 +394,8 @@ _IT = re.compile(r"\b(it|its|it's|itself)\b", re.I)
 #: A request not to do something ("don't restart it", "never delete ...").
 _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|never|dont|no\s+need\s+to"
                    r"|there'?s\s+no\s+need\s+to"
+                   # "..., skip the full bodies": what to leave out.
+                   r"|skip|leave\s+out|omit"
                    # "can you not restart nginx?": asked not to.
                    r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?not)\b", re.I)
 #: A statement, then an action "in that case" / "if so": the statement is the action's condition (what it
