@@ -660,3 +660,14 @@ async def test_what_to_leave_out_is_no_step(ctx: PlanningContext) -> None:
     assert await steps_of("skip the dry run, restart nginx", ctx) == [("restart_target", {"name": "nginx"})]
     plan = await OfflinePlanner().plan("skip the cleanup", ctx)
     assert plan.outcome == "clarify" and not plan.steps
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Doing a named thing is running it; both words of a two-word name say it, in either order and form.
+    ("do the cleanup", [("start_script_execution", {"name": "cleanup.sh"})]),
+    ("carry out the log rotation", [("start_script_execution", {"name": "rotate-logs.sh"})]),
+    ("run the log rotation", [("start_script_execution", {"name": "rotate-logs.sh"})]),
+    ("do a dry run of the nginx playbook", [("run_playbook", {"name": "nginx.yml", "check": True})]),
+])
+async def test_doing_a_named_thing_runs_it(ctx: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected

@@ -249,7 +249,26 @@ def _partial_mentions(words: list[str], entities: dict[str, list[str]], taken: l
                 and any(word == t or _same_root(word, t) for t in entity_tokens(n))]
         if hits:
             out.append(Mention(kind, hits, i, i + 1, "partial"))
+    busy = {j for m in [*taken, *out] for j in range(m.start, m.end)}
+    for i in range(len(words) - 1):
+        if i in busy or i + 1 in busy:
+            continue
+        # "the log rotation" -> rotate-logs.sh: both words of a two-word name, in either order and either form.
+        pair = words[i:i + 2]
+        for kind, names in entities.items():
+            hits = [n for n in names if len(toks := entity_tokens(n)) == 2 and _match_in_any_order(pair, toks)]
+            if len(hits) == 1:
+                out.append(Mention(kind, hits, i, i + 2, "partial"))
     return out
+
+
+def _match_in_any_order(words: list[str], tokens: list[str]) -> bool:
+    """Each of two words is one of two name tokens, the same word or another form of it."""
+    def same(w: str, t: str) -> bool:
+        return w == t or _same_root(w, t)
+
+    return (same(words[0], tokens[0]) and same(words[1], tokens[1])) or (
+        same(words[0], tokens[1]) and same(words[1], tokens[0]))
 
 
 def _same_root(word: str, token: str) -> bool:

@@ -449,6 +449,9 @@ _STATE_SAID = re.compile(r"\b(?:is|are|was|were|still|stays?|remains?)\b|\b(?:it
                          r"|\b(?:is|are|was|were)n['’]?t\b", re.I)
 
 
+#: An order to do a thing ("do the cleanup", "..., then perform a backup"): its verb, at the start of a clause.
+_DO_THE = re.compile(r"(^\s*|[,;.!?]\s*|\b(?:and|then|now|please|just|so)\s+)(?:do|perform|carry\s+out|conduct)\s+"
+                     r"(?=(?:the|a|an|another|one|our|my)\s)", re.I)
 #: Where a sentence ends: ". " / "! " before the next (not the dot of "demo/a.txt" or "api.example.com").
 _SENTENCE_END = re.compile(r"(?<=[.!])\s+(?=\S)")
 #: First words of a sentence about the speaker or the day ("I haven't even had dinner.", "long night here."),
@@ -729,6 +732,8 @@ class SegmentPlanner:
         pending: str | None = None
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         text = self._without_remarks(text)
+        # "do the log rotation", "perform a backup of orders": doing a named thing is running it.
+        text = _DO_THE.sub(r"\1run ", text)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
         text = _VERIFY_AFTER.sub(lambda m: f", then did {m.group('done')} succeed?" if m.group("done")
                                  else f", then is {m.group('down')} down?" if m.group("down")
