@@ -671,3 +671,13 @@ async def test_what_to_leave_out_is_no_step(ctx: PlanningContext) -> None:
 ])
 async def test_doing_a_named_thing_runs_it(ctx: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
     assert await steps_of(text, ctx) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A value said with its kind: "the demo root" for a root, "the db1 host" / "host db1" for a host pattern.
+    ("what is stored in the demo root?", [("list_content", {"root": "demo"})]),
+    ("check-mode users.yml on host db1", [("run_playbook", {"name": "users.yml", "check": True, "limit": "db1"})]),
+    ("run nginx.yml on the web2 box", [("run_playbook", {"name": "nginx.yml", "limit": "web2"})]),
+])
+async def test_a_value_said_with_its_kind(ctx: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected

@@ -791,13 +791,21 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     if named and named.group(1) not in STOPWORDS and stem(named.group(1)) not in known_words \
             and named.group(1) not in _NOBODY_IN_PARTICULAR:
         return named.group(1)
+    if required and len(param) >= 4:
+        # "what's sitting in the demo root?": a word said right before the param's own name is its value.
+        kind_said = re.search(rf"\b(?:the|a|an|our|my)\s+([a-z0-9][\w.\-]*)\s+{head}s?\b", low)
+        if kind_said and kind_said.group(1) not in STOPWORDS and stem(kind_said.group(1)) not in known_words:
+            return kind_said.group(1)
     if "host" in words and not required:
         # "on db3 only", "only against db2", "to db1 only": where the run is limited to, for a field of hosts; so is
         # a host said the way hosts are named ("against web2", "on db-3") or a pattern of them ("hosts matching web*").
         only = re.search(r"\b(?:on|against|to)\s+([a-z0-9][\w.:!*\-]*)\s+only\b"
                          r"|\bonly\s+(?:on|against|to)\s+([a-z0-9][\w.:!*\-]*)"
                          r"|\b(?:on|against)\s+([a-z][\w.:!*\-]*\d[\w.:!*\-]*|[a-z][\w\-]*\*[\w.:!*\-]*)(?![\w./])"
-                         r"|\bhosts?\s+(?:matching|like|named|called)\s+([a-z0-9*][\w.:!*\-]*)", low)
+                         r"|\bhosts?\s+(?:matching|like|named|called)\s+([a-z0-9*][\w.:!*\-]*)"
+                         # "on the db1 host", "on host db1": the host said with its kind.
+                         r"|\b(?:on|against|to)\s+(?:the\s+)?([a-z0-9][\w.:!*\-]*)\s+(?:host|machine|server|box)\b"
+                         r"|\b(?:on|against|to)\s+(?:the\s+)?(?:host|machine|server|box)\s+([a-z0-9][\w.:!*\-]*)", low)
         host = next((g for g in only.groups() if g), None) if only else None
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
