@@ -681,3 +681,16 @@ async def test_doing_a_named_thing_runs_it(ctx: PlanningContext, text: str, expe
 ])
 async def test_a_value_said_with_its_kind(ctx: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
     assert await steps_of(text, ctx) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # "the same text" / "that message" is the free text an earlier step took; broadcasting is publishing.
+    ("write 'back at 9' to demo/motd.txt, then broadcast the same text on /team",
+     [("write_file", {"path": "demo/motd.txt", "content": "back at 9"}),
+      ("publish_channel", {"topic": "/team", "message": "back at 9"})]),
+    ("email the team 'db is back', then post that message to telegram too",
+     [("simple_email_notify", {"message": "db is back"}), ("simple_telegram_notify", {"message": "db is back"})]),
+])
+async def test_the_same_text_is_the_text_said_before(ctx: PlanningContext, text: str,
+                                                     expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected

@@ -103,6 +103,8 @@ PHRASES: dict[str, str] = {
 SYNONYMS: dict[str, str] = {
     # Keeping something quiet silences it; simulating a run is a dry run.
     "quiet": "silence", "hush": "silence", "shush": "silence",
+    # Saying a text on a channel for all its listeners is publishing it.
+    "broadcast": "publish",
     "bounce": "restart", "kick": "restart", "reboot": "restart", "recycle": "restart", "cycle": "restart",
     "reload": "reload", "snapshot": "backup", "rank": "top", "open": "show", "partition": "disk", "volume": "disk",
     "up": "status", "alive": "status", "running": "status", "healthy": "status", "health": "status",

@@ -452,6 +452,8 @@ _STATE_SAID = re.compile(r"\b(?:is|are|was|were|still|stays?|remains?)\b|\b(?:it
 #: An order to do a thing ("do the cleanup", "..., then perform a backup"): its verb, at the start of a clause.
 _DO_THE = re.compile(r"(^\s*|[,;.!?]\s*|\b(?:and|then|now|please|just|so)\s+)(?:do|perform|carry\s+out|conduct)\s+"
                      r"(?=(?:the|a|an|another|one|our|my)\s)", re.I)
+#: The text said before, pointed back at ("the same text", "that message").
+_SAME_TEXT = re.compile(r"\b(?:the\s+same|that\s+same|that|this)\s+(?:text|message|words|wording|note|line)\b", re.I)
 #: Where a sentence ends: ". " / "! " before the next (not the dot of "demo/a.txt" or "api.example.com").
 _SENTENCE_END = re.compile(r"(?<=[.!])\s+(?=\S)")
 #: First words of a sentence about the speaker or the day ("I haven't even had dinner.", "long night here."),
@@ -844,6 +846,10 @@ class SegmentPlanner:
                                         reason="a negated request: nothing to do", text=action, declined=True))
                 self._remember(action)  # "don't restart the worker, just tell me if it's up": "it" is the worker
                 continue
+            said_before = self._text_said_before(drafts)
+            if said_before and _SAME_TEXT.search(action) and not ex.quoted(action):
+                # "write 'maintenance until 16:00' to demo/motd.txt, then broadcast the same text on /team".
+                action = _SAME_TEXT.sub(f"'{said_before}'", action, count=1)
             draft = self.plan_segment(action, drafts)
             draft.text = action
             joined = self._joined(drafts, action, draft) if not condition else None
@@ -879,6 +885,23 @@ class SegmentPlanner:
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _text_said_before(self, drafts: list[StepDraft]) -> str | None:
+        """The last free text an earlier step took (a message, a file's content: of its params, the string that may
+        be longest): what "the same text" is."""
+        for draft in reversed(drafts):
+            if draft.intent is None or draft.question:
+                continue
+            props = (self.catalog.by_name[draft.intent].get("params") or {}).get("properties") or {}
+            texts = []
+            for param, value in draft.params.items():
+                spec = ex.non_null(props.get(param) or {})
+                if isinstance(value, str) and value and "'" not in value and ex.json_type(spec) == "string" \
+                        and int(spec.get("maxLength") or 0) >= 100 and not ex.pattern_of(spec):
+                    texts.append((int(spec.get("maxLength") or 0), value))
+            if texts:
+                return max(texts)[1]
+        return None
 
     def _without_remarks(self, text: str) -> str:
         """``text`` without its sentences that only say how the speaker is or was doing ("long night here.",
