@@ -694,3 +694,14 @@ async def test_a_value_said_with_its_kind(ctx: PlanningContext, text: str, expec
 async def test_the_same_text_is_the_text_said_before(ctx: PlanningContext, text: str,
                                                      expected: list[tuple[str, Any]]) -> None:
     assert await steps_of(text, ctx) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # Each absolute path listed is a step; a word of order at a piece's end ("first", "second") says only when.
+    ("how full are /tmp, /var and /home?", [("get_disk_usage", {"path": "/tmp"}), ("get_disk_usage", {"path": "/var"}),
+                                             ("get_disk_usage", {"path": "/home"})]),
+    ("restart nginx first and the worker second", [("restart_target", {"name": "nginx"}),
+                                                   ("restart_target", {"name": "worker"})]),
+])
+async def test_listed_paths_and_words_of_order(ctx: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected

@@ -352,7 +352,8 @@ def split_request(text: str, entities: dict[str, list[str]], starts: set[str],
             else:
                 current = f"{current} and {piece}"
         parts.append(current)
-    # "... and email the team afterwards": a closing word of order says when, and the order is the split's.
+    # "... and email the team afterwards", "restart nginx first and the worker second": a closing word of order
+    # says when, and the order is the split's.
     parts = [_AFTERWARDS.sub("", p) for p in parts]
     restored = [re.sub(r"\x00(\d+)\x00", lambda m: quotes[int(m.group(1))], p).strip(" ,.") for p in parts]
     return [p for p in restored if p]
@@ -374,7 +375,8 @@ def _asks_again(piece: str, sep: str) -> bool:
         and not re.search(r"\b(?:each|them|they|it|its|those|these|their)\b", piece, re.I)  # ("how large is each")
 
 
-_AFTERWARDS = re.compile(r"[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well)\s*[.!]*\s*$", re.I)
+_AFTERWARDS = re.compile(r"(?<!\bthe)[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well|after|first"
+                         r"|second|third|next|last|later|finally|lastly)\s*[.!]*\s*$", re.I)
 
 
 #: An action, then "when" / "once" / "as soon as" and what it waits for ("run X when things calm down"); not
@@ -452,6 +454,8 @@ _STATE_SAID = re.compile(r"\b(?:is|are|was|were|still|stays?|remains?)\b|\b(?:it
 #: An order to do a thing ("do the cleanup", "..., then perform a backup"): its verb, at the start of a clause.
 _DO_THE = re.compile(r"(^\s*|[,;.!?]\s*|\b(?:and|then|now|please|just|so)\s+)(?:do|perform|carry\s+out|conduct)\s+"
                      r"(?=(?:the|a|an|another|one|our|my)\s)", re.I)
+#: Absolute paths listed with "and" or commas ("/ and /var", "/tmp, /var and /home").
+_LISTED_PATHS = re.compile(r"(?<![\w.])/[\w./\-]*(?:\s*(?:,|\band\b|&)\s*/[\w./\-]*)+")
 #: The text said before, pointed back at ("the same text", "that message").
 _SAME_TEXT = re.compile(r"\b(?:the\s+same|that\s+same|that|this)\s+(?:text|message|words|wording|note|line)\b", re.I)
 #: Where a sentence ends: ". " / "! " before the next (not the dot of "demo/a.txt" or "api.example.com").
@@ -879,7 +883,8 @@ class SegmentPlanner:
                     condition = f"{condition} ({drafts[-1].text})"
                 drafts.extend(self._conditional(draft, condition, drafts))
             else:
-                drafts.extend(self._each_listed_id(draft, action))
+                drafts.extend(d for listed in self._each_listed_id(draft, action)
+                              for d in self._each_listed_path(listed, action))
         if pending:
             # "restart web, and if it fails ...": a condition whose action was not understood is never dropped.
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
@@ -960,6 +965,21 @@ class SegmentPlanner:
             return None
         joined.text = text
         return joined
+
+    def _each_listed_path(self, draft: StepDraft, text: str) -> list[StepDraft]:
+        """"disk usage of / and /var": one step per absolute path listed, for a draft that took one of them."""
+        if draft.intent is None or draft.question or draft.refusal:
+            return [draft]
+        paths = [(p, v) for p, v in draft.params.items() if isinstance(v, str) and v.startswith("/")]
+        listed = _LISTED_PATHS.search(text)
+        if len(paths) != 1 or not listed:
+            return [draft]
+        said = re.findall(r"(?<![\w.])/[\w./\-]*", listed.group(0))
+        param, value = paths[0]
+        if value not in said or len(set(said)) < 2:
+            return [draft]
+        return [StepDraft(draft.intent, params={**draft.params, param: path}, confidence=draft.confidence,
+                          reason=draft.reason, text=draft.text) for path in dict.fromkeys(said)]
 
     def _each_listed_id(self, draft: StepDraft, text: str) -> list[StepDraft]:
         """"delete b-4 and b-5": one step per id listed for the draft's one required param, an id (each said, in
