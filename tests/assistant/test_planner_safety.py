@@ -439,3 +439,29 @@ def test_what_to_keep_without_a_verb_of_removal_is_asked(node: PlanningContext) 
 def test_what_surrounds_an_order_or_a_question_chooses_nothing(node: PlanningContext, text: str,
                                                                expected: list[tuple[str, Any]]) -> None:
     assert steps(plan_of(text, node), node) == expected
+
+
+@pytest.mark.parametrize("text, when", [
+    # "no" before the thing negates its state: these had waited for the opposite (a start when it was running).
+    ("if no worker is running, start it", '${s1.data.state} != "running"'),
+    ("no cron process running? telegram me", "${s1.data.running} == false"),
+    ("if there's no cron process, telegram me", "${s1.data.running} == false"),
+])
+def test_no_before_a_thing_negates_its_state(node: PlanningContext, text: str, when: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "execute" and len(plan.steps) == 2, plan
+    assert plan.steps[1].when == when, plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    # The condition's "it" is what the statement before it is about.
+    ("ram keeps creeping up - once it's past 90 percent, restart redis",
+     [("get_system_stats", {}, None), ("restart_target", {"name": "redis"}, "${s1.data.memory.percent} > 90")]),
+    ("the disk keeps filling up. if it's over 85%, run cleanup.sh",
+     [("get_disk_usage", {}, None), ("start_script_execution", {"name": "cleanup.sh"}, "${s1.data.percent} > 85")]),
+])
+def test_a_statement_names_the_it_of_the_condition_after_it(node: PlanningContext, text: str,
+                                                             expected: list[tuple[str, Any, Any]]) -> None:
+    plan = plan_of(text, node)
+    tools = {t["name"]: t for t in node.tools}
+    assert [(s.intent, significant_params(s.params, tools[s.intent]), s.when) for s in plan.steps] == expected, plan

@@ -236,6 +236,8 @@ def _as_number(value: float) -> Any:
     return int(value) if float(value).is_integer() else round(value, 3)
 
 
+#: "no cron process running", "no worker up": "no" before the thing whose state is said.
+_NO_THING = re.compile(r"^\s*(?:if\s+)?no\s+(?!one\b|need\b|longer\b|more\b|less\b)")
 #: "if it looks down", "if it seems unhealthy": an impression of a state, which no field can check.
 _IMPRESSION = re.compile(r"\b(looks?|looking|seems?|seeming|appears?|feels?|sounds?)\b")
 
@@ -243,7 +245,8 @@ _IMPRESSION = re.compile(r"\b(looks?|looking|seems?|seeming|appears?|feels?|soun
 def _state(low: str, words: set[str], fields: list[Field]) -> Condition | None:
     if _IMPRESSION.search(low):
         return None
-    negated = bool(_NOT.search(low))
+    # "no cron process running": a state said with "no" before its thing is that state's negation.
+    negated = bool(_NOT.search(low)) or _NO_THING.match(low) is not None
     raw = set(re.findall(r"[a-z]+", low))
     # A state named by its own value: "if it is stopped", "if it's not running".
     for f in fields:
@@ -339,7 +342,9 @@ def reads_as_condition(question: str) -> bool:
     if _COMPARED_AMOUNT.search(low):
         return True
     words = set(re.findall(r"[a-z]+", low))
-    return bool(words & _NEGATIVE) or (_NOT.search(low) is not None and bool(words & _POSITIVE))
+    # "no cron process running? telegram me": a good state said with "no" before its thing is a bad one.
+    negated = _NOT.search(low) is not None or _NO_THING.match(low) is not None
+    return bool(words & _NEGATIVE) or (negated and bool(words & _POSITIVE))
 
 
 def _inverted_condition(segment: str, starts: set[str] | frozenset[str],

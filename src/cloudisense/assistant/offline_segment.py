@@ -456,6 +456,11 @@ _DO_THE = re.compile(r"(^\s*|[,;.!?]\s*|\b(?:and|then|now|please|just|so)\s+)(?:
                      r"(?=(?:the|a|an|another|one|our|my)\s)", re.I)
 #: Absolute paths listed with "and" or commas ("/ and /var", "/tmp, /var and /home").
 _LISTED_PATHS = re.compile(r"(?<![\w.])/[\w./\-]*(?:\s*(?:,|\band\b|&)\s*/[\w./\-]*)+")
+#: A statement about a thing, then a condition on "it" ("ram keeps creeping up. once it's past 90 percent, ...").
+_SUBJECT_THEN_CONDITION = re.compile(
+    r"^\s*(?P<subject>(?:the\s+|our\s+|my\s+)?[a-z][\w/.\-]*(?:\s+[a-z][\w/.\-]*)?)\s+(?:is|are|keeps|kept|has\s+been"
+    r"|have\s+been|was|were|seems|looks|goes|went)\b[^,.;!?]*[,.;!?]+\s*"
+    r"(?P<rest>(?:once|if|when|whenever|as\s+soon\s+as|should)\s+(?:it|it['’]s)\b.*)$", re.I)
 #: The text said before, pointed back at ("the same text", "that message").
 _SAME_TEXT = re.compile(r"\b(?:the\s+same|that\s+same|that|this)\s+(?:text|message|words|wording|note|line)\b", re.I)
 #: Where a sentence ends: ". " / "! " before the next (not the dot of "demo/a.txt" or "api.example.com").
@@ -763,6 +768,13 @@ class SegmentPlanner:
         text = or_more_as_at_least(text)
         # "the web app is off - fire it up": a dash between clauses is a comma.
         text = _CLAUSE_DASH.sub(", ", text)
+        # "ram keeps creeping up, once it's past 90 percent, recycle the cache": the condition's "it" is what the
+        # statement before it is about; the statement is said for the condition.
+        about = _SUBJECT_THEN_CONDITION.match(text)
+        if about:
+            subject = about.group("subject")
+            text = re.sub(r"\bit(?:['’]s|\s+is)\b", f"{subject} is", about.group("rest"), count=1, flags=re.I)
+            text = re.sub(r"\bit\b", subject, text, count=1, flags=re.I) if subject not in text else text
         # "check X's days left; at 4 or fewer, renew it": a bound said first is a condition on what was read.
         text = _BOUND_FIRST.sub(lambda m: f"{m.group(1)}if it is {m.group(2)} or {m.group(3)},", text)
         done_first = _BEFORE_YOU.match(text)
