@@ -465,3 +465,10 @@ def test_a_statement_names_the_it_of_the_condition_after_it(node: PlanningContex
     plan = plan_of(text, node)
     tools = {t["name"]: t for t in node.tools}
     assert [(s.intent, significant_params(s.params, tools[s.intent]), s.when) for s in plan.steps] == expected, plan
+
+
+def test_the_it_of_a_condition_after_a_topic_is_the_topic(node: PlanningContext) -> None:
+    """"orders: if its last backup ..." had read the system's uptime for "2 days old"."""
+    plan = plan_of("users-db: if its newest backup is more than 3 days old, email the team", node)
+    assert [s.intent for s in plan.steps] == ["backup_status", "simple_email_notify"], plan
+    assert plan.steps[0].params == {"database": "users-db"} and plan.steps[1].when == "${s1.data.age_hours} > 72"

@@ -398,6 +398,10 @@ def split_condition(segment: str, starts: set[str] | frozenset[str] = frozenset(
         topic, before = before.rstrip(":").strip(), ""
     if not before:
         action, cond = _condition_first(after, starts)
+        if topic and re.search(r"\bits?\b", cond, re.I):
+            # "orders: if its last backup is 2 days old, ...": "it" in the condition is what it is about.
+            cond = re.sub(r"\bits\b", f"{topic}'s", cond, count=1, flags=re.I)
+            cond = re.sub(r"\bit\b", topic, cond, count=1, flags=re.I) if topic not in cond else cond
         if topic and action:
             return f"{action} {topic}", cond
         # The action is said in the next segment: the condition carries what it is about.
