@@ -472,3 +472,10 @@ def test_the_it_of_a_condition_after_a_topic_is_the_topic(node: PlanningContext)
     plan = plan_of("users-db: if its newest backup is more than 3 days old, email the team", node)
     assert [s.intent for s in plan.steps] == ["backup_status", "simple_email_notify"], plan
     assert plan.steps[0].params == {"database": "users-db"} and plan.steps[1].when == "${s1.data.age_hours} > 72"
+
+
+def test_a_condition_is_checked_by_the_read_whose_field_it_names(node: PlanningContext) -> None:
+    """"isn't running" names check_process's ``running``, not the backup's ``ok`` flag."""
+    plan = plan_of("if postgres isn't running, start a full backup of billing-db", node)
+    assert [(s.intent, s.when) for s in plan.steps] == [
+        ("check_process", None), ("start_backup", "${s1.data.running} == false")], plan

@@ -1207,6 +1207,7 @@ class SegmentPlanner:
             kinds.setdefault(kind, name)
             about_kinds.add(kind)
         best: tuple[float, StepDraft, Condition] | None = None
+        said_words = {canonical(t) for t in said.raw} | set(said.stems)
         # "delete backup b-40 if it is older than 30 days": "it" is what the action acts on, so the read must be
         # about that thing (its kind, or its name's noun), never some other figure (the machine's uptime).
         acts_on = [p for p in tool_required(tool) if not _composable(p, tool)]
@@ -1238,6 +1239,8 @@ class SegmentPlanner:
             if not fits or missing:
                 continue
             score = cond.score + (1.0 if params else 0.0)
+            if cond.field.words & said_words:
+                score += 0.5  # "if pg_dump isn't running": a field the condition names (running), not another flag
             if best is None or score > best[0]:
                 best = (score, StepDraft(cand["name"], params, draft.confidence, reason=f"{cand['name']} to check "
                                                                                           f"the condition"), cond)
