@@ -479,3 +479,17 @@ def test_a_condition_is_checked_by_the_read_whose_field_it_names(node: PlanningC
     plan = plan_of("if postgres isn't running, start a full backup of billing-db", node)
     assert [(s.intent, s.when) for s in plan.steps] == [
         ("check_process", None), ("start_backup", "${s1.data.running} == false")], plan
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A name said first, then a colon and the order: the order is about it ("backup" is no verb there; this
+    # had started a backup of users-db for a "show").
+    ("users-db: show the latest backup", [("backup_status", {"database": "users-db"})]),
+    ("billing-db: list its backups", [("list_backups", {"database": "billing-db"})]),
+    # Trying a verb is the verb; "I just want to look" only says so again.
+    ("try restarting nginx", [("restart_target", {"name": "nginx"})]),
+    ("list the orders backups, I just want to look", [("list_backups", {"database": "orders"})]),
+])
+def test_a_topic_first_and_words_around_the_order(node: PlanningContext, text: str,
+                                                  expected: list[tuple[str, Any]]) -> None:
+    assert steps(plan_of(text, node), node) == expected

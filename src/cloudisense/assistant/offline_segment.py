@@ -133,7 +133,7 @@ _PLAIN_VERBS = frozenset(
     "start stop run execute trigger kill remove delete drop erase wipe destroy prune restore recover revert renew "
     "back backup snapshot silence mute unmute snooze quiet enable disable apply deploy provision install telegram "
     "perform initiate invoke commence conduct carry complete finish prepare setup boot reboot bounce call power "
-    "spin wake".split())
+    "spin wake try attempt".split())
 #: A statement about doing something ("stopping nginx is a bad idea", "restarting redis would be risky").
 _ABOUT_DOING = re.compile(r"^\s*[a-z]{3,}ing\s+(?:[\w.\-']+\s+){0,4}?(?:is|was|would\s+be|will\s+be|seems|sounds"
                           r"|looks|isn't|wasn't|might\s+be|could\s+be|may\s+be|makes|made|causes|broke|did|does"
@@ -461,6 +461,14 @@ _SUBJECT_THEN_CONDITION = re.compile(
     r"^\s*(?P<subject>(?:the\s+|our\s+|my\s+)?[a-z][\w/.\-]*(?:\s+[a-z][\w/.\-]*)?)\s+(?:is|are|keeps|kept|has\s+been"
     r"|have\s+been|was|were|seems|looks|goes|went)\b[^,.;!?]*[,.;!?]+\s*"
     r"(?P<rest>(?:once|if|when|whenever|as\s+soon\s+as|should)\s+(?:it|it['’]s)\b.*)$", re.I)
+#: A name, a colon, then what to do ("users-db: show the latest backup").
+_TOPIC_FIRST = re.compile(r"^\s*([\w.\-]+(?:\s+[\w.\-]+)?)\s*:\s+(?!if\b|when\b|unless\b|once\b)(\S.*)$", re.I)
+#: "try restarting nginx", "attempt to renewing": trying a verb.
+_TRY_DOING = re.compile(r"\b(?:try|attempt)\s+(?:to\s+)?([a-z]{4,}ing)\b", re.I)
+#: "..., I just want to look", "- we only need to see it": the request is a look, and says so again.
+_ONLY_LOOKING = re.compile(r"\s*[,;.\-–—]+\s*(?:i|we)\s+(?:just|only|simply)?\s*"
+                           r"(?:want|wanna|need|would\s+like|'d\s+like)\s+to\s+(?:look|see|check|know|peek|have\s+a\s+look)(?:\s+(?:at\s+)?(?:it|them|things))?"
+                           r"(?:\s+(?:for\s+now|first))?\s*[.!]*\s*$", re.I)
 #: The text said before, pointed back at ("the same text", "that message").
 _SAME_TEXT = re.compile(r"\b(?:the\s+same|that\s+same|that|this)\s+(?:text|message|words|wording|note|line)\b", re.I)
 #: Where a sentence ends: ". " / "! " before the next (not the dot of "demo/a.txt" or "api.example.com").
@@ -743,6 +751,16 @@ class SegmentPlanner:
         pending: str | None = None
         text = _OPENING.sub("", join_split_verbs(text), count=1)
         text = self._without_remarks(text)
+        # "users-db: show the latest backup": a name said first, as the topic of the order after it, is what the
+        # order is about (its words are no verb: "backup" had read as the verb, starting a backup).
+        topic = _TOPIC_FIRST.match(text)
+        if topic and _only_entities(topic.group(1), self.entities, self.aliases) \
+                and _starts_action(topic.group(2), self.starts) and not is_question(topic.group(2)):
+            text = f"{topic.group(2).rstrip(' .!')} {topic.group(1)}"
+        # "try restarting nginx": the verb tried is the verb.
+        text = _TRY_DOING.sub(lambda m: uninflect(m.group(1).lower(), self.starts) or m.group(0), text)
+        # "list its backups, I just want to look": that only looking is wanted, said of what was asked.
+        text = _ONLY_LOOKING.sub("", text).strip() or text
         # "do the log rotation", "perform a backup of orders": doing a named thing is running it.
         text = _DO_THE.sub(r"\1run ", text)
         # "restart redis and confirm it came back": the check is a read of the same thing after the action.
@@ -949,7 +967,8 @@ class SegmentPlanner:
                 and bool(ex.find_mentions(ex.Segment.of(topic), self.entities, self.aliases))
                 and _starts_action(piece, self.starts)
                 and not ex.find_mentions(ex.Segment.of(piece), self.entities, self.aliases)
-                and not ex.has_pronoun(ex.Segment.of(piece)))
+                # ("orders - list its backups": "its" is the topic when the topic is only a name.)
+                and (not ex.has_pronoun(ex.Segment.of(piece)) or _only_entities(topic, self.entities, self.aliases)))
 
     def _joined(self, drafts: list[StepDraft], piece: str, alone: StepDraft) -> StepDraft | None:
         """The previous segment and ``piece`` planned as one, when ``piece`` only completes it: the thing it
