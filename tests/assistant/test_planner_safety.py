@@ -493,3 +493,14 @@ def test_a_condition_is_checked_by_the_read_whose_field_it_names(node: PlanningC
 def test_a_topic_first_and_words_around_the_order(node: PlanningContext, text: str,
                                                   expected: list[tuple[str, Any]]) -> None:
     assert steps(plan_of(text, node), node) == expected
+
+
+@pytest.mark.parametrize("text", ["restart whichever one was flapping", "renew whichever cert looks risky",
+                                  "delete whichever of those two we don't need"])
+def test_a_thing_named_only_by_what_it_did_is_asked_about(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert plan.outcome == "clarify" and not plan.steps, plan
+
+
+def test_whatever_things_you_have_are_all_of_them(node: PlanningContext) -> None:
+    assert steps(plan_of("show whatever logs you have", node), node) == [("list_logs", {})]

@@ -463,6 +463,9 @@ _SUBJECT_THEN_CONDITION = re.compile(
     r"(?P<rest>(?:once|if|when|whenever|as\s+soon\s+as|should)\s+(?:it|it['’]s)\b.*)$", re.I)
 #: A name, a colon, then what to do ("users-db: show the latest backup").
 _TOPIC_FIRST = re.compile(r"^\s*([\w.\-]+(?:\s+[\w.\-]+)?)\s*:\s+(?!if\b|when\b|unless\b|once\b)(\S.*)$", re.I)
+#: A thing named only by what it did ("whichever one was flapping", "whatever service is broken").
+_WHICHEVER = re.compile(r"\bwhichever\b[^,;.?!]*|\bwhatever\s+(?:one|of\s+them)\b[^,;.?!]*"
+                        r"|\bwhatever(?:\s+[a-z]+)?\s+(?:was|is|has\s+been|keeps|kept)\s+[a-z]+", re.I)
 #: "try restarting nginx", "attempt to renewing": trying a verb.
 _TRY_DOING = re.compile(r"\b(?:try|attempt)\s+(?:to\s+)?([a-z]{4,}ing)\b", re.I)
 #: "..., I just want to look", "- we only need to see it": the request is a look, and says so again.
@@ -757,6 +760,11 @@ class SegmentPlanner:
         if topic and _only_entities(topic.group(1), self.entities, self.aliases) \
                 and _starts_action(topic.group(2), self.starts) and not is_question(topic.group(2)):
             text = f"{topic.group(2).rstrip(' .!')} {topic.group(1)}"
+        # "restart whichever one was flapping": which one is not said, so it is asked (never guessed or escalated).
+        text = _WHICHEVER.sub("the one", text)
+        # "show whatever logs you have": all of them.
+        text = re.sub(r"\bwhatever\s+([a-z]+s)\s+(?:you|we)\s+(?:have|got|can\s+[a-z]+|know(?:\s+of)?)\b", r"all \1",
+                      text, flags=re.I)
         # "try restarting nginx": the verb tried is the verb.
         text = _TRY_DOING.sub(lambda m: uninflect(m.group(1).lower(), self.starts) or m.group(0), text)
         # "list its backups, I just want to look": that only looking is wanted, said of what was asked.
