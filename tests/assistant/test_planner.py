@@ -705,3 +705,10 @@ async def test_the_same_text_is_the_text_said_before(ctx: PlanningContext, text:
 ])
 async def test_listed_paths_and_words_of_order(ctx: PlanningContext, text: str, expected: list[tuple[str, Any]]) -> None:
     assert await steps_of(text, ctx) == expected
+
+
+async def test_a_word_that_judges_is_no_text_to_look_for(ctx: PlanningContext) -> None:
+    plan = await OfflinePlanner().plan("anything strange in the app log lately?", ctx)
+    assert all(s.params.get("pattern") != "strange" for s in plan.steps), plan
+    assert await steps_of("search the app log for 'strange'", ctx) == [
+        ("search_logs", {"pattern": "strange", "name": "app"})]

@@ -582,6 +582,11 @@ _ARGS_LISTED = re.compile(r"\b(?:args?|arguments?|passing|flags?)\s*[:=]?\s+(-[^
 _RECORD_WORDS = {"entry", "entries", "line", "lines", "record", "records", "row", "rows", "item", "items"}
 
 
+#: Words that judge what is looked for without saying it ("anything weird in the logs?"): never a text to look for.
+_JUDGING_WORDS = frozenset({"weird", "odd", "strange", "unusual", "funny", "suspicious", "interesting", "abnormal",
+                            "fishy", "wrong", "bad", "off", "unexpected", "sketchy", "dodgy"})
+
+
 def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: bool,
                known_words: set[str]) -> Any:
     """The value of one non-entity param read from the text by its type, or ``None``.
@@ -589,6 +594,14 @@ def read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: 
     ``known_words`` are the words that say *which* intent (its name, description, examples):
     they are never taken as a free-text value.
     """
+    value = _read_value(param, spec, reading, required=required, known_words=known_words)
+    if isinstance(value, str) and value.lower() in _JUDGING_WORDS and not quoted(reading.text):
+        return None
+    return value
+
+
+def _read_value(param: str, spec: dict[str, Any], reading: Reading, *, required: bool,
+                known_words: set[str]) -> Any:
     typ = json_type(spec)
     text = reading.text
     low = text.lower()
