@@ -272,7 +272,8 @@ def test_asking_whether_it_would_work_never_does_it(node: PlanningContext, text:
 
 
 @pytest.mark.parametrize("text, intents", [
-    ("worker uptime under 5 min means a crash loop; page the team in that case", ["target_status", "simple_http_notify"]),
+    ("worker uptime under 5 min means a crash loop; page the team in that case",
+     ["target_status", "simple_http_notify"]),
     ("disk over 95% would mean trouble. in that case, run cleanup.sh", ["get_disk_usage", "start_script_execution"]),
     # What a state "means" to do, and what is to be confirmed first, are conditions too.
     ("disk above 92% means rotate-logs.sh should run", ["get_disk_usage", "start_script_execution"]),
@@ -504,3 +505,17 @@ def test_a_thing_named_only_by_what_it_did_is_asked_about(node: PlanningContext,
 
 def test_whatever_things_you_have_are_all_of_them(node: PlanningContext) -> None:
     assert steps(plan_of("show whatever logs you have", node), node) == [("list_logs", {})]
+
+
+@pytest.mark.parametrize("text", ["the restore of orders from b-40 failed yesterday",
+                                  "the prune of users-db backups failed", "the restart of nginx went badly",
+                                  "last night's cleanup crashed"])
+def test_an_action_reported_as_having_happened_is_never_run_again(node: PlanningContext, text: str) -> None:
+    """Found probing: "the restore of orders from b-40 failed yesterday" restored orders from b-40 again."""
+    plan = plan_of(text, node)
+    assert all(risk == "read" for risk in risks(plan, node)), plan
+
+
+def test_an_action_named_as_a_thing_and_asked_for_still_runs(node: PlanningContext) -> None:
+    assert steps(plan_of("the restore of orders from b-40, please", node), node) == [
+        ("restore_backup", {"database": "orders", "backup_id": "b-40"})]

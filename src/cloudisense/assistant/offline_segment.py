@@ -463,6 +463,13 @@ _SUBJECT_THEN_CONDITION = re.compile(
     r"(?P<rest>(?:once|if|when|whenever|as\s+soon\s+as|should)\s+(?:it|it['’]s)\b.*)$", re.I)
 #: A name, a colon, then what to do ("users-db: show the latest backup").
 _TOPIC_FIRST = re.compile(r"^\s*([\w.\-]+(?:\s+[\w.\-]+)?)\s*:\s+(?!if\b|when\b|unless\b|once\b)(\S.*)$", re.I)
+#: Words before an action named as a thing that happened ("the restore ...", "last night's cleanup ...").
+_DETERMINERS_OF_PAST = {"the", "that", "this", "our", "my", "last", "yesterday's", "yesterdays", "today's", "todays",
+                        "tonight's", "last night's", "nightly", "earlier"}
+#: How an action went ("... failed", "... went through", "... timed out").
+_OUTCOME_PAST = {"failed", "broke", "crashed", "worked", "succeeded", "finished", "completed", "ran", "errored",
+                 "hung", "stalled", "timed", "died", "went", "aborted", "stopped", "blew", "choked", "bombed",
+                 "passed", "happened", "started", "ended"}
 #: A thing named only by what it did ("whichever one was flapping", "whatever service is broken").
 _WHICHEVER = re.compile(r"\bwhichever\b[^,;.?!]*|\bwhatever\s+(?:one|of\s+them)\b[^,;.?!]*"
                         r"|\bwhatever(?:\s+[a-z]+)?\s+(?:was|is|has\s+been|keeps|kept)\s+[a-z]+", re.I)
@@ -710,6 +717,8 @@ class SegmentPlanner:
         """``seg`` says what somebody or something did: a subject (a person, "someone", a named thing) and then
         a verb of doing in the past ("restarted", "ran"), not an order."""
         words = seg.raw
+        if self._action_reported(words):
+            return True
         start = 1 if words[:1] == ["the"] else 0
         if not words[start:] or re.match(r"^\s*(?:the\s+)?[\w.\-]+\s*:", seg.text):
             return False  # "db1: forced restore from s-4": a label, then an order
@@ -727,6 +736,16 @@ class SegmentPlanner:
                 break
             after += 1
         return after < len(words) and self._past_of_doing(words[after])
+
+    def _action_reported(self, words: list[str]) -> bool:
+        """"the restore of orders from b-40 failed yesterday", "last night's cleanup crashed": an action named as a
+        thing, then how it went: a report (which only ever reads), never the action asked for again."""
+        if len(words) < 3 or words[0] not in _DETERMINERS_OF_PAST:
+            return False
+        noun = words[1]
+        if not (canonical(noun) in self.starts or uninflect(noun, self.starts) or noun in _PLAIN_VERBS):
+            return False
+        return any(w in _OUTCOME_PAST for w in words[2:])
 
     def _past_of_doing(self, word: str) -> bool:
         """Whether ``word`` is the past form of a verb of doing ("restarted", "stopped", "ran")."""
