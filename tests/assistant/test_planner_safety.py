@@ -519,3 +519,11 @@ def test_an_action_reported_as_having_happened_is_never_run_again(node: Planning
 def test_an_action_named_as_a_thing_and_asked_for_still_runs(node: PlanningContext) -> None:
     assert steps(plan_of("the restore of orders from b-40, please", node), node) == [
         ("restore_backup", {"database": "orders", "backup_id": "b-40"})]
+
+
+@pytest.mark.parametrize("text", ["restarts of nginx keep failing", "nginx restarts keep failing",
+                                  "stop redis? are you sure that's wise", "restart the worker - is that a good idea?"])
+def test_a_report_or_a_doubted_request_changes_nothing(node: PlanningContext, text: str) -> None:
+    """Found probing: "restarts of nginx keep failing" restarted nginx."""
+    plan = plan_of(text, node)
+    assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan

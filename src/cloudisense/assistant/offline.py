@@ -324,6 +324,10 @@ def mend_swapped_letters(text: str, entities: dict[str, list[str]] | None = None
                            text)
 
 
+#: Doubt said right after a request ("stop redis? are you sure that's wise", "... - is that a good idea?").
+_DOUBT_AFTER = re.compile(r"(?:\?|[,.;]|\s-+)\s*(?:hmm+,?\s*)?(?:are\s+(?:you|we)\s+sure"
+                          r"|is\s+(?:that|this|it)\s+(?:wise|safe|smart|a\s+good\s+idea|ok|okay)|would\s+(?:that|this|it)\s+be\s+(?:wise|safe|ok|okay|a\s+good"
+                          r"\s+idea)|not\s+sure\s+(?:about\s+)?(?:that|this|it)?)\b[^.!]*[?.!]*\s*$", re.I)
 #: Who asks a question, before it ("auditors are asking how stale the orders backup is"): the question is the request,
 #: and the words of who asks choose nothing.
 _REPORTED_QUESTION = re.compile(
@@ -416,6 +420,18 @@ class OfflinePlanner:
             # "renew X... actually no", "restore orders? no wait, don't": what was asked is taken back.
             return Plan(outcome="answer", message="OK, I won't do that. Tell me what you'd like instead.",
                         confidence=0.9, reason="the request was taken back", strategy=self.strategy)
+        doubted = _DOUBT_AFTER.search(text)
+        if doubted:
+            # "stop redis? are you sure that's wise": asked and doubted at once; a change is asked about, not run.
+            plan = self.plan_sync(text[:doubted.start()] + "?", context)
+            changes = [s for s in plan.steps if (next((t for t in context.tools if t["name"] == s.intent), {})
+                                                 .get("risk", "write")) != "read"]
+            if plan.outcome != "execute" or not changes:
+                return plan
+            listed = "; ".join(f"{s.intent.replace('_', ' ')} {s.params}" if s.params else s.intent.replace("_", " ")
+                               for s in changes)
+            return self._clarify(f"You sound unsure. Should I go ahead with: {listed}? Say so plainly and I'll plan "
+                                 "it.", 0.4, "a change asked for and doubted in the same breath")
         reason = danger(text)
         if reason:
             return Plan(outcome="escalate", confidence=0.9, reason=f"escalated: {reason}", strategy=self.strategy)

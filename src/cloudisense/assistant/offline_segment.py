@@ -469,7 +469,8 @@ _DETERMINERS_OF_PAST = {"the", "that", "this", "our", "my", "last", "yesterday's
 #: How an action went ("... failed", "... went through", "... timed out").
 _OUTCOME_PAST = {"failed", "broke", "crashed", "worked", "succeeded", "finished", "completed", "ran", "errored",
                  "hung", "stalled", "timed", "died", "went", "aborted", "stopped", "blew", "choked", "bombed",
-                 "passed", "happened", "started", "ended"}
+                 "passed", "happened", "started", "ended", "failing", "fails", "crashing", "erroring", "hanging",
+                 "stalling", "timing"}
 #: A thing named only by what it did ("whichever one was flapping", "whatever service is broken").
 _WHICHEVER = re.compile(r"\bwhichever\b[^,;.?!]*|\bwhatever\s+(?:one|of\s+them)\b[^,;.?!]*"
                         r"|\bwhatever(?:\s+[a-z]+)?\s+(?:was|is|has\s+been|keeps|kept)\s+[a-z]+", re.I)
@@ -740,6 +741,10 @@ class SegmentPlanner:
     def _action_reported(self, words: list[str]) -> bool:
         """"the restore of orders from b-40 failed yesterday", "last night's cleanup crashed": an action named as a
         thing, then how it went: a report (which only ever reads), never the action asked for again."""
+        plural = next((i for i, w in enumerate(words[:3]) if w.endswith("s") and w[:-1] in self.starts), None)
+        if plural is not None and len(words) >= 3 and (plural == 0 or words[0] not in self.starts) \
+                and any(w in _OUTCOME_PAST for w in words[plural + 1:]):
+            return True  # "restarts of nginx keep failing", "nginx restarts keep failing": a plural is no order
         if len(words) < 3 or words[0] not in _DETERMINERS_OF_PAST:
             return False
         noun = words[1]
