@@ -527,3 +527,11 @@ def test_a_report_or_a_doubted_request_changes_nothing(node: PlanningContext, te
     """Found probing: "restarts of nginx keep failing" restarted nginx."""
     plan = plan_of(text, node)
     assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan
+
+
+@pytest.mark.parametrize("text", ["no renewal for api.example.com this month", "no restarts today please",
+                                  "b-40 restore worked fine last week", "users-db restore failed again"])
+def test_no_action_wanted_or_an_action_reported_changes_nothing(node: PlanningContext, text: str) -> None:
+    """Found probing: "no renewal for api.example.com this month" renewed it."""
+    plan = plan_of(text, node)
+    assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan

@@ -474,6 +474,8 @@ _OUTCOME_PAST = {"failed", "broke", "crashed", "worked", "succeeded", "finished"
 #: A thing named only by what it did ("whichever one was flapping", "whatever service is broken").
 _WHICHEVER = re.compile(r"\bwhichever\b[^,;.?!]*|\bwhatever\s+(?:one|of\s+them)\b[^,;.?!]*"
                         r"|\bwhatever(?:\s+[a-z]+)?\s+(?:was|is|has\s+been|keeps|kept)\s+[a-z]+", re.I)
+#: "no renewal for X", "no restarts today": no action of a kind (checked: the word names an action).
+_NO_ACTION = re.compile(r"(^\s*|[,;.!?]\s*|\b(?:and|but|so)\s+)no\s+([a-z]{4,})\b", re.I)
 #: "try restarting nginx", "attempt to renewing": trying a verb.
 _TRY_DOING = re.compile(r"\b(?:try|attempt)\s+(?:to\s+)?([a-z]{4,}ing)\b", re.I)
 #: "..., I just want to look", "- we only need to see it": the request is a look, and says so again.
@@ -745,6 +747,12 @@ class SegmentPlanner:
         if plural is not None and len(words) >= 3 and (plural == 0 or words[0] not in self.starts) \
                 and any(w in _OUTCOME_PAST for w in words[plural + 1:]):
             return True  # "restarts of nginx keep failing", "nginx restarts keep failing": a plural is no order
+        # "b-40 restore worked fine last week": a thing, the action on it as a noun, then how it went.
+        first = words[0] if words else ""
+        if len(words) >= 3 and first not in self.starts | _PLAIN_VERBS | _DETERMINERS_OF_PAST \
+                and (canonical(words[1]) in self.starts or words[1] in self.starts) \
+                and any(w in _OUTCOME_PAST for w in words[2:]):
+            return True
         if len(words) < 3 or words[0] not in _DETERMINERS_OF_PAST:
             return False
         noun = words[1]
@@ -789,6 +797,9 @@ class SegmentPlanner:
         # "show whatever logs you have": all of them.
         text = re.sub(r"\bwhatever\s+([a-z]+s)\s+(?:you|we)\s+(?:have|got|can\s+[a-z]+|know(?:\s+of)?)\b", r"all \1",
                       text, flags=re.I)
+        # "no renewal for api.example.com this month": no action of that kind is wanted.
+        text = _NO_ACTION.sub(lambda m: f"{m.group(1)}don't {self._verb_of_noun(m.group(2)) or m.group(2)}"
+                              if self._verb_of_noun(m.group(2)) else m.group(0), text)
         # "try restarting nginx": the verb tried is the verb.
         text = _TRY_DOING.sub(lambda m: uninflect(m.group(1).lower(), self.starts) or m.group(0), text)
         # "list its backups, I just want to look": that only looking is wanted, said of what was asked.
@@ -952,6 +963,17 @@ class SegmentPlanner:
             return Plan(outcome="clarify", confidence=0.3, strategy=self.owner.strategy,
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
+
+    def _verb_of_noun(self, noun: str) -> str | None:
+        """The action verb a noun names ("renewal" -> renew, "restart" -> restart, "restarts" -> restart), or None."""
+        low = noun.lower()
+        if low in self.starts or canonical(low) in self.starts:
+            return low
+        if low.endswith("s") and low[:-1] in self.starts:
+            return low[:-1]
+        return next((v for v in sorted(self.starts, key=len, reverse=True)
+                     if len(v) >= 4 and low.startswith(v) and len(low) - len(v) <= 3 and low[len(v):] in ("al", "als")),
+                    None)
 
     def _text_said_before(self, drafts: list[StepDraft]) -> str | None:
         """The last free text an earlier step took (a message, a file's content: of its params, the string that may
