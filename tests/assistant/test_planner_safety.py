@@ -535,3 +535,17 @@ def test_no_action_wanted_or_an_action_reported_changes_nothing(node: PlanningCo
     """Found probing: "no renewal for api.example.com this month" renewed it."""
     plan = plan_of(text, node)
     assert plan.outcome != "execute" or all(risk == "read" for risk in risks(plan, node)), plan
+
+
+def test_a_bound_said_alone_after_a_question_guards_the_action(node: PlanningContext) -> None:
+    """"...? beyond 3 days, kick off a full one" had started the backup at once."""
+    plan = plan_of("how old is orders' newest backup? beyond 2 days, start a full one", node)
+    assert [(s.intent, s.when) for s in plan.steps] == [
+        ("backup_status", None), ("start_backup", "${s1.data.age_hours} > 48")], plan
+
+
+@pytest.mark.parametrize("text", ["www.example.com renewal: hold off, not today", "nginx: don't restart it",
+                                  "hold off on the restart of redis"])
+def test_holding_off_after_a_label_runs_nothing(node: PlanningContext, text: str) -> None:
+    plan = plan_of(text, node)
+    assert not plan.steps and plan.outcome != "execute", plan

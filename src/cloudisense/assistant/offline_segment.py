@@ -196,6 +196,9 @@ _CLAUSE_DASH = re.compile(r"(?<=[a-z'])\s+(?:-{1,2}|–|—)\s+(?=[a-z])", re.I)
 #: A clause that starts with a bound ("at 4 or fewer, ...", "with 10 % or less, ...").
 _BOUND_FIRST = re.compile(r"(^|[;,.]\s*)(?:at|with)\s+(\d+(?:\.\d+)?\s*%?)\s+or\s+"
                           r"(fewer|less|more|lower|higher|under|over|below|above)\s*,", re.I)
+#: A bound said alone, then what to do past it ("...? beyond 3 days, start one", "; over 90%, clean up").
+_BARE_BOUND = re.compile(r"([?;]\s*)(beyond|over|above|under|below|past|more\s+than|less\s+than|older\s+than"
+                         r"|newer\s+than|fewer\s+than)\s+(\d+(?:\.\d+)?\s*(?:%|[a-z]+)?)\s*,", re.I)
 #: A word that only opens what is said ("ok, check the disk", "right, restart nginx").
 _OPENING = re.compile(r"^\s*(?:ok|okay|right|alright|so|well|anyway|hmm+|um+|oh|ah)\s*[,!.:]\s*(?=\S)", re.I)
 #: A question, then what to do when its answer is yes: "is redis down? then restart it", "... ? if so, ...".
@@ -398,6 +401,8 @@ _DONT = re.compile(r"^\s*(?:(?:but|and|so|please|just)\s+)*(?:don'?t|do\s+not|ne
                    r"|there'?s\s+no\s+need\s+to"
                    # "..., skip the full bodies": what to leave out.
                    r"|skip|leave\s+out|omit"
+                   # "api.example.com renewal: hold off, not today": not now.
+                   r"|hold\s+off|not\s+today|not\s+now|not\s+yet"
                    # "can you not restart nginx?": asked not to.
                    r"|(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?not)\b", re.I)
 #: A statement, then an action "in that case" / "if so": the statement is the action's condition (what it
@@ -838,6 +843,8 @@ class SegmentPlanner:
             text = re.sub(r"\bit\b", subject, text, count=1, flags=re.I) if subject not in text else text
         # "check X's days left; at 4 or fewer, renew it": a bound said first is a condition on what was read.
         text = _BOUND_FIRST.sub(lambda m: f"{m.group(1)}if it is {m.group(2)} or {m.group(3)},", text)
+        # "how stale is X's backup? beyond 3 days, kick off a full one": a bound said alone after a question.
+        text = _BARE_BOUND.sub(lambda m: f"{m.group(1).strip()}; if it is {m.group(2)} {m.group(3)},", text)
         done_first = _BEFORE_YOU.match(text)
         if done_first and _starts_action(done_first.group("later"), self.starts):
             # "notify the team before you restart nginx": both, the one said first done first (the notice was lost).
@@ -916,7 +923,9 @@ class SegmentPlanner:
             elif not condition and drafts and drafts[-1].intent and not drafts[-1].question and _said_of_them(action):
                 continue
             acted = action.rpartition(",")[2] if _context(action.rpartition(",")[0], self.starts) else action
-            if _DONT.match(acted):
+            labelled = re.match(r"^[^:]{1,60}:\s*(\S.*)$", action)
+            if _DONT.match(acted) or (labelled and _DONT.match(labelled.group(1))):
+                # ("api.example.com renewal: hold off": a label, then not to do it.)
                 # "do not stop the worker", "X is fine, don't restart it": what not to do is no step to run.
                 drafts.append(StepDraft(None, question="You asked me not to do that, so there is nothing to run. "
                                                        "What should I do instead?", confidence=0.3, held=True,
