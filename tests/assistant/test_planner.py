@@ -468,7 +468,9 @@ async def test_aliases_are_configuration(ctx: PlanningContext) -> None:
                                   "do you understand plain english?", "I owe you one for that",
                                   "perfect, just what I needed", "no worries, I'll take it from here",
                                   "where's the list of what you can do here?", "how do I ask you for several things?",
-                                  "can you deal with alerts as well, or only logs?"])
+                                  "can you deal with alerts as well, or only logs?",
+                                  "evening, on-call team here, all calm so far", "thanks mate, disaster averted",
+                                  "never mind, false alarm", "morning, infra crew checking in"])
 async def test_small_talk_is_answered(ctx: PlanningContext, text: str) -> None:
     plan = await OfflinePlanner().plan(text, ctx)
     assert plan.outcome == "answer" and plan.message and not plan.steps
@@ -712,3 +714,8 @@ async def test_a_word_that_judges_is_no_text_to_look_for(ctx: PlanningContext) -
     assert all(s.params.get("pattern") != "strange" for s in plan.steps), plan
     assert await steps_of("search the app log for 'strange'", ctx) == [
         ("search_logs", {"pattern": "strange", "name": "app"})]
+
+
+async def test_who_is_there_before_a_request_is_a_greeting(ctx: PlanningContext) -> None:
+    assert await steps_of("night shift here, restart nginx", ctx) == [("restart_target", {"name": "nginx"})]
+    assert await steps_of("hi, on-call team here, is redis up?", ctx) == [("target_status", {"name": "redis"})]

@@ -123,6 +123,9 @@ _THANKS = {"thanks", "thank you", "thx", "ty", "cheers", "great", "perfect", "ni
            "thats exactly what i needed", "exactly what i needed", "just what i needed",
            "thats just what i needed", "thats what i needed", "thats what i was after", "exactly what i was after",
            "no worries", "no problem", "no probs", "not a problem", "all good thanks"}
+#: Who is there ("night shift here", "certs team checking in", "on-call reporting in"): a greeting.
+_WHO_IS_HERE = re.compile(r"^(?:the\s+)?(?:[a-z]+\s+){0,2}(?:shift|team|crew|oncall|on\s+call|rota|squad)\s+"
+                          r"(?:here|checking\s+in|reporting(?:\s+in)?|on\s+duty|online)$")
 #: Thanks said as a debt ("I owe you a pint for that one", "owe you one").
 _OWED = re.compile(r"^\s*(?:i\s+)?owe\s+(?:you|u|ya)(?:\s+(?:one|a\s+[a-z]+|big(?:\s+time)?))?"
                    r"(?:\s+for\s+(?:that|this)(?:\s+one)?)?\s*$")
@@ -150,6 +153,7 @@ _BYE = {"quit", "exit", "bye", "goodbye", "q", ":q", "see you", "bye bye", "that
         "gotta go", "got to go", "have to go", "i have to go", "i gotta go", "gotta run", "got to run", "have to run",
         "i have to run", "i gotta run", "must run", "gotta dash", "must dash", "nevermind", "never mind", "forget it",
         "forget about it", "no thanks", "no thank you", "nothing else thanks", "leave it", "ignore that",
+        "false alarm", "my bad", "my mistake", "wrong chat", "wrong window",
         "have a good one", "talk later", "signing off", "logging off", "that will be all", "thatll be all",
         # Taking it over from the assistant ("never mind, I'll handle it myself").
         "ill handle it", "ill handle it myself", "ill handle it from here", "ill take it from here",
@@ -179,6 +183,7 @@ _FILLER = {"just", "now", "then", "so", "well", "anyway", "oh", "ah", "alright",
 
 #: Words that say all is well ("all working again", "backups look good now"): a remark, not a request.
 _WELL = {"good", "fine", "great", "working", "works", "worked", "ok", "okay", "sorted", "fixed", "healthy", "happy",
+         "quiet", "calm", "averted", "uneventful",
          "green", "stable", "normal", "resolved", "solved", "back", "again", "well", "better", "smooth", "clean",
          "saved", "rescued", "helped", "perfectly", "nicely"}
 #: Words that say something is wrong, or ask: a remark with one of these is no pleasantry ("thanks, still down").
@@ -277,7 +282,8 @@ def _with_remarks(text: str, tools: list[dict[str, Any]]) -> list[str]:
     for clause in clauses:
         said = re.sub(r"\s+", " ", re.sub(r"[^a-z ]+", "", clause)).strip()
         words = said.split()
-        found = _pleasantries(said) or _tailed_bye(words) or (["thanks"] if _OWED.match(said) else [])
+        found = _pleasantries(said) or _tailed_bye(words) or (["thanks"] if _OWED.match(said) else []) \
+            or (["hello"] if _WHO_IS_HERE.match(said) else [])
         if found:
             kinds += found
         elif not (words and set(words) & _WELL and not set(words) & _NOT_WELL and len(words) <= 8
@@ -341,8 +347,14 @@ def _without_opening_pleasantry(text: str) -> str:
     if m is None:
         return text
     said = re.sub(r"\s+", " ", re.sub(r"[^a-z ]+", "", m.group(1).lower())).strip()
-    kinds = _pleasantries(said)
-    return text[m.end():] if kinds and "bye" not in kinds else text
+    kinds = _pleasantries(said) or (["hello"] if _WHO_IS_HERE.match(said) else [])
+    text = text[m.end():] if kinds and "bye" not in kinds else text
+    # "hiya, night shift here, restart nginx": a greeting, then who is there, then the request.
+    if kinds and "bye" not in kinds and (second := _FIRST_CLAUSE.match(text)) is not None:
+        said = re.sub(r"\s+", " ", re.sub(r"[^a-z ]+", "", second.group(1).lower())).strip()
+        if _WHO_IS_HERE.match(said):
+            text = text[second.end():]
+    return text
 
 
 def _tailed_bye(words: list[str]) -> list[str]:
