@@ -719,3 +719,16 @@ async def test_a_word_that_judges_is_no_text_to_look_for(ctx: PlanningContext) -
 async def test_who_is_there_before_a_request_is_a_greeting(ctx: PlanningContext) -> None:
     assert await steps_of("night shift here, restart nginx", ctx) == [("restart_target", {"name": "nginx"})]
     assert await steps_of("hi, on-call team here, is redis up?", ctx) == [("target_status", {"name": "redis"})]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # "once that's done" orders the steps; it is no condition to check.
+    ("restart redis; once that's done, restart the web app", [("restart_target", {"name": "redis"}),
+                                                              ("restart_target", {"name": "web"})]),
+    # What has to be done to a thing is an order.
+    ("the frontend has to be restarted", [("restart_target", {"name": "nginx"})]),
+    ("the worker needs to be stopped", [("stop_target", {"name": "worker"})]),
+])
+async def test_order_said_as_sequence_or_necessity(ctx: PlanningContext, text: str,
+                                                   expected: list[tuple[str, Any]]) -> None:
+    assert await steps_of(text, ctx) == expected

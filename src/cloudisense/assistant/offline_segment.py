@@ -805,6 +805,11 @@ class SegmentPlanner:
         # "no renewal for api.example.com this month": no action of that kind is wanted.
         text = _NO_ACTION.sub(lambda m: f"{m.group(1)}don't {self._verb_of_noun(m.group(2)) or m.group(2)}"
                               if self._verb_of_noun(m.group(2)) else m.group(0), text)
+        # "restart redis; once that's done, the web app too": after the step before, in order, no condition.
+        text = re.sub(r"\s*[,;.]?\s*\b(?:once|when|after)\s+(?:that|this|it)(?:['’]s|\s+is|\s+has\s+been|\s+has)?\s+"
+                      r"(?:done|finished|complete|completed|over|through)\s*,?\s*", " then ", text, flags=re.I)
+        # "so it has to be restarted": what must be done to a thing, as "should be" says it.
+        text = re.sub(r"\b(?:has|have|needs?|got|must)\s+to\s+be\s+(?=[a-z]+ed\b)", "should be ", text, flags=re.I)
         # "try restarting nginx": the verb tried is the verb.
         text = _TRY_DOING.sub(lambda m: uninflect(m.group(1).lower(), self.starts) or m.group(0), text)
         # "list its backups, I just want to look": that only looking is wanted, said of what was asked.
