@@ -732,3 +732,11 @@ async def test_who_is_there_before_a_request_is_a_greeting(ctx: PlanningContext)
 async def test_order_said_as_sequence_or_necessity(ctx: PlanningContext, text: str,
                                                    expected: list[tuple[str, Any]]) -> None:
     assert await steps_of(text, ctx) == expected
+
+
+async def test_the_difference_between_two_actions_is_answered_from_their_declarations(ctx: PlanningContext) -> None:
+    plan = await OfflinePlanner().plan("what's the difference between restarting a service and stopping it?", ctx)
+    tools = {t["name"]: t for t in ctx.tools}
+    assert plan.outcome == "answer" and not plan.steps, plan
+    assert str(tools["restart_target"]["description"]).rstrip(".") in (plan.message or "")
+    assert str(tools["stop_target"]["description"]).rstrip(".") in (plan.message or "")

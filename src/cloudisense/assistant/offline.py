@@ -341,6 +341,28 @@ _REPORTED_QUESTION = re.compile(
     r"(?:\s+(?:about|for))?\s+(?=(?:how|what|whats|what's|when|whether|if|which|who|why|where)\b)", re.I)
 
 
+#: "what's the difference between restarting a service and stopping it?": what two actions do, asked.
+_DIFFERENCE = re.compile(r"^\s*(?:so\s+)?what(?:['’]s|\s+is)\s+the\s+difference\s+between\s+(?:you\s+)?(.+?)\s+and\s+"
+                         r"(?:you\s+)?(.+?)\s*\??\s*$", re.I)
+
+
+def _explain_difference(catalog: Catalog, first: str, second: str) -> str | None:
+    """Each side's best-matching action and its declared description, or ``None`` when either matches none or
+    both match the same one."""
+    picked = []
+    for side in (first, second):
+        # "restarting a service": the action's own verb.
+        words = [next((b for b in (w[:-3], w[:-3] + "e", w[:-4]) if b in catalog.vocabulary), w)
+                 if w.endswith("ing") and len(w) > 5 else w for w in re.findall(r"[a-z0-9][\w.\-]*", side.lower())]
+        found = catalog.search(" ".join(words), k=1)
+        if not found or found[0][1] <= 0:
+            return None
+        picked.append(found[0][0])
+    if picked[0]["name"] == picked[1]["name"]:
+        return None
+    return "\n".join(f"- {t['name'].replace('_', ' ')}: {str(t.get('description') or '').rstrip('.')}." for t in picked)
+
+
 def _without_opening_pleasantry(text: str) -> str:
     """``text`` without a thanks or greeting said before the request ("thanks, now restart the worker")."""
     m = _FIRST_CLAUSE.match(text)
@@ -451,6 +473,12 @@ class OfflinePlanner:
         if not catalog.tools:
             return Plan(outcome="escalate", confidence=0.9, reason="no actions are available to your role",
                         strategy=self.strategy)
+        compared = _DIFFERENCE.match(text)
+        if compared:
+            explained = _explain_difference(catalog, compared.group(1), compared.group(2))
+            if explained:
+                return Plan(outcome="answer", message=explained, confidence=0.8, strategy=self.strategy,
+                            reason="a question about what two actions do, answered from their declarations")
         from cloudisense.assistant.offline_segment import SegmentPlanner
 
         return SegmentPlanner(self, catalog, context).run(text)
