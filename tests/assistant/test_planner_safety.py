@@ -549,3 +549,14 @@ def test_a_bound_said_alone_after_a_question_guards_the_action(node: PlanningCon
 def test_holding_off_after_a_label_runs_nothing(node: PlanningContext, text: str) -> None:
     plan = plan_of(text, node)
     assert not plan.steps and plan.outcome != "execute", plan
+
+
+@pytest.mark.parametrize("text, intents", [
+    # A quoted text after "telegram" / "email" is what it says: the step before it is no longer dropped.
+    ("start nginx and telegram 'hello'", ["start_target", "simple_telegram_notify"]),
+    ("restart the worker and email 'worker bounced'", ["restart_target", "simple_email_notify"]),
+    ("if redis is stopped, start it and telegram 'redis was down'", ["target_status", "start_target",
+                                                                     "simple_telegram_notify"]),
+])
+def test_no_step_is_dropped_before_a_quoted_message(node: PlanningContext, text: str, intents: list[str]) -> None:
+    assert [s.intent for s in plan_of(text, node).steps] == intents

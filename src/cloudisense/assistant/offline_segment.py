@@ -591,6 +591,8 @@ def _starts_action(piece: str, starts: set[str], verbs: set[str] | frozenset[str
         return False
     if len(words) > 1 and words[1] in _OBJECT_START and canonical(words[0]) in verbs:
         return True
+    if canonical(words[0]) in verbs and re.match(rf"^\W*{re.escape(words[0])}\s+(?:\x00|['\"“‘])", piece.lower()):
+        return True  # "... and telegram 'hello'": the verb, then what it says (a quoted text) as its object
     return words[0] in ("if", "only") or canonical(words[0]) in starts
 
 
