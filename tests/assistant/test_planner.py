@@ -740,3 +740,8 @@ async def test_the_difference_between_two_actions_is_answered_from_their_declara
     assert plan.outcome == "answer" and not plan.steps, plan
     assert str(tools["restart_target"]["description"]).rstrip(".") in (plan.message or "")
     assert str(tools["stop_target"]["description"]).rstrip(".") in (plan.message or "")
+
+
+async def test_for_real_is_no_value(ctx: PlanningContext) -> None:
+    assert await steps_of("apply nginx.yml for real with listen_port=8088", ctx) == [
+        ("run_playbook", {"name": "nginx.yml", "extra_vars": {"listen_port": 8088}})]

@@ -823,7 +823,8 @@ def _read_value(param: str, spec: dict[str, Any], reading: Reading, *, required:
         if host and host not in STOPWORDS and stem(host) not in known_words:
             return host
     # ("with listen_port 8088" sets a value and names no text.)
-    m = re.search(r"\b(?:for|containing|matching|with|mentioning|mentions?|that\s+mentions?|contains?)\s+"
+    m = re.search(r"\b(?:for(?!\s+(?:real|now|good|sure|once|today|tonight|later)\b)|containing|matching|with"
+                  r"|mentioning|mentions?|that\s+mentions?|contains?)\s+"
                   r"([a-z0-9_.:\-]+)(?![\w.:\-])(?!\s*=|\s+\d)", low)
     if m and m.group(1) in reading.intent_names and "intent" not in words:
         m = None  # "audit entries for restart_target": an intent's name is the value of a param naming intents only
