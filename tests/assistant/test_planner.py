@@ -745,3 +745,9 @@ async def test_the_difference_between_two_actions_is_answered_from_their_declara
 async def test_for_real_is_no_value(ctx: PlanningContext) -> None:
     assert await steps_of("apply nginx.yml for real with listen_port=8088", ctx) == [
         ("run_playbook", {"name": "nginx.yml", "extra_vars": {"listen_port": 8088}})]
+
+
+async def test_a_thing_by_its_id_then_what_it_is_then_the_order(ctx: PlanningContext) -> None:
+    """"run <id> has been spinning forever, kill it": "run" names the thing there, it orders nothing."""
+    assert await steps_of("run 0f1e2d3c4b5a6978 has been hanging for an hour, stop it", ctx) == [
+        ("stop_script_execution", {"script_id": "0f1e2d3c4b5a6978"})]

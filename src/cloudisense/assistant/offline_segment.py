@@ -543,7 +543,8 @@ _ONLY_A_COUNT = re.compile(r"^\s*(?:only|just|max|maximum|at\s+most|up\s+to|no\s
 
 
 #: "alert 23 is noisy": a thing by its number, then what it is (its first word is a noun, not an order).
-_NUMBERED_THING = re.compile(r"^\s*[a-z]+\s+#?\d+\s+(?:is|are|was|were|keeps|has|have|got|looks|seems)\b", re.I)
+_NUMBERED_THING = re.compile(r"^\s*[a-z]+\s+#?(?:\d+|(?=[a-z0-9\-]*\d)[a-z0-9][a-z0-9\-]{5,})\s+"
+                             r"(?:is|are|was|were|keeps|has|have|got|looks|seems)\b", re.I)
 
 
 #: A request that is a noun phrase naming a state ("renewal status of X", "backup state of Y").
