@@ -199,6 +199,8 @@ async def test_markup_from_a_model_or_a_log_line_never_runs(tmp_path: Path, brow
         # fresh-clone CI run once read the introduction here as the last message).
         shown = await page.locator(".msg.assistant:not(.pending)", has_text="upstream said").last.inner_text()
         assert "<script>" in shown or "onerror" in shown  # the markup is visible as characters
+        # The introduction keeps its place above a request typed before it arrived.
+        assert "CloudiSENSE assistant" in await page.locator(".msg.assistant").first.inner_text()
 
         # A model's reply with markup is rendered as sanitized markdown.
         agent.assistant.provider = ScriptedModel([f"**Checked.** {PAYLOAD} [docs](javascript:alert(1))"] * 4)

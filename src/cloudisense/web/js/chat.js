@@ -172,13 +172,18 @@ async function restorePending() {
 }
 
 async function introduce() {
+  // Its place is taken at once: a request typed before the introduction arrives stays below it.
+  const slot = message("assistant", "Assistant", now(), el("p", { class: "live muted" }, "…"));
+  slot.classList.add("pending");
   try {
     const intro = (await rpc("assist_introduction", {}, HERE)).data;
     const examples = (intro.examples || []).map((ex) => el("button", { type: "button", class: "chip",
       onclick: () => { ui.input.value = ex; ui.input.focus(); } }, ex));
-    message("assistant", "Assistant", now(), el("p", { class: "text" }, intro.text),
-      examples.length ? el("div", { class: "chips", "aria-label": "Example requests" }, ...examples) : null);
+    slot.querySelector(".msg-body").replaceChildren(el("p", { class: "text" }, intro.text),
+      ...(examples.length ? [el("div", { class: "chips", "aria-label": "Example requests" }, ...examples)] : []));
+    slot.classList.remove("pending");
   } catch (err) {
+    slot.remove();
     note(err.code === 404 ? "The assistant is not available on this node." : `The assistant did not answer: ${err.message}`);
   }
 }
