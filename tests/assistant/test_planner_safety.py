@@ -560,3 +560,15 @@ def test_holding_off_after_a_label_runs_nothing(node: PlanningContext, text: str
 ])
 def test_no_step_is_dropped_before_a_quoted_message(node: PlanningContext, text: str, intents: list[str]) -> None:
     assert [s.intent for s in plan_of(text, node).steps] == intents
+
+
+@pytest.mark.parametrize("text", ["restart nginx later", "we could stop the worker", "worker - stop it? or not",
+                                  "we might restart redis"])
+def test_a_change_said_as_an_option_or_for_later_is_asked_not_run(node: PlanningContext, text: str) -> None:
+    """Found probing: "restart nginx later" restarted at once, "we could stop the worker" stopped it."""
+    plan = plan_of(text, node)
+    assert plan.outcome == "clarify" and not plan.steps, plan
+
+
+def test_a_polite_request_still_runs(node: PlanningContext) -> None:
+    assert steps(plan_of("could you restart nginx", node), node) == [("restart_target", {"name": "nginx"})]

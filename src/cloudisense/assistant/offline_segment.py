@@ -379,7 +379,7 @@ def _asks_again(piece: str, sep: str) -> bool:
 
 
 _AFTERWARDS = re.compile(r"(?<!\bthe)[,\s]+(?:afterwards?|after\s+that|after\s+this|then|too|as\s+well|after|first"
-                         r"|second|third|next|last|later|finally|lastly)\s*[.!]*\s*$", re.I)
+                         r"|second|third|next|last|finally|lastly)\s*[.!]*\s*$", re.I)
 
 
 #: An action, then "when" / "once" / "as soon as" and what it waits for ("run X when things calm down"); not
@@ -559,13 +559,14 @@ _POINTED = re.compile(r"^\s*(?:please\s+)?(?:[a-z']+\s+)?(?:me\s+)?(that|those|t
 #: What "this / that" box is: the node itself, always known.
 _HERE_WORDS = {"box", "machine", "server", "host", "node", "system", "one", "way", "much", "many", "is", "was"}
 #: Words that say a change is only a maybe.
-_HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably)\b", re.I)
+_HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|probably|we\s+could|we\s+might|one\s+could|might\s+be\s+worth"
+                    r"|could\s+be\s+worth|or\s+not)\b", re.I)
 _DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekend)"
 _NUMBER_WORD = r"(?:\d+|a|an|one|two|three|four|five|six|ten|fifteen|twenty|thirty|a\s+few|a\s+couple\s+of)"
 #: A time later than now ("at midnight", "tomorrow", "in 5 minutes", "after the backup finishes").
 _LATER_TIME = re.compile(
     r"\b(?:at\s+(?:\d{1,2}(?::\d{2})?\s*(?:am|pm|h)?|midnight|noon|night|the\s+end\s+of\s+the\s+day)(?![\w.%/-])"
-    r"|tonight|tomorrow|later\s+(?:today|tonight|on)|this\s+(?:evening|afternoon|weekend)"
+    r"|tonight|tomorrow|later\s+(?:today|tonight|on)|later(?=\s*[.!?]*\s*$)|this\s+(?:evening|afternoon|weekend)"
     rf"|next\s+(?:week|month|{_DAYS})|on\s+{_DAYS}"
     rf"|in\s+{_NUMBER_WORD}\s+(?:minutes?|mins?|hours?|hrs?|days?|weeks?)"
     r"|after\s+(?:the|it|that|this|my|our)\s+(?:\w+\s+){0,3}?(?:finish\w*|complete\w*|is\s+(?:done|over)|end\w*|ran|runs))\b",
