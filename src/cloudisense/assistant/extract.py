@@ -180,7 +180,8 @@ def _fix_stem_or_typed(stemmed: str, typed: str, vocabulary: set[str]) -> str:
     fixed = _fix(stemmed, vocabulary)
     if fixed != stemmed or not typed.isalpha():
         return fixed
-    return _fix(typed, vocabulary) if _fix(typed, vocabulary) != typed else stemmed
+    typed_fixed = _fix(typed, vocabulary)
+    return typed_fixed if typed_fixed != typed else stemmed
 
 
 def find_mentions(segment: Segment, entities: dict[str, list[str]],
@@ -480,6 +481,11 @@ def enum_of(spec: dict[str, Any]) -> list[Any]:
         if isinstance(alt, dict) and alt.get("enum"):
             return list(alt["enum"])
     return []
+
+
+def free_text(spec: dict[str, Any]) -> bool:
+    """A param that takes free text (a message, a note, a file's content): long, and of no declared shape."""
+    return int(non_null(spec).get("maxLength") or 0) >= 100 and not pattern_of(spec)
 
 
 def pattern_of(spec: dict[str, Any]) -> str | None:
@@ -786,7 +792,7 @@ def _read_value(param: str, spec: dict[str, Any], reading: Reading, *, required:
             return intent_said
     # "limited to web1" for a ``limit`` field, "by user carol" for a ``user`` one: its name said, then the value.
     head = re.escape(param.lower().split("_")[0])
-    if int(non_null(spec).get("maxLength") or 0) >= 100 and not pattern_of(spec) and len(param) >= 3 \
+    if free_text(spec) and len(param) >= 3 \
             and not re.search(r"\b(?:url|urls|uri|address|one\s+of)\b", str(spec.get("description", "")).lower()):
         # A free text ("with a note: investigating redis latency"): all that follows its name and a colon.
         told = re.search(rf"\b{head}\w*\s*(?::|=|\s+saying)\s*(\S.*)$", text, re.I)

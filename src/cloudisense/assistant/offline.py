@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cloudisense.assistant.catalog import Catalog, plannable, tool_required
+from cloudisense.assistant.catalog import Catalog, plannable, tool_required, uninflect
 from cloudisense.assistant.plan import Plan, PlanningContext, PlanStep
 
 HIGH_CONFIDENCE = 0.7
@@ -352,8 +352,8 @@ def _explain_difference(catalog: Catalog, first: str, second: str) -> str | None
     picked = []
     for side in (first, second):
         # "restarting a service": the action's own verb.
-        words = [next((b for b in (w[:-3], w[:-3] + "e", w[:-4]) if b in catalog.vocabulary), w)
-                 if w.endswith("ing") and len(w) > 5 else w for w in re.findall(r"[a-z0-9][\w.\-]*", side.lower())]
+        words = [(uninflect(w, catalog.vocabulary) or w) if w.endswith("ing") and len(w) > 5 else w
+                 for w in re.findall(r"[a-z0-9][\w.\-]*", side.lower())]
         found = catalog.search(" ".join(words), k=1)
         if not found or found[0][1] <= 0:
             return None

@@ -807,8 +807,7 @@ class SegmentPlanner:
         text = re.sub(r"\bwhatever\s+([a-z]+s)\s+(?:you|we)\s+(?:have|got|can\s+[a-z]+|know(?:\s+of)?)\b", r"all \1",
                       text, flags=re.I)
         # "no renewal for api.example.com this month": no action of that kind is wanted.
-        text = _NO_ACTION.sub(lambda m: f"{m.group(1)}don't {self._verb_of_noun(m.group(2)) or m.group(2)}"
-                              if self._verb_of_noun(m.group(2)) else m.group(0), text)
+        text = _NO_ACTION.sub(self._not_wanted, text)
         # "restart redis; once that's done, the web app too": after the step before, in order, no condition.
         text = re.sub(r"\s*[,;.]?\s*\b(?:once|when|after)\s+(?:that|this|it)(?:['’]s|\s+is|\s+has\s+been|\s+has)?\s+"
                       r"(?:done|finished|complete|completed|over|through)\s*,?\s*", " then ", text, flags=re.I)
@@ -982,6 +981,11 @@ class SegmentPlanner:
                         reason="a condition without an action", question=f"What should I do if {pending}?")
         return self._combine(text, drafts)
 
+    def _not_wanted(self, m: re.Match[str]) -> str:
+        """"no renewal" -> "don't renew", when the word after "no" names an action; else as said."""
+        verb = self._verb_of_noun(m.group(2))
+        return f"{m.group(1)}don't {verb}" if verb else m.group(0)
+
     def _verb_of_noun(self, noun: str) -> str | None:
         """The action verb a noun names ("renewal" -> renew, "restart" -> restart, "restarts" -> restart), or None."""
         low = noun.lower()
@@ -1004,7 +1008,7 @@ class SegmentPlanner:
             for param, value in draft.params.items():
                 spec = ex.non_null(props.get(param) or {})
                 if isinstance(value, str) and value and "'" not in value and ex.json_type(spec) == "string" \
-                        and int(spec.get("maxLength") or 0) >= 100 and not ex.pattern_of(spec):
+                        and ex.free_text(spec):
                     texts.append((int(spec.get("maxLength") or 0), value))
             if texts:
                 return max(texts)[1]
